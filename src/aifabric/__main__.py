@@ -1,0 +1,5 @@
+import sys
+
+from aifabric.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,180 @@
+"""The fabric file as typed, defaulted, frozen objects.
+
+Validation lives in `config.load` (which knows file names and line numbers); these classes only say
+what a valid fabric looks like and what each setting defaults to. Durations are seconds as floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "BACKEND_KINDS",
+    "ROLE_KINDS",
+    "AlertSink",
+    "BackendConfig",
+    "FabricConfig",
+    "GatewayConfig",
+    "HealthCheckConfig",
+    "HostConfig",
+    "LocalLaunch",
+    "MonitoringConfig",
+    "RetryConfig",
+    "RoleConfig",
+    "Secret",
+    "TargetConfig",
+]
+
+BACKEND_KINDS = ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed")
+ROLE_KINDS = ("chat", "embeddings", "completions")
+
+BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
+RoleKind = Literal["chat", "embeddings", "completions"]
+
+
+class Secret:
+    """A value that must never be shown: repr/str redact it; `.reveal()` is the one way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[Secret, ...] = ()
+    env_file: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    workers: int = 1
+    # Bounded waits of the data plane; see RetryConfig for what happens within them.
+    connect_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How one request is allowed to spend its time across candidates."""
+
+    deadline: float = 600.0  # overall, for the whole request, all attempts included
+    try_timeout: float = 300.0  # one attempt, until the response headers (first byte for streams)
+    max_attempts: int = 4
+    backoff_base: float = 0.05
+    backoff_max: float = 2.0
+    max_retry_after: float = 10.0  # honour an upstream Retry-After up to this long
+    warmup_wait: float = 60.0  # hold a request while every candidate is still loading
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    interval: float = 10.0
+    timeout: float = 3.0
+    healthy_threshold: int = 1
+    unhealthy_threshold: int = 2
+    # Passive outlier detection (ejection on real request failures).
+    consecutive_failures: int = 3
+    base_ejection: float = 10.0
+    max_ejection: float = 300.0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    address: str
+    always_on: bool = True
+
+
+@dataclass(frozen=True)
+class LocalLaunch:
+    """A backend that `aifabric up` starts and supervises on this machine."""
+
+    engine: Literal["llama-cpp-python", "aifabric-embed"]
+    model: str  # a path, or a bundled model name (see local.models)
+    port: int
+    threads: int | None = None
+    context: int = 2048
+    alias: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    kind: BackendKind
+    url: str  # base URL including /v1 (as written in the fabric file)
+    host: str | None = None
+    api_key: Secret | None = None
+    health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    local: LocalLaunch | None = None
+    timeout: float | None = None  # per-try timeout override for this backend
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    backend: str
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    name: str
+    kind: RoleKind
+    targets: tuple[TargetConfig, ...]
+    fallbacks: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AlertSink:
+    kind: Literal["log", "webhook", "file", "command"]
+    target: str = ""  # URL, path or command, by kind
+    min_severity: Literal["info", "warning", "critical"] = "info"
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    interval: float = 300.0
+    probe_interval: float = 10.0
+    log_dir: str | None = None
+    sinks: tuple[AlertSink, ...] = ()
+
+
+@dataclass(frozen=True)
+class FabricConfig:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    hosts: dict[str, HostConfig] = field(default_factory=dict)
+    backends: dict[str, BackendConfig] = field(default_factory=dict)
+    roles: dict[str, RoleConfig] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
+    source: str = "<embedded default>"
+
+    def resolve_role(self, name: str) -> RoleConfig | None:
+        """The role a client's `model` names, through an alias if need be."""
+        role = self.roles.get(name)
+        if role is None and name in self.aliases:
+            role = self.roles.get(self.aliases[name])
+        return role

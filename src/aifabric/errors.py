@@ -1,0 +1,194 @@
+"""The one exception tree of aifabric, and the closed set of failure classes.
+
+    FabricError
+    ├── ConfigError            an operator's fabric file is wrong: file, line, what to write instead
+    ├── ApiError               a request the gateway answers with an OpenAI-shaped error
+    │   ├── BadRequest             400  malformed JSON, missing `model`, wrong role kind
+    │   ├── Unauthorized           401  missing or wrong API key
+    │   ├── ModelNotFound          404  unknown role or alias (lists the valid names)
+    │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
+    │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
+    │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
+    ├── UpstreamFailure        one failed attempt at one target, classified (FailureClass); internal
+    ├── LocalBackendError      a local backend could not be started or supervised
+    └── CommandError           a CLI command failed for a reason the operator can act on
+
+Foreign exceptions (OSError, asyncio.TimeoutError, yaml errors, ...) are translated at one boundary
+each: the upstream client for I/O, the config loader for YAML. `ApiError` is turned into an HTTP
+response in exactly one place (`gateway.errors`), and into a CLI exit status in exactly one place
+(`cli.main`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "CommandError",
+    "ConfigError",
+    "ConfigProblem",
+    "FabricError",
+    "FailureClass",
+    "LocalBackendError",
+    "ModelNotFound",
+    "NoHealthyTarget",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamFailure",
+]
+
+
+class FailureClass(enum.StrEnum):
+    """Why one attempt at one target failed. Retry, fallback, ejection, metrics and alerts key on it."""
+
+    CONNECT = "connect"  # refused, DNS, unreachable, reset before a response
+    TIMEOUT = "timeout"  # no response (or no first byte) within the per-try timeout
+    LOADING = "loading"  # up but its model is not ready (llama-server 503 "Loading model", ...)
+    OVERLOADED = "overloaded"  # 429, or 503 with Retry-After
+    UPSTREAM_5XX = "upstream_5xx"  # any other 5xx
+    MODEL_NOT_FOUND = "model_not_found"  # 404 / the backend does not serve the configured model id
+    CLIENT_ERROR = "client_error"  # 4xx caused by the request itself: never retried, never ejects
+    AUTH = "auth"  # 401/403 from the backend: the fabric file's api_key is wrong
+
+    @property
+    def retryable(self) -> bool:
+        """Another candidate may succeed where this one failed."""
+        return self not in (FailureClass.CLIENT_ERROR,)
+
+    @property
+    def counts_against_target(self) -> bool:
+        """Whether the failure says something about the target's health (passive outlier detection)."""
+        return self is not FailureClass.CLIENT_ERROR
+
+
+class FabricError(Exception):
+    """Root of every error aifabric raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a fabric file, located and with the fix in words."""
+
+    file: str
+    line: int | None
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.message}"
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+
+class ConfigError(FabricError):
+    """The fabric file cannot be used. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ApiError(FabricError):
+    """An error answered to an API client as `{"error": {message, type, param, code}}`."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | int | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = str(code)
+        self.param = param
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(ApiError):
+    """The backend answered with an error; its status and Retry-After reach the client unchanged."""
+
+    type = "upstream_error"
+
+
+class NoHealthyTarget(ApiError):
+    """Every candidate of the role (and its fallbacks) failed, or none could be tried."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "no_healthy_target"
+
+
+class UpstreamFailure(FabricError):
+    """One failed attempt at one target. Internal: the retry loop reads `failure` and decides."""
+
+    def __init__(
+        self,
+        failure: FailureClass,
+        detail: str,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{failure}: {detail}")
+        self.failure = failure
+        self.detail = detail
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class LocalBackendError(FabricError):
+    """A local backend (one `aifabric up` launches) could not be started or kept running."""
+
+
+class CommandError(FabricError):
+    """A CLI command failed for a reason the operator can act on; printed without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

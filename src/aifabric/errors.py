@@ -5,7 +5,8 @@
     ├── ApiError               a request the gateway answers with an OpenAI-shaped error
     │   ├── BadRequest             400  malformed JSON, missing `model`, wrong role kind
     │   ├── Unauthorized           401  missing or wrong API key
-    │   ├── ModelNotFound          404  unknown role or alias (lists the valid names)
+    │   ├── ModelNotFound          404  unknown role or alias (lists the valid names), unknown route
+    │   ├── MethodNotAllowed       405  GET on a POST route
     │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
     │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
     │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
@@ -33,6 +34,7 @@ __all__ = [
     "FabricError",
     "FailureClass",
     "LocalBackendError",
+    "MethodNotAllowed",
     "ModelNotFound",
     "NoHealthyTarget",
     "PayloadTooLarge",
@@ -140,6 +142,12 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
@@ -180,6 +188,7 @@ class UpstreamFailure(FabricError):
         self.body = body
         self.retry_after = retry_after
         self.headers = headers or {}
+        self.backend: str | None = None  # set by the forwarder: which backend failed
 
 
 class LocalBackendError(FabricError):

@@ -1,0 +1,370 @@
+"""The upstream HTTP/1.1 client: pooled keep-alive connections per origin, on asyncio + httptools.
+
+Why hand-written: the gateway forwards every request, so the client's cost is paid on the hot path;
+general clients (httpx, aiohttp) spend most of it on features a proxy does not use. This one does
+exactly: a pool of keep-alive connections per origin (TLS for cloud backends), a request written in
+one `write`, the response parsed by llhttp, the body either read whole or iterated chunk by chunk
+as it arrives (for SSE), and backpressure when the client reads slower than the backend writes.
+
+I/O failures are translated here, once, into `UpstreamFailure` with a `FailureClass`:
+refused/reset/DNS -> CONNECT, no response headers within the timeout -> TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httptools
+
+from aifabric.errors import FailureClass, UpstreamFailure
+
+__all__ = ["Origin", "UpstreamClient", "UpstreamResponse", "split_url"]
+
+Origin = tuple[str, str, int]  # scheme, host, port
+
+_HIGH_WATER = 1 << 20  # pause reading from a backend when this much is buffered for a slow client
+
+
+def split_url(url: str) -> tuple[Origin, str]:
+    """`http://h:8000/v1/models?x=1` -> (("http", "h", 8000), "/v1/models?x=1")."""
+    parts = urlsplit(url)
+    scheme = parts.scheme or "http"
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return (scheme, parts.hostname or "", port), target
+
+
+class _UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection; carries one request at a time."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self.response: UpstreamResponse | None = None
+        self.headers_done: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        response = self.response
+        if response is None:
+            return
+        # A close-delimited body (no length, no chunking) ends with the connection.
+        with contextlib.suppress(httptools.HttpParserError):
+            self.parser.feed_data(b"")
+        if self.headers_done is not None and not self.headers_done.done():
+            self.headers_done.set_exception(
+                UpstreamFailure(FailureClass.CONNECT, "connection closed before the response headers")
+            )
+        if not response.complete:
+            response._fail(UpstreamFailure(FailureClass.CONNECT, "connection closed mid-response"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            failure = UpstreamFailure(FailureClass.UPSTREAM_5XX, f"malformed HTTP response: {exc}")
+            if self.headers_done is not None and not self.headers_done.done():
+                self.headers_done.set_exception(failure)
+            elif self.response is not None:
+                self.response._fail(failure)
+            self.abort()
+
+    # -- httptools callbacks ----------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        response.status = self.parser.get_status_code()
+        if self.headers_done is not None and not self.headers_done.done():
+            self.headers_done.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        self.response._feed(body)
+
+    def on_message_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        keep_alive = self.parser.should_keep_alive()
+        self.response = None
+        response._finish()
+        if keep_alive and not self.closed:
+            self.pool.release(self)
+        else:
+            self.abort()
+
+    # -- control ----------------------------------------------------------------------------------
+    def pause(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamResponse:
+    """A backend's response: status and headers now, the body as it arrives."""
+
+    def __init__(self, conn: _UpstreamConnection) -> None:
+        self._conn = conn
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: UpstreamFailure | None = None
+        self.complete = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+        return self._headers
+
+    # -- fed by the connection --------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _fail(self, error: UpstreamFailure) -> None:
+        self._error = error
+        self._wake()
+
+    # -- read by the gateway ----------------------------------------------------------------------
+    async def _next(self) -> bytes | None:
+        while True:
+            if self._chunks:
+                data = self._chunks.popleft()
+                self._buffered -= len(data)
+                if self._buffered <= _HIGH_WATER // 2:
+                    self._conn.resume()
+                return data
+            if self.complete:
+                return None
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while (chunk := await self._next()) is not None:
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises UpstreamFailure if the backend dies mid-body."""
+        while (chunk := await self._next()) is not None:
+            yield chunk
+
+    def close(self) -> None:
+        """Give up on the rest of the body: the connection cannot be reused and is closed."""
+        if not self.complete:
+            self._conn.abort()
+
+
+class _Pool:
+    def __init__(self, client: UpstreamClient, origin: Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.idle: list[_UpstreamConnection] = []
+        self.all: set[_UpstreamConnection] = set()
+
+    async def connect(self, timeout: float) -> _UpstreamConnection:
+        scheme, host, port = self.origin
+        loop = asyncio.get_running_loop()
+        ssl_ctx = self.client.ssl_context if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _UpstreamConnection(self),
+                    host,
+                    port,
+                    ssl=ssl_ctx,
+                    server_hostname=host if ssl_ctx else None,
+                )
+        except TimeoutError:
+            raise UpstreamFailure(
+                FailureClass.TIMEOUT, f"connect to {host}:{port} timed out after {timeout:g}s"
+            ) from None
+        except ssl.SSLError as exc:
+            raise UpstreamFailure(
+                FailureClass.CONNECT, f"TLS handshake with {host}:{port} failed: {exc}"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise UpstreamFailure(
+                FailureClass.CONNECT, f"cannot connect to {host}:{port}: {reason}"
+            ) from None
+        self.all.add(conn)
+        return conn
+
+    def acquire_idle(self) -> _UpstreamConnection | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    def release(self, conn: _UpstreamConnection) -> None:
+        if len(self.idle) < self.client.max_idle_per_origin:
+            self.idle.append(conn)
+        else:
+            conn.abort()
+
+    def discard(self, conn: _UpstreamConnection) -> None:
+        self.all.discard(conn)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+
+class UpstreamClient:
+    """Pooled HTTP/1.1 client for backends. One per process; safe to share across tasks."""
+
+    def __init__(
+        self, *, connect_timeout: float = 3.0, max_idle_per_origin: int = 256, user_agent: str = "aifabric"
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_idle_per_origin = max_idle_per_origin
+        self.user_agent = user_agent
+        self._pools: dict[Origin, _Pool] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _pool(self, origin: Origin) -> _Pool:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _Pool(self, origin)
+        return pool
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        origin, target = split_url(url)
+        return await self.send(origin, method, target, headers or [], body, timeout)
+
+    async def send(
+        self,
+        origin: Origin,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send one request; returns once the response headers are in (within `timeout`)."""
+        pool = self._pool(origin)
+        host_header = origin[1] if origin[2] in (80, 443) else f"{origin[1]}:{origin[2]}"
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: {self.user_agent}\r\n"]
+        head.extend(f"{k}: {v}\r\n" for k, v in headers)
+        head.append(f"content-length: {len(body)}\r\n\r\n")
+        payload = "".join(head).encode("latin-1") + body
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        # A pooled connection the backend closed while idle fails before any byte of the response;
+        # that is not the backend's fault, so it is retried once on a fresh connection.
+        for fresh in (False, True):
+            conn = None if fresh else pool.acquire_idle()
+            if conn is None:
+                remaining = self.connect_timeout if deadline is None else deadline - loop.time()
+                conn = await pool.connect(max(0.001, min(self.connect_timeout, remaining)))
+            try:
+                return await self._exchange(conn, payload, deadline, loop)
+            except UpstreamFailure as failure:
+                if conn.reused and failure.failure is FailureClass.CONNECT and not fresh:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(
+        self,
+        conn: _UpstreamConnection,
+        payload: bytes,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> UpstreamResponse:
+        response = UpstreamResponse(conn)
+        conn.response = response
+        conn.headers_done = loop.create_future()
+        assert conn.transport is not None
+        conn.transport.write(payload)
+        try:
+            if deadline is None:
+                await conn.headers_done
+            else:
+                async with asyncio.timeout_at(deadline):
+                    await conn.headers_done
+        except TimeoutError:
+            conn.abort()
+            raise UpstreamFailure(FailureClass.TIMEOUT, "no response headers before the timeout") from None
+        except asyncio.CancelledError:
+            # The client of the gateway went away: the backend must see the request cancelled.
+            conn.abort()
+            raise
+        finally:
+            conn.headers_done = None
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            for conn in list(pool.all):
+                conn.abort()
+        self._pools.clear()

@@ -1,0 +1,382 @@
+"""A small HTTP/1.1 server on asyncio + httptools: the gateway's listener.
+
+Why not an ASGI server: the gateway's cost per request is what it adds to every call, and most of an
+ASGI stack's time goes to layers a proxy does not need (scope dicts, receive/send message dicts,
+middleware). This listener parses with httptools (llhttp, in C), hands the handler one `Request` with
+the whole body, and writes a `Response` (one write) or a `StreamingResponse` (chunked, flow-controlled).
+The comparison that chose it is in bench/STACKS.md.
+
+What it does that a proxy needs: keep-alive and pipelining (answered in order), `Expect: 100-continue`,
+a body-size limit answered with 413 before the body is read, cancellation of the handler when the
+client goes away (which closes the upstream request), and backpressure on slow readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+
+__all__ = ["HttpServer", "Request", "Response", "StreamingResponse"]
+
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode("latin-1")
+        _STATUS_LINES[status] = line
+    return line
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+    client: str = ""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class StreamingResponse:
+    status: int
+    chunks: AsyncIterator[bytes]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "text/event-stream"
+
+
+Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
+# Called when the body limit is exceeded or the request cannot be parsed; returns the error response.
+ErrorFactory = Callable[[int, str], Response]
+
+
+def _plain_error(status: int, message: str) -> Response:
+    return Response(status, message.encode() + b"\n", content_type="text/plain")
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_client",
+        "_closing",
+        "_drain",
+        "_headers",
+        "_keep_alive",
+        "_parser",
+        "_paused",
+        "_pending",
+        "_rejected",
+        "_server",
+        "_task",
+        "_too_large",
+        "_transport",
+        "_url",
+        "last_active",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._too_large = False
+        self._rejected = False
+        self._keep_alive = True
+        self._pending: collections.deque[tuple[Request | Response, bool]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._closing = False
+        self._client = ""
+        self.last_active = 0.0
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self._client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        self.last_active = self._server.loop.time()
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._server.connections.discard(self)
+        if self._task is not None and not self._task.done():
+            # The client went away: cancelling the handler closes the upstream request with it.
+            self._task.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("client disconnected"))
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self._server.loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._queue(_plain_error(400, "protocol upgrades are not supported"), keep_alive=False)
+        except httptools.HttpParserError as exc:
+            self._queue(self._server.error_factory(400, f"malformed HTTP request: {exc}"), keep_alive=False)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # -- httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._server.max_body_bytes:
+            # Answer now, before the client sends a body we would throw away, and close after it.
+            self._too_large = True
+            self._reject_too_large()
+        elif self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._server.max_body_bytes:
+            self._too_large = True
+            self._body = []
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = self._parser.should_keep_alive()
+        if self._too_large:
+            self._reject_too_large()
+            return
+        url = httptools.parse_url(self._url)
+        path = url.path.decode("latin-1") if url.path else "/"
+        query = url.query.decode("latin-1") if url.query else ""
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self._parser.get_method().decode("latin-1")
+        self._queue(Request(method, path, query, self._headers, body, self._client), keep_alive)
+
+    def _reject_too_large(self) -> None:
+        if self._rejected:
+            return
+        self._rejected = True
+        limit = self._server.max_body_bytes
+        error = self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
+        self._queue(error, keep_alive=False)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def _queue(self, item: Request | Response, keep_alive: bool) -> None:
+        if self._task is None:
+            self._task = self._server.loop.create_task(self._run(item, keep_alive))
+        else:
+            # Pipelined: answered in order once the current one is done.
+            self._pending.append((item, keep_alive))
+
+    async def _run(self, item: Request | Response, keep_alive: bool) -> None:
+        try:
+            while True:
+                response = item if isinstance(item, Response) else await self._handle(item)
+                if isinstance(response, StreamingResponse):
+                    await self._write_stream(response, keep_alive)
+                else:
+                    self._write(response, keep_alive)
+                if not keep_alive or self._closing:
+                    self._close()
+                    return
+                if not self._pending:
+                    return
+                item, keep_alive = self._pending.popleft()
+        except (asyncio.CancelledError, ConnectionError):
+            self._close()
+        finally:
+            self._task = None
+
+    async def _handle(self, request: Request) -> Response | StreamingResponse:
+        try:
+            return await self._server.handler(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the handler's own bug: answered, logged, never a hung connection
+            self._server.log_exception(request)
+            return self._server.error_factory(500, "internal error in the gateway")
+
+    def _head(
+        self, status: int, content_type: str, headers: list[tuple[str, str]], keep_alive: bool
+    ) -> list[str]:
+        lines = [f"content-type: {content_type}\r\n"] if content_type else []
+        lines.extend(f"{k}: {v}\r\n" for k, v in headers)
+        if not keep_alive:
+            lines.append("connection: close\r\n")
+        return lines
+
+    def _write(self, response: Response, keep_alive: bool) -> None:
+        if self._transport is None or self._closing:
+            return
+        head = self._head(response.status, response.content_type, response.headers, keep_alive)
+        head.append(f"content-length: {len(response.body)}\r\n\r\n")
+        self._transport.write(_status_line(response.status) + "".join(head).encode("latin-1") + response.body)
+
+    async def _write_stream(self, response: StreamingResponse, keep_alive: bool) -> None:
+        chunks = response.chunks
+        try:
+            if self._transport is None or self._closing:
+                return
+            head = self._head(response.status, response.content_type, response.headers, keep_alive)
+            head.append("transfer-encoding: chunked\r\n\r\n")
+            self._transport.write(_status_line(response.status) + "".join(head).encode("latin-1"))
+            async for chunk in chunks:
+                if self._closing:
+                    raise ConnectionResetError("client disconnected")
+                if chunk:
+                    self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    if self._paused:
+                        loop = self._server.loop
+                        self._drain = loop.create_future()
+                        await self._drain
+            if not self._closing:
+                self._transport.write(b"0\r\n\r\n")
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def idle(self) -> bool:
+        return self._task is None and not self._pending
+
+
+class HttpServer:
+    """Serves one `Handler` on a socket; `start()` then `close()`."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        error_factory: ErrorFactory = _plain_error,
+        idle_timeout: float = 75.0,
+        log_exception: Callable[[Request], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self.error_factory = error_factory
+        self.idle_timeout = idle_timeout
+        self.log_exception = log_exception or (lambda request: None)
+        self.connections: set[_Connection] = set()
+        self.loop = asyncio.get_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+    ) -> HttpServer:
+        self.loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await self.loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=2048
+            )
+        self._reaper = self.loop.create_task(self._reap_idle())
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _reap_idle(self) -> None:
+        # One timer for all connections instead of one per request: keep-alive sockets idle past the
+        # timeout are closed so a crowd of abandoned clients cannot hold file descriptors forever.
+        while True:
+            await asyncio.sleep(min(self.idle_timeout, 5.0))
+            cutoff = self.loop.time() - self.idle_timeout
+            for conn in list(self.connections):
+                if conn.idle() and conn.last_active < cutoff:
+                    conn._close()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop listening, let in-flight requests finish for up to `grace` seconds, then close all."""
+        if self._server is not None:
+            self._server.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        deadline = self.loop.time() + grace
+        while any(not c.idle() for c in self.connections) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn._close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -169,6 +169,8 @@ Builder = Callable[[Reader, yaml.Node, str], Any]
 
 def _section(fields: Mapping[str, Field], build: Callable[..., Any]) -> n.Converter:
     def convert(r: Reader, node: yaml.Node, path: str) -> Any:
+        if n.is_null(node):
+            return None  # `local: null`, `health:` with nothing: the section's defaults
         values = r.mapping(node, path, fields)
         return INVALID if values is None else build(**values)
 

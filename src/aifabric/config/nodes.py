@@ -20,7 +20,7 @@ from aifabric.config.env import EnvResolver
 from aifabric.config.schema import Secret
 from aifabric.errors import ConfigProblem
 
-__all__ = ["INVALID", "Field", "Reader", "Scalar", "suggest"]
+__all__ = ["INVALID", "Field", "Reader", "Scalar", "is_null", "suggest"]
 
 
 class _Invalid:
@@ -107,7 +107,7 @@ class Reader:
         """(key, value node, key line) of a mapping node; reports non-mappings and duplicate keys.
         An empty value (`key:` with nothing after it) reads as an empty mapping."""
         if not isinstance(node, yaml.MappingNode):
-            if not _is_null(node):
+            if not is_null(node):
                 self.problem(
                     line_of(node),
                     f"{where(path)} must be {what}, found {describe(node)}",
@@ -118,7 +118,7 @@ class Reader:
         seen: dict[str, tuple[int, bool]] = {}
         for key_node, value_node in node.value:
             line = line_of(key_node)
-            if not isinstance(key_node, yaml.ScalarNode) or _is_null(key_node):
+            if not isinstance(key_node, yaml.ScalarNode) or is_null(key_node):
                 self.problem(
                     line, f"a key of {where(path)} is {describe(key_node)}", "keys must be plain names"
                 )
@@ -157,7 +157,7 @@ class Reader:
             elif spec.required:
                 complete = False
                 self.problem(line, f"{join(path, key)} has no value", f"give {join(path, key)} a value")
-        if not isinstance(node, yaml.MappingNode) and not _is_null(node):
+        if not isinstance(node, yaml.MappingNode) and not is_null(node):
             return None
         for key, spec in fields.items():
             if spec.required and key not in present:
@@ -170,7 +170,7 @@ class Reader:
         return values if complete else None
 
     def sequence(self, node: yaml.Node, path: str, item: Converter) -> tuple[Any, ...] | _Invalid:
-        if _is_null(node):
+        if is_null(node):
             return ()
         if not isinstance(node, yaml.SequenceNode):
             self.problem(
@@ -196,7 +196,7 @@ class Reader:
         if not isinstance(node, yaml.ScalarNode):
             self.problem(line, f"{path} must be {what}, found {describe(node)}", f"write {path} as {what}")
             return INVALID
-        if _is_null(node):
+        if is_null(node):
             return None
         text = str(node.value)
         substituted = self.env.substitute(text, path, line)
@@ -217,7 +217,7 @@ class Reader:
         return INVALID
 
 
-def _is_null(node: yaml.Node) -> bool:
+def is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == _TAG_NULL
 
 

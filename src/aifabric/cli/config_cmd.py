@@ -1,0 +1,64 @@
+"""`aifabric config validate FILE` and `aifabric config show FILE [--json]`.
+
+validate: exit 0 with a one-line summary, or exit 1 with every problem on stderr (printed by
+`cli.main`, the one place a `ConfigError` becomes output and an exit status).
+show: the effective configuration, defaults filled in and secrets redacted, as YAML or JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from aifabric.cli.console import Console
+from aifabric.config.load import load_config
+from aifabric.config.schema import FabricConfig
+from aifabric.config.show import config_to_dict
+
+__all__ = ["HELP", "NAME", "add_arguments", "run", "summary"]
+
+NAME = "config"
+HELP = "Check a fabric file, or print the effective configuration it describes."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    validate = actions.add_parser(
+        "validate",
+        help="check a fabric file; exit 0 if it is usable, 1 with every problem otherwise",
+        description="Check a fabric file: YAML, keys, types, references, ${VAR} resolution.",
+    )
+    validate.add_argument("file", metavar="FILE", help="the fabric file (fabric.yaml)")
+    show = actions.add_parser(
+        "show",
+        help="print the effective configuration (defaults filled in, secrets redacted)",
+        description="Print the effective configuration: every default filled in, every secret redacted.",
+    )
+    show.add_argument("file", metavar="FILE", help="the fabric file (fabric.yaml)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    config = load_config(args.file)  # a ConfigError is printed by cli.main, problem by problem
+    if args.action == "validate":
+        console.print(f"ok: {summary(config)}")
+        return 0
+    data = config_to_dict(config)
+    if args.json:
+        console.json(data)
+    else:
+        console.print(f"# effective configuration of {config.source}; secrets redacted")
+        console.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100).rstrip("\n"))
+    return 0
+
+
+def summary(config: FabricConfig) -> str:
+    """`3 hosts, 4 backends, 4 roles, 3 aliases`."""
+    counts = (
+        (len(config.hosts), "host", "hosts"),
+        (len(config.backends), "backend", "backends"),
+        (len(config.roles), "role", "roles"),
+        (len(config.aliases), "alias", "aliases"),
+    )
+    return ", ".join(f"{count} {one if count == 1 else many}" for count, one, many in counts)

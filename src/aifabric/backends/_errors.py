@@ -1,0 +1,140 @@
+"""Backend errors read once: classify a failed response, and normalize its body to OpenAI's shape.
+
+The shapes met in the field, all handled by one reader (adapters override only what differs):
+
+    OpenAI, llama-server, llama-cpp-python, newer vLLM   {"error": {"message", "type", "param", "code"}}
+    older vLLM                                           {"object": "error", "message", "type", "code": 404}
+    TEI                                                  {"error": "...", "error_type": "Validation"}
+    Ollama                                               {"error": "model \"x\" not found, try pulling it"}
+    FastAPI defaults                                     {"detail": "..."} or {"detail": [{"msg": ...}]}
+    anything else                                        plain text (or nothing)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from aifabric.errors import FailureClass
+
+__all__ = ["classify_response", "error_message", "normalize_error_body", "parse_json"]
+
+_MAX_MESSAGE = 1000
+_LOADING = re.compile(rb"loading", re.IGNORECASE)
+# "The model `x` does not exist." (vLLM), "model 'x' not found" (Ollama), "model_not_found" (OpenAI)
+_MODEL_MISSING = re.compile(
+    rb"model[^\n]{0,200}?(does not exist|not found|not exist)|model_not_found|no such model",
+    re.IGNORECASE,
+)
+_OPENAI_TYPE = re.compile(r"^[a-z][a-z_]*_error$")
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    408: "timeout_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+_CODE_BY_FAILURE = {
+    FailureClass.MODEL_NOT_FOUND: "model_not_found",
+    FailureClass.OVERLOADED: "rate_limit_exceeded",
+    FailureClass.LOADING: "model_loading",
+    FailureClass.AUTH: "upstream_auth_failed",
+    FailureClass.TIMEOUT: "timeout",
+}
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or None when it is not JSON."""
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> FailureClass:
+    """The failure class of an error response (status >= 400), the same way for every kind."""
+    if status < 400:
+        raise ValueError(f"HTTP {status} is not an error response")
+    if status == 429:
+        return FailureClass.OVERLOADED
+    if status == 503:
+        if _header(headers, "retry-after") is not None:
+            return FailureClass.OVERLOADED
+        if _LOADING.search(body[:4096]):
+            return FailureClass.LOADING
+        return FailureClass.UPSTREAM_5XX
+    if status in (401, 403):
+        return FailureClass.AUTH
+    if status == 404:
+        return FailureClass.MODEL_NOT_FOUND
+    if status in (408, 504):
+        return FailureClass.TIMEOUT
+    if status >= 500:
+        return FailureClass.UPSTREAM_5XX
+    # Some servers answer 400 for an unknown model; that is the fabric's mistake, not the client's.
+    if _MODEL_MISSING.search(body[:4096]):
+        return FailureClass.MODEL_NOT_FOUND
+    return FailureClass.CLIENT_ERROR
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        for key, val in headers.items():
+            if key.lower() == name:
+                return val
+    return value
+
+
+def error_message(doc: Any, body: bytes) -> tuple[str, Any, Any, Any]:
+    """(message, type, param, code) as the backend wrote them, from whichever shape it used."""
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict):
+            return (_text(err.get("message")), err.get("type"), err.get("param"), err.get("code"))
+        if isinstance(err, str):
+            return (err, doc.get("error_type") or doc.get("type"), None, doc.get("code"))
+        if "message" in doc:
+            return (_text(doc.get("message")), doc.get("type"), doc.get("param"), doc.get("code"))
+        detail = doc.get("detail")
+        if isinstance(detail, str):
+            return (detail, None, None, None)
+        if isinstance(detail, list) and detail:
+            parts = [_text(d.get("msg")) if isinstance(d, dict) else _text(d) for d in detail]
+            return ("; ".join(p for p in parts if p), None, None, None)
+    text = body.decode("utf-8", "replace").strip() if doc is None else ""
+    return (text, None, None, None)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def normalize_error_body(status: int, body: bytes, failure: FailureClass) -> dict[str, Any]:
+    """OpenAI's error object {"message", "type", "param", "code"} from any backend's error body."""
+    message, type_, param, code = error_message(parse_json(body), body)
+    message = " ".join(message.split())[:_MAX_MESSAGE] or f"the backend answered HTTP {status}"
+    if not (isinstance(type_, str) and _OPENAI_TYPE.match(type_)):
+        type_ = _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    # Integer codes (vLLM's `"code": 404`) repeat the status; a string code is more useful to clients.
+    if not isinstance(code, str) or not code:
+        code = _CODE_BY_FAILURE.get(failure)
+    return {
+        "message": message,
+        "type": type_,
+        "param": param if isinstance(param, str) else None,
+        "code": code,
+    }

@@ -1,0 +1,261 @@
+"""One narrow adapter per backend kind: how to probe it (costing no tokens) and how to read its errors.
+
+Every kind speaks the OpenAI wire format for requests; they differ in how they say "I am up",
+"still loading", "saturated", which model ids they serve, and how their error bodies look. An
+adapter is stateless; `adapter_for(kind)` returns the shared instance.
+
+A backend's configured URL is its OpenAI base URL and includes `/v1` ("http://h:8000/v1"); the
+health routes of vLLM, llama-server, TEI and Ollama live at the origin ("http://h:8000/health").
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from aifabric.backends._drift import check_models, closest_model, exact_match
+from aifabric.backends._errors import classify_response, normalize_error_body, parse_json
+from aifabric.config.schema import BackendConfig
+from aifabric.errors import FailureClass, UpstreamFailure
+from aifabric.health.state import BackendState
+
+__all__ = [
+    "BackendAdapter",
+    "ProbeContext",
+    "ProbeFailed",
+    "ProbeHttp",
+    "ProbeResult",
+    "adapter_for",
+    "check_models",
+    "closest_model",
+    "model_ids",
+    "origin_of",
+]
+
+_MAX_PROBE_BODY = 4 * 1024 * 1024
+
+
+class _Response(Protocol):
+    status: int
+    headers: dict[str, str]
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> object: ...
+
+
+class ProbeHttp(Protocol):
+    """What a probe needs from `aifabric.http.client.UpstreamClient`."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        timeout: float | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one active health check found."""
+
+    ok: bool  # the backend serves (up or degraded)
+    state: BackendState  # up, degraded, loading or down (health.state maps down to asleep by host)
+    reason: str  # human words: why this state
+    latency: float  # seconds, of the probe's first request
+    served_models: tuple[str, ...] = ()
+    load: dict[str, float] = field(default_factory=dict)
+    failure: FailureClass | None = None
+
+
+class ProbeFailed(Exception):
+    """Raised inside an adapter's `_probe` to end it with a failed result."""
+
+    def __init__(self, state: BackendState, reason: str, failure: FailureClass | None) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+        self.failure = failure
+
+
+def origin_of(url: str) -> str:
+    """ "http://h:8000/v1" -> "http://h:8000": where health routes live."""
+    parts = urlsplit(url.rstrip("/"))
+    path = parts.path
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def model_ids(doc: Any) -> tuple[str, ...]:
+    """Ids from an OpenAI model list {"data": [{"id": ...}, ...]}."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        return ()
+    return tuple(m["id"] for m in doc["data"] if isinstance(m, dict) and isinstance(m.get("id"), str))
+
+
+class ProbeContext:
+    """The HTTP side of one probe: GETs with the backend's key, the first request's latency."""
+
+    def __init__(
+        self,
+        http: ProbeHttp,
+        backend: BackendConfig,
+        timeout: float,
+        clock: Any = time.perf_counter,
+    ) -> None:
+        self.http = http
+        self.backend = backend
+        self.timeout = timeout
+        self.base = backend.url.rstrip("/")
+        self.origin = origin_of(backend.url)
+        self._clock = clock
+        self.latency: float | None = None
+        self._headers: list[tuple[str, str]] = [("accept", "application/json")]
+        if backend.api_key:
+            self._headers.append(("authorization", f"Bearer {backend.api_key.reveal()}"))
+
+    async def get(self, url: str) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body); raises UpstreamFailure on I/O failure (refused, timeout)."""
+        start = self._clock()
+        resp = await self.http.request("GET", url, headers=self._headers, timeout=self.timeout)
+        try:
+            body: bytes = await resp.read()
+        finally:
+            closed = resp.close()
+            if inspect.isawaitable(closed):
+                await closed
+        if self.latency is None:
+            self.latency = self._clock() - start
+        return resp.status, resp.headers, body[:_MAX_PROBE_BODY]
+
+    async def get_ok(self, url: str, what: str, adapter: BackendAdapter) -> tuple[dict[str, str], bytes]:
+        """A GET that must answer 2xx; anything else ends the probe with a classified reason."""
+        status, headers, body = await self.get(url)
+        if 200 <= status < 300:
+            return headers, body
+        raise adapter.failed_probe(status, headers, body, what)
+
+    async def models(self, adapter: BackendAdapter) -> tuple[str, ...]:
+        _, body = await self.get_ok(f"{self.base}/models", "GET /v1/models", adapter)
+        return model_ids(parse_json(body))
+
+
+class BackendAdapter:
+    """Probe and error reading for one kind. Subclasses implement `_probe`."""
+
+    kind: ClassVar[str] = ""
+    probe_paths: ClassVar[tuple[str, ...]] = ()
+    # Whether the kind streams a final usage chunk on `stream_options.include_usage`.
+    supports_include_usage: ClassVar[bool] = True
+    # Whether a request for a model id it does not serve fails (404). llama-cpp-python and TEI
+    # silently answer with the loaded model, so drift there is worth reporting but not routing around.
+    enforces_model_id: ClassVar[bool] = True
+    # The least time between two probes: clouds are probed sparingly.
+    min_probe_interval: ClassVar[float] = 0.0
+
+    async def probe(self, http: ProbeHttp, backend: BackendConfig, timeout: float) -> ProbeResult:
+        """Check the backend without spending tokens. Never raises for a backend's failure."""
+        ctx = ProbeContext(http, backend, timeout)
+        start = time.perf_counter()
+        try:
+            return await self._probe(ctx)
+        except ProbeFailed as exc:
+            return self._failed(ctx, start, exc.state, exc.reason, exc.failure)
+        except UpstreamFailure as exc:
+            state = BackendState.DOWN
+            if exc.failure is FailureClass.TIMEOUT:
+                reason = f"no answer from {ctx.origin} within {timeout:g}s"
+            elif exc.failure is FailureClass.CONNECT:
+                reason = f"not answering at {ctx.origin} ({exc.detail})"
+            else:
+                reason = f"probe of {ctx.origin} failed: {exc.detail}"
+            return self._failed(ctx, start, state, reason, exc.failure)
+
+    def _failed(
+        self,
+        ctx: ProbeContext,
+        start: float,
+        state: BackendState,
+        reason: str,
+        failure: FailureClass | None,
+    ) -> ProbeResult:
+        latency = ctx.latency if ctx.latency is not None else time.perf_counter() - start
+        return ProbeResult(False, state, reason, latency, failure=failure)
+
+    async def _probe(self, ctx: ProbeContext) -> ProbeResult:
+        raise NotImplementedError
+
+    def up(
+        self,
+        ctx: ProbeContext,
+        served: tuple[str, ...],
+        load: dict[str, float] | None = None,
+        saturated: str | None = None,
+    ) -> ProbeResult:
+        """A serving result: `saturated` (a reason in words) makes it degraded."""
+        latency = ctx.latency or 0.0
+        if saturated:
+            return ProbeResult(True, BackendState.DEGRADED, saturated, latency, served, load or {})
+        return ProbeResult(True, BackendState.UP, "serving", latency, served, load or {})
+
+    def failed_probe(self, status: int, headers: Mapping[str, str], body: bytes, what: str) -> ProbeFailed:
+        """A probe request's error response as a failed probe, in words."""
+        failure = self.classify(status, headers, body)
+        message = self.normalize_error(status, body)["message"]
+        said = f"{what} answered {status}: {message}"
+        if failure is FailureClass.LOADING:
+            return ProbeFailed(BackendState.LOADING, f"loading its model ({said})", failure)
+        if failure is FailureClass.AUTH:
+            return ProbeFailed(
+                BackendState.DOWN, f"api key rejected ({said}): check the backend's api_key", failure
+            )
+        return ProbeFailed(BackendState.DOWN, said, failure)
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> FailureClass:
+        """The failure class of an error response from this kind of backend."""
+        return classify_response(status, headers, body)
+
+    def normalize_error(self, status: int, body: bytes) -> dict[str, Any]:
+        """OpenAI's error object {"message", "type", "param", "code"} from this kind's error body."""
+        return normalize_error_body(status, body, self.classify(status, {}, body))
+
+    def serves(self, model: str, served: Sequence[str]) -> bool:
+        """Whether a request for `model` reaches that model on a backend serving `served`."""
+        return exact_match(model, served)
+
+    def check_models(self, configured: Iterable[str], served: Sequence[str], backend_name: str) -> list[str]:
+        return check_models(configured, served, backend_name, matches=self.serves)
+
+
+_MODULES = {
+    "vllm": "vllm",
+    "llamacpp": "llamacpp",
+    "llama-cpp-python": "llama_cpp_python",
+    "ollama": "ollama",
+    "tei": "tei",
+    "openai": "openai",
+    "aifabric-embed": "aifabric_embed",
+}
+_ADAPTERS: dict[str, BackendAdapter] = {}
+
+
+def adapter_for(kind: str) -> BackendAdapter:
+    """The adapter of a backend kind (as written in the fabric file)."""
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        module_name = _MODULES.get(kind)
+        if module_name is None:
+            raise ValueError(f"unknown backend kind {kind!r}; known: {', '.join(_MODULES)}")
+        module = importlib.import_module(f"aifabric.backends.{module_name}")
+        adapter = module.ADAPTER
+        assert isinstance(adapter, BackendAdapter)
+        _ADAPTERS[kind] = adapter
+    return adapter

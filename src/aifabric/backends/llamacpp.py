@@ -1,0 +1,55 @@
+"""llama.cpp's own `llama-server`: `/health` (503 "Loading model" while loading), `/v1/models`, `/slots`.
+
+`/slots` lists the server's parallel decoding slots; when every slot is busy, new requests wait in
+its queue, which is what "degraded" means here. Servers started without `--slots` answer 501 there:
+then there is simply no load signal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aifabric.backends._errors import parse_json
+from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.errors import UpstreamFailure
+
+__all__ = ["ADAPTER", "LlamaServerAdapter", "slots_load"]
+
+
+def slots_load(doc: Any) -> tuple[dict[str, float], str | None]:
+    """Busy and total slots from `/slots`, and the saturation reason (None when a slot is free)."""
+    if not isinstance(doc, list) or not doc:
+        return {}, None
+    busy = 0
+    for slot in doc:
+        if not isinstance(slot, dict):
+            continue
+        # `is_processing` since 2024; before it, `state` 0 = idle, 1 = processing.
+        if slot.get("is_processing") is True or slot.get("state") == 1:
+            busy += 1
+    total = len(doc)
+    load = {"slots_busy": float(busy), "slots_total": float(total)}
+    if busy >= total:
+        return load, f"saturated: all {total} slots busy, new requests queue"
+    return load, None
+
+
+class LlamaServerAdapter(BackendAdapter):
+    kind = "llamacpp"
+    probe_paths = ("/health", "/v1/models", "/slots")
+
+    async def _probe(self, ctx: ProbeContext) -> ProbeResult:
+        await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)
+        served = await ctx.models(self)
+        load: dict[str, float] = {}
+        saturated = None
+        try:
+            status, _, body = await ctx.get(f"{ctx.origin}/slots")
+        except UpstreamFailure:
+            status, body = 0, b""
+        if status == 200:
+            load, saturated = slots_load(parse_json(body))
+        return self.up(ctx, served, load, saturated)
+
+
+ADAPTER = LlamaServerAdapter()

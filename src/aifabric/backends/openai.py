@@ -1,0 +1,22 @@
+"""Any OpenAI-compatible cloud: `GET /v1/models` with the key, probed sparingly.
+
+Listing models costs no tokens and proves both reachability and that the api_key is accepted.
+"""
+
+from __future__ import annotations
+
+from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+
+__all__ = ["ADAPTER", "OpenAIAdapter"]
+
+
+class OpenAIAdapter(BackendAdapter):
+    kind = "openai"
+    probe_paths = ("/v1/models",)
+    min_probe_interval = 300.0
+
+    async def _probe(self, ctx: ProbeContext) -> ProbeResult:
+        return self.up(ctx, await ctx.models(self))
+
+
+ADAPTER = OpenAIAdapter()

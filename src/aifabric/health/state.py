@@ -1,0 +1,141 @@
+"""What the fabric believes about each backend, and the pure state machine that probes drive.
+
+    unknown ──first probe──> whatever the probe says
+    up <──> degraded          (at once: both serve; degraded says why, e.g. "12 requests waiting")
+    up/degraded ──unhealthy_threshold failed probes──> down, or asleep (host with always_on: false
+                                                       that does not answer: expected, not an incident)
+    any ──probe says "loading"──> loading                (the backend answered: no threshold needed)
+    down/asleep/loading ──healthy_threshold good probes──> up/degraded
+
+One `BackendHealth` exists per backend and is shared by every target on it. `apply_probe` returns a
+`Transition` only when the state changes, so each transition is logged exactly once by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aifabric.errors import FailureClass
+
+if TYPE_CHECKING:
+    from aifabric.backends.base import ProbeResult
+
+__all__ = ["ROUTABLE", "BackendHealth", "BackendState", "Transition"]
+
+
+class BackendState(enum.StrEnum):
+    UNKNOWN = "unknown"  # not probed yet: routable, so a fresh gateway serves before its first probe
+    LOADING = "loading"  # answers, but its model is not ready
+    UP = "up"
+    DEGRADED = "degraded"  # serves, but saturated or otherwise impaired; `reason` says how
+    DOWN = "down"
+    ASLEEP = "asleep"  # a host that may be powered off does not answer
+
+
+# States in which the data plane sends requests to a backend's targets in normal (non-panic) order.
+ROUTABLE = frozenset({BackendState.UNKNOWN, BackendState.UP, BackendState.DEGRADED})
+
+_SERVING = frozenset({BackendState.UP, BackendState.DEGRADED})
+_SILENT = frozenset({FailureClass.CONNECT, FailureClass.TIMEOUT})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    backend: str
+    old: BackendState
+    new: BackendState
+    reason: str
+
+    def __str__(self) -> str:
+        return f"backend {self.backend}: {self.old} -> {self.new} ({self.reason})"
+
+
+@dataclass(eq=False)
+class BackendHealth:
+    """Mutable health of one backend, written by the health checker, read by the data plane."""
+
+    name: str
+    always_on: bool = True
+    healthy_threshold: int = 1
+    unhealthy_threshold: int = 2
+    state: BackendState = BackendState.UNKNOWN
+    reason: str = "not probed yet"
+    since: float = 0.0
+    last_probe_at: float | None = None
+    last_probe_latency: float | None = None
+    served_models: tuple[str, ...] = ()
+    mismatches: list[str] = field(default_factory=list)
+    load: dict[str, float] = field(default_factory=dict)
+    failure: FailureClass | None = None  # class of the latest failed probe
+    consecutive_ok: int = 0
+    consecutive_failed: int = 0
+
+    @property
+    def routable(self) -> bool:
+        return self.state in ROUTABLE
+
+    def apply_probe(self, result: ProbeResult, now: float) -> Transition | None:
+        """Fold one probe result in; the returned Transition (if any) is the caller's to log."""
+        self.last_probe_at = now
+        self.last_probe_latency = result.latency
+        if result.served_models:
+            self.served_models = result.served_models
+        self.load = dict(result.load)
+
+        if result.ok:
+            self.consecutive_ok += 1
+            self.consecutive_failed = 0
+            self.failure = None
+            target = result.state if result.state in _SERVING else BackendState.UP
+            if self.state in _SERVING or self.state is BackendState.UNKNOWN:
+                return self._move(target, result.reason, now)
+            if self.consecutive_ok >= self.healthy_threshold:
+                return self._move(target, result.reason, now)
+            self.reason = f"{result.reason} ({self.consecutive_ok}/{self.healthy_threshold} good probes)"
+            return None
+
+        self.consecutive_failed += 1
+        self.consecutive_ok = 0
+        self.failure = result.failure
+        if result.state is BackendState.LOADING:
+            # The backend itself said so: no need to wait for a threshold.
+            return self._move(BackendState.LOADING, result.reason, now)
+        target = self._failed_state(result)
+        if self.state in _SERVING and self.consecutive_failed < self.unhealthy_threshold:
+            # One lost probe on a serving backend is not an outage yet; keep routing to it.
+            self.reason = (
+                f"{result.reason} ({self.consecutive_failed}/{self.unhealthy_threshold} failed probes)"
+            )
+            return None
+        return self._move(target, result.reason, now)
+
+    def _failed_state(self, result: ProbeResult) -> BackendState:
+        if not self.always_on and result.failure in _SILENT:
+            return BackendState.ASLEEP
+        return BackendState.DOWN
+
+    def _move(self, new: BackendState, reason: str, now: float) -> Transition | None:
+        old = self.state
+        self.reason = reason
+        if new is old:
+            return None
+        self.state = new
+        self.since = now
+        return Transition(self.name, old, new, reason)
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """A JSON-ready view (the health CLI and the gateway's health route)."""
+        return {
+            "state": str(self.state),
+            "reason": self.reason,
+            "for_seconds": round(max(0.0, now - self.since), 3) if self.last_probe_at is not None else None,
+            "probe_latency_ms": (
+                round(self.last_probe_latency * 1000, 1) if self.last_probe_latency is not None else None
+            ),
+            "served_models": list(self.served_models),
+            "mismatches": list(self.mismatches),
+            "load": dict(self.load),
+            "failure": str(self.failure) if self.failure else None,
+        }

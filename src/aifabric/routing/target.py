@@ -1,0 +1,111 @@
+"""The runtime state of one target (one backend + model id) of one role.
+
+A target is routable when both signals allow it: the active health check of its backend (shared by
+every target on that backend) and the passive outlier detector of this target. Counters here are
+written by the data plane on the event loop; no locks are needed within one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aifabric.backends.base import adapter_for
+from aifabric.config.schema import BackendConfig, HealthCheckConfig
+from aifabric.errors import FailureClass
+from aifabric.health.state import ROUTABLE, BackendHealth
+from aifabric.routing.outlier import OutlierDetector
+
+__all__ = ["EWMA_ALPHA", "TargetState"]
+
+# Weight of the newest latency sample: ~the last 5 requests dominate, old slowness is forgotten fast.
+EWMA_ALPHA = 0.3
+
+
+@dataclass(eq=False, slots=True)
+class TargetState:
+    role: str
+    backend: BackendConfig
+    model: str  # the model id sent upstream
+    health: BackendHealth
+    detector: OutlierDetector = field(default_factory=OutlierDetector)
+    weight: float = 1.0
+    outstanding: int = 0
+    ewma_latency: float = 0.0  # seconds; 0.0 until the first success
+    successes: int = 0
+    failures: int = 0
+    _mismatch_for: tuple[str, ...] | None = field(default=None, repr=False)
+    _mismatch: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        role: str,
+        backend: BackendConfig,
+        model: str,
+        health: BackendHealth,
+        *,
+        weight: float = 1.0,
+        checks: HealthCheckConfig | None = None,
+    ) -> TargetState:
+        hc = checks or backend.health
+        detector = OutlierDetector(
+            consecutive_failures=hc.consecutive_failures,
+            base_ejection=hc.base_ejection,
+            max_ejection=hc.max_ejection,
+        )
+        return cls(role=role, backend=backend, model=model, health=health, detector=detector, weight=weight)
+
+    @property
+    def name(self) -> str:
+        """How logs and headers name it: role/backend/model."""
+        return f"{self.role}/{self.backend.name}/{self.model}"
+
+    @property
+    def model_mismatch(self) -> str | None:
+        """Why the backend will not serve this target's model id, from its latest model list."""
+        served = self.health.served_models
+        if served is not self._mismatch_for:  # recomputed only when a probe brought a new list
+            adapter = adapter_for(self.backend.kind)
+            messages = adapter.check_models((self.model,), served, self.backend.name)
+            self._mismatch = messages[0] if messages else None
+            self._mismatch_for = served
+        return self._mismatch
+
+    @property
+    def mismatch_blocks(self) -> bool:
+        """A mismatch that would fail requests (kinds that ignore `model` answer anyway)."""
+        return self.model_mismatch is not None and adapter_for(self.backend.kind).enforces_model_id
+
+    def available(self, now: float) -> bool:
+        """Health allows it AND the outlier detector allows it (and it serves the model id)."""
+        return (
+            self.health.state in ROUTABLE
+            and self.detector.available(now)
+            and self.weight > 0
+            and not self.mismatch_blocks
+        )
+
+    def on_start(self, now: float | None = None) -> None:
+        """A request is being sent. Pair with exactly one of on_success / on_failure / on_abandon."""
+        self.outstanding += 1
+        self.detector.begin_attempt(now)
+
+    def on_success(self, latency: float, now: float) -> None:
+        self.outstanding = max(0, self.outstanding - 1)
+        self.successes += 1
+        if self.ewma_latency <= 0.0:
+            self.ewma_latency = latency
+        else:
+            self.ewma_latency += EWMA_ALPHA * (latency - self.ewma_latency)
+        self.detector.record_success(now)
+
+    def on_failure(self, failure: FailureClass, now: float) -> bool:
+        """Record a failed attempt; True when it ejected the target (the caller logs that once)."""
+        self.outstanding = max(0, self.outstanding - 1)
+        self.failures += 1
+        return self.detector.record_failure(failure, now)
+
+    def on_abandon(self) -> None:
+        """The request ended without a verdict (the client went away): no health signal."""
+        self.outstanding = max(0, self.outstanding - 1)
+        self.detector.abandon()

@@ -1,0 +1,167 @@
+"""`aifabric up [--config FILE] [--host H] [--port P]`: local backends, then the gateway, in one command.
+
+Starts every backend of the fabric file that has a `local:` launch spec (with no file: the embedded
+default, the seed's three roles on CPU models that PyPI packages ship), shows their progress until each
+answers its readiness probe, then serves the gateway in this process. A backend that crashes is
+restarted with backoff. Ctrl-C or SIGTERM stops the gateway, then every backend (no orphans, ports freed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from aifabric.cli.console import Console
+from aifabric.config.schema import FabricConfig
+from aifabric.errors import CommandError
+
+NAME = "up"
+HELP = "Start the local backends of a fabric file (default: the embedded CPU fabric), then the gateway."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="fabric file (default: the embedded default)")
+    parser.add_argument("--host", help="gateway listen address (default: gateway.host of the file)")
+    parser.add_argument("--port", type=int, help="gateway listen port (default: gateway.port of the file)")
+    parser.add_argument(
+        "--local-port-base",
+        type=int,
+        metavar="N",
+        help="move the local backends to ports N, N+1, ... (default: the ports the file gives them)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where each local backend's log goes (default: monitoring.log_dir, else "
+        "$XDG_STATE_HOME/aifabric/logs, i.e. ~/.local/state/aifabric/logs)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up if the local backends are not all ready by then (default: 600)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("AIFABRIC_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"],
+        help="gateway log level (default: warning, so the console shows progress and problems)",
+    )
+
+
+def default_log_dir(config: FabricConfig) -> Path:
+    if config.monitoring.log_dir:
+        return Path(config.monitoring.log_dir).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "aifabric" / "logs"
+
+
+def _load(path: str | None) -> FabricConfig:
+    from aifabric.config.defaults import load_default_config
+    from aifabric.config.load import load_config
+
+    return load_default_config() if path is None else load_config(path)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from aifabric.local.launch import local_backends, process_spec, with_local_ports
+    from aifabric.local.ports import port_in_use, port_in_use_message
+    from aifabric.local.supervisor import Supervisor
+    from aifabric.observability.logging import configure_logging
+
+    configure_logging(args.log_level)
+    config = _load(args.config)
+    if args.local_port_base is not None:
+        config = with_local_ports(config, args.local_port_base)
+    host = args.host or config.gateway.host
+    port = args.port if args.port is not None else config.gateway.port
+    if port and port_in_use(host, port):
+        raise CommandError(f"{port_in_use_message(host, port)}; stop it or choose another with --port")
+
+    specs = [process_spec(b) for b in local_backends(config)]  # resolves models: a missing one fails here
+    log_dir = Path(args.log_dir).expanduser() if args.log_dir else default_log_dir(config)
+    supervisor = Supervisor(specs, log_dir=log_dir, out=console.out, live=console.is_tty)
+    supervisor.check_ports()
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if specs:
+            console.print(f"starting {len(specs)} local backend(s) from {config.source}; logs in {log_dir}")
+            supervisor.start()
+            if not supervisor.wait_ready(stop, timeout=args.ready_timeout):
+                console.print("stopping")
+                return 0
+        if stop.is_set():
+            return 0
+        _serve(config, host, port, console, stop)
+        return 0
+    finally:
+        if specs:
+            console.print("stopping local backends...")
+        supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if specs:
+            console.print("stopped")
+
+
+def _serve(config: FabricConfig, host: str, port: int, console: Console, stopped: threading.Event) -> None:
+    from aifabric.gateway.app import serve_gateway
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            if stopped.is_set():  # a signal came between the backends' readiness and here
+                return
+            await serve_gateway(
+                config, host, port, stop, ready=lambda _gw: _print_ready(config, host, port, console)
+            )
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                # Back to the handler that sets `stopped`: a second Ctrl-C while backends stop is harmless.
+                signal.signal(sig, lambda *_: stopped.set())
+
+    try:
+        import uvloop  # the gateway's hot path is its I/O; uvloop is a dependency where it exists
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    chat = next((n for n, r in config.roles.items() if r.kind == "chat"), None)
+    embed = next((n for n, r in config.roles.items() if r.kind == "embeddings"), None)
+    lines = [
+        "",
+        f"aifabric is up: {base}/v1  (OpenAI-compatible; roles: {', '.join(config.roles)})",
+        "try:",
+        f"  curl -s {base}/v1/models | jq -r '.data[].id'",
+    ]
+    if chat:
+        body = f'{{"model":"{chat}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":10}}'
+        lines.append(
+            f"  curl -X POST {base}/v1/chat/completions -H \"Content-Type: application/json\" -d '{body}'"
+        )
+    if embed:
+        body = f'{{"model":"{embed}","input":"test"}}'
+        lines.append(f"  curl -X POST {base}/v1/embeddings -H \"Content-Type: application/json\" -d '{body}'")
+    lines.append("Ctrl-C stops everything.")
+    console.print("\n".join(lines))

@@ -1,0 +1,108 @@
+"""From a fabric file's `local:` launch spec to the command line of the process that serves it.
+
+    backends:
+      local-chat:
+        kind: llama-cpp-python
+        url: http://127.0.0.1:8101/v1
+        local: {engine: llama-cpp-python, model: smollm2-135m-instruct, port: 8101, context: 2048}
+
+Engines:
+- `llama-cpp-python`: `python -m llama_cpp.server` on a GGUF. It has no /health and loads before it
+  listens, so readiness is `GET /v1/models` answering 200 (connection refused while loading).
+  `--interrupt_requests False`: its default cuts a running stream when another request arrives.
+- `aifabric-embed`: `python -m aifabric.local.embed_server` (ONNX sentence embeddings); `GET /health`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
+
+from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
+from aifabric.errors import LocalBackendError
+from aifabric.local.models import resolve_model
+
+__all__ = ["ProcessSpec", "local_backends", "process_spec", "with_local_ports"]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process the supervisor runs, and how to tell it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    host: str
+    port: int
+    ready_path: str  # GET this; 200 means ready
+    env: dict[str, str] = field(default_factory=dict)  # added to the supervisor's environment
+
+
+def local_backends(config: FabricConfig) -> list[BackendConfig]:
+    """The backends of `config` that `aifabric up` launches, in the file's order."""
+    return [b for b in config.backends.values() if b.local is not None]
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def process_spec(backend: BackendConfig) -> ProcessSpec:
+    """The command for a local backend. Resolves the model first, so a missing package is named now."""
+    local = backend.local
+    if local is None:
+        raise LocalBackendError(f"backend {backend.name!r} has no `local:` launch spec")
+    host = urlsplit(backend.url).hostname or "127.0.0.1"
+    threads = local.threads or default_threads()
+    # Python children write logs through pipes to files: unbuffered so a crash leaves its last words.
+    env = {"PYTHONUNBUFFERED": "1"}
+    if local.engine == "llama-cpp-python":
+        model = resolve_model(local.model, "llama-cpp-python")
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model.path),
+            "--model_alias", local.alias or local.model,
+            "--n_ctx", str(local.context),
+            "--n_threads", str(threads),
+            "--host", host,
+            "--port", str(local.port),
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+        ready_path = "/v1/models"
+    elif local.engine == "aifabric-embed":
+        resolve_model(local.model, "aifabric-embed")
+        argv = [
+            sys.executable, "-m", "aifabric.local.embed_server",
+            "--model", local.model,
+            "--threads", str(threads),
+            "--host", host,
+            "--port", str(local.port),
+        ]  # fmt: skip
+        ready_path = "/health"
+    else:  # pragma: no cover - the schema's Literal keeps other engines out
+        raise LocalBackendError(f"backend {backend.name!r}: unknown local engine {local.engine!r}")
+    return ProcessSpec(
+        name=backend.name,
+        argv=(*argv, *local.extra_args),
+        host=host,
+        port=local.port,
+        ready_path=ready_path,
+        env=env,
+    )
+
+
+def with_local_ports(config: FabricConfig, base: int) -> FabricConfig:
+    """`config` with its local backends renumbered `base`, `base+1`, ... (URLs follow the ports).
+
+    For running a second fabric beside the first, and for tests that must not collide with port 8000.
+    """
+    backends = dict(config.backends)
+    for offset, backend in enumerate(local_backends(config)):
+        assert backend.local is not None
+        port = base + offset
+        parts = urlsplit(backend.url)
+        netloc = f"{parts.hostname or '127.0.0.1'}:{port}"
+        local: LocalLaunch = replace(backend.local, port=port)
+        backends[backend.name] = replace(backend, local=local, url=urlunsplit(parts._replace(netloc=netloc)))
+    return replace(config, backends=backends)

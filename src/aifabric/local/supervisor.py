@@ -1,0 +1,308 @@
+"""Run local backend processes: start, wait until ready, restart on crash, stop with no orphans.
+
+    sup = Supervisor(specs, log_dir=Path("~/.local/state/aifabric/logs"), out=sys.stdout)
+    sup.check_ports()        # every port free? else LocalBackendError naming the holder's pid
+    sup.start()              # the monitor thread spawns them all
+    sup.wait_ready(stop)     # progress display until every one answers its readiness probe
+    ...                      # serve; a crashed backend is restarted with backoff, and we say so
+    sup.stop()               # SIGTERM each process group, SIGKILL after `grace`, reap, ports free
+
+One monitor thread does every spawn, probe and kill. That keeps the state machine single-threaded, and
+it matters for PR_SET_PDEATHSIG: the kernel signals a child when the *thread* that forked it exits, so
+the children are tied to this thread, which only ends after it has stopped them itself. If `up` itself
+is SIGKILLed, the kernel still sends its children SIGTERM: no orphans even then.
+
+Each process gets its own process group (so a signal reaches whatever it forked too) and its output goes
+to `<log_dir>/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TextIO
+
+from aifabric.errors import LocalBackendError
+from aifabric.local.launch import ProcessSpec
+from aifabric.local.ports import port_in_use, port_in_use_message
+from aifabric.local.progress import Progress
+from aifabric.local.restart import RestartPolicy
+
+__all__ = ["Supervisor"]
+
+_PR_SET_PDEATHSIG = 1
+_TICK = 0.2
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up before any fork: the child only calls it
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Managed:
+    spec: ProcessSpec
+    popen: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    started_at: float = 0.0
+    state: str = "waiting"  # waiting, loading, ready, backoff, failed, stopped
+    ever_ready: bool = False
+    failures: int = 0
+    restarts: int = 0
+    restart_at: float | None = None
+    error: str | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: Sequence[ProcessSpec],
+        *,
+        log_dir: Path,
+        out: TextIO,
+        live: bool = False,
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        grace: float = 10.0,
+    ) -> None:
+        self.log_dir = log_dir
+        self.policy = policy or RestartPolicy()
+        self.grace = grace
+        self._clock = clock
+        self._procs = [_Managed(spec) for spec in specs]
+        self._progress = Progress(out, live=live, clock=clock)
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    def check_ports(self) -> None:
+        """Fail before starting anything if a port is taken, naming every holder."""
+        problems = [
+            port_in_use_message(p.spec.host, p.spec.port)
+            for p in self._procs
+            if port_in_use(p.spec.host, p.spec.port)
+        ]
+        if problems:
+            raise LocalBackendError(
+                "cannot start the local backends:\n  "
+                + "\n  ".join(problems)
+                + "\nstop that process, or move the local backends with `aifabric up --local-port-base N`"
+            )
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for p in self._procs:
+            self._progress.track(p.spec.name)
+        self._thread = threading.Thread(target=self._run, name="aifabric-supervisor", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, stop: threading.Event | None = None, timeout: float | None = None) -> bool:
+        """Block until every backend is ready (True), or `stop` is set (False).
+
+        Raises LocalBackendError when a backend gave up (crashed too often before ever being ready) or
+        `timeout` passed: the message names it and points at its log.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._lock:
+            while True:
+                failed = [p for p in self._procs if p.state == "failed"]
+                if failed:
+                    raise LocalBackendError("\n".join(p.error or p.spec.name for p in failed))
+                if all(p.state == "ready" for p in self._procs):
+                    self._progress.finish()
+                    return True
+                if stop is not None and stop.is_set():
+                    return False
+                if deadline is not None and self._clock() >= deadline:
+                    slow = [p.spec.name for p in self._procs if p.state != "ready"]
+                    raise LocalBackendError(
+                        f"not ready after {timeout:.0f} s: {', '.join(slow)}; see the logs in {self.log_dir}"
+                    )
+                self._lock.wait(_TICK)
+
+    def stop(self) -> None:
+        """Stop every process (SIGTERM to its group, SIGKILL after the grace period) and reap it."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        else:
+            self._terminate_all()
+
+    def states(self) -> dict[str, str]:
+        with self._lock:
+            return {p.spec.name: p.state for p in self._procs}
+
+    def pids(self) -> dict[str, int]:
+        with self._lock:
+            return {p.spec.name: p.popen.pid for p in self._procs if p.popen is not None}
+
+    # -- the monitor thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            for p in self._procs:
+                self._spawn(p)
+            while not self._stopping.wait(_TICK):
+                for p in self._procs:
+                    self._check(p)
+                self._progress.tick()
+        finally:
+            self._terminate_all()
+
+    def _say(self, text: str) -> None:
+        self._progress.message(text)
+
+    def _spawn(self, p: _Managed) -> None:
+        spec = p.spec
+        if port_in_use(spec.host, spec.port):
+            self._exited(p, port_in_use_message(spec.host, spec.port))
+            return
+        log = (self.log_dir / f"{spec.name}.log").open("ab")
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        log.write(f"\n=== {stamp} aifabric starts: {' '.join(spec.argv)}\n".encode())
+        log.flush()
+        try:
+            popen = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **spec.env},
+                start_new_session=True,  # its own process group: signals reach its children too
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, looked up before the fork
+            )
+        except OSError as exc:
+            log.close()
+            self._exited(p, f"cannot run {spec.argv[0]}: {exc}")
+            return
+        with self._lock:
+            p.popen, p.log, p.started_at, p.restart_at = popen, log, self._clock(), None
+            p.state = "loading"
+            self._lock.notify_all()
+        self._progress.state(spec.name, f"loading: pid {popen.pid}, port {spec.port}", loading=True)
+
+    def _check(self, p: _Managed) -> None:
+        if p.popen is None:
+            if p.restart_at is not None and self._clock() >= p.restart_at:
+                self._spawn(p)
+            return
+        code = p.popen.poll()
+        if code is not None:
+            self._reap_group(p)
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self._exited(p, f"{p.spec.name} {how}")
+            return
+        if p.state == "loading" and self._probe(p.spec):
+            elapsed = self._clock() - p.started_at
+            with self._lock:
+                p.state, p.ever_ready = "ready", True
+                self._lock.notify_all()
+            again = "restarted, " if p.restarts else ""
+            text = f"{again}ready in {elapsed:.1f} s (pid {p.popen.pid}, port {p.spec.port})"
+            if p.restarts:
+                self._say(f"{p.spec.name}: {text}")
+            else:
+                self._progress.state(p.spec.name, text)
+
+    def _exited(self, p: _Managed, why: str) -> None:
+        uptime = self._clock() - p.started_at if p.popen is not None else 0.0
+        decision = self.policy.on_exit(previous_failures=p.failures, uptime=uptime, ever_ready=p.ever_ready)
+        log_path = self.log_dir / f"{p.spec.name}.log"
+        with self._lock:
+            p.popen = None
+            p.failures = decision.failures
+            if decision.restart:
+                p.state, p.restarts = "backoff", p.restarts + 1
+                p.restart_at = self._clock() + decision.delay
+            else:
+                p.state = "failed"
+                p.error = (
+                    f"{p.spec.name} did not start ({decision.failures} tries): {why}\n"
+                    f"  last lines of {log_path}:\n{_tail(log_path)}"
+                )
+            self._lock.notify_all()
+        if decision.restart:
+            self._say(
+                f"{p.spec.name}: {why}; restarting in {decision.delay:.0f} s "
+                f"(restart {p.restarts}, log: {log_path})"
+            )
+        else:
+            self._say(f"{p.spec.name}: {why}; giving up")
+
+    def _probe(self, spec: ProcessSpec) -> bool:
+        conn = http.client.HTTPConnection(spec.host, spec.port, timeout=1.0)
+        try:
+            conn.request("GET", spec.ready_path)
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False  # refused or reset while loading
+        finally:
+            conn.close()
+
+    def _reap_group(self, p: _Managed) -> None:
+        """The leader is gone: make sure nothing it forked lingers on (holding its port)."""
+        assert p.popen is not None
+        _killpg(p.popen.pid, signal.SIGKILL)
+        if p.log is not None:
+            p.log.close()
+            p.log = None
+
+    def _terminate_all(self) -> None:
+        live = [p for p in self._procs if p.popen is not None]
+        for p in live:
+            assert p.popen is not None
+            _killpg(p.popen.pid, signal.SIGTERM)
+        deadline = self._clock() + self.grace
+        for p in live:
+            assert p.popen is not None
+            try:
+                p.popen.wait(timeout=max(0.0, deadline - self._clock()))
+            except subprocess.TimeoutExpired:
+                self._say(f"{p.spec.name}: still running {self.grace:.0f} s after SIGTERM; killing it")
+        for p in live:
+            assert p.popen is not None
+            _killpg(p.popen.pid, signal.SIGKILL)  # the leader, if stubborn, and anything it left behind
+            p.popen.wait()
+            if p.log is not None:
+                p.log.close()
+            with self._lock:
+                p.popen, p.log, p.state = None, None, "stopped"
+        with self._lock:
+            self._lock.notify_all()
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already empty
+        os.killpg(pgid, sig)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_bytes()[-8000:].decode("utf-8", "replace")
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])

@@ -146,10 +146,10 @@ def report_env(r: Reader) -> None:
         # One cause, one problem: the file is not there (or unreadable), at the line that names it.
         why = "does not exist" if env.env_file_missing else f"cannot be read ({env.env_file_unreadable})"
         needed = ", ".join(f"${{{m.name}}} ({m.path}, line {m.line})" for m in unset)
-        names = sorted({m.name for m in unset})
+        names = list(dict.fromkeys(m.name for m in unset))
         r.problem(
             env.env_file_line,
-            f"env_file {file} {why}; the environment does not set what it was needed for: {needed}",
+            f"env_file {file} {why}, and the environment does not set {needed}",
             f"create {file} with {names[0]}=..., correct gateway.env_file, or set "
             f"{', '.join(names)} in the environment (the environment takes precedence over the env file)",
         )

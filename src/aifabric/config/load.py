@@ -126,6 +126,9 @@ def _compose(text: str, source: str) -> yaml.Node:
         problem = exc.problem or "not valid YAML"
         context = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context_mark else ""
         fix = next((f for key, f in _YAML_FIXES if key in problem), "check indentation and quoting here")
+        if exc.context_mark and exc.context and "flow" in exc.context:
+            bracket = "{ ... }" if "mapping" in exc.context else "[ ... ]"
+            fix = f"close the {bracket} opened on line {exc.context_mark.line + 1}, commas between entries"
         line = mark.line + 1 if mark is not None else None
         raise ConfigError([ConfigProblem(source, line, f"not valid YAML: {problem}{context}", fix)]) from None
     except yaml.YAMLError as exc:

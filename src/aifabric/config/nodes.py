@@ -140,6 +140,7 @@ class Reader:
         self.lines.setdefault(path, line_of(node))
         values: dict[str, Any] = {}
         present: set[str] = set()
+        meant: set[str] = set()  # known keys that a misspelt key was probably meant to be
         complete = True
         for key, value_node, line in self.pairs(node, path, "a mapping"):
             present.add(key)
@@ -147,6 +148,7 @@ class Reader:
             if spec is None:
                 place = f"in {path}" if path else "at the top level"
                 self.problem(line, f"unknown key '{key}' {place}", suggest(key, list(fields)))
+                meant.update(difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6))
                 continue
             self.lines[join(path, key)] = line
             value = spec.convert(self, value_node, join(path, key))
@@ -162,6 +164,8 @@ class Reader:
         for key, spec in fields.items():
             if spec.required and key not in present:
                 complete = False
+                if key in meant:
+                    continue  # the misspelling is the one problem to report
                 self.problem(
                     line_of(node),
                     f"{where(path)} has no '{key}'",

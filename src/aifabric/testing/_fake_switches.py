@@ -1,0 +1,227 @@
+"""The fake backend's switches: one frozen value, replaced whole on every change.
+
+A switch set is validated here, once, so the server, the Python API, the HTTP control endpoint and the CLI
+all accept and reject the same things. Defaults that depend on the backend kind (does an unknown model id
+404? is `stream_options.include_usage` honoured? which error body shape?) are resolved here too, from the
+behaviour of the real servers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ERROR_STYLES", "FAULT_SCOPES", "KINDS", "SWITCH_NAMES", "Switches", "updated"]
+
+KINDS = ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai")
+
+# Which requests the fault switches (latency, failures, hang, crashes) touch: only the inference calls
+# (POST chat/completions/embeddings), every /v1 call (also GET /v1/models), or everything but /_fake.
+FAULT_SCOPES = ("inference", "api", "all")
+
+# Error body shapes, as the real servers write them (see docs/fake-backend.md for each body).
+ERROR_STYLES = (
+    "vllm",
+    "openai",
+    "llama-server",
+    "llama-cpp-python",
+    "ollama",
+    "ollama-openai",
+    "tei",
+    "tei-openai",
+)
+
+# vLLM and the OpenAI API reject an unknown model id with 404; llama.cpp (both servers) and TEI serve their
+# one loaded model whatever id is asked for; Ollama answers 404 "model not found".
+_UNKNOWN_MODEL_404 = {
+    "vllm": True,
+    "openai": True,
+    "ollama": True,
+    "llamacpp": False,
+    "llama-cpp-python": False,
+    "tei": False,
+}
+
+
+@dataclass(frozen=True)
+class Switches:
+    """Everything that shapes the fake backend's answers. Change with `FakeBackend.set(**changes)`."""
+
+    kind: str = "vllm"
+    models: tuple[str, ...] = ("m",)
+    api_key: str | None = None
+    # Timing
+    latency_ms: float = 0.0
+    token_delay_ms: float = 0.0
+    tokens: int | None = None
+    reply: str | None = None
+    # Injected failures
+    fail_first_n: int = 0
+    fail_status: int = 500
+    fail_body: str | dict[str, Any] | None = None
+    retry_after: float | None = None
+    status_override: int | None = None
+    fault_scope: str = "inference"
+    # Process states
+    loading: bool | str = False
+    loading_ms: float | None = None
+    hang: bool = False
+    crash_after_chunks: int | None = None
+    crash_before_headers: bool = False
+    # Kind-dependent behaviour (None: what the kind's real server does)
+    unknown_model_404: bool | None = None
+    supports_include_usage: bool | None = None
+    error_style: str | None = None
+    # Payload and load signals
+    embedding_dim: int = 8
+    num_requests_running: int | None = None
+    num_requests_waiting: int = 0
+    kv_cache_usage: float = 0.0
+    slots: int = 1
+    slots_busy: int | None = None
+
+    @property
+    def refuse(self) -> bool:
+        """The listener is closed: a server killed, or (vLLM, TEI, llama-cpp-python) still loading."""
+        return self.loading == "refuse"
+
+    @property
+    def loading_503(self) -> bool:
+        return self.loading is True
+
+    def resolved_unknown_model_404(self) -> bool:
+        if self.unknown_model_404 is not None:
+            return self.unknown_model_404
+        return _UNKNOWN_MODEL_404[self.kind]
+
+    def resolved_include_usage(self) -> bool:
+        if self.supports_include_usage is not None:
+            return self.supports_include_usage
+        # llama-cpp-python ignores stream_options; the others send the final usage chunk.
+        return self.kind != "llama-cpp-python"
+
+    def resolved_error_style(self, path: str) -> str:
+        if self.error_style is not None:
+            return self.error_style
+        on_v1 = path.startswith("/v1/")
+        if self.kind == "llamacpp":
+            return "llama-server"
+        if self.kind == "ollama":
+            # Ollama's OpenAI layer wraps errors in OpenAI's shape; its native /api routes answer flat.
+            return "ollama-openai" if on_v1 else "ollama"
+        if self.kind == "tei":
+            return "tei-openai" if on_v1 else "tei"
+        return self.kind
+
+    def public(self) -> dict[str, Any]:
+        """The switches as JSON-able data, with the api_key redacted (it is shown, never logged)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["models"] = list(self.models)
+        if self.api_key is not None:
+            out["api_key"] = "***"
+        return out
+
+
+SWITCH_NAMES = tuple(f.name for f in dataclasses.fields(Switches))
+
+
+def _check_int(name: str, value: Any, *, minimum: int = 0, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(name: str, value: Any, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_bool(name: str, value: Any, *, optional: bool = False) -> bool | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _check_status(name: str, value: Any, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise ValueError(f"{name} must be an HTTP status 100-599, got {value!r}")
+    return value
+
+
+def _validate(name: str, value: Any) -> Any:
+    """Return the value normalized, or raise ValueError naming the switch and what it takes."""
+    if name == "kind":
+        return _check_choice(name, value, KINDS)
+    if name == "models":
+        items = (value,) if isinstance(value, str) else tuple(value)
+        if not items or not all(isinstance(m, str) and m for m in items):
+            raise ValueError(f"models must be a non-empty list of model ids, got {value!r}")
+        return items
+    if name in ("api_key", "reply"):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or null, got {value!r}")
+        return value
+    if name in ("latency_ms", "token_delay_ms", "kv_cache_usage"):
+        return _check_float(name, value)
+    if name in ("retry_after", "loading_ms"):
+        return _check_float(name, value, optional=True)
+    if name in ("tokens", "crash_after_chunks", "num_requests_running", "slots_busy"):
+        return _check_int(name, value, optional=True)
+    if name in ("fail_first_n", "num_requests_waiting", "slots"):
+        return _check_int(name, value)
+    if name == "embedding_dim":
+        return _check_int(name, value, minimum=1)
+    if name == "fail_status":
+        return _check_status(name, value)
+    if name == "status_override":
+        return _check_status(name, value, optional=True)
+    if name == "fail_body":
+        if value is not None and not isinstance(value, str | dict):
+            raise ValueError(f"fail_body must be a string, a JSON object or null, got {value!r}")
+        return value
+    if name == "fault_scope":
+        return _check_choice(name, value, FAULT_SCOPES)
+    if name == "error_style":
+        return _check_choice(name, value, ERROR_STYLES, optional=True)
+    if name == "loading":
+        if value not in (True, False, "refuse"):
+            raise ValueError(f"loading must be true, false or 'refuse', got {value!r}")
+        return value
+    if name in ("hang", "crash_before_headers"):
+        return _check_bool(name, value)
+    if name in ("unknown_model_404", "supports_include_usage"):
+        return _check_bool(name, value, optional=True)
+    raise AssertionError(name)  # pragma: no cover - every public field has a branch
+
+
+def updated(current: Switches, changes: Mapping[str, Any]) -> Switches:
+    """`current` with `changes` applied. Unknown names raise TypeError (with a suggestion), bad values
+    ValueError; nothing is applied unless everything is valid."""
+    clean: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in SWITCH_NAMES:
+            close = difflib.get_close_matches(name, SWITCH_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"unknown fake backend switch {name!r}{hint}")
+        clean[name] = _validate(name, value)
+    return dataclasses.replace(current, **clean)

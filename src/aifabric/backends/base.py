@@ -10,6 +10,7 @@ health routes of vLLM, llama-server, TEI and Ollama live at the origin ("http://
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import time
@@ -125,13 +126,20 @@ class ProbeContext:
     async def get(self, url: str) -> tuple[int, dict[str, str], bytes]:
         """(status, headers, body); raises UpstreamFailure on I/O failure (refused, timeout)."""
         start = self._clock()
-        resp = await self.http.request("GET", url, headers=self._headers, timeout=self.timeout)
         try:
-            body: bytes = await resp.read()
-        finally:
-            closed = resp.close()
-            if inspect.isawaitable(closed):
-                await closed
+            # The client's timeout covers the response headers; the body must not hang a probe either.
+            async with asyncio.timeout(self.timeout):
+                resp = await self.http.request("GET", url, headers=self._headers, timeout=self.timeout)
+                try:
+                    body: bytes = await resp.read()
+                finally:
+                    closed = resp.close()
+                    if inspect.isawaitable(closed):
+                        await closed
+        except TimeoutError:
+            raise UpstreamFailure(
+                FailureClass.TIMEOUT, f"no complete answer within {self.timeout:g}s"
+            ) from None
         if self.latency is None:
             self.latency = self._clock() - start
         return resp.status, resp.headers, body[:_MAX_PROBE_BODY]

@@ -1,0 +1,260 @@
+"""How the fake backend answers a request: fault switches first, then the OpenAI API and the probes.
+
+The order follows the real servers: a hung or crashed process never gets to look at the request; a
+loading llama-server answers 503 before checking the key; the key is checked before the request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from aifabric.testing import _fake_shapes as shapes
+from aifabric.testing._fake_http import ChunkedResponse, HttpRequest, response_head, write_response
+from aifabric.testing._fake_state import FakeState
+from aifabric.testing._fake_switches import Switches
+
+__all__ = ["Crashed", "Responder"]
+
+_INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/embed"})
+_FASTAPI_KINDS = ("vllm", "llama-cpp-python")  # their unknown routes answer {"detail": "Not Found"}
+
+
+class Crashed(Exception):
+    """A switch dropped the connection on purpose; there is nothing more to write on it."""
+
+
+def _retry_after(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class Responder:
+    def __init__(self, state: FakeState, wait_until: Callable[[Callable[[], bool]], Awaitable[None]]) -> None:
+        self._state = state
+        self._wait_until = wait_until
+
+    def _crash(self, writer: asyncio.StreamWriter, *, abort: bool) -> None:
+        self._state.bump("crashes")
+        if abort:
+            # Dropped at once, with whatever the transport still buffers: like a killed process, the
+            # kernel ends the connection and the client sees a body cut short (no terminating chunk).
+            writer.transport.abort()
+        else:
+            writer.close()
+        raise Crashed
+
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False closes the connection. Raises Crashed when a switch dropped it."""
+        path = request.path
+        self._state.record(request)
+        sw = self._state.switches
+        on_v1 = path.startswith("/v1/")
+        inference = request.method == "POST" and path in _INFERENCE_PATHS
+        in_scope = {"inference": inference, "api": on_v1 or inference, "all": True}[sw.fault_scope]
+        if in_scope:
+            if sw.hang:
+                await self._wait_until(lambda: not self._state.switches.hang)
+                sw = self._state.switches
+            if sw.crash_before_headers:
+                self._crash(writer, abort=False)
+            if sw.latency_ms:
+                await asyncio.sleep(sw.latency_ms / 1000)
+        keep = request.keep_alive
+        style = sw.resolved_error_style(path)
+        retry = [("Retry-After", _retry_after(sw.retry_after))] if sw.retry_after is not None else []
+
+        def fail(status: int, message: str, headers: list[tuple[str, str]]) -> bool:
+            write_response(
+                writer, status, shapes.error_body(style, status, message), headers=headers, keep_alive=keep
+            )
+            return keep
+
+        if sw.loading_503 and (path == "/health" or on_v1):
+            self._state.bump("injected_failures")
+            return fail(503, "Loading model", retry)
+        if (
+            sw.api_key is not None
+            and on_v1
+            and request.headers.get("authorization") != f"Bearer {sw.api_key}"
+        ):
+            return fail(401, "Invalid API key", [])
+        if in_scope and (status := self._state.take_failure()) is not None:
+            if sw.fail_body is None:
+                return fail(status, f"fake backend: injected failure (HTTP {status})", retry)
+            body = sw.fail_body if isinstance(sw.fail_body, str) else json.dumps(sw.fail_body)
+            write_response(writer, status, body.encode(), headers=retry, keep_alive=keep)
+            return keep
+        if inference:
+            with self._state.serving():
+                return await self._inference(request, writer, sw, style, in_scope)
+        return self._probe(request, writer, sw, style)
+
+    def _probe(self, request: HttpRequest, writer: asyncio.StreamWriter, sw: Switches, style: str) -> bool:
+        keep, kind, path = request.keep_alive, sw.kind, request.path
+        answer: tuple[int, bytes, str] | None = None
+        if request.method in ("GET", "HEAD"):
+            answer = self._probe_answer(kind, path, sw)
+        if answer is None:
+            body = (
+                b'{"detail":"Not Found"}'
+                if kind in _FASTAPI_KINDS
+                else shapes.error_body(style, 404, "Not Found")
+            )
+            answer = (404, body, "application/json")
+        status, body, content_type = answer
+        write_response(writer, status, body, content_type=content_type, keep_alive=keep)
+        return keep
+
+    def _probe_answer(self, kind: str, path: str, sw: Switches) -> tuple[int, bytes, str] | None:
+        json_type, text_type = "application/json", "text/plain; charset=utf-8"
+        inflight = self._state.inflight
+        if path == "/v1/models":
+            return 200, shapes.models_body(kind, sw.models), json_type
+        if path == "/health" and kind in ("vllm", "tei"):
+            return 200, b"", json_type
+        if path == "/health" and kind == "llamacpp":
+            return 200, b'{"status":"ok"}', json_type
+        if path == "/metrics":
+            running = sw.num_requests_running if sw.num_requests_running is not None else inflight
+            text = shapes.metrics_text(
+                kind, sw.models[0], running, sw.num_requests_waiting, sw.kv_cache_usage
+            )
+            return None if text is None else (200, text, "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/slots" and kind == "llamacpp":
+            busy = sw.slots_busy if sw.slots_busy is not None else inflight
+            return 200, shapes.slots_body(sw.slots, min(busy, sw.slots)), json_type
+        if kind == "ollama":
+            if path == "/":
+                return 200, b"Ollama is running", text_type
+            if path == "/api/tags":
+                return 200, shapes.ollama_tags_body(sw.models), json_type
+            if path == "/api/version":
+                return 200, b'{"version":"0.0.0-fake"}', json_type
+        if kind == "tei" and path == "/info":
+            info = {
+                "model_id": sw.models[0],
+                "model_dtype": "float32",
+                "max_input_length": 512,
+                "version": "fake",
+            }
+            return 200, json.dumps(info).encode(), json_type
+        return None
+
+    async def _inference(
+        self, request: HttpRequest, writer: asyncio.StreamWriter, sw: Switches, style: str, in_scope: bool
+    ) -> bool:
+        keep = request.keep_alive
+
+        def fail(status: int, message: str) -> bool:
+            write_response(writer, status, shapes.error_body(style, status, message), keep_alive=keep)
+            return keep
+
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return fail(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if model in sw.models:
+            served = str(model)
+        elif model is not None and sw.resolved_unknown_model_404():
+            return fail(404, shapes.unknown_model_message(style, str(model)))
+        else:
+            served = sw.models[0]  # llama.cpp-style: whatever was asked, the loaded model answers
+        crash = sw.crash_after_chunks if in_scope else None
+        rid, created = f"fake-{self._state.next_id()}", int(time.time())
+        path = request.path
+        if path in ("/v1/embeddings", "/embed"):
+            texts = shapes.embedding_inputs(body.get("input", body.get("inputs")))
+            if texts is None:
+                return fail(400, "input must be a string, a list of strings or token ids")
+            if path == "/embed":
+                vectors = [shapes.embed_vector(t, sw.embedding_dim) for t in texts]
+                return await self._send(writer, json.dumps(vectors).encode(), keep, crash)
+            payload = shapes.embeddings_body(served, texts, sw.embedding_dim, body.get("encoding_format"))
+            return await self._send(writer, payload, keep, crash)
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        options = body.get("stream_options")
+        include_usage = (
+            isinstance(options, dict) and options.get("include_usage") is True and sw.resolved_include_usage()
+        )
+        stream = body.get("stream") is True
+        if path == "/v1/chat/completions":
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return fail(400, "messages must be a non-empty list")
+            text = sw.reply if sw.reply is not None else f"[{served}] {shapes.last_user_text(messages)}"
+            parts, finish = shapes.reply_tokens(text, sw.tokens, max_tokens)
+            prompt = shapes.prompt_tokens_of_messages(messages)
+            if stream:
+                events = shapes.chat_chunks(rid, created, served, parts, finish, prompt, include_usage)
+                return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+            return await self._send(
+                writer, shapes.chat_body(rid, created, served, parts, finish, prompt), keep, crash
+            )
+        prompts = body.get("prompt")
+        prompt_list = [prompts] if isinstance(prompts, str) else prompts
+        if (
+            not isinstance(prompt_list, list)
+            or not prompt_list
+            or not all(isinstance(p, str) for p in prompt_list)
+        ):
+            return fail(400, "prompt must be a string or a non-empty list of strings")
+        texts = [sw.reply if sw.reply is not None else f"[{served}] {p}" for p in prompt_list]
+        choices = [shapes.reply_tokens(t, sw.tokens, max_tokens) for t in texts]
+        prompt = sum(shapes.word_count(p) for p in prompt_list)
+        if stream:
+            events = shapes.completion_chunks(rid, created, served, choices, prompt, include_usage)
+            return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+        return await self._send(
+            writer, shapes.completion_body(rid, created, served, choices, prompt), keep, crash
+        )
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, payload: bytes, keep: bool, crash: int | None
+    ) -> bool:
+        if crash is None:
+            write_response(writer, 200, payload, keep_alive=keep)
+            return keep
+        # A crash switch on a non-streamed answer: the headers and half the body, then the connection dies.
+        head = response_head(
+            200,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+            keep_alive=keep,
+        )
+        writer.write(head + payload[: len(payload) // 2])
+        await self._flushed(writer)
+        self._crash(writer, abort=True)
+        return False  # pragma: no cover - _crash raises
+
+    @staticmethod
+    async def _flushed(writer: asyncio.StreamWriter) -> None:
+        """Wait until the kernel has what was written: abort() discards the transport's buffer."""
+        await writer.drain()
+        for _ in range(1000):
+            if writer.transport.get_write_buffer_size() == 0:
+                return
+            await asyncio.sleep(0.001)
+
+    async def _stream(
+        self,
+        writer: asyncio.StreamWriter,
+        events: list[bytes],
+        keep: bool,
+        crash: int | None,
+        delay_ms: float,
+    ) -> bool:
+        response = ChunkedResponse(writer)
+        await response.start(200, "text/event-stream", [("Cache-Control", "no-cache")], keep_alive=keep)
+        for i, event in enumerate(events):
+            if crash is not None and i == crash:
+                await self._flushed(writer)
+                self._crash(writer, abort=True)
+            if i and delay_ms:
+                await asyncio.sleep(delay_ms / 1000)
+            await response.send(event)
+        await response.end()
+        return keep

@@ -82,3 +82,12 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
         f"${{OPENAI_API_KEY}} (backends.openai.api_key, line {line_of(seed_text, '${OPENAI_API_KEY}')})"
         in (bad.stderr)
     )
+
+
+def test_without_a_file_the_embedded_default_is_used() -> None:
+    code, out, _ = run(["config", "validate"])
+    assert code == 0
+    assert out.startswith("ok: ")
+    code, out, _ = run(["config", "show", "--json"])
+    assert code == 0
+    assert set(orjson.loads(out)["aliases"]) == {"local/chat", "local/reasoner", "local/embed"}

@@ -1,5 +1,6 @@
 """`aifabric config validate FILE` and `aifabric config show FILE [--json]`.
 
+Without FILE, both act on the embedded default (what `aifabric up` serves with no fabric file).
 validate: exit 0 with a one-line summary, or exit 1 with every problem on stderr (printed by
 `cli.main`, the one place a `ConfigError` becomes output and an exit status).
 show: the effective configuration, defaults filled in and secrets redacted, as YAML or JSON.
@@ -12,6 +13,7 @@ import argparse
 import yaml
 
 from aifabric.cli.console import Console
+from aifabric.config.defaults import default_config_path
 from aifabric.config.load import load_config
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import config_to_dict
@@ -22,6 +24,9 @@ NAME = "config"
 HELP = "Check a fabric file, or print the effective configuration it describes."
 
 
+_FILE_HELP = "the fabric file (default: the embedded default that `aifabric up` serves)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = actions.add_parser(
@@ -29,18 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check a fabric file; exit 0 if it is usable, 1 with every problem otherwise",
         description="Check a fabric file: YAML, keys, types, references, ${VAR} resolution.",
     )
-    validate.add_argument("file", metavar="FILE", help="the fabric file (fabric.yaml)")
+    validate.add_argument("file", metavar="FILE", nargs="?", help=_FILE_HELP)
     show = actions.add_parser(
         "show",
         help="print the effective configuration (defaults filled in, secrets redacted)",
         description="Print the effective configuration: every default filled in, every secret redacted.",
     )
-    show.add_argument("file", metavar="FILE", help="the fabric file (fabric.yaml)")
+    show.add_argument("file", metavar="FILE", nargs="?", help=_FILE_HELP)
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    config = load_config(args.file)  # a ConfigError is printed by cli.main, problem by problem
+    # A ConfigError is printed by cli.main, problem by problem.
+    config = load_config(args.file if args.file is not None else default_config_path())
     if args.action == "validate":
         console.print(f"ok: {summary(config)}")
         return 0

@@ -1,0 +1,93 @@
+"""`aifabric health [BACKEND] [--config FILE] [--json]`: the runbook's check_vllm_backends.sh.
+
+Probes every backend of the fabric file (or one) directly, the way the gateway's health checker
+does, and prints state and why, probe latency, served model ids against the config, load signals.
+Exit 0 all up, 1 degraded/loading/asleep, 2 a backend down or serving other model ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from aifabric.cli.console import Console
+from aifabric.config.schema import FabricConfig
+from aifabric.errors import CommandError
+from aifabric.health.checker import HealthChecker
+from aifabric.health.report import exit_status, health_view, render_table
+from aifabric.health.state import BackendHealth
+
+__all__ = ["HELP", "NAME", "add_arguments", "probe_backends", "run"]
+
+NAME = "health"
+HELP = "Probe the backends of a fabric file: state and why, latency, model ids, load (exit 0/1/2)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("backend", nargs="?", metavar="BACKEND", help="one backend (default: all)")
+    parser.add_argument("--config", "-c", metavar="FILE", help="fabric file (default: the embedded default)")
+    parser.add_argument("--json", action="store_true", help="print the health view as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="per-request probe timeout (default: each backend's health.timeout)",
+    )
+
+
+def _load(path: str | None) -> FabricConfig:
+    from aifabric.config.load import load_config
+
+    if path is None:
+        from aifabric.config.defaults import default_config_path
+
+        return load_config(default_config_path())
+    return load_config(path)
+
+
+async def probe_backends(
+    config: FabricConfig, names: list[str], timeout: float | None = None
+) -> dict[str, BackendHealth]:
+    """One probe of each named backend, concurrently; no transition logging (a report follows)."""
+    from aifabric.http.client import UpstreamClient
+
+    connect = (
+        config.gateway.connect_timeout if timeout is None else min(timeout, config.gateway.connect_timeout)
+    )
+    client = UpstreamClient(connect_timeout=connect)
+    try:
+        if timeout is not None:
+            config = _with_timeout(config, timeout)
+        checker = HealthChecker(config, client, on_transition=lambda _t: None)
+        return await checker.probe_all(names)
+    finally:
+        await client.aclose()
+
+
+def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
+    from dataclasses import replace
+
+    backends = {
+        name: replace(b, health=replace(b.health, timeout=timeout)) for name, b in config.backends.items()
+    }
+    return replace(config, backends=backends)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    config = _load(args.config)
+    names = list(config.backends)
+    if args.backend is not None:
+        if args.backend not in config.backends:
+            known = ", ".join(names) or "none"
+            raise CommandError(
+                f"no backend named {args.backend!r} in {config.source} (backends: {known})", exit_code=2
+            )
+        names = [args.backend]
+    healths = asyncio.run(probe_backends(config, names, args.timeout))
+    view = health_view(healths, config)
+    if args.json:
+        console.json(view)
+    else:
+        for line in render_table(view):
+            console.print(line)
+    return exit_status(healths)

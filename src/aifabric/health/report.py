@@ -1,0 +1,142 @@
+"""The health view: one JSON shape for machines (CLI `--json`, the gateway's health route) and a
+table for people, both from the same `BackendHealth` objects.
+
+Exit status, as the runbook's `check_vllm_backends.sh` is used in scripts:
+    0  every backend up
+    1  something needs a look but nothing is broken: degraded (saturated), loading, a workstation asleep
+    2  a backend down (or never probed), or serving other model ids than the config sends it
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aifabric.backends.base import adapter_for
+from aifabric.config.schema import FabricConfig
+from aifabric.config.show import redact_url
+from aifabric.health.checker import configured_models
+from aifabric.health.state import BackendHealth, BackendState
+
+__all__ = ["EXIT_ATTENTION", "EXIT_BROKEN", "EXIT_OK", "exit_status", "health_view", "render_table"]
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1
+EXIT_BROKEN = 2
+
+_ATTENTION = frozenset({BackendState.DEGRADED, BackendState.LOADING, BackendState.ASLEEP})
+
+
+def backend_status(health: BackendHealth) -> int:
+    if health.state in (BackendState.DOWN, BackendState.UNKNOWN) or health.mismatches:
+        return EXIT_BROKEN
+    if health.state in _ATTENTION:
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
+def exit_status(healths: Mapping[str, BackendHealth]) -> int:
+    """0 all up, 1 degraded/loading/asleep, 2 down or mismatched (the worst backend decides)."""
+    return max((backend_status(h) for h in healths.values()), default=EXIT_OK)
+
+
+_OVERALL = {EXIT_OK: "ok", EXIT_ATTENTION: "attention", EXIT_BROKEN: "broken"}
+
+
+def health_view(
+    healths: Mapping[str, BackendHealth],
+    config: FabricConfig,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Every backend's state, why, probe latency, model ids (configured vs served) and load."""
+    now = time.monotonic() if now is None else now
+    backends: dict[str, Any] = {}
+    for name, health in healths.items():
+        backend = config.backends.get(name)
+        entry: dict[str, Any] = {"name": name}
+        if backend is not None:
+            host = config.hosts.get(backend.host) if backend.host else None
+            entry.update(
+                host=backend.host,
+                always_on=host.always_on if host is not None else True,
+                kind=backend.kind,
+                url=redact_url(backend.url),
+            )
+            adapter = adapter_for(backend.kind)
+            entry["models"] = [
+                {"configured": model, "served": adapter.serves(model, health.served_models)}
+                if health.served_models
+                else {"configured": model, "served": None}
+                for model in configured_models(config, name)
+            ]
+        entry.update(health.snapshot(now))
+        entry["status"] = _OVERALL[backend_status(health)]
+        backends[name] = entry
+    status = exit_status(healths)
+    counts: dict[str, int] = {}
+    for health in healths.values():
+        counts[str(health.state)] = counts.get(str(health.state), 0) + 1
+    return {"status": _OVERALL[status], "exit_code": status, "counts": counts, "backends": backends}
+
+
+def _latency(entry: Mapping[str, Any]) -> str:
+    ms = entry.get("probe_latency_ms")
+    return "-" if ms is None else f"{ms:g} ms"
+
+
+def _models(entry: Mapping[str, Any]) -> str:
+    served: list[str] = entry.get("served_models") or []
+    configured = {m["configured"]: m["served"] for m in entry.get("models", [])}
+    if not served:
+        return f"- (config: {', '.join(configured)})" if configured else "-"
+    parts = []
+    for model in served[:4]:
+        parts.append(f"{model} ok" if configured.get(model) else model)
+    if len(served) > 4:
+        parts.append(f"+{len(served) - 4} more")
+    return ", ".join(parts)
+
+
+def _load(entry: Mapping[str, Any]) -> str:
+    load: Mapping[str, float] = entry.get("load") or {}
+    shown = []
+    for key, value in load.items():
+        shown.append(f"{key}={value:.0%}" if key.endswith("usage") else f"{key}={value:g}")
+    return " ".join(shown) or "-"
+
+
+def render_table(view: Mapping[str, Any]) -> list[str]:
+    """Lines for a terminal: one row per backend, then why (when not plainly up) and any drift."""
+    header = ("BACKEND", "HOST", "KIND", "STATE", "LATENCY", "MODELS SERVED", "LOAD")
+    rows: list[tuple[str, ...]] = [header]
+    notes: dict[str, list[str]] = {}
+    for name, entry in view["backends"].items():
+        rows.append(
+            (
+                name,
+                entry.get("host") or "-",
+                entry.get("kind", "?"),
+                entry["state"],
+                _latency(entry),
+                _models(entry),
+                _load(entry),
+            )
+        )
+        lines = []
+        if entry["state"] != "up" or entry["reason"] != "serving":
+            lines.append(f"why: {entry['reason']}")
+        if entry["state"] == "asleep":
+            lines.append("(a host with always_on: false: expected when it is powered off)")
+        lines.extend(f"MISMATCH: {m}" for m in entry["mismatches"])
+        notes[name] = lines
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    out = []
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        out.append("  ".join([*cells, row[-1]]).rstrip())
+        out.extend(f"    {line}" for line in notes.get(row[0], []) if row is not header)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(view["counts"].items()))
+    out.append("")
+    out.append(f"{counts or 'no backends'}: {view['status']} (exit {view['exit_code']})")
+    return out

@@ -282,3 +282,16 @@ def test_every_problem_is_reported_not_just_the_first(problems: Problems) -> Non
             line_of(text, "interval: soon"),
         ]
     )
+
+
+def test_problems_never_quote_a_substituted_value_or_an_env_file_line(
+    problems: Problems, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("KEY=ok\nsk-bare-secret-line-9d2f\n")
+    text = BASE + 'gateway:\n  env_file: .env\n  port: ${PORT_SECRET}\n  api_keys: ["${KEY}"]\n'
+    found = problems(text, environ={"PORT_SECRET": "sk-not-a-port-77ab"})
+    shown = "\n".join(map(str, found))
+    assert "gateway.port must be a whole number from 0 to 65535, found '${PORT_SECRET}'" in shown
+    assert f"{tmp_path / '.env'}:2: env file: expected KEY=VALUE" in shown
+    assert "sk-not-a-port-77ab" not in shown
+    assert "sk-bare-secret-line-9d2f" not in shown

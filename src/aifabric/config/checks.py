@@ -185,7 +185,7 @@ def report_env(r: Reader) -> None:
             ConfigProblem(
                 file or "<env file>",
                 error.line,
-                f"env file line is not KEY=VALUE: {error.message}",
+                f"env file: {error.message}",
                 "write KEY=VALUE or export KEY=VALUE; quote values with spaces or '#'",
             )
         )

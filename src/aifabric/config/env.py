@@ -45,7 +45,8 @@ def parse_env_text(text: str) -> tuple[dict[str, str], list[EnvFileError]]:
             continue
         match = _LINE.fullmatch(raw)
         if not match:
-            errors.append(EnvFileError(number, f"expected KEY=VALUE, found {stripped[:40]!r}"))
+            # The line is not echoed: in a secrets file it may be a bare secret.
+            errors.append(EnvFileError(number, "expected KEY=VALUE"))
             continue
         key, value = match.group(1), match.group(2)
         try:

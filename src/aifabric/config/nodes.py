@@ -56,6 +56,12 @@ class Scalar:
     value: object  # typed as YAML would type it (re-typed after a ${VAR} substitution)
     text: str  # the text after substitution
     line: int
+    written: str = ""  # the text as written, when a substitution changed it
+
+    @property
+    def shown(self) -> str:
+        """What a message may quote: the text as written, so a substituted secret never leaks."""
+        return self.written or self.text
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -213,11 +219,11 @@ class Reader:
             # a quoted one stays text.
             tag = _CONSTRUCTOR.resolve(yaml.ScalarNode, substituted, (True, False))  # type: ignore[no-untyped-call]
             retyped = yaml.ScalarNode(tag, substituted, node.start_mark, node.end_mark)
-            return Scalar(_typed(retyped), substituted, line)
-        return Scalar(substituted, substituted, line)
+            return Scalar(_typed(retyped), substituted, line, text)
+        return Scalar(substituted, substituted, line, text)
 
     def wrong(self, scalar: Scalar, path: str, what: str, fix: str = "") -> _Invalid:
-        self.problem(scalar.line, f"{path} must be {what}, found {scalar.text!r}", fix or f"write {what}")
+        self.problem(scalar.line, f"{path} must be {what}, found {scalar.shown!r}", fix or f"write {what}")
         return INVALID
 
 
@@ -354,7 +360,7 @@ def choice(options: tuple[str, ...]) -> Converter:
         if s.text not in options:
             r.problem(
                 s.line,
-                f"{path} is '{s.text}', which is not one of: {', '.join(options)}",
+                f"{path} is '{s.shown}', which is not one of: {', '.join(options)}",
                 suggest(s.text, list(options)),
             )
             return INVALID

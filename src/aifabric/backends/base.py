@@ -231,9 +231,11 @@ class BackendAdapter:
         """The failure class of an error response from this kind of backend."""
         return classify_response(status, headers, body)
 
-    def normalize_error(self, status: int, body: bytes) -> dict[str, Any]:
+    def normalize_error(
+        self, status: int, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """OpenAI's error object {"message", "type", "param", "code"} from this kind's error body."""
-        return normalize_error_body(status, body, self.classify(status, {}, body))
+        return normalize_error_body(status, body, self.classify(status, headers or {}, body))
 
     def serves(self, model: str, served: Sequence[str]) -> bool:
         """Whether a request for `model` reaches that model on a backend serving `served`."""

@@ -282,11 +282,12 @@ class Supervisor:
             try:
                 p.popen.wait(timeout=max(0.0, deadline - self._clock()))
             except subprocess.TimeoutExpired:
-                self._say(f"{p.spec.name}: still running {self.grace:.0f} s after SIGTERM; killing it")
+                self._say(f"{p.spec.name}: still running {self.grace:g} s after SIGTERM; killing it")
         for p in live:
             assert p.popen is not None
             _killpg(p.popen.pid, signal.SIGKILL)  # the leader, if stubborn, and anything it left behind
             p.popen.wait()
+            _wait_group_gone(p.popen.pid, self._clock, timeout=5.0)
             if p.log is not None:
                 p.log.close()
             with self._lock:
@@ -298,6 +299,33 @@ class Supervisor:
 def _killpg(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already empty
         os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, clock: Callable[[], float], timeout: float) -> None:
+    """SIGKILL is delivered asynchronously: wait (bounded) until no member of the group is left, so
+    that when stop() returns the ports are free. Reparented members are reaped by init, not by us."""
+    deadline = clock() + timeout
+    while clock() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not _group_has_live_member(pgid):
+            return  # only zombies left, waiting for init: they hold no port
+        time.sleep(0.02)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -1,0 +1,189 @@
+"""The embeddings model and its OpenAI-compatible server, on the real bundled ONNX model."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import openai
+import orjson
+import pytest
+from local_support import free_port, wait_until
+
+from aifabric.local.embed_server import EmbedServer
+from aifabric.local.embedder import Embedder
+from aifabric.local.models import resolve_model
+
+MODEL = "all-minilm-l6-v2-int8"
+
+# Cosine similarities of all-MiniLM-L6-v2 published in the sentence-transformers documentation
+# (semantic textual similarity examples), computed there with the original float model on torch.
+REFERENCE = [
+    ("The new movie is awesome", "The new movie is so great", 0.8939),
+    ("The cat sits outside", "The cat plays in the garden", 0.6788),
+    ("I love pasta", "Do you like pizza?", 0.5096),
+    ("A man is playing guitar", "A woman watches TV", -0.0327),
+    ("A man is eating food.", "A man is eating a piece of bread.", 0.7553),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    resolved = resolve_model(MODEL, "aifabric-embed")
+    assert resolved.tokenizer is not None
+    return Embedder(resolved.path, resolved.tokenizer, threads=2)
+
+
+def test_cosines_match_the_reference_model(embedder: Embedder) -> None:
+    for a, b, expected in REFERENCE:
+        v = embedder.embed([a, b]).vectors
+        assert abs(float(v[0] @ v[1]) - expected) < 0.01, (a, b)
+
+
+def test_vectors_are_unit_length_and_do_not_depend_on_the_batch(embedder: Embedder) -> None:
+    texts = ["short", "a much longer sentence that will be padded against the short one", "x " * 600]
+    batched = embedder.embed(texts)
+    assert batched.vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(batched.vectors, axis=1), 1.0, atol=1e-5)
+    for i, text in enumerate(texts):  # padding must not leak into the mean
+        assert np.allclose(embedder.embed([text]).vectors[0], batched.vectors[i], atol=1e-4)
+    assert embedder.embed(["short"]).tokens == 3  # [CLS] short [SEP]
+    assert embedder.embed([texts[2]]).tokens == 256  # truncated like sentence-transformers does
+    assert batched.tokens == sum(embedder.embed([t]).tokens for t in texts)  # padding is not counted
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aifabric.local.embed_server", "--port", str(port), "--model", MODEL],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _get(port, "/health")[0] == 200, what="the embeddings server")
+    yield base
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0  # SIGTERM is a clean exit
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, orjson.loads(resp.read())
+    except OSError:
+        return 0, {}
+    finally:
+        conn.close()
+
+
+def _post(base: str, body: bytes, path: str = "/v1/embeddings") -> tuple[int, dict[str, object]]:
+    port = int(base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, orjson.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_the_openai_client_gets_embeddings_in_input_order(server: str) -> None:
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    texts = ["How old are you?", "What is your age?", "The stock market fell sharply today."]
+    result = client.embeddings.create(model=MODEL, input=texts)  # the client asks for base64
+    vectors = np.array([d.embedding for d in result.data])
+    assert [d.index for d in result.data] == [0, 1, 2] and vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[1] > 0.6 > vectors[0] @ vectors[2]
+    assert result.model == MODEL and result.usage.prompt_tokens > 0
+    single = client.embeddings.create(model=MODEL, input=texts[0], encoding_format="float")
+    assert np.allclose(single.data[0].embedding, vectors[0], atol=1e-4)
+    client.close()
+
+
+def test_models_and_health(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    status, body = _get(port, "/v1/models")
+    assert status == 200 and body["data"] == [
+        {"id": MODEL, "object": "model", "created": body["data"][0]["created"], "owned_by": "aifabric"}  # type: ignore[index]
+    ]
+    assert _get(port, "/health") == (200, {"status": "ok", "model": MODEL})
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "code"),
+    [
+        (b'{"model": "all-minilm-l6-v2-int8", "input": [[101, 2023]]}', 400, "input", "unsupported_input"),
+        (b'{"model": "all-minilm-l6-v2-int8", "input": [1, 2, 3]}', 400, "input", "unsupported_input"),
+        (b'{"model": "all-minilm-l6-v2-int8"}', 400, "input", None),
+        (b'{"model": "all-minilm-l6-v2-int8", "input": []}', 400, "input", None),
+        (b'{"input": "hi"}', 400, "model", None),
+        (b'{"model": "bge-base-en-v1.5", "input": "hi"}', 404, "model", "model_not_found"),
+        (b'{"model": "all-minilm-l6-v2-int8", "input": "hi", "dimensions": 128}', 400, "dimensions", None),
+        (
+            b'{"model": "all-minilm-l6-v2-int8", "input": "hi", "encoding_format": "int8"}',
+            400,
+            "encoding_format",
+            None,
+        ),
+        (b'{"model": ', 400, None, None),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(
+    server: str, body: bytes, status: int, param: str | None, code: str | None
+) -> None:
+    got, payload = _post(server, body)
+    assert got == status
+    error = payload["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_an_unknown_route_is_a_404(server: str) -> None:
+    assert _post(server, b"{}", path="/v1/chat/completions")[0] == 404
+
+
+def test_while_loading_health_is_503_and_requests_are_told_to_retry() -> None:
+    server = EmbedServer("127.0.0.1", 0, model=MODEL, tokenizer=None, threads=1)  # load() not called yet
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert _get(port, "/health") == (503, {"status": "loading"})
+        status, payload = _post(
+            f"http://127.0.0.1:{port}", b'{"model": "all-minilm-l6-v2-int8", "input": "x"}'
+        )
+        assert status == 503 and payload["error"]["code"] == "model_loading"  # type: ignore[index]
+        server.load()
+        assert _get(port, "/health")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_model_that_cannot_load_makes_the_server_exit_non_zero() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifabric.local.embed_server",
+            "--port",
+            str(free_port()),
+            "--model",
+            "nope.onnx",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot load nope.onnx: local model 'nope.onnx' is neither a bundled model" in result.stderr

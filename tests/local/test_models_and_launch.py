@@ -1,0 +1,97 @@
+"""Bundled model names resolve to files that installed packages ship; launch specs become commands."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from aifabric.config.defaults import DEFAULT_CONFIG_PATH, load_default_config
+from aifabric.errors import LocalBackendError
+from aifabric.local.launch import local_backends, process_spec, with_local_ports
+from aifabric.local.models import BUNDLED_MODELS, resolve_model
+
+
+def test_every_bundled_model_is_installed_and_resolves_to_its_file() -> None:
+    for name, bundled in BUNDLED_MODELS.items():
+        resolved = resolve_model(name, bundled.engine)
+        assert resolved.path.is_file() and resolved.path.name == bundled.filename
+        assert resolved.path.stat().st_size > 10_000_000  # real weights, not a pointer file
+
+
+def test_the_embeddings_model_comes_with_its_tokenizer() -> None:
+    resolved = resolve_model("all-minilm-l6-v2-int8", "aifabric-embed")
+    assert resolved.tokenizer is not None and resolved.tokenizer.is_file()
+
+
+def test_a_bundled_model_for_another_engine_is_refused_with_the_right_names() -> None:
+    with pytest.raises(LocalBackendError, match=r"is for the aifabric-embed engine.*smollm2-135m-instruct"):
+        resolve_model("all-minilm-l6-v2-int8", "llama-cpp-python")
+
+
+def test_an_unknown_model_that_is_no_file_lists_the_bundled_ones(tmp_path: Path) -> None:
+    with pytest.raises(LocalBackendError, match=r"neither a bundled model \(smollm2-135m-instruct\) nor"):
+        resolve_model(str(tmp_path / "missing.gguf"), "llama-cpp-python")
+
+
+def test_a_model_given_as_a_path_is_used_as_is(tmp_path: Path) -> None:
+    gguf = tmp_path / "my-model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_model(str(gguf), "llama-cpp-python").path == gguf
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    with pytest.raises(LocalBackendError, match=r"tokenizer for .* not found"):
+        resolve_model(str(onnx), "aifabric-embed")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert resolve_model(str(onnx), "aifabric-embed").tokenizer == tmp_path / "tokenizer.json"
+
+
+def test_the_embedded_default_is_a_fabric_file_read_by_the_normal_loader() -> None:
+    config = load_default_config()
+    assert config.source == str(DEFAULT_CONFIG_PATH)
+    assert list(config.roles) == ["chat-fast", "chat-deep", "embeddings-general"]
+    assert config.aliases == {
+        "local/chat": "chat-fast",
+        "local/reasoner": "chat-deep",
+        "local/embed": "embeddings-general",
+    }
+    assert {b.name: (b.kind, b.url) for b in local_backends(config)} == {
+        "local-chat-fast": ("llama-cpp-python", "http://127.0.0.1:8101/v1"),
+        "local-chat-deep": ("llama-cpp-python", "http://127.0.0.1:8102/v1"),
+        "local-embed": ("aifabric-embed", "http://127.0.0.1:8103/v1"),
+    }
+
+
+def test_a_llama_cpp_backend_runs_the_server_with_safe_flags() -> None:
+    config = load_default_config()
+    spec = process_spec(config.backends["local-chat-deep"])
+    argv = list(spec.argv)
+    assert argv[1:3] == ["-m", "llama_cpp.server"]
+    assert Path(argv[argv.index("--model") + 1]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert argv[argv.index("--n_ctx") + 1] == "8192"
+    assert argv[argv.index("--model_alias") + 1] == "smollm2-135m-instruct"
+    assert argv[argv.index("--interrupt_requests") + 1] == "False"  # else a second request cuts a stream
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert (spec.port, spec.ready_path) == (8102, "/v1/models")
+
+
+def test_extra_args_and_threads_reach_the_command() -> None:
+    config = load_default_config()
+    backend = config.backends["local-embed"]
+    assert backend.local is not None
+    backend = replace(backend, local=replace(backend.local, threads=3, extra_args=("--tokenizer", "x")))
+    spec = process_spec(backend)
+    assert spec.argv[1:3] == ("-m", "aifabric.local.embed_server")
+    assert spec.argv[-2:] == ("--tokenizer", "x")
+    assert spec.argv[spec.argv.index("--threads") + 1] == "3"
+    assert spec.ready_path == "/health"
+
+
+def test_local_ports_can_be_moved_and_urls_follow() -> None:
+    config = with_local_ports(load_default_config(), 20500)
+    assert [(b.local.port if b.local else None, b.url) for b in local_backends(config)] == [
+        (20500, "http://127.0.0.1:20500/v1"),
+        (20501, "http://127.0.0.1:20501/v1"),
+        (20502, "http://127.0.0.1:20502/v1"),
+    ]

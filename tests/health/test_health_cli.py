@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,11 +103,15 @@ def test_a_down_backend_exits_2(fabric: Estate) -> None:
     assert f"why: not answering at http://127.0.0.1:{fabric.embed.port}" in out
 
 
-def test_a_model_id_mismatch_exits_2_with_the_fix(fabric: Estate) -> None:
+def test_a_model_id_mismatch_exits_2_with_the_fix(fabric: Estate, caplog: pytest.LogCaptureFixture) -> None:
     fabric.embed.set(models=("BAAI/bge-base-en-v1.5",))
-    code, out, _ = health("--config", str(fabric.file))
+    with caplog.at_level(logging.DEBUG):
+        code, out, err = health("--config", str(fabric.file))
     assert code == 2, out
     assert "MISMATCH: config says bge-base-en-v1.5, motoko-embed serves BAAI/bge-base-en-v1.5" in out
+    assert out.splitlines()[-1] == "1 mismatched, 3 up: broken (exit 2)"
+    assert err == ""
+    assert not [r for r in caplog.records if "drift" in r.getMessage()], "said once, in the report"
 
 
 def test_json_for_machines(fabric: Estate) -> None:

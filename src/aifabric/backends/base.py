@@ -182,7 +182,7 @@ class BackendAdapter:
             if exc.failure is FailureClass.TIMEOUT:
                 reason = f"no answer from {ctx.origin} within {timeout:g}s"
             elif exc.failure is FailureClass.CONNECT:
-                reason = f"not answering at {ctx.origin} ({exc.detail})"
+                reason = f"not answering at {ctx.origin}: {exc.detail}"
             else:
                 reason = f"probe of {ctx.origin} failed: {exc.detail}"
             return self._failed(ctx, start, state, reason, exc.failure)

@@ -48,7 +48,7 @@ def _load(path: str | None) -> FabricConfig:
 async def probe_backends(
     config: FabricConfig, names: list[str], timeout: float | None = None
 ) -> dict[str, BackendHealth]:
-    """One probe of each named backend, concurrently; no transition logging (a report follows)."""
+    """One probe of each named backend, concurrently; nothing logged (the report says it all)."""
     from aifabric.http.client import UpstreamClient
 
     connect = (
@@ -58,7 +58,7 @@ async def probe_backends(
     try:
         if timeout is not None:
             config = _with_timeout(config, timeout)
-        checker = HealthChecker(config, client, on_transition=lambda _t: None)
+        checker = HealthChecker(config, client, on_transition=lambda _t: None, on_drift=lambda _b, _m: None)
         return await checker.probe_all(names)
     finally:
         await client.aclose()

@@ -25,6 +25,8 @@ __all__ = ["HealthChecker", "configured_models", "probe_interval"]
 log = logging.getLogger("aifabric.health")
 
 TransitionHook = Callable[[Transition], None]
+# Called with (backend name, new mismatch messages) when a backend's mismatches change.
+DriftHook = Callable[[str, list[str]], None]
 
 
 def configured_models(config: FabricConfig, backend: str) -> list[str]:
@@ -49,11 +51,13 @@ class HealthChecker:
         http: ProbeHttp,
         clock: Callable[[], float] = time.monotonic,
         on_transition: TransitionHook | None = None,
+        on_drift: DriftHook | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.clock = clock
         self.on_transition = on_transition
+        self.on_drift = on_drift
         self.healths: dict[str, BackendHealth] = {}
         self._changed = asyncio.Event()
         self.update_config(config)
@@ -115,13 +119,17 @@ class HealthChecker:
         adapter = adapter_for(backend.kind)
         configured = configured_models(self.config, backend.name)
         mismatches = adapter.check_models(configured, health.served_models, backend.name)
-        if mismatches != health.mismatches:
+        if mismatches == health.mismatches:
+            return
+        if self.on_drift is not None:
+            self.on_drift(backend.name, mismatches)
+        else:
             for message in mismatches:
                 if message not in health.mismatches:
                     log.warning("model id drift: %s", message)
-            if not mismatches and health.mismatches:
+            if not mismatches:
                 log.info("backend %s: model ids match the config again", backend.name)
-            health.mismatches = mismatches
+        health.mismatches = mismatches
 
     def _report(self, transition: Transition) -> None:
         if self.on_transition is not None:

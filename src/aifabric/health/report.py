@@ -77,6 +77,9 @@ def health_view(
     counts: dict[str, int] = {}
     for health in healths.values():
         counts[str(health.state)] = counts.get(str(health.state), 0) + 1
+    mismatched = sum(1 for h in healths.values() if h.mismatches)
+    if mismatched:
+        counts["mismatched"] = mismatched
     return {"status": _OVERALL[status], "exit_code": status, "counts": counts, "backends": backends}
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aifabric.testing._fake_switches import ERROR_STYLES, FAULT_SCOPES, KINDS, Switches
+from aifabric.testing._fake_switches import ERROR_STYLES, FAULT_SCOPES, HELP, KINDS, Switches
 from aifabric.testing.fake_backend import FakeBackend
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +37,7 @@ _BY_TYPE: dict[str, dict[str, Any]] = {
     "int | None": {"type": int},
     "float": {"type": float},
     "float | None": {"type": float},
+    "str": {"type": str},
     "str | None": {"type": str},
     "bool": {"action": argparse.BooleanOptionalAction},
     "bool | None": {"action": argparse.BooleanOptionalAction},
@@ -54,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
-    parser.add_argument("--kind", choices=KINDS, default="vllm", help="which server to imitate")
+    parser.add_argument("--kind", choices=KINDS, default="vllm", help=HELP["kind"])
     parser.add_argument(
-        "--model", dest="models", action="append", metavar="ID", help="a served model id (repeatable)"
+        "--model",
+        dest="models",
+        action="append",
+        metavar="ID",
+        help="a served model id (repeatable; default m)",
     )
     for field in dataclasses.fields(Switches):
         if field.name in ("kind", "models"):
@@ -66,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
             settings["choices"] = _CHOICES[field.name]
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(
-            flag, dest=field.name, default=argparse.SUPPRESS, help=f"switch {field.name}", **settings
+            flag, dest=field.name, default=argparse.SUPPRESS, help=HELP[field.name], **settings
         )
     return parser
 

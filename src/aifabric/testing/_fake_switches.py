@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ERROR_STYLES", "FAULT_SCOPES", "KINDS", "SWITCH_NAMES", "Switches", "updated"]
+__all__ = ["ERROR_STYLES", "FAULT_SCOPES", "HELP", "KINDS", "SWITCH_NAMES", "Switches", "updated"]
 
 KINDS = ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai")
 
@@ -126,6 +126,37 @@ class Switches:
 
 
 SWITCH_NAMES = tuple(f.name for f in dataclasses.fields(Switches))
+
+# One line per switch, for the CLI's --help (docs/fake-backend.md says more).
+HELP = {
+    "kind": "which server to imitate: probes, error bodies, kind-dependent defaults",
+    "models": "the served model ids",
+    "api_key": "require 'Authorization: Bearer KEY' on /v1 (401 in the kind's shape otherwise)",
+    "latency_ms": "wait this long before the response headers",
+    "token_delay_ms": "wait this long between stream chunks",
+    "tokens": "exactly this many tokens (stream chunks) per reply",
+    "reply": "reply with this text instead of '[<model>] <last user message>'",
+    "fail_first_n": "the next N requests fail with fail_status",
+    "fail_status": "the status of injected failures (default 500)",
+    "fail_body": "the body of injected failures (default: the kind's error shape)",
+    "retry_after": "add 'Retry-After: SECONDS' to injected failures and loading 503s",
+    "status_override": "every request fails with this status",
+    "fault_scope": "which requests faults touch: inference (POST), api (/v1), all (also probes)",
+    "loading": "true: 503 'Loading model' on /health and /v1; refuse: the port is closed",
+    "loading_ms": "the loading state ends by itself after this long",
+    "hang": "read requests, never answer (until switched off or stopped)",
+    "crash_after_chunks": "drop the connection after N stream events (non-streamed: half the body)",
+    "crash_before_headers": "close the connection after reading the request, without answering",
+    "unknown_model_404": "404 for a model id not served (default: what the kind does)",
+    "supports_include_usage": "honour stream_options.include_usage (default: what the kind does)",
+    "error_style": "the error body shape (default: the kind's, by path)",
+    "embedding_dim": "embedding vector length (default 8)",
+    "num_requests_running": "/metrics running gauge (default: live in-flight count)",
+    "num_requests_waiting": "/metrics waiting gauge",
+    "kv_cache_usage": "/metrics KV-cache usage gauge, 0..1",
+    "slots": "how many /slots entries (llama-server)",
+    "slots_busy": "how many slots are processing (default: live in-flight count)",
+}
 
 
 def _check_int(name: str, value: Any, *, minimum: int = 0, optional: bool = False) -> int | None:

@@ -354,7 +354,11 @@ def _state(r: Reader, node: yaml.Node, path: str) -> Any:
     value = n.text(r, node, path)
     if not isinstance(value, str) or value == "memory":
         return value
-    if urlsplit(value).scheme not in STATE_SCHEMES:
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in STATE_SCHEMES:
         r.problem(
             r.lines[path],
             "state must be 'memory' or a redis://, rediss:// or unix:// URL",

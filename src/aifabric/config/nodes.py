@@ -373,8 +373,12 @@ def url(r: Reader, node: yaml.Node, path: str) -> str | _Invalid | None:
     s = r.scalar(node, path, "a URL")
     if s is None or isinstance(s, _Invalid):
         return s
-    parts = urlsplit(s.text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(s.text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a bad IPv6 literal or port
+        valid = False
+    if not valid:
         return r.wrong(s, path, "an http:// or https:// URL", "write the base URL, e.g. http://host:8000/v1")
     return s.text.rstrip("/")
 

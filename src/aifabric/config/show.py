@@ -50,8 +50,12 @@ def _value(value: object, redact: bool, field: str = "") -> Any:
 
 def redact_url(url: str) -> str:
     """`url` with the password of its userinfo masked (`redis://:********@host:6379/0`)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL after all (a sink's command, say)
+        return url
+    if password is None:
         return url
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]

@@ -39,7 +39,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands: dict[str, Command] = {}
     for module_name in COMMANDS:
-        module: Command = importlib.import_module(f"aifabric.cli.{module_name}")  # type: ignore[assignment]
+        module: Command = importlib.import_module(f"aifabric.cli.{module_name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         commands[module.NAME] = module

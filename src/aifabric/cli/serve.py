@@ -1,0 +1,137 @@
+"""`aifabric serve --config FILE [--host H] [--port P] [--workers N]`: the gateway alone."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from aifabric.cli.console import Console
+from aifabric.config.schema import FabricConfig
+from aifabric.errors import CommandError
+
+NAME = "serve"
+HELP = "Run the gateway for a fabric file (no local backends are started; see `aifabric up`)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="fabric file (default: the embedded default)")
+    parser.add_argument("--host", help="listen address (default: gateway.host of the file)")
+    parser.add_argument("--port", type=int, help="listen port (default: gateway.port of the file)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes sharing the port (default: gateway.workers)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("AIFABRIC_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+
+
+def load(path: str | None) -> FabricConfig:
+    from aifabric.config.load import load_config
+
+    if path is None:
+        from aifabric.config.defaults import default_config_path
+
+        return load_config(default_config_path())
+    return load_config(path)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from aifabric.observability.logging import configure_logging
+
+    configure_logging(args.log_level)
+    config = load(args.config)
+    host = args.host or config.gateway.host
+    port = args.port if args.port is not None else config.gateway.port
+    workers = args.workers or config.gateway.workers
+    if workers < 1:
+        raise CommandError("--workers must be at least 1")
+    _check_port(host, port)
+    if workers == 1:
+        from aifabric.gateway.app import run_gateway
+
+        run_gateway(config, host, port, ready=lambda gw: console.print(_ready_line(host, port, 1)))
+        return 0
+    return _run_workers(config, host, port, workers, console)
+
+
+def _ready_line(host: str, port: int, workers: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"aifabric gateway ready on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})"
+
+
+def _check_port(host: str, port: int) -> None:
+    from aifabric.local.ports import describe_port_holder, port_in_use
+
+    if port and port_in_use(host, port):
+        holder = describe_port_holder(port)
+        raise CommandError(
+            f"port {port} is already in use{': ' + holder if holder else ''}. "
+            "Stop that process or choose another port with --port."
+        )
+
+
+def _run_workers(config: FabricConfig, host: str, port: int, workers: int, console: Console) -> int:
+    """Pre-fork: N processes, each with its own SO_REUSEPORT listener (the kernel spreads connections),
+    supervised here: a worker that dies is replaced, SIGTERM/SIGINT stop them all."""
+    from aifabric.gateway.app import run_gateway
+
+    log = logging.getLogger("aifabric.serve")
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                run_gateway(config, host, port, reuse_port=True)
+            finally:
+                os._exit(0)
+        children[pid] = index
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for i in range(workers):
+        spawn(i)
+    _wait_listening(host, port)
+    console.print(_ready_line(host, port, workers))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is not None and not stopping:
+            log.warning("worker %d (pid %d) exited with status %d; starting a new one", index, pid, status)
+            time.sleep(0.5)
+            spawn(index)
+    return 0
+
+
+def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((target, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    print(f"warning: workers not listening on {host}:{port} after {timeout:g}s", file=sys.stderr)

@@ -1,0 +1,175 @@
+"""The gateway assembled: listener + auth + routes + forwarder + the control plane beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aifabric.config.schema import FabricConfig
+from aifabric.errors import ApiError, MethodNotAllowed, ModelNotFound
+from aifabric.gateway.auth import Authenticator
+from aifabric.gateway.errors import error_response, status_error
+from aifabric.gateway.forward import Forwarder
+from aifabric.gateway.openai_routes import OpenAIRoutes
+from aifabric.gateway.ops_routes import OpsRoutes
+from aifabric.health.checker import HealthChecker
+from aifabric.http.client import UpstreamClient
+from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
+from aifabric.observability.metrics import GatewayMetrics
+from aifabric.routing.table import RoutingTable
+
+__all__ = ["Gateway", "run_gateway", "serve_gateway"]
+
+log = logging.getLogger("aifabric.gateway")
+
+_API_PATHS = {"/chat/completions", "/completions", "/embeddings"}
+
+
+class Gateway:
+    """One gateway process: owns the routing table snapshot and swaps it whole on reload."""
+
+    def __init__(
+        self,
+        config: FabricConfig,
+        *,
+        client: UpstreamClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        probe: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.client = client or UpstreamClient(connect_timeout=config.gateway.connect_timeout)
+        self.metrics = GatewayMetrics()
+        self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
+        self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
+        self.auth = Authenticator(config.gateway.api_keys)
+        self.forwarder = Forwarder(
+            lambda: self.table, self.client, config.retry, clock=clock, on_attempt=self.metrics.on_attempt
+        )
+        self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
+        self.ops = OpsRoutes(self)
+        self.probe = probe
+        self.server: HttpServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    def _on_transition(self, transition: object) -> None:
+        log.warning("%s", transition)
+        self.metrics.on_transition(transition)
+
+    def reload(self, config: FabricConfig) -> None:
+        """Swap the routing table atomically; health and per-target state carry over by name."""
+        self.checker.update_config(config)
+        self.table = RoutingTable.build(
+            config, healths=self.checker.healths, previous=self.table, clock=self.clock
+        )
+        self.config = config
+        self.auth = Authenticator(config.gateway.api_keys)
+
+    async def handle(self, request: Request) -> Response | StreamingResponse:
+        path = request.path
+        versioned = path.startswith("/v1/")
+        sub = path[3:] if versioned else path
+        try:
+            if sub in _API_PATHS:
+                if request.method != "POST":
+                    raise MethodNotAllowed(f"{path} accepts POST only.")
+                self.auth.check(request.headers)
+                started = self.clock()
+                response = await self.api.proxy(request, sub)
+                self.metrics.on_request(response, self.clock() - started)
+                return response
+            if sub == "/models" or sub.startswith("/models/"):
+                self.auth.check(request.headers)
+                return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
+            if not versioned:
+                ops = self.ops.route(request)
+                if ops is not None:
+                    return await ops
+            raise ModelNotFound(
+                f"No route for {request.method} {path}.", code="unknown_route", type="not_found_error"
+            )
+        except ApiError as exc:
+            self.metrics.on_error(exc)
+            return error_response(exc)
+
+    async def start(
+        self, host: str, port: int, *, sock: object = None, reuse_port: bool = False
+    ) -> HttpServer:
+        self.server = HttpServer(
+            self.handle,
+            max_body_bytes=self.config.gateway.max_body_bytes,
+            error_factory=status_error,
+            log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
+        )
+        await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]
+        if self.probe:
+            self._tasks.append(asyncio.create_task(self.checker.run(self._stop)))
+        return self.server
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            await self.server.close()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.aclose()
+
+
+async def serve_gateway(
+    config: FabricConfig,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    ready: Callable[[Gateway], None] | None = None,
+    sock: object = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until `stop` is set."""
+    gateway = Gateway(config)
+    await gateway.start(host, port, sock=sock, reuse_port=reuse_port)
+    if ready is not None:
+        ready(gateway)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.close()
+
+
+def run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it exists (a dependency on Linux): the listener's and client's I/O is its hot path."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def run_gateway(
+    config: FabricConfig,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[Gateway], None] | None = None,
+    sock: object = None,
+    reuse_port: bool = False,
+) -> None:
+    """Blocking: serve until SIGINT or SIGTERM, then drain in-flight requests and return."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_gateway(config, host, port, stop, ready=ready, sock=sock, reuse_port=reuse_port)
+
+    run_loop(main())

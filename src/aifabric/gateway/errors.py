@@ -1,0 +1,35 @@
+"""The one place an `ApiError` becomes an HTTP response: OpenAI's error shape, the right status."""
+
+from __future__ import annotations
+
+import orjson
+
+from aifabric.errors import ApiError
+from aifabric.http.server import Response
+
+__all__ = ["error_body", "error_response", "status_error"]
+
+
+def error_body(message: str, type: str, code: str | int | None = None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def error_response(exc: ApiError, extra_headers: list[tuple[str, str]] | None = None) -> Response:
+    headers = list(exc.headers.items())
+    if extra_headers:
+        headers.extend(extra_headers)
+    return Response(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
+
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+}
+
+
+def status_error(status: int, message: str) -> Response:
+    """For the listener's own errors (malformed HTTP, body too large, a bug): still OpenAI-shaped."""
+    code = "request_too_large" if status == 413 else None
+    return Response(status, error_body(message, _TYPES.get(status, "server_error"), code))

@@ -1,0 +1,412 @@
+"""Forwarding one request: candidates in order, one overall deadline, failover before the first byte.
+
+plan -> for each candidate: rewrite `model`, send, classify the outcome once (FailureClass)
+     -> success: stream bytes through as they arrive (or return the body)
+     -> retryable failure before the first byte: record it, next candidate (a new round, with
+        backoff and Retry-After, when the list is spent and time and attempts remain)
+     -> the client's own 4xx: answered at once, never retried, never held against the target
+All candidates loading and nothing else healthy: the request is held (warm-up) for up to
+`retry.warmup_wait`, like the runbook's "wait 30-60 s, retry", instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aifabric.config.schema import RetryConfig
+from aifabric.errors import FailureClass, NoHealthyTarget, UpstreamError, UpstreamFailure
+from aifabric.gateway.body import RequestBody
+from aifabric.http.client import UpstreamClient, UpstreamResponse
+from aifabric.http.server import Response, StreamingResponse
+from aifabric.routing.retry import Deadline, backoff, parse_retry_after
+from aifabric.routing.table import Route, RoutingTable
+from aifabric.routing.target import TargetState
+
+__all__ = ["Attempt", "ForwardRequest", "Forwarder"]
+
+_STREAM_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class Attempt:
+    target: str  # "backend/model"
+    failure: FailureClass | None
+    detail: str
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class ForwardRequest:
+    route: Route
+    path: str  # "/chat/completions", "/completions", "/embeddings"
+    body: RequestBody
+    stream: bool
+    request_id: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+# Hooks the observability layer attaches; routing logic does not know about metrics or logs.
+AttemptHook = Callable[[ForwardRequest, TargetState, Attempt, float], None]
+
+
+class Forwarder:
+    def __init__(
+        self,
+        table: Callable[[], RoutingTable],
+        client: UpstreamClient,
+        retry: RetryConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        on_attempt: AttemptHook | None = None,
+    ) -> None:
+        self._table = table
+        self._client = client
+        self._retry = retry
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_attempt = on_attempt
+
+    async def forward(self, req: ForwardRequest) -> Response | StreamingResponse:
+        cfg = self._retry
+        start = self._clock()
+        deadline = Deadline(start, cfg.deadline)
+        warmup_until = start + cfg.warmup_wait
+        last_error: UpstreamFailure | None = None
+        round_no = 0
+        while True:
+            table = self._table()
+            candidates = table.plan(req.route, self._clock())
+            round_failures: list[FailureClass] = []
+            for target in candidates:
+                if len(req.attempts) >= cfg.max_attempts and not self._warming(
+                    round_failures, warmup_until, table, req.route
+                ):
+                    break
+                remaining = deadline.remaining(self._clock())
+                if remaining <= 0:
+                    break
+                endpoint = table.endpoints[target.backend.name]
+                try_timeout = min(endpoint.try_timeout or cfg.try_timeout, remaining)
+                try:
+                    return await self._attempt(req, target, endpoint, try_timeout)
+                except UpstreamFailure as failure:
+                    if failure.failure is FailureClass.CLIENT_ERROR:
+                        raise self._client_error(failure) from None
+                    last_error = failure
+                    round_failures.append(failure.failure)
+            round_no += 1
+            now = self._clock()
+            warming = self._warming(round_failures, warmup_until, table, req.route)
+            if not round_failures or deadline.expired(now):
+                break
+            if len(req.attempts) >= cfg.max_attempts and not warming:
+                break
+            delay = backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
+            if last_error is not None and last_error.retry_after is not None:
+                if last_error.retry_after > cfg.max_retry_after:
+                    break  # longer than we may hold a request: the client gets the 429 and its Retry-After
+                delay = max(delay, last_error.retry_after)
+            if warming:
+                delay = max(delay, 0.5)
+            delay = min(delay, deadline.remaining(now))
+            if delay <= 0:
+                break
+            await asyncio.sleep(delay)
+        raise self._exhausted(req, last_error, deadline.expired(self._clock()))
+
+    def _warming(
+        self, failures: list[FailureClass], warmup_until: float, table: RoutingTable, route: Route
+    ) -> bool:
+        """Every candidate is still loading its model (it said so, or the health checker saw it) and
+        the warm-up bound allows another wait."""
+        now = self._clock()
+        if not failures or now >= warmup_until:
+            return False
+        return all(f is FailureClass.LOADING for f in failures) or table.only_loading(route, now)
+
+    async def _attempt(
+        self, req: ForwardRequest, target: TargetState, endpoint: Any, try_timeout: float
+    ) -> Response | StreamingResponse:
+        strip_usage = (
+            req.stream and not endpoint.adapter.supports_include_usage and _wants_usage(req.body.payload)
+        )
+        body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
+        headers = list(endpoint.headers)
+        headers.append(("x-request-id", req.request_id))
+        if req.stream:
+            headers.append(("accept", "text/event-stream"))
+        started = self._clock()
+        target.on_start(started)
+        resp: UpstreamResponse | None = None
+        try:
+            resp = await self._client.send(
+                endpoint.origin, "POST", endpoint.prefix + req.path, headers, body, try_timeout
+            )
+            if resp.status >= 400:
+                err_body = await resp.read()
+                failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
+                retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+                raise UpstreamFailure(
+                    failure_class,
+                    f"HTTP {resp.status}",
+                    status=resp.status,
+                    body=err_body,
+                    retry_after=retry_after,
+                    headers=resp.headers,
+                )
+            if req.stream:
+                # Wait for the first byte before committing: until then another candidate may still serve.
+                first = await resp.first_chunk()
+                ttfb = self._clock() - started
+                result: Response | StreamingResponse = self._stream(
+                    req, target, resp, first, ttfb, strip_usage
+                )
+            else:
+                data = await resp.read()
+                target.on_success(self._clock() - started, self._clock())
+                result = Response(
+                    resp.status,
+                    data,
+                    self._served_headers(req, target, len(req.attempts) + 1),
+                    content_type=resp.headers.get("content-type", "application/json"),
+                )
+            self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
+            return result
+        except UpstreamFailure as failure:
+            if resp is not None:
+                resp.close()
+            if failure.failure is not FailureClass.CLIENT_ERROR:
+                target.on_failure(failure.failure, self._clock())
+            else:
+                target.on_success(self._clock() - started, self._clock())
+            attempt = Attempt(_label(target), failure.failure, failure.detail, failure.status)
+            failure.backend = endpoint.name
+            self._record(req, target, attempt, started)
+            raise
+        except asyncio.CancelledError:
+            # The client went away: the upstream request is closed with it, and says nothing of health.
+            if resp is not None:
+                resp.close()
+            target.on_abandon()
+            raise
+
+    def _stream(
+        self,
+        req: ForwardRequest,
+        target: TargetState,
+        resp: UpstreamResponse,
+        first: bytes,
+        ttfb: float,
+        synthesize_usage: bool,
+    ) -> StreamingResponse:
+        async def relay() -> AsyncIterator[bytes]:
+            counter = _UsageCounter(req.body.payload) if synthesize_usage else None
+            failed = cancelled = False
+            try:
+                if first:
+                    yield first if counter is None else counter.feed(first)
+                async for chunk in resp.iter_bytes():
+                    yield chunk if counter is None else counter.feed(chunk)
+                if counter is not None:
+                    yield counter.finish()
+            except UpstreamFailure as failure:
+                # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
+                failed = True
+                target.on_failure(failure.failure, self._clock())
+                message = f"the backend {target.backend.name} failed mid-stream: {failure.detail}"
+                yield (
+                    b"\n\ndata: "
+                    + orjson.dumps(
+                        {
+                            "error": {
+                                "message": message,
+                                "type": "upstream_error",
+                                "param": None,
+                                "code": "stream_interrupted",
+                            }
+                        }
+                    )
+                    + b"\n\n"
+                    + _DONE
+                )
+            except (asyncio.CancelledError, GeneratorExit):
+                cancelled = True
+                raise
+            finally:
+                if not resp.complete:
+                    resp.close()  # the client went away (or the backend died): close the upstream too
+                if cancelled:
+                    # A client that hangs up says nothing for or against the backend's health.
+                    target.on_abandon()
+                elif not failed:
+                    target.on_success(ttfb, self._clock())
+
+        headers = self._served_headers(req, target, len(req.attempts) + 1)
+        headers.extend(_STREAM_HEADERS)
+        if synthesize_usage:
+            headers.append(("x-aifabric-usage", "estimated"))
+        return StreamingResponse(
+            resp.status, relay(), headers, content_type=resp.headers.get("content-type", "text/event-stream")
+        )
+
+    def _served_headers(
+        self, req: ForwardRequest, target: TargetState, attempts: int
+    ) -> list[tuple[str, str]]:
+        return [
+            ("x-aifabric-role", target.role),
+            ("x-aifabric-requested-role", req.route.name),
+            ("x-aifabric-backend", target.backend.name),
+            ("x-aifabric-model", target.model),
+            ("x-aifabric-attempts", str(attempts)),
+            ("x-request-id", req.request_id),
+        ]
+
+    def _record(self, req: ForwardRequest, target: TargetState, attempt: Attempt, started: float) -> None:
+        req.attempts.append(attempt)
+        if self._on_attempt is not None:
+            self._on_attempt(req, target, attempt, self._clock() - started)
+
+    def _client_error(self, failure: UpstreamFailure) -> UpstreamError:
+        """The backend says the request itself is wrong: the client sees the backend's words, normalized."""
+        return self._upstream_error(failure)
+
+    def _upstream_error(self, failure: UpstreamFailure) -> UpstreamError:
+        endpoint = self._table().endpoints.get(failure.backend or "")
+        adapter = endpoint.adapter if endpoint is not None else None
+        status = failure.status or 502
+        if adapter is not None:
+            err = adapter.normalize_error(status, failure.body)
+        else:
+            err = {"message": failure.body.decode("utf-8", "replace")[:500], "type": "upstream_error"}
+        headers = {}
+        if failure.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(failure.retry_after)))
+        code = err.get("code")
+        return UpstreamError(
+            str(err.get("message") or f"upstream returned HTTP {status}"),
+            status=status,
+            type=str(err.get("type") or "upstream_error"),
+            code=code if isinstance(code, str | int) else None,
+            param=err.get("param") if isinstance(err.get("param"), str) else None,
+            headers=headers,
+        )
+
+    def _exhausted(
+        self, req: ForwardRequest, last: UpstreamFailure | None, deadline_expired: bool
+    ) -> NoHealthyTarget | UpstreamError:
+        tried = "; ".join(f"{a.target} ({a.failure}: {a.detail})" for a in req.attempts) or "no candidate"
+        headers = {"x-aifabric-attempts": str(len(req.attempts))}
+        if (
+            last is not None
+            and last.status is not None
+            and last.failure
+            in (
+                FailureClass.OVERLOADED,
+                FailureClass.MODEL_NOT_FOUND,
+                FailureClass.AUTH,
+                FailureClass.UPSTREAM_5XX,
+            )
+        ):
+            # Every candidate answered with an error: the client gets the (normalized) answer, status
+            # and Retry-After kept, so its own retry logic keeps working.
+            error = self._upstream_error(last)
+            error.headers.update(headers)
+            return error
+        if deadline_expired or (last is not None and last.failure is FailureClass.TIMEOUT):
+            return NoHealthyTarget(
+                f"role '{req.route.name}' did not answer in time. Tried: {tried}",
+                status=504,
+                type="timeout",
+                code="upstream_timeout",
+                headers=headers,
+            )
+        if last is not None and last.failure is FailureClass.LOADING:
+            headers["retry-after"] = "5"
+            return NoHealthyTarget(
+                f"role '{req.route.name}' is still loading its model. Tried: {tried}",
+                code="model_loading",
+                headers=headers,
+            )
+        return NoHealthyTarget(
+            f"no backend of role '{req.route.name}' could serve the request. Tried: {tried}", headers=headers
+        )
+
+
+def _label(target: TargetState) -> str:
+    return f"{target.backend.name}/{target.model}"
+
+
+def _wants_usage(payload: dict[str, Any]) -> bool:
+    opts = payload.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+class _UsageCounter:
+    """For backends that ignore `stream_options.include_usage` (llama-cpp-python): count the content
+    chunks as they pass (one token each there) and add the final usage chunk the client asked for.
+    Prompt tokens are estimated from the prompt's length; the response says so in a header."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self._buf = b""
+        self._completion = 0
+        self._meta: dict[str, Any] = {}
+        self._prompt = _estimate_prompt_tokens(payload)
+        self._held_done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._buf += chunk
+        out = []
+        while b"\n\n" in self._buf:
+            event, self._buf = self._buf.split(b"\n\n", 1)
+            if event.strip() == b"data: [DONE]":
+                self._held_done = True  # re-sent after the usage chunk
+                continue
+            self._count(event)
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
+    def _count(self, event: bytes) -> None:
+        if not event.startswith(b"data:"):
+            return
+        with contextlib.suppress(orjson.JSONDecodeError):
+            obj = orjson.loads(event[5:])
+            if isinstance(obj, dict):
+                for key in ("id", "created", "model", "object"):
+                    if key in obj:
+                        self._meta[key] = obj[key]
+                for choice in obj.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or choice.get("text"):
+                        self._completion += 1
+
+    def finish(self) -> bytes:
+        usage_chunk = dict(self._meta)
+        usage_chunk["choices"] = []
+        usage_chunk["usage"] = {
+            "prompt_tokens": self._prompt,
+            "completion_tokens": self._completion,
+            "total_tokens": self._prompt + self._completion,
+        }
+        return self._buf + b"data: " + orjson.dumps(usage_chunk) + b"\n\n" + _DONE
+
+
+def _estimate_prompt_tokens(payload: dict[str, Any]) -> int:
+    text = 0
+    for message in payload.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            text += len(content) + 4  # role markers of the chat template
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str):
+        text += len(prompt)
+    return max(1, text // 4)

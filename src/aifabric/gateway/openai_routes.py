@@ -1,0 +1,122 @@
+"""The OpenAI-compatible routes: parse just enough of the request to route it, then forward.
+
+Only `model`, `stream` and `stream_options` are read; every other field passes through untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aifabric.errors import BadRequest, ModelNotFound
+from aifabric.gateway.body import RequestBody
+from aifabric.gateway.forward import Forwarder, ForwardRequest
+from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.routing.table import Route, RoutingTable
+
+__all__ = ["OpenAIRoutes"]
+
+# Which role kinds may serve which endpoint. A chat model also answers plain completions
+# (vLLM and llama.cpp serve both for one model); an embeddings model answers only embeddings.
+_ENDPOINT_KINDS: dict[str, tuple[str, ...]] = {
+    "/chat/completions": ("chat",),
+    "/completions": ("chat", "completions"),
+    "/embeddings": ("embeddings",),
+}
+_ENDPOINT_NAMES = {
+    "/chat/completions": "chat completions",
+    "/completions": "completions",
+    "/embeddings": "embeddings",
+}
+
+_ids = itertools.count(1)
+_id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+
+
+def _request_id(headers: dict[str, str]) -> str:
+    incoming = headers.get("x-request-id")
+    if incoming and len(incoming) <= 128:
+        return incoming
+    return _id_prefix + str(next(_ids))
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequest("The request body is empty; send a JSON object with at least `model`.")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:  # integers wider than 64 bits are valid JSON that orjson refuses
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(
+                f"We could not parse the JSON body of your request ({exc}). "
+                "Send a JSON object, with `Content-Type: application/json`."
+            ) from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return payload
+
+
+class OpenAIRoutes:
+    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
+        self._table = table
+        self._forwarder = forwarder
+
+    def resolve(self, payload: dict[str, Any], endpoint: str) -> Route:
+        model = payload.get("model")
+        if model is None or model == "":
+            raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
+        if not isinstance(model, str):
+            raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
+        table = self._table()
+        route = table.resolve(model)
+        if route is None:
+            valid = ", ".join(sorted(table.names))
+            raise ModelNotFound(f"The model '{model}' does not exist. Valid models: {valid}.", param="model")
+        if route.kind not in _ENDPOINT_KINDS[endpoint]:
+            serves = {
+                "chat": "/v1/chat/completions",
+                "embeddings": "/v1/embeddings",
+                "completions": "/v1/completions",
+            }
+            raise BadRequest(
+                f"The model '{model}' is a {route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
+                f"send it to {serves[route.kind]}.",
+                param="model",
+                code="wrong_model_kind",
+            )
+        return route
+
+    async def proxy(self, request: Request, endpoint: str) -> Response | StreamingResponse:
+        payload = parse_json_body(request.body)
+        route = self.resolve(payload, endpoint)
+        stream = payload.get("stream") is True and endpoint != "/embeddings"
+        body = RequestBody(request.body, payload)
+        req = ForwardRequest(route, endpoint, body, stream, _request_id(request.headers))
+        return await self._forwarder.forward(req)
+
+    def models(self) -> Response:
+        return Response(200, self._table().models_body)
+
+    def model(self, name: str) -> Response:
+        table = self._table()
+        route = table.resolve(name)
+        if route is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist. Valid models: {', '.join(sorted(table.names))}."
+            )
+        obj = {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "aifabric",
+            "role": route.name,
+            "kind": route.kind,
+        }
+        return Response(200, orjson.dumps(obj))

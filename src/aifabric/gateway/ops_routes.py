@@ -1,0 +1,55 @@
+"""Routes for operators and process managers: liveness, readiness, health view, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import orjson
+
+from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.observability.metrics import render_metrics
+
+if TYPE_CHECKING:
+    from aifabric.gateway.app import Gateway
+
+__all__ = ["OpsRoutes"]
+
+
+class OpsRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    def route(self, request: Request) -> Awaitable[Response | StreamingResponse] | None:
+        if request.method not in ("GET", "HEAD"):
+            return None
+        handler = {
+            "/health/live": self.live,
+            "/health/ready": self.ready,
+            "/health": self.health,
+            "/status": self.health,
+            "/metrics": self.metrics,
+        }.get(request.path)
+        return handler() if handler is not None else None
+
+    async def live(self) -> Response:
+        return Response(200, b'{"status":"ok"}')
+
+    async def ready(self) -> Response:
+        """Ready when the routing table is loaded and at least one backend can take requests."""
+        table = self._gw.table
+        routable = [name for name, h in table.healths.items() if h.routable]
+        body = {"status": "ready" if routable else "not_ready", "routable_backends": routable}
+        if not routable:
+            body["reason"] = "no backend is up: every backend is down, asleep or loading"
+        return Response(200 if routable else 503, orjson.dumps(body))
+
+    async def health(self) -> Response:
+        from aifabric.health.report import health_view
+
+        view = health_view(self._gw.table.healths, self._gw.config)
+        return Response(200, orjson.dumps(view))
+
+    async def metrics(self) -> Response:
+        body = render_metrics(self._gw.metrics, self._gw.table, self._gw.clock())
+        return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,128 @@
+"""Prometheus metrics of the gateway, attached through hooks (the forwarder never imports this).
+
+Counters are plain dicts keyed by label tuples: an increment on the hot path is one dict update.
+Gauges that describe state (backend state, ejections, outstanding) are read from the routing table
+at scrape time instead of being kept up to date on every request.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from aifabric.errors import ApiError
+
+if TYPE_CHECKING:
+    from aifabric.gateway.forward import Attempt, ForwardRequest
+    from aifabric.http.server import Response, StreamingResponse
+    from aifabric.routing.table import RoutingTable
+    from aifabric.routing.target import TargetState
+
+__all__ = ["GatewayMetrics", "render_metrics"]
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
+
+
+class _Histogram:
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_BUCKETS, value)] += 1
+        self.total += value
+        self.n += 1
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, str], int] = defaultdict(int)  # (role, status)
+        self.latency: defaultdict[str, _Histogram] = defaultdict(_Histogram)  # role
+        self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)  # (role, backend, outcome)
+        self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)  # (type, status)
+        self.transitions: defaultdict[tuple[str, str], int] = defaultdict(int)  # (backend, to)
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_request(self, response: Response | StreamingResponse, seconds: float) -> None:
+        role = ""
+        for name, value in response.headers:
+            if name == "x-aifabric-requested-role":
+                role = value
+                break
+        self.requests[(role, str(response.status))] += 1
+        self.latency[role].observe(seconds)
+
+    def on_attempt(self, req: ForwardRequest, target: TargetState, attempt: Attempt, seconds: float) -> None:
+        outcome = "ok" if attempt.failure is None else str(attempt.failure)
+        self.attempts[(req.route.name, target.backend.name, outcome)] += 1
+
+    def on_error(self, exc: ApiError) -> None:
+        self.errors[(exc.type, str(exc.status))] += 1
+
+    def on_transition(self, transition: object) -> None:
+        backend = getattr(transition, "backend", "")
+        new = getattr(transition, "new", "")
+        self.transitions[(str(backend), str(new))] += 1
+
+
+def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> bytes:
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("aifabric_requests_total", "counter", "API requests answered, by requested role and status.")
+    for (role, status), n in sorted(metrics.requests.items()):
+        out.append(f"aifabric_requests_total{_labels(('role', 'status'), (role, status))} {n}")
+    family("aifabric_request_duration_seconds", "histogram", "Time to response headers, by requested role.")
+    for role, h in sorted(metrics.latency.items()):
+        cumulative = 0
+        for bound, count in zip((*_BUCKETS, float("inf")), h.counts, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(
+                f"aifabric_request_duration_seconds_bucket{_labels(('role', 'le'), (role, le))} {cumulative}"
+            )
+        out.append(f"aifabric_request_duration_seconds_sum{_labels(('role',), (role,))} {h.total}")
+        out.append(f"aifabric_request_duration_seconds_count{_labels(('role',), (role,))} {h.n}")
+    family(
+        "aifabric_upstream_attempts_total",
+        "counter",
+        "Attempts at backends, by outcome (ok or failure class).",
+    )
+    for key, n in sorted(metrics.attempts.items()):
+        out.append(f"aifabric_upstream_attempts_total{_labels(('role', 'backend', 'outcome'), key)} {n}")
+    family("aifabric_errors_total", "counter", "Errors answered by the gateway itself, by type and status.")
+    for err_key, n in sorted(metrics.errors.items()):
+        out.append(f"aifabric_errors_total{_labels(('type', 'status'), err_key)} {n}")
+    family("aifabric_backend_transitions_total", "counter", "Backend health state changes, by new state.")
+    for tr_key, n in sorted(metrics.transitions.items()):
+        out.append(f"aifabric_backend_transitions_total{_labels(('backend', 'state'), tr_key)} {n}")
+    family("aifabric_backend_up", "gauge", "1 when the backend is routable (unknown, up or degraded).")
+    family("aifabric_backend_state", "gauge", "The backend's health state (1 for the current state).")
+    for name, health in sorted(table.healths.items()):
+        out.append(f"aifabric_backend_up{_labels(('backend',), (name,))} {1 if health.routable else 0}")
+        out.append(f"aifabric_backend_state{_labels(('backend', 'state'), (name, str(health.state)))} 1")
+    family(
+        "aifabric_target_available", "gauge", "1 when the target may be sent requests (health and ejection)."
+    )
+    family("aifabric_target_outstanding", "gauge", "Requests in flight to the target.")
+    for route in table.routes.values():
+        for t in route.targets:
+            labels = _labels(("role", "backend", "model"), (route.name, t.backend.name, t.model))
+            out.append(f"aifabric_target_available{labels} {1 if t.available(now) else 0}")
+            out.append(f"aifabric_target_outstanding{labels} {t.outstanding}")
+    return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,165 @@
+"""The routing table: the one snapshot where the data plane and the control plane meet.
+
+Built once from a `FabricConfig` (and again on reload, then swapped whole). The data plane reads it
+without locks: `resolve(name)` finds the role a client's `model` names, `plan(route, now)` orders the
+candidates (the role's targets by the balancer, then its fallback roles' in order, cycle-safe). The
+control plane writes only the per-backend `BackendHealth` objects and per-target counters inside it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from aifabric.backends.base import BackendAdapter, adapter_for
+from aifabric.config.schema import BackendConfig, FabricConfig, RoleConfig
+from aifabric.health.state import BackendHealth
+from aifabric.http.client import Origin, split_url
+from aifabric.routing.balance import only_loading, order_plan
+from aifabric.routing.target import TargetState
+
+__all__ = ["Endpoint", "Route", "RoutingTable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """How to reach one backend, computed once: origin, path prefix, the headers it needs."""
+
+    name: str
+    origin: Origin
+    prefix: str  # e.g. "/v1"
+    headers: tuple[tuple[str, str], ...]
+    adapter: BackendAdapter
+    try_timeout: float | None
+
+    @classmethod
+    def from_config(cls, backend: BackendConfig) -> Endpoint:
+        origin, path = split_url(backend.url)
+        headers = [("content-type", "application/json")]
+        if backend.api_key:
+            # The backend's own key; the client's Authorization header is never forwarded.
+            headers.append(("authorization", f"Bearer {backend.api_key.reveal()}"))
+        return cls(
+            name=backend.name,
+            origin=origin,
+            prefix=path.rstrip("/"),
+            headers=tuple(headers),
+            adapter=adapter_for(backend.kind),
+            try_timeout=backend.timeout,
+        )
+
+
+@dataclass(slots=True)
+class Route:
+    """A role as the data plane sees it."""
+
+    name: str
+    kind: str
+    targets: list[TargetState]
+    fallbacks: tuple[str, ...]
+    config: RoleConfig
+
+
+@dataclass
+class RoutingTable:
+    config: FabricConfig
+    routes: dict[str, Route] = field(default_factory=dict)
+    names: dict[str, Route] = field(default_factory=dict)  # roles and aliases
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    healths: dict[str, BackendHealth] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+    models_body: bytes = b""
+
+    @classmethod
+    def build(
+        cls,
+        config: FabricConfig,
+        *,
+        healths: dict[str, BackendHealth] | None = None,
+        previous: RoutingTable | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> RoutingTable:
+        """A new table; health and per-target state carry over from `previous` where names match."""
+        table = cls(config=config, rng=rng or random.Random(), clock=clock)
+        healths = dict(healths or (previous.healths if previous else {}))
+        for name, backend in config.backends.items():
+            table.endpoints[name] = Endpoint.from_config(backend)
+            if name not in healths:
+                healths[name] = BackendHealth(name)
+            table.healths[name] = healths[name]
+        old_targets: dict[tuple[str, str, str], TargetState] = {}
+        if previous is not None:
+            for route in previous.routes.values():
+                for t in route.targets:
+                    old_targets[(route.name, t.backend.name, t.model)] = t
+        for role in config.roles.values():
+            targets = []
+            for tc in role.targets:
+                backend = config.backends[tc.backend]
+                old = old_targets.get((role.name, tc.backend, tc.model))
+                if old is not None and old.backend == backend:
+                    old.weight = tc.weight
+                    targets.append(old)
+                    continue
+                targets.append(
+                    TargetState.from_config(
+                        role.name, backend, tc.model, table.healths[tc.backend], weight=tc.weight
+                    )
+                )
+            table.routes[role.name] = Route(role.name, role.kind, targets, role.fallbacks, role)
+        table.names = dict(table.routes)
+        for alias, role_name in config.aliases.items():
+            table.names[alias] = table.routes[role_name]
+        table.models_body = table._render_models()
+        return table
+
+    def resolve(self, name: str) -> Route | None:
+        return self.names.get(name)
+
+    def groups(self, route: Route) -> list[list[TargetState]]:
+        """The role's targets, then each fallback role's in order (breadth-first, each role once)."""
+        seen_roles = {route.name}
+        groups = [route.targets]
+        queue = list(route.fallbacks)
+        while queue:
+            name = queue.pop(0)
+            if name in seen_roles:
+                continue  # the loader rejects cycles; this keeps a reload race harmless too
+            seen_roles.add(name)
+            fallback = self.routes.get(name)
+            if fallback is None:
+                continue
+            groups.append(fallback.targets)
+            queue.extend(fallback.fallbacks)
+        return groups
+
+    def plan(self, route: Route, now: float) -> list[TargetState]:
+        """Ordered candidates: healthy targets of the role by the balancer, then its fallbacks'."""
+        return order_plan(self.groups(route), now, self.rng)
+
+    def only_loading(self, route: Route, now: float) -> bool:
+        """Nothing of the role or its fallbacks can serve, and something is still loading its model."""
+        return only_loading([t for g in self.groups(route) for t in g], now)
+
+    def _render_models(self) -> bytes:
+        created = int(time.time())
+        data = []
+        for name, route in self.names.items():
+            entry: dict[str, object] = {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "aifabric",
+                "role": route.name,
+                "kind": route.kind,
+            }
+            if name != route.name:
+                entry["alias_of"] = route.name
+            data.append(entry)
+        return orjson.dumps({"object": "list", "data": data})

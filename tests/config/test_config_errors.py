@@ -295,3 +295,10 @@ def test_problems_never_quote_a_substituted_value_or_an_env_file_line(
     assert f"{tmp_path / '.env'}:2: env file: expected KEY=VALUE" in shown
     assert "sk-not-a-port-77ab" not in shown
     assert "sk-bare-secret-line-9d2f" not in shown
+
+
+def test_empty_gateway_api_key_is_refused(problems: Problems) -> None:
+    text = BASE + 'gateway:\n  api_keys: ["good-key", ""]\n'
+    problem = only(problems(text))
+    assert problem.line == line_of(text, "api_keys")
+    assert problem.message == "gateway.api_keys[1] is empty"

@@ -211,12 +211,21 @@ _LOCAL = {
 }
 
 
+def _api_key(r: Reader, node: yaml.Node, path: str) -> Any:
+    key = n.secret(r, node, path)
+    if key is not None and key is not INVALID and not key:
+        # An empty key would let `Authorization: Bearer ` (nothing after it) in.
+        r.problem(r.lines[path], f"{path} is empty", "write the key, or remove it from the list")
+        return INVALID
+    return key
+
+
 def _api_keys(r: Reader, node: yaml.Node, path: str) -> Any:
     # One key may be written without the brackets.
     if isinstance(node, yaml.ScalarNode):
-        key = n.secret(r, node, path)
+        key = _api_key(r, node, path)
         return key if key is None or key is INVALID else (key,)
-    return r.sequence(node, path, n.secret)
+    return r.sequence(node, path, _api_key)
 
 
 _GATEWAY = {

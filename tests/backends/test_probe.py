@@ -156,3 +156,12 @@ def test_a_5xx_on_the_health_route_is_down_with_the_backend_message() -> None:
     assert result.state is BackendState.DOWN
     assert result.failure is FailureClass.UPSTREAM_5XX
     assert result.reason.startswith("GET /health answered 500: fake backend: injected failure")
+
+
+def test_an_overloaded_backend_is_degraded_not_down(kind: str, fake: FakeBackend) -> None:
+    fake.set(fail_first_n=1, fail_status=429, retry_after=5, fault_scope="all")
+    result = probe(kind, fake.url)
+    assert result.ok
+    assert result.state is BackendState.DEGRADED
+    assert result.failure is FailureClass.OVERLOADED
+    assert result.reason.startswith("overloaded (GET ")

@@ -176,6 +176,8 @@ class BackendAdapter:
         try:
             return await self._probe(ctx)
         except ProbeFailed as exc:
+            if exc.state is BackendState.DEGRADED:
+                return ProbeResult(True, exc.state, exc.reason, ctx.latency or 0.0, failure=exc.failure)
             return self._failed(ctx, start, exc.state, exc.reason, exc.failure)
         except UpstreamFailure as exc:
             state = BackendState.DOWN
@@ -225,6 +227,9 @@ class BackendAdapter:
             return ProbeFailed(
                 BackendState.DOWN, f"api key rejected ({said}): check the backend's api_key", failure
             )
+        if failure is FailureClass.OVERLOADED:
+            # It answers, it is just too busy (or rate-limits us): serving, but saturated.
+            return ProbeFailed(BackendState.DEGRADED, f"overloaded ({said})", failure)
         return ProbeFailed(BackendState.DOWN, said, failure)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> FailureClass:

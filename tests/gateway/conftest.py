@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+import uvloop
 
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
@@ -18,7 +19,8 @@ class RunningGateway:
     def __init__(self, config: FabricConfig, *, probe: bool = False) -> None:
         self.config = config
         self.probe = probe
-        self.loop = asyncio.new_event_loop()
+        # The production event loop (uvloop), not only asyncio's own.
+        self.loop = uvloop.new_event_loop()
         self.gateway: Gateway | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import uvloop
 
 from aifabric.errors import FailureClass, UpstreamFailure
 from aifabric.http.client import UpstreamClient
@@ -15,8 +16,22 @@ from aifabric.http.server import HttpServer, Request, Response, StreamingRespons
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on both event loops: uvloop in production, asyncio's own where uvloop is absent."""
+    global _LOOP
+    _LOOP = request.param
+    yield
+
+
+_LOOP = "asyncio"
+
+
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
+    if _LOOP == "uvloop":
+        uvloop.run(coro)  # type: ignore[arg-type]
+    else:
+        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 async def echo(request: Request) -> Response:

@@ -18,6 +18,7 @@ import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -56,8 +57,8 @@ class _UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -191,6 +192,10 @@ class UpstreamResponse:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    async def first_chunk(self) -> bytes:
+        """The first piece of the body (b"" for an empty body)."""
+        return await self._next() or b""
 
     async def read(self) -> bytes:
         """The whole body."""

@@ -215,6 +215,16 @@ CASES = [
         "rate_limit_exceeded",
     ),
     ("vllm", 503, {}, b"", FailureClass.UPSTREAM_5XX, "the backend answered HTTP 503", None),
+    # loading wins over Retry-After: the data plane can hold the request through the warm-up
+    (
+        "aifabric-embed",
+        503,
+        {"retry-after": "1"},
+        body({"status": "loading"}),
+        FailureClass.LOADING,
+        "the backend answered HTTP 503",
+        "model_loading",
+    ),
     ("vllm", 504, {}, b"", FailureClass.TIMEOUT, "the backend answered HTTP 504", "timeout"),
 ]
 

@@ -69,10 +69,12 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> F
     if status == 429:
         return FailureClass.OVERLOADED
     if status == 503:
-        if _header(headers, "retry-after") is not None:
-            return FailureClass.OVERLOADED
+        # "Loading" is the more specific signal (a loading server may also send Retry-After): it
+        # lets the data plane hold a request through a warm-up instead of failing it.
         if _LOADING.search(body[:4096]):
             return FailureClass.LOADING
+        if _header(headers, "retry-after") is not None:
+            return FailureClass.OVERLOADED
         return FailureClass.UPSTREAM_5XX
     if status in (401, 403):
         return FailureClass.AUTH

@@ -40,7 +40,7 @@ install-dev: $(VENV)/.dev-installed
 # Services the tests start themselves (Redis, nginx, wrk, Chromium, jq, iproute2) come from Debian.
 system-deps:
 	@missing=""; \
-	for c in redis-server:redis-server jq:jq ip:iproute2 chromium:chromium; do \
+	for c in redis-server:redis-server jq:jq ip:iproute2 chromium:chromium nginx:nginx-light wrk:wrk; do \
 	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \

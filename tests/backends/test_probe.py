@@ -165,3 +165,13 @@ def test_an_overloaded_backend_is_degraded_not_down(kind: str, fake: FakeBackend
     assert result.state is BackendState.DEGRADED
     assert result.failure is FailureClass.OVERLOADED
     assert result.reason.startswith("overloaded (GET ")
+
+
+def test_a_password_in_the_url_never_reaches_the_reason() -> None:
+    with FakeBackend(kind="vllm", models=("m",)) as fb:
+        port = fb.port
+        fb.stop()
+        result = probe("vllm", f"http://admin:hunter2@127.0.0.1:{port}/v1")
+    assert result.state is BackendState.DOWN
+    assert "hunter2" not in result.reason
+    assert f"admin:********@127.0.0.1:{port}" in result.reason

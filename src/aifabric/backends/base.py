@@ -14,7 +14,7 @@ import asyncio
 import importlib
 import inspect
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aifabric.backends._drift import check_models, closest_model, exact_match
 from aifabric.backends._errors import classify_response, normalize_error_body, parse_json
 from aifabric.config.schema import BackendConfig
+from aifabric.config.show import redact_url
 from aifabric.errors import FailureClass, UpstreamFailure
 from aifabric.health.state import BackendState
 
@@ -110,13 +111,14 @@ class ProbeContext:
         http: ProbeHttp,
         backend: BackendConfig,
         timeout: float,
-        clock: Any = time.perf_counter,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.http = http
         self.backend = backend
         self.timeout = timeout
         self.base = backend.url.rstrip("/")
         self.origin = origin_of(backend.url)
+        self.shown_origin = redact_url(self.origin)  # for reasons: never a password from the URL
         self._clock = clock
         self.latency: float | None = None
         self._headers: list[tuple[str, str]] = [("accept", "application/json")]
@@ -182,11 +184,11 @@ class BackendAdapter:
         except UpstreamFailure as exc:
             state = BackendState.DOWN
             if exc.failure is FailureClass.TIMEOUT:
-                reason = f"no answer from {ctx.origin} within {timeout:g}s"
+                reason = f"no answer from {ctx.shown_origin} within {timeout:g}s"
             elif exc.failure is FailureClass.CONNECT:
-                reason = f"not answering at {ctx.origin}: {exc.detail}"
+                reason = f"not answering at {ctx.shown_origin}: {exc.detail}"
             else:
-                reason = f"probe of {ctx.origin} failed: {exc.detail}"
+                reason = f"probe of {ctx.shown_origin} failed: {exc.detail}"
             return self._failed(ctx, start, state, reason, exc.failure)
 
     def _failed(

@@ -29,6 +29,7 @@ EXPORTS = {
         "exit_status",
         "health_view",
         "render_table",
+        "target_view",
     },
     "aifabric.backends.base": {
         "BackendAdapter",

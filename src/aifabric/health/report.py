@@ -10,7 +10,7 @@ Exit status, as the runbook's `check_vllm_backends.sh` is used in scripts:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aifabric.backends.base import adapter_for
@@ -18,8 +18,17 @@ from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
 from aifabric.health.checker import configured_models
 from aifabric.health.state import BackendHealth, BackendState
+from aifabric.routing.target import TargetState
 
-__all__ = ["EXIT_ATTENTION", "EXIT_BROKEN", "EXIT_OK", "exit_status", "health_view", "render_table"]
+__all__ = [
+    "EXIT_ATTENTION",
+    "EXIT_BROKEN",
+    "EXIT_OK",
+    "exit_status",
+    "health_view",
+    "render_table",
+    "target_view",
+]
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1
@@ -48,8 +57,14 @@ def health_view(
     healths: Mapping[str, BackendHealth],
     config: FabricConfig,
     now: float | None = None,
+    *,
+    targets: Iterable[TargetState] = (),
 ) -> dict[str, Any]:
-    """Every backend's state, why, probe latency, model ids (configured vs served) and load."""
+    """Every backend's state, why, probe latency, model ids (configured vs served) and load.
+
+    A running gateway also passes its routing table's `targets`: their passive-ejection state,
+    requests in flight and latency average appear under "targets".
+    """
     now = time.monotonic() if now is None else now
     backends: dict[str, Any] = {}
     for name, health in healths.items():
@@ -80,7 +95,36 @@ def health_view(
     mismatched = sum(1 for h in healths.values() if h.mismatches)
     if mismatched:
         counts["mismatched"] = mismatched
-    return {"status": _OVERALL[status], "exit_code": status, "counts": counts, "backends": backends}
+    view: dict[str, Any] = {
+        "status": _OVERALL[status],
+        "exit_code": status,
+        "counts": counts,
+        "backends": backends,
+    }
+    target_views = {t.name: target_view(t, now) for t in targets}
+    if target_views:
+        view["targets"] = target_views
+    return view
+
+
+def target_view(target: TargetState, now: float) -> dict[str, Any]:
+    """One target as the data plane sees it: routable now, ejection, load, latency, drift."""
+    detector = target.detector
+    until = detector.ejected_until()
+    return {
+        "role": target.role,
+        "backend": target.backend.name,
+        "model": target.model,
+        "available": target.available(now),
+        "outlier": detector.state(now),
+        "ejections": detector.ejections,
+        "ejected_for_seconds": round(until - now, 3) if until is not None and until > now else None,
+        "outstanding": target.outstanding,
+        "ewma_latency_ms": round(target.ewma_latency * 1000, 1) if target.ewma_latency > 0 else None,
+        "successes": target.successes,
+        "failures": target.failures,
+        "model_mismatch": target.model_mismatch,
+    }
 
 
 def _latency(entry: Mapping[str, Any]) -> str:

@@ -56,9 +56,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if workers == 1:
         from aifabric.gateway.app import run_gateway
 
-        run_gateway(config, host, port, ready=lambda gw: console.print(_ready_line(host, port, 1)))
+        run_gateway(
+            config,
+            host,
+            port,
+            ready=lambda gw: console.print(_ready_line(host, port, 1)),
+            config_path=args.config,
+        )
         return 0
-    return _run_workers(config, host, port, workers, console)
+    return _run_workers(config, host, port, workers, console, args.config)
 
 
 def _ready_line(host: str, port: int, workers: int) -> str:
@@ -77,7 +83,9 @@ def _check_port(host: str, port: int) -> None:
         )
 
 
-def _run_workers(config: FabricConfig, host: str, port: int, workers: int, console: Console) -> int:
+def _run_workers(
+    config: FabricConfig, host: str, port: int, workers: int, console: Console, config_path: str | None
+) -> int:
     """Pre-fork: N processes, each with its own SO_REUSEPORT listener (the kernel spreads connections),
     supervised here: a worker that dies is replaced, SIGTERM/SIGINT stop them all."""
     from aifabric.gateway.app import run_gateway
@@ -92,7 +100,7 @@ def _run_workers(config: FabricConfig, host: str, port: int, workers: int, conso
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
-                run_gateway(config, host, port, reuse_port=True)
+                run_gateway(config, host, port, reuse_port=True, config_path=config_path)
             finally:
                 os._exit(0)
         children[pid] = index
@@ -104,8 +112,14 @@ def _run_workers(config: FabricConfig, host: str, port: int, workers: int, conso
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def hangup(signum: int, frame: object) -> None:
+        for pid in list(children):  # each worker reloads the fabric file itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hangup)
     for i in range(workers):
         spawn(i)
     _wait_listening(host, port)

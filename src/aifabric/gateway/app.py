@@ -162,14 +162,42 @@ def run_gateway(
     ready: Callable[[Gateway], None] | None = None,
     sock: object = None,
     reuse_port: bool = False,
+    config_path: str | None = None,
 ) -> None:
-    """Blocking: serve until SIGINT or SIGTERM, then drain in-flight requests and return."""
+    """Blocking: serve until SIGINT or SIGTERM, then drain in-flight requests and return.
+
+    With `config_path`, SIGHUP reloads the fabric file: a valid file replaces the routing table whole
+    (health and ejection state carry over by name); a broken one is reported and the old table stays.
+    """
+    holder: list[Gateway] = []
+
+    def on_ready(gateway: Gateway) -> None:
+        holder.append(gateway)
+        if ready is not None:
+            ready(gateway)
+
+    def reload() -> None:
+        if not holder or config_path is None:
+            return
+        from aifabric.config.load import load_config
+        from aifabric.errors import ConfigError
+
+        try:
+            new_config = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload of %s refused, the running configuration stays:\n%s", config_path, exc)
+            return
+        holder[0].reload(new_config)
+        log.warning(
+            "reloaded %s: %d roles, %d backends", config_path, len(new_config.roles), len(new_config.backends)
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_gateway(config, host, port, stop, ready=ready, sock=sock, reuse_port=reuse_port)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        await serve_gateway(config, host, port, stop, ready=on_ready, sock=sock, reuse_port=reuse_port)
 
     run_loop(main())

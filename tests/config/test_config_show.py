@@ -23,6 +23,7 @@ def test_defaults_are_filled_in() -> None:
         "targets": [{"backend": "armitage-vllm", "model": "Qwen2.5-7B-Instruct-AWQ", "weight": 1.0}],
         "fallbacks": ["openai/strong"],
         "description": "",
+        "balance": "p2c",
     }
     assert shown["monitoring"]["interval"] == 300.0
     assert shown["hosts"]["wintermute"] == {"address": "wintermute.pangolin-vega.ts.net", "always_on": False}

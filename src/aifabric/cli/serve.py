@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="listen port (default: gateway.port of the file)")
     parser.add_argument(
         "--workers", type=int, help="worker processes sharing the port (default: gateway.workers)"
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one JSON line per API request (gateway.access_log)"
     )
     parser.add_argument(
         "--log-level",
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     configure_logging(args.log_level)
     config = load(args.config)
+    if args.access_log:
+        config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, access_log=True))
     host = args.host or config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     workers = args.workers or config.gateway.workers

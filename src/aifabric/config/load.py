@@ -236,6 +236,7 @@ _GATEWAY = {
     "max_body_bytes": Field(n.size),
     "workers": Field(n.integer(1, 256)),
     "connect_timeout": Field(n.duration(positive=True)),
+    "access_log": Field(n.boolean),
 }
 
 _HOST = {
@@ -268,6 +269,7 @@ _ROLE = {
     ),
     "fallbacks": Field(n.list_of(n.text)),
     "description": Field(n.text),
+    "balance": Field(n.choice(("p2c", "least_outstanding"))),
 }
 
 _SINK = {

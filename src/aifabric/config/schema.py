@@ -68,6 +68,7 @@ class GatewayConfig:
     env_file: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1
+    access_log: bool = False  # one JSON line per API request (off: nothing is formatted on the hot path)
     # Bounded waits of the data plane; see RetryConfig for what happens within them.
     connect_timeout: float = 3.0
 
@@ -143,6 +144,7 @@ class RoleConfig:
     targets: tuple[TargetConfig, ...]
     fallbacks: tuple[str, ...] = ()
     description: str = ""
+    balance: Literal["p2c", "least_outstanding"] = "p2c"
 
 
 @dataclass(frozen=True)

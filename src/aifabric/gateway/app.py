@@ -20,6 +20,7 @@ from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
+from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 
@@ -41,6 +42,7 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         probe: bool = True,
     ) -> None:
+        register_config_secrets(config)
         self.config = config
         self.clock = clock
         self.client = client or UpstreamClient(connect_timeout=config.gateway.connect_timeout)
@@ -54,6 +56,9 @@ class Gateway:
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
         self.ops = OpsRoutes(self)
         self.probe = probe
+        self.access_log = config.gateway.access_log
+        if self.access_log:
+            _access.setLevel(logging.INFO)  # asked for explicitly: shown whatever the general log level
         self.server: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -64,12 +69,14 @@ class Gateway:
 
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
+        register_config_secrets(config)
         self.checker.update_config(config)
         self.table = RoutingTable.build(
             config, healths=self.checker.healths, previous=self.table, clock=self.clock
         )
         self.config = config
         self.auth = Authenticator(config.gateway.api_keys)
+        self.access_log = config.gateway.access_log
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         path = request.path
@@ -79,10 +86,17 @@ class Gateway:
             if sub in _API_PATHS:
                 if request.method != "POST":
                     raise MethodNotAllowed(f"{path} accepts POST only.")
-                self.auth.check(request.headers)
                 started = self.clock()
-                response = await self.api.proxy(request, sub)
-                self.metrics.on_request(response, self.clock() - started)
+                try:
+                    self.auth.check(request.headers)
+                    response = await self.api.proxy(request, sub)
+                except ApiError as exc:
+                    response = error_response(exc)
+                    self.metrics.on_error(exc)
+                elapsed = self.clock() - started
+                self.metrics.on_request(response, elapsed)
+                if self.access_log:
+                    _log_access(request, response, elapsed)
                 return response
             if sub == "/models" or sub.startswith("/models/"):
                 self.auth.check(request.headers)
@@ -121,6 +135,29 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.client.aclose()
+
+
+_access = logging.getLogger("aifabric.access")
+
+
+def _log_access(request: Request, response: Response | StreamingResponse, seconds: float) -> None:
+    """One line per API request: what was asked, what served it, how it went. Never a body or a key."""
+    served = dict(response.headers)
+    _access.info(
+        "%s %s %d",
+        request.method,
+        request.path,
+        response.status,
+        extra={
+            "request_id": served.get("x-request-id"),
+            "role": served.get("x-aifabric-role"),
+            "backend": served.get("x-aifabric-backend"),
+            "attempts": served.get("x-aifabric-attempts"),
+            "status": response.status,
+            "duration_ms": round(seconds * 1000, 2),
+            "client": request.client,
+        },
+    )
 
 
 async def serve_gateway(

@@ -10,10 +10,14 @@ import logging
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "register_secret"]
+if TYPE_CHECKING:
+    from aifabric.config.schema import FabricConfig
+
+__all__ = ["JsonFormatter", "configure_logging", "redact", "register_config_secrets", "register_secret"]
 
 _secrets: set[str] = set()
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
@@ -22,6 +26,15 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 def register_secret(value: str) -> None:
     if value and len(value) >= 4:
         _secrets.add(value)
+
+
+def register_config_secrets(config: FabricConfig) -> None:
+    """Every secret of a fabric file (gateway keys, backend keys), so no log line can carry one."""
+    for key in config.gateway.api_keys:
+        register_secret(key.reveal())
+    for backend in config.backends.values():
+        if backend.api_key:
+            register_secret(backend.api_key.reveal())
 
 
 def redact(text: str) -> str:
@@ -40,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        for key in ("request_id", "role", "backend", "status", "duration_ms"):
+        for key in ("request_id", "role", "backend", "attempts", "status", "duration_ms", "client"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value

@@ -141,7 +141,7 @@ class RoutingTable:
 
     def plan(self, route: Route, now: float) -> list[TargetState]:
         """Ordered candidates: healthy targets of the role by the balancer, then its fallbacks'."""
-        return order_plan(self.groups(route), now, self.rng)
+        return order_plan(self.groups(route), now, self.rng, route.config.balance)
 
     def only_loading(self, route: Route, now: float) -> bool:
         """Nothing of the role or its fallbacks can serve, and something is still loading its model."""

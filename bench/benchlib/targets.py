@@ -8,6 +8,7 @@ sglang-router's tokenizer download and metrics listener) is kept on this machine
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -114,6 +115,15 @@ def aifabric_available() -> str | None:
     return None
 
 
+@functools.cache
+def _aifabric_has_log_level() -> bool:
+    exe = aifabric_exe()
+    if exe is None:
+        return False
+    probe = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    return "--log-level" in probe.stdout
+
+
 def make_aifabric(workers: int) -> Target:
     def launch(upstream_port: int, workdir: Path) -> TargetProcess:
         port = free_port()
@@ -123,6 +133,8 @@ def make_aifabric(workers: int) -> Target:
         assert exe is not None
         argv = [exe, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workers", str(workers)]
+        if _aifabric_has_log_level():
+            argv += ["--log-level", "error"]  # as the peers run: LiteLLM at ERROR, the routers at error
         return TargetProcess(
             f"aifabric-w{workers}", argv, port, "/health/ready", workdir / f"aifabric-w{workers}.log"
         )

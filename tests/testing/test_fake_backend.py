@@ -30,8 +30,21 @@ def fb() -> Iterator[FakeBackend]:
         yield backend
 
 
-def client(fb: FakeBackend) -> openai.OpenAI:
-    return openai.OpenAI(base_url=fb.url, api_key="unused", max_retries=0)
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    # An unclosed client leaves a pooled socket for the garbage collector: a ResourceWarning, an error here.
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def client(fb: FakeBackend, api_key: str = "unused") -> openai.OpenAI:
+    made = openai.OpenAI(base_url=fb.url, api_key=api_key, max_retries=0)
+    _clients.append(made)
+    return made
 
 
 def sse_events(text: str) -> list[str]:
@@ -178,10 +191,12 @@ def test_health_probe_per_kind(kind: str, status: int, body: bytes | None) -> No
 
 
 def test_ollama_root_and_tags() -> None:
-    with FakeBackend("ollama", ("llama3:8b", "qwen:0.5b")) as fb:
-        root = httpx.get(fb.base_url + "/")
+    with FakeBackend("ollama", ("llama3:8b", "qwen:0.5b")) as fb, httpx.Client() as http:
+        root = http.get(fb.base_url + "/")
         assert (root.status_code, root.text) == (200, "Ollama is running")
-        tags = httpx.get(fb.base_url + "/api/tags").json()
+        head = http.head(fb.base_url + "/")  # no body after a HEAD, or the next answer would be garbled
+        assert (head.status_code, head.content) == (200, b"")
+        tags = http.get(fb.base_url + "/api/tags").json()
         assert [m["name"] for m in tags["models"]] == ["llama3:8b", "qwen:0.5b"]
 
 
@@ -254,7 +269,7 @@ def test_api_key_required_with_401_in_the_kinds_shape(kind: str, body: dict[str,
             response = httpx.get(fb.url + "/models", headers=headers)
             assert response.status_code == 401
             assert response.json() == body
-        good = openai.OpenAI(base_url=fb.url, api_key="sekrit", max_retries=0)
+        good = client(fb, api_key="sekrit")
         assert [m.id for m in good.models.list()] == ["m"]
 
 

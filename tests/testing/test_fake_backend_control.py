@@ -116,12 +116,12 @@ def test_cli_serves_with_switches_and_exits_cleanly_on_signal(
     cli: Callable[..., tuple[subprocess.Popen[str], str]], sig: signal.Signals
 ) -> None:
     process, base = cli("--kind", "llamacpp", "--model", "a", "--model", "b", "--fail-first-n", "1")
-    client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
-    with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="a", messages=MESSAGES)
-    reply = client.chat.completions.create(model="b", messages=MESSAGES)
-    assert reply.choices[0].message.content == "[b] hi"
-    assert [m.id for m in client.models.list()] == ["a", "b"]
+    with openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="a", messages=MESSAGES)
+        reply = client.chat.completions.create(model="b", messages=MESSAGES)
+        assert reply.choices[0].message.content == "[b] hi"
+        assert [m.id for m in client.models.list()] == ["a", "b"]
     assert httpx.get(base + "/health").json() == {"status": "ok"}
     process.send_signal(sig)
     assert process.wait(timeout=30) == 0

@@ -5,6 +5,7 @@ No timing assertions: slowness is shown by a client timeout that fires with the 
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -90,8 +91,10 @@ def test_status_override_fails_everything_until_cleared(fb: FakeBackend) -> None
 
 def test_official_client_sees_the_injected_status_and_retry_after(fb: FakeBackend) -> None:
     fb.set(fail_first_n=1, fail_status=429, retry_after=1)
-    client = openai.OpenAI(base_url=fb.url, api_key="x", max_retries=0)
-    with pytest.raises(openai.RateLimitError) as caught:
+    with (
+        openai.OpenAI(base_url=fb.url, api_key="x", max_retries=0) as client,
+        pytest.raises(openai.RateLimitError) as caught,
+    ):
         client.chat.completions.create(model="m", messages=USER)
     assert caught.value.response.headers["retry-after"] == "1"
 
@@ -147,8 +150,10 @@ def test_crash_on_a_non_streamed_answer_cuts_the_body(fb: FakeBackend) -> None:
     fb.set(crash_after_chunks=1)
     with pytest.raises(httpx.RemoteProtocolError):
         chat(fb)
-    client = openai.OpenAI(base_url=fb.url, api_key="x", max_retries=0)
-    with pytest.raises(openai.APIConnectionError):
+    with (
+        openai.OpenAI(base_url=fb.url, api_key="x", max_retries=0) as client,
+        pytest.raises(openai.APIConnectionError),
+    ):
         client.chat.completions.create(model="m", messages=USER)
 
 
@@ -261,3 +266,23 @@ def test_bad_switches_are_rejected_with_the_reason(fb: FakeBackend) -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         FakeBackend("tgi")
     assert fb.switches.fail_status == 500  # nothing applied
+
+
+def test_idle_timeout_closes_idle_keep_alive_connections(fb: FakeBackend) -> None:
+    fb.set(idle_timeout_ms=100)
+    with socket.create_connection(("127.0.0.1", fb.port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):  # returns b"" only when the server closes the idle connection
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" not in received  # it was kept alive, then closed for idling
+
+
+def test_wait_for_requests_returns_once_they_arrived(fb: FakeBackend) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: [chat(fb) for _ in range(3)])
+        arrived = fb.wait_for_requests(3, "/v1/chat/completions")
+    assert len(arrived) == 3
+    with pytest.raises(TimeoutError, match="3 of 4 requests to /v1/chat/completions"):
+        fb.wait_for_requests(4, "/v1/chat/completions", timeout=0.05)

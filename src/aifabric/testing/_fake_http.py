@@ -136,12 +136,14 @@ def write_response(
     content_type: str = "application/json",
     headers: list[tuple[str, str]] | None = None,
     keep_alive: bool = True,
+    head_only: bool = False,
 ) -> None:
+    """A whole response with Content-Length; `head_only` (a HEAD request) leaves the body out."""
     all_headers = [("Content-Length", str(len(body)))]
     if body:
         all_headers.insert(0, ("Content-Type", content_type))
     all_headers += headers or []
-    writer.write(response_head(status, all_headers, keep_alive=keep_alive) + body)
+    writer.write(response_head(status, all_headers, keep_alive=keep_alive) + (b"" if head_only else body))
 
 
 class ChunkedResponse:

@@ -104,7 +104,8 @@ class Responder:
             )
             answer = (404, body, "application/json")
         status, body, content_type = answer
-        write_response(writer, status, body, content_type=content_type, keep_alive=keep)
+        head_only = request.method == "HEAD"
+        write_response(writer, status, body, content_type=content_type, keep_alive=keep, head_only=head_only)
         return keep
 
     def _probe_answer(self, kind: str, path: str, sw: Switches) -> tuple[int, bytes, str] | None:

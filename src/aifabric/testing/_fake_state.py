@@ -51,6 +51,7 @@ class FakeState:
         self.initial = initial
         self._switches = initial
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._inflight = 0
@@ -88,13 +89,24 @@ class FakeState:
             request.body,
             time.time(),
         )
-        with self._lock:
+        with self._arrived:
             self._requests.append(entry)
             self._counters["requests"] += 1
+            self._arrived.notify_all()
 
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
+
+    def wait_for_requests(self, n: int, path: str | None, timeout: float) -> list[RecordedRequest]:
+        def matching() -> list[RecordedRequest]:
+            return [r for r in self._requests if path is None or r.path == path]
+
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(matching()) >= n, timeout):
+                where = f" to {path}" if path else ""
+                raise TimeoutError(f"{len(matching())} of {n} requests{where} arrived within {timeout} s")
+            return matching()
 
     def clear_requests(self) -> None:
         with self._lock:

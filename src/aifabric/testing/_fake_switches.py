@@ -71,6 +71,7 @@ class Switches:
     hang: bool = False
     crash_after_chunks: int | None = None
     crash_before_headers: bool = False
+    idle_timeout_ms: float | None = None
     # Kind-dependent behaviour (None: what the kind's real server does)
     unknown_model_404: bool | None = None
     supports_include_usage: bool | None = None
@@ -147,6 +148,7 @@ HELP = {
     "hang": "read requests, never answer (until switched off or stopped)",
     "crash_after_chunks": "drop the connection after N stream events (non-streamed: half the body)",
     "crash_before_headers": "close the connection after reading the request, without answering",
+    "idle_timeout_ms": "close a keep-alive connection idle for this long (as uvicorn does after 5 s)",
     "unknown_model_404": "404 for a model id not served (default: what the kind does)",
     "supports_include_usage": "honour stream_options.include_usage (default: what the kind does)",
     "error_style": "the error body shape (default: the kind's, by path)",
@@ -214,7 +216,7 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name in ("latency_ms", "token_delay_ms", "kv_cache_usage"):
         return _check_float(name, value)
-    if name in ("retry_after", "loading_ms"):
+    if name in ("retry_after", "loading_ms", "idle_timeout_ms"):
         return _check_float(name, value, optional=True)
     if name in ("tokens", "crash_after_chunks", "num_requests_running", "slots_busy"):
         return _check_int(name, value, optional=True)

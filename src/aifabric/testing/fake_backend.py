@@ -101,6 +101,13 @@ class FakeBackend:
         """How many requests were received (to `path`, if given)."""
         return sum(1 for r in self._state.requests() if path is None or r.path == path)
 
+    def wait_for_requests(
+        self, n: int, path: str | None = None, timeout: float = 10.0
+    ) -> list[RecordedRequest]:
+        """Block until `n` requests (to `path`, if given) have arrived and return them; TimeoutError if not.
+        For a test thread: in astart mode it would block the loop that serves the requests."""
+        return self._state.wait_for_requests(n, path, timeout)
+
     def clear_requests(self) -> None:
         self._state.clear_requests()
 
@@ -297,8 +304,14 @@ class FakeBackend:
         self._state.bump("connections")
         try:
             while True:
+                idle = self._state.switches.idle_timeout_ms
                 try:
-                    request = await read_request(reader, writer)
+                    if idle is None:
+                        request = await read_request(reader, writer)
+                    else:  # like uvicorn's keep-alive timeout: an idle connection is closed by the server
+                        request = await asyncio.wait_for(read_request(reader, writer), idle / 1000)
+                except TimeoutError:
+                    break
                 except BadRequest as exc:
                     write_response(writer, exc.status, b"", keep_alive=False)
                     break

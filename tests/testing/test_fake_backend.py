@@ -327,3 +327,31 @@ def test_requests_are_recorded_with_lower_case_headers_and_json(fb: FakeBackend)
     assert fb.count("/health") == 1
     fb.clear_requests()
     assert fb.requests == []
+
+
+def test_tei_errors_are_flat_native_and_openai_compatible() -> None:
+    with FakeBackend("tei", ("bge",), status_override=413) as fb:
+        native = httpx.post(fb.base_url + "/embed", json={"inputs": "x"})
+        assert native.status_code == 413
+        assert native.json() == {
+            "error": "fake backend: injected failure (HTTP 413)",
+            "error_type": "Validation",
+        }
+        compat = httpx.post(fb.url + "/embeddings", json={"model": "bge", "input": "x"})
+        assert compat.json() == {
+            "message": "fake backend: injected failure (HTTP 413)",
+            "code": 413,
+            "type": "Validation",
+        }
+        fb.set(status_override=None)
+        assert len(httpx.post(fb.base_url + "/embed", json={"inputs": ["a", "b"]}).json()) == 2
+
+
+def test_ollama_native_errors_are_flat_and_error_style_overrides() -> None:
+    with FakeBackend("ollama", ("llama3",), status_override=500, fault_scope="all") as fb:
+        assert httpx.get(fb.base_url + "/api/tags").json() == {
+            "error": "fake backend: injected failure (HTTP 500)"
+        }
+        fb.set(error_style="ollama")  # the native shape on /v1 too, for a normalizer's test
+        response = httpx.post(fb.url + "/chat/completions", json={"model": "llama3", "messages": USER})
+        assert response.json() == {"error": "fake backend: injected failure (HTTP 500)"}

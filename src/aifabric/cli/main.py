@@ -19,6 +19,7 @@ COMMANDS = (
     "up",
     "config_cmd",
     "health",
+    "smoke",
 )
 
 

@@ -1,0 +1,85 @@
+"""`aifabric smoke` against a real gateway on fake backends: what passes, what fails and why."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aifabric.cli.console import Console
+from aifabric.cli.main import main
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+
+Start = Callable[..., Any]
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), console=Console(out, err))
+    return code, out.getvalue() + err.getvalue()
+
+
+def fabric(chat_url: str, embed_url: str) -> str:
+    return f"""
+gateway: {{api_keys: ["sk-smoke-key"]}}
+backends:
+  chat: {{kind: vllm, url: "{chat_url}"}}
+  embed: {{kind: vllm, url: "{embed_url}"}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: chat, model: m1}}]}}
+  embeddings-general: {{kind: embeddings, targets: [{{backend: embed, model: e1}}]}}
+aliases:
+  local/chat: chat-fast
+"""
+
+
+def start(yaml_text: str) -> RunningGateway:
+    from aifabric.config.load import load_config_text
+
+    return RunningGateway(load_config_text(yaml_text, "fabric.yaml", environ={})).start()
+
+
+def test_smoke_passes_every_role_and_alias() -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as chat, FakeBackend(kind="vllm", models=("e1",)) as embed:
+        gw = start(fabric(chat.url, embed.url))
+        try:
+            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key")
+            assert code == 0, text
+            assert "PASS  local/chat" in text and "PASS  embeddings-general" in text
+            assert "via chat-fast/chat" in text
+            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--json")
+            report = json.loads(text)
+            assert report["ok"] is True
+            assert {c["name"] for c in report["checks"]} == {
+                "/v1/models",
+                "chat-fast",
+                "embeddings-general",
+                "local/chat",
+            }
+        finally:
+            gw.stop()
+
+
+def test_smoke_fails_and_says_why() -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as chat, FakeBackend(kind="vllm", models=("e1",)) as embed:
+        embed.set(status_override=500)
+        gw = start(fabric(chat.url, embed.url))
+        try:
+            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--timeout", "10")
+            assert code == 1
+            assert "FAIL  embeddings-general" in text and "HTTP 500" in text
+            assert "PASS  chat-fast" in text
+            code, text = run_cli("smoke", "--url", gw.url)  # no key
+            assert code == 1 and "HTTP 401" in text
+        finally:
+            gw.stop()
+
+
+def test_smoke_reports_an_unreachable_gateway() -> None:
+    from aifabric.testing.net import free_port
+
+    code, text = run_cli("smoke", "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 1
+    assert "gateway unreachable" in text

@@ -111,11 +111,11 @@ def cli() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
         process.communicate()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(("sig", "loop"), [(signal.SIGTERM, ()), (signal.SIGINT, ("--uvloop",))])
 def test_cli_serves_with_switches_and_exits_cleanly_on_signal(
-    cli: Callable[..., tuple[subprocess.Popen[str], str]], sig: signal.Signals
+    cli: Callable[..., tuple[subprocess.Popen[str], str]], sig: signal.Signals, loop: tuple[str, ...]
 ) -> None:
-    process, base = cli("--kind", "llamacpp", "--model", "a", "--model", "b", "--fail-first-n", "1")
+    process, base = cli("--kind", "llamacpp", "--model", "a", "--model", "b", "--fail-first-n", "1", *loop)
     with openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="a", messages=MESSAGES)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run on uvloop (a faster upstream for benchmarks)"
+    )
     parser.add_argument("--kind", choices=KINDS, default="vllm", help=HELP["kind"])
     parser.add_argument(
         "--model",
@@ -90,7 +93,7 @@ async def _serve(backend: FakeBackend, out: Callable[[str], None]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    host, port, kind = args.pop("host"), args.pop("port"), args.pop("kind")
+    host, port, kind, fast = args.pop("host"), args.pop("port"), args.pop("kind"), args.pop("uvloop")
     models = tuple(args.pop("models") or ("m",))
     try:
         backend = FakeBackend(kind, models, port, host=host, **args)
@@ -101,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def out(line: str) -> None:
         print(line, flush=True)
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if fast:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        return asyncio.run(_serve(backend, out))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(backend, out))
     except OSError as exc:
         print(f"fake_backend: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1

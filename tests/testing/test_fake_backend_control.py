@@ -166,3 +166,11 @@ def test_runs_inside_a_running_event_loop() -> None:
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_public_names_are_pinned() -> None:
+    # Other suites import these; changing them is an API change, made on purpose.
+    from aifabric.testing import fake_backend
+
+    assert sorted(fake_backend.__all__) == ["FakeBackend", "KINDS", "RecordedRequest", "Switches"]
+    assert fake_backend.KINDS == ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from aifabric.testing._fake_state import FakeState, RecordedRequest
 from aifabric.testing._fake_switches import KINDS, Switches, updated
 
 __all__ = ["KINDS", "FakeBackend", "RecordedRequest", "Switches"]
+
+_log = logging.getLogger(__name__)
 
 
 class FakeBackend:
@@ -326,6 +329,8 @@ class FakeBackend:
                 await writer.drain()
         except (Crashed, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug in the fake: say so loudly, never leave the client hanging
+            _log.exception("fake backend failed on a request; closing the connection")
         finally:
             self._writers.discard(writer)
             writer.close()

@@ -12,6 +12,7 @@
     │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
     ├── UpstreamFailure        one failed attempt at one target, classified (FailureClass); internal
     ├── LocalBackendError      a local backend could not be started or supervised
+    ├── StateStoreError        the state shared by gateway replicas cannot be reached or used
     └── CommandError           a CLI command failed for a reason the operator can act on
 
 Foreign exceptions (OSError, asyncio.TimeoutError, yaml errors, ...) are translated at one boundary
@@ -38,6 +39,7 @@ __all__ = [
     "ModelNotFound",
     "NoHealthyTarget",
     "PayloadTooLarge",
+    "StateStoreError",
     "Unauthorized",
     "UpstreamError",
     "UpstreamFailure",
@@ -193,6 +195,11 @@ class UpstreamFailure(FabricError):
 
 class LocalBackendError(FabricError):
     """A local backend (one `aifabric up` launches) could not be started or kept running."""
+
+
+class StateStoreError(FabricError):
+    """The shared state store (Redis, or the workers' directory) failed or is missing its package.
+    At start-up it stops the gateway with this message; while serving, the gateway carries on alone."""
 
 
 class CommandError(FabricError):

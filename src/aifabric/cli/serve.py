@@ -58,6 +58,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     workers = args.workers or config.gateway.workers
     if workers < 1:
         raise CommandError("--workers must be at least 1")
+    from aifabric.state import check_state
+
+    check_state(config)  # before any fork: a missing Redis client must not crash-loop the workers
+    if workers != config.gateway.workers:
+        # The gateway reads the worker count to know its workers share state (state: memory).
+        config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, workers=workers))
     _check_port(host, port)
     if workers == 1:
         from aifabric.gateway.app import run_gateway

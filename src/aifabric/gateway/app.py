@@ -23,6 +23,7 @@ from aifabric.http.server import HttpServer, Request, Response, StreamingRespons
 from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
+from aifabric.state import StateSync, open_sync
 
 __all__ = ["Gateway", "run_gateway", "serve_gateway"]
 
@@ -60,6 +61,7 @@ class Gateway:
         if self.access_log:
             _access.setLevel(logging.INFO)  # asked for explicitly: shown whatever the general log level
         self.server: HttpServer | None = None
+        self.state_sync: StateSync | None = None  # set by start() when state is shared
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
@@ -123,7 +125,18 @@ class Gateway:
         )
         await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]
         if self.probe:
-            self._tasks.append(asyncio.create_task(self.checker.run(self._stop)))
+            # With workers or replicas sharing state, the sync task runs the checker while it holds
+            # the probe lease and applies the holder's health otherwise; alone, the checker just runs.
+            self.state_sync = open_sync(
+                self.config,
+                self.checker,
+                lambda: self.table,
+                port=port or self.server.port,
+                clock=self.clock,
+                on_transition=self.metrics.on_transition,
+            )
+            control = self.state_sync.run(self._stop) if self.state_sync else self.checker.run(self._stop)
+            self._tasks.append(asyncio.create_task(control))
         return self.server
 
     async def close(self) -> None:

@@ -146,6 +146,19 @@ class OutlierDetector:
             return True
         return False
 
+    def adopt_ejection(self, until: float, count: int) -> bool:
+        """Take on an ejection another gateway (worker or replica) decided from its own failures:
+        ejected until `until` on this detector's clock, as the `count`-th in a row. False (nothing
+        changes) when this detector is already ejected at least that long."""
+        if self._ejected_until is not None and self._ejected_until >= until:
+            return False
+        self._ejected_until = until
+        self._ejections = max(self._ejections, count)
+        self._trial_started = None
+        self._failures = 0
+        self._streak = 0
+        return True
+
     def _eject(self, now: float) -> None:
         self._ejections += 1
         self._ejected_until = now + self.ejection_time(self._ejections)

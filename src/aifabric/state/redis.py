@@ -1,0 +1,217 @@
+"""State shared by gateway replicas on several machines, in Redis (`state: redis://HOST:6379/0`).
+
+    <prefix>lease            the probe lease: SET NX PX ttl, renewed by its holder only (a Lua script
+                             compares and renews in one step, so two replicas never both hold it)
+    <prefix>health           "<version>\\n<json>", written only while the writer holds the lease (the
+                             same script checks it), expiring after a while so an abandoned
+                             deployment's health does not linger
+    <prefix>health:version   the counter behind <version>
+    <prefix>ejections        hash: target -> "<until> <count>"; the later `until` wins; the hash expires
+                             when its last ejection is over
+
+The prefix is `aifabric:` unless the URL says otherwise (`redis://host/0?prefix=team-a:`), so several
+fabrics can share one Redis. Every call has a short timeout and raises `StateStoreError` when Redis
+cannot be reached: the sync loop then keeps the gateway running on its own probes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from aifabric.errors import StateStoreError
+from aifabric.state.base import Ejection, HealthSnapshot, StateStore
+
+__all__ = ["RedisStore", "require_redis", "split_state_url"]
+
+DEFAULT_PREFIX = "aifabric:"
+
+# KEYS: lease. ARGV: holder, ttl ms. Take a free lease, or renew our own; 1 when we hold it.
+_LEAD = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: holder. Delete the lease only if it is still ours.
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: lease, version counter, health. ARGV: holder, json, keep ms. Fenced by the lease.
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[3], v .. '\\n' .. ARGV[2], 'PX', ARGV[3])
+return v
+"""
+
+# KEYS: ejections. ARGV: target, until, count, ms until it ends. The later `until` wins.
+_EJECT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local u = tonumber(string.match(cur, '^(%S+)'))
+  if u and u >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
+
+def require_redis() -> ModuleType:
+    """The `redis` package, or a StateStoreError that says how to install it."""
+    try:
+        return importlib.import_module("redis.asyncio")
+    except ImportError as exc:
+        raise StateStoreError(
+            "state: redis://... needs the Redis client: pip install 'aifabric[redis]' "
+            "(or set state: memory for a single gateway)"
+        ) from exc
+
+
+def split_state_url(url: str) -> tuple[str, dict[str, str]]:
+    """The URL Redis is given, and aifabric's own query parameters (`prefix`, `interval`) taken out
+    of it (the Redis client would reject them)."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("prefix", "interval"):
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore(StateStore):
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0) -> None:
+        aioredis = require_redis()
+        retry_mod = importlib.import_module("redis.asyncio.retry")
+        backoff = importlib.import_module("redis.backoff")
+        self._shown = redacted_url(url)
+        self.prefix = prefix
+        # One quick retry (a pooled connection gone stale after a Redis restart), no backoff: the sync
+        # loop's next round is the real retry, and a round must not stall on a dead Redis.
+        self._client: Any = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=retry_mod.Retry(backoff.NoBackoff(), 1),
+        )
+        self._errors: tuple[type[BaseException], ...] = (
+            importlib.import_module("redis.exceptions").RedisError,
+            OSError,
+            TimeoutError,
+        )
+        self._lead = self._client.register_script(_LEAD)
+        self._resign = self._client.register_script(_RESIGN)
+        self._publish = self._client.register_script(_PUBLISH)
+        self._eject = self._client.register_script(_EJECT)
+        self._k_lease = prefix + "lease"
+        self._k_version = prefix + "health:version"
+        self._k_health = prefix + "health"
+        self._k_ejections = prefix + "ejections"
+
+    def describe(self) -> str:
+        return f"redis ({self._shown}, prefix {self.prefix!r})"
+
+    def _failed(self, doing: str, exc: BaseException) -> StateStoreError:
+        return StateStoreError(f"{self.describe()}: cannot {doing}: {type(exc).__name__}: {exc}")
+
+    async def _call(self, doing: str, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._failed(doing, exc) from exc
+
+    async def try_lead(self, holder: str, ttl: float) -> bool:
+        ms = max(1, int(ttl * 1000))
+        return bool(await self._call("take the probe lease", self._lead, [self._k_lease], [holder, ms]))
+
+    async def resign(self, holder: str) -> None:
+        await self._call("release the probe lease", self._resign, [self._k_lease], [holder])
+
+    async def publish_health(self, holder: str, backends: Mapping[str, dict[str, Any]], now: float) -> bool:
+        body = orjson.dumps({"published_at": now, "holder": holder, "backends": dict(backends)})
+        keep_ms = 10 * 60 * 1000  # long enough for any sync interval, short enough not to linger
+        keys = [self._k_lease, self._k_version, self._k_health]
+        return bool(await self._call("publish health", self._publish, keys, [holder, body, keep_ms]))
+
+    async def read_health(self) -> HealthSnapshot | None:
+        try:
+            raw = await self._client.get(self._k_health)
+        except self._errors as exc:
+            raise self._failed("read health", exc) from exc
+        if raw is None:
+            return None
+        version, _, body = bytes(raw).partition(b"\n")
+        try:
+            data = orjson.loads(body)
+            return HealthSnapshot(
+                version.decode(), float(data["published_at"]), str(data["holder"]), dict(data["backends"])
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StateStoreError(f"{self.describe()}: unreadable health: {exc}") from exc
+
+    async def publish_ejection(self, target: str, until: float, count: int) -> None:
+        remaining_ms = max(1000, int((until - time.time()) * 1000) + 60_000)
+        args = [target, repr(until), count, remaining_ms]
+        await self._call("publish an ejection", self._eject, [self._k_ejections], args)
+
+    async def read_ejections(self, now: float) -> dict[str, Ejection]:
+        try:
+            raw = await self._client.hgetall(self._k_ejections)
+        except self._errors as exc:
+            raise self._failed("read ejections", exc) from exc
+        out: dict[str, Ejection] = {}
+        for key, value in raw.items():
+            try:
+                until_text, count_text = bytes(value).decode().split()
+                ejection = Ejection(float(until_text), int(count_text))
+            except ValueError:
+                continue
+            if ejection.until > now:
+                out[bytes(key).decode()] = ejection
+        return out
+
+    async def close(self) -> None:
+        # Closing the connections to a Redis that is gone: nothing is left to release.
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()

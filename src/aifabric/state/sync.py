@@ -1,0 +1,235 @@
+"""The control-plane task that shares health and ejections between gateways through a `StateStore`.
+
+Once a round (`interval`, 1 s by default) every gateway:
+
+1. tries to take or renew the probe lease (ttl: 3 rounds);
+2. as the lease holder, runs the health checker (the checker is started when the lease is won and
+   stopped when it is lost, so exactly one gateway probes) and publishes every backend's health;
+   otherwise it applies the holder's latest health to its own `BackendHealth` objects, which its
+   routing table reads as if it had probed itself;
+3. publishes the ejections its own requests caused, and takes on the ones other gateways published.
+
+The data plane is untouched: it keeps reading the same objects, and nothing on the request path waits
+for the store. When the store cannot be reached, the gateway probes for itself (logged once) and goes
+back to sharing when the store answers again, so a Redis outage costs duplicate probes, not requests.
+
+Ejections are noticed by looking at each target's detector once a round rather than by a hook in the
+forwarder: at most one round late, and the request path stays free of any call into this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aifabric.errors import StateStoreError
+from aifabric.health.state import Transition
+from aifabric.state.base import StateStore
+from aifabric.state.snapshot import apply_health_record, health_record, to_epoch, to_local
+
+if TYPE_CHECKING:
+    from aifabric.health.checker import HealthChecker
+    from aifabric.routing.table import RoutingTable
+    from aifabric.routing.target import TargetState
+
+__all__ = ["DEFAULT_INTERVAL", "StateSync", "new_holder_id"]
+
+log = logging.getLogger("aifabric.state")
+
+DEFAULT_INTERVAL = 1.0
+
+
+def new_holder_id() -> str:
+    """Who this gateway is in the lease: host, pid, and a random part (a pid can be reused)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+class StateSync:
+    """Shares one gateway's control-plane state; see the module docstring for a round."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        checker: HealthChecker,
+        table: Callable[[], RoutingTable],
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        ttl: float | None = None,
+        stale_after: float | None = None,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.checker = checker
+        self._table = table
+        self.interval = interval
+        self.ttl = ttl if ttl is not None else 3 * interval
+        # Health no leader has stood behind for this long (a previous run's file) is not applied.
+        self.stale_after = stale_after if stale_after is not None else max(30.0, 10 * self.ttl)
+        self.holder = holder or new_holder_id()
+        self._clock = clock
+        self._wall = wall
+        self._on_transition = on_transition
+        self.leader = False
+        self.store_reachable = True
+        self.applied_version: str | None = None
+        self.applied_from: str | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_stop = asyncio.Event()
+        self._published: dict[str, float] = {}  # target -> local `until` already shared or taken on
+        self._seen_remote: dict[str, float] = {}  # target -> epoch `until` already taken on
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds every `interval` until `stop` is set; then stop probing and give the lease back."""
+        log.info("sharing health and ejections through %s", self.store.describe())
+        try:
+            while not stop.is_set():
+                await self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        finally:
+            await self.shutdown()
+
+    async def tick(self) -> None:
+        """One round (see the module docstring)."""
+        now, wall = self._clock(), self._wall()
+        try:
+            leader = await self.store.try_lead(self.holder, self.ttl)
+            if leader:
+                self._start_probing()
+                records = {name: health_record(h, now, wall) for name, h in self.checker.healths.items()}
+                # Fenced: False when the lease was lost in between (this gateway stalled past the ttl).
+                leader = await self.store.publish_health(self.holder, records, wall)
+            if not leader:
+                await self._stop_probing()
+                await self._follow(now, wall)
+            self._set_leader(leader)
+            await self._sync_ejections(now, wall)
+        except StateStoreError as exc:
+            self._store_down(exc)
+            return
+        if not self.store_reachable:
+            self.store_reachable = True
+            log.warning("state store %s answers again: sharing health", self.store.describe())
+
+    async def shutdown(self) -> None:
+        """Stop probing, release the lease at once (no ttl to wait out for a successor), close."""
+        await self._stop_probing()
+        if self.leader:
+            with contextlib.suppress(StateStoreError):
+                await self.store.resign(self.holder)
+            self.leader = False
+        await self.store.close()
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready view for status pages."""
+        return {
+            "store": self.store.describe(),
+            "holder": self.holder,
+            "leader": self.leader,
+            "probing": self.probing,
+            "store_reachable": self.store_reachable,
+            "applied_version": self.applied_version,
+            "applied_from": self.applied_from,
+        }
+
+    @property
+    def probing(self) -> bool:
+        return self._probe_task is not None and not self._probe_task.done()
+
+    # -- leadership and probing ------------------------------------------------------------------
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self.leader:
+            if leader:
+                log.info("this gateway (%s) now probes the backends for all", self.holder)
+            else:
+                log.info("this gateway (%s) no longer probes; following the lease holder", self.holder)
+        self.leader = leader
+
+    def _store_down(self, exc: StateStoreError) -> None:
+        # Probe for ourselves: a gateway must not route on health nobody refreshes.
+        self._start_probing()
+        self.leader = False
+        if self.store_reachable:
+            self.store_reachable = False
+            log.warning("%s; probing locally until the state store answers again", exc)
+
+    def _start_probing(self) -> None:
+        if self.probing:
+            return
+        self._probe_stop = asyncio.Event()
+        self._probe_task = asyncio.create_task(self.checker.run(self._probe_stop), name="health-checker")
+
+    async def _stop_probing(self) -> None:
+        task, self._probe_task = self._probe_task, None
+        if task is None:
+            return
+        self._probe_stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    # -- health ----------------------------------------------------------------------------------
+
+    async def _follow(self, now: float, wall: float) -> None:
+        snapshot = await self.store.read_health()
+        if snapshot is None or snapshot.version == self.applied_version:
+            return
+        if wall - snapshot.published_at > self.stale_after:
+            return
+        for name, record in snapshot.backends.items():
+            health = self.checker.healths.get(name)
+            if health is None:  # a backend another config has and ours has not
+                continue
+            try:
+                transition = apply_health_record(health, record, now, wall)
+            except ValueError as exc:
+                log.debug("%s", exc)
+                continue
+            if transition is not None:
+                # The lease holder logs transitions; here they only count (each gateway's metrics).
+                log.debug("from %s: %s", snapshot.holder, transition)
+                if self._on_transition is not None:
+                    self._on_transition(transition)
+        self.applied_version = snapshot.version
+        self.applied_from = snapshot.holder
+
+    # -- ejections -------------------------------------------------------------------------------
+
+    async def _sync_ejections(self, now: float, wall: float) -> None:
+        targets: dict[str, TargetState] = {
+            t.name: t for route in self._table().routes.values() for t in route.targets
+        }
+        for key, target in targets.items():
+            until = target.detector.ejected_until()
+            if until is None or until <= now or self._published.get(key) == until:
+                continue
+            epoch = to_epoch(until, now, wall)
+            await self.store.publish_ejection(key, epoch, target.detector.ejections)
+            self._published[key] = until
+            self._seen_remote[key] = epoch
+        for key, ejection in (await self.store.read_ejections(wall)).items():
+            ejected = targets.get(key)
+            seen = self._seen_remote.get(key)
+            if ejected is None or (seen is not None and ejection.until <= seen):
+                continue
+            self._seen_remote[key] = ejection.until
+            local_until = to_local(ejection.until, now, wall)
+            if ejected.detector.adopt_ejection(local_until, ejection.count):
+                self._published[key] = local_until
+                log.info("target %s ejected by another gateway for %.1fs", key, max(0.0, local_until - now))
+        for known in (self._published, self._seen_remote):
+            for key in [k for k in known if k not in targets]:
+                del known[key]

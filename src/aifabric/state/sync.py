@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aifabric.errors import StateStoreError
@@ -93,13 +93,22 @@ class StateSync:
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds every `interval` until `stop` is set; then stop probing and give the lease back."""
         log.info("sharing health and ejections through %s", self.store.describe())
+        round_: asyncio.Future[None] | None = None
         try:
             while not stop.is_set():
-                await self.tick()
+                # Shielded: a cancel (the gateway closing) lets the round finish rather than cut a
+                # store call in half, which would leave its connection in an unknown state.
+                round_ = asyncio.ensure_future(self.tick())
+                await asyncio.shield(round_)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.interval)
         finally:
-            await self.shutdown()
+            await _uncancelled(self._finish(round_))
+
+    async def _finish(self, round_: asyncio.Future[None] | None) -> None:
+        if round_ is not None and not round_.done():
+            await asyncio.wait([round_])  # bounded: every store call has a short timeout
+        await self.shutdown()
 
     async def tick(self) -> None:
         """One round (see the module docstring)."""
@@ -233,3 +242,15 @@ class StateSync:
         for known in (self._published, self._seen_remote):
             for key in [k for k in known if k not in targets]:
                 del known[key]
+
+
+async def _uncancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile (then re-raise the cancel):
+    the gateway sets its stop event and cancels this task right after, and a lease release or a store
+    close cut in half would leave a connection behind."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise

@@ -1,0 +1,101 @@
+"""`aifabric serve` as real processes: N workers on one port share one prober (local store); two
+gateways on one Redis survive the leader being killed."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from pathlib import Path
+
+import orjson
+from state_support import RedisServer, Serve, alive, connection_owner, fabric, wait_until
+
+from aifabric.testing.fake_backend import FakeBackend
+
+CHAT = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def chat(conn: http.client.HTTPConnection) -> int:
+    conn.request("POST", "/v1/chat/completions", body=CHAT, headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_workers_share_one_prober_both_serve_and_sigterm_stops_all(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        fabric_file = tmp_path / "fabric.yaml"
+        fabric_file.write_text(fabric(backend.url))
+        serve = Serve(fabric_file, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)})
+        try:
+            serve.wait_ready()
+            workers = serve.workers()
+            assert len(workers) == 2
+            state_dir = runtime / "aifabric" / str(serve.port)
+            health_file = state_dir / "health.json"
+            versions: set[str] = set()
+
+            def republished() -> bool:
+                if health_file.exists():
+                    versions.add(orjson.loads(health_file.read_bytes())["version"])
+                return len(versions) >= 4
+
+            wait_until(republished, "the lease holder republished health a few times")
+            assert backend.count("/health") == 1, "one probe in all: the other worker follows"
+            holder = (state_dir / "lease").read_text()
+            assert any(f"/{pid}/" in holder for pid in workers), holder
+
+            # 16 connections held open: the kernel spreads them over both workers, and each answers.
+            conns = [http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10) for _ in range(16)]
+            try:
+                assert [chat(c) for c in conns] == [200] * 16
+                owners = {connection_owner(serve.port, c.sock.getsockname()[1]) for c in conns}
+                assert owners == set(workers)
+            finally:
+                for c in conns:
+                    c.close()
+
+            serve.signal(signal.SIGTERM)
+            assert serve.proc.wait(15) == 0
+            assert not any(alive(pid) for pid in workers), "no worker outlives the supervisor"
+        finally:
+            serve.stop()
+
+
+def test_killed_leader_is_replaced_within_the_lease(tmp_path: Path, redis_server: RedisServer) -> None:
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        fabric_file = tmp_path / "fabric.yaml"
+        fabric_file.write_text(fabric(backend.url, state=redis_server.url + "?interval=100ms"))
+        first, second = Serve(fabric_file), Serve(fabric_file)
+        redis = redis_server.client()
+        try:
+            first.wait_ready()
+            second.wait_ready()
+
+            def holder_pid() -> int | None:
+                holder = redis.get("aifabric:lease")
+                return int(holder.decode().split("/")[1]) if isinstance(holder, bytes) else None
+
+            wait_until(lambda: holder_pid() is not None, "a lease holder")
+            leader = first if holder_pid() == first.proc.pid else second
+            survivor = second if leader is first else first
+            version = int(redis.get("aifabric:health:version") or 0)
+            wait_until(lambda: int(redis.get("aifabric:health:version") or 0) >= version + 5, "5 rounds")
+            assert backend.count("/health") == 1, "one probe in all: the other gateway follows"
+
+            leader.proc.kill()  # no clean shutdown: the lease has to run out
+            leader.proc.wait(10)
+            wait_until(lambda: holder_pid() == survivor.proc.pid, "the survivor holds the lease")
+            wait_until(lambda: backend.count("/health") == 2, "and probes")
+            conn = http.client.HTTPConnection("127.0.0.1", survivor.port, timeout=10)
+            try:
+                assert chat(conn) == 200
+            finally:
+                conn.close()
+        finally:
+            redis.close()
+            first.stop()
+            second.stop()

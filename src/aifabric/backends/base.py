@@ -168,6 +168,9 @@ class BackendAdapter:
     # Whether a request for a model id it does not serve fails (404). llama-cpp-python and TEI
     # silently answer with the loaded model, so drift there is worth reporting but not routing around.
     enforces_model_id: ClassVar[bool] = True
+    # Whether the gateway's X-Request-ID may be sent upstream. llama-cpp-python's server (starlette-context
+    # RequestIdPlugin) answers 400 with an empty body to any X-Request-ID that is not a UUID.
+    accepts_request_id: ClassVar[bool] = True
     # The least time between two probes: clouds are probed sparingly.
     min_probe_interval: ClassVar[float] = 0.0
 

@@ -17,6 +17,7 @@ class LlamaCppPythonAdapter(BackendAdapter):
     probe_paths = ("/v1/models",)
     supports_include_usage = False
     enforces_model_id = False
+    accepts_request_id = False  # a non-UUID X-Request-ID is a 400 there
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         return self.up(ctx, await ctx.models(self))

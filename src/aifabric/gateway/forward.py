@@ -142,7 +142,8 @@ class Forwarder:
         )
         body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
         headers = list(endpoint.headers)
-        headers.append(("x-request-id", req.request_id))
+        if endpoint.adapter.accepts_request_id:
+            headers.append(("x-request-id", req.request_id))
         if req.stream:
             headers.append(("accept", "text/event-stream"))
         started = self._clock()

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _serve(config: FabricConfig, host: str, port: int, console: Console, stopped: threading.Event) -> None:
-    from aifabric.gateway.app import serve_gateway
+    from aifabric.gateway.app import run_loop, serve_gateway
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -136,12 +136,7 @@ def _serve(config: FabricConfig, host: str, port: int, console: Console, stopped
                 # Back to the handler that sets `stopped`: a second Ctrl-C while backends stop is harmless.
                 signal.signal(sig, lambda *_: stopped.set())
 
-    try:
-        import uvloop  # the gateway's hot path is its I/O; uvloop is a dependency where it exists
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_loop(main())  # the gateway's own choice of event loop, as `aifabric serve` runs it
 
 
 def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:

@@ -1,0 +1,20 @@
+"""One `aifabric up` on the embedded default for the whole session: real models, real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e_support import Up
+
+
+@pytest.fixture(scope="session")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    up = Up(tmp_path_factory.mktemp("fabric"))
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        yield up
+    finally:
+        up.stop()
+        # What `aifabric up` printed, for when a test fails: pytest shows it with the last test's report.
+        print(f"--- aifabric up output ---\n{up.output}")

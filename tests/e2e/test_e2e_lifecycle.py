@@ -1,0 +1,87 @@
+"""`aifabric up` as an operator runs it: stops cleanly, names who holds a port, restarts a crashed backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+from e2e_support import Up, alive, free_port, free_port_block, port_is_free
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sigterm_stops_the_gateway_and_every_backend_with_no_orphans(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        pids = up.backend_pids()
+        ports = [up.port, *up.backend_ports().values()]
+        assert len(pids) == 3 and all(alive(pid) for pid in pids.values())
+        assert not any(port_is_free(port) for port in ports)
+    finally:
+        code = up.stop()
+    assert code == 0, up.output
+    assert "stopped" in up.output.splitlines()[-1]
+    for name, pid in pids.items():
+        assert not alive(pid), f"{name} (pid {pid}) outlived aifabric up"
+    for port in ports:
+        assert port_is_free(port), f"port {port} still taken after aifabric up stopped"
+
+
+def test_a_killed_backend_is_restarted_and_serves_again(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        first = up.backend_pids()["local-embed"]
+        mark = len(up.output)
+        os.kill(first, signal.SIGKILL)
+        up.wait_for("local-embed: local-embed was killed by signal 9; restarting in 1 s", after=mark)
+        up.wait_for("local-embed: restarted, ready in", after=mark)
+        second = up.backend_pids()["local-embed"]
+        assert second != first and alive(second)
+        with openai.OpenAI(base_url=up.base_url + "/v1", api_key="unused", max_retries=3) as client:
+            vector = client.embeddings.create(model="local/embed", input="back again").data[0].embedding
+        assert len(vector) == 384
+    finally:
+        assert up.stop() == 0
+
+
+def _run_up(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aifabric", "up", "--log-dir", str(tmp_path / "logs"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_local_port_already_in_use_is_reported_with_the_holders_pid(tmp_path: Path) -> None:
+    base = free_port_block(3)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + 2))  # where the embeddings backend would listen
+        holder.listen()
+        result = _run_up(tmp_path, "--port", str(free_port()), "--local-port-base", str(base))
+    assert result.returncode == 1
+    assert f"port {base + 2} on 127.0.0.1 is already in use by pid {os.getpid()} (" in result.stderr
+    assert "--local-port-base" in result.stderr  # and how to get out of the way
+    assert "loading: pid" not in result.stdout  # nothing was started
+    for port in (base, base + 1):
+        assert port_is_free(port)
+
+
+def test_the_gateway_port_already_in_use_is_reported_with_the_holders_pid(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _run_up(tmp_path, "--port", str(port), "--local-port-base", str(free_port_block(3)))
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()} (" in result.stderr
+    assert "loading: pid" not in result.stdout

@@ -10,8 +10,9 @@ In one run, for every target and every round: non-streamed chat at c=1, 16 and 6
 c=16 (wrk, against nginx with fixed bodies), streamed chat at c=16 (wrk, nginx fixed event stream),
 time to first token at c=1 (raw-socket client, against an upstream whose chunks arrive apart), the
 target's CPU per request (its whole process tree, from /proc), peak RSS (VmHWM of each process) and
-time from exec to ready. Each target is restarted for each upstream, so every round gives three
-start-to-ready samples. Writes bench/results/latest.md and latest.json; a full run also refreshes the
+time from exec to ready. Gateways that route by model name (aifabric, LiteLLM) get one role per
+upstream and run a round from one start; the Rust routers send any model to any worker, so they are
+started once per upstream. Writes bench/results/latest.md and latest.json; a full run also refreshes the
 results section of bench/README.md. Everything listens on 127.0.0.1; the peers' venvs (bench/.venv-*)
 are created on first use from PyPI with pinned versions.
 """
@@ -34,7 +35,16 @@ from benchlib.measure import load_run  # noqa: E402
 from benchlib.process import TargetProcess  # noqa: E402
 from benchlib.stream_client import run_streams  # noqa: E402
 from benchlib.summary import render  # noqa: E402
-from benchlib.targets import CHAT_ROLE, EMBED_ROLE, Target, aifabric_available, all_targets  # noqa: E402
+from benchlib.targets import (  # noqa: E402
+    CHAT_ROLE,
+    EMBED_ROLE,
+    SLOW_ROLE,
+    STREAM_ROLE,
+    Target,
+    Upstreams,
+    aifabric_available,
+    all_targets,
+)
 from benchlib.upstream import (  # noqa: E402
     NginxUpstream,
     SlowStreamUpstream,
@@ -70,14 +80,14 @@ class Bench:
             for t in targets
         }
 
-    def _start(self, target: Target, upstream_port: int) -> tuple[TargetProcess | None, int]:
-        """Start the target against an upstream; (process or None for direct, port to send to)."""
-        proc = target.launch(upstream_port, self.workdir)
+    def _start(self, target: Target, up: Upstreams) -> TargetProcess | None:
+        """Start the target against the upstreams (None for direct, which has no process)."""
+        proc = target.launch(up, self.workdir)
         if proc is None:
-            return None, upstream_port
+            return None
         ready = proc.start(ready_timeout_s=self.args.ready_timeout)
         self.raw[target.name]["ready_s"].append(ready)
-        return proc, proc.port
+        return proc
 
     def _footprint(self, target: Target, proc: TargetProcess | None) -> None:
         if proc is None:
@@ -91,55 +101,71 @@ class Bench:
     def _record(self, target: Target, key: str, value: dict[str, Any]) -> None:
         self.raw[target.name]["runs"].setdefault(key, []).append(value)
 
-    def one_round(self, target: Target, nginx: NginxUpstream, slow: SlowStreamUpstream) -> None:
+    def _stop(self, target: Target, proc: TargetProcess | None) -> None:
+        if proc is not None:
+            self._footprint(target, proc)
+            proc.stop()
+
+    def one_round(self, target: Target, up: Upstreams) -> None:
+        """Every workload once. A target that picks its upstream by model name runs them all from
+        one start; one that cannot (direct, the Rust routers) is started once per upstream."""
         a = self.args
-        chat = chat_request(CHAT_ROLE)
-        stream = chat_request(CHAT_ROLE, stream=True)
-        embed = embeddings_request(EMBED_ROLE)
         headers = target.headers
+        chat, embed = chat_request(CHAT_ROLE), embeddings_request(EMBED_ROLE)
+        stream, slow = chat_request(STREAM_ROLE, stream=True), chat_request(SLOW_ROLE, stream=True)
         path_chat, path_embed = "/v1/chat/completions", "/v1/embeddings"
-
-        # Phase 1: non-streamed chat and embeddings, against nginx's fixed JSON.
-        proc, port = self._start(target, nginx.json_port)
+        shared = None if target.per_upstream else self._start(target, up)
         try:
-            url = f"http://127.0.0.1:{port}"
-            load_run("warmup", url + path_chat, chat, 16, 1, None, headers)
-            for c in (1, 16, 64):
-                r = load_run("chat", url + path_chat, chat, c, a.duration, proc, headers)
-                self._record(target, f"chat_c{c}", r.to_dict())
-            r = load_run("embeddings", url + path_embed, embed, 16, a.duration, proc, headers)
-            self._record(target, "embed_c16", r.to_dict())
-            self._footprint(target, proc)
-        finally:
-            if proc is not None:
-                proc.stop()
 
-        # Phase 2: streamed chat throughput, against nginx's fixed event stream.
-        proc, port = self._start(target, nginx.sse_port)
-        try:
-            url = f"http://127.0.0.1:{port}" + path_chat
-            load_run("warmup", url, stream, 16, 1, None, headers)
-            r = load_run("stream", url, stream, 16, a.duration, proc, headers)
-            self._record(target, "stream_c16", r.to_dict())
-            self._footprint(target, proc)
-        finally:
-            if proc is not None:
-                proc.stop()
+            def phase(port: int) -> tuple[TargetProcess | None, int]:
+                if not target.per_upstream:
+                    assert shared is not None
+                    return shared, shared.port
+                proc = self._start(target, Upstreams.only(port))
+                return proc, port if proc is None else proc.port
 
-        # Phase 3: time to first token, against an upstream whose chunks arrive apart.
-        proc, port = self._start(target, slow.port)
-        try:
-            run_streams(port, path_chat, stream, headers, 1, 10, 5.0)  # warm the pools
-            stats = run_streams(port, path_chat, stream, headers, 1, a.ttft_requests, a.duration)
-            self.raw[target.name]["ttft"].append(stats.to_dict())
-            self._footprint(target, proc)
+            # Non-streamed chat and embeddings, against nginx's fixed JSON.
+            proc, port = phase(up.json_port)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                load_run("warmup", url + path_chat, chat, 16, 1, None, headers)
+                for c in (1, 16, 64):
+                    r = load_run("chat", url + path_chat, chat, c, a.duration, proc, headers)
+                    self._record(target, f"chat_c{c}", r.to_dict())
+                load_run("warmup", url + path_embed, embed, 16, 1, None, headers)
+                r = load_run("embeddings", url + path_embed, embed, 16, a.duration, proc, headers)
+                self._record(target, "embed_c16", r.to_dict())
+            finally:
+                if target.per_upstream:
+                    self._stop(target, proc)
+
+            # Streamed chat throughput, against nginx's fixed event stream.
+            proc, port = phase(up.sse_port)
+            try:
+                url = f"http://127.0.0.1:{port}" + path_chat
+                load_run("warmup", url, stream, 16, 1, None, headers)
+                r = load_run("stream", url, stream, 16, a.duration, proc, headers)
+                self._record(target, "stream_c16", r.to_dict())
+            finally:
+                if target.per_upstream:
+                    self._stop(target, proc)
+
+            # Time to first token, against an upstream whose chunks arrive apart.
+            proc, port = phase(up.slow_port)
+            try:
+                run_streams(port, path_chat, slow, headers, 1, 10, 5.0)  # warm the pools
+                stats = run_streams(port, path_chat, slow, headers, 1, a.ttft_requests, a.duration)
+                self.raw[target.name]["ttft"].append(stats.to_dict())
+            finally:
+                if target.per_upstream:
+                    self._stop(target, proc)
         finally:
-            if proc is not None:
-                proc.stop()
+            self._stop(target, shared)
 
     def run(self) -> None:
         a = self.args
         with NginxUpstream() as nginx, SlowStreamUpstream(a.ttft_chunks, a.ttft_interval_ms) as slow:
+            up = Upstreams(nginx.json_port, nginx.sse_port, slow.port)
             for rnd in range(1, a.rounds + 1):
                 for target in self.targets:
                     entry = self.raw[target.name]
@@ -148,7 +174,7 @@ class Bench:
                     t0 = time.monotonic()
                     print(f"round {rnd}/{a.rounds}: {target.label} ...", end=" ", flush=True)
                     try:
-                        self.one_round(target, nginx, slow)
+                        self.one_round(target, up)
                     except Exception as exc:  # a peer that cannot start must not sink the whole run
                         entry["error"] = f"{type(exc).__name__}: {exc}"
                         print(f"FAILED ({entry['error'][:300]})", flush=True)

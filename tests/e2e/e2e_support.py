@@ -64,7 +64,14 @@ def alive(pid: int) -> bool:
 class Up:
     """One `aifabric up` process; its stdout and stderr are collected into `output`."""
 
-    def __init__(self, tmp: Path, *args: str, port: int | None = None, local_base: int | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *args: str,
+        port: int | None = None,
+        local_base: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port if port is not None else free_port()
         self.local_base = local_base if local_base is not None else free_port_block(3)
         self.log_dir = tmp / "logs"
@@ -81,7 +88,7 @@ class Up:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._lines: list[str] = []
         self._lock = threading.Lock()

@@ -1,6 +1,7 @@
 """A stand-in for a local inference server, run as a real process by the supervisor tests.
 
     python fake_local_backend.py --port P [--load-seconds S] [--exit-code N] [--ignore-term] [--fork-child]
+                                          [--print-env NAME ...]
 
 Like llama-cpp-python it listens only after "loading"; it answers GET /ready with 200. `--exit-code`
 makes it exit during loading (a model that cannot load); `--ignore-term` makes it ignore SIGTERM (a hung
@@ -35,8 +36,11 @@ def main() -> int:
     parser.add_argument("--exit-code", type=int)
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--fork-child", action="store_true")
+    parser.add_argument("--print-env", action="append", default=[], help="print this variable's value")
     args = parser.parse_args()
     print(f"fake backend pid {os.getpid()} loading", flush=True)
+    for name in args.print_env:
+        print(f"env {name}={os.environ.get(name, '<unset>')}", flush=True)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.fork_child:

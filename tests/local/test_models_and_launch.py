@@ -74,6 +74,8 @@ def test_a_llama_cpp_backend_runs_the_server_with_safe_flags() -> None:
     assert argv[argv.index("--interrupt_requests") + 1] == "False"  # else a second request cuts a stream
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert (spec.port, spec.ready_path) == (8102, "/v1/models")
+    # It reads PORT and HOST from the environment over its flags, and every setting besides.
+    assert {"PORT", "HOST", "API_KEY", "MODEL", "N_GPU_LAYERS", "CONFIG_FILE"} <= spec.unset_env
 
 
 def test_extra_args_and_threads_reach_the_command() -> None:

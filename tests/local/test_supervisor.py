@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,23 @@ def test_not_ready_in_time_names_the_backend_and_the_logs(tmp_path: Path) -> Non
             sup.wait_ready(timeout=0.2)
     finally:
         sup.stop()
+
+
+def test_the_environment_is_scrubbed_of_what_the_spec_unsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # llama-cpp-python's server takes PORT and HOST from the environment over --port and --host.
+    monkeypatch.setenv("PORT", "8000")
+    monkeypatch.setenv("host", "0.0.0.0")
+    monkeypatch.setenv("KEEP_ME", "yes")
+    port = free_port()
+    spec = fake_spec("env", port, "--print-env", "PORT", "--print-env", "host", "--print-env", "KEEP_ME")
+    spec = replace(spec, unset_env=frozenset({"PORT", "HOST"}))
+    sup = Supervisor([spec], log_dir=tmp_path / "logs", out=io.StringIO(), policy=FAST)
+    sup.start()
+    try:
+        assert sup.wait_ready(timeout=60)
+    finally:
+        sup.stop()
+    log = (tmp_path / "logs" / "env.log").read_text()
+    assert "env PORT=<unset>\nenv host=<unset>\nenv KEEP_ME=yes\n" in log

@@ -37,6 +37,75 @@ class ProcessSpec:
     port: int
     ready_path: str  # GET this; 200 means ready
     env: dict[str, str] = field(default_factory=dict)  # added to the supervisor's environment
+    unset_env: frozenset[str] = frozenset()  # names (upper case) removed from it, whatever their case
+
+
+# llama-cpp-python's server reads its settings from the environment too, case-insensitively and with no
+# prefix, and `PORT`/`HOST` there even override --port/--host (llama_cpp/server/__main__.py). A shell
+# with PORT set (as `make up PORT=9000` does) would move it onto the gateway's port, HOST=0.0.0.0 would
+# expose it, API_KEY would lock the gateway out. The fields of its Settings (0.3.36), plus CONFIG_FILE:
+_LLAMA_SERVER_ENV = frozenset(
+    name.upper()
+    for name in [
+        "api_key",
+        "cache",
+        "cache_size",
+        "cache_type",
+        "chat_format",
+        "chat_template_kwargs",
+        "clip_model_path",
+        "config_file",
+        "disable_ping_events",
+        "draft_model",
+        "draft_model_num_pred_tokens",
+        "embedding",
+        "flash_attn",
+        "hf_model_repo_id",
+        "hf_pretrained_model_name_or_path",
+        "hf_tokenizer_config_path",
+        "host",
+        "interrupt_requests",
+        "kv_overrides",
+        "last_n_tokens_size",
+        "logits_all",
+        "lora_base",
+        "lora_path",
+        "main_gpu",
+        "model",
+        "model_alias",
+        "mul_mat_q",
+        "n_batch",
+        "n_ctx",
+        "n_gpu_layers",
+        "n_threads",
+        "n_threads_batch",
+        "n_ubatch",
+        "numa",
+        "offload_kqv",
+        "port",
+        "root_path",
+        "rope_freq_base",
+        "rope_freq_scale",
+        "rope_scaling_type",
+        "rpc_servers",
+        "seed",
+        "split_mode",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "tensor_split",
+        "type_k",
+        "type_v",
+        "use_mlock",
+        "use_mmap",
+        "verbose",
+        "vocab_only",
+        "yarn_attn_factor",
+        "yarn_beta_fast",
+        "yarn_beta_slow",
+        "yarn_ext_factor",
+        "yarn_orig_ctx",
+    ]
+)
 
 
 def local_backends(config: FabricConfig) -> list[BackendConfig]:
@@ -70,6 +139,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         ready_path = "/v1/models"
+        unset = _LLAMA_SERVER_ENV
     elif local.engine == "aifabric-embed":
         resolve_model(local.model, "aifabric-embed")
         argv = [
@@ -80,6 +150,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
             "--port", str(local.port),
         ]  # fmt: skip
         ready_path = "/health"
+        unset = frozenset()
     else:  # pragma: no cover - the schema's Literal keeps other engines out
         raise LocalBackendError(f"backend {backend.name!r}: unknown local engine {local.engine!r}")
     return ProcessSpec(
@@ -89,6 +160,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
         port=local.port,
         ready_path=ready_path,
         env=env,
+        unset_env=unset,
     )
 
 

@@ -191,7 +191,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **spec.env},
+                env=_child_env(spec),
                 start_new_session=True,  # its own process group: signals reach its children too
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, looked up before the fork
             )
@@ -294,6 +294,12 @@ class Supervisor:
                 p.popen, p.log, p.state = None, None, "stopped"
         with self._lock:
             self._lock.notify_all()
+
+
+def _child_env(spec: ProcessSpec) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in spec.unset_env}
+    env.update(spec.env)
+    return env
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -1,4 +1,4 @@
-"""Routes for operators and process managers: liveness, readiness, health view, metrics."""
+"""Routes for operators and process managers: liveness, readiness, health view, metrics, status page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.observability.metrics import render_metrics
 
@@ -27,9 +28,11 @@ class OpsRoutes:
             "/health/live": self.live,
             "/health/ready": self.ready,
             "/health": self.health,
-            "/status": self.health,
+            "/status": self.status,
             "/metrics": self.metrics,
         }.get(request.path)
+        if handler is None and request.path in UI_PATHS:
+            return self.ui(request.path)
         return handler() if handler is not None else None
 
     async def live(self) -> Response:
@@ -49,6 +52,14 @@ class OpsRoutes:
 
         view = health_view(self._gw.table.healths, self._gw.config)
         return Response(200, orjson.dumps(view))
+
+    async def status(self) -> Response:
+        """The health view plus roles, targets and request counters: what the status page polls."""
+        view = status_view(self._gw.table, self._gw.metrics, self._gw.clock())
+        return Response(200, orjson.dumps(view))
+
+    async def ui(self, path: str) -> Response:
+        return ui_response(path)
 
     async def metrics(self) -> Response:
         body = render_metrics(self._gw.metrics, self._gw.table, self._gw.clock())

@@ -99,7 +99,11 @@ class StateSync:
                 # Shielded: a cancel (the gateway closing) lets the round finish rather than cut a
                 # store call in half, which would leave its connection in an unknown state.
                 round_ = asyncio.ensure_future(self.tick())
-                await asyncio.shield(round_)
+                try:
+                    await asyncio.shield(round_)
+                except Exception:  # a bug here must not leave the gateway without health checks
+                    log.exception("state sync round failed; probing locally")
+                    self._start_probing()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.interval)
         finally:

@@ -175,13 +175,17 @@ def test_unreachable_gateway_is_said_and_the_last_data_stays() -> None:
     with StubGateway(status=lambda n: minimal_status() if n == 1 else DROP) as stub:
         page = dump_dom(stub.url + "/ui")
     assert page.one("body").attrs["data-connection"] == "unreachable"
+    assert page.one("title").text == "unreachable · stub.yaml · aifabric"
     banner = page.by_id("banner")
     assert "hidden" not in banner.attrs
     assert banner.text.startswith("Gateway unreachable: could not connect to 127.0.0.1:")
     assert "Showing what it said at" in banner.text
     assert page.by_id("main").has_class("stale")
+    overall = page.by_id("overall")  # the last verdict is not passed off as current
+    assert overall.attrs["data-status"] == "stale" and overall.text.startswith("last known: ")
     assert page.one("tr", data_backend="gpu")  # the last good data is still on the page
     assert "hidden" in page.by_id("page-errors").attrs
+    assert "null" not in page.by_id("main").text and "undefined" not in page.by_id("main").text
 
 
 def test_a_gateway_never_reached_and_one_that_errs() -> None:
@@ -189,6 +193,7 @@ def test_a_gateway_never_reached_and_one_that_errs() -> None:
         page = dump_dom(stub.url + "/ui")
     assert page.by_id("banner").text.startswith("Gateway unreachable")
     assert page.by_id("updated").text == "no data yet"
+    assert page.by_id("overall").text == "? no answer from the gateway yet"
     with StubGateway(status=lambda n: 500) as stub:
         page = dump_dom(stub.url + "/")
     assert page.one("body").attrs["data-connection"] == "error"

@@ -42,6 +42,11 @@
     return el;
   }
 
+  // replaceChildren, minus the absent parts (it would print a null as "null").
+  function fill(el, ...children) {
+    el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  }
+
   function pad(n) {
     return String(n).padStart(2, "0");
   }
@@ -113,7 +118,7 @@
       .map(([state, n]) => `${n} ${state}`)
       .join(" · ");
     $("overall").dataset.status = data.status;
-    $("overall").replaceChildren(
+    fill($("overall"),
       h("span", { class: "sym", "aria-hidden": "true" }, overall.symbol),
       h("strong", {}, ` ${overall.words}`),
       counts ? h("span", { class: "counts" }, counts) : null,
@@ -200,7 +205,7 @@
         );
       }
     }
-    $("backends-body").replaceChildren(
+    fill($("backends-body"),
       names.length
         ? table(["Backend", "State", "Why", "Host", "Kind", "Probe", "Models", "Load"], rows, {
             class: "backends",
@@ -303,7 +308,7 @@
 
   function renderRoles(data) {
     const roles = Object.values(data.roles || {}); // the fabric file's order
-    $("roles-body").replaceChildren(
+    fill($("roles-body"),
       ...(roles.length ? roles.map((r) => renderRole(r, data)) : [h("p", { class: "muted" }, "No roles configured.")]),
     );
   }
@@ -332,7 +337,7 @@
           `  -d '{"model": "${chat.name}", "messages": [{"role": "user", "content": "hello"}]}'`,
         ].join("")
       : null;
-    $("connect-body").replaceChildren(
+    fill($("connect-body"),
       h("p", {}, "Base URL ", code(base), " (OpenAI-compatible: set it as the client's ", code("base_url"), ")."),
       h(
         "p",
@@ -341,7 +346,7 @@
           ? ["API key required: send ", code("Authorization: Bearer <key>"), " with one of the keys in ", code("gateway.api_keys"), "."]
           : "No API key needed (gateway.api_keys is not set).",
       ),
-      table(["model", "kind", ""], rows, { class: "names" }),
+      rows.length ? table(["model", "kind", ""], rows, { class: "names" }) : null,
       example ? h("pre", {}, example) : null,
     );
   }
@@ -358,7 +363,7 @@
     const statuses = Object.entries(req.by_status || {})
       .sort()
       .map(([status, n]) => h("span", { class: `chip ${Number(status) >= 400 ? "bad" : ""}` }, `HTTP ${status}: ${n}`));
-    $("requests-body").replaceChildren(
+    fill($("requests-body"),
       h("p", { class: "summary" }, h("strong", {}, String(req.total)), " requests, ", h("strong", {}, String(req.errors)), ` errors${share}`),
       statuses.length ? h("p", {}, statuses) : null,
       rows.length ? table(["role", "requests", "errors"], rows, { class: "by-role" }) : null,
@@ -385,7 +390,7 @@
     const section = $("alerts");
     section.hidden = false;
     if (!alerts.length) {
-      $("alerts-body").replaceChildren(h("p", { class: "ok" }, "✓ No active alerts."));
+      fill($("alerts-body"), h("p", { class: "ok" }, "✓ No active alerts."));
       return;
     }
     const rows = alerts.map((a) => {
@@ -401,7 +406,7 @@
         h("td", { class: "muted" }, since !== null ? `for ${duration(since)}` : String(alertField(a, "since", "started_at") || "")),
       );
     });
-    $("alerts-body").replaceChildren(table(["severity", "alert", "on", "what", "since"], rows, { class: "alerts" }));
+    fill($("alerts-body"), table(["severity", "alert", "on", "what", "since"], rows, { class: "alerts" }));
   }
 
   async function refreshAlerts() {
@@ -417,7 +422,7 @@
     }
     if (!response.ok) {
       $("alerts").hidden = false;
-      $("alerts-body").replaceChildren(h("p", { class: "muted" }, `The gateway answered HTTP ${response.status} to /alerts.`));
+      fill($("alerts-body"), h("p", { class: "muted" }, `The gateway answered HTTP ${response.status} to /alerts.`));
       return;
     }
     renderAlerts(await response.json());
@@ -435,14 +440,24 @@
 
   function showProblem(kind, message) {
     document.body.dataset.connection = kind;
+    document.title = `${kind} · ${lastData ? (lastData.gateway || {}).name || "fabric" : "gateway"} · aifabric`;
     const banner = $("banner");
     banner.hidden = false;
     banner.dataset.kind = kind;
     const stale = lastOkAt
       ? ` Showing what it said at ${clock(lastOkAt)} (${duration((Date.now() - lastOkAt) / 1000)} ago).`
       : "";
-    banner.replaceChildren(h("strong", {}, kind === "unreachable" ? "Gateway unreachable" : "Gateway error"), `: ${message}.${stale}`);
+    fill(banner, h("strong", {}, kind === "unreachable" ? "Gateway unreachable" : "Gateway error"), `: ${message}.${stale}`);
     $("main").classList.add("stale");
+    // The last verdict is history now: grey, and said to be so.
+    const overall = $("overall");
+    if (!lastOkAt) {
+      overall.dataset.status = "stale";
+      fill(overall, h("strong", {}, "? no answer from the gateway yet"));
+    } else if (overall.dataset.status !== "stale") {
+      overall.dataset.status = "stale";
+      overall.prepend(h("span", { class: "stale-note" }, "last known: "));
+    }
     $("updated").textContent = lastOkAt ? `last update ${clock(lastOkAt)}` : "no data yet";
   }
 

@@ -54,6 +54,19 @@ def test_live_output_redraws_one_line_per_backend_in_place() -> None:
     ]
 
 
+def test_after_start_up_states_are_plain_lines_and_nothing_is_redrawn() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    progress = Progress(out, live=True, clock=clock)
+    progress.track("embed")
+    progress.state("embed", "ready in 0.4 s")
+    progress.finish()
+    before = out.getvalue()
+    progress.state("embed", "loading: pid 9, port 8103", loading=True)  # a restart
+    clock.now += 5
+    progress.tick()
+    assert out.getvalue()[len(before) :] == "embed: loading: pid 9, port 8103\n"
+
+
 def _render(stream: str) -> list[str]:
     """A tiny terminal: the escape sequences Progress uses (cursor up N lines, clear line, clear below)."""
     import re

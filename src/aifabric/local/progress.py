@@ -32,6 +32,7 @@ class Progress:
         self._last_plain: dict[str, float] = {}
         self._drawn = 0  # how many lines of the live block are on screen
         self._width = 0
+        self._finished = False
 
     def track(self, name: str) -> None:
         with self._lock:
@@ -41,6 +42,9 @@ class Progress:
     def state(self, name: str, text: str, *, loading: bool = False) -> None:
         """Backend `name` is now in `text`; `loading` starts its elapsed-time display."""
         with self._lock:
+            if self._finished:  # after start-up (a restart): a plain line, nothing redrawn under the logs
+                self._write(f"{name}: {text}\n")
+                return
             self._width = max(self._width, len(name))
             now = self._clock()
             if loading:
@@ -57,6 +61,8 @@ class Progress:
     def tick(self) -> None:
         """Refresh elapsed times: redraw (live) or a heartbeat line for each slow backend (plain)."""
         with self._lock:
+            if self._finished:
+                return
             now = self._clock()
             if self._live:
                 if self._since:
@@ -81,13 +87,14 @@ class Progress:
                 self._write(text + "\n")
 
     def finish(self) -> None:
-        """Leave the block as it is and stop redrawing it: later output goes below."""
+        """Leave the block as it is and stop redrawing it: later states are plain lines below."""
         with self._lock:
             if self._live and self._drawn:
                 self._redraw()
             self._lines.clear()
             self._since.clear()
             self._drawn = 0
+            self._finished = True
 
     def _format(self, name: str, text: str) -> str:
         since = self._since.get(name)

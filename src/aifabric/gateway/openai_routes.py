@@ -34,8 +34,20 @@ _ENDPOINT_NAMES = {
     "/embeddings": "embeddings",
 }
 
-_ids = itertools.count(1)
-_id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+def _new_id_source() -> tuple[itertools.count[int], str]:
+    return itertools.count(1), f"{os.getpid():x}-{os.urandom(3).hex()}-"
+
+
+_ids, _id_prefix = _new_id_source()
+
+
+def _reset_ids_after_fork() -> None:
+    # Workers fork from one parent: without this they would all count from the same prefix.
+    global _ids, _id_prefix
+    _ids, _id_prefix = _new_id_source()
+
+
+os.register_at_fork(after_in_child=_reset_ids_after_fork)
 
 
 def _request_id(headers: dict[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,3 +98,11 @@ def test_local_ports_can_be_moved_and_urls_follow() -> None:
         (20501, "http://127.0.0.1:20501/v1"),
         (20502, "http://127.0.0.1:20502/v1"),
     ]
+
+
+def test_a_missing_engine_is_named_with_the_install_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(LocalBackendError) as err:
+        process_spec(load_default_config().backends["local-chat-fast"])
+    assert "needs the llama-cpp-python engine, but llama_cpp is not installed" in str(err.value)
+    assert "scripts/llama-wheel.sh" in str(err.value)

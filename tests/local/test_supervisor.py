@@ -160,3 +160,13 @@ def test_the_environment_is_scrubbed_of_what_the_spec_unsets(
         sup.stop()
     log = (tmp_path / "logs" / "env.log").read_text()
     assert "env PORT=<unset>\nenv host=<unset>\nenv KEEP_ME=yes\n" in log
+
+
+def test_two_backends_given_the_same_port_are_refused_before_starting(tmp_path: Path) -> None:
+    port = free_port()
+    specs = [fake_spec("one", port), fake_spec("two", port)]
+    sup = Supervisor(specs, log_dir=tmp_path / "logs", out=io.StringIO(), policy=FAST)
+    with pytest.raises(
+        LocalBackendError, match=rf"local backends 'one' and 'two' are both given port {port}"
+    ):
+        sup.check_ports()

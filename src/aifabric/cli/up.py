@@ -85,6 +85,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise CommandError(f"{port_in_use_message(host, port)}; stop it or choose another with --port")
 
     specs = [process_spec(b) for b in local_backends(config)]  # resolves models: a missing one fails here
+    clash = next((s.name for s in specs if s.port == port), None)
+    if clash:
+        raise CommandError(f"the gateway and local backend {clash!r} are both given port {port}")
     log_dir = Path(args.log_dir).expanduser() if args.log_dir else default_log_dir(config)
     supervisor = Supervisor(specs, log_dir=log_dir, out=console.out, live=console.is_tty)
     supervisor.check_ports()

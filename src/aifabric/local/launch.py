@@ -15,6 +15,7 @@ Engines:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -117,6 +118,26 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+# What each engine imports, and how to get it: said before a process is started, not as a crash loop.
+_ENGINE_MODULES = {
+    "llama-cpp-python": (
+        ("llama_cpp", "uvicorn", "fastapi", "sse_starlette"),
+        'make up (or: pip install "$(scripts/llama-wheel.sh)[server]", a build with portable CPU flags)',
+    ),
+    "aifabric-embed": (("onnxruntime", "tokenizers", "numpy"), "pip install 'aifabric[local]'"),
+}
+
+
+def _require_engine(backend: str, engine: str) -> None:
+    modules, fix = _ENGINE_MODULES[engine]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise LocalBackendError(
+            f"backend {backend!r} needs the {engine} engine, but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed in {sys.prefix}; run: {fix}"
+        )
+
+
 def process_spec(backend: BackendConfig) -> ProcessSpec:
     """The command for a local backend. Resolves the model first, so a missing package is named now."""
     local = backend.local
@@ -126,6 +147,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
     threads = local.threads or default_threads()
     # Python children write logs through pipes to files: unbuffered so a crash leaves its last words.
     env = {"PYTHONUNBUFFERED": "1"}
+    _require_engine(backend.name, local.engine)
     if local.engine == "llama-cpp-python":
         model = resolve_model(local.model, "llama-cpp-python")
         argv = [

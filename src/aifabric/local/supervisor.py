@@ -100,6 +100,14 @@ class Supervisor:
 
     def check_ports(self) -> None:
         """Fail before starting anything if a port is taken, naming every holder."""
+        seen: dict[int, str] = {}
+        for p in self._procs:
+            if p.spec.port in seen:
+                first = seen[p.spec.port]
+                raise LocalBackendError(
+                    f"local backends {first!r} and {p.spec.name!r} are both given port {p.spec.port}"
+                )
+            seen[p.spec.port] = p.spec.name
         problems = [
             port_in_use_message(p.spec.host, p.spec.port)
             for p in self._procs

@@ -85,3 +85,30 @@ def test_the_gateway_port_already_in_use_is_reported_with_the_holders_pid(tmp_pa
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use by pid {os.getpid()} (" in result.stderr
     assert "loading: pid" not in result.stdout
+
+
+def test_a_fabric_file_can_declare_its_own_local_backend(tmp_path: Path) -> None:
+    port = free_port()
+    fabric = tmp_path / "fabric.yaml"
+    fabric.write_text(
+        f"""
+backends:
+  my-embedder:
+    kind: aifabric-embed
+    local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {port}, threads: 1}}
+roles:
+  search-embeddings:
+    kind: embeddings
+    targets: [{{backend: my-embedder, model: all-minilm-l6-v2-int8}}]
+"""
+    )
+    up = Up(tmp_path, "--config", str(fabric))
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        assert up.backend_ports() == {"my-embedder": up.local_base}  # --local-port-base moved it
+        with openai.OpenAI(base_url=up.base_url + "/v1", api_key="unused") as client:
+            assert [m.id for m in client.models.list()] == ["search-embeddings"]
+            result = client.embeddings.create(model="search-embeddings", input=["a", "b"])
+        assert len(result.data) == 2
+    finally:
+        assert up.stop() == 0

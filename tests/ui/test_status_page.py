@@ -200,6 +200,21 @@ def test_a_gateway_never_reached_and_one_that_errs() -> None:
     assert "it answered HTTP 500 to /status" in page.by_id("banner").text
 
 
+def test_every_state_reads_in_words_and_symbols() -> None:
+    """All six backend states, as the gateway names them, each with its symbol and word."""
+    base = minimal_status()["backends"]["gpu"]
+    states = ("up", "degraded", "loading", "down", "asleep", "unknown")
+    backends = {s: {**base, "name": s, "state": s, "reason": f"why {s}"} for s in states}
+    with StubGateway(status=lambda n: minimal_status(backends=backends, status="broken")) as stub:
+        page = dump_dom(stub.url + "/ui")
+    symbols = {"up": "●", "degraded": "▲", "loading": "◌", "down": "✕", "asleep": "☾", "unknown": "?"}
+    for state in states:
+        badge = page.one("tr", data_backend=state).one("span", data_state=state)
+        assert badge.text == f"{symbols[state]} {state}"
+        assert badge.has_class(f"state-{state}")
+        assert f"why {state}" in page.one("tr", data_backend=state).text
+
+
 def test_alerts_are_listed_when_the_gateway_has_them() -> None:
     alerts = {
         "alerts": [

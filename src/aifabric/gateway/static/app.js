@@ -96,11 +96,16 @@
   }
 
   function table(headings, rows, attrs) {
+    // Wrapped so a narrow window scrolls the table, not the page.
     return h(
-      "table",
-      attrs || {},
-      h("thead", {}, h("tr", {}, headings.map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows),
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        attrs || {},
+        h("thead", {}, h("tr", {}, headings.map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, rows),
+      ),
     );
   }
 

@@ -25,6 +25,9 @@
   const $ = (id) => document.getElementById(id);
   let lastData = null;
   let lastOkAt = null;
+  // Gateway processes (by pid) that answered 404 to /alerts: asked once, not every 2 s (each 404 would
+  // count as an error in the gateway's own metrics). A restarted or upgraded gateway is asked again.
+  const withoutAlerts = new Set();
   let refreshes = 0;
 
   // ------------------------------------------------------------------------------------ helpers
@@ -414,7 +417,8 @@
     fill($("alerts-body"), table(["severity", "alert", "on", "what", "since"], rows, { class: "alerts" }));
   }
 
-  async function refreshAlerts() {
+  async function refreshAlerts(pid) {
+    if (withoutAlerts.has(pid)) return;
     let response;
     try {
       response = await fetchWithTimeout("/alerts");
@@ -423,6 +427,7 @@
     }
     if (response.status === 404) {
       $("alerts").hidden = true; // this gateway has no alerting: nothing to show
+      withoutAlerts.add(pid);
       return;
     }
     if (!response.ok) {
@@ -503,7 +508,7 @@
     $("banner").hidden = true;
     $("main").classList.remove("stale");
     $("updated").textContent = `updated ${clock(lastOkAt)}`;
-    await refreshAlerts();
+    await refreshAlerts((data.gateway || {}).pid);
   }
 
   function recordError(message) {

@@ -215,6 +215,17 @@ def test_every_state_reads_in_words_and_symbols() -> None:
         assert f"why {state}" in page.one("tr", data_backend=state).text
 
 
+def test_text_from_the_gateway_is_shown_as_text_never_as_markup() -> None:
+    """A reason or description comes from a backend or the fabric file: it must not become page code."""
+    gpu = minimal_status()["backends"]["gpu"]
+    hostile = '<img src=x onerror="document.title=1">'
+    backends = {"gpu": {**gpu, "state": "down", "reason": hostile}}
+    with StubGateway(status=lambda n: minimal_status(backends=backends)) as stub:
+        page = dump_dom(stub.url + "/ui")
+    assert hostile in page.one("tr", data_backend="gpu").text
+    assert not page.find_all("img")
+
+
 def test_a_gateway_without_alerts_is_asked_once_per_process() -> None:
     """Each 404 counts as an error in the gateway's metrics: the page does not poll for it every 2 s."""
     pids = iter([7, 7, 7, 8])  # the gateway restarted (a new pid) before the last refresh

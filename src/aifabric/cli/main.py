@@ -20,6 +20,7 @@ COMMANDS = (
     "config_cmd",
     "health",
     "smoke",
+    "doctor",
 )
 
 

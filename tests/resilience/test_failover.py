@@ -162,7 +162,7 @@ def test_client_error_is_answered_at_once_and_not_retried(
     # The request itself is wrong: another backend would say the same, and `a` is not to blame.
     assert resp.status_code == 400
     assert b.count("/v1/chat/completions") == 0
-    assert gw.call(lambda: gw.target("chat-fast", "a").detector.available(time.monotonic()))
+    assert gw.read(lambda: gw.target("chat-fast", "a").detector.available(time.monotonic()))
 
 
 def test_target_killed_mid_stream_ends_the_stream_well_formed(
@@ -194,7 +194,7 @@ def test_official_client_sees_no_error_while_a_target_dies(
 ) -> None:
     a, b = backend(), backend()
     gw = start_gateway(pair(a, b))
-    client = gw.openai()
+    client = gw.openai_client()
     a.stop()
     raw = chat(client)
     assert raw.headers["x-aifabric-backend"] == "b"

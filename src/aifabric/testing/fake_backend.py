@@ -235,8 +235,15 @@ class FakeBackend:
                 self._on_connection, self._host, self._port, reuse_address=True, limit=1 << 20
             )
         elif not want_open and self._server is not None:
-            self._server.close()  # the listening socket is closed now: connects are refused
-            self._server = None
+            server, self._server = self._server, None
+            # Stop accepting first and let the connections asyncio already accepted get their transports:
+            # on Python 3.11 a transport created after Server.close() fails an assertion half-built and
+            # its socket leaks. They reach `_on_connection`, which closes them.
+            loop = asyncio.get_running_loop()
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)
+            server.close()  # the listening socket is closed now: connects are refused
             await self._drop_connections()
 
     async def _drop_connections(self) -> None:
@@ -297,13 +304,18 @@ class FakeBackend:
 
     def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Our own task rather than asyncio's: asyncio logs an error for a cancelled callback task, and stop()
-        # cancels the handlers of requests that hang.
+        # cancels the handlers of requests that hang. The writer is tracked here, not in the task: a task
+        # cancelled by stop() before it first runs never reaches its `finally`, and its socket would leak.
+        if self._server is None:
+            # Accepted by asyncio just before the listener closed: the server is "dead", so is this.
+            writer.transport.abort()
+            return
+        self._writers.add(writer)
         task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         self._state.bump("connections")
         try:
             while True:

@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-LOADING = re.compile(r"^\s+(\S+)\s+loading: pid (\d+), port (\d+)$", re.MULTILINE)
+# "  local-embed  loading: pid 12, port 8103" while starting; "local-embed: loading: ..." on a restart.
+LOADING = re.compile(r"^\s*(\S+?):?\s+loading: pid (\d+), port (\d+)$", re.MULTILINE)
 
 
 def free_port() -> int:

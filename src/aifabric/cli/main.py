@@ -21,6 +21,7 @@ COMMANDS = (
     "health",
     "smoke",
     "doctor",
+    "status",
 )
 
 

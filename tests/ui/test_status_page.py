@@ -141,7 +141,7 @@ def test_it_says_what_a_client_should_call(page: Node, estate: Estate) -> None:
 
 def test_requests_are_counted(page: Node, estate: Estate) -> None:
     summary = page.by_id("requests-body").text
-    assert f"{estate.requests_sent} requests, 1 errors" in summary  # the unknown model's 404
+    assert f"{estate.requests_sent} requests, 1 error (" in summary  # the unknown model's 404
     assert "HTTP 404: 1" in summary and "(no role)" in summary
 
 

@@ -372,7 +372,14 @@
       .sort()
       .map(([status, n]) => h("span", { class: `chip ${Number(status) >= 400 ? "bad" : ""}` }, `HTTP ${status}: ${n}`));
     fill($("requests-body"),
-      h("p", { class: "summary" }, h("strong", {}, String(req.total)), " requests, ", h("strong", {}, String(req.errors)), ` errors${share}`),
+      h(
+        "p",
+        { class: "summary" },
+        h("strong", {}, String(req.total)),
+        req.total === 1 ? " request, " : " requests, ",
+        h("strong", {}, String(req.errors)),
+        `${req.errors === 1 ? " error" : " errors"}${share}`,
+      ),
       statuses.length ? h("p", {}, statuses) : null,
       rows.length ? table(["role", "requests", "errors"], rows, { class: "by-role" }) : null,
       h(

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -112,3 +113,21 @@ roles:
         assert len(result.data) == 2
     finally:
         assert up.stop() == 0
+
+
+def test_even_a_sigkilled_up_takes_its_backends_with_it(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        pids = up.backend_pids()
+        up.proc.kill()  # no chance to clean up: the kernel's parent-death signal must do it
+        up.proc.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [name for name, pid in pids.items() if alive(pid)]
+    finally:
+        up.stop()
+        for pid in up.backend_pids().values():  # only if the test failed: leave no orphans behind
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)

@@ -200,6 +200,14 @@ def test_a_gateway_never_reached_and_one_that_errs() -> None:
     assert "it answered HTTP 500 to /status" in page.by_id("banner").text
 
 
+@pytest.mark.parametrize("path", ["/", "/ui/"])
+def test_the_page_works_from_every_address(path: str) -> None:
+    with StubGateway(status=lambda n: minimal_status()) as stub:
+        page = dump_dom(stub.url + path)
+    assert page.one("body").attrs["data-connection"] == "ok"
+    assert page.one("tr", data_backend="gpu")
+
+
 def test_every_state_reads_in_words_and_symbols() -> None:
     """All six backend states, as the gateway names them, each with its symbol and word."""
     base = minimal_status()["backends"]["gpu"]

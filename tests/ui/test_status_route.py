@@ -63,18 +63,20 @@ def test_health_keeps_its_keys_and_status_adds_to_them(gateway: RunningGateway) 
 
 
 def test_the_page_and_its_files_are_served_open_and_self_contained(gateway: RunningGateway) -> None:
-    for path in ("/ui", "/", "/ui/"):
+    for path in ("/ui", "/"):
         page = httpx.get(gateway.url + path)  # no key: open like /health
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "connect-src 'self'" in page.headers["content-security-policy"]
-        assert '<script src="/ui/app.js" defer></script>' in page.text
+        assert '<script src="ui/app.js" defer></script>' in page.text  # relative: works under a prefix
+    slash = httpx.get(gateway.url + "/ui/")
+    assert (slash.status_code, slash.headers["location"]) == (302, "../ui")
     assert httpx.get(gateway.url + "/ui/app.js").headers["content-type"].startswith("text/javascript")
     assert httpx.get(gateway.url + "/ui/style.css").headers["content-type"].startswith("text/css")
     assert httpx.get(gateway.url + "/ui/nothing.js").status_code == 404
     assert httpx.post(gateway.url + "/ui").status_code == 404
     # Works offline: nothing in the page refers to another origin (no CDN, no web font).
-    for path in UI_PATHS:
+    for path in UI_PATHS - {"/ui/"}:
         body = ui_response(path).body.decode()
         assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|@import|@font-face", body), path
 

@@ -31,15 +31,17 @@ if TYPE_CHECKING:
 __all__ = ["UI_PATHS", "status_view", "ui_response"]
 
 # path -> (file in gateway/static, content type). `/` serves the page itself: an operator who opens
-# the gateway's address in a browser lands on it, and the page refers to its files by absolute path.
+# the gateway's address in a browser lands on it. The page names its files and the JSON it polls by
+# relative URL (`ui/app.js`, `status`), which resolve alike from `/` and `/ui`, and under a path prefix
+# a reverse proxy may add; `/ui/` would not, so it redirects to `../ui`.
 _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/ui": ("index.html", "text/html; charset=utf-8"),
-    "/ui/": ("index.html", "text/html; charset=utf-8"),
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-UI_PATHS = frozenset(_ASSETS)
+_REDIRECTS = {"/ui/": "../ui"}
+UI_PATHS = frozenset(_ASSETS) | frozenset(_REDIRECTS)
 
 # The page loads its own script and style and fetches from its own origin; nothing else, ever.
 _CSP = (
@@ -61,6 +63,8 @@ def _asset(filename: str) -> bytes:
 
 def ui_response(path: str) -> Response:
     """The page or one of its files; `path` must be one of `UI_PATHS`."""
+    if path in _REDIRECTS:
+        return Response(302, b"", headers=[("location", _REDIRECTS[path])], content_type="")
     filename, content_type = _ASSETS[path]
     return Response(200, _asset(filename), headers=list(_HEADERS), content_type=content_type)
 

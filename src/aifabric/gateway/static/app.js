@@ -1,5 +1,5 @@
 // The gateway's status page: polls GET /status (and GET /alerts when the gateway has it) every 2 s and
-// redraws. Plain DOM, no framework, no build step, nothing loaded from anywhere but this gateway.
+// redraws. URLs are relative to the page, so it also works behind a proxy that adds a path prefix. Plain DOM, no framework, no build step, nothing loaded from anywhere but this gateway.
 // Every value from the gateway is put into the page as text (never as HTML).
 "use strict";
 
@@ -428,7 +428,7 @@
     if (withoutAlerts.has(pid)) return;
     let response;
     try {
-      response = await fetchWithTimeout("/alerts");
+      response = await fetchWithTimeout("alerts");
     } catch {
       return; // the /status fetch reports an unreachable gateway
     }
@@ -491,7 +491,7 @@
     document.body.dataset.refreshes = String(refreshes);
     let response;
     try {
-      response = await fetchWithTimeout("/status");
+      response = await fetchWithTimeout("status");
     } catch (err) {
       const why = err && err.name === "AbortError" ? `no answer within ${FETCH_TIMEOUT_MS / 1000} s` : "could not connect";
       showProblem("unreachable", `${why} to ${window.location.host}`);

@@ -34,6 +34,7 @@ _ENDPOINT_NAMES = {
     "/embeddings": "embeddings",
 }
 
+
 def _new_id_source() -> tuple[itertools.count[int], str]:
     return itertools.count(1), f"{os.getpid():x}-{os.urandom(3).hex()}-"
 

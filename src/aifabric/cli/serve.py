@@ -81,7 +81,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _ready_line(host: str, port: int, workers: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return f"aifabric gateway ready on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})"
+    base = f"http://{shown}:{port}"
+    plural = "s" if workers > 1 else ""
+    return f"aifabric gateway ready on {base}/v1 ({workers} worker{plural}); status page: {base}/ui"
 
 
 def _check_port(host: str, port: int) -> None:

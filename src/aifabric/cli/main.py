@@ -22,6 +22,7 @@ COMMANDS = (
     "smoke",
     "doctor",
     "status",
+    "deploy",
 )
 
 

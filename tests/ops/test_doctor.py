@@ -265,3 +265,30 @@ def test_probe_runs_the_health_checks_and_only_then_sends_traffic(tmp_path: Path
     # The backend is gone now: down.
     code, text = run_cli("doctor", "--config", str(fabric), "--probe", "--timeout", "2")
     assert code == 1 and "FAIL  backend chat" in text and "aifabric health chat" in text
+
+
+def test_the_log_dir_must_be_a_writable_directory(tmp_path: Path) -> None:
+    taken = tmp_path / "logs-is-a-file"
+    taken.write_text("")
+    fabric = write_fabric(tmp_path, port=free_port(), extra="", env_mode=0o600)
+    fabric.write_text(fabric.read_text() + f"monitoring: {{log_dir: {taken}}}\n")
+    check = by_name(diagnose(fabric, environ={}))["log dir"]
+    assert check.verdict is Verdict.FAIL and "is not a directory" in check.summary
+
+    fresh = tmp_path / "new" / "logs"
+    fabric.write_text(fabric.read_text().replace(str(taken), str(fresh)))
+    check = by_name(diagnose(fabric, environ={}))["log dir"]
+    assert check.verdict is Verdict.PASS and "will be created" in check.summary
+    assert not fresh.exists()  # the doctor looks, it does not create
+
+
+def test_a_redis_state_store_host_is_looked_up_too(tmp_path: Path) -> None:
+    fabric = write_fabric(tmp_path, port=free_port())
+    fabric.write_text(fabric.read_text() + "state: redis://:pw@no-such-host.invalid:6379/0\n")
+    report = diagnose(fabric, environ={})
+    checks = by_name(report)
+    assert checks["state store"].verdict is Verdict.PASS  # the redis client is installed here
+    assert "pw" not in checks["state store"].summary  # the URL's password is redacted
+    assert checks["dns no-such-host.invalid"].verdict is Verdict.FAIL
+    assert checks["dns no-such-host.invalid"].details == (f"{fabric}:11: state",)
+    assert report.exit_code == 1

@@ -52,6 +52,7 @@ __all__ = [
     "Verdict",
     "diagnose",
     "engine_check",
+    "log_dir_check",
     "memory_check",
     "port_check",
     "resolve",
@@ -136,8 +137,10 @@ def diagnose(
     lines = _key_lines(source)
     report.checks.extend(_env_file_checks(config, lines))
     report.checks.extend(_port_checks(config))
+    report.checks.extend(_state_checks(config))
     report.checks.extend(_dns_checks(config, lines, dns_timeout))
     report.checks.extend(_local_checks(config, lines, available_memory))
+    report.checks.extend(_log_dir_checks(config))
     if probe:
         report.checks.extend(_probe_checks(config, probe_timeout))
     else:
@@ -440,8 +443,14 @@ def _dns_checks(config: FabricConfig, lines: Mapping[str, int], timeout: float) 
         users.setdefault(hostname, []).append(
             (f"backends.{backend.name}.url", on.always_on if on is not None else True)
         )
+    if config.state != "memory" and not config.state.startswith("unix:"):
+        with contextlib.suppress(ValueError):
+            hostname = urlsplit(config.state).hostname or ""
+            users.setdefault(hostname, []).append(("state", True))
     checks = []
     for name, used in users.items():
+        if not name:
+            continue
         try:
             ipaddress.ip_address(name)
             continue  # an address: nothing to resolve
@@ -572,6 +581,66 @@ def _local_checks(config: FabricConfig, lines: Mapping[str, int], available: int
         needed = sum(weights.values()) + _PROCESS_OVERHEAD * len(backends)
         checks.append(memory_check(needed, _available_memory() if available is None else available))
     return checks
+
+
+# -- state store and log directory ----------------------------------------------------------------
+
+
+def _state_checks(config: FabricConfig) -> list[Check]:
+    if config.state == "memory":
+        return []
+    from aifabric.config.show import redact_url
+    from aifabric.errors import StateStoreError
+    from aifabric.state import check_state
+
+    shown = redact_url(config.state)
+    try:
+        check_state(config)
+    except StateStoreError as exc:
+        return [Check("state store", Verdict.FAIL, f"{shown}: {exc}", "pip install 'aifabric[redis]'")]
+    return [Check("state store", Verdict.PASS, f"{shown}: the redis client is installed (not connected)")]
+
+
+def log_dir_check(directory: Path) -> Check:
+    """Whether the service can write its logs in `directory`, or create it."""
+    name = "log dir"
+    if directory.exists():
+        if not directory.is_dir():
+            return Check(name, Verdict.FAIL, f"{directory} exists and is not a directory", "")
+        if os.access(directory, os.W_OK | os.X_OK):
+            return Check(name, Verdict.PASS, f"{directory} is writable")
+        return Check(
+            name,
+            Verdict.FAIL,
+            f"{directory} is not writable by this user",
+            f"give the service's user write access: `chown USER {directory}`, or change the log dir",
+        )
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if os.access(parent, os.W_OK | os.X_OK):
+        return Check(name, Verdict.PASS, f"{directory} does not exist yet and will be created")
+    return Check(
+        name,
+        Verdict.FAIL,
+        f"{directory} does not exist and this user cannot create it ({parent} is not writable)",
+        f"install -d -m 0750 -o USER {directory}",
+    )
+
+
+def _log_dir_checks(config: FabricConfig) -> list[Check]:
+    """The log dir `aifabric up` writes each local backend's log to (monitoring.log_dir, else its default)."""
+    from aifabric.local.launch import local_backends
+
+    if config.monitoring.log_dir:
+        directory = Path(config.monitoring.log_dir).expanduser()
+    elif local_backends(config):
+        from aifabric.cli.up import default_log_dir
+
+        directory = default_log_dir(config)
+    else:
+        return []
+    return [log_dir_check(Path(os.path.abspath(directory)))]
 
 
 # -- probes (only with --probe) ---------------------------------------------------------------------

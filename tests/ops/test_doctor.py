@@ -292,3 +292,18 @@ def test_a_redis_state_store_host_is_looked_up_too(tmp_path: Path) -> None:
     assert checks["dns no-such-host.invalid"].verdict is Verdict.FAIL
     assert checks["dns no-such-host.invalid"].details == (f"{fabric}:11: state",)
     assert report.exit_code == 1
+
+
+def test_a_missing_fabric_file_fails() -> None:
+    code, text = run_cli("doctor", "--config", "/nonexistent/fabric.yaml")
+    assert code == 1 and "/nonexistent/fabric.yaml: the fabric file does not exist" in text
+
+
+def test_probe_of_a_local_backend_not_started_yet_only_warns(tmp_path: Path) -> None:
+    extra = LOCAL.format(model="smollm2-135m-instruct", port=free_port())
+    fabric = write_fabric(tmp_path, port=free_port(), url="http://127.0.0.1:9/v1", extra=extra)
+    report = diagnose(fabric, environ={}, probe=True, probe_timeout=2)
+    checks = by_name(report)
+    assert checks["backend local-chat"].verdict is Verdict.WARN
+    assert checks["backend local-chat"].fix == "a local backend: `aifabric up` starts it"
+    assert checks["backend chat"].verdict is Verdict.FAIL  # nothing listens on port 9: down

@@ -129,9 +129,7 @@ def diagnose(
     config = _load(source, environ, report)
     if config is None:
         report.checks.append(
-            Check(
-                "other checks", Verdict.SKIP, "not run: they need a fabric file that loads", "fix the above"
-            )
+            Check("other checks", Verdict.SKIP, "not run: they need a fabric file that loads")
         )
         return report
     lines = _key_lines(source)

@@ -2,7 +2,7 @@
 
 The unit is checked by `systemd-analyze verify` where the machine has it (it knows every directive and
 that ExecStart is executable), and always by a strict parse of its sections and keys. Nothing is
-installed: `--install` is not run here.
+installed: `--install` is not run here; the unit's own ExecStart and ExecReload are, as systemd would.
 """
 
 from __future__ import annotations
@@ -11,15 +11,22 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
+from aifabric.config.env import parse_env_file
 from aifabric.ops.deploy import aifabric_command, source_root
+from aifabric.ops.status import gateway_status
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.net import free_port
 
 SECRET = "sk-deploy-secret-value-7"
 MASTER = "sk-deploy-master-key-9"
@@ -242,3 +249,49 @@ def test_a_broken_fabric_file_renders_nothing(tmp_path: Path, target: str) -> No
     code, text = run_cli("deploy", target, "--config", str(fabric), "--output", str(tmp_path / "out"))
     assert code == 1 and "backend 'gone'" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> None:
+    """ExecStart run as systemd would (EnvironmentFile in the environment), ExecReload's SIGHUP picks
+    up an edited fabric file, SIGTERM stops it cleanly."""
+    with FakeBackend(kind="vllm", models=("bge",)) as fb:
+        port = free_port()
+        fabric = write_fabric(tmp_path, backend_url=fb.url)
+        fabric.write_text(fabric.read_text().replace("port: 8000", f"port: {port}"))
+        code, text = run_cli("deploy", "systemd", "--config", str(fabric), "--output", str(tmp_path))
+        assert code == 0, text
+        service = parse_unit((tmp_path / "aifabric.service").read_text())["Service"]
+        argv = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(service["ExecStart"][0])]
+        env_values, _ = parse_env_file(service["EnvironmentFile"][0])
+        env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **env_values}
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while not gateway_status(url, timeout=1).reachable:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the unit's ExecStart never served"
+                time.sleep(0.05)
+            headers = {"authorization": f"Bearer {MASTER}"}
+
+            def models() -> set[str]:
+                body = httpx.get(url + "/v1/models", headers=headers, timeout=5).json()
+                return {m["id"] for m in body["data"]}
+
+            assert models() == {"embeddings-general"}
+            fabric.write_text(fabric.read_text() + "aliases: {local/embed: embeddings-general}\n")
+            assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while models() != {"embeddings-general", "local/embed"}:
+                assert time.monotonic() < deadline, "SIGHUP did not reload the fabric file"
+                time.sleep(0.05)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()

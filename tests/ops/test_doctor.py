@@ -307,3 +307,11 @@ def test_probe_of_a_local_backend_not_started_yet_only_warns(tmp_path: Path) -> 
     assert checks["backend local-chat"].verdict is Verdict.WARN
     assert checks["backend local-chat"].fix == "a local backend: `aifabric up` starts it"
     assert checks["backend chat"].verdict is Verdict.FAIL  # nothing listens on port 9: down
+
+
+def test_a_reference_in_a_comment_is_not_a_secret_to_check(tmp_path: Path) -> None:
+    fabric = write_fabric(tmp_path, port=free_port())
+    fabric.write_text("# api_keys: [${OLD_MASTER_KEY}]\n" + fabric.read_text())
+    check = by_name(diagnose(fabric, environ={}))["secrets"]
+    assert check.verdict is Verdict.PASS
+    assert check.details == ("${OPENAI_API_KEY}: from env file",)

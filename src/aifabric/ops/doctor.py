@@ -234,14 +234,11 @@ class _StandIns(Mapping[str, str]):
 def _secrets_check(config: FabricConfig, environ: Mapping[str, str]) -> Check:
     """Every reference resolved (the loader says so); where each came from, which matters for a service:
     systemd and compose give it the env file, never the shell that ran this command."""
-    try:
-        text = Path(config.source).read_text(encoding="utf-8")
-    except OSError:  # pragma: no cover - it was just loaded
-        text = ""
-    refs: dict[str, bool] = {}
-    for m in _REFERENCE.finditer(text):
-        if m.group(1):
-            refs[m.group(1)] = refs.get(m.group(1), False) or bool(m.group(2))
+    refs: dict[str, bool] = {}  # name -> has a default somewhere
+    for text in _scalars(config.source):  # values only: a `${X}` in a comment is not a reference
+        for m in _REFERENCE.finditer(text):
+            if m.group(1):
+                refs[m.group(1)] = refs.get(m.group(1), False) or bool(m.group(2))
     if not refs:
         return Check("secrets", Verdict.PASS, "no ${VAR} references")
     env_file = config.gateway.env_file
@@ -665,15 +662,38 @@ def _probe_checks(config: FabricConfig, timeout: float | None) -> list[Check]:
     return checks
 
 
-# -- where keys are written -------------------------------------------------------------------------
+# -- what the file says where ----------------------------------------------------------------------
+
+
+def _compose(source: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _scalars(source: str) -> list[str]:
+    """Every scalar (keys and values) of the file, in order."""
+    out: list[str] = []
+
+    def walk(node: yaml.Node | None) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            out.append(str(node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                walk(child)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(key)
+                walk(value)
+
+    walk(_compose(source))
+    return out
 
 
 def _key_lines(source: str) -> dict[str, int]:
     """Line of every mapping key in the file, by dotted path (`hosts.motoko.address` -> 7)."""
-    try:
-        root = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
+    root = _compose(source)
     out: dict[str, int] = {}
 
     def walk(node: yaml.Node | None, prefix: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -98,7 +99,7 @@ def _install(commands: list[list[str]], output: Path, *, user: bool, console: Co
         if check.returncode != 0:
             raise CommandError(f"systemd-analyze verify refused {unit}; nothing was installed")
     for command in commands:
-        console.print(f"$ {' '.join(command)}")
+        console.print(f"$ {shlex.join(command)}")
         if subprocess.run(command, check=False).returncode != 0:
-            raise CommandError(f"failed: {' '.join(command)}")
+            raise CommandError(f"failed: {shlex.join(command)}")
     return 0

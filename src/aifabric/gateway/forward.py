@@ -5,6 +5,8 @@ plan -> for each candidate: rewrite `model`, send, classify the outcome once (Fa
      -> retryable failure before the first byte: record it, next candidate (a new round, with
         backoff and Retry-After, when the list is spent and time and attempts remain)
      -> the client's own 4xx: answered at once, never retried, never held against the target
+     -> every candidate failed: the last answer, normalized (a 404 from a target the probes saw serving
+        other ids says the fix in words), or 503/504 saying what was tried
 All candidates loading and nothing else healthy: the request is held (warm-up) for up to
 `retry.warmup_wait`, like the runbook's "wait 30-60 s, retry", instead of failing.
 """
@@ -52,6 +54,9 @@ class ForwardRequest:
     stream: bool
     request_id: str
     attempts: list[Attempt] = field(default_factory=list)
+    # What the probes know about why a target refused the model id ("config says X, B serves Y: ..."),
+    # so a client that gets the 404 also gets the fix (the runbook's "Embeddings Return 404").
+    drift: list[str] = field(default_factory=list)
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -190,6 +195,8 @@ class Forwarder:
                 target.on_failure(failure.failure, self._clock())
             else:
                 target.on_success(self._clock() - started, self._clock())
+            if failure.failure is FailureClass.MODEL_NOT_FOUND and target.model_mismatch:
+                req.drift.append(target.model_mismatch)
             attempt = Attempt(_label(target), failure.failure, failure.detail, failure.status)
             failure.backend = endpoint.name
             self._record(req, target, attempt, started)
@@ -322,6 +329,9 @@ class Forwarder:
             # and Retry-After kept, so its own retry logic keeps working.
             error = self._upstream_error(last)
             error.headers.update(headers)
+            if last.failure is FailureClass.MODEL_NOT_FOUND and req.drift:
+                error.message = f"{error.message} ({'; '.join(dict.fromkeys(req.drift))})"
+                error.args = (error.message,)
             return error
         if deadline_expired or (last is not None and last.failure is FailureClass.TIMEOUT):
             return NoHealthyTarget(

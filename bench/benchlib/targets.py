@@ -66,7 +66,7 @@ class Target:
         return self.name == "direct"
 
 
-def _venv(name: str, requirement: str, log: Path) -> Path:
+def ensure_venv(name: str, requirement: str, log: Path) -> Path:
     """bench/.venv-<name> with `requirement` installed; created on first use."""
     venv = BENCH / f".venv-{name}"
     marker = venv / f".installed-{requirement.replace('/', '_')}"
@@ -180,7 +180,7 @@ def make_aifabric(workers: int) -> Target:
 
 def make_litellm(workers: int) -> Target:
     def launch(up: Upstreams, workdir: Path) -> TargetProcess:
-        venv = _venv("litellm", f"litellm[proxy]=={LITELLM_VERSION}", workdir / "install-litellm.log")
+        venv = ensure_venv("litellm", f"litellm[proxy]=={LITELLM_VERSION}", workdir / "install-litellm.log")
         port = free_port()
         cfg = workdir / f"litellm-{port}.yaml"
         cfg.write_text(litellm_config(up))
@@ -218,7 +218,7 @@ def make_litellm(workers: int) -> Target:
 
 def make_vllm_router() -> Target:
     def launch(up: Upstreams, workdir: Path) -> TargetProcess:
-        venv = _venv(
+        venv = ensure_venv(
             "vllm-router", f"vllm-router=={VLLM_ROUTER_VERSION}", workdir / "install-vllm-router.log"
         )
         port = free_port()
@@ -233,7 +233,7 @@ def make_vllm_router() -> Target:
 
 def make_sglang_router() -> Target:
     def launch(up: Upstreams, workdir: Path) -> TargetProcess:
-        venv = _venv(
+        venv = ensure_venv(
             "sglang-router", f"sglang-router=={SGLANG_ROUTER_VERSION}", workdir / "install-sglang-router.log"
         )
         port = free_port()

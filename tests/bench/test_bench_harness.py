@@ -32,6 +32,7 @@ from benchlib.upstream import (  # noqa: E402
     free_port,
     http_get_status,
 )
+from profile_gateway import function_of, parse_collapsed  # noqa: E402
 
 WRK_STDOUT = """Running 2s test @ http://127.0.0.1:8000/v1/chat/completions
   1 threads and 1 connections
@@ -286,3 +287,17 @@ def test_a_direct_only_run_writes_its_report(tmp_path: Path) -> None:
     assert all(direct["runs"][k][0]["errors"] == 0 for k in direct["runs"])
     assert direct["ttft"][0]["count"] == 5
     assert "| direct (nginx) |" in out.read_text()
+
+
+def test_profile_stacks_are_ranked_by_function() -> None:
+    collapsed = (
+        "run (runners.py:118);handle (app.py:94);_write (server.py:279) 30\n"
+        "run (runners.py:118);handle (app.py:94);_write (server.py:281) 10\n"
+        "run (runners.py:118) 60\n"
+        "garbage line\n"
+    )
+    own, inclusive, total = parse_collapsed(collapsed)
+    assert total == 100
+    assert own == {"_write (server.py)": 40, "run (runners.py)": 60}
+    assert inclusive["run (runners.py)"] == 100 and inclusive["handle (app.py)"] == 40
+    assert function_of("<module> (aifabric:6)") == "<module> (aifabric)"

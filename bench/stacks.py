@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -211,6 +212,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidate names")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "stacks-latest.md")
     args = ap.parse_args()
+    # A SIGTERM unwinds like Ctrl-C would, so every started candidate and nginx are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     only = [n for n in args.only.split(",") if n]
     unknown = [n for n in only if n not in CANDIDATES]
     if unknown:

@@ -15,10 +15,14 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
+
+if TYPE_CHECKING:
+    from aifabric.gateway.app import Gateway
 
 NAME = "up"
 HELP = "Start the local backends of a fabric file (default: the embedded CPU fabric), then the gateway."
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 return 0
         if stop.is_set():
             return 0
-        _serve(config, host, port, console, stop)
+        _serve(config, host, port, console, stop, args.local_port_base)
         return 0
     finally:
         if specs:
@@ -119,7 +123,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print("stopped")
 
 
-def _serve(config: FabricConfig, host: str, port: int, console: Console, stopped: threading.Event) -> None:
+def _serve(
+    config: FabricConfig,
+    host: str,
+    port: int,
+    console: Console,
+    stopped: threading.Event,
+    port_base: int | None = None,
+) -> None:
     from aifabric.gateway.app import run_loop, serve_gateway
 
     async def main() -> None:
@@ -130,16 +141,47 @@ def _serve(config: FabricConfig, host: str, port: int, console: Console, stopped
         try:
             if stopped.is_set():  # a signal came between the backends' readiness and here
                 return
-            await serve_gateway(
-                config, host, port, stop, ready=lambda _gw: _print_ready(config, host, port, console)
-            )
+            gateways: list[Gateway] = []
+
+            def ready(gateway: Gateway) -> None:
+                gateways.append(gateway)
+                _print_ready(config, host, port, console)
+
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))
+            await serve_gateway(config, host, port, stop, ready=ready)
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
                 # Back to the handler that sets `stopped`: a second Ctrl-C while backends stop is harmless.
                 signal.signal(sig, lambda *_: stopped.set())
 
     run_loop(main())  # the gateway's own choice of event loop, as `aifabric serve` runs it
+
+
+def _reload(config: FabricConfig, gateways: list[Gateway], console: Console, port_base: int | None) -> None:
+    """SIGHUP: re-read the fabric file. Roles, aliases and remote backends change in place; a change to the
+    local backends themselves (what `up` launched) needs a restart, and is refused with that said."""
+    from aifabric.config.load import load_config
+    from aifabric.errors import ConfigError
+    from aifabric.local.launch import local_backends, with_local_ports
+
+    if not gateways or config.source.startswith("<"):
+        return
+    try:
+        new = load_config(config.source)
+        if port_base is not None:
+            new = with_local_ports(new, port_base)
+    except ConfigError as exc:
+        console.error(f"reload of {config.source} refused, the running configuration stays:\n{exc}")
+        return
+    if local_backends(new) != local_backends(config):
+        console.error(
+            f"reload of {config.source} refused: its local backends changed; restart `aifabric up` to apply"
+        )
+        return
+    gateways[0].reload(new)
+    console.print(f"reloaded {config.source}: {len(new.roles)} roles, {len(new.backends)} backends")
 
 
 def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:

@@ -18,6 +18,7 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
+from aifabric.health.state import BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
@@ -65,8 +66,10 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
-    def _on_transition(self, transition: object) -> None:
-        log.warning("%s", transition)
+    def _on_transition(self, transition: Transition) -> None:
+        # Losing a backend is worth a warning; finding one, or a workstation going to sleep, is not.
+        bad = transition.new in (BackendState.DOWN, BackendState.DEGRADED)
+        log.log(logging.WARNING if bad else logging.INFO, "%s", transition)
         self.metrics.on_transition(transition)
 
     def reload(self, config: FabricConfig) -> None:

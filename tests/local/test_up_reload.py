@@ -1,0 +1,94 @@
+"""`aifabric up` reloads its fabric file on SIGHUP, except a change to the backends it launched."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from aifabric.cli.console import Console
+from aifabric.cli.up import _reload
+from aifabric.config.load import load_config
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.net import free_port
+
+REMOTE = """
+gateway: {{host: 127.0.0.1, port: {port}}}
+backends:
+  b1: {{kind: vllm, url: "{url}"}}
+roles:
+  {role}: {{kind: chat, targets: [{{backend: b1, model: m1}}]}}
+"""
+
+LOCAL = """
+backends:
+  emb: {{kind: aifabric-embed, local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {port}}}}}
+roles:
+  embeddings-general: {{kind: embeddings, targets: [{{backend: emb, model: all-minilm-l6-v2-int8}}]}}
+"""
+
+
+def ids(url: str) -> set[str]:
+    return {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+
+
+def test_sighup_reloads_roles_of_a_running_up(tmp_path: Path) -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as fb:
+        port = free_port()
+        path = tmp_path / "fabric.yaml"
+        path.write_text(REMOTE.format(port=port, url=fb.url, role="chat-fast"))
+        exe = Path(sys.executable).with_name("aifabric")
+        proc = subprocess.Popen(
+            [str(exe), "up", "--config", str(path), "--log-dir", str(tmp_path / "logs")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(url + "/health/live").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            assert ids(url) == {"chat-fast"}
+            path.write_text(REMOTE.format(port=port, url=fb.url, role="chat-deep"))
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                if ids(url) == {"chat-deep"}:
+                    break
+                time.sleep(0.05)
+            assert ids(url) == {"chat-deep"}
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "reloaded" in out
+
+
+def test_reload_refuses_a_change_to_local_backends(tmp_path: Path) -> None:
+    path = tmp_path / "fabric.yaml"
+    path.write_text(LOCAL.format(port=18901))
+    running = load_config(path)
+
+    class FakeGateway:
+        reloaded: list[object] = []
+
+        def reload(self, config: object) -> None:
+            self.reloaded.append(config)
+
+    gateway = FakeGateway()
+    out, err = io.StringIO(), io.StringIO()
+    path.write_text(LOCAL.format(port=18902))  # the launched backend's port changed
+    _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
+    assert gateway.reloaded == []
+    assert "local backends changed" in err.getvalue() and "restart" in err.getvalue()
+    path.write_text(LOCAL.format(port=18901) + "aliases: {local/embed: embeddings-general}\n")
+    _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
+    assert len(gateway.reloaded) == 1

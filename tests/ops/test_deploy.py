@@ -172,7 +172,7 @@ def test_local_backends_run_under_up_with_its_log_dir_and_no_reload(tmp_path: Pa
     assert argv[len(aifabric_command()) :] == [
         "up", "--config", str(fabric.resolve()), "--log-dir", "/var/log/aifabric",
     ]  # fmt: skip
-    assert "ExecReload" not in unit["Service"]  # up would die of SIGHUP
+    assert unit["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # up reloads on SIGHUP too
     assert unit["Service"]["LogsDirectory"] == ["aifabric"]  # systemd creates it, writable
     verify_with_systemd(tmp_path / "aifabric.service")
 

@@ -7,9 +7,10 @@
 What the runbook did with `systemctl restart litellm` and `podman-compose restart`, written down once:
 - systemd: `ExecStart` is this installation's own `aifabric` (absolute: the venv's console script),
   `serve --config ABS`, or `up` when the fabric declares local backends (up starts and supervises them).
-  `Restart=on-failure`, `ExecReload` sends SIGHUP (serve reloads its fabric file; `up` does not, so its
-  unit has no ExecReload), `EnvironmentFile=` is gateway.env_file, and hardening that leaves the gateway
-  working: read-only system, private /tmp (the workers' shared state lives there), writable log dirs.
+  `Restart=on-failure`, `ExecReload` sends SIGHUP (serve and up reload their fabric file; up refuses
+  a change to the local backends it launched), `EnvironmentFile=` is gateway.env_file, and hardening
+  that leaves the gateway working: read-only system, private /tmp (the workers' shared state lives
+  there), writable log dirs.
 - compose: the gateway alone in a container built from this source tree, the fabric file mounted
   read-only, gateway.env_file passed as `env_file`, host networking when a backend is on loopback.
 
@@ -154,12 +155,12 @@ def render_systemd(
     ]
     if local:
         lines.append(
-            f"# No ExecReload: `aifabric up` (it runs local backends: {', '.join(local)}) does not reload "
-            "on SIGHUP; use systemctl restart."
+            "# systemctl reload: roles, aliases and remote backends are re-read; a change to the local "
+            f"backends `aifabric up` runs ({', '.join(local)}) is refused and needs systemctl restart."
         )
     else:
         lines.append("# systemctl reload: the gateway re-reads its fabric file; a broken file is refused.")
-        lines.append("ExecReload=/bin/kill -HUP $MAINPID")
+    lines.append("ExecReload=/bin/kill -HUP $MAINPID")
     lines += [
         "Restart=on-failure",
         "RestartSec=5s",
@@ -213,7 +214,7 @@ def render_systemd(
     notes = [
         f"status: {shlex.join([*systemctl, 'status', UNIT_NAME])}; logs: journalctl "
         f"{'--user-unit' if user else '-u'} {UNIT_NAME} -f; reload the fabric file: "
-        f"{shlex.join([*systemctl, 'reload', UNIT_NAME]) if not local else 'restart (up does not reload)'}"
+        f"{shlex.join([*systemctl, 'reload', UNIT_NAME])}"
     ]
     if user:
         notes.append("to keep it running after you log out: loginctl enable-linger $USER")

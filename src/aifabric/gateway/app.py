@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
+
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import ApiError, MethodNotAllowed, ModelNotFound
 from aifabric.gateway.auth import Authenticator
@@ -18,6 +20,8 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
+from aifabric.health.monitor import Monitor
+from aifabric.health.notify import Notifier, build_sinks
 from aifabric.health.state import BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
@@ -57,6 +61,13 @@ class Gateway:
         )
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
         self.ops = OpsRoutes(self)
+        self.monitor = Monitor(
+            config,
+            lambda: self.table.healths,
+            Notifier(build_sinks(config.monitoring, self.client)),
+            clock=clock,
+            leader=lambda: self.state_sync is None or self.state_sync.probing,
+        )
         self.probe = probe
         self.access_log = config.gateway.access_log
         if self.access_log:
@@ -82,6 +93,7 @@ class Gateway:
         self.config = config
         self.auth = Authenticator(config.gateway.api_keys)
         self.access_log = config.gateway.access_log
+        self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         path = request.path
@@ -106,6 +118,8 @@ class Gateway:
             if sub == "/models" or sub.startswith("/models/"):
                 self.auth.check(request.headers)
                 return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
+            if sub == "/alerts" and not versioned and request.method in ("GET", "HEAD"):
+                return Response(200, orjson.dumps(self.monitor.view()))
             if not versioned:
                 ops = self.ops.route(request)
                 if ops is not None:
@@ -140,6 +154,8 @@ class Gateway:
             )
             control = self.state_sync.run(self._stop) if self.state_sync else self.checker.run(self._stop)
             self._tasks.append(asyncio.create_task(control))
+            # Alert rules over the same health the checker writes, every monitoring.interval.
+            self._tasks.append(asyncio.create_task(self.monitor.run(self._stop)))
         return self.server
 
     async def close(self) -> None:

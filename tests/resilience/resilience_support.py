@@ -3,6 +3,7 @@ for the resilience tests: what an operator or a client sees when the estate misb
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import openai
 
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
+from aifabric.gateway.app import Gateway
 from aifabric.routing.target import TargetState
 from aifabric.testing.gateway import RunningGateway as BaseRunningGateway
 
@@ -19,7 +21,21 @@ T = TypeVar("T")
 
 
 class RunningGateway(BaseRunningGateway):
-    """The production Gateway on 127.0.0.1 in a thread, with readers of its state for assertions."""
+    """The production Gateway on 127.0.0.1 in a thread, with readers of its state for assertions.
+    `port` picks the port (0: any free one), for a check that must know the URL before it starts."""
+
+    def __init__(self, config: FabricConfig, *, probe: bool, port: int = 0) -> None:
+        super().__init__(config, probe=probe)
+        self._bind_port = port
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self.gateway = Gateway(self.config, probe=self.probe)
+        server = await self.gateway.start("127.0.0.1", self._bind_port)
+        self.port = server.port
+        self._ready.set()
+        await self._stop.wait()
+        await self.gateway.close()
 
     def openai_client(self, *, timeout: float = 30.0) -> openai.OpenAI:
         """The official client, no retries of its own: every failure it reports is the gateway's."""

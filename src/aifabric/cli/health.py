@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="per-request probe timeout (default: each backend's health.timeout)",
     )
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="check a running gateway instead: its liveness and active alerts; down is CRITICAL, "
+        "notified once to the --config file's sinks (run it from cron on another machine)",
+    )
 
 
 def _load(path: str | None) -> FabricConfig:
@@ -74,6 +80,8 @@ def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.gateway:
+        return _check_gateway(args, console)
     config = _load(args.config)
     names = list(config.backends)
     if args.backend is not None:
@@ -91,3 +99,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for line in render_table(view):
             console.print(line)
     return exit_status(healths)
+
+
+def _check_gateway(args: argparse.Namespace, console: Console) -> int:
+    """`--gateway URL`: the runbook's "LiteLLM down: CRITICAL", which a gateway cannot raise itself."""
+    from aifabric.health.monitor import watch_gateway
+
+    config = _load(args.config) if args.config else None
+    check = asyncio.run(watch_gateway(args.gateway, config, timeout=args.timeout or 5.0))
+    if args.json:
+        console.json(check.to_json())
+    else:
+        for line in check.lines():
+            console.print(line)
+    return check.exit_status

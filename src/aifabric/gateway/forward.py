@@ -7,6 +7,9 @@ plan -> for each candidate: rewrite `model`, send, classify the outcome once (Fa
      -> the client's own 4xx: answered at once, never retried, never held against the target
      -> every candidate failed: the last answer, normalized (a 404 from a target the probes saw serving
         other ids says the fix in words), or 503/504 saying what was tried
+The per-try timeout bounds one attempt until something reaches the client: the response headers, then
+the first byte of a stream or the whole body of a non-streamed answer (a backend that sends headers
+and then stalls is failed over like one that hangs).
 All candidates loading and nothing else healthy: the request is held (warm-up) for up to
 `retry.warmup_wait`, like the runbook's "wait 30-60 s, retry", instead of failing.
 """
@@ -17,9 +20,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -34,6 +37,7 @@ from aifabric.routing.target import TargetState
 
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
+_T = TypeVar("_T")
 _STREAM_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 _DONE = b"data: [DONE]\n\n"
 
@@ -170,15 +174,18 @@ class Forwarder:
                     retry_after=retry_after,
                     headers=resp.headers,
                 )
+            # The per-try timeout runs until something reaches the client: a backend that sent its
+            # headers and then nothing must not hold the request forever (another candidate may serve).
+            left = max(0.0, try_timeout - (self._clock() - started))
             if req.stream:
                 # Wait for the first byte before committing: until then another candidate may still serve.
-                first = await resp.first_chunk()
+                first = await _within(resp.first_chunk(), left, "no first byte of the stream")
                 ttfb = self._clock() - started
                 result: Response | StreamingResponse = self._stream(
                     req, target, resp, first, ttfb, strip_usage
                 )
             else:
-                data = await resp.read()
+                data = await _within(resp.read(), left, "the response body stalled")
                 target.on_success(self._clock() - started, self._clock())
                 result = Response(
                     resp.status,
@@ -351,6 +358,15 @@ class Forwarder:
         return NoHealthyTarget(
             f"no backend of role '{req.route.name}' could serve the request. Tried: {tried}", headers=headers
         )
+
+
+async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:
+    """`work` bounded by the rest of the per-try timeout; running out is a TIMEOUT failure of the try."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within the per-try timeout") from None
 
 
 def _label(target: TargetState) -> str:

@@ -265,3 +265,23 @@ def test_backend_dying_mid_body_raises_connect_failure() -> None:
         srv.close()
 
     run(check())
+
+
+def test_concurrent_requests_reusing_pooled_connections_all_complete() -> None:
+    # Regression: a response that completed released its connection to the pool before its task
+    # resumed; a second request took the connection, and the first task then cleared the second's
+    # "headers arrived" future, leaving it waiting forever.
+    async def check(server: HttpServer) -> None:
+        client = UpstreamClient()
+        url = f"http://127.0.0.1:{server.port}/r"
+
+        async def worker() -> None:
+            # No barrier between workers: a request starts while others' responses are landing.
+            for _ in range(100):
+                resp = await client.request("POST", url, body=b"x", timeout=5)
+                assert await resp.read() == b"POST /r? 1"
+
+        await asyncio.wait_for(asyncio.gather(*[worker() for _ in range(8)]), 30)
+        await client.aclose()
+
+    run(with_server(echo, check))

@@ -348,25 +348,39 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         response = UpstreamResponse(conn)
         conn.response = response
-        conn.headers_done = loop.create_future()
+        # Kept in a local: once this response completes, the connection goes back to the pool and
+        # another request may install its own future on it before this task even resumes.
+        headers_done: asyncio.Future[None] = loop.create_future()
+        conn.headers_done = headers_done
         assert conn.transport is not None
         conn.transport.write(payload)
         try:
             if deadline is None:
-                await conn.headers_done
+                await headers_done
             else:
                 async with asyncio.timeout_at(deadline):
-                    await conn.headers_done
+                    await headers_done
         except TimeoutError:
-            conn.abort()
+            won = headers_done.done() and not headers_done.cancelled() and headers_done.exception() is None
+            if won:
+                return response  # the headers won the race against the timer
+            self._abort_if_ours(conn, response)
             raise UpstreamFailure(FailureClass.TIMEOUT, "no response headers before the timeout") from None
         except asyncio.CancelledError:
             # The client of the gateway went away: the backend must see the request cancelled.
-            conn.abort()
+            self._abort_if_ours(conn, response)
             raise
         finally:
-            conn.headers_done = None
+            if conn.headers_done is headers_done:
+                conn.headers_done = None
         return response
+
+    @staticmethod
+    def _abort_if_ours(conn: _UpstreamConnection, response: UpstreamResponse) -> None:
+        """Abort the connection only while it still carries this response: a completed one is back in
+        the pool, possibly serving another request already."""
+        if conn.response is response:
+            conn.abort()
 
     async def aclose(self) -> None:
         for pool in self._pools.values():

@@ -11,10 +11,13 @@ import asyncio
 import math
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
 import httptools
+
+REQUEST_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,15 @@ class StreamStats:
     """Percentiles in microseconds over the successful streams."""
 
     count: int
-    errors: int
+    errors: int  # all failed streams: the kinds below add up to it
     ttft_p50_us: float
     ttft_p99_us: float
     total_p50_us: float
     total_p99_us: float
+    timeouts: int = 0  # no complete response within 30 s
+    bad_status: int = 0  # a status other than 200
+    incomplete: int = 0  # 200 but the stream ended without `data: [DONE]`
+    broken: int = 0  # connection refused, reset or closed mid-response, unparsable HTTP
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.__dict__.items()}
@@ -41,14 +48,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def summarize(ttfts: list[float], totals: list[float], errors: int) -> StreamStats:
+def summarize(ttfts: list[float], totals: list[float], kinds: Counter[str]) -> StreamStats:
     return StreamStats(
         count=len(ttfts),
-        errors=errors,
+        errors=sum(kinds.values()),
         ttft_p50_us=statistics.median(ttfts) if ttfts else 0.0,
         ttft_p99_us=percentile(ttfts, 99),
         total_p50_us=statistics.median(totals) if totals else 0.0,
         total_p99_us=percentile(totals, 99),
+        timeouts=kinds["timeouts"],
+        bad_status=kinds["bad_status"],
+        incomplete=kinds["incomplete"],
+        broken=kinds["broken"],
     )
 
 
@@ -114,9 +125,14 @@ def build_request(port: int, path: str, body: bytes, headers: dict[str, str]) ->
 
 
 async def _worker(
-    port: int, raw: bytes, deadline: float, remaining: list[int], ttfts: list[float], totals: list[float]
-) -> int:
-    errors = 0
+    port: int,
+    raw: bytes,
+    deadline: float,
+    remaining: list[int],
+    ttfts: list[float],
+    totals: list[float],
+    kinds: Counter[str],
+) -> None:
     loop = asyncio.get_running_loop()
     conn: _StreamConn | None = None
     while remaining[0] > 0 and time.monotonic() < deadline:
@@ -124,9 +140,9 @@ async def _worker(
         try:
             if conn is None or conn.closed:
                 _, conn = await loop.create_connection(_StreamConn, "127.0.0.1", port)
-            status, ttft, total, complete = await asyncio.wait_for(conn.request(raw), 30)
-        except (TimeoutError, OSError, httptools.HttpParserError):
-            errors += 1
+            status, ttft, total, complete = await asyncio.wait_for(conn.request(raw), REQUEST_TIMEOUT_S)
+        except (TimeoutError, OSError, httptools.HttpParserError) as exc:
+            kinds["timeouts" if isinstance(exc, TimeoutError) else "broken"] += 1
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
             conn = None
@@ -135,10 +151,9 @@ async def _worker(
             ttfts.append(ttft * 1e6)
             totals.append(total * 1e6)
         else:
-            errors += 1
+            kinds["bad_status" if status != 200 else "incomplete"] += 1
     if conn is not None and conn.transport is not None:
         conn.transport.close()
-    return errors
 
 
 async def measure_streams(
@@ -154,12 +169,13 @@ async def measure_streams(
     raw = build_request(port, path, body, headers or {})
     ttfts: list[float] = []
     totals: list[float] = []
+    kinds: Counter[str] = Counter()
     remaining = [requests]
     deadline = time.monotonic() + max_seconds
-    errors = await asyncio.gather(
-        *(_worker(port, raw, deadline, remaining, ttfts, totals) for _ in range(concurrency))
+    await asyncio.gather(
+        *(_worker(port, raw, deadline, remaining, ttfts, totals, kinds) for _ in range(concurrency))
     )
-    return summarize(ttfts, totals, sum(errors))
+    return summarize(ttfts, totals, kinds)
 
 
 def run_streams(

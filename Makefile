@@ -50,7 +50,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/run.py
 
 clean:

@@ -76,7 +76,7 @@ def test_all_up_shows_backends_and_targets(estate: tuple[RunningGateway, FakeBac
     assert "TARGET" in text and "ROUTABLE" in text
     target_line = next(line for line in text.splitlines() if "embed-model" in line and "yes" in line)
     assert target_line.split()[-2:] == ["1", "0"]  # one success, no failure
-    assert "alerts" not in text  # this gateway has no /alerts route: no alerts section
+    assert "no active alerts" in text  # the gateway serves /alerts, and all is well
     assert text.rstrip().endswith("ok (exit 0)")
 
     code, text = run_cli("status", "--url", gw.url + "/v1", "--json")  # the client's base URL works too

@@ -83,7 +83,7 @@ def test_all_up_shows_backends_and_targets(estate: tuple[RunningGateway, FakeBac
     data = json.loads(text)
     assert code == 0 and data["reachable"] is True and data["route"] == "/status"
     assert data["view"]["backends"]["motoko-embed"]["state"] == "up"
-    assert data["alerts"] is None
+    assert data["alerts"] == []  # served, and empty
 
 
 def test_a_sleeping_workstation_is_attention_and_a_down_server_is_broken(

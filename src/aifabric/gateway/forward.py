@@ -31,7 +31,7 @@ from aifabric.errors import FailureClass, NoHealthyTarget, UpstreamError, Upstre
 from aifabric.gateway.body import RequestBody
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
-from aifabric.routing.retry import Deadline, backoff, parse_retry_after
+from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.routing.target import TargetState
 
@@ -115,22 +115,23 @@ class Forwarder:
                     round_failures.append(failure.failure)
             round_no += 1
             now = self._clock()
-            warming = self._warming(round_failures, warmup_until, table, req.route)
-            if not round_failures or deadline.expired(now):
+            if not round_failures or last_error is None or deadline.expired(now):
                 break
-            if len(req.attempts) >= cfg.max_attempts and not warming:
-                break
-            delay = backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
-            if last_error is not None and last_error.retry_after is not None:
-                if last_error.retry_after > cfg.max_retry_after:
-                    break  # longer than we may hold a request: the client gets the 429 and its Retry-After
-                delay = max(delay, last_error.retry_after)
-            if warming:
-                delay = max(delay, 0.5)
+            if self._warming(round_failures, warmup_until, table, req.route):
+                # Every candidate is loading: hold the request (beyond max_attempts) and look again.
+                delay: float | None = max(
+                    0.5, backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
+                )
+            else:
+                # The next round starts with the same targets again: the policy's wait for "same backend".
+                delay = retry_delay(
+                    last_error.failure, last_error.retry_after, len(req.attempts), cfg, self._rng
+                )
+            if delay is None:
+                break  # out of attempts, or a Retry-After longer than we may hold a request
             delay = min(delay, deadline.remaining(now))
-            if delay <= 0:
-                break
-            await asyncio.sleep(delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
         raise self._exhausted(req, last_error, deadline.expired(self._clock()))
 
     def _warming(

@@ -9,7 +9,8 @@ random generator, whether and when to try the next candidate. Decisions key on `
 | connect, auth,   | yes             | none: the failure is about that backend, not the others   |
 | model_not_found  |                 |                                                           |
 | timeout          | yes             | none: the time is already spent                           |
-| overloaded       | yes             | Retry-After (capped) on the same backend, else none       |
+| overloaded       | yes             | Retry-After on the same backend (longer than              |
+|                  |                 | max_retry_after: not retried there), else none            |
 | loading, 5xx     | yes             | jittered backoff on the same backend, else none           |
 
 `auth` is retried on *another* candidate: a wrong api_key for one backend is a configuration error
@@ -90,8 +91,10 @@ def retry_delay(
     if not same_backend or failure in _IMMEDIATE:
         return 0.0
     if failure is FailureClass.OVERLOADED and retry_after is not None:
-        # Honour the backend's wish, but never hold a request longer than the operator allows.
-        return min(max(0.0, retry_after), cfg.max_retry_after)
+        # Honour the backend's wish, but never hold a request longer than the operator allows: past
+        # that, the client gets the 429 and its Retry-After at once (waiting part of it and asking
+        # again early would only earn another 429).
+        return max(0.0, retry_after) if retry_after <= cfg.max_retry_after else None
     return backoff(attempt, base=cfg.backoff_base, cap=cfg.backoff_max, rng=rng)
 
 

@@ -12,15 +12,10 @@ import threading
 import time
 from pathlib import Path
 
+from aifabric.testing.net import free_port
+
 # "  local-embed  loading: pid 12, port 8103" while starting; "local-embed: loading: ..." on a restart.
 LOADING = re.compile(r"^\s*(\S+?):?\s+loading: pid (\d+), port (\d+)$", re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def free_port_block(count: int) -> int:
@@ -52,14 +47,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Up:

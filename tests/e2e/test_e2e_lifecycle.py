@@ -12,7 +12,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from e2e_support import Up, alive, free_port, free_port_block, port_is_free
+from e2e_support import Up, free_port_block, port_is_free
+
+from aifabric.testing.net import free_port
+from aifabric.testing.processes import alive
 
 pytestmark = pytest.mark.e2e
 

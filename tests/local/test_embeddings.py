@@ -12,11 +12,12 @@ import numpy as np
 import openai
 import orjson
 import pytest
-from local_support import free_port, wait_until
+from local_support import wait_until
 
 from aifabric.local.embed_server import EmbedServer
 from aifabric.local.embedder import Embedder
 from aifabric.local.models import resolve_model
+from aifabric.testing.net import free_port
 
 MODEL = "all-minilm-l6-v2-int8"
 

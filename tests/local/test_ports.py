@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 
-from local_support import free_port, wait_until
+from local_support import wait_until
 
 from aifabric.local.ports import describe_port_holder, find_port_holder, port_in_use, port_in_use_message
+from aifabric.testing.net import free_port
 
 
 def test_a_free_port_is_free_and_a_listening_one_is_not() -> None:

@@ -12,12 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from local_support import alive, children_of, fake_spec, free_port, wait_until
+from local_support import children_of, fake_spec, wait_until
 
 from aifabric.errors import LocalBackendError
 from aifabric.local.ports import port_in_use
 from aifabric.local.restart import RestartPolicy
 from aifabric.local.supervisor import Supervisor
+from aifabric.testing.net import free_port
+from aifabric.testing.processes import alive
 
 FAST = RestartPolicy(base=0.1, max_delay=0.5, max_start_failures=3)
 

@@ -9,9 +9,10 @@ import signal
 from pathlib import Path
 
 import orjson
-from state_support import RedisServer, Serve, alive, connection_owner, fabric, wait_until
+from state_support import RedisServer, Serve, connection_owner, fabric, wait_until
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.processes import alive
 
 CHAT = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
 

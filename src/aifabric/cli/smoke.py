@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from aifabric.cli.console import Console
+from aifabric.cli.gateway_args import add_gateway_arguments
 
 NAME = "smoke"
 HELP = "End-to-end check of a running gateway: every role and alias answers (exit 0 all pass, 1 otherwise)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("AIFABRIC_URL", "http://127.0.0.1:8000"),
-        help="the gateway (default: $AIFABRIC_URL or http://127.0.0.1:8000)",
+    add_gateway_arguments(
+        parser, timeout=60.0, key_help="a key of gateway.api_keys (default: $FABRIC_MASTER_KEY)"
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("FABRIC_MASTER_KEY"),
-        help="a key of gateway.api_keys (default: $FABRIC_MASTER_KEY)",
-    )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     parser.add_argument("--json", action="store_true", help="machine-readable report")
 
 

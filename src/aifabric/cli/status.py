@@ -7,9 +7,9 @@ Exit 0 all up, 1 degraded/loading/asleep, 2 a backend down or mismatched, 3 the 
 from __future__ import annotations
 
 import argparse
-import os
 
 from aifabric.cli.console import Console
+from aifabric.cli.gateway_args import add_gateway_arguments
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
 
@@ -18,17 +18,11 @@ HELP = "Live view of a running gateway: backends, targets, alerts (exit 0/1/2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("AIFABRIC_URL", "http://127.0.0.1:8000"),
-        help="the gateway (default: $AIFABRIC_URL or http://127.0.0.1:8000)",
+    add_gateway_arguments(
+        parser,
+        timeout=10.0,
+        key_help="a key of gateway.api_keys, sent if given (the health routes do not need one)",
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("FABRIC_MASTER_KEY"),
-        help="a key of gateway.api_keys, sent if given (the health routes do not need one)",
-    )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--json", action="store_true", help="print what the gateway answered as JSON")
 
 

@@ -233,6 +233,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     ap.add_argument("--no-readme", action="store_true", help="do not refresh bench/README.md's results")
     ap.add_argument("--render", type=Path, help="print the report of a saved latest.json and exit")
+    ap.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="with --render: also rewrite --out and bench/README.md's results",
+    )
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
@@ -247,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C would, so every started target and upstream is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.render:
-        print(render(json.loads(args.render.read_text())))
+        report = render(json.loads(args.render.read_text()))
+        print(report)
+        if args.rewrite:
+            args.out.write_text("# Benchmark: latest run\n\n" + report)
+            update_readme(report)
         return 0
     targets = select_targets(args)
     info = machine.describe(sys.executable)

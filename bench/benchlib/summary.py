@@ -238,17 +238,23 @@ def render(raw: Raw) -> str:
     cfg = raw.get("config", {})
     m = raw.get("machine", {})
     shares = [x for t in raw["targets"] for x in foreign_shares(t)]
-    busy_during = max(shares, default=0.0)
+    busy_mean = statistics.fmean(shares) if shares else 0.0
+    busy_max = max(shares, default=0.0)
     notes = [
         f"Machine: {m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
         f"Linux {m.get('kernel')}, {m.get('python')}, {m.get('wrk')}, {m.get('nginx')}; {m.get('date')}.",
         f"CPU busy before the run: {float(m.get('busy_before', 0.0)):.0%}; "
         f"load average 1 min at start {float(m.get('loadavg_1m_at_start', 0.0)):.2f}, "
         f"at end {float(m.get('loadavg_1m_at_end', 0.0)):.2f}."
-        + (f" Other processes used up to {busy_during:.0%} of the CPUs during the runs." if shares else "")
+        + (
+            f" Other processes used {busy_mean:.0%} of the CPUs on average during the runs "
+            f"(at most {busy_max:.0%} in one run)."
+            if shares
+            else ""
+        )
         + (
             " **The machine was busy (shared with other work): figures are pessimistic and noisy.**"
-            if m.get("busy") or busy_during > 0.15
+            if busy_mean > 0.15
             else ""
         ),
         f"{cfg.get('rounds')} rounds of {cfg.get('duration_s')} s per wrk run "

@@ -13,9 +13,11 @@ functions with the most samples (own time and inclusive time) to bench/results/p
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -77,6 +79,40 @@ def parse_collapsed(text: str) -> tuple[Counter[str], Counter[str], int]:
     return own, inclusive, total
 
 
+def parse_strace_summary(text: str) -> Counter[str]:
+    """Calls per system call from `strace -c` output (the table of `% time ... calls errors syscall`)."""
+    calls: Counter[str] = Counter()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) in (5, 6) and parts[0][0].isdigit() and parts[3].isdigit() and parts[-1] != "total":
+            calls[parts[-1]] += int(parts[3])
+    return calls
+
+
+def syscalls_per_request(pid: int, url: str, body: str, duration: float, logs: Path, name: str) -> str:
+    """System calls of the worker per request under wrk c=16 (strace -f -c; strace slows it, the
+    counts stay right). Writes and reads per request show whether responses are coalesced."""
+    out = logs / f"strace-{name}.txt"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-c", "-p", str(pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # strace attaches to every thread before the load starts
+        result = run_wrk(url, body, 16, duration)
+    finally:
+        tracer.terminate()
+        tracer.wait()
+    calls = parse_strace_summary(out.read_text())
+    rows = [
+        [f"`{sc}`", f"{n / result.requests:.2f}"]
+        for sc, n in calls.most_common(8)
+        if result.requests and n / result.requests >= 0.01
+    ]
+    return markdown_table(["system call", "per request"], rows)
+
+
 def top_table(counter: Counter[str], total: int, n: int) -> str:
     rows = [
         [f"`{frame.strip()[:100]}`", f"{count / total:.1%}" if total else "-"]
@@ -85,7 +121,9 @@ def top_table(counter: Counter[str], total: int, n: int) -> str:
     return markdown_table(["function (file:line)", "share of samples"], rows)
 
 
-def profile_one(workload: str, duration: float, up: Upstreams, logs: Path, py_spy: Path) -> str:
+def profile_one(
+    workload: str, duration: float, up: Upstreams, logs: Path, py_spy: Path, syscalls: bool
+) -> str:
     path, body = WORKLOADS[workload]
     target = make_aifabric(1)
     proc = target.launch(up, logs)
@@ -108,6 +146,11 @@ def profile_one(workload: str, duration: float, up: Upstreams, logs: Path, py_sp
                 capture_output=True,
             )
         load.join()
+        sys_table = (
+            syscalls_per_request(proc.pid, url, body, min(duration, 3.0), logs, workload)
+            if syscalls and shutil.which("strace")
+            else ""
+        )
     finally:
         proc.stop()
     own, inclusive, total = parse_collapsed(raw_out.read_text())
@@ -123,6 +166,11 @@ def profile_one(workload: str, duration: float, up: Upstreams, logs: Path, py_sp
             "",
             top_table(inclusive, total, 25),
             "",
+            *(
+                ["System calls of the worker per request (strace -c, wrk c=16):", "", sys_table, ""]
+                if sys_table
+                else []
+            ),
         ]
     )
 
@@ -132,6 +180,7 @@ def main() -> int:
     ap.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of sampling per workload")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "profile-latest.md")
+    ap.add_argument("--no-syscalls", action="store_true", help="skip counting system calls with strace")
     args = ap.parse_args()
     why = aifabric_available()
     if why is not None:
@@ -147,7 +196,7 @@ def main() -> int:
         up = Upstreams(nginx.json_port, nginx.sse_port, slow.port)
         for w in workloads:
             print(f"profiling {w} ...", flush=True)
-            sections.append(profile_one(w, args.duration, up, logs, py_spy))
+            sections.append(profile_one(w, args.duration, up, logs, py_spy, not args.no_syscalls))
     text = "\n".join(
         [
             "# Profile of aifabric's hot path (py-spy, `aifabric serve --workers 1`, wrk c=64)",

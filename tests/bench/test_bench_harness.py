@@ -32,7 +32,7 @@ from benchlib.upstream import (  # noqa: E402
     free_port,
     http_get_status,
 )
-from profile_gateway import function_of, parse_collapsed  # noqa: E402
+from profile_gateway import function_of, parse_collapsed, parse_strace_summary  # noqa: E402
 
 WRK_STDOUT = """Running 2s test @ http://127.0.0.1:8000/v1/chat/completions
   1 threads and 1 connections
@@ -312,3 +312,15 @@ def test_profile_stacks_are_ranked_by_function() -> None:
     assert own == {"_write (server.py)": 40, "run (runners.py)": 60}
     assert inclusive["run (runners.py)"] == 100 and inclusive["handle (app.py)"] == 40
     assert function_of("<module> (aifabric:6)") == "<module> (aifabric)"
+
+
+def test_strace_summary_counts_calls_with_and_without_errors() -> None:
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 26.58    0.065109          16      3859           write
+ 18.72    0.045844          11      3863       120 read
+  0.00    0.000010          10         1           close
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.111066          14      7723       120 total
+"""
+    assert parse_strace_summary(text) == {"write": 3859, "read": 3863, "close": 1}

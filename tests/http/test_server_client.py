@@ -285,3 +285,27 @@ def test_concurrent_requests_reusing_pooled_connections_all_complete() -> None:
         await client.aclose()
 
     run(with_server(echo, check))
+
+
+def test_a_slow_reader_pauses_the_backend_and_gets_every_byte() -> None:
+    piece = bytes(range(256)) * 256  # 64 KiB
+
+    async def handler(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(80):  # 5 MiB: well past the client's 1 MiB high-water mark
+                yield piece
+
+        return StreamingResponse(200, chunks(), content_type="application/octet-stream")
+
+    async def check(server: HttpServer) -> None:
+        client = UpstreamClient()
+        resp = await client.request("GET", f"http://127.0.0.1:{server.port}/big", timeout=5)
+        received = bytearray()
+        async for chunk in resp.iter_bytes():
+            received += chunk
+            await asyncio.sleep(0.001)  # a client slower than the backend
+        assert len(received) == 80 * len(piece)
+        assert bytes(received[: len(piece)]) == piece and bytes(received[-len(piece) :]) == piece
+        await client.aclose()
+
+    run(with_server(handler, check))

@@ -178,10 +178,12 @@ class UpstreamResponse:
     async def _next(self) -> bytes | None:
         while True:
             if self._chunks:
-                data = self._chunks.popleft()
-                self._buffered -= len(data)
-                if self._buffered <= _HIGH_WATER // 2:
-                    self._conn.resume()
+                # Whatever has arrived goes on as one piece: fewer writes to the client, same bytes.
+                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                if self._buffered > _HIGH_WATER:
+                    self._conn.resume()  # _feed paused the backend: the client has caught up
+                self._buffered = 0
                 return data
             if self.complete:
                 return None

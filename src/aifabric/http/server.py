@@ -285,18 +285,21 @@ class _Connection(asyncio.Protocol):
                 return
             head = self._head(response.status, response.content_type, response.headers, keep_alive)
             head.append("transfer-encoding: chunked\r\n\r\n")
-            self._transport.write(_status_line(response.status) + "".join(head).encode("latin-1"))
+            # The head waits for the first chunk and goes out with it: one write (one packet) where
+            # the first token is usually ready already (the forwarder waited for it before committing).
+            pending = _status_line(response.status) + "".join(head).encode("latin-1")
             async for chunk in chunks:
                 if self._closing:
                     raise ConnectionResetError("client disconnected")
                 if chunk:
-                    self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    self._transport.write(pending + b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    pending = b""
                     if self._paused:
                         loop = self._server.loop
                         self._drain = loop.create_future()
                         await self._drain
             if not self._closing:
-                self._transport.write(b"0\r\n\r\n")
+                self._transport.write(pending + b"0\r\n\r\n")
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:

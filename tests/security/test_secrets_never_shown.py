@@ -1,0 +1,100 @@
+"""Secrets never appear: not in logs, metrics, health, status, alerts, error bodies or `config show`.
+
+One estate with a gateway key and a backend key, driven through success, a backend that rejects
+its key, a client with a wrong key, and a backend that goes down; then everything an operator or a
+client can read is searched for the secrets (and for a prefix of them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aifabric.cli.console import Console
+from aifabric.cli.main import main
+from aifabric.config.load import load_config
+from aifabric.observability.logging import JsonFormatter
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+
+GATEWAY_KEY = "sk-gw-7f3a9c1e5b2d4f6a8c0e"
+BACKEND_KEY = "sk-be-2b4d6f8a0c1e3a5c7e9b"
+SECRETS = (GATEWAY_KEY, BACKEND_KEY)
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"a secret appears in {where}"
+        assert secret[:12] not in text, f"a prefix of a secret appears in {where}"
+
+
+def test_no_surface_shows_a_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"FABRIC_MASTER_KEY={GATEWAY_KEY}\nBACKEND_KEY={BACKEND_KEY}\n")
+    env_file.chmod(0o600)
+    with (
+        FakeBackend(kind="vllm", models=("m1",), api_key=BACKEND_KEY) as good,
+        FakeBackend(kind="vllm", models=("m1",), api_key="a-different-key") as wrong_key,
+    ):
+        fabric = tmp_path / "fabric.yaml"
+        fabric.write_text(
+            f"""
+gateway:
+  api_keys: ["${{FABRIC_MASTER_KEY}}"]
+  env_file: {env_file}
+  access_log: true
+backends:
+  good: {{kind: vllm, url: "{good.url}", api_key: "${{BACKEND_KEY}}", health: {{interval: 100ms}}}}
+  wrong: {{kind: vllm, url: "{wrong_key.url}", api_key: "${{BACKEND_KEY}}", health: {{interval: 100ms}}}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: good, model: m1}}]}}
+  chat-deep: {{kind: chat, targets: [{{backend: wrong, model: m1}}]}}
+"""
+        )
+        gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
+        seen: list[tuple[str, str]] = []
+        try:
+            auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+            body = {"model": "chat-fast", "messages": [{"role": "user", "content": "hi"}]}
+            ok = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=auth)
+            assert ok.status_code == 200
+            seen.append(("a successful response", ok.text + str(ok.headers)))
+            # The backend refuses the key the fabric file gives it: an auth failure, shown to the client.
+            refused = httpx.post(
+                gw.url + "/v1/chat/completions", json=dict(body, model="chat-deep"), headers=auth
+            )
+            assert refused.status_code >= 400
+            seen.append(("the error body of a backend auth failure", refused.text + str(refused.headers)))
+            wrong = httpx.post(
+                gw.url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {GATEWAY_KEY}x"},
+            )
+            assert wrong.status_code == 401
+            seen.append(("the 401 for a wrong client key", wrong.text))
+            good.stop()  # a backend goes down: probes fail, alerts fire, reasons are written
+            time.sleep(0.6)
+            for path in ("/metrics", "/health", "/status", "/alerts", "/health/ready", "/ui"):
+                r = httpx.get(gw.url + path, headers=auth)
+                seen.append((path, r.text))
+        finally:
+            gw.stop()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["config", "show", str(fabric)], console=Console(out, err)) == 0
+    seen.append(("config show", out.getvalue() + err.getvalue()))
+    out, err = io.StringIO(), io.StringIO()
+    main(["config", "show", str(fabric), "--json"], console=Console(out, err))
+    seen.append(("config show --json", out.getvalue() + err.getvalue()))
+    formatter = JsonFormatter()
+    seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
+    log_text = seen[-1][1]
+    # The log did record what happened (access lines, the backend going down), so its silence on secrets counts.
+    assert '"role":"chat-fast"' in log_text and "backend good" in log_text
+    for where, text in seen:
+        assert_no_secret(text, where)

@@ -94,7 +94,7 @@ roles:
     formatter = JsonFormatter()
     seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
     log_text = seen[-1][1]
-    # The log did record what happened (access lines, the backend going down), so its silence on secrets counts.
+    # The log recorded what happened (access lines, the backend going down): its silence counts.
     assert '"role":"chat-fast"' in log_text and "backend good" in log_text
     for where, text in seen:
         assert_no_secret(text, where)

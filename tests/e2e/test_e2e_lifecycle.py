@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from e2e_support import Up, free_port_block, port_is_free
@@ -134,3 +135,42 @@ def test_even_a_sigkilled_up_takes_its_backends_with_it(tmp_path: Path) -> None:
         for pid in up.backend_pids().values():  # only if the test failed: leave no orphans behind
             if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_request_during_a_restart_waits_for_the_backend_instead_of_failing(tmp_path: Path) -> None:
+    # The runbook's "model loading: wait 30-60 s, retry", done by the gateway: a role whose only
+    # backend is being restarted by `up` holds the request until the backend is back.
+    port = free_port()
+    fabric = tmp_path / "fabric.yaml"
+    fabric.write_text(
+        f"""
+backends:
+  my-embedder:
+    kind: aifabric-embed
+    local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {port}, threads: 1}}
+roles:
+  search-embeddings:
+    kind: embeddings
+    targets: [{{backend: my-embedder, model: all-minilm-l6-v2-int8}}]
+"""
+    )
+    up = Up(tmp_path, "--config", str(fabric))
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        mark = len(up.output)
+        os.kill(up.backend_pids()["my-embedder"], signal.SIGKILL)
+        up.wait_for("my-embedder was killed by signal 9; restarting", after=mark)
+        states = []
+        with httpx.Client(base_url=up.base_url, timeout=30) as http:
+            for _ in range(100):  # the gateway hears of the restart from the supervisor
+                states.append(http.get("/health").json()["backends"]["my-embedder"]["state"])
+                if states[-1] == "loading":
+                    break
+                time.sleep(0.02)
+            assert states[-1] == "loading", states
+            # No client-side retries: any failure would reach this call.
+            r = http.post("/v1/embeddings", json={"model": "search-embeddings", "input": "still there?"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"][0]["embedding"]) == 384
+    finally:
+        assert up.stop() == 0

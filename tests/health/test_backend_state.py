@@ -99,3 +99,17 @@ def test_snapshot_is_json_ready() -> None:
     assert snap["for_seconds"] == 5.0
     assert snap["probe_latency_ms"] == 10.0
     assert snap["served_models"] == ["m"]
+
+
+def test_a_backend_its_supervisor_restarts_is_loading_until_a_probe_finds_it() -> None:
+    h = BackendHealth("b", unhealthy_threshold=1)
+    h.apply_probe(UP, 1.0)
+    t = h.mark_launching("b was killed by signal 9; restarting", 2.0)
+    assert t is not None and t.new is BackendState.LOADING
+    # Refused while it restarts: still loading (requests wait), not down, and the reason stays.
+    assert h.apply_probe(REFUSED, 3.0) is None
+    assert h.state is BackendState.LOADING and "restarting" in h.reason
+    assert h.apply_probe(UP, 4.0) == Transition("b", BackendState.LOADING, BackendState.UP, "serving")
+    # Once it served again, a refusal is an outage as usual.
+    h.apply_probe(REFUSED, 5.0)
+    assert h.state is BackendState.DOWN

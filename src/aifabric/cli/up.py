@@ -23,6 +23,7 @@ from aifabric.errors import CommandError
 
 if TYPE_CHECKING:
     from aifabric.gateway.app import Gateway
+    from aifabric.local.supervisor import Supervisor
 
 NAME = "up"
 HELP = "Start the local backends of a fabric file (default: the embedded CPU fabric), then the gateway."
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 return 0
         if stop.is_set():
             return 0
-        _serve(config, host, port, console, stop, args.local_port_base)
+        _serve(config, host, port, console, stop, args.local_port_base, supervisor)
         return 0
     finally:
         if specs:
@@ -130,6 +131,7 @@ def _serve(
     console: Console,
     stopped: threading.Event,
     port_base: int | None = None,
+    supervisor: Supervisor | None = None,
 ) -> None:
     from aifabric.gateway.app import run_loop, serve_gateway
 
@@ -145,6 +147,8 @@ def _serve(
 
             def ready(gateway: Gateway) -> None:
                 gateways.append(gateway)
+                if supervisor is not None:
+                    supervisor.on_state = gateway.local_backend_changed
                 _print_ready(config, host, port, console)
 
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))

@@ -22,7 +22,7 @@ from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
 from aifabric.health.monitor import Monitor
 from aifabric.health.notify import Notifier, build_sinks
-from aifabric.health.state import BackendState, Transition
+from aifabric.health.state import BackendHealth, BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
@@ -73,6 +73,8 @@ class Gateway:
         if self.access_log:
             _access.setLevel(logging.INFO)  # asked for explicitly: shown whatever the general log level
         self.server: HttpServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._probes: set[asyncio.Task[BackendHealth]] = set()
         self.state_sync: StateSync | None = None  # set by start() when state is shared
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -94,6 +96,32 @@ class Gateway:
         self.auth = Authenticator(config.gateway.api_keys)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
+
+    def local_backend_changed(self, name: str, state: str, why: str) -> None:
+        """From the local supervisor's thread: a backend `up` runs is (re)starting, ready, or given up.
+
+        While it (re)starts, its health says `loading` (requests wait for it, the warm-up, instead of
+        failing); once ready it is probed at once rather than at the next interval.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._apply_local_state, name, state, why)
+
+    def _apply_local_state(self, name: str, state: str, why: str) -> None:
+        health = self.checker.healths.get(name)
+        if health is None:
+            return
+        if state in ("loading", "backoff"):
+            transition = health.mark_launching(why, self.clock())
+            if transition is not None:
+                self._on_transition(transition)
+        elif state == "ready":
+            probe = asyncio.ensure_future(self.checker.probe_one(name))
+            self._probes.add(probe)  # held until done: the loop keeps only weak references to tasks
+            probe.add_done_callback(self._probes.discard)
+        elif state == "failed":
+            health.launching = None  # no longer coming back by itself: the next probe says down
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         path = request.path
@@ -134,6 +162,7 @@ class Gateway:
     async def start(
         self, host: str, port: int, *, sock: object = None, reuse_port: bool = False
     ) -> HttpServer:
+        self._loop = asyncio.get_running_loop()
         self.server = HttpServer(
             self.handle,
             max_body_bytes=self.config.gateway.max_body_bytes,

@@ -71,6 +71,9 @@ class BackendHealth:
     failure: FailureClass | None = None  # class of the latest failed probe
     consecutive_ok: int = 0
     consecutive_failed: int = 0
+    # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
+    # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
+    launching: str | None = None
 
     @property
     def routable(self) -> bool:
@@ -85,6 +88,7 @@ class BackendHealth:
         self.load = dict(result.load)
 
         if result.ok:
+            self.launching = None
             self.consecutive_ok += 1
             self.consecutive_failed = 0
             self.failure = None
@@ -102,6 +106,9 @@ class BackendHealth:
         if result.state is BackendState.LOADING:
             # The backend itself said so: no need to wait for a threshold.
             return self._move(BackendState.LOADING, result.reason, now)
+        if self.launching is not None and result.failure in _SILENT:
+            # Refused because its supervisor is (re)starting it: loading, not an outage.
+            return self._move(BackendState.LOADING, self.launching, now)
         target = self._failed_state(result)
         if self.state in _SERVING and self.consecutive_failed < self.unhealthy_threshold:
             # One lost probe on a serving backend is not an outage yet; keep routing to it.
@@ -115,6 +122,11 @@ class BackendHealth:
         if not self.always_on and result.failure in _SILENT:
             return BackendState.ASLEEP
         return BackendState.DOWN
+
+    def mark_launching(self, why: str, now: float) -> Transition | None:
+        """The local supervisor is starting this backend: loading until a probe finds it serving."""
+        self.launching = why
+        return self._move(BackendState.LOADING, why, now)
 
     def _move(self, new: BackendState, reason: str, now: float) -> Transition | None:
         old = self.state

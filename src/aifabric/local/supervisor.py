@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import logging
 import os
 import signal
 import subprocess
@@ -87,6 +88,9 @@ class Supervisor:
         grace: float = 10.0,
     ) -> None:
         self.log_dir = log_dir
+        # Told of every state change (backend name, new state, why), from the supervisor's thread: the
+        # gateway uses it to hold requests while a backend it routes to is being restarted.
+        self.on_state: Callable[[str, str, str], None] | None = None
         self.policy = policy or RestartPolicy()
         self.grace = grace
         self._clock = clock
@@ -212,6 +216,7 @@ class Supervisor:
             p.state = "loading"
             self._lock.notify_all()
         self._progress.state(spec.name, f"loading: pid {popen.pid}, port {spec.port}", loading=True)
+        self._notify(spec.name, "loading", f"starting (pid {popen.pid})")
 
     def _check(self, p: _Managed) -> None:
         if p.popen is None:
@@ -231,6 +236,7 @@ class Supervisor:
                 self._lock.notify_all()
             again = "restarted, " if p.restarts else ""
             text = f"{again}ready in {elapsed:.1f} s (pid {p.popen.pid}, port {p.spec.port})"
+            self._notify(p.spec.name, "ready", text)
             if p.restarts:
                 self._say(f"{p.spec.name}: {text}")
             else:
@@ -258,8 +264,17 @@ class Supervisor:
                 f"{p.spec.name}: {why}; restarting in {decision.delay:.0f} s "
                 f"(restart {p.restarts}, log: {log_path})"
             )
+            self._notify(p.spec.name, "backoff", f"{why}; restarting")
         else:
             self._say(f"{p.spec.name}: {why}; giving up")
+            self._notify(p.spec.name, "failed", f"{why}; gave up restarting it (log: {log_path})")
+
+    def _notify(self, name: str, state: str, why: str) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state(name, state, why)
+            except Exception:  # a listener's bug must not stop the supervision of processes
+                logging.getLogger("aifabric.local").exception("state listener failed")
 
     def _probe(self, spec: ProcessSpec) -> bool:
         conn = http.client.HTTPConnection(spec.host, spec.port, timeout=1.0)

@@ -5,6 +5,8 @@
     sup.start()              # the monitor thread spawns them all
     sup.wait_ready(stop)     # progress display until every one answers its readiness probe
     ...                      # serve; a crashed backend is restarted with backoff, and we say so
+    sup.stop_backend("x")    # an operator (or `aifabric drill`) stops one: "stopped", not restarted
+    sup.start_backend("x")   # ... until told to start it again
     sup.stop()               # SIGTERM each process group, SIGKILL after `grace`, reap, ports free
 
 One monitor thread does every spawn, probe and kill. That keeps the state machine single-threaded, and
@@ -14,6 +16,9 @@ is SIGKILLed, the kernel still sends its children SIGTERM: no orphans even then.
 
 Each process gets its own process group (so a signal reaches whatever it forked too) and its output goes
 to `<log_dir>/<name>.log`.
+
+`stop_backend`/`start_backend` may be called from any thread: they queue a request that the monitor
+thread carries out at its next tick (a start must be forked from that thread, for PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ __all__ = ["Supervisor"]
 
 _PR_SET_PDEATHSIG = 1
 _TICK = 0.2
+# What listeners (the gateway's health view) are told when a backend is stopped on request.
+_STOPPED_WHY = "stopped by a drill/operator"
 
 
 def _libc_prctl() -> Callable[..., int] | None:
@@ -73,6 +80,9 @@ class _Managed:
     restarts: int = 0
     restart_at: float | None = None
     error: str | None = None
+    held: bool = False  # stopped on request: not restarted until start_backend
+    resume: bool = False  # start_backend came while the stopped process was still exiting
+    kill_at: float | None = None  # when a held process that ignores SIGTERM gets SIGKILL
 
 
 class Supervisor:
@@ -97,6 +107,7 @@ class Supervisor:
         self._procs = [_Managed(spec) for spec in specs]
         self._progress = Progress(out, live=live, clock=clock)
         self._lock = threading.Condition()
+        self._requests: list[tuple[str, str]] = []  # (action, name), carried out by the monitor thread
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -164,6 +175,22 @@ class Supervisor:
         else:
             self._terminate_all()
 
+    def names(self) -> list[str]:
+        """The backends this supervisor runs, in the fabric file's order."""
+        return [p.spec.name for p in self._procs]
+
+    def stop_backend(self, name: str) -> None:
+        """Stop one backend on purpose (a drill, an operator): SIGTERM its process group, SIGKILL after
+        the grace period, and keep it "stopped" (no restart) until `start_backend`. Returns at once;
+        listeners are told ("stopped") at the monitor's next tick. Raises LocalBackendError for a name
+        it does not run, or when the supervisor is not running."""
+        self._request("stop", name)
+
+    def start_backend(self, name: str) -> None:
+        """Start a backend `stop_backend` stopped (readiness as at start-up, reported through on_state).
+        Nothing happens for one that is already running or starting."""
+        self._request("start", name)
+
     def states(self) -> dict[str, str]:
         with self._lock:
             return {p.spec.name: p.state for p in self._procs}
@@ -172,6 +199,14 @@ class Supervisor:
         with self._lock:
             return {p.spec.name: p.popen.pid for p in self._procs if p.popen is not None}
 
+    def _request(self, action: str, name: str) -> None:
+        if name not in self.names():
+            raise LocalBackendError(f"{name!r} is not a local backend of this fabric")
+        with self._lock:
+            if self._thread is None or self._stopping.is_set():
+                raise LocalBackendError("the local backends' supervisor is not running")
+            self._requests.append((action, name))
+
     # -- the monitor thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -179,11 +214,61 @@ class Supervisor:
             for p in self._procs:
                 self._spawn(p)
             while not self._stopping.wait(_TICK):
+                self._carry_out_requests()
                 for p in self._procs:
                     self._check(p)
                 self._progress.tick()
         finally:
             self._terminate_all()
+
+    def _carry_out_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, []
+        by_name = {p.spec.name: p for p in self._procs}
+        for action, name in requests:
+            p = by_name[name]
+            if action == "stop":
+                self._hold(p)
+            elif p.held:
+                p.resume = True
+                if p.popen is None:  # else: started once the stopped process has exited (_check)
+                    self._resume(p)
+
+    def _hold(self, p: _Managed) -> None:
+        if p.held:
+            return
+        pid = p.popen.pid if p.popen is not None else None
+        with self._lock:
+            p.held, p.resume, p.restart_at, p.state = True, False, None, "stopped"
+            self._lock.notify_all()
+        if p.popen is not None:
+            _killpg(p.popen.pid, signal.SIGTERM)
+            p.kill_at = self._clock() + self.grace
+        self._say(f"{p.spec.name}: stopped on request" + (f" (SIGTERM to pid {pid})" if pid else ""))
+        self._notify(p.spec.name, "stopped", _STOPPED_WHY)
+
+    def _resume(self, p: _Managed) -> None:
+        with self._lock:
+            p.held, p.resume, p.kill_at = False, False, None
+            p.failures, p.restarts = 0, p.restarts + 1  # a fresh start: the crash budget is whole again
+        self._say(f"{p.spec.name}: starting again on request")
+        self._spawn(p)
+
+    def _check_held(self, p: _Managed) -> None:
+        """A stopped backend: reap its process when it exits (SIGKILL if it outstays the grace)."""
+        assert p.popen is not None
+        if p.popen.poll() is None:
+            if p.kill_at is not None and self._clock() >= p.kill_at:
+                self._say(f"{p.spec.name}: still running {self.grace:g} s after SIGTERM; killing it")
+                _killpg(p.popen.pid, signal.SIGKILL)
+                p.kill_at = None
+            return
+        self._reap_group(p)
+        _wait_group_gone(p.popen.pid, self._clock, timeout=5.0)  # its port is free before any restart
+        with self._lock:
+            p.popen, p.kill_at = None, None
+        if p.resume:
+            self._resume(p)
 
     def _say(self, text: str) -> None:
         self._progress.message(text)
@@ -219,6 +304,10 @@ class Supervisor:
         self._notify(spec.name, "loading", f"starting (pid {popen.pid})")
 
     def _check(self, p: _Managed) -> None:
+        if p.held:
+            if p.popen is not None:
+                self._check_held(p)
+            return
         if p.popen is None:
             if p.restart_at is not None and self._clock() >= p.restart_at:
                 self._spawn(p)

@@ -5,6 +5,7 @@
     ├── ApiError               a request the gateway answers with an OpenAI-shaped error
     │   ├── BadRequest             400  malformed JSON, missing `model`, wrong role kind
     │   ├── Unauthorized           401  missing or wrong API key
+    │   ├── Forbidden              403  an admin route asked from a client it is not open to
     │   ├── ModelNotFound          404  unknown role or alias (lists the valid names), unknown route
     │   ├── MethodNotAllowed       405  GET on a POST route
     │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigProblem",
     "FabricError",
     "FailureClass",
+    "Forbidden",
     "LocalBackendError",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -136,6 +138,12 @@ class Unauthorized(ApiError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(ApiError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
 
 
 class ModelNotFound(ApiError):

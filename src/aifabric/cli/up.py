@@ -149,6 +149,7 @@ def _serve(
                 gateways.append(gateway)
                 if supervisor is not None:
                     supervisor.on_state = gateway.local_backend_changed
+                    gateway.attach_local(supervisor)  # POST /admin/backends/NAME/stop|start
                 _print_ready(config, host, port, console)
 
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))

@@ -14,6 +14,7 @@ import orjson
 
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import ApiError, MethodNotAllowed, ModelNotFound
+from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
 from aifabric.gateway.forward import Forwarder
@@ -61,6 +62,7 @@ class Gateway:
         )
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
         self.ops = OpsRoutes(self)
+        self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
         self.monitor = Monitor(
             config,
             lambda: self.table.healths,
@@ -122,6 +124,14 @@ class Gateway:
             probe.add_done_callback(self._probes.discard)
         elif state == "failed":
             health.launching = None  # no longer coming back by itself: the next probe says down
+        elif state == "stopped":  # on purpose (drill, operator): down now, fallbacks serve, no warm-up hold
+            transition = health.mark_stopped(why, self.clock())
+            if transition is not None:
+                self._on_transition(transition)
+
+    def attach_local(self, control: LocalControl) -> None:
+        """Under `aifabric up`: the supervisor of its local backends, behind the /admin/backends routes."""
+        self.admin = AdminRoutes(self, control)
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         path = request.path
@@ -148,6 +158,10 @@ class Gateway:
                 return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
             if sub == "/alerts" and not versioned and request.method in ("GET", "HEAD"):
                 return Response(200, orjson.dumps(self.monitor.view()))
+            if not versioned and self.admin is not None and sub.startswith("/admin/"):
+                admin = self.admin.route(request)
+                if admin is not None:
+                    return await admin
             if not versioned:
                 ops = self.ops.route(request)
                 if ops is not None:

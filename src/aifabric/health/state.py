@@ -6,6 +6,7 @@
                                                        that does not answer: expected, not an incident)
     any ──probe says "loading"──> loading                (the backend answered: no threshold needed)
     down/asleep/loading ──healthy_threshold good probes──> up/degraded
+    any ──its local supervisor stopped it (drill/operator)──> down, until started again
 
 One `BackendHealth` exists per backend and is shared by every target on it. `apply_probe` returns a
 `Transition` only when the state changes, so each transition is logged exactly once by the caller.
@@ -74,6 +75,9 @@ class BackendHealth:
     # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
     # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
     launching: str | None = None
+    # Set while an operator (or `aifabric drill`) has stopped this local backend: down on purpose, and
+    # failed probes keep that reason. Cleared when the supervisor starts it again, or by a good probe.
+    stopped: str | None = None
 
     @property
     def routable(self) -> bool:
@@ -88,7 +92,7 @@ class BackendHealth:
         self.load = dict(result.load)
 
         if result.ok:
-            self.launching = None
+            self.launching = self.stopped = None
             self.consecutive_ok += 1
             self.consecutive_failed = 0
             self.failure = None
@@ -109,6 +113,8 @@ class BackendHealth:
         if self.launching is not None and result.failure in _SILENT:
             # Refused because its supervisor is (re)starting it: loading, not an outage.
             return self._move(BackendState.LOADING, self.launching, now)
+        if self.stopped is not None:
+            return self._move(BackendState.DOWN, self.stopped, now)
         target = self._failed_state(result)
         if self.state in _SERVING and self.consecutive_failed < self.unhealthy_threshold:
             # One lost probe on a serving backend is not an outage yet; keep routing to it.
@@ -125,8 +131,15 @@ class BackendHealth:
 
     def mark_launching(self, why: str, now: float) -> Transition | None:
         """The local supervisor is starting this backend: loading until a probe finds it serving."""
-        self.launching = why
+        self.launching, self.stopped = why, None
         return self._move(BackendState.LOADING, why, now)
+
+    def mark_stopped(self, why: str, now: float) -> Transition | None:
+        """The local supervisor stopped this backend on request: down at once (no threshold, no
+        warm-up hold), so requests go to the role's other targets and fallbacks."""
+        self.launching, self.stopped = None, why
+        self.consecutive_ok = 0
+        return self._move(BackendState.DOWN, why, now)
 
     def _move(self, new: BackendState, reason: str, now: float) -> Transition | None:
         old = self.state

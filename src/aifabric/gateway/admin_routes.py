@@ -1,0 +1,143 @@
+"""Admin routes of a gateway that runs under `aifabric up`: stop and start one local backend.
+
+    GET  /admin/backends               the backends `up` runs: the supervisor's state, the gateway's view
+    POST /admin/backends/{name}/stop   202: SIGTERM its process group; it stays down until started
+    POST /admin/backends/{name}/start  202: start it again; readiness as at start-up
+
+They exist only when a local supervisor is attached (`Gateway.attach_local`): `aifabric serve` has none,
+and answers 404. They can take a backend out of service, so they are never open to everyone: with
+`gateway.api_keys` set they need a key (as /v1 does); without keys, only loopback clients may call them.
+`aifabric drill` is their client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+
+from aifabric.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    LocalBackendError,
+    MethodNotAllowed,
+    ModelNotFound,
+)
+from aifabric.http.server import Request, Response
+
+if TYPE_CHECKING:
+    from aifabric.gateway.app import Gateway
+
+__all__ = ["AdminRoutes", "LocalControl", "is_loopback"]
+
+_PREFIX = "/admin/backends"
+_ACTIONS = ("stop", "start")
+
+
+class LocalControl(Protocol):
+    """What the admin routes need from the local supervisor (`aifabric.local.supervisor.Supervisor`)."""
+
+    def names(self) -> list[str]: ...
+
+    def states(self) -> dict[str, str]: ...
+
+    def stop_backend(self, name: str) -> None: ...
+
+    def start_backend(self, name: str) -> None: ...
+
+
+def is_loopback(client: str) -> bool:
+    """Whether a request's peer (`host:port` as the listener records it) is this machine."""
+    host = client.rsplit(":", 1)[0].strip("[]") if ":" in client else client
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack listener
+    return address.is_loopback
+
+
+class AdminRoutes:
+    def __init__(self, gateway: Gateway, control: LocalControl) -> None:
+        self._gw = gateway
+        self._control = control
+
+    def route(self, request: Request) -> Awaitable[Response] | None:
+        """The handler for an /admin/backends path, or None (the gateway answers 404)."""
+        path = request.path.rstrip("/")
+        if path == _PREFIX:
+            return self._call(request, "GET", None, None)
+        if not path.startswith(_PREFIX + "/"):
+            return None
+        name, _, action = path[len(_PREFIX) + 1 :].partition("/")
+        if not name or action not in _ACTIONS:
+            return None
+        return self._call(request, "POST", name, action)
+
+    async def _call(self, request: Request, method: str, name: str | None, action: str | None) -> Response:
+        self._check_access(request)  # before anything else: no backend names to a caller refused
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            raise MethodNotAllowed(f"{request.path} accepts {method} only.")
+        if name is None or action is None:
+            return Response(200, orjson.dumps({"backends": self._view()}))
+        self._check_backend(name)
+        try:
+            if action == "stop":
+                self._control.stop_backend(name)
+            else:
+                self._control.start_backend(name)
+        except LocalBackendError as exc:  # the supervisor is shutting down
+            raise ApiError(
+                str(exc), status=503, type="service_unavailable", code="supervisor_stopped"
+            ) from exc
+        message = (
+            f"stopping {name}: it stays down until POST {_PREFIX}/{name}/start"
+            if action == "stop"
+            else f"starting {name}: it serves again once it answers its readiness probe"
+        )
+        body = {"backend": name, "action": action, "accepted": True, "message": message}
+        return Response(202, orjson.dumps(body))
+
+    def _check_access(self, request: Request) -> None:
+        auth = self._gw.auth
+        if auth.enabled:
+            auth.check(request.headers)
+        elif not is_loopback(request.client):
+            raise Forbidden(
+                "The admin routes are open only to clients on this machine when gateway.api_keys is "
+                "not set: call them from the gateway's host, or set gateway.api_keys and send a key.",
+                code="admin_loopback_only",
+            )
+
+    def _check_backend(self, name: str) -> None:
+        if name in self._control.names():
+            return
+        if name in self._gw.config.backends:
+            raise BadRequest(
+                f"Backend {name!r} is not run by `aifabric up` (it is a remote backend): it can only be "
+                "stopped or started on its own machine. Local backends: "
+                + (", ".join(self._control.names()) or "none"),
+                code="not_a_local_backend",
+            )
+        raise ModelNotFound(
+            f"No backend {name!r} in this fabric. Local backends: "
+            + (", ".join(self._control.names()) or "none"),
+            code="backend_not_found",
+            type="not_found_error",
+        )
+
+    def _view(self) -> dict[str, dict[str, str | None]]:
+        healths = self._gw.table.healths
+        view: dict[str, dict[str, str | None]] = {}
+        for name, state in self._control.states().items():
+            health = healths.get(name)
+            view[name] = {
+                "process": state,
+                "state": str(health.state) if health is not None else None,
+                "reason": health.reason if health is not None else None,
+            }
+        return view

@@ -84,8 +84,9 @@ def test_stop_takes_the_backend_down_in_the_gateway_and_start_brings_its_process
     assert estate.health("chat") == ("down", "stopped by a drill/operator")
     status = httpx.get(estate.url + "/status").json()
     assert status["backends"]["chat"]["reason"] == "stopped by a drill/operator"
+    wait_until(lambda: "chat" not in estate.supervisor.pids(), what="the process to exit")
     listed = httpx.get(estate.url + "/admin/backends").json()["backends"]
-    stopped = {"process": "stopped", "state": "down", "reason": "stopped by a drill/operator"}
+    stopped = {"process": "stopped", "pid": None, "state": "down", "reason": "stopped by a drill/operator"}
     assert listed == {"chat": stopped}
 
     assert httpx.post(estate.url + "/admin/backends/chat/start").status_code == 202

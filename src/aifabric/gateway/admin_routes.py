@@ -44,6 +44,8 @@ class LocalControl(Protocol):
 
     def states(self) -> dict[str, str]: ...
 
+    def pids(self) -> dict[str, int]: ...
+
     def stop_backend(self, name: str) -> None: ...
 
     def start_backend(self, name: str) -> None: ...
@@ -130,13 +132,17 @@ class AdminRoutes:
             type="not_found_error",
         )
 
-    def _view(self) -> dict[str, dict[str, str | None]]:
+    def _view(self) -> dict[str, dict[str, str | int | None]]:
+        """Per backend: the supervisor's state and its process (None once a stopped one has exited: a
+        backend marked stopped may still be finishing its last requests), and the gateway's view."""
         healths = self._gw.table.healths
-        view: dict[str, dict[str, str | None]] = {}
+        pids = self._control.pids()
+        view: dict[str, dict[str, str | int | None]] = {}
         for name, state in self._control.states().items():
             health = healths.get(name)
             view[name] = {
                 "process": state,
+                "pid": pids.get(name),
                 "state": str(health.state) if health is not None else None,
                 "reason": health.reason if health is not None else None,
             }

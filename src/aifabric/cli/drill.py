@@ -1,0 +1,104 @@
+"""`aifabric drill [--url URL] [--backend NAME] [--json] [--timeout S]`: the runbook's failure drill.
+
+Against a running `aifabric up`: checks the fabric is healthy, stops one local backend, times how long
+until the gateway shows it down and which roles still answer, starts it again (always, even when the
+drill fails midway), and times the recovery. See aifabric.ops.drill.
+
+Exit 0 when the failure was detected and the fabric recovered within the timeout; 1 when either did not
+happen (the report says which); 2 when the drill could not run (the fabric was not healthy to begin
+with, the gateway is not run by `aifabric up`, or there is no local backend to stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING
+
+from aifabric.cli.console import Console
+from aifabric.cli.gateway_args import add_gateway_arguments
+
+if TYPE_CHECKING:
+    from aifabric.ops.drill import DrillReport
+
+__all__ = ["HELP", "NAME", "add_arguments", "run"]
+
+NAME = "drill"
+HELP = (
+    "Failure drill on a running `aifabric up`: stop one local backend, time detection and recovery "
+    "(exit 0 both happened, 1 not, 2 could not run)."
+)
+
+EXIT_PASSED, EXIT_FAILED, EXIT_NOT_RUN = 0, 1, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_gateway_arguments(
+        parser,
+        timeout=120.0,
+        key_help="a key of gateway.api_keys (default: $FABRIC_MASTER_KEY); without keys the gateway "
+        "takes admin requests from this machine only",
+    )
+    parser.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="the local backend to stop (default: the first one serving a role that has fallbacks, "
+        "else the first local backend)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
+    parser.epilog = "--timeout bounds detection and recovery each (seconds); each request gets at most 60 s."
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from aifabric.ops.drill import DrillStep, run_drill
+
+    def show(step: DrillStep) -> None:
+        word = "PASS" if step.ok else ("FAIL" if step.counted else "WARN")
+        timing = f"  ({step.seconds:.1f} s)" if step.seconds is not None else ""
+        console.print(f"  {word}  {step.name:<20} {step.detail}{timing}")
+
+    if not args.json:
+        console.print(f"failure drill on {args.url}")
+    report = asyncio.run(
+        run_drill(
+            args.url,
+            api_key=args.api_key,
+            backend=args.backend,
+            timeout=args.timeout,
+            request_timeout=min(args.timeout, 60.0),
+            on_step=None if args.json else show,
+        )
+    )
+    code = EXIT_PASSED if report.ok else EXIT_FAILED
+    if report.aborted is not None and not (report.restarted or report.detected):
+        code = EXIT_NOT_RUN  # nothing was stopped: the fabric is as it was
+    if args.json:
+        console.json({**report.to_dict(), "exit_code": code})
+        return code
+    for note in report.notes:
+        console.print(f"  note: {note}")
+    console.print("")
+    console.print(_verdict(report, code))
+    return code
+
+
+def _verdict(report: DrillReport, code: int) -> str:
+    if code == EXIT_NOT_RUN:
+        return f"drill not run: {report.aborted}"
+    detection, recovery = report.step("detection"), report.step("recovery")
+    if code == EXIT_PASSED and detection and recovery:
+        text = (
+            f"drill PASSED on {report.backend}: down detected in {detection.seconds or 0:.1f} s, "
+            f"recovered in {recovery.seconds or 0:.1f} s"
+        )
+        if report.failed:
+            text += (
+                f"; while it was down {len(report.failed)} of {len(report.answered) + len(report.failed)} "
+                f"roles/aliases failed ({', '.join(report.failed)})"
+            )
+            stranded = [n for n in report.failed if n in report.expected_failures]
+            if stranded:
+                text += ": give them a fallback role on another backend to keep them answering"
+        return text
+    state = "running again" if report.restarted else "NOT started again (see the note above)"
+    return f"drill FAILED on {report.backend}: {report.aborted or 'see above'}; the backend is {state}"

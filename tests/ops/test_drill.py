@@ -52,7 +52,6 @@ def test_a_gateway_not_run_by_up_has_nothing_to_drill_and_is_left_alone() -> Non
         in report["aborted"]
     )
     assert report["restarted"] is False and report["exit_code"] == 2
-    assert not any(r.json.get("model") is None for r in fb.requests if r.path.endswith("/completions"))
 
 
 def test_an_unreachable_gateway_is_not_drilled() -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     def show(step: DrillStep) -> None:
         word = "PASS" if step.ok else ("FAIL" if step.counted else "WARN")
         timing = f"  ({step.seconds:.1f} s)" if step.seconds is not None else ""
-        console.print(f"  {word}  {step.name:<20} {step.detail}{timing}")
+        console.print(f"  {word}  {step.name:<24} {step.detail}{timing}")
 
     if not args.json:
         console.print(f"failure drill on {args.url}")

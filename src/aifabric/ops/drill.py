@@ -142,6 +142,7 @@ class _Drill:
         self.on_step = on_step
         self.report = DrillReport(self.base)
         self.stop_sent = False  # from here on, the backend must be started again whatever happens
+        self.stop_refused = False  # ... unless the gateway answered that it did not stop it
         self.started_at = 0.0
         self.client = UpstreamClient(connect_timeout=min(request_timeout, 3.0))
 
@@ -232,6 +233,7 @@ class _Drill:
         self.stop_sent = True
         code, payload = await self.admin("POST", f"/admin/backends/{name}/stop")
         if code != 202:
+            self.stop_refused = True
             raise self.fail(f"stop {name}", self.error_of(code, payload))
         self.record(DrillStep(f"stop {name}", True, f"POST /admin/backends/{name}/stop accepted"))
 
@@ -362,7 +364,7 @@ class _Drill:
                 raise
             finally:
                 # Whatever happened since the stop (a timeout, an error, Ctrl-C): start it again.
-                if self.stop_sent:
+                if self.stop_sent and not self.stop_refused:
                     await self._start_again(name)
             if self.report.restarted:
                 await self.recover(name, self.started_at)

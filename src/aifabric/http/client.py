@@ -52,8 +52,13 @@ class _UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
+        self.paused = False
         self.response: UpstreamResponse | None = None
         self.headers_done: asyncio.Future[None] | None = None
+        # Per response: an informational (1xx) head precedes the real one; a body with neither a
+        # length nor chunking ends when the connection closes.
+        self.interim = False
+        self.until_close = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,17 +75,24 @@ class _UpstreamConnection(asyncio.Protocol):
         response = self.response
         if response is None:
             return
-        # A close-delimited body (no length, no chunking) ends with the connection.
-        with contextlib.suppress(httptools.HttpParserError):
-            self.parser.feed_data(b"")
         if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_exception(
                 UpstreamFailure(FailureClass.CONNECT, "connection closed before the response headers")
             )
-        if not response.complete:
+        elif self.until_close and exc is None:
+            # A close-delimited body (no length, no chunking) ends with the connection; llhttp is
+            # never told about the end of input, so the message is completed here.
+            self.response = None
+            response._finish()
+        elif not response.complete:
             response._fail(UpstreamFailure(FailureClass.CONNECT, "connection closed mid-response"))
 
     def data_received(self, data: bytes) -> None:
+        if self.response is None:
+            # Bytes on an idle pooled connection (a server's 408 before it closes): not ours to
+            # parse, and the connection can no longer be trusted with a request.
+            self.abort()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -99,7 +111,18 @@ class _UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            # 100 Continue, 103 Early Hints: a head before the response, not the response.
+            self.interim = True
+            response.raw_headers.clear()
+            return
+        response.status = status
+        self.until_close = (
+            status not in (204, 304)
+            and "content-length" not in response.headers
+            and "chunked" not in response.headers.get("transfer-encoding", "").lower()
+        )
         if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_result(None)
 
@@ -108,23 +131,32 @@ class _UpstreamConnection(asyncio.Protocol):
         self.response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         response = self.response
         assert response is not None
         keep_alive = self.parser.should_keep_alive()
         self.response = None
+        self.until_close = False
         response._finish()
         if keep_alive and not self.closed:
+            # The whole body is buffered in the response now: a pause for a slow reader must not
+            # follow the connection into the pool, where the next request would never be answered.
+            self.resume()
             self.pool.release(self)
         else:
             self.abort()
 
     # -- control ----------------------------------------------------------------------------------
     def pause(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self.paused:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self.paused:
+            self.paused = False
             self.transport.resume_reading()
 
     def abort(self) -> None:
@@ -181,8 +213,10 @@ class UpstreamResponse:
                 # Whatever has arrived goes on as one piece: fewer writes to the client, same bytes.
                 data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
                 self._chunks.clear()
-                if self._buffered > _HIGH_WATER:
-                    self._conn.resume()  # _feed paused the backend: the client has caught up
+                if self._buffered > _HIGH_WATER and not self.complete:
+                    # _feed paused the backend: the client has caught up. (Once complete, the
+                    # connection was resumed and released, and may carry another request.)
+                    self._conn.resume()
                 self._buffered = 0
                 return data
             if self.complete:

@@ -26,6 +26,7 @@ _TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     413: "invalid_request_error",
+    431: "invalid_request_error",
 }
 
 

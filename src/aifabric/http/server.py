@@ -7,8 +7,11 @@ the whole body, and writes a `Response` (one write) or a `StreamingResponse` (ch
 The comparison that chose it is in bench/STACKS.md.
 
 What it does that a proxy needs: keep-alive and pipelining (answered in order), `Expect: 100-continue`,
-a body-size limit answered with 413 before the body is read, cancellation of the handler when the
-client goes away (which closes the upstream request), and backpressure on slow readers.
+a body-size limit answered with 413 before the body is read, a header-size limit (431), cancellation
+of the handler when the client goes away (which closes the upstream request), and backpressure on
+slow readers. HEAD, 204 and 304 answers carry no body; an HTTP/1.0 client gets a stream without
+chunked framing, ended by closing. A handler's bug, even one raised mid-stream, ends the exchange
+(a 500 while nothing was sent, else a closed connection), never a hung one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _REASONS = {
     415: "Unsupported Media Type",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     502: "Bad Gateway",
@@ -93,14 +97,24 @@ def _plain_error(status: int, message: str) -> Response:
     return Response(status, message.encode() + b"\n", content_type="text/plain")
 
 
+def _bodiless(status: int) -> bool:
+    """Statuses whose responses never have a body, nor a length (RFC 9110 6.4.1)."""
+    return status < 200 or status in {204, 304}
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
         "_client",
         "_closing",
+        "_completed",
+        "_discard",
         "_drain",
+        "_head_bytes",
+        "_head_sent",
         "_headers",
+        "_in_head",
         "_keep_alive",
         "_parser",
         "_paused",
@@ -125,7 +139,13 @@ class _Connection(asyncio.Protocol):
         self._too_large = False
         self._rejected = False
         self._keep_alive = True
-        self._pending: collections.deque[tuple[Request | Response, bool]] = collections.deque()
+        self._in_head = False  # between a request's first byte and the end of its headers
+        self._head_bytes = 0
+        self._completed = False  # a request ended in the data being fed
+        self._discard = False  # the request stream is unusable: ignore the rest, answer, close
+        self._head_sent = False  # whether the current response's head went out
+        # (request or ready answer, keep-alive, HTTP/1.0) of pipelined requests waiting their turn
+        self._pending: collections.deque[tuple[Request | Response, bool, bool]] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -157,12 +177,34 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self._server.loop.time()
+        if self._discard:
+            return
+        self._completed = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._queue(_plain_error(400, "protocol upgrades are not supported"), keep_alive=False)
+            self._fail(_plain_error(400, "protocol upgrades are not supported"))
+            return
         except httptools.HttpParserError as exc:
-            self._queue(self._server.error_factory(400, f"malformed HTTP request: {exc}"), keep_alive=False)
+            self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}"))
+            return
+        if self._in_head and not self._completed:
+            # Still in a request's head, and no earlier request ended in `data`: all of it was head
+            # bytes, which llhttp buffers until each header ends, so they are bounded here. (Behind a
+            # pipelined request in the same read they are not counted: one read of slack.)
+            self._head_bytes += len(data)
+            if self._head_bytes > self._server.max_head_bytes:
+                limit = self._server.max_head_bytes
+                self._fail(
+                    self._server.error_factory(
+                        431, f"request headers are larger than the limit of {limit} bytes"
+                    )
+                )
+
+    def _fail(self, error: Response) -> None:
+        """The request stream cannot go on: answer `error` in turn, then close."""
+        self._discard = True
+        self._queue(error, keep_alive=False)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -175,6 +217,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
         self._url = b""
         self._headers = {}
         self._body = []
@@ -188,12 +232,17 @@ class _Connection(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body_bytes:
             # Answer now, before the client sends a body we would throw away, and close after it.
             self._too_large = True
             self._reject_too_large()
-        elif self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+        elif (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._transport is not None
+            and self._task is None  # behind a response in progress it would land inside that one
+        ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -207,6 +256,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._completed = True
         keep_alive = self._parser.should_keep_alive()
         if self._too_large:
             self._reject_too_large()
@@ -216,7 +266,8 @@ class _Connection(asyncio.Protocol):
         query = url.query.decode("latin-1") if url.query else ""
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         method = self._parser.get_method().decode("latin-1")
-        self._queue(Request(method, path, query, self._headers, body, self._client), keep_alive)
+        legacy = self._parser.get_http_version() == "1.0"
+        self._queue(Request(method, path, query, self._headers, body, self._client), keep_alive, legacy)
 
     def _reject_too_large(self) -> None:
         if self._rejected:
@@ -227,28 +278,45 @@ class _Connection(asyncio.Protocol):
         self._queue(error, keep_alive=False)
 
     # -- dispatch ---------------------------------------------------------------------------------
-    def _queue(self, item: Request | Response, keep_alive: bool) -> None:
+    def _queue(self, item: Request | Response, keep_alive: bool, legacy: bool = False) -> None:
         if self._task is None:
-            self._task = self._server.loop.create_task(self._run(item, keep_alive))
+            self._task = self._server.loop.create_task(self._run(item, keep_alive, legacy))
         else:
             # Pipelined: answered in order once the current one is done.
-            self._pending.append((item, keep_alive))
+            self._pending.append((item, keep_alive, legacy))
 
-    async def _run(self, item: Request | Response, keep_alive: bool) -> None:
+    async def _run(self, item: Request | Response, keep_alive: bool, legacy: bool) -> None:
+        request: Request | None = None
         try:
             while True:
-                response = item if isinstance(item, Response) else await self._handle(item)
-                if isinstance(response, StreamingResponse):
-                    await self._write_stream(response, keep_alive)
+                self._head_sent = False
+                response: Response | StreamingResponse
+                if isinstance(item, Response):
+                    request, response = None, item
                 else:
-                    self._write(response, keep_alive)
+                    request, response = item, await self._handle(item)
+                head_only = request is not None and request.method == "HEAD"
+                if isinstance(response, StreamingResponse):
+                    # HTTP/1.0 has no chunked coding: its stream is ended by closing the connection.
+                    keep_alive = keep_alive and not legacy
+                    await self._write_stream(response, keep_alive, head_only, legacy)
+                else:
+                    self._write(response, keep_alive, head_only)
                 if not keep_alive or self._closing:
                     self._close()
                     return
                 if not self._pending:
                     return
-                item, keep_alive = self._pending.popleft()
+                item, keep_alive, legacy = self._pending.popleft()
         except (asyncio.CancelledError, ConnectionError):
+            self._close()
+        except Exception:
+            # A bug past the handler (a stream that raised, a header that cannot be encoded): a 500
+            # while nothing was sent, else the connection is cut; the client is never left waiting.
+            if request is not None:
+                self._server.log_exception(request)
+            if not self._head_sent:
+                self._write(self._server.error_factory(500, "internal error in the gateway"), False)
             self._close()
         finally:
             self._task = None
@@ -271,35 +339,58 @@ class _Connection(asyncio.Protocol):
             lines.append("connection: close\r\n")
         return lines
 
-    def _write(self, response: Response, keep_alive: bool) -> None:
+    def _write(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
         if self._transport is None or self._closing:
             return
-        head = self._head(response.status, response.content_type, response.headers, keep_alive)
-        head.append(f"content-length: {len(response.body)}\r\n\r\n")
-        self._transport.write(_status_line(response.status) + "".join(head).encode("latin-1") + response.body)
+        status = response.status
+        head = self._head(status, response.content_type, response.headers, keep_alive)
+        body = response.body
+        if _bodiless(status):
+            head.append("\r\n")
+            body = b""
+        else:
+            head.append(f"content-length: {len(body)}\r\n\r\n")
+            if head_only:
+                body = b""  # HEAD: the length a GET would get, no body
+        data = _status_line(status) + "".join(head).encode("latin-1") + body
+        self._head_sent = True
+        self._transport.write(data)
 
-    async def _write_stream(self, response: StreamingResponse, keep_alive: bool) -> None:
+    async def _write_stream(
+        self, response: StreamingResponse, keep_alive: bool, head_only: bool = False, legacy: bool = False
+    ) -> None:
         chunks = response.chunks
         try:
             if self._transport is None or self._closing:
                 return
-            head = self._head(response.status, response.content_type, response.headers, keep_alive)
-            head.append("transfer-encoding: chunked\r\n\r\n")
+            status = response.status
+            head = self._head(status, response.content_type, response.headers, keep_alive)
+            if head_only or _bodiless(status):
+                head.append("\r\n")
+                self._head_sent = True
+                self._transport.write(_status_line(status) + "".join(head).encode("latin-1"))
+                return
+            head.append("\r\n" if legacy else "transfer-encoding: chunked\r\n\r\n")
             # The head waits for the first chunk and goes out with it: one write (one packet) where
             # the first token is usually ready already (the forwarder waited for it before committing).
-            pending = _status_line(response.status) + "".join(head).encode("latin-1")
+            pending = _status_line(status) + "".join(head).encode("latin-1")
             async for chunk in chunks:
                 if self._closing:
                     raise ConnectionResetError("client disconnected")
                 if chunk:
-                    self._transport.write(pending + b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    self._head_sent = True
+                    if legacy:
+                        self._transport.write(pending + chunk)
+                    else:
+                        self._transport.write(pending + b"%x\r\n%b\r\n" % (len(chunk), chunk))
                     pending = b""
                     if self._paused:
                         loop = self._server.loop
                         self._drain = loop.create_future()
                         await self._drain
             if not self._closing:
-                self._transport.write(pending + b"0\r\n\r\n")
+                self._head_sent = True
+                self._transport.write(pending if legacy else pending + b"0\r\n\r\n")
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -322,12 +413,14 @@ class HttpServer:
         handler: Handler,
         *,
         max_body_bytes: int = 32 * 1024 * 1024,
+        max_head_bytes: int = 64 * 1024,
         error_factory: ErrorFactory = _plain_error,
         idle_timeout: float = 75.0,
         log_exception: Callable[[Request], None] | None = None,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
+        self.max_head_bytes = max_head_bytes
         self.error_factory = error_factory
         self.idle_timeout = idle_timeout
         self.log_exception = log_exception or (lambda request: None)

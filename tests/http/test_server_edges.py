@@ -1,0 +1,194 @@
+"""The listener against clients that use the less common corners of HTTP/1.1, and against its own
+handlers' bugs: every exchange ends well-formed or with the connection closed, never hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import uvloop
+
+from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
+
+Check = Callable[[int], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _LOOP
+    _LOOP = request.param
+    yield
+
+
+_LOOP = "asyncio"
+
+
+async def handler(request: Request) -> Response | StreamingResponse:
+    if request.path == "/stream":
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"data: 1\n\n"
+            await asyncio.sleep(0.01)
+            yield b"data: 2\n\n"
+
+        return StreamingResponse(200, events())
+    if request.path == "/stream-bug":
+
+        async def broken() -> AsyncIterator[bytes]:
+            yield b"data: 1\n\n"
+            raise RuntimeError("a bug after the first chunk")
+
+        return StreamingResponse(200, broken())
+    if request.path == "/stream-bug-first":
+
+        async def broken_at_once() -> AsyncIterator[bytes]:
+            raise RuntimeError("a bug before the first chunk")
+            yield b""  # pragma: no cover - makes this a generator
+
+        return StreamingResponse(200, broken_at_once())
+    if request.path == "/bad-header":
+        return Response(200, b"{}", [("x-model", "модель")])
+    if request.path == "/no-content":
+        return Response(204)
+    return Response(200, b'{"path":"' + request.path.encode() + b'"}')
+
+
+def run(check: Check) -> None:
+    async def main() -> None:
+        server = await HttpServer(handler, max_head_bytes=16 * 1024).start("127.0.0.1", 0)
+        try:
+            await check(server.port)
+        finally:
+            await server.close(grace=0.5)
+
+    if _LOOP == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+async def exchange(port: int, payload: bytes) -> bytes:
+    """Send `payload`, read until the server closes (a hang fails the test after 5 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def test_head_gets_the_headers_without_the_body() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(
+            port,
+            b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        first, _, second = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert b"content-length: 18" in first  # what a GET would get
+        # Right after the head comes the next response, not a body.
+        assert second.startswith(b"HTTP/1.1 200 ")
+        assert second.endswith(b'{"path":"/next"}')
+
+    run(check)
+
+
+def test_no_content_has_no_length_and_no_body() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /no-content HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 204 ")
+        assert b"content-length" not in data.lower()
+        assert data.endswith(b"\r\n\r\n")
+
+    run(check)
+
+
+def test_http10_client_gets_a_stream_without_chunked_framing() -> None:
+    # HTTP/1.0 has no chunked transfer coding: the body is the raw stream, ended by closing.
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /stream HTTP/1.0\r\n\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"connection: close" in head.lower()
+        assert body == b"data: 1\n\ndata: 2\n\n"
+
+    run(check)
+
+
+def test_http10_client_gets_a_plain_response_and_the_connection_closed() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /plain HTTP/1.0\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 ")
+        assert data.endswith(b'{"path":"/plain"}')
+
+    run(check)
+
+
+def test_a_stream_that_raises_midway_closes_the_connection() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /stream-bug HTTP/1.1\r\nHost: x\r\n\r\n")
+        # What was sent arrives; the chunked body is cut (no terminating chunk), not left hanging.
+        assert b"data: 1" in data
+        assert not data.endswith(b"0\r\n\r\n")
+        # The server still serves.
+        again = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert again.endswith(b'{"path":"/ok"}')
+
+    run(check)
+
+
+def test_a_stream_that_raises_before_its_first_chunk_is_a_500() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /stream-bug-first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 500 ")
+        assert b"a bug" not in data
+
+    run(check)
+
+
+def test_a_response_header_that_cannot_be_sent_is_a_500() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(port, b"GET /bad-header HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 500 ")
+
+    run(check)
+
+
+def test_oversized_request_headers_get_431_and_the_connection_closed() -> None:
+    async def check(port: int) -> None:
+        # A header that has not ended past the limit: answered now, not buffered until it ends.
+        data = await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000)
+        assert data.startswith(b"HTTP/1.1 431 ")
+        assert b"connection: close" in data
+
+    run(check)
+
+
+def test_long_but_reasonable_headers_are_accepted() -> None:
+    async def check(port: int) -> None:
+        headers = b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 1000) for i in range(12))
+        data = await exchange(
+            port, b"GET /long HTTP/1.1\r\nHost: x\r\n" + headers + b"Connection: close\r\n\r\n"
+        )
+        assert data.endswith(b'{"path":"/long"}')
+
+    run(check)
+
+
+def test_expect_continue_behind_a_stream_in_flight_does_not_corrupt_it() -> None:
+    async def check(port: int) -> None:
+        data = await exchange(
+            port,
+            b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /after HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n{}",
+        )
+        # The interim response may not land inside the chunked body of the stream before it.
+        stream_part, _, _ = data.partition(b"0\r\n\r\n")
+        assert b"100 Continue" not in stream_part
+        assert data.endswith(b'{"path":"/after"}')
+
+    run(check)

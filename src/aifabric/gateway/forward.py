@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -93,18 +93,23 @@ class Forwarder:
         last_error: UpstreamFailure | None = None
         round_no = 0
         while True:
+            # Each round reads the table afresh: a reload while the request waited (warm-up, backoff)
+            # applies to it, and a target whose backend the reload removed is not tried.
             table = self._table()
-            candidates = table.plan(req.route, self._clock())
+            route = table.names.get(req.route.name, req.route)
+            candidates = table.plan(route, self._clock())
             round_failures: list[FailureClass] = []
             for target in candidates:
                 if len(req.attempts) >= cfg.max_attempts and not self._warming(
-                    round_failures, warmup_until, table, req.route
+                    round_failures, warmup_until, table, route
                 ):
                     break
                 remaining = deadline.remaining(self._clock())
                 if remaining <= 0:
                     break
-                endpoint = table.endpoints[target.backend.name]
+                endpoint = table.endpoints.get(target.backend.name)
+                if endpoint is None:
+                    continue
                 try_timeout = min(endpoint.try_timeout or cfg.try_timeout, remaining)
                 try:
                     return await self._attempt(req, target, endpoint, try_timeout)
@@ -117,7 +122,7 @@ class Forwarder:
             now = self._clock()
             if not round_failures or last_error is None or deadline.expired(now):
                 break
-            if self._warming(round_failures, warmup_until, table, req.route):
+            if self._warming(round_failures, warmup_until, table, route):
                 # Every candidate is loading: hold the request (beyond max_attempts) and look again.
                 delay: float | None = max(
                     0.5, backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
@@ -157,6 +162,8 @@ class Forwarder:
         if req.stream:
             headers.append(("accept", "text/event-stream"))
         started = self._clock()
+        # Paired with exactly one of on_success / on_failure / on_abandon below, or, once a stream
+        # is handed to the listener, by its _Relay.
         target.on_start(started)
         resp: UpstreamResponse | None = None
         try:
@@ -187,15 +194,13 @@ class Forwarder:
                 )
             else:
                 data = await _within(resp.read(), left, "the response body stalled")
-                target.on_success(self._clock() - started, self._clock())
                 result = Response(
                     resp.status,
                     data,
                     self._served_headers(req, target, len(req.attempts) + 1),
                     content_type=resp.headers.get("content-type", "application/json"),
                 )
-            self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
-            return result
+                target.on_success(self._clock() - started, self._clock())
         except UpstreamFailure as failure:
             if resp is not None:
                 resp.close()
@@ -209,12 +214,15 @@ class Forwarder:
             failure.backend = endpoint.name
             self._record(req, target, attempt, started)
             raise
-        except asyncio.CancelledError:
-            # The client went away: the upstream request is closed with it, and says nothing of health.
+        except (asyncio.CancelledError, Exception):
+            # The client went away (or a bug of ours): the upstream request is closed with it, and
+            # it says nothing of the target's health.
             if resp is not None:
                 resp.close()
             target.on_abandon()
             raise
+        self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
+        return result
 
     def _stream(
         self,
@@ -225,54 +233,14 @@ class Forwarder:
         ttfb: float,
         synthesize_usage: bool,
     ) -> StreamingResponse:
-        async def relay() -> AsyncIterator[bytes]:
-            counter = _UsageCounter(req.body.payload) if synthesize_usage else None
-            failed = cancelled = False
-            try:
-                if first:
-                    yield first if counter is None else counter.feed(first)
-                async for chunk in resp.iter_bytes():
-                    yield chunk if counter is None else counter.feed(chunk)
-                if counter is not None:
-                    yield counter.finish()
-            except UpstreamFailure as failure:
-                # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
-                failed = True
-                target.on_failure(failure.failure, self._clock())
-                message = f"the backend {target.backend.name} failed mid-stream: {failure.detail}"
-                yield (
-                    b"\n\ndata: "
-                    + orjson.dumps(
-                        {
-                            "error": {
-                                "message": message,
-                                "type": "upstream_error",
-                                "param": None,
-                                "code": "stream_interrupted",
-                            }
-                        }
-                    )
-                    + b"\n\n"
-                    + _DONE
-                )
-            except (asyncio.CancelledError, GeneratorExit):
-                cancelled = True
-                raise
-            finally:
-                if not resp.complete:
-                    resp.close()  # the client went away (or the backend died): close the upstream too
-                if cancelled:
-                    # A client that hangs up says nothing for or against the backend's health.
-                    target.on_abandon()
-                elif not failed:
-                    target.on_success(ttfb, self._clock())
-
         headers = self._served_headers(req, target, len(req.attempts) + 1)
         headers.extend(_STREAM_HEADERS)
         if synthesize_usage:
             headers.append(("x-aifabric-usage", "estimated"))
+        counter = _UsageCounter(req.body.payload) if synthesize_usage else None
+        relay = _Relay(target, resp, first, ttfb, counter, self._clock)
         return StreamingResponse(
-            resp.status, relay(), headers, content_type=resp.headers.get("content-type", "text/event-stream")
+            resp.status, relay, headers, content_type=resp.headers.get("content-type", "text/event-stream")
         )
 
     def _served_headers(
@@ -370,6 +338,84 @@ async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:
         raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within the per-try timeout") from None
 
 
+class _Relay:
+    """A streamed answer's body as the listener pulls it. From the first byte on it owns the attempt:
+    it ends it exactly once (success at the end of the stream, failure when the backend dies
+    mid-stream, abandon when the client goes away), also when the listener drops it unread (aclose),
+    which an async generator could not promise: one never started runs no cleanup."""
+
+    __slots__ = ("_clock", "_counter", "_first", "_resp", "_settled", "_target", "_ttfb")
+
+    def __init__(
+        self,
+        target: TargetState,
+        resp: UpstreamResponse,
+        first: bytes,
+        ttfb: float,
+        counter: _UsageCounter | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._target = target
+        self._resp = resp
+        self._first: bytes | None = first
+        self._ttfb = ttfb
+        self._counter = counter
+        self._clock = clock
+        self._settled = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        counter = self._counter
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first if counter is None else counter.feed(first)
+        if self._settled:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._resp.next_chunk()
+        except UpstreamFailure as failure:
+            # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
+            self._settled = True
+            self._resp.close()
+            self._target.on_failure(failure.failure, self._clock())
+            return _interrupted(self._target.backend.name, failure.detail)
+        except BaseException:
+            await self.aclose()  # the client went away: close the upstream too
+            raise
+        if chunk is not None:
+            return chunk if counter is None else counter.feed(chunk)
+        self._settled = True
+        self._target.on_success(self._ttfb, self._clock())
+        if counter is None:
+            raise StopAsyncIteration
+        return counter.finish()
+
+    async def aclose(self) -> None:
+        """The listener is done with the stream before its end: a client that hangs up says nothing
+        for or against the backend's health."""
+        if self._settled:
+            return
+        self._settled = True
+        if self._resp.complete:
+            self._target.on_success(self._ttfb, self._clock())
+        else:
+            self._resp.close()
+            self._target.on_abandon()
+
+
+def _interrupted(backend: str, detail: str) -> bytes:
+    error = {
+        "message": f"the backend {backend} failed mid-stream: {detail}",
+        "type": "upstream_error",
+        "param": None,
+        "code": "stream_interrupted",
+    }
+    return b"\n\ndata: " + orjson.dumps({"error": error}) + b"\n\n" + _DONE
+
+
 def _label(target: TargetState) -> str:
     return f"{target.backend.name}/{target.model}"
 
@@ -412,9 +458,12 @@ class _UsageCounter:
                 for key in ("id", "created", "model", "object"):
                     if key in obj:
                         self._meta[key] = obj[key]
-                for choice in obj.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content") or choice.get("text"):
+                choices = obj.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if not isinstance(choice, dict):
+                        continue  # not ours to judge: passed through as sent, not counted
+                    delta = choice.get("delta")
+                    if (isinstance(delta, dict) and delta.get("content")) or choice.get("text"):
                         self._completion += 1
 
     def finish(self) -> bytes:

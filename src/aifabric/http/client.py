@@ -207,7 +207,9 @@ class UpstreamResponse:
         self._wake()
 
     # -- read by the gateway ----------------------------------------------------------------------
-    async def _next(self) -> bytes | None:
+    async def next_chunk(self) -> bytes | None:
+        """What has arrived of the body since the last call (waiting for something), None at its end;
+        raises UpstreamFailure if the backend dies mid-body."""
         while True:
             if self._chunks:
                 # Whatever has arrived goes on as one piece: fewer writes to the client, same bytes.
@@ -231,18 +233,18 @@ class UpstreamResponse:
 
     async def first_chunk(self) -> bytes:
         """The first piece of the body (b"" for an empty body)."""
-        return await self._next() or b""
+        return await self.next_chunk() or b""
 
     async def read(self) -> bytes:
         """The whole body."""
         parts = []
-        while (chunk := await self._next()) is not None:
+        while (chunk := await self.next_chunk()) is not None:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises UpstreamFailure if the backend dies mid-body."""
-        while (chunk := await self._next()) is not None:
+        while (chunk := await self.next_chunk()) is not None:
             yield chunk
 
     def close(self) -> None:
@@ -283,6 +285,10 @@ class _Pool:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise UpstreamFailure(
                 FailureClass.CONNECT, f"cannot connect to {host}:{port}: {reason}"
+            ) from None
+        except UnicodeError:  # a name the resolver cannot even encode (a label over 63 characters)
+            raise UpstreamFailure(
+                FailureClass.CONNECT, f"cannot connect to {host}:{port}: not a valid host name"
             ) from None
         self.all.add(conn)
         return conn

@@ -1,11 +1,22 @@
-"""The options every command that talks to a running gateway shares: where it is, and its key."""
+"""Options commands share: where a running gateway is and its key; what a port number may be."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-__all__ = ["add_gateway_arguments"]
+__all__ = ["add_gateway_arguments", "port_number"]
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535; anything else is a usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return port
 
 
 def add_gateway_arguments(parser: argparse.ArgumentParser, *, timeout: float, key_help: str) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 
 from aifabric.cli.console import Console
+from aifabric.cli.gateway_args import port_number
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
 
@@ -22,7 +23,7 @@ HELP = "Run the gateway for a fabric file (no local backends are started; see `a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", metavar="FILE", help="fabric file (default: the embedded default)")
     parser.add_argument("--host", help="listen address (default: gateway.host of the file)")
-    parser.add_argument("--port", type=int, help="listen port (default: gateway.port of the file)")
+    parser.add_argument("--port", type=port_number, help="listen port (default: gateway.port of the file)")
     parser.add_argument(
         "--workers", type=int, help="worker processes sharing the port (default: gateway.workers)"
     )
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, access_log=True))
     host = args.host or config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
-    workers = args.workers or config.gateway.workers
+    workers = args.workers if args.workers is not None else config.gateway.workers
     if workers < 1:
         raise CommandError("--workers must be at least 1")
     from aifabric.state import check_state
@@ -89,12 +90,25 @@ def _ready_line(host: str, port: int, workers: int) -> str:
 def _check_port(host: str, port: int) -> None:
     from aifabric.local.ports import describe_port_holder, port_in_use
 
-    if port and port_in_use(host, port):
+    try:
+        in_use = port_in_use(host, port)  # port 0 still checks that the address is this machine's
+    except OSError as exc:
+        raise CommandError(listen_error(host, port, exc)) from None
+    if port and in_use:
         holder = describe_port_holder(port)
         raise CommandError(
             f"port {port} is already in use{': ' + holder if holder else ''}. "
             "Stop that process or choose another port with --port."
         )
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """Why the gateway cannot listen on `host:port` (other than the port being taken), in words."""
+    reason = exc.strerror or str(exc)
+    return (
+        f"cannot listen on {host}:{port}: {reason}. The listen address (--host, or gateway.host in the "
+        "fabric file) must be an address of this machine, 0.0.0.0 or ::"
+    )
 
 
 def _run_workers(

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
+from aifabric.cli.gateway_args import port_number
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
 
@@ -32,10 +33,12 @@ HELP = "Start the local backends of a fabric file (default: the embedded CPU fab
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", metavar="FILE", help="fabric file (default: the embedded default)")
     parser.add_argument("--host", help="gateway listen address (default: gateway.host of the file)")
-    parser.add_argument("--port", type=int, help="gateway listen port (default: gateway.port of the file)")
+    parser.add_argument(
+        "--port", type=port_number, help="gateway listen port (default: gateway.port of the file)"
+    )
     parser.add_argument(
         "--local-port-base",
-        type=int,
+        type=port_number,
         metavar="N",
         help="move the local backends to ports N, N+1, ... (default: the ports the file gives them)",
     )
@@ -75,6 +78,7 @@ def _load(path: str | None) -> FabricConfig:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from aifabric.cli.serve import listen_error
     from aifabric.local.launch import local_backends, process_spec, with_local_ports
     from aifabric.local.ports import port_in_use, port_in_use_message
     from aifabric.local.supervisor import Supervisor
@@ -83,10 +87,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
     configure_logging(args.log_level)
     config = _load(args.config)
     if args.local_port_base is not None:
+        last = args.local_port_base + len(local_backends(config)) - 1
+        if args.local_port_base < 1 or last > 65535:
+            raise CommandError(
+                f"--local-port-base {args.local_port_base} would put the local backends on ports "
+                f"{args.local_port_base}-{last}: choose a base from 1 so that the last is at most 65535"
+            )
         config = with_local_ports(config, args.local_port_base)
     host = args.host or config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
-    if port and port_in_use(host, port):
+    try:
+        in_use = port_in_use(host, port)  # port 0 still checks that the address is this machine's
+    except OSError as exc:
+        raise CommandError(listen_error(host, port, exc)) from None
+    if port and in_use:
         raise CommandError(f"{port_in_use_message(host, port)}; stop it or choose another with --port")
 
     specs = [process_spec(b) for b in local_backends(config)]  # resolves models: a missing one fails here

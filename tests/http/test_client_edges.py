@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import pytest
-import uvloop
+from http_support import run
 
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
-    global _LOOP
-    _LOOP = request.param
-    yield
-
-
-_LOOP = "asyncio"
-
-
-def run(coro: Awaitable[None]) -> None:
-    if _LOOP == "uvloop":
-        uvloop.run(coro)  # type: ignore[arg-type]
-    else:
-        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 async def raw_backend(script: Script) -> tuple[asyncio.Server, str]:

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import uvloop
+from http_support import run
 
 from aifabric.errors import FailureClass, UpstreamFailure
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test on both event loops: uvloop in production, asyncio's own where uvloop is absent."""
-    global _LOOP
-    _LOOP = request.param
-    yield
-
-
-_LOOP = "asyncio"
-
-
-def run(coro: Awaitable[None]) -> None:
-    if _LOOP == "uvloop":
-        uvloop.run(coro)  # type: ignore[arg-type]
-    else:
-        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 async def echo(request: Request) -> Response:

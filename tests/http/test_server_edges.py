@@ -4,24 +4,13 @@ handlers' bugs: every exchange ends well-formed or with the connection closed, n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import pytest
-import uvloop
+from http_support import run as run_on_loop
 
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 
 Check = Callable[[int], Awaitable[None]]
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
-    global _LOOP
-    _LOOP = request.param
-    yield
-
-
-_LOOP = "asyncio"
 
 
 async def handler(request: Request) -> Response | StreamingResponse:
@@ -51,6 +40,8 @@ async def handler(request: Request) -> Response | StreamingResponse:
         return Response(200, b"{}", [("x-model", "модель")])
     if request.path == "/no-content":
         return Response(204)
+    if request.method == "POST" and request.body == b"hello world":
+        return Response(200, b"%d bytes" % len(request.body))
     return Response(200, b'{"path":"' + request.path.encode() + b'"}')
 
 
@@ -62,10 +53,7 @@ def run(check: Check) -> None:
         finally:
             await server.close(grace=0.5)
 
-    if _LOOP == "uvloop":
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    run_on_loop(main())
 
 
 async def exchange(port: int, payload: bytes) -> bytes:
@@ -190,5 +178,29 @@ def test_expect_continue_behind_a_stream_in_flight_does_not_corrupt_it() -> None
         stream_part, _, _ = data.partition(b"0\r\n\r\n")
         assert b"100 Continue" not in stream_part
         assert data.endswith(b'{"path":"/after"}')
+
+    run(check)
+
+
+def test_a_body_arriving_in_pieces_is_handed_over_whole() -> None:
+    async def check(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        pieces = [
+            b"POST /sized HTTP/1.1\r\nHost: x\r\nContent-Le",
+            b"ngth: 11\r\n\r\nhello",
+            b" world",
+            b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
+            b"\r\n5\r\nhe",
+            b"llo\r\n6\r\n world\r\n0\r\n",
+            b"\r\n",
+        ]
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # separate reads on the server's side
+        data = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert data.count(b"HTTP/1.1 200 ") == 2
+        assert data.count(b"11 bytes") == 2
 
     run(check)

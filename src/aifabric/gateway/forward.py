@@ -104,18 +104,19 @@ class Forwarder:
                     round_failures, warmup_until, table, route
                 ):
                     break
-                remaining = deadline.remaining(self._clock())
-                if remaining <= 0:
+                now = self._clock()
+                if deadline.expired(now):
                     break
                 endpoint = table.endpoints.get(target.backend.name)
                 if endpoint is None:
                     continue
-                try_timeout = min(endpoint.try_timeout or cfg.try_timeout, remaining)
+                try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                 try:
                     return await self._attempt(req, target, endpoint, try_timeout)
                 except UpstreamFailure as failure:
                     if failure.failure is FailureClass.CLIENT_ERROR:
-                        raise self._client_error(failure) from None
+                        # The backend says the request itself is wrong: the client sees its words.
+                        raise self._upstream_error(failure) from None
                     last_error = failure
                     round_failures.append(failure.failure)
             round_no += 1
@@ -260,11 +261,9 @@ class Forwarder:
         if self._on_attempt is not None:
             self._on_attempt(req, target, attempt, self._clock() - started)
 
-    def _client_error(self, failure: UpstreamFailure) -> UpstreamError:
-        """The backend says the request itself is wrong: the client sees the backend's words, normalized."""
-        return self._upstream_error(failure)
-
     def _upstream_error(self, failure: UpstreamFailure) -> UpstreamError:
+        """A backend's error answer as the client gets it: its words in OpenAI's shape, its status
+        and Retry-After kept."""
         endpoint = self._table().endpoints.get(failure.backend or "")
         adapter = endpoint.adapter if endpoint is not None else None
         status = failure.status or 502

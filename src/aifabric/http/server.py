@@ -115,7 +115,6 @@ class _Connection(asyncio.Protocol):
         "_head_sent",
         "_headers",
         "_in_head",
-        "_keep_alive",
         "_parser",
         "_paused",
         "_pending",
@@ -138,7 +137,6 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self._too_large = False
         self._rejected = False
-        self._keep_alive = True
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
         self._completed = False  # a request ended in the data being fed

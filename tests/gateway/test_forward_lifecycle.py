@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from aifabric.config.load import load_config_text
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
 
 Start = Callable[..., Any]
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -78,15 +78,6 @@ class RawBackend:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def wait_for(predicate: Callable[[], bool], what: str, limit: float = 5.0) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 def outstanding(gw: RunningGateway, role: str = "chat-fast") -> list[int]:
     assert gw.gateway is not None
     return [t.outstanding for t in gw.gateway.table.routes[role].targets]
@@ -138,7 +129,7 @@ roles:
         events = [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
         assert events[-1] == "[DONE]"
         assert json.loads(events[-2])["usage"]["completion_tokens"] == 1
-        wait_for(lambda: outstanding(gw) == [0], "the target to be released")
+        wait_until(lambda: outstanding(gw) == [0], "the target to be released")
 
 
 def test_a_stream_answered_with_no_content_releases_the_target(start_gateway: Start) -> None:
@@ -158,7 +149,7 @@ roles:
         )
         r = httpx.post(gw.url + "/v1/chat/completions", json=chat(stream=True), timeout=10)
         assert r.status_code == 204
-        wait_for(lambda: outstanding(gw) == [0], "the target to be released")
+        wait_until(lambda: outstanding(gw) == [0], "the target to be released")
 
 
 def test_a_backend_host_that_cannot_be_a_name_fails_over(start_gateway: Start, fb: FakeBackend) -> None:

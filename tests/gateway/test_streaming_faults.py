@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 Start = Callable[..., Any]
 
@@ -33,15 +34,6 @@ roles:
 """
 
 
-def wait_for(predicate: Callable[[], bool], what: str, limit: float = 5.0) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 def stream_body() -> dict[str, Any]:
     return {"model": "chat-fast", "messages": [{"role": "user", "content": "go"}], "stream": True}
 
@@ -52,11 +44,11 @@ def test_client_disconnect_cancels_the_upstream_request(start_gateway: Start, fb
     with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream_body()) as r:
         first = next(r.iter_raw())
         assert first.startswith(b"data: ")
-        wait_for(lambda: fb.counters["inflight"] == 1, "the backend to be streaming")
+        wait_until(lambda: fb.counters["inflight"] == 1, "the backend to be streaming")
     # The client hung up after one chunk: the backend's request must end long before its 10 s.
-    wait_for(lambda: fb.counters["inflight"] == 0, "the backend request to be cancelled")
+    wait_until(lambda: fb.counters["inflight"] == 0, "the backend request to be cancelled")
     target = gw.gateway.table.routes["chat-fast"].targets[0]
-    wait_for(lambda: target.outstanding == 0, "the gateway to release the target")
+    wait_until(lambda: target.outstanding == 0, "the gateway to release the target")
     # A hang-up is not the backend's fault: it is not held against it.
     assert target.detector.available(time.monotonic())
 

@@ -14,14 +14,7 @@ from aifabric.health.checker import HealthChecker, probe_interval
 from aifabric.health.state import BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.testing.fake_backend import FakeBackend
-
-
-async def eventually(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    """Wait for a condition the checker's loop brings about (a bound, not a timing assertion)."""
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
+from aifabric.testing.wait import eventually
 
 
 def run(coro: Callable[[UpstreamClient], Awaitable[None]]) -> None:

@@ -4,7 +4,6 @@ for the resilience tests: what an operator or a client sees when the estate misb
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,16 +64,6 @@ class RunningGateway(BaseRunningGateway):
 
 def load(yaml_text: str, environ: dict[str, str] | None = None) -> FabricConfig:
     return load_config_text(yaml_text, "fabric.yaml", environ=environ or {})
-
-
-def wait_for(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> float:
-    """Poll until `predicate` holds; returns the seconds it took (for the printed timings)."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {limit} s waiting for: {what}")
 
 
 def chat(client: openai.OpenAI, model: str = "chat-fast", text: str = "hi") -> Any:

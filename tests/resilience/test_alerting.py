@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from resilience_support import RunningGateway, load, wait_for
+from resilience_support import RunningGateway, load
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main as cli_main
@@ -24,6 +24,7 @@ from aifabric.health.alerts import AlertTracker, Severity, gateway_down
 from aifabric.health.notify import CommandSink, FileSink, Notifier
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
+from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]
@@ -90,10 +91,10 @@ def test_webhook_receives_firing_then_resolved_for_a_backend_that_goes_down_and_
 ) -> None:
     embed, armitage = backend(models=("bge",)), backend(models=("qwen",))
     gw = start_gateway(estate(embed.url, armitage.url, webhook.url), probe=True)
-    wait_for(lambda: alerts(gw)["evaluations"] >= 2, "the monitor to evaluate")
+    wait_until(lambda: alerts(gw)["evaluations"] >= 2, "the monitor to evaluate")
     assert webhook.received == []  # everything up: nothing to say
     embed.stop()
-    wait_for(lambda: len(webhook.received) == 1, "the firing alert")
+    wait_until(lambda: len(webhook.received) == 1, "the firing alert")
     fired = webhook.received[0]
     assert (fired["status"], fired["rule"], fired["subject"], fired["severity"]) == (
         "firing",
@@ -105,10 +106,10 @@ def test_webhook_receives_firing_then_resolved_for_a_backend_that_goes_down_and_
     [active] = alerts(gw)["active"]
     assert active["subject"] == "motoko-embed"
     evaluations = alerts(gw)["evaluations"]
-    wait_for(lambda: alerts(gw)["evaluations"] >= evaluations + 3, "three more evaluations")
+    wait_until(lambda: alerts(gw)["evaluations"] >= evaluations + 3, "three more evaluations")
     assert len(webhook.received) == 1  # no repeat while it lasts
     embed.start()
-    wait_for(lambda: len(webhook.received) == 2, "the resolved alert")
+    wait_until(lambda: len(webhook.received) == 2, "the resolved alert")
     resolved = webhook.received[1]
     assert (resolved["status"], resolved["subject"]) == ("resolved", "motoko-embed")
     assert resolved["duration_seconds"] > 0
@@ -123,11 +124,11 @@ def test_sleeping_workstation_raises_nothing_above_info(
     embed, armitage = backend(models=("bge",)), backend(models=("qwen",))
     gw = start_gateway(estate(embed.url, armitage.url, webhook.url, "warning"), probe=True)
     armitage.stop()  # the workstation is switched off for the night
-    wait_for(lambda: bool(alerts(gw)["active"]), "the workstation's alert")
+    wait_until(lambda: bool(alerts(gw)["active"]), "the workstation's alert")
     [active] = alerts(gw)["active"]
     assert (active["rule"], active["severity"]) == ("workstation_down", "info")
     evaluations = alerts(gw)["evaluations"]
-    wait_for(lambda: alerts(gw)["evaluations"] >= evaluations + 3, "three more evaluations")
+    wait_until(lambda: alerts(gw)["evaluations"] >= evaluations + 3, "three more evaluations")
     assert webhook.received == []  # the warning-level sink (a pager, say) was never woken
 
 

@@ -9,9 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from resilience_support import RunningGateway, chat, post_chat, report, wait_for
+from resilience_support import RunningGateway, chat, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]
@@ -62,7 +63,7 @@ def test_failing_target_is_ejected_after_n_failures_and_recovers_after_the_eject
     def served_by_a() -> bool:
         return post_chat(gw.url).headers["x-aifabric-backend"] == "a"
 
-    wait_for(served_by_a, "a to serve again", limit=15)
+    wait_until(served_by_a, "a to serve again", limit=15)
     report("ejected target serving again after its ejection, in", time.monotonic() - ejected_at)
     assert gw.read(lambda: gw.target("chat-fast", "a").detector.ejections) == 1
 
@@ -84,7 +85,7 @@ def test_a_failed_half_open_trial_ejects_again_for_longer(
         assert post_chat(gw.url).status_code == 200  # the failed trial is absorbed by failing over
         return inference_count(a) == 4
 
-    wait_for(trial_sent, "the half-open trial", 10)
+    wait_until(trial_sent, "the half-open trial", 10)
     for _ in range(5):
         assert post_chat(gw.url).headers["x-aifabric-backend"] == "b"
     assert inference_count(a) == 4
@@ -98,10 +99,10 @@ def test_killed_target_detected_by_probes_and_back_after_restart(
 ) -> None:
     a, b = backend(), backend()
     gw = start_gateway(fabric(a, b), probe=True)
-    wait_for(lambda: gw.state("a") == "up", "a to be probed up")
+    wait_until(lambda: gw.state("a") == "up", "a to be probed up")
     a.stop()
     killed = time.monotonic()
-    wait_for(lambda: gw.state("a") == "down", "the probes to mark a down")
+    wait_until(lambda: gw.state("a") == "down", "the probes to mark a down")
     report(
         "killed backend marked down by probes (interval 200 ms, 2 failed probes) after",
         time.monotonic() - killed,
@@ -109,9 +110,9 @@ def test_killed_target_detected_by_probes_and_back_after_restart(
     assert "a" not in httpx_ready(gw)
     a.start()
     restarted = time.monotonic()
-    wait_for(lambda: gw.state("a") == "up", "the probes to mark a up again")
+    wait_until(lambda: gw.state("a") == "up", "the probes to mark a up again")
     report("restarted backend marked up by probes after", time.monotonic() - restarted)
-    wait_for(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "a", "a to serve again")
+    wait_until(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "a", "a to serve again")
 
 
 def httpx_ready(gw: RunningGateway) -> list[str]:

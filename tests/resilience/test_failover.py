@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 
 import httpx
-from resilience_support import RunningGateway, chat, post_chat, report, wait_for
+from resilience_support import RunningGateway, chat, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]
@@ -54,7 +55,7 @@ def test_target_killed_mid_request_fails_over(start_gateway: StartGateway, backe
     gw = start_gateway(pair(a, b))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(post_chat, gw.url) for _ in range(4)]
-        wait_for(lambda: a.count("/v1/chat/completions") == 4, "four requests held at a")
+        wait_until(lambda: a.count("/v1/chat/completions") == 4, "four requests held at a")
         a.stop()  # killed with the requests half-way: their connections close without an answer
         results = [f.result() for f in futures]
     assert [r.status_code for r in results] == [200] * 4

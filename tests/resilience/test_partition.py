@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from resilience_support import RunningGateway, post_chat, report, wait_for
+from resilience_support import RunningGateway, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -138,7 +139,7 @@ monitoring: {{interval: 200ms}}
 """,
         probe=True,
     )
-    wait_for(lambda: gw.state("armitage-vllm") == "up", "the namespaced backend to be probed up")
+    wait_until(lambda: gw.state("armitage-vllm") == "up", "the namespaced backend to be probed up")
     assert post_chat(gw.url).headers["x-aifabric-backend"] == "armitage-vllm"
 
     remote.partition()
@@ -160,14 +161,14 @@ monitoring: {{interval: 200ms}}
         gw.url + "/v1/embeddings", json={"model": "embeddings-general", "input": "x"}, timeout=10
     )
     assert emb.status_code == 200
-    wait_for(
+    wait_until(
         lambda: any(a["subject"] == "armitage-vllm" for a in httpx.get(gw.url + "/alerts").json()["active"]),
         "the backend-down alert",
     )
 
     remote.heal()
     healed_at = time.monotonic()
-    wait_for(lambda: gw.state("armitage-vllm") == "up", "the backend to be probed up after the heal", 30)
+    wait_until(lambda: gw.state("armitage-vllm") == "up", "the backend to be probed up after the heal", 30)
     report("recovered (backend up) after the heal, in", time.monotonic() - healed_at)
-    wait_for(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "armitage-vllm", "traffic back", 30)
-    wait_for(lambda: httpx.get(gw.url + "/alerts").json()["active"] == [], "the alert to resolve")
+    wait_until(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "armitage-vllm", "traffic back", 30)
+    wait_until(lambda: httpx.get(gw.url + "/alerts").json()["active"] == [], "the alert to resolve")

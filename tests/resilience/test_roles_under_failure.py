@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from resilience_support import RunningGateway, load, post_chat, report, wait_for
+from resilience_support import RunningGateway, load, post_chat, report
 
 from aifabric.errors import ConfigError
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]
@@ -92,7 +93,7 @@ def test_request_is_held_while_the_only_backend_loads_and_answered_when_it_is_re
 ) -> None:
     llama = backend(kind="llamacpp", loading=True)
     gw = start_gateway(single_llamacpp(llama.url, "20s"), probe=True)
-    wait_for(lambda: gw.state("local-llama") == "loading", "the probe to see the model loading")
+    wait_until(lambda: gw.state("local-llama") == "loading", "the probe to see the model loading")
     llama.set(loading=True, loading_ms=1500)  # the model finishes loading in 1.5 s
     started = time.monotonic()
     resp = post_chat(gw.url)
@@ -107,7 +108,7 @@ def test_warm_up_bound_passed_gives_a_clear_503_with_retry_after(
 ) -> None:
     llama = backend(kind="llamacpp", loading=True)
     gw = start_gateway(single_llamacpp(llama.url, "1s"), probe=True)
-    wait_for(lambda: gw.state("local-llama") == "loading", "the probe to see the model loading")
+    wait_until(lambda: gw.state("local-llama") == "loading", "the probe to see the model loading")
     resp = post_chat(gw.url)
     assert resp.status_code == 503
     assert int(resp.headers["retry-after"]) >= 1
@@ -128,7 +129,7 @@ roles:
         probe=True,
     )
     fix = "config says bge-base-en-v1.5, motoko-embed serves BAAI/bge-base-en-v1.5"
-    wait_for(lambda: bool(gw.health()["backends"]["motoko-embed"]["mismatches"]), "the drift to be seen")
+    wait_until(lambda: bool(gw.health()["backends"]["motoko-embed"]["mismatches"]), "the drift to be seen")
     [message] = gw.health()["backends"]["motoko-embed"]["mismatches"]
     assert message.startswith(fix)
     # The runbook's "Embeddings Return 404": the client is told what is wrong and how to fix it.
@@ -157,12 +158,12 @@ roles:
         post_chat(gw.url)
         return gw.read(lambda: all(t.ewma_latency > 0 for t in gw.gateway.table.routes["chat-fast"].targets))  # type: ignore[union-attr]
 
-    wait_for(measured, "both targets to have a latency measurement", limit=30)
+    wait_until(measured, "both targets to have a latency measurement", limit=30)
     # p2c on EWMA latency: with both measured, one request at a time, the faster target wins every draw.
     served = [post_chat(gw.url).headers["x-aifabric-backend"] for _ in range(20)]
     assert served == ["fast"] * 20
     fast.set(latency_ms=400)  # now the other one is the slow one
-    wait_for(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "slow", "traffic to move back", 30)
+    wait_until(lambda: post_chat(gw.url).headers["x-aifabric-backend"] == "slow", "traffic to move back", 30)
 
 
 @pytest.fixture
@@ -204,7 +205,7 @@ def test_sleeping_workstation_is_asleep_and_its_role_goes_to_the_fallback_at_onc
         environ={"OPENAI_API_KEY": SECRET},
         probe=True,
     )
-    wait_for(lambda: gw.state("armitage-vllm") == "asleep", "the powered-off workstation to be asleep")
+    wait_until(lambda: gw.state("armitage-vllm") == "asleep", "the powered-off workstation to be asleep")
     view = gw.health()["backends"]["armitage-vllm"]
     assert view["state"] == "asleep"
     started = time.monotonic()

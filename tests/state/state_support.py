@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -11,7 +10,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -19,6 +17,7 @@ import redis
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
 from aifabric.testing.net import free_port
+from aifabric.testing.wait import wait_until
 
 
 class RedisServer:
@@ -94,25 +93,6 @@ roles:
 
 def config(backend_url: str, **kwargs: object) -> FabricConfig:
     return load_config_text(fabric(backend_url, **kwargs), "<state test>")  # type: ignore[arg-type]
-
-
-async def eventually(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Wait for something the sync loop brings about (a bound, not a timing assertion)."""
-    try:
-        async with asyncio.timeout(limit):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
-
-
-def wait_until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """`eventually` for a test thread."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
 
 
 class Serve:

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from state_support import RedisServer, config, eventually
+from state_support import RedisServer, config
 
 from aifabric.config.schema import FabricConfig
 from aifabric.gateway.app import Gateway
 from aifabric.health.state import BackendState
 from aifabric.state import StateSync
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import eventually
 
 CHAT = {"model": "r", "messages": [{"role": "user", "content": "hi"}]}
 

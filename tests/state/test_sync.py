@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from state_support import config, eventually
+from state_support import config
 
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import StateStoreError
@@ -18,6 +18,7 @@ from aifabric.http.client import UpstreamClient
 from aifabric.routing.table import RoutingTable
 from aifabric.state import MemoryStore, StateSync, check_state, open_store
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import eventually
 
 
 class Replica:

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -15,16 +14,10 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CHAT: dict[str, object] = {"model": "a", "messages": MESSAGES}
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    while not check():
-        pause.wait(0.02)
-    assert check(), what
 
 
 def listening(url: str) -> bool:

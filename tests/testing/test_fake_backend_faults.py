@@ -6,8 +6,7 @@ No timing assertions: slowness is shown by a client timeout that fires with the 
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one two three four five"}]
 CHAT: dict[str, object] = {"model": "m", "messages": USER}
@@ -30,14 +30,6 @@ def fb() -> Iterator[FakeBackend]:
 
 def chat(fb: FakeBackend, body: dict[str, object] = CHAT, timeout: float = 30) -> httpx.Response:
     return httpx.post(fb.url + "/chat/completions", json=body, timeout=timeout)
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Poll for a state the server reaches by itself (a timer, a thread); the test timeout bounds it."""
-    pause = threading.Event()
-    while not check():
-        pause.wait(0.02)
-    assert check(), what
 
 
 def test_fail_first_n_fails_exactly_n_requests_then_serves(fb: FakeBackend) -> None:

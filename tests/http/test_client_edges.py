@@ -148,3 +148,26 @@ def test_a_backend_that_talks_on_an_idle_connection_does_not_poison_the_pool() -
         server.close()
 
     run(check())
+
+
+def test_a_backend_that_closes_after_each_answer_gets_a_new_connection_each_time() -> None:
+    connections = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+        raise ConnectionResetError  # this connection is done
+
+    async def check() -> None:
+        server, url = await raw_backend(script)
+        client = UpstreamClient()
+        for _ in range(3):
+            resp = await client.request("POST", url + "/x", body=b"{}", timeout=5)
+            assert await asyncio.wait_for(resp.read(), 5) == b"ok"
+        assert len(connections) == 3
+        await client.aclose()
+        server.close()
+
+    run(check())

@@ -291,3 +291,22 @@ def test_a_slow_reader_pauses_the_backend_and_gets_every_byte() -> None:
         await client.aclose()
 
     run(with_server(handler, check))
+
+
+def test_a_pooled_connection_idle_past_its_ttl_is_replaced_not_reused() -> None:
+    # Backends on uvicorn close idle keep-alive connections after 5 s; reusing one at that moment
+    # races the close. Past idle_ttl the client opens a fresh connection instead.
+    async def check(server: HttpServer) -> None:
+        client = UpstreamClient(idle_ttl=0.1)
+        url = f"http://127.0.0.1:{server.port}/a"
+        assert (await client.request("GET", url, timeout=5)).status == 200
+        first = set(server.connections)
+        assert (await client.request("GET", url, timeout=5)).status == 200
+        assert set(server.connections) == first  # within the ttl: the same connection
+        await asyncio.sleep(0.2)
+        assert (await client.request("GET", url, timeout=5)).status == 200
+        await asyncio.sleep(0.05)
+        assert not (set(server.connections) & first)  # the stale one was closed, a new one serves
+        await client.aclose()
+
+    run(with_server(echo, check))

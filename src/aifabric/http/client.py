@@ -17,6 +17,7 @@ import collections
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
+        self.idle_since = 0.0
         self.paused = False
         self.response: UpstreamResponse | None = None
         self.headers_done: asyncio.Future[None] | None = None
@@ -294,15 +296,26 @@ class _Pool:
         return conn
 
     def acquire_idle(self) -> _UpstreamConnection | None:
+        now = time.monotonic()
         while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
+            conn = self.idle.pop()  # the most recently used first
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.client.idle_ttl:
+                # Idle this long, the backend may be closing it right now (uvicorn, which vLLM and
+                # llama-cpp-python run on, closes after 5 s): a fresh connection is cheaper than the
+                # race. Every connection below it in the stack is older still.
+                for stale in [conn, *self.idle]:
+                    stale.abort()
+                self.idle.clear()
+                return None
+            conn.reused = True
+            return conn
         return None
 
     def release(self, conn: _UpstreamConnection) -> None:
         if len(self.idle) < self.client.max_idle_per_origin:
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
             conn.abort()
@@ -317,8 +330,14 @@ class UpstreamClient:
     """Pooled HTTP/1.1 client for backends. One per process; safe to share across tasks."""
 
     def __init__(
-        self, *, connect_timeout: float = 3.0, max_idle_per_origin: int = 256, user_agent: str = "aifabric"
+        self,
+        *,
+        connect_timeout: float = 3.0,
+        max_idle_per_origin: int = 256,
+        idle_ttl: float = 4.0,
+        user_agent: str = "aifabric",
     ) -> None:
+        self.idle_ttl = idle_ttl
         self.connect_timeout = connect_timeout
         self.max_idle_per_origin = max_idle_per_origin
         self.user_agent = user_agent

@@ -83,3 +83,33 @@ def test_smoke_reports_an_unreachable_gateway() -> None:
     code, text = run_cli("smoke", "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 1
     assert "gateway unreachable" in text
+
+
+def test_smoke_gives_up_on_a_gateway_that_stalls_mid_body() -> None:
+    import socket
+    import threading
+
+    # A "gateway" that sends its headers and half a body, then nothing.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"data":')
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        code, text = run_cli("smoke", "--url", f"http://127.0.0.1:{port}", "--timeout", "0.5")
+    finally:
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert code == 1
+    assert "no complete answer within 0.5s" in text

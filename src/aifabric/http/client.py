@@ -367,6 +367,25 @@ class UpstreamClient:
         origin, target = split_url(url)
         return await self.send(origin, method, target, headers or [], body, timeout)
 
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A whole exchange (headers and body) within `timeout`: for tools, not the data plane."""
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await self.request(method, url, headers, body, timeout=timeout)
+                try:
+                    return resp.status, resp.headers, await resp.read()
+                finally:
+                    resp.close()
+        except TimeoutError:
+            raise UpstreamFailure(FailureClass.TIMEOUT, f"no complete answer within {timeout:g}s") from None
+
     async def send(
         self,
         origin: Origin,

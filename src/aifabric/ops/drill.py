@@ -165,12 +165,13 @@ class _Drill:
 
     async def admin(self, method: str, path: str) -> tuple[int, Any]:
         headers = [("authorization", f"Bearer {self.api_key}")] if self.api_key else []
-        resp = await self.client.request(method, self.base + path, headers, b"", timeout=self.request_timeout)
-        body = await resp.read()
+        status, _, body = await self.client.fetch(
+            method, self.base + path, headers, b"", self.request_timeout
+        )
         try:
-            return resp.status, orjson.loads(body)
+            return status, orjson.loads(body)
         except orjson.JSONDecodeError:
-            return resp.status, {"error": {"message": body[:200].decode("utf-8", "replace")}}
+            return status, {"error": {"message": body[:200].decode("utf-8", "replace")}}
 
     @staticmethod
     def error_of(status: int, payload: Any) -> str:

@@ -54,8 +54,7 @@ async def _call(
     method = "GET" if body is None else "POST"
     payload = b"" if body is None else orjson.dumps(body)
     all_headers = [*headers, ("content-type", "application/json")] if body is not None else headers
-    resp = await client.request(method, url, all_headers, payload, timeout=timeout)
-    return resp.status, resp.headers, await resp.read()
+    return await client.fetch(method, url, all_headers, payload, timeout=timeout)
 
 
 def _error_message(body: bytes) -> str:

@@ -84,8 +84,8 @@ def _exit_from_backends(backends: Mapping[str, Any]) -> int:
 async def _get(
     client: UpstreamClient, url: str, headers: list[tuple[str, str]], timeout: float
 ) -> tuple[int, bytes]:
-    resp = await client.request("GET", url, headers, b"", timeout=timeout)
-    return resp.status, await resp.read()
+    status, _, body = await client.fetch("GET", url, headers, b"", timeout=timeout)
+    return status, body
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

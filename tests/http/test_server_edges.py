@@ -204,3 +204,22 @@ def test_a_body_arriving_in_pieces_is_handed_over_whole() -> None:
         assert data.count(b"11 bytes") == 2
 
     run(check)
+
+
+def test_many_pipelined_requests_are_all_answered_in_order() -> None:
+    # More than the listener queues before it stops reading: reading resumes as answers go out.
+    async def check(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for batch in range(5):
+            writer.write(
+                b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % (batch * 40 + i) for i in range(40))
+            )
+        writer.write(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        paths = [int(chunk.split(b'"}')[0]) for chunk in data.split(b'{"path":"/r')[1:]]
+        assert paths == list(range(200))
+        assert data.rstrip().endswith(b'{"path":"/last"}')
+
+    run(check)

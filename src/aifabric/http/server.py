@@ -52,6 +52,7 @@ _REASONS = {
     504: "Gateway Timeout",
 }
 _STATUS_LINES: dict[int, bytes] = {}
+_MAX_PIPELINED = 16  # requests queued behind the one being answered before reading pauses
 
 
 def _status_line(status: int) -> bytes:
@@ -118,6 +119,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_pending",
+        "_reading_paused",
         "_rejected",
         "_server",
         "_task",
@@ -144,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self._head_sent = False  # whether the current response's head went out
         # (request or ready answer, keep-alive, HTTP/1.0) of pipelined requests waiting their turn
         self._pending: collections.deque[tuple[Request | Response, bool, bool]] = collections.deque()
+        self._reading_paused = False
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -280,8 +283,16 @@ class _Connection(asyncio.Protocol):
         if self._task is None:
             self._task = self._server.loop.create_task(self._run(item, keep_alive, legacy))
         else:
-            # Pipelined: answered in order once the current one is done.
+            # Pipelined: answered in order once the current one is done. A client that pipelines
+            # without reading stops being read from: the queue cannot grow without bound.
             self._pending.append((item, keep_alive, legacy))
+            if (
+                len(self._pending) >= _MAX_PIPELINED
+                and not self._reading_paused
+                and self._transport is not None
+            ):
+                self._reading_paused = True
+                self._transport.pause_reading()
 
     async def _run(self, item: Request | Response, keep_alive: bool, legacy: bool) -> None:
         request: Request | None = None
@@ -306,6 +317,10 @@ class _Connection(asyncio.Protocol):
                 if not self._pending:
                     return
                 item, keep_alive, legacy = self._pending.popleft()
+                if self._reading_paused and len(self._pending) < _MAX_PIPELINED // 2:
+                    self._reading_paused = False
+                    if self._transport is not None and not self._closing:
+                        self._transport.resume_reading()
         except (asyncio.CancelledError, ConnectionError):
             self._close()
         except Exception:

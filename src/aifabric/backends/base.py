@@ -146,6 +146,15 @@ class ProbeContext:
             self.latency = self._clock() - start
         return resp.status, resp.headers, body[:_MAX_PROBE_BODY]
 
+    async def get_optional(self, url: str) -> bytes | None:
+        """An optional endpoint (load signals): its body when it answers 200, else None. The backend
+        already answered its health check, so a failure here is no verdict on it."""
+        try:
+            status, _, body = await self.get(url)
+        except UpstreamFailure:
+            return None
+        return body if status == 200 else None
+
     async def get_ok(self, url: str, what: str, adapter: BackendAdapter) -> tuple[dict[str, str], bytes]:
         """A GET that must answer 2xx; anything else ends the probe with a classified reason."""
         status, headers, body = await self.get(url)

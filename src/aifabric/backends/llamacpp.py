@@ -11,7 +11,6 @@ from typing import Any
 
 from aifabric.backends._errors import parse_json
 from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
-from aifabric.errors import UpstreamFailure
 
 __all__ = ["ADAPTER", "LlamaServerAdapter", "slots_load"]
 
@@ -43,11 +42,8 @@ class LlamaServerAdapter(BackendAdapter):
         served = await ctx.models(self)
         load: dict[str, float] = {}
         saturated = None
-        try:
-            status, _, body = await ctx.get(f"{ctx.origin}/slots")
-        except UpstreamFailure:
-            status, body = 0, b""
-        if status == 200:
+        body = await ctx.get_optional(f"{ctx.origin}/slots")
+        if body is not None:
             load, saturated = slots_load(parse_json(body))
         return self.up(ctx, served, load, saturated)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from aifabric.backends._metrics import parse_samples
 from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
-from aifabric.errors import UpstreamFailure
 
 __all__ = ["ADAPTER", "VllmAdapter", "vllm_load"]
 
@@ -54,11 +53,8 @@ class VllmAdapter(BackendAdapter):
         served = await ctx.models(self)
         load: dict[str, float] = {}
         saturated = None
-        try:
-            status, _, body = await ctx.get(f"{ctx.origin}/metrics")
-        except UpstreamFailure:
-            status, body = 0, b""  # load signals are optional: the backend already answered
-        if status == 200:
+        body = await ctx.get_optional(f"{ctx.origin}/metrics")
+        if body is not None:
             load, saturated = vllm_load(body.decode("utf-8", "replace"))
         return self.up(ctx, served, load, saturated)
 

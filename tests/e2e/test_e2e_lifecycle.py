@@ -92,21 +92,26 @@ def test_the_gateway_port_already_in_use_is_reported_with_the_holders_pid(tmp_pa
     assert "loading: pid" not in result.stdout
 
 
-def test_a_fabric_file_can_declare_its_own_local_backend(tmp_path: Path) -> None:
-    port = free_port()
+def embedder_fabric(tmp_path: Path) -> Path:
+    """A fabric file whose one role is served by one local backend: the embeddings server."""
     fabric = tmp_path / "fabric.yaml"
     fabric.write_text(
         f"""
 backends:
   my-embedder:
     kind: aifabric-embed
-    local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {port}, threads: 1}}
+    local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {free_port()}, threads: 1}}
 roles:
   search-embeddings:
     kind: embeddings
     targets: [{{backend: my-embedder, model: all-minilm-l6-v2-int8}}]
 """
     )
+    return fabric
+
+
+def test_a_fabric_file_can_declare_its_own_local_backend(tmp_path: Path) -> None:
+    fabric = embedder_fabric(tmp_path)
     up = Up(tmp_path, "--config", str(fabric))
     try:
         up.wait_for("Ctrl-C stops everything.")
@@ -140,20 +145,7 @@ def test_even_a_sigkilled_up_takes_its_backends_with_it(tmp_path: Path) -> None:
 def test_a_request_during_a_restart_waits_for_the_backend_instead_of_failing(tmp_path: Path) -> None:
     # The runbook's "model loading: wait 30-60 s, retry", done by the gateway: a role whose only
     # backend is being restarted by `up` holds the request until the backend is back.
-    port = free_port()
-    fabric = tmp_path / "fabric.yaml"
-    fabric.write_text(
-        f"""
-backends:
-  my-embedder:
-    kind: aifabric-embed
-    local: {{engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: {port}, threads: 1}}
-roles:
-  search-embeddings:
-    kind: embeddings
-    targets: [{{backend: my-embedder, model: all-minilm-l6-v2-int8}}]
-"""
-    )
+    fabric = embedder_fabric(tmp_path)
     up = Up(tmp_path, "--config", str(fabric))
     try:
         up.wait_for("Ctrl-C stops everything.")

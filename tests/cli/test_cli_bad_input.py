@@ -56,3 +56,12 @@ def test_an_address_not_of_this_machine_is_reported_not_a_traceback(command: str
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "cannot listen on 192.0.2.1" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["smoke", "status", "drill"])
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:8000", "http://127.0.0.1:notaport"])
+def test_a_gateway_url_that_is_not_one_is_a_usage_error(command: str, url: str) -> None:
+    result = aifabric(command, "--url", url)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--url" in result.stderr and url in result.stderr

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from urllib.parse import urlsplit
 
-__all__ = ["add_gateway_arguments", "port_number"]
+__all__ = ["add_gateway_arguments", "gateway_url", "port_number"]
 
 
 def port_number(text: str) -> int:
@@ -19,9 +20,22 @@ def port_number(text: str) -> int:
     return port
 
 
+def gateway_url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host, like http://127.0.0.1:8000 (a /v1 suffix is fine)."""
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"must be a URL like http://127.0.0.1:8000, got {text!r}")
+    return text
+
+
 def add_gateway_arguments(parser: argparse.ArgumentParser, *, timeout: float, key_help: str) -> None:
     parser.add_argument(
         "--url",
+        type=gateway_url,
         default=os.environ.get("AIFABRIC_URL", "http://127.0.0.1:8000"),
         help="the gateway (default: $AIFABRIC_URL or http://127.0.0.1:8000)",
     )

@@ -79,3 +79,21 @@ def test_crash_before_first_byte_fails_over_to_the_next_target(start_gateway: St
             assert "stream_interrupted" not in text
             assert text.rstrip().endswith("data: [DONE]")
             assert r.headers["x-aifabric-backend"] == "b1"
+
+
+def test_a_stream_that_goes_silent_ends_with_an_error_event_not_a_hang(
+    start_gateway: Start, fb: FakeBackend
+) -> None:
+    fb.set(tokens=5, token_delay_ms=5000)  # the first token comes, then nothing for 5 s
+    gw = start_gateway(fabric(fb.url) + "retry: {stream_idle_timeout: 300ms}\n")
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream_body(), timeout=10) as r:
+        assert r.status_code == 200
+        text = "".join(r.iter_text())
+    events = [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "stream_interrupted"
+    assert "no data from the stream within 0.3 s" in error["message"]
+    target = gw.gateway.table.routes["chat-fast"].targets[0]
+    wait_until(lambda: target.outstanding == 0, "the attempt to be settled")
+    assert target.failures == 1

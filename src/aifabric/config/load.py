@@ -188,6 +188,7 @@ _RETRY = {
     "backoff_max": Field(n.duration()),
     "max_retry_after": Field(n.duration()),
     "warmup_wait": Field(n.duration()),
+    "stream_idle_timeout": Field(n.duration(positive=True)),
 }
 
 _HEALTH = {

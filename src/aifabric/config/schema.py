@@ -84,6 +84,7 @@ class RetryConfig:
     backoff_max: float = 2.0
     max_retry_after: float = 10.0  # honour an upstream Retry-After up to this long
     warmup_wait: float = 60.0  # hold a request while every candidate is still loading
+    stream_idle_timeout: float = 120.0  # mid-stream, this long without a byte from the backend ends it
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ class Forwarder:
         if synthesize_usage:
             headers.append(("x-aifabric-usage", "estimated"))
         counter = _UsageCounter(req.body.payload) if synthesize_usage else None
-        relay = _Relay(target, resp, first, ttfb, counter, self._clock)
+        relay = _Relay(target, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout)
         return StreamingResponse(
             resp.status, relay, headers, content_type=resp.headers.get("content-type", "text/event-stream")
         )
@@ -329,12 +329,13 @@ class Forwarder:
 
 
 async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:
-    """`work` bounded by the rest of the per-try timeout; running out is a TIMEOUT failure of the try."""
+    """`work` bounded by `seconds` (the rest of the per-try timeout, or the stream's idle timeout);
+    running out is a TIMEOUT failure."""
     try:
         async with asyncio.timeout(seconds):
             return await work
     except TimeoutError:
-        raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within the per-try timeout") from None
+        raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within {seconds:.3g} s") from None
 
 
 class _Relay:
@@ -343,7 +344,7 @@ class _Relay:
     mid-stream, abandon when the client goes away), also when the listener drops it unread (aclose),
     which an async generator could not promise: one never started runs no cleanup."""
 
-    __slots__ = ("_clock", "_counter", "_first", "_resp", "_settled", "_target", "_ttfb")
+    __slots__ = ("_clock", "_counter", "_first", "_idle", "_resp", "_settled", "_target", "_ttfb")
 
     def __init__(
         self,
@@ -353,7 +354,9 @@ class _Relay:
         ttfb: float,
         counter: _UsageCounter | None,
         clock: Callable[[], float],
+        idle_timeout: float,
     ) -> None:
+        self._idle = idle_timeout
         self._target = target
         self._resp = resp
         self._first: bytes | None = first
@@ -374,7 +377,8 @@ class _Relay:
         if self._settled:
             raise StopAsyncIteration
         try:
-            chunk = await self._resp.next_chunk()
+            # A backend that stops sending mid-stream must not hold the client forever.
+            chunk = await _within(self._resp.next_chunk(), self._idle, "no data from the stream")
         except UpstreamFailure as failure:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._settled = True

@@ -160,3 +160,18 @@ def test_429_keeps_status_and_retry_after(start_gateway: Start, fb: FakeBackend)
     r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "chat-fast", "messages": []}, timeout=60)
     assert_openai_error(r, 429)
     assert r.headers["retry-after"] == "7"
+
+
+def test_openai_client_sending_far_over_the_limit_gets_413_not_a_reset(
+    start_gateway: Start, fb: FakeBackend
+) -> None:
+    import openai
+
+    gw = start_gateway(fabric(fb.url, gateway="  max_body_bytes: 64KiB"))
+    client = gw.openai()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(
+            model="chat-fast", messages=[{"role": "user", "content": "x" * 4_000_000}]
+        )
+    assert info.value.status_code == 413
+    assert "65536" in str(info.value)

@@ -223,3 +223,27 @@ def test_many_pipelined_requests_are_all_answered_in_order() -> None:
         assert data.rstrip().endswith(b'{"path":"/last"}')
 
     run(check)
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
+    # No `Expect: 100-continue` (the openai client does not send it): the whole body is on its way
+    # when the 413 is answered. The client must still read the 413, not a connection reset.
+    async def main() -> None:
+        server = await HttpServer(handler, max_body_bytes=1000).start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            size = 4 * 1024 * 1024
+            writer.write(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            for _ in range(64):
+                writer.write(b"x" * (size // 64))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 413 ")
+            rest = await asyncio.wait_for(reader.read(), 5)  # the reply body, then end of stream
+            assert b"1000 bytes" in rest
+            writer.close()
+        finally:
+            await server.close(grace=0.5)
+
+    run_on_loop(main())

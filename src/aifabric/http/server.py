@@ -52,6 +52,7 @@ _REASONS = {
     504: "Gateway Timeout",
 }
 _STATUS_LINES: dict[int, bytes] = {}
+_LINGER = 2.0  # seconds a refused request's remaining bytes are read and dropped before closing
 _MAX_PIPELINED = 16  # requests queued behind the one being answered before reading pauses
 
 
@@ -274,6 +275,7 @@ class _Connection(asyncio.Protocol):
         if self._rejected:
             return
         self._rejected = True
+        self._discard = True  # the rest of the body is read and dropped, not parsed
         limit = self._server.max_body_bytes
         error = self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
         self._queue(error, keep_alive=False)
@@ -312,7 +314,10 @@ class _Connection(asyncio.Protocol):
                 else:
                     self._write(response, keep_alive, head_only)
                 if not keep_alive or self._closing:
-                    self._close()
+                    if self._discard:
+                        self._linger_close()  # the client may still be sending what we refused
+                    else:
+                        self._close()
                     return
                 if not self._pending:
                     return
@@ -413,6 +418,24 @@ class _Connection(asyncio.Protocol):
     def _close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+    def _linger_close(self) -> None:
+        """Close after an error answered while the client may still be sending (413, 431, 400).
+
+        Closing at once with unread bytes makes the kernel send a reset, which can destroy the error
+        reply before the client reads it: a client sending 40 MB would see "connection reset", not
+        413. So the write side is shut (the client reads the reply, then end of stream), what the
+        client still sends is read and dropped, and the connection closes within _LINGER seconds.
+        """
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._discard = True
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._server.loop.call_later(_LINGER, self._close)
+        else:
+            transport.close()
 
     def idle(self) -> bool:
         return self._task is None and not self._pending

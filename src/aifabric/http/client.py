@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
 from aifabric.errors import FailureClass, UpstreamFailure
+from aifabric.http.transport import adopt
 
 __all__ = ["Origin", "UpstreamClient", "UpstreamResponse", "split_url"]
 
@@ -64,12 +63,7 @@ class _UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = adopt(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from aifabric.config.load import load_config_text
+from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 
 
@@ -25,3 +26,11 @@ def start_gateway() -> Iterator[object]:
     yield start
     for gw in running:
         gw.stop()
+
+
+@pytest.fixture
+def fb() -> Iterator[FakeBackend]:
+    """One vLLM-shaped fake backend serving `m1`."""
+    backend = FakeBackend(kind="vllm", models=("m1",)).start()
+    yield backend
+    backend.stop()

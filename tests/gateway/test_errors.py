@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -11,13 +11,6 @@ import pytest
 from aifabric.testing.fake_backend import FakeBackend
 
 Start = Callable[..., Any]
-
-
-@pytest.fixture
-def fb() -> Iterator[FakeBackend]:
-    backend = FakeBackend(kind="vllm", models=("m1",)).start()
-    yield backend
-    backend.stop()
 
 
 def fabric(url: str, kind: str = "vllm", gateway: str = "", retry: str = "") -> str:

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
 
 Start = Callable[..., Any]
-
-
-@pytest.fixture
-def fb() -> Iterator[FakeBackend]:
-    backend = FakeBackend(kind="vllm", models=("m1",)).start()
-    yield backend
-    backend.stop()
 
 
 def fabric(*urls: str) -> str:
@@ -32,6 +24,22 @@ backends:
 roles:
   chat-fast: {{kind: chat, targets: [{targets}]}}
 """
+
+
+def stream_events(base_url: str) -> list[str]:
+    """The `data:` payloads of one streamed chat through the gateway (which must answer 200)."""
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=stream_body(), timeout=10) as r:
+        assert r.status_code == 200
+        text = "".join(r.iter_text())
+    return [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
+
+
+def interruption(events: list[str]) -> dict[str, Any]:
+    """The error event a cut stream ends with, checked to be followed by [DONE]."""
+    assert events[-1] == "[DONE]"
+    error: dict[str, Any] = json.loads(events[-2])["error"]
+    assert error["code"] == "stream_interrupted"
+    return error
 
 
 def stream_body() -> dict[str, Any]:
@@ -56,13 +64,8 @@ def test_client_disconnect_cancels_the_upstream_request(start_gateway: Start, fb
 def test_backend_crash_mid_stream_gives_error_event_and_done(start_gateway: Start, fb: FakeBackend) -> None:
     fb.set(tokens=10, crash_after_chunks=3)
     gw = start_gateway(fabric(fb.url))
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream_body(), timeout=10) as r:
-        assert r.status_code == 200
-        text = "".join(r.iter_text())
-    events = [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    error = json.loads(events[-2])["error"]
-    assert error["code"] == "stream_interrupted"
+    events = stream_events(gw.url)
+    error = interruption(events)
     assert "b0" in error["message"]
     # The chunks before the crash reached the client.
     assert len([e for e in events[:-2] if "choices" in e]) == 3
@@ -86,13 +89,8 @@ def test_a_stream_that_goes_silent_ends_with_an_error_event_not_a_hang(
 ) -> None:
     fb.set(tokens=5, token_delay_ms=5000)  # the first token comes, then nothing for 5 s
     gw = start_gateway(fabric(fb.url) + "retry: {stream_idle_timeout: 300ms}\n")
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=stream_body(), timeout=10) as r:
-        assert r.status_code == 200
-        text = "".join(r.iter_text())
-    events = [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    error = json.loads(events[-2])["error"]
-    assert error["code"] == "stream_interrupted"
+    events = stream_events(gw.url)
+    error = interruption(events)
     assert "no data from the stream within 0.3 s" in error["message"]
     target = gw.gateway.table.routes["chat-fast"].targets[0]
     wait_until(lambda: target.outstanding == 0, "the attempt to be settled")

@@ -37,3 +37,26 @@ def test_starting_it_again_ends_the_stop_and_a_good_probe_brings_it_up() -> None
     assert h.state is BackendState.LOADING
     t = h.apply_probe(UP, 4.0)
     assert t is not None and t.new is BackendState.UP
+
+
+def test_a_probe_still_answered_after_the_stop_does_not_end_it() -> None:
+    # The race of issue #8: a server finishing its last requests (or a probe sent just before the stop)
+    # still answers; then it exits and probes are refused. The operator's stop must stand throughout.
+    h = BackendHealth("b")
+    h.apply_probe(UP, 1.0)
+    h.mark_stopped(WHY, 2.0)
+    assert h.apply_probe(UP, 2.1) is None
+    assert (h.state, h.reason, h.stopped) == (BackendState.DOWN, WHY, WHY)
+    for t in (3.0, 4.0, 5.0):
+        assert h.apply_probe(REFUSED, t) is None
+    assert (h.state, h.reason) == (BackendState.DOWN, WHY)
+    assert h.last_probe_at == 5.0, "probes are still recorded, they just do not decide"
+
+
+def test_a_stop_applied_after_a_probe_already_took_it_down_shows_the_stop() -> None:
+    h = BackendHealth("b", unhealthy_threshold=1)
+    h.apply_probe(UP, 1.0)
+    h.apply_probe(REFUSED, 2.0)  # the probe saw the refusal first
+    assert h.state is BackendState.DOWN and h.reason == "not answering"
+    h.mark_stopped(WHY, 2.1)
+    assert (h.state, h.reason) == (BackendState.DOWN, WHY)

@@ -104,6 +104,23 @@ def test_ejections_later_until_wins_and_expired_ones_are_gone(pair: Pair) -> Non
     run(pair, scenario)
 
 
+def test_stops_are_shared_renewed_cleared_and_lapse(pair: Pair) -> None:
+    async def scenario(a: StateStore, b: StateStore) -> None:
+        now = time.time()
+        assert await b.read_stops(now) == {}
+        await a.publish_stop("emb", "stopped by a drill/operator", now + 30)
+        assert await b.read_stops(now) == {"emb": "stopped by a drill/operator"}
+        await a.publish_stop("emb", "stopped by a drill/operator", now + 60)  # renewed
+        await b.publish_stop("chat", "stopped by ops", now + 10)
+        assert await a.read_stops(now + 45) == {"emb": "stopped by a drill/operator"}, "chat lapsed"
+        await b.clear_stop("emb")
+        assert await a.read_stops(now) == {"chat": "stopped by ops"}
+        await a.clear_stop("never-stopped")  # harmless
+        assert await a.read_stops(now + 100) == {}
+
+    run(pair, scenario)
+
+
 def test_memory_lease_expires_after_its_ttl() -> None:
     clock = [0.0]
     store = MemoryStore(clock=lambda: clock[0])

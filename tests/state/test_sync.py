@@ -131,6 +131,71 @@ def test_ejections_are_not_echoed_back_and_forth() -> None:
         run(scenario)
 
 
+def test_an_operator_stop_holds_on_every_replica_until_started_again() -> None:
+    # The stop arrives at the replica that runs the local supervisor, which need not be the lease holder
+    # whose probes (of a server still answering) would otherwise overwrite it on every replica.
+    wall = [1_700_000_000.0]
+    store = MemoryStore()
+    why = "stopped by a drill/operator"
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        cfg = config(backend.url)
+
+        async def scenario(client: UpstreamClient) -> None:
+            leader, supervised = Replica(cfg, store, client, wall), Replica(cfg, store, client, wall)
+            await leader.sync.tick()
+            await eventually(lambda: leader.checker.healths["b"].state is BackendState.UP, "probed")
+            await leader.sync.tick()
+            await supervised.sync.tick()
+            assert supervised.checker.healths["b"].state is BackendState.UP
+
+            supervised.checker.healths["b"].mark_stopped(why, time.monotonic())  # as Gateway does
+            supervised.sync.stopped("b", why)
+            for _ in range(2):  # whatever order the rounds come in, the backend still answers probes
+                await supervised.sync.tick()
+                await leader.sync.tick()
+                await leader.checker.probe_one("b")
+            for replica in (leader, supervised):
+                health = replica.checker.healths["b"]
+                assert (health.state, health.reason) == (BackendState.DOWN, why)
+
+            supervised.checker.healths["b"].mark_launching("starting (pid 1)", time.monotonic())
+            supervised.sync.started("b")
+            await supervised.sync.tick()
+            await leader.sync.tick()
+            assert leader.checker.healths["b"].stopped is None
+            await leader.checker.probe_one("b")
+            assert leader.checker.healths["b"].state is BackendState.UP
+            await leader.sync.tick()
+            await supervised.sync.tick()
+            assert supervised.checker.healths["b"].state is BackendState.UP
+            await leader.sync.shutdown()
+            await supervised.sync.shutdown()
+
+        run(scenario)
+
+
+def test_a_stop_whose_gateway_died_lapses() -> None:
+    wall = [1_700_000_000.0]
+    store = MemoryStore()
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        cfg = config(backend.url)
+
+        async def scenario(client: UpstreamClient) -> None:
+            gone, other = Replica(cfg, store, client, wall), Replica(cfg, store, client, wall)
+            gone.sync.stopped("b", "stopped by ops")
+            await gone.sync.tick()
+            await other.sync.tick()
+            assert other.checker.healths["b"].stopped == "stopped by ops"
+            await gone.sync.shutdown()  # it never renews the stop again
+            wall[0] += other.sync.stale_after + 1
+            await other.sync.tick()
+            health = other.checker.healths["b"]
+            assert health.stopped is None and health.state is not BackendState.DOWN
+            await other.sync.shutdown()
+
+        run(scenario)
+
+
 def test_state_memory_shares_nothing_with_one_worker_and_a_directory_with_several() -> None:
     cfg = config("http://127.0.0.1:9/v1")
     assert open_store(cfg, port=8000) is None, "the default: no store, no sync, no cost"

@@ -116,6 +116,8 @@ class Gateway:
             return
         if state in ("loading", "backoff"):
             transition = health.mark_launching(why, self.clock())
+            if self.state_sync is not None:
+                self.state_sync.started(name)
             if transition is not None:
                 self._on_transition(transition)
         elif state == "ready":
@@ -126,6 +128,8 @@ class Gateway:
             health.launching = None  # no longer coming back by itself: the next probe says down
         elif state == "stopped":  # on purpose (drill, operator): down now, fallbacks serve, no warm-up hold
             transition = health.mark_stopped(why, self.clock())
+            if self.state_sync is not None:  # every worker and replica holds it down too
+                self.state_sync.stopped(name, why)
             if transition is not None:
                 self._on_transition(transition)
 

@@ -6,7 +6,10 @@
                                                        that does not answer: expected, not an incident)
     any ──probe says "loading"──> loading                (the backend answered: no threshold needed)
     down/asleep/loading ──healthy_threshold good probes──> up/degraded
-    any ──its local supervisor stopped it (drill/operator)──> down, until started again
+    any ──its local supervisor stopped it (drill/operator)──> down, until started again: probes,
+                                                              good or bad, do not move it (the server may
+                                                              answer while it finishes its last requests,
+                                                              and a refused probe is the stop's consequence)
 
 One `BackendHealth` exists per backend and is shared by every target on it. `apply_probe` returns a
 `Transition` only when the state changes, so each transition is logged exactly once by the caller.
@@ -75,8 +78,9 @@ class BackendHealth:
     # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
     # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
     launching: str | None = None
-    # Set while an operator (or `aifabric drill`) has stopped this local backend: down on purpose, and
-    # failed probes keep that reason. Cleared when the supervisor starts it again, or by a good probe.
+    # Set while an operator (or `aifabric drill`) has stopped this local backend: down on purpose, with
+    # that reason, whatever probes see. Cleared only when its supervisor starts it again (mark_launching),
+    # here or on another gateway sharing the state.
     stopped: str | None = None
 
     @property
@@ -91,8 +95,14 @@ class BackendHealth:
             self.served_models = result.served_models
         self.load = dict(result.load)
 
+        if self.stopped is not None:
+            # Stopped on purpose: a probe answered by a server still finishing its last requests, or sent
+            # before the stop, is no news, and "connection refused" is the stop's expected consequence.
+            self.failure = result.failure
+            self.consecutive_ok = 0
+            return self._move(BackendState.DOWN, self.stopped, now)
         if result.ok:
-            self.launching = self.stopped = None
+            self.launching = None
             self.consecutive_ok += 1
             self.consecutive_failed = 0
             self.failure = None
@@ -113,8 +123,6 @@ class BackendHealth:
         if self.launching is not None and result.failure in _SILENT:
             # Refused because its supervisor is (re)starting it: loading, not an outage.
             return self._move(BackendState.LOADING, self.launching, now)
-        if self.stopped is not None:
-            return self._move(BackendState.DOWN, self.stopped, now)
         target = self._failed_state(result)
         if self.state in _SERVING and self.consecutive_failed < self.unhealthy_threshold:
             # One lost probe on a serving backend is not an outage yet; keep routing to it.

@@ -4,8 +4,11 @@
                   and when it stops renewing (crash, partition, shutdown) another takes over
     health        the lease holder publishes every backend's health; the others apply it
     ejections     a target ejected by real request failures on one gateway is ejected on all
+    stops         a backend an operator stopped (drill, /admin/backends/NAME/stop) is down on every
+                  gateway, whatever their probes see, until it is started again; the gateway that
+                  stopped it renews the stop every round, so a stop whose gateway died lapses
 
-Every store keeps these three things and nothing of the hot path: the data plane never calls a store,
+Every store keeps these four things and nothing of the hot path: the data plane never calls a store,
 the `StateSync` task beside the health checker does, once a round. Times that cross process or machine
 boundaries are wall-clock epoch seconds; each process converts them to its own monotonic clock.
 
@@ -75,6 +78,19 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def read_ejections(self, now: float) -> dict[str, Ejection]:
         """Ejections still in force at `now` (epoch seconds), by target key."""
+
+    @abc.abstractmethod
+    async def publish_stop(self, backend: str, why: str, until: float) -> None:
+        """Share that `backend` was stopped on purpose, with the reason to show, until `until` (epoch
+        seconds) unless renewed; the latest publish wins."""
+
+    @abc.abstractmethod
+    async def clear_stop(self, backend: str) -> None:
+        """The backend was started again: its stop no longer holds anywhere."""
+
+    @abc.abstractmethod
+    async def read_stops(self, now: float) -> dict[str, str]:
+        """Stops in force at `now` (epoch seconds): backend -> the reason to show."""
 
     @abc.abstractmethod
     async def close(self) -> None:

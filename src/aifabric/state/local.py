@@ -6,6 +6,7 @@
     <dir>/health.json       the leader's latest health, replaced atomically (write a temporary file,
                             rename it over): a reader sees the old or the new file, never half of one.
     <dir>/ejections.json    target -> [until, count], merged under flock(<dir>/ejections.lock).
+    <dir>/stops.json        backend -> [reason, until], changed under flock(<dir>/stops.lock).
 
 The directory is `$XDG_RUNTIME_DIR/aifabric/<port>` (a per-user tmpfs) or `/tmp/aifabric-<uid>/<port>`,
 mode 0700, so the workers of one `aifabric serve --port P --workers N` find each other by the port they
@@ -22,7 +23,7 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,29 @@ class LocalStore(StateStore):
                 self._ejections_key, self._ejections = key, _parse_ejections(_load(path))
         return {k: e for k, e in self._ejections.items() if e.until > now}
 
+    # -- stops -----------------------------------------------------------------------------------
+
+    async def publish_stop(self, backend: str, why: str, until: float) -> None:
+        self._update_stops(lambda stops: stops.__setitem__(backend, [why, until]), "publish a stop")
+
+    async def clear_stop(self, backend: str) -> None:
+        self._update_stops(lambda stops: stops.pop(backend, None), "clear a stop")
+
+    async def read_stops(self, now: float) -> dict[str, str]:
+        path = self.directory / "stops.json"
+        with _translated("read stops"):
+            data = _load(path) if path.exists() else {}
+        return {name: why for name, (why, until) in _parse_stops(data).items() if until > now}
+
+    def _update_stops(self, change: Callable[[dict[str, Any]], object], doing: str) -> None:
+        path = self.directory / "stops.json"
+        with _translated(doing), self._locked("stops.lock"):
+            now = time.time()
+            current = _parse_stops(_load(path) if path.exists() else {})
+            stops: dict[str, Any] = {n: [why, until] for n, (why, until) in current.items() if until > now}
+            change(stops)
+            self._write("stops.json", orjson.dumps(stops))
+
     # -- files -----------------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -207,6 +231,16 @@ def _parse_ejections(data: Any) -> dict[str, Ejection]:
     for key, value in data.items():
         with contextlib.suppress(TypeError, ValueError, IndexError):
             out[str(key)] = Ejection(float(value[0]), int(value[1]))
+    return out
+
+
+def _parse_stops(data: Any) -> dict[str, tuple[str, float]]:
+    out: dict[str, tuple[str, float]] = {}
+    if not isinstance(data, dict):
+        return out
+    for key, value in data.items():
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            out[str(key)] = (str(value[0]), float(value[1]))
     return out
 
 

@@ -28,6 +28,7 @@ class MemoryStore(StateStore):
         self._version = 0
         self._health: HealthSnapshot | None = None
         self._ejections: dict[str, Ejection] = {}
+        self._stops: dict[str, tuple[str, float]] = {}
 
     def _current_holder(self) -> str | None:
         if self._holder is not None and self._clock() >= self._lease_until:
@@ -65,6 +66,15 @@ class MemoryStore(StateStore):
         for key in [k for k, e in self._ejections.items() if e.until <= now]:
             del self._ejections[key]
         return dict(self._ejections)
+
+    async def publish_stop(self, backend: str, why: str, until: float) -> None:
+        self._stops[backend] = (why, until)
+
+    async def clear_stop(self, backend: str) -> None:
+        self._stops.pop(backend, None)
+
+    async def read_stops(self, now: float) -> dict[str, str]:
+        return {name: why for name, (why, until) in self._stops.items() if until > now}
 
     async def close(self) -> None:
         """Nothing to release: the store lives as long as the gateways that share it."""

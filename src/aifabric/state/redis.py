@@ -8,6 +8,8 @@
     <prefix>health:version   the counter behind <version>
     <prefix>ejections        hash: target -> "<until> <count>"; the later `until` wins; the hash expires
                              when its last ejection is over
+    <prefix>stops            hash: backend -> json [reason, until], renewed every round by the gateway
+                             that stopped it; the hash expires a while after its last renewal
 
 The prefix is `aifabric:` unless the URL says otherwise (`redis://host/0?prefix=team-a:`), so several
 fabrics can share one Redis. Every call has a short timeout and raises `StateStoreError` when Redis
@@ -148,6 +150,7 @@ class RedisStore(StateStore):
         self._k_version = prefix + "health:version"
         self._k_health = prefix + "health"
         self._k_ejections = prefix + "ejections"
+        self._k_stops = prefix + "stops"
 
     def describe(self) -> str:
         return f"redis ({self._shown}, prefix {self.prefix!r})"
@@ -209,6 +212,37 @@ class RedisStore(StateStore):
                 continue
             if ejection.until > now:
                 out[bytes(key).decode()] = ejection
+        return out
+
+    async def publish_stop(self, backend: str, why: str, until: float) -> None:
+        keep_ms = max(1000, int((until - time.time()) * 1000) + 60_000)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k_stops, backend, orjson.dumps([why, until]))
+                pipe.pexpire(self._k_stops, keep_ms)
+                await pipe.execute()
+        except self._errors as exc:
+            raise self._failed("publish a stop", exc) from exc
+
+    async def clear_stop(self, backend: str) -> None:
+        try:
+            await self._client.hdel(self._k_stops, backend)
+        except self._errors as exc:
+            raise self._failed("clear a stop", exc) from exc
+
+    async def read_stops(self, now: float) -> dict[str, str]:
+        try:
+            raw = await self._client.hgetall(self._k_stops)
+        except self._errors as exc:
+            raise self._failed("read stops", exc) from exc
+        out: dict[str, str] = {}
+        for key, value in raw.items():
+            try:
+                why, until = orjson.loads(value)
+                if float(until) > now:
+                    out[bytes(key).decode()] = str(why)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                continue
         return out
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ def apply_health_record(
     health: BackendHealth, record: dict[str, Any], now: float, wall: float
 ) -> Transition | None:
     """Overwrite what a probe decides with a published record; the Transition if the state changed.
+    A backend stopped by an operator stays down with that reason, whatever the record says.
 
     A record that does not parse (another version of aifabric wrote it) raises ValueError and leaves
     `health` untouched: every field is checked before any is written."""
@@ -70,6 +71,10 @@ def apply_health_record(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"unreadable health record for backend {health.name}: {exc}") from exc
 
+    if health.stopped is not None:
+        # Stopped on purpose (here, or on another gateway through the shared stops): the lease holder's
+        # probes may not have caught up with the stop yet, and cannot overrule it anyway.
+        state, reason = BackendState.DOWN, health.stopped
     old = health.state
     health.state = state
     health.reason = reason

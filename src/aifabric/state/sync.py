@@ -7,7 +7,9 @@ Once a round (`interval`, 1 s by default) every gateway:
    stopped when it is lost, so exactly one gateway probes) and publishes every backend's health;
    otherwise it applies the holder's latest health to its own `BackendHealth` objects, which its
    routing table reads as if it had probed itself;
-3. publishes the ejections its own requests caused, and takes on the ones other gateways published.
+3. publishes the ejections its own requests caused, and takes on the ones other gateways published;
+4. renews the stops of backends an operator stopped through it (drill, /admin/backends/NAME/stop), and
+   holds every stopped backend down, whoever stopped it, until it is started again.
 
 The data plane is untouched: it keeps reading the same objects, and nothing on the request path waits
 for the store. When the store cannot be reached, the gateway probes for itself (logged once) and goes
@@ -80,6 +82,11 @@ class StateSync:
         self._wall = wall
         self._on_transition = on_transition
         self.leader = False
+        # Backends stopped on purpose through this gateway (its local supervisor): renewed every round,
+        # so the stop lapses by itself if this gateway dies; and the ones started again since the last
+        # round, whose stop is lifted in the store.
+        self._own_stops: dict[str, str] = {}
+        self._lifted: set[str] = set()
         self.store_reachable = True
         self.applied_version: str | None = None
         self.applied_from: str | None = None
@@ -118,6 +125,9 @@ class StateSync:
         """One round (see the module docstring)."""
         now, wall = self._clock(), self._wall()
         try:
+            # Stops first: the health the leader publishes below, and the health a follower applies,
+            # already hold a stopped backend down.
+            await self._sync_stops(now, wall)
             leader = await self.store.try_lead(self.holder, self.ttl)
             if leader:
                 self._start_probing()
@@ -218,6 +228,38 @@ class StateSync:
                     self._on_transition(transition)
         self.applied_version = snapshot.version
         self.applied_from = snapshot.holder
+
+    # -- stops -----------------------------------------------------------------------------------
+
+    def stopped(self, backend: str, why: str) -> None:
+        """This gateway's supervisor stopped `backend` on purpose: every gateway sharing the state holds
+        it down from the next round on (this one already does)."""
+        self._own_stops[backend] = why
+        self._lifted.discard(backend)
+
+    def started(self, backend: str) -> None:
+        """This gateway's supervisor is starting `backend`: a stop of it ends everywhere."""
+        if self._own_stops.pop(backend, None) is not None:
+            self._lifted.add(backend)
+
+    async def _sync_stops(self, now: float, wall: float) -> None:
+        for name in sorted(self._lifted):
+            await self.store.clear_stop(name)
+            self._lifted.discard(name)
+        for name, reason in self._own_stops.items():
+            await self.store.publish_stop(name, reason, wall + self.stale_after)
+        held = await self.store.read_stops(wall)
+        for name, health in self.checker.healths.items():
+            why = held.get(name)
+            if why is not None and health.stopped != why:
+                transition = health.mark_stopped(why, now)
+            elif why is None and health.stopped is not None and name not in self._own_stops:
+                # Started again by the gateway that stopped it: loading until a probe finds it serving.
+                transition = health.mark_launching("started again by its operator", now)
+            else:
+                continue
+            if transition is not None and self._on_transition is not None:
+                self._on_transition(transition)
 
     # -- ejections -------------------------------------------------------------------------------
 

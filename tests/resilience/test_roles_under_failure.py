@@ -78,13 +78,13 @@ roles:
     assert "cycle" in str(err.value)
 
 
-def single_llamacpp(url: str, warmup: str) -> str:
+def single_llamacpp(url: str, warmup: str, max_attempts: int = 4) -> str:
     return f"""
 backends:
   local-llama: {{kind: llamacpp, url: "{url}", {FAST_PROBES}}}
 roles:
   chat-fast: {{kind: chat, targets: [{{backend: local-llama, model: m1}}]}}
-retry: {{deadline: 30s, try_timeout: 5s, warmup_wait: {warmup}}}
+retry: {{deadline: 30s, try_timeout: 5s, warmup_wait: {warmup}, max_attempts: {max_attempts}}}
 """
 
 
@@ -101,6 +101,20 @@ def test_request_is_held_while_the_only_backend_loads_and_answered_when_it_is_re
     assert resp.status_code == 200
     assert resp.json()["choices"][0]["message"]["content"] == "[m1] hi"
     assert int(resp.headers["x-aifabric-attempts"]) >= 2  # it was refused while loading, then served
+
+
+def test_the_warm_up_hold_lasts_its_bound_not_max_attempts_tries(
+    start_gateway: StartGateway, backend: MakeBackend
+) -> None:
+    # A model that loads for longer than max_attempts backoff rounds (a slow or busy machine): the hold is
+    # bounded by warmup_wait alone. It used to end once the attempts ran out, failing the request early.
+    llama = backend(kind="llamacpp", loading=True)
+    gw = start_gateway(single_llamacpp(llama.url, "20s", max_attempts=2), probe=True)
+    wait_until(lambda: gw.state("local-llama") == "loading", "the probe to see the model loading")
+    llama.set(loading=True, loading_ms=3000)
+    resp = post_chat(gw.url)
+    assert resp.status_code == 200, resp.text
+    assert int(resp.headers["x-aifabric-attempts"]) > 2
 
 
 def test_warm_up_bound_passed_gives_a_clear_503_with_retry_after(

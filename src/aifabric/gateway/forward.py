@@ -92,6 +92,9 @@ class Forwarder:
         warmup_until = start + cfg.warmup_wait
         last_error: UpstreamFailure | None = None
         round_no = 0
+        # Set when a round ended with every candidate loading: the next round is a warm-up retry, which
+        # max_attempts does not cut short (only warmup_wait and the deadline bound it).
+        holding = False
         while True:
             # Each round reads the table afresh: a reload while the request waited (warm-up, backoff)
             # applies to it, and a target whose backend the reload removed is not tried.
@@ -100,8 +103,8 @@ class Forwarder:
             candidates = table.plan(route, self._clock())
             round_failures: list[FailureClass] = []
             for target in candidates:
-                if len(req.attempts) >= cfg.max_attempts and not self._warming(
-                    round_failures, warmup_until, table, route
+                if len(req.attempts) >= cfg.max_attempts and not (
+                    holding or self._warming(round_failures, warmup_until, table, route)
                 ):
                     break
                 now = self._clock()
@@ -123,7 +126,8 @@ class Forwarder:
             now = self._clock()
             if not round_failures or last_error is None or deadline.expired(now):
                 break
-            if self._warming(round_failures, warmup_until, table, route):
+            holding = self._warming(round_failures, warmup_until, table, route)
+            if holding:
                 # Every candidate is loading: hold the request (beyond max_attempts) and look again.
                 delay: float | None = max(
                     0.5, backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)

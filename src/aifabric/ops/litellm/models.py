@@ -234,7 +234,7 @@ def _role_kind(ctx: Context, item: Item, path: str, group: str, provider: Provid
             "for (chat, completions, embeddings)",
         )
     elif why:
-        ctx.note(item, path, f"'{group}' becomes a {kind} role: {why} (say model_info.mode otherwise)")
+        ctx.note(item, path, f"'{group}' becomes a {kind} role: {why} (else say model_info.mode)")
     return kind
 
 

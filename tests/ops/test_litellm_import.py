@@ -438,6 +438,8 @@ def test_unreadable_files_exit_2_with_the_line(tmp_path: Path) -> None:
     assert not (tmp_path / "f.yaml").exists()
     code, _, err = run(["config", "import", "litellm", str(tmp_path / "missing.yaml")])
     assert code == 2 and err.strip() == f"{tmp_path / 'missing.yaml'}: no such file"
+    code, _, err = run(["config", "import", "litellm", str(ESTATE), "--out", str(ESTATE)])
+    assert code == 2 and "that is the LiteLLM config itself" in err
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     code, _, err = run(["config", "import", "litellm", str(tmp_path / "list.yaml")])
     assert code == 2 and f"{tmp_path / 'list.yaml'}:1: a LiteLLM config is a mapping" in err

@@ -37,6 +37,10 @@ def import_litellm(config: str, out: str, env_file: str | None = None) -> Import
     and `environment_variables` go to `env_file` (default: `out` with the suffix `.env`), which keeps
     its other lines. Raises `CommandError`: exit 2 when `config` cannot be read, 1 when nothing in it
     could become a role (no file is written then)."""
+    if Path(out).resolve() == Path(config).resolve():
+        raise CommandError(
+            f"{out}: that is the LiteLLM config itself; write the fabric file elsewhere (--out)", 2
+        )
     plan = convert(read_source(config), config)
     if not plan.roles:
         reasons = "".join(f"\n  line {f.line}: {f.key}: {f.why}" for f in plan.left_out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from aifabric.ops.litellm.plan import Finding, ImportPlan, Secret, Setting
+from aifabric.ops.litellm.plan import Finding, ImportPlan, LiteralSecret, Setting
 from aifabric.ops.litellm.source import Item
 
 __all__ = ["Context", "duration", "seconds"]
@@ -65,7 +65,7 @@ class Context:
         name, n = base, 2
         while name in self.plan.secrets or name in self.plan.needs:
             name, n = f"{base}_{n}", n + 1
-        self.plan.secrets[name] = Secret(name, literal, item.line, key)
+        self.plan.secrets[name] = LiteralSecret(name, literal, item.line, key)
         return "${" + name + "}"
 
 

@@ -10,8 +10,8 @@ __all__ = [
     "Finding",
     "HostPlan",
     "ImportPlan",
+    "LiteralSecret",
     "RolePlan",
-    "Secret",
     "Setting",
     "TargetPlan",
 ]
@@ -77,7 +77,7 @@ class RolePlan:
 
 
 @dataclass(frozen=True)
-class Secret:
+class LiteralSecret:
     """A literal secret of the LiteLLM file, bound for the env file under `name`."""
 
     name: str
@@ -96,7 +96,7 @@ class ImportPlan:
     backends: dict[str, BackendPlan] = field(default_factory=dict)
     roles: dict[str, RolePlan] = field(default_factory=dict)
     aliases: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias -> (role, comment)
-    secrets: dict[str, Secret] = field(default_factory=dict)  # env var -> literal secret
+    secrets: dict[str, LiteralSecret] = field(default_factory=dict)  # env var -> literal secret
     env_vars: dict[str, tuple[str, int]] = field(default_factory=dict)  # environment_variables, line
     needs: dict[str, int] = field(default_factory=dict)  # variables read from the environment -> line
     findings: list[Finding] = field(default_factory=list)

@@ -323,7 +323,7 @@ model_list:
     litellm_params: {model: hosted_vllm/bge-small, api_base: "http://h:1/v1"}
 litellm_settings:
   fallbacks: [{a: [b, e]}, {b: [a]}]
-  default_fallbacks: [b]
+  default_fallbacks: [b, nope]
 """,
     )
     code, report = import_json(source, tmp_path / "f.yaml")
@@ -335,6 +335,10 @@ litellm_settings:
     reported = left_out(report)
     assert "'e' serves embeddings, 'a' chat" in reported[9]
     assert "'b' -> 'a' would close a cycle" in reported[9]
+    assert (
+        reported[10]
+        == "litellm_settings.default_fallbacks: default fallback 'nope' is not a role of the import"
+    )
     assert code == 1
 
 
@@ -367,6 +371,8 @@ def test_literal_master_key_and_dollar_braces(tmp_path: Path) -> None:
 model_list:
   - model_name: "odd: ${name}"
     litellm_params: {model: "openai/m", api_base: "http://h:1/v1", api_key: "k'ey\\"${X}"}
+router_settings:
+  model_group_alias: {"old ${name}": "odd: ${name}"}
 general_settings:
   master_key: sk-master-literal-1
 """,
@@ -374,7 +380,8 @@ general_settings:
     code, report = import_json(source, tmp_path / "f.yaml")
     assert code == 0
     config = load_imported(tmp_path / "f.yaml", report)
-    assert list(config.roles) == ["odd: ${name}"]  # written as $${ so it is not read as a reference
+    assert list(config.roles) == ["odd: ${name}"]
+    assert config.aliases == {"old ${name}": "odd: ${name}"}  # written as $${: not read as a reference
     assert config.gateway.api_keys[0].reveal() == "sk-master-literal-1"
     backend = config.backends["h-openai"]
     assert backend.api_key is not None and backend.api_key.reveal() == "k'ey\"${X}"

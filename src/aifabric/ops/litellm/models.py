@@ -151,7 +151,7 @@ def _roles(ctx: Context, entries: list[Entry]) -> None:
         same = [m for m in members if m.kind == kind]
         weights, weighted_by = _weights(same)
         tiers = sorted({m.order for m in same})
-        names = [group] + [f"{group}/order-{t}" for t in tiers[1:]]
+        names = [group] + [_free_name(f"{group}/order-{t}", groups) for t in tiers[1:]]
         for tier, name in zip(tiers, names, strict=True):
             tier_members = [m for m in same if m.order == tier]
             comment = (
@@ -166,6 +166,14 @@ def _roles(ctx: Context, entries: list[Entry]) -> None:
             ctx.plan.roles[name] = RolePlan(name, kind, targets, comment)
         for later in names[1:]:
             ctx.plan.roles[group].fallbacks.append((later, "litellm_params.order"))
+
+
+def _free_name(name: str, groups: dict[str, list[Entry]]) -> str:
+    """A role name no model_name of the file has."""
+    candidate, n = name, 2
+    while candidate in groups:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
 
 
 def _weights(members: list[Entry]) -> tuple[dict[int, float], str]:

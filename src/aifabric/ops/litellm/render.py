@@ -42,6 +42,11 @@ def _reads_back(text: str) -> bool:
         return False
 
 
+def _literal(text: str) -> str:
+    """A name in a value's place, where the loader would read `${...}` as a reference."""
+    return text.replace("${", "$${")
+
+
 def _comment(text: str) -> str:
     return "# " + " ".join(text.split())
 
@@ -92,7 +97,7 @@ def render(plan: ImportPlan, env_file: str | None) -> str:
         out += _role(role)
     if plan.aliases:
         out += ["", "aliases:"]
-        out += [_line(2, alias, role, comment) for alias, (role, comment) in plan.aliases.items()]
+        out += [_line(2, alias, _literal(role), comment) for alias, (role, comment) in plan.aliases.items()]
     if left_out:
         out += ["", f"# Left out of the import ({len(left_out)}), by line of {plan.source}:"]
         out += [f"#   {_finding(f)}" for f in left_out]
@@ -121,12 +126,14 @@ def _role(role: RolePlan) -> list[str]:
     ]
     for target in role.targets:
         lines.append(f"      - backend: {scalar(target.backend)}  {_comment(target.comment)}")
-        lines.append(_line(8, "model", target.model))
+        lines.append(_line(8, "model", _literal(target.model)))
         if target.weight is not None:
             lines.append(_line(8, "weight", target.weight))
     if role.fallbacks:
         lines.append("    fallbacks:")
-        lines += [f"      - {scalar(name)}  {_comment(comment)}" for name, comment in role.fallbacks]
+        lines += [
+            f"      - {scalar(_literal(name))}  {_comment(comment)}" for name, comment in role.fallbacks
+        ]
     if role.balance is not None:
         lines.append(_line(4, "balance", role.balance.value, role.balance.comment))
     return lines

@@ -99,8 +99,14 @@ def import_fallbacks(ctx: Context, section: Item, path: str) -> None:
             names = (
                 [str(i.value) for i in item.items()] if isinstance(item.value, list) else [str(item.value)]
             )
+            for name in names:
+                if _resolve(ctx, name) is None:
+                    ctx.left_out(
+                        item, f"{path}.{key}", f"default fallback '{name}' is not a role of the import"
+                    )
+            known = [n for n in names if _resolve(ctx, n) is not None]
             for role in list(ctx.plan.roles):
-                usable = [n for n in names if n != role and _resolve(ctx, n) != role]
+                usable = [n for n in known if _resolve(ctx, n) != role]
                 _add_fallbacks(ctx, role, usable, item, f"{path}.{key}", quiet=True)
 
 

@@ -16,7 +16,8 @@ import pytest
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config
-from aifabric.config.schema import FabricConfig
+from aifabric.config.schema import BACKEND_KINDS, ROLE_KINDS, FabricConfig
+from aifabric.ops.litellm.providers import PROVIDERS
 
 HERE = Path(__file__).parent / "litellm"
 EXAMPLES = HERE / "examples"
@@ -407,7 +408,30 @@ def test_an_existing_env_file_keeps_its_other_lines_and_becomes_0600(tmp_path: P
     assert "env_file: secrets.env" in (tmp_path / "f.yaml").read_text()
 
 
+def test_every_provider_maps_to_a_kind_aifabric_has() -> None:
+    for provider in PROVIDERS.values():
+        assert provider.kind in BACKEND_KINDS, provider.name
+        assert provider.role_kind is None or provider.role_kind in ROLE_KINDS, provider.name
+
+
 def test_report_names_secrets_by_variable_never_by_value(tmp_path: Path) -> None:
+    _, printed, _ = run(
+        [
+            "config",
+            "import",
+            "litellm",
+            str(EXAMPLES / "load_balancer.yaml"),
+            "--out",
+            str(tmp_path / "j.yaml"),
+            "--json",
+        ]
+    )
+    assert "sk-uj6F" not in printed and "eYVX71" not in printed
+    assert orjson.loads(printed)["secrets"][0] == {
+        "name": "FABRIC_OPENAI_API_KEY",
+        "line": 9,
+        "key": "model_list[0].litellm_params.api_key",
+    }
     code, out, _ = run(
         [
             "config",

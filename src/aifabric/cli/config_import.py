@@ -15,29 +15,32 @@ from aifabric.ops.litellm.plan import Finding
 
 __all__ = ["add_import_parser", "run_import"]
 
-FORMATS = ("litellm",)  # the configs `config import` reads
-
 
 def add_import_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = actions.add_parser(
         "import",
         help="turn another gateway's config (LiteLLM's config.yaml) into a fabric file",
+        description="Turn another gateway's config into a fabric file.",
+    )
+    formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    litellm = formats.add_parser(
+        "litellm",
+        help="a LiteLLM proxy config.yaml",
         description="Turn a LiteLLM proxy config.yaml into a fabric file: model_list into backends and "
         "roles, fallbacks, aliases, master key, retries and timeouts; literal secrets into an env file "
         "(mode 0600). Exit 0 when everything was carried, 1 when parts were left out (listed with their "
         "lines; the file is still written), 2 when the config cannot be read.",
     )
-    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help="litellm")
-    parser.add_argument("config", metavar="CONFIG.yaml", help="the LiteLLM config to import")
-    parser.add_argument(
+    litellm.add_argument("config", metavar="CONFIG.yaml", help="the LiteLLM config to import")
+    litellm.add_argument(
         "--out", default="fabric.yaml", help="the fabric file to write (default: fabric.yaml)"
     )
-    parser.add_argument(
+    litellm.add_argument(
         "--env-file",
         metavar="PATH",
         help="where literal secrets go (default: the fabric file's name with .env); other lines are kept",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    litellm.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run_import(args: argparse.Namespace, console: Console) -> int:

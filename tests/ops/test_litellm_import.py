@@ -365,6 +365,35 @@ router_settings:
     assert "'nothing' is not a role of the import" in reported[8]
 
 
+def test_keys_given_twice_and_sections_of_the_wrong_shape_are_reported(tmp_path: Path) -> None:
+    source = write(
+        tmp_path,
+        """\
+x-base: &base {model: hosted_vllm/a, api_base: "http://h:1/v1"}
+model_list:
+  - model_name: a
+    litellm_params: {<<: *base, timeout: 5}
+    model_info: [not, a, mapping]
+router_settings:
+  num_retries: 1
+  num_retries: 2
+  model_group_alias: [a]
+general_settings: on
+""",
+    )
+    _, report = import_json(source, tmp_path / "f.yaml")
+    config = load_imported(tmp_path / "f.yaml", report)
+    assert config.retry.max_attempts == 3  # the last one, as YAML (and so LiteLLM) has it
+    assert config.backends["h-vllm"].timeout == 5.0  # merge keys work, and are no duplicates
+    notes = {n["line"]: n["why"] for n in report["notes"]}  # type: ignore[union-attr]
+    assert notes[7] == "given twice: LiteLLM keeps the one on line 8, so does the import"
+    reported = left_out(report)
+    assert reported[1].startswith("x-base: not a section")
+    assert reported[5] == "model_list[0].model_info: not a mapping: ignored"
+    assert reported[9] == "router_settings.model_group_alias: expected {alias: model_name, ...}"
+    assert reported[10] == "general_settings: not a mapping of settings"
+
+
 def test_literal_master_key_and_dollar_braces(tmp_path: Path) -> None:
     source = write(
         tmp_path,

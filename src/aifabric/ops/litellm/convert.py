@@ -11,6 +11,7 @@ from aifabric.ops.litellm.source import Item
 __all__ = ["convert"]
 
 _ROUTING = ("router_settings", "litellm_settings")  # router_settings first: it wins where both say
+_SECTIONS = (*_ROUTING, "general_settings", "environment_variables")
 _TOP_WHY = {
     "guardrails": "guardrails: aifabric does not inspect prompts or answers",
     "finetune_settings": "fine-tuning endpoints: aifabric serves chat, completions and embeddings",
@@ -23,7 +24,14 @@ _TOP_WHY = {
 
 def convert(root: Item, source: str) -> ImportPlan:
     ctx = Context(source)
+    for where, first, kept in root.duplicates:
+        ctx.note(
+            Item(None, first), where, f"given twice: LiteLLM keeps the one on line {kept}, so does the import"
+        )
     sections = root.mapping()
+    for name, item in sections.items():
+        if name in _SECTIONS and not isinstance(item.value, dict) and item.value is not None:
+            ctx.left_out(item, name, "not a mapping of settings")
     if "model_list" in sections:
         import_models(ctx, sections["model_list"])
     for name in _ROUTING:
@@ -37,7 +45,7 @@ def convert(root: Item, source: str) -> ImportPlan:
     if "environment_variables" in sections:
         import_environment(ctx, sections["environment_variables"], "environment_variables")
     for name, item in sections.items():
-        if name not in (*_ROUTING, "model_list", "general_settings", "environment_variables"):
+        if name not in (*_SECTIONS, "model_list"):
             ctx.left_out(item, name, _TOP_WHY.get(name, "not a section the importer knows"))
     for backend in ctx.plan.backends.values():
         backend.health = list(ctx.health_settings)

@@ -288,7 +288,10 @@ def _positive(ctx: Context, item: Item, where: str) -> float | None:
 
 
 def _model_info(ctx: Context, info: Item | None, path: str) -> None:
-    if info is None:
+    if info is None or info.value is None:
+        return
+    if not isinstance(info.value, dict):
+        ctx.left_out(info, path, "not a mapping: ignored")
         return
     for key, child in info.mapping().items():
         if key == "mode":

@@ -271,6 +271,9 @@ def _state(ctx: Context, section: Item, path: str) -> None:
 
 
 def _aliases(ctx: Context, item: Item, where: str) -> None:
+    if not isinstance(item.value, dict):
+        ctx.left_out(item, where, "expected {alias: model_name, ...}")
+        return
     for alias, written in item.mapping().items():
         at = f"{where}.{alias}"
         hidden_item = written.get("hidden")

@@ -28,6 +28,8 @@ class Item:
 
     value: Any  # dict[str, Item] | list[Item] | str | int | float | bool | None
     line: int
+    # On the root only: keys written twice in one mapping, (path, first line, line kept): YAML keeps the last.
+    duplicates: tuple[tuple[str, int, int], ...] = ()
 
     def get(self, key: str) -> Item | None:
         return self.value.get(key) if isinstance(self.value, dict) else None
@@ -86,23 +88,38 @@ def parse_source(text: str, source: str = "<string>") -> Item:
             "litellm_settings:, ...), this is not",
             EXIT_UNREADABLE,
         )
+    duplicates: list[tuple[str, int, int]] = []
     try:
-        return _item(root)
+        item = _item(root, "", duplicates)
     except yaml.YAMLError as exc:  # a scalar YAML cannot type (a bad !!tag), found while converting
         raise CommandError(f"{source}: not valid YAML: {exc}", EXIT_UNREADABLE) from None
+    return Item(item.value, item.line, tuple(duplicates))
 
 
-def _item(node: yaml.Node) -> Item:
+def _item(node: yaml.Node, path: str, duplicates: list[tuple[str, int, int]]) -> Item:
     line = int(node.start_mark.line) + 1
     if isinstance(node, yaml.MappingNode):
+        own: dict[
+            int, str
+        ] = {}  # this mapping's own keys, before merge keys add theirs (which own keys override)
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = str(_CONSTRUCTOR.construct_object(key_node, deep=True))
+            own[id(key_node)] = key
+            key_line = int(key_node.start_mark.line) + 1
+            if key in seen:
+                duplicates.append((f"{path}.{key}" if path else key, seen[key], key_line))
+            seen[key] = key_line
         _CONSTRUCTOR.flatten_mapping(node)  # `<<: *anchor` merge keys, as LiteLLM's safe_load has them
         out: dict[str, Item] = {}
         for key_node, value_node in node.value:
+            key = own.get(id(key_node)) or str(_CONSTRUCTOR.construct_object(key_node, deep=True))
+            where = f"{path}.{key}" if path else key
             # A value is reported at its key's line (`cache_params:`), not where its own content starts.
-            child = _item(value_node)
-            key = str(_CONSTRUCTOR.construct_object(key_node, deep=True))
-            out[key] = Item(child.value, int(key_node.start_mark.line) + 1)
+            out[key] = Item(_item(value_node, where, duplicates).value, int(key_node.start_mark.line) + 1)
         return Item(out, line)
     if isinstance(node, yaml.SequenceNode):
-        return Item([_item(child) for child in node.value], line)
+        return Item([_item(child, f"{path}[{i}]", duplicates) for i, child in enumerate(node.value)], line)
     return Item(_CONSTRUCTOR.construct_object(node, deep=True), line)

@@ -19,6 +19,7 @@ from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
 
 ESTATE = Path(__file__).parent / "litellm" / "runbook_estate.yaml"
+ALIASES = Path(__file__).parent / "litellm" / "examples" / "aliases_config.yaml"  # LiteLLM's own example
 KEYS = {
     "VLLM_API_KEY": "vllm-key-19ab",
     "OPENAI_API_KEY": "sk-openai-77c2",
@@ -133,6 +134,43 @@ def test_imported_estate_serves_roles_aliases_embeddings_and_fallback(
     assert gateway.returncode == 0, err.decode()
     for secret in (*KEYS.values(), MOTOKO_KEY):
         assert secret not in err.decode()
+
+
+def test_litellm_aliases_example_served_on_a_fake_ollama(tmp_path: Path) -> None:
+    """LiteLLM's aliases example: OpenAI model names (gpt-4, ...) answered by Ollama models."""
+    with FakeBackend(kind="ollama", models=("zephyr", "llama2")) as ollama:
+        source = tmp_path / "config.yaml"
+        text = ALIASES.read_text()
+        for model in ("ollama/zephyr", "ollama/llama2"):
+            text = text.replace(f"model: {model}\n", f"model: {model}\n        api_base: {ollama.base_url}\n")
+        source.write_text(text)
+        exe = Path(sys.executable).with_name("aifabric")
+        done = subprocess.run(
+            [exe, "config", "import", "litellm", source, "--out", tmp_path / "fabric.yaml"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr  # temperature and max_tokens are request defaults
+        port = free_port()
+        gateway = subprocess.Popen(
+            [exe, "serve", "--config", tmp_path / "fabric.yaml", "--host", "127.0.0.1", "--port", str(port)],
+            stderr=subprocess.PIPE,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _live(url, gateway), "the gateway answers /health/live")
+            with openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as client:
+                assert {m.id for m in client.models.list()} == {"text-davinci-003", "gpt-4", "gpt-3.5-turbo"}
+                reply = client.chat.completions.create(
+                    model="gpt-4", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert reply.choices[0].message.content == "[llama2] hi"
+            assert ollama.requests[-1].path == "/v1/chat/completions"
+        finally:
+            gateway.terminate()
+            gateway.communicate(timeout=15)
+        assert gateway.returncode == 0
 
 
 def _live(url: str, proc: subprocess.Popen[bytes]) -> bool:

@@ -247,6 +247,7 @@ def _state(ctx: Context, section: Item, path: str) -> None:
                 ctx.left_out(item, f"{path}.{key}", "no redis_host to go with it")
         return
     if ctx.plan.state is not None:
+        ctx.note(url_item or host_item, f"{path}.redis_*", f"state is already set ({ctx.plan.state.comment})")
         return
     if url_item is not None:
         url = ctx.text(url_item)

@@ -1,4 +1,5 @@
-"""`aifabric config validate FILE` and `aifabric config show FILE [--json]`.
+"""`aifabric config validate FILE`, `aifabric config show FILE [--json]`, and `aifabric config import`
+(in `cli.config_import`).
 
 Without FILE, both act on the embedded default (what `aifabric up` serves with no fabric file).
 validate: exit 0 with a one-line summary, or exit 1 with every problem on stderr (printed by
@@ -12,6 +13,7 @@ import argparse
 
 import yaml
 
+from aifabric.cli.config_import import add_import_parser, run_import
 from aifabric.cli.console import Console
 from aifabric.config.defaults import default_config_path
 from aifabric.config.load import load_config
@@ -42,9 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     show.add_argument("file", metavar="FILE", nargs="?", help=_FILE_HELP)
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    add_import_parser(actions)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.action == "import":
+        return run_import(args, console)
     # A ConfigError is printed by cli.main, problem by problem.
     config = load_config(args.file if args.file is not None else default_config_path())
     if args.action == "validate":

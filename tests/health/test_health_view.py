@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from health_support import estate
 
-from aifabric.backends.base import ProbeResult
-from aifabric.errors import FailureClass
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult
 from aifabric.health.report import exit_status, health_view, render_table
-from aifabric.health.state import BackendHealth, BackendState
 from aifabric.routing.outlier import OutlierDetector
 from aifabric.routing.target import TargetState
 

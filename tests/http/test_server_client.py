@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from http_support import run
 
-from aifabric.errors import FailureClass, UpstreamFailure
+from aifabric.core import FailureClass
+from aifabric.errors import UpstreamFailure
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 

@@ -7,8 +7,7 @@ from collections import Counter
 
 from routing_support import MakeTarget
 
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendState
+from aifabric.core import BackendState, FailureClass
 from aifabric.routing.balance import (
     least_outstanding,
     only_loading,

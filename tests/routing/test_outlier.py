@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 from aifabric.routing.outlier import OutlierDetector
 
 F5 = FailureClass.UPSTREAM_5XX

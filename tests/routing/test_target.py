@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from routing_support import MakeTarget
 
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendState
+from aifabric.core import BackendState, FailureClass
 
 
 def test_outstanding_and_ewma(make_target: MakeTarget) -> None:

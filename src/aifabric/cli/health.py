@@ -11,11 +11,12 @@ import argparse
 import asyncio
 
 from aifabric.cli.console import Console
+from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
+from aifabric.core import BackendHealth, exit_codes
 from aifabric.errors import CommandError
 from aifabric.health.checker import HealthChecker
 from aifabric.health.report import exit_status, health_view, render_table
-from aifabric.health.state import BackendHealth
 
 __all__ = ["HELP", "NAME", "add_arguments", "probe_backends", "run"]
 
@@ -39,16 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check a running gateway instead: its liveness and active alerts; down is CRITICAL, "
         "notified once to the --config file's sinks (run it from cron on another machine)",
     )
-
-
-def _load(path: str | None) -> FabricConfig:
-    from aifabric.config.load import load_config
-
-    if path is None:
-        from aifabric.config.defaults import default_config_path
-
-        return load_config(default_config_path())
-    return load_config(path)
 
 
 async def probe_backends(
@@ -82,13 +73,14 @@ def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.gateway:
         return _check_gateway(args, console)
-    config = _load(args.config)
+    config = load_config_or_default(args.config)
     names = list(config.backends)
     if args.backend is not None:
         if args.backend not in config.backends:
             known = ", ".join(names) or "none"
             raise CommandError(
-                f"no backend named {args.backend!r} in {config.source} (backends: {known})", exit_code=2
+                f"no backend named {args.backend!r} in {config.source} (backends: {known})",
+                exit_code=exit_codes.USAGE,
             )
         names = [args.backend]
     healths = asyncio.run(probe_backends(config, names, args.timeout))
@@ -105,7 +97,7 @@ def _check_gateway(args: argparse.Namespace, console: Console) -> int:
     """`--gateway URL`: the runbook's "LiteLLM down: CRITICAL", which a gateway cannot raise itself."""
     from aifabric.health.monitor import watch_gateway
 
-    config = _load(args.config) if args.config else None
+    config = load_config_or_default(args.config) if args.config else None
     check = asyncio.run(watch_gateway(args.gateway, config, timeout=args.timeout or 5.0))
     if args.json:
         console.json(check.to_json())

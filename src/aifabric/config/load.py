@@ -26,6 +26,7 @@ from aifabric.config.env import EnvResolver
 from aifabric.config.nodes import INVALID, Field, Reader
 from aifabric.config.schema import (
     BACKEND_KINDS,
+    BALANCE_POLICIES,
     ROLE_KINDS,
     AlertSink,
     BackendConfig,
@@ -270,7 +271,7 @@ _ROLE = {
     ),
     "fallbacks": Field(n.list_of(n.text)),
     "description": Field(n.text),
-    "balance": Field(n.choice(("p2c", "least_outstanding"))),
+    "balance": Field(n.choice(BALANCE_POLICIES)),
 }
 
 _SINK = {

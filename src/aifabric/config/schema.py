@@ -6,14 +6,18 @@ what a valid fabric looks like and what each setting defaults to. Durations are 
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "BACKEND_KINDS",
+    "BALANCE_POLICIES",
     "ROLE_KINDS",
     "AlertSink",
     "BackendConfig",
+    "BackendKind",
+    "BalancePolicy",
     "FabricConfig",
     "GatewayConfig",
     "HealthCheckConfig",
@@ -22,15 +26,20 @@ __all__ = [
     "MonitoringConfig",
     "RetryConfig",
     "RoleConfig",
+    "RoleKind",
     "Secret",
     "TargetConfig",
 ]
 
-BACKEND_KINDS = ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed")
-ROLE_KINDS = ("chat", "embeddings", "completions")
-
+# The closed sets of names a fabric file may use, each written once: the Literal types the schema's
+# fields carry, and the tuples the loader validates against (and `backends` / `routing.balance` key on).
 BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
 RoleKind = Literal["chat", "embeddings", "completions"]
+BalancePolicy = Literal["p2c", "least_outstanding"]
+
+BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
+ROLE_KINDS: tuple[str, ...] = typing.get_args(RoleKind)
+BALANCE_POLICIES: tuple[str, ...] = typing.get_args(BalancePolicy)
 
 
 class Secret:
@@ -145,7 +154,7 @@ class RoleConfig:
     targets: tuple[TargetConfig, ...]
     fallbacks: tuple[str, ...] = ()
     description: str = ""
-    balance: Literal["p2c", "least_outstanding"] = "p2c"
+    balance: BalancePolicy = "p2c"
 
 
 @dataclass(frozen=True)

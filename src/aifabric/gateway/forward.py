@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 import orjson
 
 from aifabric.config.schema import RetryConfig
-from aifabric.errors import FailureClass, NoHealthyTarget, UpstreamError, UpstreamFailure
+from aifabric.core import FailureClass
+from aifabric.errors import NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse

@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from aifabric.backends.base import ProbeHttp, ProbeResult, adapter_for
+from aifabric.backends.base import ProbeHttp, adapter_for
 from aifabric.config.schema import BackendConfig, FabricConfig
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
 
 __all__ = ["HealthChecker", "configured_models", "probe_interval"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from aifabric.config.schema import FabricConfig
+from aifabric.core import BackendHealth
 from aifabric.health.alerts import Alert, AlertEvent, AlertTracker, Severity, evaluate, gateway_down
 from aifabric.health.notify import Notifier, build_sinks
-from aifabric.health.state import BackendHealth
 from aifabric.http.client import UpstreamClient
 
 __all__ = ["GatewayCheck", "Monitor", "check_gateway", "default_state_path", "watch_gateway"]

@@ -16,41 +16,35 @@ from typing import Any
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
+from aifabric.core import BackendHealth, BackendState
+from aifabric.core.exit_codes import ATTENTION, BROKEN, OK
 from aifabric.health.checker import configured_models
-from aifabric.health.state import BackendHealth, BackendState
 from aifabric.routing.target import TargetState
 
 __all__ = [
-    "EXIT_ATTENTION",
-    "EXIT_BROKEN",
-    "EXIT_OK",
     "exit_status",
     "health_view",
     "render_table",
     "target_view",
 ]
 
-EXIT_OK = 0
-EXIT_ATTENTION = 1
-EXIT_BROKEN = 2
-
 _ATTENTION = frozenset({BackendState.DEGRADED, BackendState.LOADING, BackendState.ASLEEP})
 
 
 def backend_status(health: BackendHealth) -> int:
     if health.state in (BackendState.DOWN, BackendState.UNKNOWN) or health.mismatches:
-        return EXIT_BROKEN
+        return BROKEN
     if health.state in _ATTENTION:
-        return EXIT_ATTENTION
-    return EXIT_OK
+        return ATTENTION
+    return OK
 
 
 def exit_status(healths: Mapping[str, BackendHealth]) -> int:
     """0 all up, 1 degraded/loading/asleep, 2 down or mismatched (the worst backend decides)."""
-    return max((backend_status(h) for h in healths.values()), default=EXIT_OK)
+    return max((backend_status(h) for h in healths.values()), default=OK)
 
 
-_OVERALL = {EXIT_OK: "ok", EXIT_ATTENTION: "attention", EXIT_BROKEN: "broken"}
+_OVERALL = {OK: "ok", ATTENTION: "attention", BROKEN: "broken"}
 
 
 def health_view(

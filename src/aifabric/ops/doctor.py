@@ -643,13 +643,14 @@ def _log_dir_checks(config: FabricConfig) -> list[Check]:
 
 def _probe_checks(config: FabricConfig, timeout: float | None) -> list[Check]:
     from aifabric.cli.health import probe_backends
-    from aifabric.health.report import EXIT_ATTENTION, EXIT_OK, backend_status
+    from aifabric.core import exit_codes
+    from aifabric.health.report import backend_status
 
     healths = asyncio.run(probe_backends(config, list(config.backends), timeout))
     checks = []
     for name, health in healths.items():
         status = backend_status(health)
-        verdict = {EXIT_OK: Verdict.PASS, EXIT_ATTENTION: Verdict.WARN}.get(status, Verdict.FAIL)
+        verdict = {exit_codes.OK: Verdict.PASS, exit_codes.ATTENTION: Verdict.WARN}.get(status, Verdict.FAIL)
         summary = f"{health.state}: {health.reason}"
         fix = ""
         if verdict is Verdict.FAIL:

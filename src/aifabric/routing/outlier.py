@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 
 __all__ = ["OutlierDetector", "OutlierState"]
 

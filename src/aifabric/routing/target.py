@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BackendConfig, HealthCheckConfig
-from aifabric.errors import FailureClass
-from aifabric.health.state import ROUTABLE, BackendHealth
+from aifabric.core import ROUTABLE, BackendHealth, FailureClass
 from aifabric.routing.outlier import OutlierDetector
 
 __all__ = ["EWMA_ALPHA", "TargetState"]

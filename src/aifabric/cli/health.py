@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _check_gateway(args: argparse.Namespace, console: Console) -> int:
     """`--gateway URL`: the runbook's "LiteLLM down: CRITICAL", which a gateway cannot raise itself."""
-    from aifabric.health.monitor import watch_gateway
+    from aifabric.alerts.monitor import watch_gateway
 
     config = load_config_or_default(args.config) if args.config else None
     check = asyncio.run(watch_gateway(args.gateway, config, timeout=args.timeout or 5.0))

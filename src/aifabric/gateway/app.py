@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from aifabric.alerts.monitor import Monitor
+from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import ApiError, MethodNotAllowed, NotFound
@@ -22,8 +24,6 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
-from aifabric.health.monitor import Monitor
-from aifabric.health.notify import Notifier, build_sinks
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets

@@ -30,12 +30,12 @@ EXPORTS = {
         "Transition",
         "openai_error_type",
     },
-    "aifabric.health.checker": {"HealthChecker", "configured_models", "probe_interval"},
+    "aifabric.health.checker": {"HealthChecker", "configured_models", "probe_backends", "probe_interval"},
     "aifabric.health.report": {
         "exit_status",
         "health_view",
+        "TargetView",
         "render_table",
-        "target_view",
     },
     "aifabric.backends.base": {
         "BackendAdapter",

@@ -12,13 +12,12 @@ import asyncio
 
 from aifabric.cli.console import Console
 from aifabric.config.defaults import load_config_or_default
-from aifabric.config.schema import FabricConfig
-from aifabric.core import BackendHealth, exit_codes
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
-from aifabric.health.checker import HealthChecker
+from aifabric.health.checker import probe_backends
 from aifabric.health.report import exit_status, health_view, render_table
 
-__all__ = ["HELP", "NAME", "add_arguments", "probe_backends", "run"]
+__all__ = ["HELP", "NAME", "add_arguments", "run"]
 
 NAME = "health"
 HELP = "Probe the backends of a fabric file: state and why, latency, model ids, load (exit 0/1/2)."
@@ -40,34 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check a running gateway instead: its liveness and active alerts; down is CRITICAL, "
         "notified once to the --config file's sinks (run it from cron on another machine)",
     )
-
-
-async def probe_backends(
-    config: FabricConfig, names: list[str], timeout: float | None = None
-) -> dict[str, BackendHealth]:
-    """One probe of each named backend, concurrently; nothing logged (the report says it all)."""
-    from aifabric.http.client import UpstreamClient
-
-    connect = (
-        config.gateway.connect_timeout if timeout is None else min(timeout, config.gateway.connect_timeout)
-    )
-    client = UpstreamClient(connect_timeout=connect)
-    try:
-        if timeout is not None:
-            config = _with_timeout(config, timeout)
-        checker = HealthChecker(config, client, on_transition=lambda _t: None, on_drift=lambda _b, _m: None)
-        return await checker.probe_all(names)
-    finally:
-        await client.aclose()
-
-
-def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
-    from dataclasses import replace
-
-    backends = {
-        name: replace(b, health=replace(b.health, timeout=timeout)) for name, b in config.backends.items()
-    }
-    return replace(config, backends=backends)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -64,16 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_log_dir(config: FabricConfig) -> Path:
-    if config.monitoring.log_dir:
-        return Path(config.monitoring.log_dir).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "aifabric" / "logs"
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     from aifabric.cli.serve import listen_error
-    from aifabric.local.launch import local_backends, process_spec, with_local_ports
+    from aifabric.local.launch import default_log_dir, local_backends, process_spec, with_local_ports
     from aifabric.local.ports import port_in_use, port_in_use_message
     from aifabric.local.supervisor import Supervisor
     from aifabric.observability.logging import configure_logging

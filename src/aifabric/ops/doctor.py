@@ -630,7 +630,7 @@ def _log_dir_checks(config: FabricConfig) -> list[Check]:
     if config.monitoring.log_dir:
         directory = Path(config.monitoring.log_dir).expanduser()
     elif local_backends(config):
-        from aifabric.cli.up import default_log_dir
+        from aifabric.local.launch import default_log_dir
 
         directory = default_log_dir(config)
     else:
@@ -642,8 +642,8 @@ def _log_dir_checks(config: FabricConfig) -> list[Check]:
 
 
 def _probe_checks(config: FabricConfig, timeout: float | None) -> list[Check]:
-    from aifabric.cli.health import probe_backends
     from aifabric.core import exit_codes
+    from aifabric.health.checker import probe_backends
     from aifabric.health.report import backend_status
 
     healths = asyncio.run(probe_backends(config, list(config.backends), timeout))

@@ -8,6 +8,7 @@ written by the data plane on the event loop; no locks are needed within one proc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BackendConfig, HealthCheckConfig
@@ -108,3 +109,22 @@ class TargetState:
         """The request ended without a verdict (the client went away): no health signal."""
         self.outstanding = max(0, self.outstanding - 1)
         self.detector.abandon()
+
+    def view(self, now: float) -> dict[str, Any]:
+        """One target as the data plane sees it: routable now, ejection, load, latency, drift."""
+        detector = self.detector
+        until = detector.ejected_until()
+        return {
+            "role": self.role,
+            "backend": self.backend.name,
+            "model": self.model,
+            "available": self.available(now),
+            "outlier": detector.state(now),
+            "ejections": detector.ejections,
+            "ejected_for_seconds": round(until - now, 3) if until is not None and until > now else None,
+            "outstanding": self.outstanding,
+            "ewma_latency_ms": round(self.ewma_latency * 1000, 1) if self.ewma_latency > 0 else None,
+            "successes": self.successes,
+            "failures": self.failures,
+            "model_mismatch": self.model_mismatch,
+        }

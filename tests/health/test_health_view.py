@@ -52,8 +52,7 @@ def test_targets_show_their_ejection() -> None:
         health=gpu,
         detector=OutlierDetector(consecutive_failures=1, base_ejection=10.0),
     )
-    target.on_start(0.0)
-    target.on_failure(FailureClass.TIMEOUT, 0.0)
+    target.on_start(0.0).failure(FailureClass.TIMEOUT, 0.0)
     view = health_view({"gpu": gpu}, CONFIG, now=4.0, targets=[target])
     seen = view["targets"]["chat-fast/gpu/Qwen2.5-7B-Instruct-AWQ"]
     assert seen["available"] is False

@@ -9,7 +9,7 @@ import pytest
 EXPORTS = {
     "aifabric.routing.outlier": {"OutlierDetector", "OutlierState"},
     "aifabric.routing.retry": {"Deadline", "backoff", "parse_retry_after", "retry_delay"},
-    "aifabric.routing.target": {"EWMA_ALPHA", "TargetState"},
+    "aifabric.routing.target": {"EWMA_ALPHA", "AttemptGuard", "TargetState"},
     "aifabric.routing.balance": {
         "POLICIES",
         "Policy",

@@ -25,6 +25,7 @@ response in exactly one place (`gateway.errors`), and into a CLI exit status in 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from aifabric.core import exit_codes
@@ -44,6 +45,7 @@ __all__ = [
     "NoHealthyTarget",
     "NotFound",
     "PayloadTooLarge",
+    "ProblemKind",
     "StateStoreError",
     "Unauthorized",
     "UpstreamError",
@@ -55,6 +57,14 @@ class FabricError(Exception):
     """Root of every error aifabric raises on purpose."""
 
 
+class ProblemKind(enum.StrEnum):
+    """What a `ConfigProblem` is about, so a reader (the doctor) can group problems without reading
+    their words."""
+
+    FILE = "file"  # the fabric file itself: YAML, keys, values, references between sections
+    ENV = "env"  # a ${VAR} reference that cannot be resolved, or a line of the env file
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     """One mistake in a fabric file, located and with the fix in words."""
@@ -63,6 +73,7 @@ class ConfigProblem:
     line: int | None
     message: str
     fix: str = ""
+    kind: ProblemKind = ProblemKind.FILE
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

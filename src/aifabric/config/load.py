@@ -34,6 +34,7 @@ from aifabric.config.schema import (
     GatewayConfig,
     HealthCheckConfig,
     HostConfig,
+    LoadedFrom,
     LocalLaunch,
     MonitoringConfig,
     RetryConfig,
@@ -419,4 +420,5 @@ def _fabric(r: Reader, root: yaml.Node, source: str) -> FabricConfig | None:
         # Effective path: a relative env_file means relative to the fabric file, for whoever reads it next.
         gateway = dataclasses.replace(gateway, env_file=str(r.env.env_file))
     values["gateway"] = gateway
-    return FabricConfig(source=source, **values)
+    loaded = LoadedFrom(key_lines=dict(r.lines), env_references=dict(r.env.references))
+    return FabricConfig(source=source, loaded=loaded, **values)

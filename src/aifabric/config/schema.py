@@ -7,6 +7,7 @@ what a valid fabric looks like and what each setting defaults to. Durations are 
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "GatewayConfig",
     "HealthCheckConfig",
     "HostConfig",
+    "LoadedFrom",
     "LocalLaunch",
     "MonitoringConfig",
     "RetryConfig",
@@ -173,6 +175,15 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class LoadedFrom:
+    """Facts the loader learnt about the file, not settings (`config show` leaves them out): where each
+    key is written, for messages made after the load, and which `${VAR}` references the file uses."""
+
+    key_lines: Mapping[str, int] = field(default_factory=dict)  # "hosts.motoko.address" -> 7
+    env_references: Mapping[str, bool] = field(default_factory=dict)  # name -> a use has a default
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     hosts: dict[str, HostConfig] = field(default_factory=dict)
@@ -183,6 +194,7 @@ class FabricConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
     source: str = "<embedded default>"
+    loaded: LoadedFrom = field(default_factory=LoadedFrom, compare=False, repr=False)
 
     def resolve_role(self, name: str) -> RoleConfig | None:
         """The role a client's `model` names, through an alias if need be."""

@@ -63,7 +63,7 @@ def test_abandoned_trial_frees_half_open(make_target: MakeTarget) -> None:
     t = make_target("a")
     t.on_start(0.0).failure(FailureClass.CONNECT, 0.0)
     assert t.available(10.0)
-    trial = t.on_start()
+    trial = t.on_start(10.0)
     assert not t.available(10.0)
     trial.abandon()
     assert t.available(10.0)

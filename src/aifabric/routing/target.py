@@ -85,7 +85,7 @@ class TargetState:
             and not self.mismatch_blocks
         )
 
-    def on_start(self, now: float | None = None) -> AttemptGuard:
+    def on_start(self, now: float) -> AttemptGuard:
         """A request is being sent: the returned guard ends the attempt exactly once."""
         self.outstanding += 1
         self.detector.begin_attempt(now)

@@ -11,11 +11,12 @@ PORT ?= 8000
 up: $(VENV)/.local-installed
 	$(BIN)/aifabric up --port $(PORT)
 
-## make test: install dev dependencies and services, then lint, type-check and run the whole suite
+## make test: install dev dependencies and services, then lint, type-check, check the layers and run the whole suite
 test: $(VENV)/.dev-installed system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -ra -p no:cacheprovider
 
 $(VENV)/.created:

@@ -1,4 +1,4 @@
-"""The one exception tree of aifabric, and the closed set of failure classes.
+"""The one exception tree of aifabric.
 
     FabricError
     ├── ConfigError            an operator's fabric file is wrong: file, line, what to write instead
@@ -6,7 +6,8 @@
     │   ├── BadRequest             400  malformed JSON, missing `model`, wrong role kind
     │   ├── Unauthorized           401  missing or wrong API key
     │   ├── Forbidden              403  an admin route asked from a client it is not open to
-    │   ├── ModelNotFound          404  unknown role or alias (lists the valid names), unknown route
+    │   ├── ModelNotFound          404  unknown role or alias (lists the valid names)
+    │   ├── NotFound               404  no route for the method and path, no such backend (admin)
     │   ├── MethodNotAllowed       405  GET on a POST route
     │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
     │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
@@ -27,6 +28,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from aifabric.core import exit_codes
+from aifabric.core.failures import FailureClass
+
 __all__ = [
     "ApiError",
     "BadRequest",
@@ -34,13 +38,14 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "FabricError",
-    "FailureClass",
     "Forbidden",
     "LocalBackendError",
     "MethodNotAllowed",
     "ModelNotFound",
     "NoHealthyTarget",
+    "NotFound",
     "PayloadTooLarge",
+    "ProblemKind",
     "StateStoreError",
     "Unauthorized",
     "UpstreamError",
@@ -48,31 +53,16 @@ __all__ = [
 ]
 
 
-class FailureClass(enum.StrEnum):
-    """Why one attempt at one target failed. Retry, fallback, ejection, metrics and alerts key on it."""
-
-    CONNECT = "connect"  # refused, DNS, unreachable, reset before a response
-    TIMEOUT = "timeout"  # no response (or no first byte) within the per-try timeout
-    LOADING = "loading"  # up but its model is not ready (llama-server 503 "Loading model", ...)
-    OVERLOADED = "overloaded"  # 429, or 503 with Retry-After
-    UPSTREAM_5XX = "upstream_5xx"  # any other 5xx
-    MODEL_NOT_FOUND = "model_not_found"  # 404 / the backend does not serve the configured model id
-    CLIENT_ERROR = "client_error"  # 4xx caused by the request itself: never retried, never ejects
-    AUTH = "auth"  # 401/403 from the backend: the fabric file's api_key is wrong
-
-    @property
-    def retryable(self) -> bool:
-        """Another candidate may succeed where this one failed."""
-        return self not in (FailureClass.CLIENT_ERROR,)
-
-    @property
-    def counts_against_target(self) -> bool:
-        """Whether the failure says something about the target's health (passive outlier detection)."""
-        return self is not FailureClass.CLIENT_ERROR
-
-
 class FabricError(Exception):
     """Root of every error aifabric raises on purpose."""
+
+
+class ProblemKind(enum.StrEnum):
+    """What a `ConfigProblem` is about, so a reader (the doctor) can group problems without reading
+    their words."""
+
+    FILE = "file"  # the fabric file itself: YAML, keys, values, references between sections
+    ENV = "env"  # a ${VAR} reference that cannot be resolved, or a line of the env file
 
 
 @dataclass(frozen=True)
@@ -83,6 +73,7 @@ class ConfigProblem:
     line: int | None
     message: str
     fix: str = ""
+    kind: ProblemKind = ProblemKind.FILE
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -152,6 +143,14 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+class NotFound(ApiError):
+    """No route for the request's method and path, or no such thing behind an operator route. Not a
+    model: an unknown model is `ModelNotFound` (OpenAI's `invalid_request_error`, code model_not_found)."""
+
+    status = 404
+    type = "not_found_error"
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     type = "invalid_request_error"
@@ -213,6 +212,6 @@ class StateStoreError(FabricError):
 class CommandError(FabricError):
     """A CLI command failed for a reason the operator can act on; printed without a traceback."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = exit_codes.FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code

@@ -8,7 +8,7 @@ import pytest
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BACKEND_KINDS
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 
 
 def body(obj: object) -> bytes:

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifabric.backends.base import ProbeResult, adapter_for
+from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BackendConfig
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendState
+from aifabric.core import BackendState, FailureClass, ProbeResult
 from aifabric.http.client import UpstreamClient
 from aifabric.local.embed_server import EmbedServer
 

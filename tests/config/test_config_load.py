@@ -9,7 +9,8 @@ from config_support import BASE, SEED, SEED_ENV, Write
 
 from aifabric.config.load import load_config, load_config_text
 from aifabric.config.schema import FabricConfig, Secret
-from aifabric.errors import ConfigError
+from aifabric.config.show import config_to_dict
+from aifabric.errors import ConfigError, ProblemKind
 
 
 def _check_seed(cfg: FabricConfig) -> None:
@@ -236,3 +237,33 @@ def test_missing_file() -> None:
     (problem,) = info.value.problems
     assert problem.file == "/nonexistent/fabric.yaml"
     assert "does not exist" in problem.message
+
+
+def test_the_loaded_config_keeps_where_each_key_is_and_which_variables_it_uses() -> None:
+    """What the doctor reports from (no second parse of the file): key lines, ${VAR} references."""
+    text = (
+        "gateway:\n"
+        "  port: 8000\n"
+        "backends:\n"
+        "  gpu:\n"
+        "    kind: vllm\n"
+        "    url: http://gpu:8000/v1\n"
+        "    api_key: ${GPU_KEY}\n"
+        "roles:\n"
+        "  chat: {kind: chat, targets: [{backend: gpu, model: m}]}\n"
+        "monitoring:\n"
+        "  log_dir: ${LOGS:-/tmp/logs}\n"
+    )
+    cfg = load_config_text(text, "fabric.yaml", environ={"GPU_KEY": "k"})
+    lines = cfg.loaded.key_lines
+    assert (lines["gateway.port"], lines["backends.gpu.api_key"], lines["monitoring.log_dir"]) == (2, 7, 11)
+    assert cfg.loaded.env_references == {"GPU_KEY": False, "LOGS": True}
+    assert "loaded" not in config_to_dict(cfg), "facts about the load are not settings"
+
+
+def test_problems_say_whether_they_are_about_the_file_or_its_environment() -> None:
+    text = "gateway:\n  port: eighty\n  api_keys: ${MISSING_KEY}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "fabric.yaml", environ={})
+    kinds = {p.kind: p.line for p in caught.value.problems}
+    assert kinds == {ProblemKind.FILE: 2, ProblemKind.ENV: 3}

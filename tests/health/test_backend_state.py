@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from aifabric.backends.base import ProbeResult
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
 
 UP = ProbeResult(True, BackendState.UP, "serving", 0.01, ("m",))
 SATURATED = ProbeResult(True, BackendState.DEGRADED, "saturated: 9 requests waiting", 0.01, ("m",))

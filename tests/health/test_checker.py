@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 from health_support import FAST, estate
 
+from aifabric.core import BackendState, Transition
 from aifabric.health.checker import HealthChecker, probe_interval
-from aifabric.health.state import BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import eventually

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from health_support import estate
 
-from aifabric.backends.base import ProbeResult
-from aifabric.errors import FailureClass
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult
 from aifabric.health.report import exit_status, health_view, render_table
-from aifabric.health.state import BackendHealth, BackendState
 from aifabric.routing.outlier import OutlierDetector
 from aifabric.routing.target import TargetState
 
@@ -54,8 +52,7 @@ def test_targets_show_their_ejection() -> None:
         health=gpu,
         detector=OutlierDetector(consecutive_failures=1, base_ejection=10.0),
     )
-    target.on_start(0.0)
-    target.on_failure(FailureClass.TIMEOUT, 0.0)
+    target.on_start(0.0).failure(FailureClass.TIMEOUT, 0.0)
     view = health_view({"gpu": gpu}, CONFIG, now=4.0, targets=[target])
     seen = view["targets"]["chat-fast/gpu/Qwen2.5-7B-Instruct-AWQ"]
     assert seen["available"] is False

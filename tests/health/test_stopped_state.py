@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from aifabric.backends.base import ProbeResult
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
 
 UP = ProbeResult(True, BackendState.UP, "serving", 0.01, ("m",))
 REFUSED = ProbeResult(False, BackendState.DOWN, "not answering", 0.001, failure=FailureClass.CONNECT)

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from http_support import run
 
-from aifabric.errors import FailureClass, UpstreamFailure
+from aifabric.core import FailureClass
+from aifabric.errors import UpstreamFailure
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 
@@ -216,7 +217,7 @@ def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
         assert (await client.request("GET", url, timeout=5)).status == 200
         # The server closes its idle keep-alive connections (as backends do after their idle timeout).
         for conn in list(server.connections):
-            conn._close()
+            conn.close()
         await asyncio.sleep(0.05)
         resp = await client.request("GET", url, timeout=5)
         assert resp.status == 200

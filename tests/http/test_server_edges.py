@@ -247,3 +247,27 @@ def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
             await server.close(grace=0.5)
 
     run_on_loop(main())
+
+
+def test_a_server_is_built_without_an_event_loop_and_closed_without_starting() -> None:
+    """Constructing needs no loop (a thread with none raised before); start() takes the running one,
+    and close() works on a server that never started (a port in use fails start())."""
+    import threading
+
+    async def handler(request: Request) -> Response:
+        return Response(200, b"{}")
+
+    built: list[HttpServer | BaseException] = []
+
+    def build() -> None:
+        try:
+            built.append(HttpServer(handler))
+        except BaseException as exc:
+            built.append(exc)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    thread.join(10)
+    server = built[0]
+    assert isinstance(server, HttpServer), server
+    run_on_loop(server.close(grace=0.0))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from resilience_support import load
 
-from aifabric.health.alerts import AlertTracker, Severity, evaluate, gateway_down
-from aifabric.health.state import BackendHealth, BackendState
+from aifabric.alerts.rules import AlertTracker, Severity, evaluate, gateway_down
+from aifabric.core import BackendHealth, BackendState
 
 ESTATE = load(
     """

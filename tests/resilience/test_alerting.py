@@ -18,10 +18,10 @@ import httpx
 import pytest
 from resilience_support import RunningGateway, load
 
+from aifabric.alerts.rules import AlertTracker, Severity, gateway_down
+from aifabric.alerts.sinks import CommandSink, FileSink, Notifier
 from aifabric.cli.console import Console
 from aifabric.cli.main import main as cli_main
-from aifabric.health.alerts import AlertTracker, Severity, gateway_down
-from aifabric.health.notify import CommandSink, FileSink, Notifier
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until

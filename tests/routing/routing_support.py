@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aifabric.config.schema import BackendConfig
-from aifabric.health.state import BackendHealth, BackendState
+from aifabric.core import BackendHealth, BackendState
 from aifabric.routing.outlier import OutlierDetector
 from aifabric.routing.target import TargetState
 

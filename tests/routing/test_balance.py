@@ -7,8 +7,7 @@ from collections import Counter
 
 from routing_support import MakeTarget
 
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendState
+from aifabric.core import BackendState, FailureClass
 from aifabric.routing.balance import (
     least_outstanding,
     only_loading,
@@ -85,7 +84,7 @@ def test_degraded_after_up_and_unavailable_dropped_while_something_is_healthy(
 def test_ejected_target_is_skipped_while_another_is_available(make_target: MakeTarget) -> None:
     a = make_target("a")
     b = make_target("b")
-    assert a.on_failure(FailureClass.UPSTREAM_5XX, 0.0) is True
+    assert a.on_start(0.0).failure(FailureClass.UPSTREAM_5XX, 0.0) is True
     for seed in range(20):
         assert names(order_candidates([a, b], 1.0, random.Random(seed))) == ["b"]
     assert set(names(order_candidates([a, b], 10.0, random.Random(0)))) == {"a", "b"}, "half-open"
@@ -96,14 +95,14 @@ def test_panic_tries_everything_when_nothing_is_available(make_target: MakeTarge
     down = make_target("down", state=BackendState.DOWN)
     loading = make_target("loading", state=BackendState.LOADING)
     ejected = make_target("ejected")
-    ejected.on_failure(FailureClass.TIMEOUT, 0.0)
+    ejected.on_start(0.0).failure(FailureClass.TIMEOUT, 0.0)
     order = order_candidates([asleep, down, loading, ejected], 1.0, random.Random(0))
     assert names(order) == ["ejected", "loading", "down", "asleep"]
 
 
 def test_single_target_role_is_still_tried_when_ejected(make_target: MakeTarget) -> None:
     only = make_target("only")
-    only.on_failure(FailureClass.CONNECT, 0.0)
+    only.on_start(0.0).failure(FailureClass.CONNECT, 0.0)
     assert names(order_candidates([only], 1.0, random.Random(0))) == ["only"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 from aifabric.routing.outlier import OutlierDetector
 
 F5 = FailureClass.UPSTREAM_5XX
@@ -94,11 +94,15 @@ def test_abandoned_trial_frees_the_slot_and_a_lost_one_expires() -> None:
     assert d.available(70.0), "a trial that never reported back must not block the target forever"
 
 
-def test_begin_attempt_without_a_clock_uses_the_last_time_seen() -> None:
+def test_asking_changes_nothing() -> None:
+    """state() and available() are queries: asking at a late time neither starts a trial nor moves a
+    clock that a later event would read."""
     d = OutlierDetector(consecutive_failures=1, base_ejection=10.0)
     d.record_failure(F5, 0.0)
-    assert d.available(12.0)
-    d.begin_attempt()
+    before = {name: getattr(d, name) for name in d.__slots__}
+    assert (d.state(12.0), d.available(12.0), d.state(5.0)) == ("half_open", True, "ejected")
+    assert {name: getattr(d, name) for name in d.__slots__} == before
+    d.begin_attempt(12.0)
     assert not d.available(12.0)
 
 

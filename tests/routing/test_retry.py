@@ -8,7 +8,7 @@ import random
 import pytest
 
 from aifabric.config.schema import RetryConfig
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 
 CFG = RetryConfig(max_attempts=4, backoff_base=0.1, backoff_max=1.0, max_retry_after=10.0)

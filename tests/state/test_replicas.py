@@ -11,8 +11,8 @@ import httpx
 from state_support import RedisServer, config
 
 from aifabric.config.schema import FabricConfig
+from aifabric.core import BackendState
 from aifabric.gateway.app import Gateway
-from aifabric.health.state import BackendState
 from aifabric.state import StateSync
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import eventually

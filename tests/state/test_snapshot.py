@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, Transition
 from aifabric.routing.outlier import OutlierDetector
 from aifabric.state.snapshot import apply_health_record, health_record
 

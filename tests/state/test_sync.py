@@ -11,9 +11,9 @@ import pytest
 from state_support import config
 
 from aifabric.config.schema import FabricConfig
+from aifabric.core import BackendState
 from aifabric.errors import StateStoreError
 from aifabric.health.checker import HealthChecker
-from aifabric.health.state import BackendState
 from aifabric.http.client import UpstreamClient
 from aifabric.routing.table import RoutingTable
 from aifabric.state import MemoryStore, StateSync, check_state, open_store

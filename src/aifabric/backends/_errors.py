@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass, openai_error_type
 
 __all__ = ["classify_response", "error_message", "normalize_error_body", "parse_json"]
 
@@ -30,18 +30,6 @@ _MODEL_MISSING = re.compile(
     re.IGNORECASE,
 )
 _OPENAI_TYPE = re.compile(r"^[a-z][a-z_]*_error$")
-
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    408: "timeout_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 _CODE_BY_FAILURE = {
     FailureClass.MODEL_NOT_FOUND: "model_not_found",
@@ -130,7 +118,7 @@ def normalize_error_body(status: int, body: bytes, failure: FailureClass) -> dic
     message, type_, param, code = error_message(parse_json(body), body)
     message = " ".join(message.split())[:_MAX_MESSAGE] or f"the backend answered HTTP {status}"
     if not (isinstance(type_, str) and _OPENAI_TYPE.match(type_)):
-        type_ = _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        type_ = openai_error_type(status)
     # Integer codes (vLLM's `"code": 404`) repeat the status; a string code is more useful to clients.
     if not isinstance(code, str) or not code:
         code = _CODE_BY_FAILURE.get(failure)

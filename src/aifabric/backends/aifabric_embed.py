@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeFailed, ProbeResult
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendState
+from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeFailed
+from aifabric.core import BackendState, FailureClass, ProbeResult
 
 __all__ = ["ADAPTER", "AifabricEmbedAdapter"]
 

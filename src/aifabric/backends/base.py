@@ -15,23 +15,21 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.backends._drift import check_models, closest_model, exact_match
 from aifabric.backends._errors import classify_response, normalize_error_body, parse_json
-from aifabric.config.schema import BackendConfig
+from aifabric.config.schema import BACKEND_KINDS, BackendConfig
 from aifabric.config.show import redact_url
-from aifabric.errors import FailureClass, UpstreamFailure
-from aifabric.health.state import BackendState
+from aifabric.core import BackendState, FailureClass, ProbeResult
+from aifabric.errors import UpstreamFailure
 
 __all__ = [
     "BackendAdapter",
     "ProbeContext",
     "ProbeFailed",
     "ProbeHttp",
-    "ProbeResult",
     "adapter_for",
     "check_models",
     "closest_model",
@@ -62,19 +60,6 @@ class ProbeHttp(Protocol):
         body: bytes = b"",
         timeout: float | None = None,
     ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What one active health check found."""
-
-    ok: bool  # the backend serves (up or degraded)
-    state: BackendState  # up, degraded, loading or down (health.state maps down to asleep by host)
-    reason: str  # human words: why this state
-    latency: float  # seconds, of the probe's first request
-    served_models: tuple[str, ...] = ()
-    load: dict[str, float] = field(default_factory=dict)
-    failure: FailureClass | None = None
 
 
 class ProbeFailed(Exception):
@@ -264,15 +249,6 @@ class BackendAdapter:
         return check_models(configured, served, backend_name, matches=self.serves)
 
 
-_MODULES = {
-    "vllm": "vllm",
-    "llamacpp": "llamacpp",
-    "llama-cpp-python": "llama_cpp_python",
-    "ollama": "ollama",
-    "tei": "tei",
-    "openai": "openai",
-    "aifabric-embed": "aifabric_embed",
-}
 _ADAPTERS: dict[str, BackendAdapter] = {}
 
 
@@ -280,10 +256,10 @@ def adapter_for(kind: str) -> BackendAdapter:
     """The adapter of a backend kind (as written in the fabric file)."""
     adapter = _ADAPTERS.get(kind)
     if adapter is None:
-        module_name = _MODULES.get(kind)
-        if module_name is None:
-            raise ValueError(f"unknown backend kind {kind!r}; known: {', '.join(_MODULES)}")
-        module = importlib.import_module(f"aifabric.backends.{module_name}")
+        if kind not in BACKEND_KINDS:
+            raise ValueError(f"unknown backend kind {kind!r}; known: {', '.join(BACKEND_KINDS)}")
+        # One module per kind, named after it: "llama-cpp-python" -> aifabric.backends.llama_cpp_python.
+        module = importlib.import_module(f"aifabric.backends.{kind.replace('-', '_')}")
         adapter = module.ADAPTER
         assert isinstance(adapter, BackendAdapter)
         _ADAPTERS[kind] = adapter

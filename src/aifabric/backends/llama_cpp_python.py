@@ -7,7 +7,8 @@ answers a request naming an unknown model with the loaded one (no 404), and does
 
 from __future__ import annotations
 
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "LlamaCppPythonAdapter"]
 

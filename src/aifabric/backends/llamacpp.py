@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from aifabric.backends._errors import parse_json
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "LlamaServerAdapter", "slots_load"]
 

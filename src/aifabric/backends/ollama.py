@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aifabric.backends._errors import parse_json
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "OllamaAdapter", "tag_names"]
 

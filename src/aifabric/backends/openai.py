@@ -5,7 +5,8 @@ Listing models costs no tokens and proves both reachability and that the api_key
 
 from __future__ import annotations
 
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "OpenAIAdapter"]
 

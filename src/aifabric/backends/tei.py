@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aifabric.backends._errors import parse_json
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
-from aifabric.errors import FailureClass
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import FailureClass, ProbeResult
 
 __all__ = ["ADAPTER", "TeiAdapter"]
 

@@ -9,7 +9,8 @@ probe is "down" (or "asleep" on a host that may be off). Saturation comes from P
 from __future__ import annotations
 
 from aifabric.backends._metrics import parse_samples
-from aifabric.backends.base import BackendAdapter, ProbeContext, ProbeResult
+from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "VllmAdapter", "vllm_load"]
 

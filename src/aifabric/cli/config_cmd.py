@@ -15,8 +15,7 @@ import yaml
 
 from aifabric.cli.config_import import add_import_parser, run_import
 from aifabric.cli.console import Console
-from aifabric.config.defaults import default_config_path
-from aifabric.config.load import load_config
+from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import config_to_dict
 
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.action == "import":
         return run_import(args, console)
     # A ConfigError is printed by cli.main, problem by problem.
-    config = load_config(args.file if args.file is not None else default_config_path())
+    config = load_config_or_default(args.file)
     if args.action == "validate":
         console.print(f"ok: {summary(config)}")
         return 0

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from aifabric.cli.console import Console
-from aifabric.config.schema import FabricConfig
+from aifabric.config.defaults import load_config_or_default
 from aifabric.errors import CommandError
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
@@ -48,20 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(path: str | None) -> FabricConfig:
-    from aifabric.config.load import load_config
-
-    if path is None:
-        from aifabric.config.defaults import default_config_path
-
-        return load_config(default_config_path())
-    return load_config(path)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     from aifabric.ops.deploy import render_compose, render_systemd, write_rendered
 
-    config = _load(args.config)
+    config = load_config_or_default(args.config)
     output = Path(args.output)
     config_path = Path(args.config) if args.config else None
     if args.target == "systemd":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import add_gateway_arguments
+from aifabric.core import exit_codes
 
 if TYPE_CHECKING:
     from aifabric.ops.drill import DrillReport
@@ -28,8 +29,6 @@ HELP = (
     "Failure drill on a running `aifabric up`: stop one local backend, time detection and recovery "
     "(exit 0 both happened, 1 not, 2 could not run)."
 )
-
-EXIT_PASSED, EXIT_FAILED, EXIT_NOT_RUN = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,9 +68,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             on_step=None if args.json else show,
         )
     )
-    code = EXIT_PASSED if report.ok else EXIT_FAILED
+    code = exit_codes.OK if report.ok else exit_codes.FAILED
     if report.aborted is not None and not (report.restarted or report.detected):
-        code = EXIT_NOT_RUN  # nothing was stopped: the fabric is as it was
+        code = exit_codes.NOT_RUN  # nothing was stopped: the fabric is as it was
     if args.json:
         console.json({**report.to_dict(), "exit_code": code})
         return code
@@ -83,10 +82,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _verdict(report: DrillReport, code: int) -> str:
-    if code == EXIT_NOT_RUN:
+    if code == exit_codes.NOT_RUN:
         return f"drill not run: {report.aborted}"
     detection, recovery = report.step("detection"), report.step("recovery")
-    if code == EXIT_PASSED and detection and recovery:
+    if code == exit_codes.OK and detection and recovery:
         text = (
             f"drill PASSED on {report.backend}: down detected in {detection.seconds or 0:.1f} s, "
             f"recovered in {recovery.seconds or 0:.1f} s"

@@ -11,13 +11,13 @@ import argparse
 import asyncio
 
 from aifabric.cli.console import Console
-from aifabric.config.schema import FabricConfig
+from aifabric.config.defaults import load_config_or_default
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
-from aifabric.health.checker import HealthChecker
+from aifabric.health.checker import probe_backends
 from aifabric.health.report import exit_status, health_view, render_table
-from aifabric.health.state import BackendHealth
 
-__all__ = ["HELP", "NAME", "add_arguments", "probe_backends", "run"]
+__all__ = ["HELP", "NAME", "add_arguments", "run"]
 
 NAME = "health"
 HELP = "Probe the backends of a fabric file: state and why, latency, model ids, load (exit 0/1/2)."
@@ -41,54 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(path: str | None) -> FabricConfig:
-    from aifabric.config.load import load_config
-
-    if path is None:
-        from aifabric.config.defaults import default_config_path
-
-        return load_config(default_config_path())
-    return load_config(path)
-
-
-async def probe_backends(
-    config: FabricConfig, names: list[str], timeout: float | None = None
-) -> dict[str, BackendHealth]:
-    """One probe of each named backend, concurrently; nothing logged (the report says it all)."""
-    from aifabric.http.client import UpstreamClient
-
-    connect = (
-        config.gateway.connect_timeout if timeout is None else min(timeout, config.gateway.connect_timeout)
-    )
-    client = UpstreamClient(connect_timeout=connect)
-    try:
-        if timeout is not None:
-            config = _with_timeout(config, timeout)
-        checker = HealthChecker(config, client, on_transition=lambda _t: None, on_drift=lambda _b, _m: None)
-        return await checker.probe_all(names)
-    finally:
-        await client.aclose()
-
-
-def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
-    from dataclasses import replace
-
-    backends = {
-        name: replace(b, health=replace(b.health, timeout=timeout)) for name, b in config.backends.items()
-    }
-    return replace(config, backends=backends)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.gateway:
         return _check_gateway(args, console)
-    config = _load(args.config)
+    config = load_config_or_default(args.config)
     names = list(config.backends)
     if args.backend is not None:
         if args.backend not in config.backends:
             known = ", ".join(names) or "none"
             raise CommandError(
-                f"no backend named {args.backend!r} in {config.source} (backends: {known})", exit_code=2
+                f"no backend named {args.backend!r} in {config.source} (backends: {known})",
+                exit_code=exit_codes.USAGE,
             )
         names = [args.backend]
     healths = asyncio.run(probe_backends(config, names, args.timeout))
@@ -103,9 +66,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _check_gateway(args: argparse.Namespace, console: Console) -> int:
     """`--gateway URL`: the runbook's "LiteLLM down: CRITICAL", which a gateway cannot raise itself."""
-    from aifabric.health.monitor import watch_gateway
+    from aifabric.alerts.monitor import watch_gateway
 
-    config = _load(args.config) if args.config else None
+    config = load_config_or_default(args.config) if args.config else None
     check = asyncio.run(watch_gateway(args.gateway, config, timeout=args.timeout or 5.0))
     if args.json:
         console.json(check.to_json())

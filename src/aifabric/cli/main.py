@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from aifabric.cli.console import Console
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError, ConfigError, FabricError
 
 __all__ = ["main"]
@@ -57,22 +58,22 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
+        return exit_codes.USAGE
     try:
         return commands[args.command].run(args, console)
     except ConfigError as exc:
         console.error(f"configuration error ({len(exc.problems)} problem(s)):")
         for problem in exc.problems:
             console.error(str(problem))
-        return 1
+        return exit_codes.FAILED
     except CommandError as exc:
         console.error(str(exc))
         return exc.exit_code
     except FabricError as exc:
         console.error(str(exc))
-        return 1
+        return exit_codes.FAILED
     except KeyboardInterrupt:
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

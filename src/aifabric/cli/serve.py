@@ -13,6 +13,7 @@ import time
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
+from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
 
@@ -37,21 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(path: str | None) -> FabricConfig:
-    from aifabric.config.load import load_config
-
-    if path is None:
-        from aifabric.config.defaults import default_config_path
-
-        return load_config(default_config_path())
-    return load_config(path)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     from aifabric.observability.logging import configure_logging
 
     configure_logging(args.log_level)
-    config = load(args.config)
+    config = load_config_or_default(args.config)
     if args.access_log:
         config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, access_log=True))
     host = args.host or config.gateway.host

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
+from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
 
@@ -63,29 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_log_dir(config: FabricConfig) -> Path:
-    if config.monitoring.log_dir:
-        return Path(config.monitoring.log_dir).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "aifabric" / "logs"
-
-
-def _load(path: str | None) -> FabricConfig:
-    from aifabric.config.defaults import load_default_config
-    from aifabric.config.load import load_config
-
-    return load_default_config() if path is None else load_config(path)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     from aifabric.cli.serve import listen_error
-    from aifabric.local.launch import local_backends, process_spec, with_local_ports
+    from aifabric.local.launch import default_log_dir, local_backends, process_spec, with_local_ports
     from aifabric.local.ports import port_in_use, port_in_use_message
     from aifabric.local.supervisor import Supervisor
     from aifabric.observability.logging import configure_logging
 
     configure_logging(args.log_level)
-    config = _load(args.config)
+    config = load_config_or_default(args.config)
     if args.local_port_base is not None:
         last = args.local_port_base + len(local_backends(config)) - 1
         if args.local_port_base < 1 or last > 65535:
@@ -181,26 +168,24 @@ def _serve(
 def _reload(config: FabricConfig, gateways: list[Gateway], console: Console, port_base: int | None) -> None:
     """SIGHUP: re-read the fabric file. Roles, aliases and remote backends change in place; a change to the
     local backends themselves (what `up` launched) needs a restart, and is refused with that said."""
-    from aifabric.config.load import load_config
-    from aifabric.errors import ConfigError
+    from aifabric.gateway.reload import reload_from_file
     from aifabric.local.launch import local_backends, with_local_ports
 
     if not gateways or config.source.startswith("<"):
         return
-    try:
-        new = load_config(config.source)
-        if port_base is not None:
-            new = with_local_ports(new, port_base)
-    except ConfigError as exc:
-        console.error(f"reload of {config.source} refused, the running configuration stays:\n{exc}")
-        return
-    if local_backends(new) != local_backends(config):
-        console.error(
-            f"reload of {config.source} refused: its local backends changed; restart `aifabric up` to apply"
-        )
-        return
-    gateways[0].reload(new)
-    console.print(f"reloaded {config.source}: {len(new.roles)} roles, {len(new.backends)} backends")
+
+    def refuse(new: FabricConfig) -> str | None:
+        if local_backends(new) != local_backends(config):
+            return "its local backends changed; restart `aifabric up` to apply"
+        return None
+
+    outcome = reload_from_file(
+        gateways[0],
+        config.source,
+        adapt=(lambda new: with_local_ports(new, port_base)) if port_base is not None else None,
+        refuse=refuse,
+    )
+    (console.print if outcome.applied else console.error)(outcome.message)
 
 
 def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:

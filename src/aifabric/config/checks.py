@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aifabric.config.nodes import Reader, suggest
 from aifabric.config.schema import FabricConfig
-from aifabric.errors import ConfigProblem
+from aifabric.errors import ConfigProblem, ProblemKind
 
 __all__ = ["check_references", "fallback_cycles", "report_env"]
 
@@ -152,6 +152,7 @@ def report_env(r: Reader) -> None:
             f"env_file {file} {why}, and the environment does not set {needed}",
             f"create {file} with {names[0]}=..., correct gateway.env_file, or set "
             f"{', '.join(names)} in the environment (the environment takes precedence over the env file)",
+            kind=ProblemKind.ENV,
         )
         unset = []
     for m in unset:
@@ -166,19 +167,21 @@ def report_env(r: Reader) -> None:
             fix = (
                 f"export {m.name}=... before starting aifabric, or set gateway.env_file to a file defining it"
             )
-        r.problem(m.line, f"${{{m.name}}} in {m.path} is not set: not in {where}", fix)
+        r.problem(m.line, f"${{{m.name}}} in {m.path} is not set: not in {where}", fix, kind=ProblemKind.ENV)
     for m in env.misses:
         if m.reason == "empty":
             r.problem(
                 m.line,
                 f"${{{m.name}}} in {m.path} is set but empty",
                 f"give {m.name} a value, or write ${{{m.name}:-default}} to allow a default",
+                kind=ProblemKind.ENV,
             )
         elif m.reason == "bad-name":
             r.problem(
                 m.line,
                 f"'${{{m.name}}}' in {m.path} is not a variable reference",
                 "write ${NAME} (letters, digits, underscores) or $${...} for a literal '${'",
+                kind=ProblemKind.ENV,
             )
     for error in env.env_file_errors:
         r.problems.append(
@@ -187,5 +190,6 @@ def report_env(r: Reader) -> None:
                 error.line,
                 f"env file: {error.message}",
                 "write KEY=VALUE or export KEY=VALUE; quote values with spaces or '#'",
+                ProblemKind.ENV,
             )
         )

@@ -104,6 +104,8 @@ class EnvResolver:
     env_file: Path | None = None
     env_file_line: int | None = None
     misses: list[Miss] = field(default_factory=list)
+    # Every well-formed reference met, resolved or not: name -> whether one of its uses has a default.
+    references: dict[str, bool] = field(default_factory=dict)
     env_file_errors: list[EnvFileError] = field(default_factory=list)
     env_file_missing: bool = False
     env_file_unreadable: str | None = None
@@ -148,6 +150,7 @@ class EnvResolver:
                 self.misses.append(Miss(body, path, line, "bad-name"))
                 failed = True
                 return ""
+            self.references[name] = self.references.get(name, False) or bool(has_default)
             value = self.lookup(name)
             if value:
                 return value

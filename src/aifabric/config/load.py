@@ -26,6 +26,7 @@ from aifabric.config.env import EnvResolver
 from aifabric.config.nodes import INVALID, Field, Reader
 from aifabric.config.schema import (
     BACKEND_KINDS,
+    BALANCE_POLICIES,
     ROLE_KINDS,
     AlertSink,
     BackendConfig,
@@ -33,6 +34,7 @@ from aifabric.config.schema import (
     GatewayConfig,
     HealthCheckConfig,
     HostConfig,
+    LoadedFrom,
     LocalLaunch,
     MonitoringConfig,
     RetryConfig,
@@ -270,7 +272,7 @@ _ROLE = {
     ),
     "fallbacks": Field(n.list_of(n.text)),
     "description": Field(n.text),
-    "balance": Field(n.choice(("p2c", "least_outstanding"))),
+    "balance": Field(n.choice(BALANCE_POLICIES)),
 }
 
 _SINK = {
@@ -418,4 +420,5 @@ def _fabric(r: Reader, root: yaml.Node, source: str) -> FabricConfig | None:
         # Effective path: a relative env_file means relative to the fabric file, for whoever reads it next.
         gateway = dataclasses.replace(gateway, env_file=str(r.env.env_file))
     values["gateway"] = gateway
-    return FabricConfig(source=source, **values)
+    loaded = LoadedFrom(key_lines=dict(r.lines), env_references=dict(r.env.references))
+    return FabricConfig(source=source, loaded=loaded, **values)

@@ -18,7 +18,7 @@ import yaml
 from aifabric.config.durations import parse_duration, parse_size
 from aifabric.config.env import EnvResolver
 from aifabric.config.schema import Secret
-from aifabric.errors import ConfigProblem
+from aifabric.errors import ConfigProblem, ProblemKind
 
 __all__ = ["INVALID", "Field", "Reader", "Scalar", "is_null", "suggest"]
 
@@ -104,8 +104,10 @@ class Reader:
         # section path -> names written in it (even if their entry is wrong) -> line
         self.declared: dict[str, dict[str, int]] = {}
 
-    def problem(self, line: int | None, message: str, fix: str = "") -> None:
-        self.problems.append(ConfigProblem(self.file, line, message, fix))
+    def problem(
+        self, line: int | None, message: str, fix: str = "", kind: ProblemKind = ProblemKind.FILE
+    ) -> None:
+        self.problems.append(ConfigProblem(self.file, line, message, fix, kind))
 
     # -- structure ---------------------------------------------------------------------------------
 

@@ -6,31 +6,42 @@ what a valid fabric looks like and what each setting defaults to. Durations are 
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "BACKEND_KINDS",
+    "BALANCE_POLICIES",
     "ROLE_KINDS",
     "AlertSink",
     "BackendConfig",
+    "BackendKind",
+    "BalancePolicy",
     "FabricConfig",
     "GatewayConfig",
     "HealthCheckConfig",
     "HostConfig",
+    "LoadedFrom",
     "LocalLaunch",
     "MonitoringConfig",
     "RetryConfig",
     "RoleConfig",
+    "RoleKind",
     "Secret",
     "TargetConfig",
 ]
 
-BACKEND_KINDS = ("vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed")
-ROLE_KINDS = ("chat", "embeddings", "completions")
-
+# The closed sets of names a fabric file may use, each written once: the Literal types the schema's
+# fields carry, and the tuples the loader validates against (and `backends` / `routing.balance` key on).
 BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
 RoleKind = Literal["chat", "embeddings", "completions"]
+BalancePolicy = Literal["p2c", "least_outstanding"]
+
+BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
+ROLE_KINDS: tuple[str, ...] = typing.get_args(RoleKind)
+BALANCE_POLICIES: tuple[str, ...] = typing.get_args(BalancePolicy)
 
 
 class Secret:
@@ -145,7 +156,7 @@ class RoleConfig:
     targets: tuple[TargetConfig, ...]
     fallbacks: tuple[str, ...] = ()
     description: str = ""
-    balance: Literal["p2c", "least_outstanding"] = "p2c"
+    balance: BalancePolicy = "p2c"
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,15 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class LoadedFrom:
+    """Facts the loader learnt about the file, not settings (`config show` leaves them out): where each
+    key is written, for messages made after the load, and which `${VAR}` references the file uses."""
+
+    key_lines: Mapping[str, int] = field(default_factory=dict)  # "hosts.motoko.address" -> 7
+    env_references: Mapping[str, bool] = field(default_factory=dict)  # name -> a use has a default
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     hosts: dict[str, HostConfig] = field(default_factory=dict)
@@ -174,6 +194,7 @@ class FabricConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
     source: str = "<embedded default>"
+    loaded: LoadedFrom = field(default_factory=LoadedFrom, compare=False, repr=False)
 
     def resolve_role(self, name: str) -> RoleConfig | None:
         """The role a client's `model` names, through an alias if need be."""

@@ -17,7 +17,7 @@ __all__ = ["REDACTED", "config_to_dict", "redact_url"]
 REDACTED = "********"
 
 # Fields that are keys of their section in the file, or facts about the load rather than settings.
-_IMPLIED = {"name", "source"}
+_IMPLIED = {"name", "source", "loaded"}
 # Fields holding URLs that may carry a password (redis://:pw@host, https://user:pw@host/v1).
 _URL_FIELDS = {"url", "state", "target"}
 

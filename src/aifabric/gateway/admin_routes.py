@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -24,12 +24,10 @@ from aifabric.errors import (
     Forbidden,
     LocalBackendError,
     MethodNotAllowed,
-    ModelNotFound,
+    NotFound,
 )
+from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response
-
-if TYPE_CHECKING:
-    from aifabric.gateway.app import Gateway
 
 __all__ = ["AdminRoutes", "LocalControl", "is_loopback"]
 
@@ -64,7 +62,7 @@ def is_loopback(client: str) -> bool:
 
 
 class AdminRoutes:
-    def __init__(self, gateway: Gateway, control: LocalControl) -> None:
+    def __init__(self, gateway: GatewayView, control: LocalControl) -> None:
         self._gw = gateway
         self._control = control
 
@@ -125,11 +123,10 @@ class AdminRoutes:
                 + (", ".join(self._control.names()) or "none"),
                 code="not_a_local_backend",
             )
-        raise ModelNotFound(
+        raise NotFound(
             f"No backend {name!r} in this fabric. Local backends: "
             + (", ".join(self._control.names()) or "none"),
             code="backend_not_found",
-            type="not_found_error",
         )
 
     def _view(self) -> dict[str, dict[str, str | int | None]]:

@@ -12,8 +12,11 @@ from typing import Any
 
 import orjson
 
+from aifabric.alerts.monitor import Monitor
+from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
-from aifabric.errors import ApiError, MethodNotAllowed, ModelNotFound
+from aifabric.core import BackendHealth, BackendState, Transition
+from aifabric.errors import ApiError, MethodNotAllowed, NotFound
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
@@ -21,9 +24,6 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.health.checker import HealthChecker
-from aifabric.health.monitor import Monitor
-from aifabric.health.notify import Notifier, build_sinks
-from aifabric.health.state import BackendHealth, BackendState, Transition
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
@@ -170,9 +170,7 @@ class Gateway:
                 ops = self.ops.route(request)
                 if ops is not None:
                     return await ops
-            raise ModelNotFound(
-                f"No route for {request.method} {path}.", code="unknown_route", type="not_found_error"
-            )
+            raise NotFound(f"No route for {request.method} {path}.", code="unknown_route")
         except ApiError as exc:
             self.metrics.on_error(exc)
             return error_response(exc)
@@ -295,18 +293,10 @@ def run_gateway(
     def reload() -> None:
         if not holder or config_path is None:
             return
-        from aifabric.config.load import load_config
-        from aifabric.errors import ConfigError
+        from aifabric.gateway.reload import reload_from_file
 
-        try:
-            new_config = load_config(config_path)
-        except ConfigError as exc:
-            log.error("reload of %s refused, the running configuration stays:\n%s", config_path, exc)
-            return
-        holder[0].reload(new_config)
-        log.warning(
-            "reloaded %s: %d roles, %d backends", config_path, len(new_config.roles), len(new_config.backends)
-        )
+        outcome = reload_from_file(holder[0], config_path)
+        log.log(logging.WARNING if outcome.applied else logging.ERROR, "%s", outcome.message)
 
     async def main() -> None:
         stop = asyncio.Event()

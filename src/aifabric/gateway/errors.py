@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from aifabric.core import openai_error_type
 from aifabric.errors import ApiError
 from aifabric.http.server import Response
 
@@ -21,16 +22,7 @@ def error_response(exc: ApiError, extra_headers: list[tuple[str, str]] | None = 
     return Response(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
 
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    431: "invalid_request_error",
-}
-
-
 def status_error(status: int, message: str) -> Response:
     """For the listener's own errors (malformed HTTP, body too large, a bug): still OpenAI-shaped."""
     code = "request_too_large" if status == 413 else None
-    return Response(status, error_body(message, _TYPES.get(status, "server_error"), code))
+    return Response(status, error_body(message, openai_error_type(status), code))

@@ -27,13 +27,14 @@ from typing import Any, TypeVar
 import orjson
 
 from aifabric.config.schema import RetryConfig
-from aifabric.errors import FailureClass, NoHealthyTarget, UpstreamError, UpstreamFailure
+from aifabric.core import FailureClass
+from aifabric.errors import NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
-from aifabric.routing.table import Route, RoutingTable
-from aifabric.routing.target import TargetState
+from aifabric.routing.table import Endpoint, Route, RoutingTable
+from aifabric.routing.target import AttemptGuard, TargetState
 
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
@@ -155,7 +156,7 @@ class Forwarder:
         return all(f is FailureClass.LOADING for f in failures) or table.only_loading(route, now)
 
     async def _attempt(
-        self, req: ForwardRequest, target: TargetState, endpoint: Any, try_timeout: float
+        self, req: ForwardRequest, target: TargetState, endpoint: Endpoint, try_timeout: float
     ) -> Response | StreamingResponse:
         strip_usage = (
             req.stream and not endpoint.adapter.supports_include_usage and _wants_usage(req.body.payload)
@@ -167,9 +168,9 @@ class Forwarder:
         if req.stream:
             headers.append(("accept", "text/event-stream"))
         started = self._clock()
-        # Paired with exactly one of on_success / on_failure / on_abandon below, or, once a stream
-        # is handed to the listener, by its _Relay.
-        target.on_start(started)
+        # Settled exactly once: below, or by the stream's _Relay once the stream is handed over (the
+        # guard ignores whichever of the two comes second).
+        guard = target.on_start(started)
         resp: UpstreamResponse | None = None
         try:
             resp = await self._client.send(
@@ -195,7 +196,7 @@ class Forwarder:
                 first = await _within(resp.first_chunk(), left, "no first byte of the stream")
                 ttfb = self._clock() - started
                 result: Response | StreamingResponse = self._stream(
-                    req, target, resp, first, ttfb, strip_usage
+                    req, guard, resp, first, ttfb, strip_usage
                 )
             else:
                 data = await _within(resp.read(), left, "the response body stalled")
@@ -205,14 +206,14 @@ class Forwarder:
                     self._served_headers(req, target, len(req.attempts) + 1),
                     content_type=resp.headers.get("content-type", "application/json"),
                 )
-                target.on_success(self._clock() - started, self._clock())
+                guard.success(self._clock() - started, self._clock())
         except UpstreamFailure as failure:
             if resp is not None:
                 resp.close()
             if failure.failure is not FailureClass.CLIENT_ERROR:
-                target.on_failure(failure.failure, self._clock())
+                guard.failure(failure.failure, self._clock())
             else:
-                target.on_success(self._clock() - started, self._clock())
+                guard.success(self._clock() - started, self._clock())
             if failure.failure is FailureClass.MODEL_NOT_FOUND and target.model_mismatch:
                 req.drift.append(target.model_mismatch)
             attempt = Attempt(_label(target), failure.failure, failure.detail, failure.status)
@@ -224,7 +225,7 @@ class Forwarder:
             # it says nothing of the target's health.
             if resp is not None:
                 resp.close()
-            target.on_abandon()
+            guard.abandon()
             raise
         self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
         return result
@@ -232,18 +233,18 @@ class Forwarder:
     def _stream(
         self,
         req: ForwardRequest,
-        target: TargetState,
+        guard: AttemptGuard,
         resp: UpstreamResponse,
         first: bytes,
         ttfb: float,
         synthesize_usage: bool,
     ) -> StreamingResponse:
-        headers = self._served_headers(req, target, len(req.attempts) + 1)
+        headers = self._served_headers(req, guard.target, len(req.attempts) + 1)
         headers.extend(_STREAM_HEADERS)
         if synthesize_usage:
             headers.append(("x-aifabric-usage", "estimated"))
         counter = _UsageCounter(req.body.payload) if synthesize_usage else None
-        relay = _Relay(target, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout)
+        relay = _Relay(guard, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout)
         return StreamingResponse(
             resp.status, relay, headers, content_type=resp.headers.get("content-type", "text/event-stream")
         )
@@ -343,16 +344,16 @@ async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:
 
 
 class _Relay:
-    """A streamed answer's body as the listener pulls it. From the first byte on it owns the attempt:
-    it ends it exactly once (success at the end of the stream, failure when the backend dies
+    """A streamed answer's body as the listener pulls it. From the first byte on it carries the
+    attempt's guard and settles it (success at the end of the stream, failure when the backend dies
     mid-stream, abandon when the client goes away), also when the listener drops it unread (aclose),
     which an async generator could not promise: one never started runs no cleanup."""
 
-    __slots__ = ("_clock", "_counter", "_first", "_idle", "_resp", "_settled", "_target", "_ttfb")
+    __slots__ = ("_attempt", "_clock", "_counter", "_first", "_idle", "_resp", "_ttfb")
 
     def __init__(
         self,
-        target: TargetState,
+        attempt: AttemptGuard,
         resp: UpstreamResponse,
         first: bytes,
         ttfb: float,
@@ -361,13 +362,12 @@ class _Relay:
         idle_timeout: float,
     ) -> None:
         self._idle = idle_timeout
-        self._target = target
+        self._attempt = attempt
         self._resp = resp
         self._first: bytes | None = first
         self._ttfb = ttfb
         self._counter = counter
         self._clock = clock
-        self._settled = False
 
     def __aiter__(self) -> _Relay:
         return self
@@ -378,24 +378,22 @@ class _Relay:
         if first is not None:
             self._first = None
             return first if counter is None else counter.feed(first)
-        if self._settled:
+        if self._attempt.settled:
             raise StopAsyncIteration
         try:
             # A backend that stops sending mid-stream must not hold the client forever.
             chunk = await _within(self._resp.next_chunk(), self._idle, "no data from the stream")
         except UpstreamFailure as failure:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
-            self._settled = True
             self._resp.close()
-            self._target.on_failure(failure.failure, self._clock())
-            return _interrupted(self._target.backend.name, failure.detail)
+            self._attempt.failure(failure.failure, self._clock())
+            return _interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
             raise
         if chunk is not None:
             return chunk if counter is None else counter.feed(chunk)
-        self._settled = True
-        self._target.on_success(self._ttfb, self._clock())
+        self._attempt.success(self._ttfb, self._clock())
         if counter is None:
             raise StopAsyncIteration
         return counter.finish()
@@ -403,14 +401,13 @@ class _Relay:
     async def aclose(self) -> None:
         """The listener is done with the stream before its end: a client that hangs up says nothing
         for or against the backend's health."""
-        if self._settled:
+        if self._attempt.settled:
             return
-        self._settled = True
         if self._resp.complete:
-            self._target.on_success(self._ttfb, self._clock())
+            self._attempt.success(self._ttfb, self._clock())
         else:
             self._resp.close()
-            self._target.on_abandon()
+            self._attempt.abandon()
 
 
 def _interrupted(backend: str, detail: str) -> bytes:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 import orjson
 
 from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
+from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.observability.metrics import render_metrics
-
-if TYPE_CHECKING:
-    from aifabric.gateway.app import Gateway
 
 __all__ = ["OpsRoutes"]
 
 
 class OpsRoutes:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self._gw = gateway
 
     def route(self, request: Request) -> Awaitable[Response | StreamingResponse] | None:

@@ -21,7 +21,7 @@ import importlib.resources
 import os
 from typing import TYPE_CHECKING, Any
 
-from aifabric.health.report import health_view, target_view
+from aifabric.health.report import health_view
 from aifabric.http.server import Response
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
         aliases_of.setdefault(role, []).append(alias)
     roles: dict[str, Any] = {}
     for route in table.routes.values():
-        shown = [{**target_view(t, now), "weight": t.weight} for t in route.targets]
+        shown = [{**t.view(now), "weight": t.weight} for t in route.targets]
         roles[route.name] = {
             "name": route.name,
             "kind": route.kind,

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from aifabric.backends.base import ProbeHttp, ProbeResult, adapter_for
+from aifabric.backends.base import ProbeHttp, adapter_for
 from aifabric.config.schema import BackendConfig, FabricConfig
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
+from aifabric.http.client import UpstreamClient
 
-__all__ = ["HealthChecker", "configured_models", "probe_interval"]
+__all__ = ["HealthChecker", "configured_models", "probe_backends", "probe_interval"]
 
 log = logging.getLogger("aifabric.health")
 
@@ -178,3 +179,27 @@ class HealthChecker:
             await self.probe_one(name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=probe_interval(backend))
+
+
+async def probe_backends(
+    config: FabricConfig, names: list[str], timeout: float | None = None
+) -> dict[str, BackendHealth]:
+    """One probe of each named backend, concurrently; nothing logged (the report says it all)."""
+    connect = (
+        config.gateway.connect_timeout if timeout is None else min(timeout, config.gateway.connect_timeout)
+    )
+    client = UpstreamClient(connect_timeout=connect)
+    try:
+        if timeout is not None:
+            config = _with_timeout(config, timeout)
+        checker = HealthChecker(config, client, on_transition=lambda _t: None, on_drift=lambda _b, _m: None)
+        return await checker.probe_all(names)
+    finally:
+        await client.aclose()
+
+
+def _with_timeout(config: FabricConfig, timeout: float) -> FabricConfig:
+    backends = {
+        name: replace(b, health=replace(b.health, timeout=timeout)) for name, b in config.backends.items()
+    }
+    return replace(config, backends=backends)

@@ -11,46 +11,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
+from aifabric.core import BackendHealth, BackendState
+from aifabric.core.exit_codes import ATTENTION, BROKEN, OK
 from aifabric.health.checker import configured_models
-from aifabric.health.state import BackendHealth, BackendState
-from aifabric.routing.target import TargetState
 
 __all__ = [
-    "EXIT_ATTENTION",
-    "EXIT_BROKEN",
-    "EXIT_OK",
+    "TargetView",
     "exit_status",
     "health_view",
     "render_table",
-    "target_view",
 ]
-
-EXIT_OK = 0
-EXIT_ATTENTION = 1
-EXIT_BROKEN = 2
 
 _ATTENTION = frozenset({BackendState.DEGRADED, BackendState.LOADING, BackendState.ASLEEP})
 
 
 def backend_status(health: BackendHealth) -> int:
     if health.state in (BackendState.DOWN, BackendState.UNKNOWN) or health.mismatches:
-        return EXIT_BROKEN
+        return BROKEN
     if health.state in _ATTENTION:
-        return EXIT_ATTENTION
-    return EXIT_OK
+        return ATTENTION
+    return OK
 
 
 def exit_status(healths: Mapping[str, BackendHealth]) -> int:
     """0 all up, 1 degraded/loading/asleep, 2 down or mismatched (the worst backend decides)."""
-    return max((backend_status(h) for h in healths.values()), default=EXIT_OK)
+    return max((backend_status(h) for h in healths.values()), default=OK)
 
 
-_OVERALL = {EXIT_OK: "ok", EXIT_ATTENTION: "attention", EXIT_BROKEN: "broken"}
+class TargetView(Protocol):
+    """A routing target as the health view shows it (`routing.target.TargetState`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def view(self, now: float) -> dict[str, Any]: ...
+
+
+_OVERALL = {OK: "ok", ATTENTION: "attention", BROKEN: "broken"}
 
 
 def health_view(
@@ -58,7 +60,7 @@ def health_view(
     config: FabricConfig,
     now: float | None = None,
     *,
-    targets: Iterable[TargetState] = (),
+    targets: Iterable[TargetView] = (),
 ) -> dict[str, Any]:
     """Every backend's state, why, probe latency, model ids (configured vs served) and load.
 
@@ -101,30 +103,10 @@ def health_view(
         "counts": counts,
         "backends": backends,
     }
-    target_views = {t.name: target_view(t, now) for t in targets}
+    target_views = {t.name: t.view(now) for t in targets}
     if target_views:
         view["targets"] = target_views
     return view
-
-
-def target_view(target: TargetState, now: float) -> dict[str, Any]:
-    """One target as the data plane sees it: routable now, ejection, load, latency, drift."""
-    detector = target.detector
-    until = detector.ejected_until()
-    return {
-        "role": target.role,
-        "backend": target.backend.name,
-        "model": target.model,
-        "available": target.available(now),
-        "outlier": detector.state(now),
-        "ejections": detector.ejections,
-        "ejected_for_seconds": round(until - now, 3) if until is not None and until > now else None,
-        "outstanding": target.outstanding,
-        "ewma_latency_ms": round(target.ewma_latency * 1000, 1) if target.ewma_latency > 0 else None,
-        "successes": target.successes,
-        "failures": target.failures,
-        "model_mismatch": target.model_mismatch,
-    }
 
 
 def _latency(entry: Mapping[str, Any]) -> str:

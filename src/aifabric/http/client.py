@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from aifabric.errors import FailureClass, UpstreamFailure
+from aifabric.core import FailureClass
+from aifabric.errors import UpstreamFailure
 from aifabric.http.transport import adopt
 
 __all__ = ["Origin", "UpstreamClient", "UpstreamResponse", "split_url"]

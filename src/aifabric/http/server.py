@@ -313,7 +313,7 @@ class _Connection(asyncio.Protocol):
                     if self._discard:
                         self._linger_close()  # the client may still be sending what we refused
                     else:
-                        self._close()
+                        self.close()
                     return
                 if not self._pending:
                     return
@@ -323,7 +323,7 @@ class _Connection(asyncio.Protocol):
                     if self._transport is not None and not self._closing:
                         self._transport.resume_reading()
         except (asyncio.CancelledError, ConnectionError):
-            self._close()
+            self.close()
         except Exception:
             # A bug past the handler (a stream that raised, a header that cannot be encoded): a 500
             # while nothing was sent, else the connection is cut; the client is never left waiting.
@@ -331,7 +331,7 @@ class _Connection(asyncio.Protocol):
                 self._server.log_exception(request)
             if not self._head_sent:
                 self._write(self._server.error_factory(500, "internal error in the gateway"), False)
-            self._close()
+            self.close()
         finally:
             self._task = None
 
@@ -411,7 +411,8 @@ class _Connection(asyncio.Protocol):
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the connection now (an error, an idle keep-alive reaped, the server shutting down)."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
@@ -429,7 +430,7 @@ class _Connection(asyncio.Protocol):
         self._discard = True
         if transport.can_write_eof():
             transport.write_eof()
-            self._server.loop.call_later(_LINGER, self._close)
+            self._server.loop.call_later(_LINGER, self.close)
         else:
             transport.close()
 
@@ -439,6 +440,9 @@ class _Connection(asyncio.Protocol):
 
 class HttpServer:
     """Serves one `Handler` on a socket; `start()` then `close()`."""
+
+    # The loop `start()` runs on (its connections' clock); constructing a server needs no loop.
+    loop: asyncio.AbstractEventLoop
 
     def __init__(
         self,
@@ -457,7 +461,6 @@ class HttpServer:
         self.idle_timeout = idle_timeout
         self.log_exception = log_exception or (lambda request: None)
         self.connections: set[_Connection] = set()
-        self.loop = asyncio.get_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -493,7 +496,7 @@ class HttpServer:
             cutoff = self.loop.time() - self.idle_timeout
             for conn in list(self.connections):
                 if conn.idle() and conn.last_active < cutoff:
-                    conn._close()
+                    conn.close()
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish for up to `grace` seconds, then close all."""
@@ -501,11 +504,12 @@ class HttpServer:
             self._server.close()
         if self._reaper is not None:
             self._reaper.cancel()
-        deadline = self.loop.time() + grace
-        while any(not c.idle() for c in self.connections) and self.loop.time() < deadline:
+        loop = asyncio.get_running_loop()  # also for a server whose start() failed
+        deadline = loop.time() + grace
+        while any(not c.idle() for c in self.connections) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            conn._close()
+            conn.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -19,13 +19,14 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
 from aifabric.errors import LocalBackendError
 from aifabric.local.models import resolve_model
 
-__all__ = ["ProcessSpec", "local_backends", "process_spec", "with_local_ports"]
+__all__ = ["ProcessSpec", "default_log_dir", "local_backends", "process_spec", "with_local_ports"]
 
 
 @dataclass(frozen=True)
@@ -200,3 +201,11 @@ def with_local_ports(config: FabricConfig, base: int) -> FabricConfig:
         local: LocalLaunch = replace(backend.local, port=port)
         backends[backend.name] = replace(backend, local=local, url=urlunsplit(parts._replace(netloc=netloc)))
     return replace(config, backends=backends)
+
+
+def default_log_dir(config: FabricConfig) -> Path:
+    """Where `aifabric up` writes its local backends' logs: monitoring.log_dir, else the XDG state dir."""
+    if config.monitoring.log_dir:
+        return Path(config.monitoring.log_dir).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "aifabric" / "logs"

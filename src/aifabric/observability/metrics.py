@@ -9,17 +9,37 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from aifabric.core import FailureClass
 from aifabric.errors import ApiError
 
 if TYPE_CHECKING:
-    from aifabric.gateway.forward import Attempt, ForwardRequest
     from aifabric.http.server import Response, StreamingResponse
     from aifabric.routing.table import RoutingTable
     from aifabric.routing.target import TargetState
 
 __all__ = ["GatewayMetrics", "render_metrics"]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class AttemptRequest(Protocol):
+    """What `on_attempt` reads of the forwarder's request (`gateway.forward.ForwardRequest`)."""
+
+    @property
+    def route(self) -> _Named: ...
+
+
+class AttemptOutcome(Protocol):
+    """What `on_attempt` reads of one attempt (`gateway.forward.Attempt`)."""
+
+    @property
+    def failure(self) -> FailureClass | None: ...
+
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -64,7 +84,9 @@ class GatewayMetrics:
         self.requests[(role, str(response.status))] += 1
         self.latency[role].observe(seconds)
 
-    def on_attempt(self, req: ForwardRequest, target: TargetState, attempt: Attempt, seconds: float) -> None:
+    def on_attempt(
+        self, req: AttemptRequest, target: TargetState, attempt: AttemptOutcome, seconds: float
+    ) -> None:
         outcome = "ok" if attempt.failure is None else str(attempt.failure)
         self.attempts[(req.route.name, target.backend.name, outcome)] += 1
 

@@ -20,13 +20,12 @@ from typing import Any
 
 import orjson
 
+from aifabric.core.exit_codes import ATTENTION, BROKEN, OK, UNREACHABLE
 from aifabric.errors import UpstreamFailure
-from aifabric.health.report import EXIT_ATTENTION, EXIT_BROKEN, EXIT_OK, render_table
+from aifabric.health.report import render_table
 from aifabric.http.client import UpstreamClient
 
-__all__ = ["EXIT_UNREACHABLE", "GatewayStatus", "fetch_status", "gateway_status", "render_status"]
-
-EXIT_UNREACHABLE = 3
+__all__ = ["GatewayStatus", "fetch_status", "gateway_status", "render_status"]
 
 _BROKEN_STATES = frozenset({"down", "unknown"})
 _ATTENTION_STATES = frozenset({"degraded", "loading", "asleep"})
@@ -51,9 +50,9 @@ class GatewayStatus:
     @property
     def exit_code(self) -> int:
         if self.view is None:
-            return EXIT_UNREACHABLE
+            return UNREACHABLE
         code = self.view.get("exit_code")
-        if isinstance(code, int) and code in (EXIT_OK, EXIT_ATTENTION, EXIT_BROKEN):
+        if isinstance(code, int) and code in (OK, ATTENTION, BROKEN):
             return code
         return _exit_from_backends(self.view.get("backends") or {})
 
@@ -72,12 +71,12 @@ class GatewayStatus:
 
 def _exit_from_backends(backends: Mapping[str, Any]) -> int:
     """The exit status from backend entries alone (for a view without `exit_code`)."""
-    worst = EXIT_OK
+    worst = OK
     for entry in backends.values():
         if entry.get("state") in _BROKEN_STATES or entry.get("mismatches"):
-            return EXIT_BROKEN
+            return BROKEN
         if entry.get("state") in _ATTENTION_STATES:
-            worst = EXIT_ATTENTION
+            worst = ATTENTION
     return worst
 
 
@@ -216,7 +215,7 @@ def render_status(status: GatewayStatus) -> list[str]:
             "    systemctl status aifabric         (is it running? restart: systemctl restart aifabric)",
             "    journalctl -u aifabric -n 50      (why it stopped)",
             "    aifabric doctor --config FILE     (why it will not start: config, secrets, port)",
-            f"exit {EXIT_UNREACHABLE}",
+            f"exit {UNREACHABLE}",
         ]
     view = status.view
     gw = view.get("gateway") or {}

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Literal
 
-from aifabric.health.state import BackendState
+from aifabric.config.schema import BalancePolicy
+from aifabric.core import BackendState
 from aifabric.routing.target import TargetState
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "split_tiers",
 ]
 
-Policy = Literal["p2c", "least_outstanding"]
+Policy = BalancePolicy  # the names a role's `balance:` may take (config.schema); POLICIES maps each
 
 # Ranks within the panic tier: lower is tried first.
 _PANIC_RANK = {
@@ -101,7 +101,7 @@ def p2c_latency(targets: Sequence[TargetState], rng: random.Random) -> list[Targ
     return [winner, *rest]
 
 
-POLICIES: dict[str, Callable[[Sequence[TargetState], random.Random], list[TargetState]]] = {
+POLICIES: dict[BalancePolicy, Callable[[Sequence[TargetState], random.Random], list[TargetState]]] = {
     "p2c": p2c_latency,
     "least_outstanding": least_outstanding,
 }

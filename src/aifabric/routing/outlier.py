@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 
 __all__ = ["OutlierDetector", "OutlierState"]
 
@@ -37,7 +37,6 @@ class OutlierDetector:
         "_ejected_until",
         "_ejections",
         "_failures",
-        "_last_now",
         "_streak",
         "_trial_started",
         "base_ejection",
@@ -68,12 +67,11 @@ class OutlierDetector:
         self._streak = 0  # consecutive successes
         self._ejected_until: float | None = None  # None: not ejected (nor half-open)
         self._trial_started: float | None = None  # the half-open trial in flight, if any
-        self._last_now = 0.0  # the latest time seen, for `begin_attempt()` without a clock
 
     # -- queries ---------------------------------------------------------------------------------
 
     def state(self, now: float) -> OutlierState:
-        self._last_now = now
+        """What the detector says at `now`. A query: it changes nothing (half-open is a matter of time)."""
         if self._ejected_until is None:
             return "ok"
         if now < self._ejected_until:
@@ -105,10 +103,8 @@ class OutlierDetector:
 
     # -- events ----------------------------------------------------------------------------------
 
-    def begin_attempt(self, now: float | None = None) -> None:
+    def begin_attempt(self, now: float) -> None:
         """A request is being sent to the target. In half-open it becomes the one trial."""
-        if now is None:
-            now = self._last_now
         if self._ejected_until is not None and now >= self._ejected_until:
             self._trial_started = now
 
@@ -117,7 +113,6 @@ class OutlierDetector:
         self._trial_started = None
 
     def record_success(self, now: float) -> None:
-        self._last_now = now
         self._failures = 0
         # Any success ends an ejection: the target evidently serves (a trial, or a request the
         # planner sent in panic mode because nothing else was left).
@@ -129,7 +124,6 @@ class OutlierDetector:
 
     def record_failure(self, failure: FailureClass, now: float) -> bool:
         """Count one failed request; True when this failure ejected the target."""
-        self._last_now = now
         if not failure.counts_against_target:
             return False
         self._streak = 0

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass
 
 from aifabric.config.schema import RetryConfig
-from aifabric.errors import FailureClass
+from aifabric.core import FailureClass
 
 __all__ = ["Deadline", "backoff", "parse_retry_after", "retry_delay"]
 

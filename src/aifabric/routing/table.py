@@ -17,7 +17,7 @@ import orjson
 
 from aifabric.backends.base import BackendAdapter, adapter_for
 from aifabric.config.schema import BackendConfig, FabricConfig, RoleConfig
-from aifabric.health.state import BackendHealth
+from aifabric.core import BackendHealth
 from aifabric.http.client import Origin, split_url
 from aifabric.routing.balance import only_loading, order_plan
 from aifabric.routing.target import TargetState

@@ -8,14 +8,14 @@ written by the data plane on the event loop; no locks are needed within one proc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BackendConfig, HealthCheckConfig
-from aifabric.errors import FailureClass
-from aifabric.health.state import ROUTABLE, BackendHealth
+from aifabric.core import ROUTABLE, BackendHealth, FailureClass
 from aifabric.routing.outlier import OutlierDetector
 
-__all__ = ["EWMA_ALPHA", "TargetState"]
+__all__ = ["EWMA_ALPHA", "AttemptGuard", "TargetState"]
 
 # Weight of the newest latency sample: ~the last 5 requests dominate, old slowness is forgotten fast.
 EWMA_ALPHA = 0.3
@@ -85,27 +85,75 @@ class TargetState:
             and not self.mismatch_blocks
         )
 
-    def on_start(self, now: float | None = None) -> None:
-        """A request is being sent. Pair with exactly one of on_success / on_failure / on_abandon."""
+    def on_start(self, now: float) -> AttemptGuard:
+        """A request is being sent: the returned guard ends the attempt exactly once."""
         self.outstanding += 1
         self.detector.begin_attempt(now)
+        return AttemptGuard(self)
 
-    def on_success(self, latency: float, now: float) -> None:
-        self.outstanding = max(0, self.outstanding - 1)
-        self.successes += 1
-        if self.ewma_latency <= 0.0:
-            self.ewma_latency = latency
+    def view(self, now: float) -> dict[str, Any]:
+        """One target as the data plane sees it: routable now, ejection, load, latency, drift."""
+        detector = self.detector
+        until = detector.ejected_until()
+        return {
+            "role": self.role,
+            "backend": self.backend.name,
+            "model": self.model,
+            "available": self.available(now),
+            "outlier": detector.state(now),
+            "ejections": detector.ejections,
+            "ejected_for_seconds": round(until - now, 3) if until is not None and until > now else None,
+            "outstanding": self.outstanding,
+            "ewma_latency_ms": round(self.ewma_latency * 1000, 1) if self.ewma_latency > 0 else None,
+            "successes": self.successes,
+            "failures": self.failures,
+            "model_mismatch": self.model_mismatch,
+        }
+
+
+class AttemptGuard:
+    """One started attempt at a target, from `TargetState.on_start()` to its one verdict.
+
+    Success, failure or abandon: the first call settles it and the others do nothing, whoever makes
+    them (the forwarder before the first byte, the stream relay after it, a cancellation in between),
+    so `outstanding` and the outlier detector's half-open trial can neither leak nor be released twice.
+    """
+
+    __slots__ = ("settled", "target")
+
+    def __init__(self, target: TargetState) -> None:
+        self.target = target
+        self.settled = False
+
+    def success(self, latency: float, now: float) -> None:
+        """The backend answered (or, for a client's own 4xx, was not at fault): latency feeds the average."""
+        if self.settled:
+            return
+        self.settled = True
+        t = self.target
+        t.outstanding = max(0, t.outstanding - 1)
+        t.successes += 1
+        if t.ewma_latency <= 0.0:
+            t.ewma_latency = latency
         else:
-            self.ewma_latency += EWMA_ALPHA * (latency - self.ewma_latency)
-        self.detector.record_success(now)
+            t.ewma_latency += EWMA_ALPHA * (latency - t.ewma_latency)
+        t.detector.record_success(now)
 
-    def on_failure(self, failure: FailureClass, now: float) -> bool:
-        """Record a failed attempt; True when it ejected the target (the caller logs that once)."""
-        self.outstanding = max(0, self.outstanding - 1)
-        self.failures += 1
-        return self.detector.record_failure(failure, now)
+    def failure(self, failure: FailureClass, now: float) -> bool:
+        """A failed attempt; True when it ejected the target (the caller logs that once)."""
+        if self.settled:
+            return False
+        self.settled = True
+        t = self.target
+        t.outstanding = max(0, t.outstanding - 1)
+        t.failures += 1
+        return t.detector.record_failure(failure, now)
 
-    def on_abandon(self) -> None:
+    def abandon(self) -> None:
         """The request ended without a verdict (the client went away): no health signal."""
-        self.outstanding = max(0, self.outstanding - 1)
-        self.detector.abandon()
+        if self.settled:
+            return
+        self.settled = True
+        t = self.target
+        t.outstanding = max(0, t.outstanding - 1)
+        t.detector.abandon()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from aifabric.config.durations import parse_duration
 from aifabric.config.schema import FabricConfig
+from aifabric.core import Transition
 from aifabric.errors import StateStoreError
-from aifabric.health.state import Transition
 from aifabric.state.base import StateStore
 from aifabric.state.local import LocalStore, default_state_dir
 from aifabric.state.redis import DEFAULT_PREFIX, RedisStore, require_redis, split_state_url

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aifabric.errors import FailureClass
-from aifabric.health.state import BackendHealth, BackendState, Transition
+from aifabric.core import BackendHealth, BackendState, FailureClass, Transition
 
 __all__ = ["apply_health_record", "health_record", "to_epoch", "to_local"]
 

@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from aifabric.core import Transition
 from aifabric.errors import StateStoreError
-from aifabric.health.state import Transition
 from aifabric.state.base import StateStore
 from aifabric.state.snapshot import apply_health_record, health_record, to_epoch, to_local
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import TYPE_CHECKING
 
-import openai
 import uvloop
 
 from aifabric.config.schema import FabricConfig
 from aifabric.gateway.app import Gateway
+
+if TYPE_CHECKING:
+    import openai  # the `testing` extra: imported when a test asks for a client, not before
 
 __all__ = ["RunningGateway"]
 
@@ -53,7 +56,10 @@ class RunningGateway:
         return self
 
     def openai(self, api_key: str = "unused") -> openai.OpenAI:
-        """The official client pointed at this gateway; closed when the test ends."""
+        """The official client pointed at this gateway; closed when the test ends. Needs the `openai`
+        package (`pip install 'aifabric[testing]'`)."""
+        import openai
+
         client = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
         self._clients.append(client)
         return client

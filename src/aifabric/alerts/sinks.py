@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from aifabric.alerts.rules import AlertEvent, Severity
 from aifabric.config.schema import AlertSink, MonitoringConfig
 from aifabric.errors import FabricError
-from aifabric.health.alerts import AlertEvent, Severity
 from aifabric.http.client import UpstreamClient
 
 __all__ = [

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from aifabric.errors import FailureClass
+from aifabric.core.failures import FailureClass
 
-if TYPE_CHECKING:
-    from aifabric.backends.base import ProbeResult
-
-__all__ = ["ROUTABLE", "BackendHealth", "BackendState", "Transition"]
+__all__ = ["ROUTABLE", "BackendHealth", "BackendState", "ProbeResult", "Transition"]
 
 
 class BackendState(enum.StrEnum):
@@ -43,6 +39,19 @@ ROUTABLE = frozenset({BackendState.UNKNOWN, BackendState.UP, BackendState.DEGRAD
 
 _SERVING = frozenset({BackendState.UP, BackendState.DEGRADED})
 _SILENT = frozenset({FailureClass.CONNECT, FailureClass.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one active health check found (written by a backend adapter, folded in by `BackendHealth`)."""
+
+    ok: bool  # the backend serves (up or degraded)
+    state: BackendState  # up, degraded, loading or down (BackendHealth maps down to asleep by host)
+    reason: str  # human words: why this state
+    latency: float  # seconds, of the probe's first request
+    served_models: tuple[str, ...] = ()
+    load: dict[str, float] = field(default_factory=dict)
+    failure: FailureClass | None = None
 
 
 @dataclass(frozen=True, slots=True)

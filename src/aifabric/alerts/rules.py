@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
-from aifabric.health.state import BackendHealth, BackendState
+from aifabric.core import BackendHealth, BackendState
 
 __all__ = [
     "Alert",

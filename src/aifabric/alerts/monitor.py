@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from aifabric.alerts.rules import Alert, AlertEvent, AlertTracker, Severity, evaluate, gateway_down
+from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
-from aifabric.health.alerts import Alert, AlertEvent, AlertTracker, Severity, evaluate, gateway_down
-from aifabric.health.notify import Notifier, build_sinks
-from aifabric.health.state import BackendHealth
+from aifabric.core import BackendHealth, exit_codes
 from aifabric.http.client import UpstreamClient
 
 __all__ = ["GatewayCheck", "Monitor", "check_gateway", "default_state_path", "watch_gateway"]
@@ -149,11 +149,11 @@ class GatewayCheck:
     def exit_status(self) -> int:
         """As `aifabric health`: 0 fine, 1 something to look at (INFO), 2 broken (WARNING or worse)."""
         if self.down is not None:
-            return 2
+            return exit_codes.BROKEN
         worst = max((Severity.parse(str(a.get("severity", "info"))) for a in self.alerts), default=None)
         if worst is None:
-            return 0
-        return 1 if worst is Severity.INFO else 2
+            return exit_codes.OK
+        return exit_codes.ATTENTION if worst is Severity.INFO else exit_codes.BROKEN
 
     def to_json(self) -> dict[str, Any]:
         return {

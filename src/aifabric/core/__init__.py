@@ -1,0 +1,27 @@
+"""The shared vocabulary of aifabric: the closed sets and small state every layer speaks.
+
+It imports nothing else of the project (import-linter checks it), so any module may import it:
+
+    FailureClass        why one attempt at one target failed (core.failures)
+    BackendState        what the fabric believes of a backend; ROUTABLE, the states that get requests
+    ProbeResult         what one active health check found (written by backends, read by health)
+    BackendHealth       one backend's health and the pure state machine probes drive (core.health)
+    Transition          a change of a backend's state, logged and alerted once
+    openai_error_type   HTTP status -> OpenAI error `type` (core.openai_errors)
+    exit codes          `aifabric.core.exit_codes`: the statuses every command exits with
+"""
+
+from aifabric.core.failures import FailureClass
+from aifabric.core.health import ROUTABLE, BackendHealth, BackendState, ProbeResult, Transition
+from aifabric.core.openai_errors import OPENAI_ERROR_TYPES, openai_error_type
+
+__all__ = [
+    "OPENAI_ERROR_TYPES",
+    "ROUTABLE",
+    "BackendHealth",
+    "BackendState",
+    "FailureClass",
+    "ProbeResult",
+    "Transition",
+    "openai_error_type",
+]

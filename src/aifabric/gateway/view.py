@@ -1,0 +1,35 @@
+"""What the operator routes read of the running gateway: a small interface instead of the `Gateway`.
+
+`OpsRoutes` and `AdminRoutes` take a `GatewayView` (the `Gateway` is one), so they do not import
+`gateway.app` and the app does not import back into itself through them; a test can hand them a
+stand-in. Each member is read on every request, never cached: reload swaps the table, config and auth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from aifabric.config.schema import FabricConfig
+from aifabric.gateway.auth import Authenticator
+from aifabric.observability.metrics import GatewayMetrics
+from aifabric.routing.table import RoutingTable
+
+__all__ = ["GatewayView"]
+
+
+class GatewayView(Protocol):
+    @property
+    def config(self) -> FabricConfig: ...
+
+    @property
+    def table(self) -> RoutingTable: ...
+
+    @property
+    def auth(self) -> Authenticator: ...
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...

@@ -1,0 +1,121 @@
+"""The checks of the local backends `aifabric up` runs: "model of BACKEND" (weights installed), "engine
+ENGINE" (it imports, in a fresh interpreter), "memory" (enough free memory for the weights)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aifabric.config.schema import FabricConfig
+from aifabric.errors import LocalBackendError
+from aifabric.ops.doctor.report import Check, Verdict
+
+__all__ = ["engine_check", "local_checks", "memory_check"]
+
+
+# What each engine needs to import, checked in a fresh interpreter: a broken native build (llama.cpp
+# built for another CPU) may crash the process that imports it, and must not crash the doctor.
+_ENGINE_IMPORTS = {
+    "llama-cpp-python": (
+        "import llama_cpp, llama_cpp.server.app",
+        'make up (or: pip install "$(scripts/llama-wheel.sh)[server]", a build with portable CPU flags)',
+    ),
+    "aifabric-embed": ("import onnxruntime, tokenizers, numpy", "pip install 'aifabric[local]'"),
+}
+_PROCESS_OVERHEAD = 200 * 1024 * 1024  # a Python engine process beyond its weights (measured ~150 MB)
+
+
+def engine_check(engine: str, python: Sequence[str] = (sys.executable,), timeout: float = 120.0) -> Check:
+    """Whether the interpreter (`python`: its command, the venv's by default) imports what `engine` needs."""
+    statement, fix = _ENGINE_IMPORTS[engine]
+    name = f"engine {engine}"
+    shown = python[0]
+    try:
+        proc = subprocess.run(
+            [*python, "-c", statement], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Check(name, Verdict.FAIL, f"importing it took over {timeout:g} s", fix)
+    except OSError as exc:
+        return Check(name, Verdict.FAIL, f"cannot run {shown}: {exc.strerror}", fix)
+    if proc.returncode == 0:
+        return Check(name, Verdict.PASS, f"imports in {shown}")
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        return Check(
+            name,
+            Verdict.FAIL,
+            f"importing it crashed the interpreter ({sig}): a native build that does not fit this CPU",
+            f"reinstall it with portable CPU flags: {fix}",
+        )
+    last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return Check(name, Verdict.FAIL, f"does not import in {shown}: {last}", fix)
+
+
+def memory_check(needed: int, available: int | None) -> Check:
+    """Free memory against what the local models need (weights plus a process each): WARN if short."""
+    mib = 1024 * 1024
+    if available is None:
+        return Check("memory", Verdict.SKIP, "MemAvailable is not readable from /proc/meminfo")
+    summary = f"{available / mib:,.0f} MiB available, local models need about {needed / mib:,.0f} MiB"
+    if available >= needed:
+        return Check("memory", Verdict.PASS, summary)
+    return Check(
+        "memory",
+        Verdict.WARN,
+        summary + ": they may be killed by the OOM killer, or swap and answer slowly",
+        "stop other processes, give the machine more memory, or use smaller models (fewer local backends)",
+    )
+
+
+def _available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def local_checks(config: FabricConfig, available: int | None) -> list[Check]:
+    from aifabric.local.launch import local_backends
+    from aifabric.local.models import resolve_model
+
+    backends = local_backends(config)
+    if not backends:
+        return []
+    lines = config.loaded.key_lines
+    checks: list[Check] = []
+    weights: dict[Path, int] = {}  # one file mmapped by several processes is in memory once
+    for backend in backends:
+        local = backend.local
+        assert local is not None
+        key = f"backends.{backend.name}.local.model"
+        where = f" ({config.source}:{lines[key]})" if key in lines else ""
+        try:
+            model = resolve_model(local.model, local.engine)
+        except LocalBackendError as exc:
+            checks.append(
+                Check(
+                    f"model of {backend.name}",
+                    Verdict.FAIL,
+                    f"{exc}{where}",
+                    f"install the package named above, or point {key} at an existing file",
+                )
+            )
+            continue
+        size = model.path.stat().st_size
+        weights[model.path.resolve()] = size
+        checks.append(
+            Check(f"model of {backend.name}", Verdict.PASS, f"{model.path} ({size / 1024 / 1024:,.0f} MiB)")
+        )
+    for engine in dict.fromkeys(b.local.engine for b in backends if b.local is not None):
+        checks.append(engine_check(engine))
+    if weights:
+        needed = sum(weights.values()) + _PROCESS_OVERHEAD * len(backends)
+        checks.append(memory_check(needed, _available_memory() if available is None else available))
+    return checks

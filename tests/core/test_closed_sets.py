@@ -1,0 +1,120 @@
+"""Each closed set of aifabric is defined once; these tests pin its members and that every user of it
+agrees with the one definition (a new member added in one place only fails here)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+import aifabric
+import aifabric.backends
+from aifabric.backends._errors import normalize_error_body
+from aifabric.backends.base import BackendAdapter, adapter_for
+from aifabric.config.schema import BACKEND_KINDS, BALANCE_POLICIES, ROLE_KINDS, RoleConfig
+from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
+from aifabric.gateway.errors import status_error
+from aifabric.routing.balance import POLICIES
+
+SRC = Path(aifabric.__file__).parent
+
+
+def test_failure_classes() -> None:
+    assert {str(f) for f in FailureClass} == {
+        "connect",
+        "timeout",
+        "loading",
+        "overloaded",
+        "upstream_5xx",
+        "model_not_found",
+        "client_error",
+        "auth",
+    }
+    assert [f for f in FailureClass if not f.retryable] == [FailureClass.CLIENT_ERROR]
+
+
+def test_backend_states() -> None:
+    assert {str(s) for s in BackendState} == {"unknown", "loading", "up", "degraded", "down", "asleep"}
+
+
+def test_backend_kinds_each_have_one_adapter_module() -> None:
+    assert BACKEND_KINDS == (
+        "vllm",
+        "llamacpp",
+        "llama-cpp-python",
+        "ollama",
+        "tei",
+        "openai",
+        "aifabric-embed",
+    )
+    modules = {m.name for m in pkgutil.iter_modules(aifabric.backends.__path__) if not m.name.startswith("_")}
+    assert modules - {"base"} == {kind.replace("-", "_") for kind in BACKEND_KINDS}
+    for kind in BACKEND_KINDS:
+        adapter = adapter_for(kind)
+        assert isinstance(adapter, BackendAdapter)
+        assert adapter.kind == kind
+    with pytest.raises(ValueError, match="unknown backend kind 'triton'"):
+        adapter_for("triton")
+
+
+def test_balance_policies_and_role_kinds() -> None:
+    assert BALANCE_POLICIES == ("p2c", "least_outstanding")
+    assert set(POLICIES) == set(BALANCE_POLICIES)
+    assert RoleConfig.__dataclass_fields__["balance"].default in BALANCE_POLICIES
+    assert ROLE_KINDS == ("chat", "embeddings", "completions")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 413, 422, 429, 431, 500, 502, 503])
+def test_one_error_type_per_status_for_gateway_and_backends(status: int) -> None:
+    """The listener's own errors and a backend's error without a usable `type` get the same word."""
+    expected = OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    assert openai_error_type(status) == expected
+    gateway = orjson.loads(status_error(status, "x").body)["error"]["type"]
+    backend = normalize_error_body(status, b"", FailureClass.UPSTREAM_5XX)["type"]
+    assert gateway == backend == expected
+
+
+def test_404_is_invalid_request_error_as_openai_answers() -> None:
+    assert openai_error_type(404) == "invalid_request_error"
+
+
+def test_exit_codes() -> None:
+    assert (exit_codes.OK, exit_codes.ATTENTION, exit_codes.BROKEN, exit_codes.UNREACHABLE) == (0, 1, 2, 3)
+    assert (exit_codes.FAILED, exit_codes.NOT_RUN, exit_codes.USAGE) == (1, 2, 2)
+    assert exit_codes.INTERRUPTED == 130
+
+
+def _module_level_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        targets += [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            for name in ast.walk(target):
+                if isinstance(name, ast.Name):
+                    names.add(name.id)
+    return names
+
+
+def test_no_module_defines_its_own_exit_codes_or_error_type_table() -> None:
+    """Exit codes live in core.exit_codes, the status -> type table in core.openai_errors, only."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.parent.name in {"core", "testing"}:  # testing imitates other servers' own tables
+            continue
+        for name in _module_level_names(path):
+            if name.startswith("EXIT_") or name in ("_TYPES", "_TYPE_BY_STATUS"):
+                offenders.append(f"{path.relative_to(SRC)}: {name}")
+    assert offenders == []
+
+
+def test_core_imports_nothing_else_of_the_project() -> None:
+    for info in pkgutil.iter_modules(importlib.import_module("aifabric.core").__path__):
+        tree = ast.parse((SRC / "core" / f"{info.name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aifabric."):
+                assert node.module.startswith("aifabric.core"), (info.name, node.module)

@@ -7,13 +7,24 @@ The same numbers mean the same degree of trouble in every command:
                     check failed; a drill's expectation not met; a command error
     2  BROKEN       a backend down or serving the wrong model (health, status); a drill that could not
                     run; the command line itself is wrong (usage)
-    3  UNREACHABLE  `status`: the gateway did not answer
+                      `config import litellm`: the LiteLLM file cannot be read (nothing is written)
+  3  UNREACHABLE  `status`: the gateway did not answer
   130  INTERRUPTED  Ctrl-C
 """
 
 from __future__ import annotations
 
-__all__ = ["ATTENTION", "BROKEN", "FAILED", "INTERRUPTED", "NOT_RUN", "OK", "UNREACHABLE", "USAGE"]
+__all__ = [
+    "ATTENTION",
+    "BROKEN",
+    "FAILED",
+    "INTERRUPTED",
+    "NOT_RUN",
+    "OK",
+    "UNREACHABLE",
+    "UNREADABLE",
+    "USAGE",
+]
 
 OK = 0
 ATTENTION = 1
@@ -24,3 +35,4 @@ INTERRUPTED = 130
 FAILED = ATTENTION  # a check or a drill did not pass; a command error the operator can act on
 NOT_RUN = BROKEN  # a drill that could not start (nothing was changed)
 USAGE = BROKEN  # no command given, or an argument that names nothing
+UNREADABLE = BROKEN  # an input file (a LiteLLM config to import) cannot be read at all

@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
+from aifabric.core.exit_codes import UNREADABLE
 from aifabric.errors import CommandError
 
-__all__ = ["EXIT_UNREADABLE", "Item", "parse_source", "read_source"]
+__all__ = ["Item", "parse_source", "read_source"]
 
-EXIT_UNREADABLE = 2  # the LiteLLM file cannot be read at all: nothing is written
 
 # The typing YAML gives plain scalars (8000 -> int, true -> bool), as LiteLLM's own yaml.safe_load does.
 _CONSTRUCTOR = yaml.SafeLoader("")
@@ -55,13 +55,13 @@ def read_source(path: str) -> Item:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
-        raise CommandError(f"{path}: no such file", EXIT_UNREADABLE) from None
+        raise CommandError(f"{path}: no such file", UNREADABLE) from None
     except IsADirectoryError:
-        raise CommandError(f"{path}: a directory, not a LiteLLM config.yaml", EXIT_UNREADABLE) from None
+        raise CommandError(f"{path}: a directory, not a LiteLLM config.yaml", UNREADABLE) from None
     except OSError as exc:
-        raise CommandError(f"{path}: cannot read it: {exc.strerror}", EXIT_UNREADABLE) from None
+        raise CommandError(f"{path}: cannot read it: {exc.strerror}", UNREADABLE) from None
     except UnicodeDecodeError as exc:
-        raise CommandError(f"{path}: not UTF-8 text ({exc.reason})", EXIT_UNREADABLE) from None
+        raise CommandError(f"{path}: not UTF-8 text ({exc.reason})", UNREADABLE) from None
     return parse_source(text, path)
 
 
@@ -76,23 +76,23 @@ def parse_source(text: str, source: str = "<string>") -> Item:
         if exc.context and exc.context_mark is not None:
             context = f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise CommandError(
-            f"{where}: not valid YAML: {exc.problem or exc.context or 'unreadable'}{context}", EXIT_UNREADABLE
+            f"{where}: not valid YAML: {exc.problem or exc.context or 'unreadable'}{context}", UNREADABLE
         ) from None
     except yaml.YAMLError as exc:
-        raise CommandError(f"{source}: not valid YAML: {exc}", EXIT_UNREADABLE) from None
+        raise CommandError(f"{source}: not valid YAML: {exc}", UNREADABLE) from None
     if root is None:
-        raise CommandError(f"{source}: the file is empty: there is nothing to import", EXIT_UNREADABLE)
+        raise CommandError(f"{source}: the file is empty: there is nothing to import", UNREADABLE)
     if not isinstance(root, yaml.MappingNode):
         raise CommandError(
             f"{source}:{root.start_mark.line + 1}: a LiteLLM config is a mapping (model_list:, "
             "litellm_settings:, ...), this is not",
-            EXIT_UNREADABLE,
+            UNREADABLE,
         )
     duplicates: list[tuple[str, int, int]] = []
     try:
         item = _item(root, "", duplicates)
     except yaml.YAMLError as exc:  # a scalar YAML cannot type (a bad !!tag), found while converting
-        raise CommandError(f"{source}: not valid YAML: {exc}", EXIT_UNREADABLE) from None
+        raise CommandError(f"{source}: not valid YAML: {exc}", UNREADABLE) from None
     return Item(item.value, item.line, tuple(duplicates))
 
 

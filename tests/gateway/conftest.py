@@ -1,4 +1,4 @@
-"""Fixtures: a real gateway on a real socket (see aifabric.testing.gateway)."""
+"""Fixtures: a fake backend (the gateway itself: `start_gateway` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aifabric.config.load import load_config_text
 from aifabric.testing.fake_backend import FakeBackend
-from aifabric.testing.gateway import RunningGateway
-
-
-@pytest.fixture
-def start_gateway() -> Iterator[object]:
-    running: list[RunningGateway] = []
-
-    def start(
-        yaml_text: str, *, probe: bool = False, environ: dict[str, str] | None = None
-    ) -> RunningGateway:
-        config = load_config_text(yaml_text, "fabric.yaml", environ=environ or {})
-        gw = RunningGateway(config, probe=probe).start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from typing import Any
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.testing.fake_backend import FakeBackend
-from aifabric.testing.gateway import RunningGateway
 
 Start = Callable[..., Any]
 
@@ -35,46 +34,34 @@ aliases:
 """
 
 
-def start(yaml_text: str) -> RunningGateway:
-    from aifabric.config.load import load_config_text
-
-    return RunningGateway(load_config_text(yaml_text, "fabric.yaml", environ={})).start()
-
-
-def test_smoke_passes_every_role_and_alias() -> None:
+def test_smoke_passes_every_role_and_alias(start_gateway: Start) -> None:
     with FakeBackend(kind="vllm", models=("m1",)) as chat, FakeBackend(kind="vllm", models=("e1",)) as embed:
-        gw = start(fabric(chat.url, embed.url))
-        try:
-            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key")
-            assert code == 0, text
-            assert "PASS  local/chat" in text and "PASS  embeddings-general" in text
-            assert "via chat-fast/chat" in text
-            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--json")
-            report = json.loads(text)
-            assert report["ok"] is True
-            assert {c["name"] for c in report["checks"]} == {
-                "/v1/models",
-                "chat-fast",
-                "embeddings-general",
-                "local/chat",
-            }
-        finally:
-            gw.stop()
+        gw = start_gateway(fabric(chat.url, embed.url))
+        code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key")
+        assert code == 0, text
+        assert "PASS  local/chat" in text and "PASS  embeddings-general" in text
+        assert "via chat-fast/chat" in text
+        code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--json")
+        report = json.loads(text)
+        assert report["ok"] is True
+        assert {c["name"] for c in report["checks"]} == {
+            "/v1/models",
+            "chat-fast",
+            "embeddings-general",
+            "local/chat",
+        }
 
 
-def test_smoke_fails_and_says_why() -> None:
+def test_smoke_fails_and_says_why(start_gateway: Start) -> None:
     with FakeBackend(kind="vllm", models=("m1",)) as chat, FakeBackend(kind="vllm", models=("e1",)) as embed:
         embed.set(status_override=500)
-        gw = start(fabric(chat.url, embed.url))
-        try:
-            code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--timeout", "10")
-            assert code == 1
-            assert "FAIL  embeddings-general" in text and "HTTP 500" in text
-            assert "PASS  chat-fast" in text
-            code, text = run_cli("smoke", "--url", gw.url)  # no key
-            assert code == 1 and "HTTP 401" in text
-        finally:
-            gw.stop()
+        gw = start_gateway(fabric(chat.url, embed.url))
+        code, text = run_cli("smoke", "--url", gw.url, "--api-key", "sk-smoke-key", "--timeout", "10")
+        assert code == 1
+        assert "FAIL  embeddings-general" in text and "HTTP 500" in text
+        assert "PASS  chat-fast" in text
+        code, text = run_cli("smoke", "--url", gw.url)  # no key
+        assert code == 1 and "HTTP 401" in text
 
 
 def test_smoke_reports_an_unreachable_gateway() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures: a gateway factory (stopped after the test) and fake backends (stopped after the test)."""
+"""Fixtures: fake backends, stopped after the test (the gateway: `start_gateway` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from resilience_support import RunningGateway, load
 
 from aifabric.testing.fake_backend import FakeBackend
-
-
-@pytest.fixture
-def start_gateway() -> Iterator[Callable[..., RunningGateway]]:
-    running: list[RunningGateway] = []
-
-    def start(
-        yaml_text: str, *, probe: bool = False, environ: dict[str, str] | None = None
-    ) -> RunningGateway:
-        gw = RunningGateway(load(yaml_text, environ), probe=probe).start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
 @pytest.fixture

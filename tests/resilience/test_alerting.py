@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from resilience_support import RunningGateway, load
 
 from aifabric.alerts.rules import AlertTracker, Severity, gateway_down
 from aifabric.alerts.sinks import CommandSink, FileSink, Notifier
 from aifabric.cli.console import Console
 from aifabric.cli.main import main as cli_main
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
 
@@ -206,13 +206,10 @@ monitoring:
     [fired] = [json.loads(x) for x in alerts_file.read_text().splitlines()]
     assert (fired["status"], fired["rule"], fired["severity"]) == ("firing", "gateway_down", "critical")
     # The gateway comes up: the next check resolves it (and notifies that once).
-    gw = RunningGateway(load(fabric.read_text()), probe=False, port=port).start()
-    try:
-        code, out = run_cli("health", "--gateway", url, "--config", str(fabric), "--json")
-        assert code == 0
-        view = json.loads(out)
-        assert (view["up"], view["alerts"]) == (True, [])
-    finally:
-        gw.stop()
+    start_gateway(fabric.read_text(), port=port)
+    code, out = run_cli("health", "--gateway", url, "--config", str(fabric), "--json")
+    assert code == 0
+    view = json.loads(out)
+    assert (view["up"], view["alerts"]) == (True, [])
     events = [json.loads(x)["status"] for x in alerts_file.read_text().splitlines()]
     assert events == ["firing", "resolved"]

@@ -9,9 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from resilience_support import RunningGateway, chat, post_chat, report
+from resilience_support import chat, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
@@ -65,7 +66,7 @@ def test_failing_target_is_ejected_after_n_failures_and_recovers_after_the_eject
 
     wait_until(served_by_a, "a to serve again", limit=15)
     report("ejected target serving again after its ejection, in", time.monotonic() - ejected_at)
-    assert gw.read(lambda: gw.target("chat-fast", "a").detector.ejections) == 1
+    assert gw.call(lambda: gw.target("chat-fast", "a").detector.ejections) == 1
 
 
 def test_a_failed_half_open_trial_ejects_again_for_longer(
@@ -77,7 +78,7 @@ def test_a_failed_half_open_trial_ejects_again_for_longer(
         post_chat(gw.url)
     assert inference_count(a) == 3
     target = gw.target("chat-fast", "a")
-    first_until = gw.read(target.detector.ejected_until)
+    first_until = gw.call(target.detector.ejected_until)
     assert first_until is not None
 
     # After the ejection time, exactly one trial request reaches a; it fails and a is out again.
@@ -89,8 +90,8 @@ def test_a_failed_half_open_trial_ejects_again_for_longer(
     for _ in range(5):
         assert post_chat(gw.url).headers["x-aifabric-backend"] == "b"
     assert inference_count(a) == 4
-    assert gw.read(lambda: target.detector.ejections) == 2
-    second_until = gw.read(target.detector.ejected_until)
+    assert gw.call(lambda: target.detector.ejections) == 2
+    second_until = gw.call(target.detector.ejected_until)
     assert second_until is not None and second_until > first_until
 
 
@@ -126,7 +127,7 @@ def test_zero_client_failures_while_a_target_is_killed_and_restarted_repeatedly(
 ) -> None:
     a, b = backend(latency_ms=5), backend(latency_ms=5)
     gw = start_gateway(fabric(a, b, weight_b=1.0, base_ejection="300ms"), probe=True)
-    client = gw.openai_client()
+    client = gw.openai(timeout=30.0)
     stop = threading.Event()
     kills = 0
 

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 
 import httpx
-from resilience_support import RunningGateway, chat, post_chat, report
+from resilience_support import chat, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
@@ -163,7 +164,7 @@ def test_client_error_is_answered_at_once_and_not_retried(
     # The request itself is wrong: another backend would say the same, and `a` is not to blame.
     assert resp.status_code == 400
     assert b.count("/v1/chat/completions") == 0
-    assert gw.read(lambda: gw.target("chat-fast", "a").detector.available(time.monotonic()))
+    assert gw.call(lambda: gw.target("chat-fast", "a").detector.available(time.monotonic()))
 
 
 def test_target_killed_mid_stream_ends_the_stream_well_formed(
@@ -195,7 +196,7 @@ def test_official_client_sees_no_error_while_a_target_dies(
 ) -> None:
     a, b = backend(), backend()
     gw = start_gateway(pair(a, b))
-    client = gw.openai_client()
+    client = gw.openai(timeout=30.0)
     a.stop()
     raw = chat(client)
     assert raw.headers["x-aifabric-backend"] == "b"

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from resilience_support import RunningGateway, post_chat, report
+from resilience_support import post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.wait import wait_until
 
 pytestmark = pytest.mark.netns

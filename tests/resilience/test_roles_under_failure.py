@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from resilience_support import RunningGateway, load, post_chat, report
+from resilience_support import load, post_chat, report
 
 from aifabric.errors import ConfigError
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.wait import wait_until
 
 StartGateway = Callable[..., RunningGateway]
@@ -170,7 +171,7 @@ roles:
 
     def measured() -> bool:
         post_chat(gw.url)
-        return gw.read(lambda: all(t.ewma_latency > 0 for t in gw.gateway.table.routes["chat-fast"].targets))  # type: ignore[union-attr]
+        return gw.call(lambda: all(t.ewma_latency > 0 for t in gw.gateway.table.routes["chat-fast"].targets))  # type: ignore[union-attr]
 
     wait_until(measured, "both targets to have a latency measurement", limit=30)
     # p2c on EWMA latency: with both measured, one request at a time, the faster target wins every draw.

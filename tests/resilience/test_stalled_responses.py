@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from resilience_support import RunningGateway, post_chat
+from resilience_support import post_chat
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
 
 StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]

@@ -1,28 +1,37 @@
 """A real gateway on a real socket, in a thread of its own, for tests that use blocking clients.
 
 It runs on uvloop, the production event loop, and is stopped (connections drained, loop closed) by
-`stop()`. `gateway` is the live `Gateway` object, for tests that read its routing table.
+`stop()`. `gateway` is the live `Gateway` object; read its state with `call()`, on its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import uvloop
 
 from aifabric.config.schema import FabricConfig
 from aifabric.gateway.app import Gateway
+from aifabric.routing.target import TargetState
 
 if TYPE_CHECKING:
     import openai  # the `testing` extra: imported when a test asks for a client, not before
 
 __all__ = ["RunningGateway"]
 
+_T = TypeVar("_T")
+
 
 class RunningGateway:
-    def __init__(self, config: FabricConfig, *, probe: bool = False) -> None:
+    """The production `Gateway` on 127.0.0.1. `port` picks the port (0: any free one), for a check
+    that must know the URL before it starts."""
+
+    def __init__(self, config: FabricConfig, *, probe: bool = False, port: int = 0) -> None:
         self.config = config
         self.probe = probe
         # The production event loop (uvloop), not only asyncio's own.
@@ -31,6 +40,7 @@ class RunningGateway:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._bind_port = port
         self.port = 0
         self._clients: list[openai.OpenAI] = []
 
@@ -44,7 +54,7 @@ class RunningGateway:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         self.gateway = Gateway(self.config, probe=self.probe)
-        server = await self.gateway.start("127.0.0.1", 0)
+        server = await self.gateway.start("127.0.0.1", self._bind_port)
         self.port = server.port
         self._ready.set()
         await self._stop.wait()
@@ -55,12 +65,14 @@ class RunningGateway:
         assert self._ready.wait(10), "gateway did not start"
         return self
 
-    def openai(self, api_key: str = "unused") -> openai.OpenAI:
-        """The official client pointed at this gateway; closed when the test ends. Needs the `openai`
-        package (`pip install 'aifabric[testing]'`)."""
+    def openai(self, api_key: str = "unused", *, timeout: float | None = None) -> openai.OpenAI:
+        """The official client pointed at this gateway, with no retries of its own (every failure it
+        reports is the gateway's); closed by `stop()`. Needs the `openai` package (`pip install
+        'aifabric[testing]'`)."""
         import openai
 
-        client = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **extra)
         self._clients.append(client)
         return client
 
@@ -71,15 +83,35 @@ class RunningGateway:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def call(self, fn: object) -> object:
-        """Run a callable on the gateway's loop (to read its state safely)."""
+    def call(self, fn: Callable[[], _T]) -> _T:
+        """Run `fn` on the gateway's loop (state is read and changed where it is written)."""
         fut = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
         return fut.result(5)
+
+    def target(self, role: str, backend: str) -> TargetState:
+        """The live target of `role` on `backend` (read its fields through `call`)."""
+        assert self.gateway is not None
+        for t in self.gateway.table.routes[role].targets:
+            if t.backend.name == backend:
+                return t
+        raise KeyError(f"{role} has no target on {backend}")
+
+    def state(self, backend: str) -> str:
+        """The backend's health state as the gateway believes it now ("up", "down", ...)."""
+        assert self.gateway is not None
+        gateway = self.gateway
+        return self.call(lambda: str(gateway.table.healths[backend].state))
+
+    def health(self) -> dict[str, Any]:
+        """GET /health, as an operator's script reads it."""
+        with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
+            view: dict[str, Any] = orjson.loads(resp.read())
+        return view
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def _call(fn: object) -> object:
-    return fn()  # type: ignore[operator]
+async def _call(fn: Callable[[], _T]) -> _T:
+    return fn()

@@ -7,8 +7,10 @@ import concurrent.futures
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
+import pytest
 from resilience_support import chat, post_chat, report
 
 from aifabric.testing.fake_backend import FakeBackend
@@ -19,9 +21,10 @@ StartGateway = Callable[..., RunningGateway]
 MakeBackend = Callable[..., FakeBackend]
 
 
-def pair(
-    a: FakeBackend, b: FakeBackend, *, retry: str = "deadline: 20s, try_timeout: 5s", kind_a: str = "vllm"
-) -> str:
+RETRY = "deadline: 20s, try_timeout: 5s"
+
+
+def pair(a: FakeBackend, b: FakeBackend, *, retry: str = RETRY, kind_a: str = "vllm") -> str:
     """chat-fast on `a` and `b`; `b` weighs almost nothing, so `a` is tried first while it is
     available (p2c cost is latency x (outstanding + 1) / weight) and `b` is where requests fail over."""
     return f"""
@@ -66,49 +69,55 @@ def test_target_killed_mid_request_fails_over(start_gateway: StartGateway, backe
     assert all(post_chat(gw.url).status_code == 200 for _ in range(5))
 
 
-def test_hanging_target_times_out_per_try_then_fails_over(
-    start_gateway: StartGateway, backend: MakeBackend
+# One target failing in each way of the runbook, `b` healthy: the client gets b's answer on the second
+# attempt; `tried` is how many requests reached `a` (a refused connection reaches nothing).
+FAILING_A = [
+    pytest.param("vllm", {"status_override": 500}, "", 1, id="500: the client never sees it"),
+    pytest.param(
+        "vllm", {"status_override": 429, "retry_after": 30}, "", 1, id="429: another backend, without waiting"
+    ),
+    pytest.param("vllm", {"hang": True}, "try_timeout: 300ms", 1, id="hanging: times out per try"),
+    pytest.param("llamacpp", {"loading": True}, "", 1, id="llama-server 503 loading"),
+    pytest.param(
+        "llama-cpp-python", {"loading": "refuse"}, "", 0, id="llama-cpp-python refusing while loading"
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "switches", "retry", "tried"), FAILING_A)
+def test_a_failing_target_fails_over_to_the_healthy_one(
+    kind: str,
+    switches: dict[str, Any],
+    retry: str,
+    tried: int,
+    start_gateway: StartGateway,
+    backend: MakeBackend,
 ) -> None:
-    a, b = backend(hang=True), backend()
-    gw = start_gateway(pair(a, b, retry="try_timeout: 300ms"))
+    a, b = backend(kind=kind, **switches), backend()
+    gw = start_gateway(pair(a, b, kind_a=kind, retry=retry))
     started = time.monotonic()
     resp = post_chat(gw.url)
-    report("hanging target: answer after the per-try timeout", time.monotonic() - started)
+    report(f"{kind} {switches}: answered after", time.monotonic() - started)
     assert resp.status_code == 200
     assert served_by(resp) == ("b", 2)
-    assert a.count("/v1/chat/completions") == 1  # it was tried, and given up on
+    assert a.count("/v1/chat/completions") == tried
 
 
-def test_500_fails_over_and_the_client_never_sees_it(
-    start_gateway: StartGateway, backend: MakeBackend
-) -> None:
-    a, b = backend(status_override=500), backend()
-    gw = start_gateway(pair(a, b))
-    resp = post_chat(gw.url)
-    assert resp.status_code == 200
-    assert served_by(resp) == ("b", 2)
-
-
-def test_429_fails_over_to_another_backend_without_waiting(
-    start_gateway: StartGateway, backend: MakeBackend
-) -> None:
-    a, b = backend(status_override=429, retry_after=30), backend()
-    gw = start_gateway(pair(a, b))
-    resp = post_chat(gw.url)
-    assert resp.status_code == 200
-    assert served_by(resp) == ("b", 2)
+def single(a: FakeBackend, retry: str = "") -> str:
+    """chat-fast on `a` alone."""
+    return f"""
+backends:
+  a: {{kind: vllm, url: "{a.url}"}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: a, model: m1}}]}}
+""" + (f"retry: {{{retry}}}\n" if retry else "")
 
 
 def test_429_on_the_only_target_waits_retry_after_then_retries(
     start_gateway: StartGateway, backend: MakeBackend
 ) -> None:
     a = backend(fail_first_n=1, fail_status=429, retry_after=1)
-    gw = start_gateway(f"""
-backends:
-  a: {{kind: vllm, url: "{a.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: a, model: m1}}]}}
-""")
+    gw = start_gateway(single(a))
     started = time.monotonic()
     resp = post_chat(gw.url)
     report("429 Retry-After: 1 on the only target, answered after", time.monotonic() - started)
@@ -122,37 +131,12 @@ def test_429_beyond_the_retry_after_cap_reaches_the_client_with_its_retry_after(
     start_gateway: StartGateway, backend: MakeBackend
 ) -> None:
     a = backend(status_override=429, retry_after=30)
-    gw = start_gateway(f"""
-backends:
-  a: {{kind: vllm, url: "{a.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: a, model: m1}}]}}
-retry: {{max_retry_after: 5s}}
-""")
+    gw = start_gateway(single(a, retry="max_retry_after: 5s"))
     resp = post_chat(gw.url)
     # The client's own retry logic gets what it needs: the status and how long to wait.
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "30"
     assert resp.json()["error"]["message"]
-
-
-def test_llama_server_503_loading_fails_over(start_gateway: StartGateway, backend: MakeBackend) -> None:
-    a, b = backend(kind="llamacpp", loading=True), backend()
-    gw = start_gateway(pair(a, b, kind_a="llamacpp"))
-    resp = post_chat(gw.url)
-    assert resp.status_code == 200
-    assert served_by(resp) == ("b", 2)
-    assert a.count("/v1/chat/completions") == 1
-
-
-def test_llama_cpp_python_refusing_while_loading_fails_over(
-    start_gateway: StartGateway, backend: MakeBackend
-) -> None:
-    a, b = backend(kind="llama-cpp-python", loading="refuse"), backend()
-    gw = start_gateway(pair(a, b, kind_a="llama-cpp-python"))
-    resp = post_chat(gw.url)
-    assert resp.status_code == 200
-    assert served_by(resp) == ("b", 2)
 
 
 def test_client_error_is_answered_at_once_and_not_retried(

@@ -39,27 +39,26 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_every_testing_module_imports_without_dev_only_packages() -> None:
-    modules = [f"aifabric.testing.{m.name}" for m in pkgutil.iter_modules(aifabric.testing.__path__)]
-    assert "aifabric.testing.gateway" in modules and "aifabric.testing.fake_backend" in modules
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, ",".join(DEV_ONLY), *modules],
+def import_without(blocked: tuple[str, ...], modules: list[str]) -> subprocess.CompletedProcess[str]:
+    """Import `modules` in a fresh interpreter in which the `blocked` packages cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, ",".join(blocked), *modules],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_every_testing_module_imports_without_dev_only_packages() -> None:
+    modules = [f"aifabric.testing.{m.name}" for m in pkgutil.iter_modules(aifabric.testing.__path__)]
+    assert "aifabric.testing.gateway" in modules and "aifabric.testing.fake_backend" in modules
+    proc = import_without(DEV_ONLY, modules)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_the_blocker_would_catch_an_eager_import() -> None:
     """The check above can fail: a module that imports openai at import time is reported."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, "openai", "openai"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = import_without(("openai",), ["openai"])
     assert proc.returncode == 1
     assert "blocked: not on a plain install" in proc.stdout

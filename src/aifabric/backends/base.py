@@ -41,8 +41,13 @@ _MAX_PROBE_BODY = 4 * 1024 * 1024
 
 
 class _Response(Protocol):
-    status: int
-    headers: dict[str, str]
+    """What a probe reads of `aifabric.http.client.UpstreamResponse`."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
 
     async def read(self) -> bytes: ...
 
@@ -59,7 +64,7 @@ class ProbeHttp(Protocol):
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
         timeout: float | None = None,
-    ) -> Any: ...
+    ) -> _Response: ...
 
 
 class ProbeFailed(Exception):

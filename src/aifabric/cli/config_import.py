@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from aifabric.cli.console import Console
+from aifabric.core import exit_codes
 from aifabric.ops.litellm import ImportResult, import_litellm
 from aifabric.ops.litellm.plan import Finding
 
@@ -49,7 +50,7 @@ def run_import(args: argparse.Namespace, console: Console) -> int:
         console.json(report(result))
     else:
         _print(result, console)
-    return 0 if result.plan.complete else 1
+    return exit_codes.OK if result.plan.complete else exit_codes.ATTENTION
 
 
 def report(result: ImportResult) -> dict[str, object]:

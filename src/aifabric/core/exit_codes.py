@@ -4,11 +4,12 @@ The same numbers mean the same degree of trouble in every command:
 
     0  OK           all good: every backend up, every check passed, the drill saw what it expected
     1  ATTENTION    something needs a look: a backend degraded/loading/asleep (health, status); a doctor
-                    check failed; a drill's expectation not met; a command error
+                    check failed; a drill's expectation not met; `config import litellm` left entries
+                    out; a command error
     2  BROKEN       a backend down or serving the wrong model (health, status); a drill that could not
-                    run; the command line itself is wrong (usage)
-                      `config import litellm`: the LiteLLM file cannot be read (nothing is written)
-  3  UNREACHABLE  `status`: the gateway did not answer
+                    run; `config import litellm`: the LiteLLM file cannot be read (nothing is written);
+                    the command line itself is wrong (usage)
+    3  UNREACHABLE  `status`: the gateway did not answer
   130  INTERRUPTED  Ctrl-C
 """
 

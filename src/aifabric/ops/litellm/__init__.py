@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 from aifabric.ops.litellm.convert import convert
 from aifabric.ops.litellm.plan import ImportPlan
@@ -44,7 +45,9 @@ def import_litellm(config: str, out: str, env_file: str | None = None) -> Import
     plan = convert(read_source(config), config)
     if not plan.roles:
         reasons = "".join(f"\n  line {f.line}: {f.key}: {f.why}" for f in plan.left_out)
-        raise CommandError(f"{config}: no model_list entry could become a role; nothing written{reasons}", 1)
+        raise CommandError(
+            f"{config}: no model_list entry could become a role; nothing written{reasons}", exit_codes.FAILED
+        )
     out_path = Path(out)
     env_path: Path | None = None
     reference: str | None = None
@@ -57,7 +60,7 @@ def import_litellm(config: str, out: str, env_file: str | None = None) -> Import
             _write_env(env_path, plan)
         out_path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}", 1) from None
+        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}", exit_codes.FAILED) from None
     return ImportResult(plan, out_path, env_path, text)
 
 

@@ -78,6 +78,20 @@ class RawBackend:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
+def single(url: str, *, kind: str = "vllm", backend: str = "b0", retry: str = "") -> str:
+    """A fabric with one role, chat-fast, on one backend at `url`."""
+    head = f"retry: {{{retry}}}\n" if retry else ""
+    return (
+        head
+        + f"""
+backends:
+  {backend}: {{kind: {kind}, url: "{url}"}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: {backend}, model: m1}}]}}
+"""
+    )
+
+
 def outstanding(gw: RunningGateway, role: str = "chat-fast") -> list[int]:
     assert gw.gateway is not None
     return [t.outstanding for t in gw.gateway.table.routes[role].targets]
@@ -114,14 +128,7 @@ def test_an_odd_stream_through_the_usage_counter_still_ends_with_done(start_gate
         await writer.drain()
 
     with RawBackend(script) as raw:
-        gw = start_gateway(
-            f"""
-backends:
-  b0: {{kind: llama-cpp-python, url: "{raw.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: b0, model: m1}}]}}
-"""
-        )
+        gw = start_gateway(single(raw.url, kind="llama-cpp-python"))
         body = chat(stream=True, stream_options={"include_usage": True})
         with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=10) as r:
             assert r.status_code == 200
@@ -139,14 +146,7 @@ def test_a_stream_answered_with_no_content_releases_the_target(start_gateway: St
         await writer.drain()
 
     with RawBackend(script) as raw:
-        gw = start_gateway(
-            f"""
-backends:
-  b0: {{kind: vllm, url: "{raw.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: b0, model: m1}}]}}
-"""
-        )
+        gw = start_gateway(single(raw.url))
         r = httpx.post(gw.url + "/v1/chat/completions", json=chat(stream=True), timeout=10)
         assert r.status_code == 204
         wait_until(lambda: outstanding(gw) == [0], "the target to be released")
@@ -175,41 +175,26 @@ roles:
 
 
 def test_a_request_held_across_a_reload_that_removes_its_backend_is_served_by_the_new_one(
-    fb: FakeBackend,
+    start_gateway: Start, fb: FakeBackend
 ) -> None:
     with FakeBackend(kind="vllm", models=("m1",)) as loading:
         loading.set(loading=True)  # 503 "Loading model": the request is held (warm-up)
-        old = f"""
-retry: {{warmup_wait: 20s}}
-backends:
-  old: {{kind: vllm, url: "{loading.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: old, model: m1}}]}}
-"""
-        new = f"""
-retry: {{warmup_wait: 20s}}
-backends:
-  new: {{kind: vllm, url: "{fb.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: new, model: m1}}]}}
-"""
-        gw = RunningGateway(load_config_text(old, "fabric.yaml", environ={})).start()
-        try:
-            result: dict[str, httpx.Response] = {}
-            client = threading.Thread(
-                target=lambda: result.update(
-                    r=httpx.post(gw.url + "/v1/chat/completions", json=chat(), timeout=30)
-                )
+        gw = start_gateway(single(loading.url, backend="old", retry="warmup_wait: 20s"))
+        result: dict[str, httpx.Response] = {}
+        client = threading.Thread(
+            target=lambda: result.update(
+                r=httpx.post(gw.url + "/v1/chat/completions", json=chat(), timeout=30)
             )
-            client.start()
-            loading.wait_for_requests(1, path="/v1/chat/completions")
-            new_config = load_config_text(new, "fabric.yaml", environ={})
-            gateway = gw.gateway
-            assert gateway is not None
-            gw.call(lambda: gateway.reload(new_config))
-            client.join(30)
-            r = result["r"]
-            assert r.status_code == 200, r.text
-            assert r.headers["x-aifabric-backend"] == "new"
-        finally:
-            gw.stop()
+        )
+        client.start()
+        loading.wait_for_requests(1, path="/v1/chat/completions")
+        new_config = load_config_text(
+            single(fb.url, backend="new", retry="warmup_wait: 20s"), "fabric.yaml", environ={}
+        )
+        gateway = gw.gateway
+        assert gateway is not None
+        gw.call(lambda: gateway.reload(new_config))
+        client.join(30)
+        r = result["r"]
+        assert r.status_code == 200, r.text
+        assert r.headers["x-aifabric-backend"] == "new"

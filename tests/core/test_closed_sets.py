@@ -17,6 +17,7 @@ from aifabric.backends._errors import normalize_error_body
 from aifabric.backends.base import BackendAdapter, adapter_for
 from aifabric.config.schema import BACKEND_KINDS, BALANCE_POLICIES, ROLE_KINDS, RoleConfig
 from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
+from aifabric.errors import ProblemKind
 from aifabric.gateway.errors import status_error
 from aifabric.routing.balance import POLICIES
 
@@ -35,6 +36,11 @@ def test_failure_classes() -> None:
         "auth",
     }
     assert [f for f in FailureClass if not f.retryable] == [FailureClass.CLIENT_ERROR]
+
+
+def test_config_problem_kinds() -> None:
+    """The doctor groups a fabric file's problems by kind: the file itself, or its environment."""
+    assert {str(k) for k in ProblemKind} == {"file", "env"}
 
 
 def test_backend_states() -> None:

@@ -15,7 +15,14 @@ import aifabric
 import aifabric.backends
 from aifabric.backends._errors import normalize_error_body
 from aifabric.backends.base import BackendAdapter, adapter_for
-from aifabric.config.schema import BACKEND_KINDS, BALANCE_POLICIES, ROLE_KINDS, RoleConfig
+from aifabric.config.schema import (
+    BACKEND_KINDS,
+    BALANCE_POLICIES,
+    NATIVE_APIS,
+    ROLE_KINDS,
+    ClientApi,
+    RoleConfig,
+)
 from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
 from aifabric.errors import ProblemKind
 from aifabric.gateway.errors import status_error
@@ -71,7 +78,26 @@ def test_balance_policies_and_role_kinds() -> None:
     assert BALANCE_POLICIES == ("p2c", "least_outstanding")
     assert set(POLICIES) == set(BALANCE_POLICIES)
     assert RoleConfig.__dataclass_fields__["balance"].default in BALANCE_POLICIES
-    assert ROLE_KINDS == ("chat", "embeddings", "completions")
+    assert ROLE_KINDS == ("chat", "embeddings", "completions", "rerank", "transcription")
+
+
+def test_client_apis_and_what_backends_may_declare() -> None:
+    assert [str(a) for a in ClientApi] == [
+        "chat",
+        "completions",
+        "embeddings",
+        "responses",
+        "input_tokens",
+        "messages",
+        "count_tokens",
+        "rerank",
+        "transcription",
+    ]
+    assert set(NATIVE_APIS) == set(ClientApi) - {ClientApi.CHAT, ClientApi.COMPLETIONS, ClientApi.EMBEDDINGS}
+    for kind in BACKEND_KINDS:  # a kind declares only APIs of the one set, and may declare of them
+        adapter = adapter_for(kind)
+        assert adapter.native_apis <= set(NATIVE_APIS), kind
+        assert adapter.translated_streams <= adapter.native_apis, kind
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 413, 422, 429, 431, 500, 502, 503])

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.backends._drift import check_models, closest_model, exact_match
 from aifabric.backends._errors import classify_response, normalize_error_body, parse_json
-from aifabric.config.schema import BACKEND_KINDS, BackendConfig
+from aifabric.config.schema import BACKEND_KINDS, BackendConfig, ClientApi
 from aifabric.config.show import redact_url
 from aifabric.core import BackendState, FailureClass, ProbeResult
 from aifabric.errors import UpstreamFailure
@@ -172,6 +172,15 @@ class BackendAdapter:
     accepts_request_id: ClassVar[bool] = True
     # The least time between two probes: clouds are probed sparingly.
     min_probe_interval: ClassVar[float] = 0.0
+    # The client APIs beyond chat completions, completions and embeddings that the kind serves itself
+    # (per its documentation); the gateway translates the others to chat completions. A backend's
+    # `apis:` in the fabric file replaces this set.
+    native_apis: ClassVar[frozenset[ClientApi]] = frozenset()
+    # Of those, the ones whose native *stream* is broken for the official SDKs: streamed requests of
+    # these APIs are translated even where the API is native (a non-streamed one still goes native).
+    translated_streams: ClassVar[frozenset[ClientApi]] = frozenset()
+    # Where the kind's native rerank route lives under its base URL's origin, when not `/v1/rerank`.
+    rerank_path: ClassVar[str | None] = None
 
     async def probe(self, http: ProbeHttp, backend: BackendConfig, timeout: float) -> ProbeResult:
         """Check the backend without spending tokens. Never raises for a backend's failure."""

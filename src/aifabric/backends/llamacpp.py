@@ -11,6 +11,7 @@ from typing import Any
 
 from aifabric.backends._errors import parse_json
 from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.config.schema import ClientApi
 from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "LlamaServerAdapter", "slots_load"]
@@ -37,6 +38,17 @@ def slots_load(doc: Any) -> tuple[dict[str, float], str | None]:
 class LlamaServerAdapter(BackendAdapter):
     kind = "llamacpp"
     probe_paths = ("/health", "/v1/models", "/slots")
+    # llama-server serves these itself (tools/server): /v1/responses, /v1/messages and
+    # /v1/messages/count_tokens, /v1/rerank (with --reranking), /v1/audio/transcriptions.
+    native_apis = frozenset(
+        {
+            ClientApi.RESPONSES,
+            ClientApi.MESSAGES,
+            ClientApi.COUNT_TOKENS,
+            ClientApi.RERANK,
+            ClientApi.TRANSCRIPTION,
+        }
+    )
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

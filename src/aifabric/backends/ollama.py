@@ -10,6 +10,7 @@ from typing import Any
 
 from aifabric.backends._errors import parse_json
 from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.config.schema import ClientApi
 from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "OllamaAdapter", "tag_names"]
@@ -35,6 +36,8 @@ def _with_tag(model: str) -> str:
 class OllamaAdapter(BackendAdapter):
     kind = "ollama"
     probe_paths = ("/", "/api/tags")
+    # Ollama's docs: a stateless /v1/responses (since 0.13.3) and Anthropic's /v1/messages.
+    native_apis = frozenset({ClientApi.RESPONSES, ClientApi.MESSAGES})
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/", "GET /", self)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from aifabric.backends._errors import parse_json
 from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.config.schema import ClientApi
 from aifabric.core import FailureClass, ProbeResult
 
 __all__ = ["ADAPTER", "TeiAdapter"]
@@ -19,6 +20,9 @@ class TeiAdapter(BackendAdapter):
     kind = "tei"
     probe_paths = ("/health", "/info")
     enforces_model_id = False
+    # TEI reranks on its own route, `POST /rerank` {"query", "texts"}, answering [{"index", "score"}].
+    native_apis = frozenset({ClientApi.RERANK})
+    rerank_path = "/rerank"
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

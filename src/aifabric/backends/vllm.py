@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aifabric.backends._metrics import parse_samples
 from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.config.schema import ClientApi
 from aifabric.core import ProbeResult
 
 __all__ = ["ADAPTER", "VllmAdapter", "vllm_load"]
@@ -48,6 +49,11 @@ def vllm_load(metrics_text: str) -> tuple[dict[str, float], str | None]:
 class VllmAdapter(BackendAdapter):
     kind = "vllm"
     probe_paths = ("/health", "/v1/models", "/metrics")
+    # vLLM's OpenAI server: /v1/responses, /v1/messages (Anthropic), /v1/rerank, /v1/score and
+    # /v1/audio/transcriptions for models of those tasks. Token counts go through its /tokenize.
+    native_apis = frozenset(
+        {ClientApi.RESPONSES, ClientApi.MESSAGES, ClientApi.RERANK, ClientApi.TRANSCRIPTION}
+    )
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

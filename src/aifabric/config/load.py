@@ -27,9 +27,11 @@ from aifabric.config.nodes import INVALID, Field, Reader
 from aifabric.config.schema import (
     BACKEND_KINDS,
     BALANCE_POLICIES,
+    NATIVE_APIS,
     ROLE_KINDS,
     AlertSink,
     BackendConfig,
+    ClientApi,
     FabricConfig,
     GatewayConfig,
     HealthCheckConfig,
@@ -247,6 +249,18 @@ _HOST = {
     "always_on": Field(n.boolean),
 }
 
+
+def _apis(r: Reader, node: yaml.Node, path: str) -> tuple[ClientApi, ...] | Any:
+    """`apis: [responses, messages]`: the APIs the backend serves natively; `[]` means none, and
+    nothing (null, as `config show` prints the default) means its kind's set."""
+    if n.is_null(node):
+        return None
+    names = r.sequence(node, path, n.choice(tuple(NATIVE_APIS)))
+    if not isinstance(names, tuple):
+        return INVALID
+    return tuple(dict.fromkeys(ClientApi(name) for name in names))
+
+
 _BACKEND = {
     "host": Field(n.text),
     "kind": Field(n.choice(BACKEND_KINDS), required=True, example=" | ".join(BACKEND_KINDS)),
@@ -255,6 +269,7 @@ _BACKEND = {
     "timeout": Field(n.duration(positive=True)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
     "local": Field(_section(_LOCAL, LocalLaunch)),
+    "apis": Field(_apis),
 }
 
 _TARGET = {

@@ -6,6 +6,7 @@ what a valid fabric looks like and what each setting defaults to. Durations are 
 
 from __future__ import annotations
 
+import enum
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,11 +15,13 @@ from typing import Literal
 __all__ = [
     "BACKEND_KINDS",
     "BALANCE_POLICIES",
+    "NATIVE_APIS",
     "ROLE_KINDS",
     "AlertSink",
     "BackendConfig",
     "BackendKind",
     "BalancePolicy",
+    "ClientApi",
     "FabricConfig",
     "GatewayConfig",
     "HealthCheckConfig",
@@ -36,12 +39,40 @@ __all__ = [
 # The closed sets of names a fabric file may use, each written once: the Literal types the schema's
 # fields carry, and the tuples the loader validates against (and `backends` / `routing.balance` key on).
 BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
-RoleKind = Literal["chat", "embeddings", "completions"]
+RoleKind = Literal["chat", "embeddings", "completions", "rerank", "transcription"]
 BalancePolicy = Literal["p2c", "least_outstanding"]
 
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
 ROLE_KINDS: tuple[str, ...] = typing.get_args(RoleKind)
 BALANCE_POLICIES: tuple[str, ...] = typing.get_args(BalancePolicy)
+
+
+class ClientApi(enum.StrEnum):
+    """The closed set of client APIs the gateway serves. A request's API is fixed by its route; a
+    backend serves some of them natively (its kind's default, or `apis:` in the fabric file), and the
+    gateway translates the others to chat completions and back (`gateway.dialects`)."""
+
+    CHAT = "chat"  # POST /v1/chat/completions: every chat backend; the translation target
+    COMPLETIONS = "completions"  # POST /v1/completions
+    EMBEDDINGS = "embeddings"  # POST /v1/embeddings
+    RESPONSES = "responses"  # POST /v1/responses (OpenAI Responses API)
+    INPUT_TOKENS = "input_tokens"  # POST /v1/responses/input_tokens
+    MESSAGES = "messages"  # POST /v1/messages (Anthropic Messages API)
+    COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens
+    RERANK = "rerank"  # POST /v1/rerank in the backend's own route and shape
+    TRANSCRIPTION = "transcription"  # POST /v1/audio/transcriptions
+
+
+# What `apis: [...]` of a backend may name: the APIs a backend may or may not serve natively. The
+# OpenAI three are not listed: a role's kind says which of them its backends serve.
+NATIVE_APIS = (
+    ClientApi.RESPONSES,
+    ClientApi.INPUT_TOKENS,
+    ClientApi.MESSAGES,
+    ClientApi.COUNT_TOKENS,
+    ClientApi.RERANK,
+    ClientApi.TRANSCRIPTION,
+)
 
 
 class Secret:
@@ -140,6 +171,8 @@ class BackendConfig:
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     local: LocalLaunch | None = None
     timeout: float | None = None  # per-try timeout override for this backend
+    # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
+    apis: tuple[ClientApi, ...] | None = None
 
 
 @dataclass(frozen=True)

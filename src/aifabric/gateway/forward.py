@@ -12,6 +12,9 @@ the first byte of a stream or the whole body of a non-streamed answer (a backend
 and then stalls is failed over like one that hangs).
 All candidates loading and nothing else healthy: the request is held (warm-up) for up to
 `retry.warmup_wait`, like the runbook's "wait 30-60 s, retry", instead of failing.
+A request of another client API (`ForwardRequest.dialect`: Responses, Messages, rerank, ...) takes the
+same path; per attempt it goes natively where the target serves that API and is translated to chat
+completions and back elsewhere (`gateway.dialects`), so failover may cross from one to the other.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aifabric.config.schema import RetryConfig
 from aifabric.core import FailureClass
 from aifabric.errors import NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
+from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
@@ -55,13 +59,16 @@ class Attempt:
 class ForwardRequest:
     route: Route
     path: str  # "/chat/completions", "/completions", "/embeddings"
-    body: RequestBody
+    body: RequestBody | BodyLike
     stream: bool
     request_id: str
     attempts: list[Attempt] = field(default_factory=list)
     # What the probes know about why a target refused the model id ("config says X, B serves Y: ..."),
     # so a client that gets the 404 also gets the fix (the runbook's "Embeddings Return 404").
     drift: list[str] = field(default_factory=list)
+    # Another client API than `path`'s (None for the OpenAI routes, whose bodies pass through as sent).
+    dialect: Dialect | None = None
+    _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -114,6 +121,8 @@ class Forwarder:
                 endpoint = table.endpoints.get(target.backend.name)
                 if endpoint is None:
                     continue
+                if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
+                    continue  # e.g. rerank asked of a backend that has no rerank route
                 try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                 try:
                     return await self._attempt(req, target, endpoint, try_timeout)
@@ -158,10 +167,26 @@ class Forwarder:
     async def _attempt(
         self, req: ForwardRequest, target: TargetState, endpoint: Endpoint, try_timeout: float
     ) -> Response | StreamingResponse:
-        strip_usage = (
-            req.stream and not endpoint.adapter.supports_include_usage and _wants_usage(req.body.payload)
-        )
-        body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
+        dialect = req.dialect
+        translator: StreamTranslator | None = None
+        if dialect is None:
+            path = endpoint.prefix + req.path
+            strip_usage = (
+                req.stream and not endpoint.adapter.supports_include_usage and _wants_usage(req.body.payload)
+            )
+            body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
+        else:
+            strip_usage = False
+            native = endpoint.serves_natively(dialect.api, req.stream)
+            if native:
+                path, body = dialect.native_request(endpoint, req.body, target.model)
+            elif dialect.translatable:
+                path, body = endpoint.prefix + "/chat/completions", self._chat_body(req, endpoint, target)
+                if req.stream:
+                    upstream_usage = endpoint.adapter.supports_include_usage
+                    translator = dialect.stream_translator(req.body.payload, upstream_usage)
+            else:
+                return self._local(req, target, dialect)
         headers = list(endpoint.headers)
         if endpoint.adapter.accepts_request_id:
             headers.append(("x-request-id", req.request_id))
@@ -173,9 +198,7 @@ class Forwarder:
         guard = target.on_start(started)
         resp: UpstreamResponse | None = None
         try:
-            resp = await self._client.send(
-                endpoint.origin, "POST", endpoint.prefix + req.path, headers, body, try_timeout
-            )
+            resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:
                 err_body = await resp.read()
                 failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
@@ -196,15 +219,18 @@ class Forwarder:
                 first = await _within(resp.first_chunk(), left, "no first byte of the stream")
                 ttfb = self._clock() - started
                 result: Response | StreamingResponse = self._stream(
-                    req, guard, resp, first, ttfb, strip_usage
+                    req, guard, resp, first, ttfb, strip_usage, translator
                 )
             else:
                 data = await _within(resp.read(), left, "the response body stalled")
+                content_type = resp.headers.get("content-type", "application/json")
+                if dialect is not None:
+                    data, content_type = self._dialect_answer(req, dialect, endpoint, target, data, native)
                 result = Response(
                     resp.status,
                     data,
                     self._served_headers(req, target, len(req.attempts) + 1),
-                    content_type=resp.headers.get("content-type", "application/json"),
+                    content_type=content_type,
                 )
                 guard.success(self._clock() - started, self._clock())
         except UpstreamFailure as failure:
@@ -238,16 +264,67 @@ class Forwarder:
         first: bytes,
         ttfb: float,
         synthesize_usage: bool,
+        translator: StreamTranslator | None = None,
     ) -> StreamingResponse:
         headers = self._served_headers(req, guard.target, len(req.attempts) + 1)
         headers.extend(_STREAM_HEADERS)
         if synthesize_usage:
             headers.append(("x-aifabric-usage", "estimated"))
-        counter = _UsageCounter(req.body.payload) if synthesize_usage else None
-        relay = _Relay(guard, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout)
-        return StreamingResponse(
-            resp.status, relay, headers, content_type=resp.headers.get("content-type", "text/event-stream")
+        counter: StreamTranslator | None = _UsageCounter(req.body.payload) if synthesize_usage else translator
+        interrupted: Callable[[str, str], bytes] = _interrupted
+        content_type = resp.headers.get("content-type", "text/event-stream")
+        if req.dialect is not None:
+            interrupted = _dialect_interrupted(req.dialect)
+            if translator is not None:
+                content_type = "text/event-stream"
+                headers.append(("x-aifabric-translated", "chat"))
+        relay = _Relay(
+            guard, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout, interrupted
         )
+        return StreamingResponse(resp.status, relay, headers, content_type=content_type)
+
+    def _chat_body(self, req: ForwardRequest, endpoint: Any, target: TargetState) -> bytes:
+        """The translated request for one target: built once per request, `model` set per target."""
+        dialect = req.dialect
+        assert dialect is not None
+        if req._chat is None:
+            req._chat = dialect.to_chat(req.body.payload)
+            if req.stream:
+                req._chat["stream"] = True
+        chat = dict(req._chat)
+        chat["model"] = target.model
+        if req.stream and endpoint.adapter.supports_include_usage:
+            chat["stream_options"] = {"include_usage": True}
+        return orjson.dumps(chat)
+
+    def _dialect_answer(
+        self,
+        req: ForwardRequest,
+        dialect: Dialect,
+        endpoint: Any,
+        target: TargetState,
+        data: bytes,
+        native: bool,
+    ) -> tuple[bytes, str]:
+        """A non-streamed answer of a dialect request as the client gets it."""
+        if native:
+            return dialect.native_answer(endpoint, data, target.model), dialect.content_type
+        try:
+            chat = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            chat = None
+        if not isinstance(chat, dict):
+            raise UpstreamFailure(FailureClass.UPSTREAM_5XX, "the chat answer to translate is not JSON")
+        return orjson.dumps(dialect.from_chat(chat, req.body.payload)), dialect.content_type
+
+    def _local(self, req: ForwardRequest, target: TargetState, dialect: Dialect) -> Response:
+        """No native route on this target, and the API is one the gateway can answer itself."""
+        body, extra = dialect.local_answer(req.body.payload)
+        headers = self._served_headers(req, target, len(req.attempts) + 1)
+        headers.extend(extra)
+        attempt = Attempt(_label(target), None, "answered by the gateway", 200)
+        self._record(req, target, attempt, self._clock())
+        return Response(200, body, headers, content_type=dialect.content_type)
 
     def _served_headers(
         self, req: ForwardRequest, target: TargetState, attempts: int
@@ -349,7 +426,7 @@ class _Relay:
     mid-stream, abandon when the client goes away), also when the listener drops it unread (aclose),
     which an async generator could not promise: one never started runs no cleanup."""
 
-    __slots__ = ("_attempt", "_clock", "_counter", "_first", "_idle", "_resp", "_ttfb")
+    __slots__ = ("_attempt", "_clock", "_counter", "_first", "_idle", "_interrupted", "_resp", "_ttfb")
 
     def __init__(
         self,
@@ -357,12 +434,14 @@ class _Relay:
         resp: UpstreamResponse,
         first: bytes,
         ttfb: float,
-        counter: _UsageCounter | None,
+        counter: StreamTranslator | None,
         clock: Callable[[], float],
         idle_timeout: float,
+        interrupted: Callable[[str, str], bytes] | None = None,
     ) -> None:
         self._idle = idle_timeout
         self._attempt = attempt
+        self._interrupted = interrupted or _interrupted
         self._resp = resp
         self._first: bytes | None = first
         self._ttfb = ttfb
@@ -387,7 +466,7 @@ class _Relay:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._resp.close()
             self._attempt.failure(failure.failure, self._clock())
-            return _interrupted(self._attempt.target.backend.name, failure.detail)
+            return self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
             raise
@@ -418,6 +497,13 @@ def _interrupted(backend: str, detail: str) -> bytes:
         "code": "stream_interrupted",
     }
     return b"\n\ndata: " + orjson.dumps({"error": error}) + b"\n\n" + _DONE
+
+
+def _dialect_interrupted(dialect: Dialect) -> Callable[[str, str], bytes]:
+    def interrupted(backend: str, detail: str) -> bytes:
+        return dialect.stream_error(f"the backend {backend} failed mid-stream: {detail}")
+
+    return interrupted
 
 
 def _label(target: TargetState) -> str:

@@ -97,6 +97,8 @@ class OpenAIRoutes:
                 "chat": "/v1/chat/completions",
                 "embeddings": "/v1/embeddings",
                 "completions": "/v1/completions",
+                "rerank": "/v1/rerank",
+                "transcription": "/v1/audio/transcriptions",
             }
             raise BadRequest(
                 f"The model '{model}' is a {route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "

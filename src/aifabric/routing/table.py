@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from aifabric.backends.base import BackendAdapter, adapter_for
-from aifabric.config.schema import BackendConfig, FabricConfig, RoleConfig
+from aifabric.config.schema import BackendConfig, ClientApi, FabricConfig, RoleConfig
 from aifabric.core import BackendHealth
 from aifabric.http.client import Origin, split_url
 from aifabric.routing.balance import only_loading, order_plan
@@ -35,6 +35,13 @@ class Endpoint:
     headers: tuple[tuple[str, str], ...]
     adapter: BackendAdapter
     try_timeout: float | None
+    # The client APIs it serves natively (the fabric file's `apis:`, else its kind's), and those of
+    # them it may also stream natively; every other API is translated to chat completions for it.
+    native: frozenset[ClientApi] = frozenset()
+    native_streams: frozenset[ClientApi] = frozenset()
+
+    def serves_natively(self, api: ClientApi, stream: bool) -> bool:
+        return api in (self.native_streams if stream else self.native)
 
     @classmethod
     def from_config(cls, backend: BackendConfig) -> Endpoint:
@@ -43,13 +50,17 @@ class Endpoint:
         if backend.api_key:
             # The backend's own key; the client's Authorization header is never forwarded.
             headers.append(("authorization", f"Bearer {backend.api_key.reveal()}"))
+        adapter = adapter_for(backend.kind)
+        native = adapter.native_apis if backend.apis is None else frozenset(backend.apis)
         return cls(
             name=backend.name,
             origin=origin,
             prefix=path.rstrip("/"),
             headers=tuple(headers),
-            adapter=adapter_for(backend.kind),
+            adapter=adapter,
             try_timeout=backend.timeout,
+            native=native,
+            native_streams=native - adapter.translated_streams,
         )
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import ApiError, MethodNotAllowed, NotFound
+from aifabric.gateway import anthropic_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
@@ -35,7 +36,11 @@ __all__ = ["Gateway", "run_gateway", "serve_gateway"]
 
 log = logging.getLogger("aifabric.gateway")
 
-_API_PATHS = {"/chat/completions", "/completions", "/embeddings"}
+_API_PATHS = ("/chat/completions", "/completions", "/embeddings")
+
+# An API route: serve(request, sub-path) and render(error) in the API's own error shape.
+ApiHandler = Callable[[Request, str], Awaitable[Response | StreamingResponse]]
+ErrorRenderer = Callable[[ApiError], Response]
 
 
 class Gateway:
@@ -61,6 +66,13 @@ class Gateway:
             lambda: self.table, self.client, config.retry, clock=clock, on_attempt=self.metrics.on_attempt
         )
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
+        # The POST routes with routing, retries, metrics and access log (path without /v1 -> handler).
+        self.api_routes: dict[str, tuple[ApiHandler, ErrorRenderer]] = {
+            path: (self.api.proxy, error_response) for path in _API_PATHS
+        }
+        anthropic = anthropic_routes.AnthropicRoutes(lambda: self.table, self.forwarder)
+        for path in anthropic_routes.PATHS:
+            self.api_routes[path] = (anthropic.serve, anthropic_routes.anthropic_error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
         self.monitor = Monitor(
@@ -142,15 +154,19 @@ class Gateway:
         versioned = path.startswith("/v1/")
         sub = path[3:] if versioned else path
         try:
-            if sub in _API_PATHS:
+            api_route = self.api_routes.get(sub)
+            if api_route is not None:
+                serve, render = api_route
                 if request.method != "POST":
-                    raise MethodNotAllowed(f"{path} accepts POST only.")
+                    not_allowed = MethodNotAllowed(f"{path} accepts POST only.")
+                    self.metrics.on_error(not_allowed)
+                    return render(not_allowed)
                 started = self.clock()
                 try:
                     self.auth.check(request.headers)
-                    response = await self.api.proxy(request, sub)
+                    response = await serve(request, sub)
                 except ApiError as exc:
-                    response = error_response(exc)
+                    response = render(exc)
                     self.metrics.on_error(exc)
                 elapsed = self.clock() - started
                 self.metrics.on_request(response, elapsed)

@@ -177,7 +177,7 @@ class Forwarder:
             body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
         else:
             strip_usage = False
-            native = endpoint.serves_natively(dialect.api, req.stream)
+            native = dialect.native_route(endpoint, req.stream)
             if native:
                 path, body = dialect.native_request(endpoint, req.body, target.model)
             elif dialect.translatable:

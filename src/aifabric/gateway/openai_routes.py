@@ -19,7 +19,7 @@ from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route, RoutingTable
 
-__all__ = ["OpenAIRoutes"]
+__all__ = ["OpenAIRoutes", "parse_json_body", "request_id_of"]
 
 # Which role kinds may serve which endpoint. A chat model also answers plain completions
 # (vLLM and llama.cpp serve both for one model); an embeddings model answers only embeddings.
@@ -56,6 +56,9 @@ def _request_id(headers: dict[str, str]) -> str:
     if incoming and len(incoming) <= 128:
         return incoming
     return _id_prefix + str(next(_ids))
+
+
+request_id_of = _request_id  # for the other API routes: one id scheme
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:

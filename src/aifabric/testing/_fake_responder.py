@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
+from aifabric.testing import _fake_dialects as dialects
 from aifabric.testing import _fake_shapes as shapes
 from aifabric.testing._fake_http import ChunkedResponse, HttpRequest, response_head, write_response
 from aifabric.testing._fake_state import FakeState
@@ -18,7 +19,18 @@ from aifabric.testing._fake_switches import Switches
 
 __all__ = ["Crashed", "Responder"]
 
-_INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/embed"})
+# Which kinds serve the routes beyond the OpenAI three (as the real servers do; others answer 404).
+_DIALECT_ROUTES: dict[str, tuple[str, ...]] = {
+    "/v1/messages": ("vllm", "llamacpp", "ollama"),
+    "/v1/messages/count_tokens": ("llamacpp",),
+    "/tokenize": ("vllm", "llamacpp"),
+    "/v1/rerank": ("vllm", "llamacpp"),
+    "/rerank": ("tei",),
+    "/v1/audio/transcriptions": ("vllm", "llamacpp", "openai"),
+}
+_INFERENCE_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/embed", *_DIALECT_ROUTES}
+)
 _FASTAPI_KINDS = ("vllm", "llama-cpp-python")  # their unknown routes answer {"detail": "Not Found"}
 
 
@@ -86,6 +98,11 @@ class Responder:
             body = sw.fail_body if isinstance(sw.fail_body, str) else json.dumps(sw.fail_body)
             write_response(writer, status, body.encode(), headers=retry, keep_alive=keep)
             return keep
+        if inference and path in _DIALECT_ROUTES:
+            if sw.kind not in _DIALECT_ROUTES[path]:
+                return fail(404, f"File Not Found: {path}", [])
+            with self._state.serving():
+                return await self._dialect(request, writer, sw, style, in_scope)
         if inference:
             with self._state.serving():
                 return await self._inference(request, writer, sw, style, in_scope)
@@ -187,9 +204,20 @@ class Responder:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 return fail(400, "messages must be a non-empty list")
-            text = sw.reply if sw.reply is not None else f"[{served}] {shapes.last_user_text(messages)}"
-            parts, finish = shapes.reply_tokens(text, sw.tokens, max_tokens)
+            last = shapes.last_user_text(messages)
             prompt = shapes.prompt_tokens_of_messages(messages)
+            call = dialects.chat_tool_call(body, last)
+            if call is not None:
+                if stream:
+                    events = dialects.chat_tool_chunks(rid, created, served, *call, prompt, include_usage)
+                    return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+                return await self._send(
+                    writer, dialects.chat_tool_body(rid, created, served, *call, prompt), keep, crash
+                )
+            result = dialects.chat_tool_result(messages)
+            said = last if result is None else f"tool said: {result}"
+            text = sw.reply if sw.reply is not None else f"[{served}] {said}"
+            parts, finish = shapes.reply_tokens(text, sw.tokens, max_tokens)
             if stream:
                 events = shapes.chat_chunks(rid, created, served, parts, finish, prompt, include_usage)
                 return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
@@ -212,6 +240,76 @@ class Responder:
             return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
         return await self._send(
             writer, shapes.completion_body(rid, created, served, choices, prompt), keep, crash
+        )
+
+    async def _dialect(
+        self, request: HttpRequest, writer: asyncio.StreamWriter, sw: Switches, style: str, in_scope: bool
+    ) -> bool:
+        """Messages, count_tokens, /tokenize, rerank and transcription, each as its servers answer."""
+        keep, path = request.keep_alive, request.path
+        crash = sw.crash_after_chunks if in_scope else None
+        rid = f"fake-{self._state.next_id()}"
+
+        def fail(status: int, message: str) -> bool:
+            write_response(writer, status, shapes.error_body(style, status, message), keep_alive=keep)
+            return keep
+
+        if path == "/v1/audio/transcriptions":
+            fields, size = dialects.multipart_fields(request.headers.get("content-type", ""), request.body)
+            if "file" not in fields:
+                return fail(400, "a `file` part is required")
+            text = (
+                sw.reply
+                if sw.reply is not None
+                else f"[{fields.get('model', sw.models[0])}] {size} bytes of audio"
+            )
+            return await self._send(writer, json.dumps({"text": text}).encode(), keep, crash)
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return fail(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if model in sw.models:
+            served = str(model)
+        elif model is not None and sw.resolved_unknown_model_404():
+            return fail(404, shapes.unknown_model_message(style, str(model)))
+        else:
+            served = sw.models[0]
+        if path in ("/v1/rerank", "/rerank"):
+            query = body.get("query")
+            documents = body.get("documents", body.get("texts"))
+            if not isinstance(query, str) or not isinstance(documents, list) or not documents:
+                return fail(400, "query (a string) and documents (a non-empty list) are required")
+            texts = [d if isinstance(d, str) else str((d or {}).get("text", "")) for d in documents]
+            answer = dialects.rerank_body(sw.kind, served, query, texts, body.get("top_n"), rid)
+            return await self._send(writer, answer, keep, crash)
+        if path == "/tokenize":
+            messages = body.get("messages")
+            count = (
+                shapes.prompt_tokens_of_messages(messages) + 4 * len(messages or ())
+                if isinstance(messages, list)
+                else shapes.word_count(str(body.get("prompt", "")))
+            )
+            return await self._send(writer, dialects.tokenize_body(count), keep, crash)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return fail(400, "messages: Field required")
+        prompt = dialects.anthropic_prompt_tokens(body)
+        if path == "/v1/messages/count_tokens":
+            return await self._send(writer, json.dumps({"input_tokens": prompt}).encode(), keep, crash)
+        text, after_tool = dialects.anthropic_text(body)
+        tool = dialects.anthropic_tool(body, text, after_tool)
+        said = f"tool said: {text}" if after_tool else text
+        reply = sw.reply if sw.reply is not None else f"[{served}] {said}"
+        parts, finish = shapes.reply_tokens(reply, sw.tokens, body.get("max_tokens"))
+        stop = "max_tokens" if finish == "length" else "end_turn"
+        if body.get("stream") is True:
+            events = dialects.message_events(rid, served, parts, stop, prompt, tool)
+            return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+        return await self._send(
+            writer, dialects.message_body(rid, served, parts, stop, prompt, tool), keep, crash
         )
 
     async def _send(

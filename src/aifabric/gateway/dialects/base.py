@@ -67,7 +67,11 @@ class Dialect:
 
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
         """Whether a request of this API may be sent to `endpoint` at all (natively or translated)."""
-        return self.translatable or self.answers_locally or endpoint.serves_natively(self.api, stream)
+        return self.translatable or self.answers_locally or self.native_route(endpoint, stream)
+
+    def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
+        """Whether this attempt goes to the backend's own route (else translated, else local)."""
+        return endpoint.serves_natively(self.api, stream)
 
     # -- native ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,50 @@
+"""Anthropic's Messages API on every chat role: `POST /v1/messages` and `/v1/messages/count_tokens`.
+
+The gateway key may come as `x-api-key` (what Anthropic's SDKs send) or `Authorization: Bearer`;
+`anthropic-version` and `anthropic-beta` are accepted and not needed. Every error on these routes,
+the gateway's own and the backends', is in Anthropic's shape:
+`{"type": "error", "error": {"type": "not_found_error", "message": "..."}}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+
+from aifabric.errors import ApiError
+from aifabric.gateway.dialect_routes import DialectForwarding
+from aifabric.gateway.dialects.count_tokens import CountTokensDialect
+from aifabric.gateway.dialects.messages import MessagesDialect, check_request, error_object
+from aifabric.gateway.forward import Forwarder
+from aifabric.gateway.openai_routes import parse_json_body
+from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.routing.table import RoutingTable
+
+__all__ = ["PATHS", "AnthropicRoutes", "anthropic_error_response"]
+
+PATHS = ("/messages", "/messages/count_tokens")
+_MESSAGES = MessagesDialect()
+_COUNT_TOKENS = CountTokensDialect()
+
+
+def anthropic_error_response(exc: ApiError) -> Response:
+    """An `ApiError` in Anthropic's error shape, its status and headers (Retry-After, ...) kept."""
+    body = orjson.dumps(error_object(exc.status, exc.message))
+    return Response(exc.status, body, list(exc.headers.items()))
+
+
+class AnthropicRoutes:
+    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
+        self._forwarding = DialectForwarding(table, forwarder)
+
+    async def serve(self, request: Request, sub: str) -> Response | StreamingResponse:
+        payload = parse_json_body(request.body)
+        counting = sub == "/messages/count_tokens"
+        what = "Anthropic's count_tokens" if counting else "Anthropic's Messages API"
+        route = self._forwarding.resolve(payload.get("model"), ("chat",), what)
+        check_request(payload, max_tokens_required=not counting)
+        if counting:
+            return await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)
+        stream = payload.get("stream") is True
+        return await self._forwarding.forward(request, route, _MESSAGES, payload, stream=stream)

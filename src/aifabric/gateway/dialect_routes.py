@@ -1,0 +1,74 @@
+"""What every route of a non-OpenAI client API shares: resolve the role, then forward with a dialect.
+
+The routes themselves (`anthropic_routes`, `rerank_routes`, the Responses API's) parse and check their
+own request, pick the dialect, and render errors in their API's shape; resolving `model` to a role of
+the right kind and handing the request to the forwarder (routing, retries, fallbacks, warm-up hold,
+deadlines, ejection, metrics) is done here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aifabric.errors import BadRequest, ModelNotFound
+from aifabric.gateway.body import RequestBody
+from aifabric.gateway.dialects.base import BodyLike, Dialect
+from aifabric.gateway.forward import Forwarder, ForwardRequest
+from aifabric.gateway.openai_routes import request_id_of
+from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.routing.table import Route, RoutingTable
+
+__all__ = ["DialectForwarding"]
+
+# Where a role of each kind is served, for the error that names the right route.
+_ROUTE_OF_KIND = {
+    "chat": "/v1/chat/completions, /v1/responses or /v1/messages",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+    "rerank": "/v1/rerank",
+    "transcription": "/v1/audio/transcriptions",
+}
+
+
+class DialectForwarding:
+    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
+        self._table = table
+        self._forwarder = forwarder
+
+    def resolve(self, model: Any, kinds: tuple[str, ...], what: str) -> Route:
+        """The role `model` names, which must be of one of `kinds` (else a 400 naming its route)."""
+        if model is None or model == "":
+            raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
+        if not isinstance(model, str):
+            raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
+        table = self._table()
+        route = table.resolve(model)
+        if route is None:
+            valid = ", ".join(sorted(table.names))
+            raise ModelNotFound(f"The model '{model}' does not exist. Valid models: {valid}.", param="model")
+        if route.kind not in kinds:
+            raise BadRequest(
+                f"The model '{model}' is a {route.kind} role and does not serve {what}; "
+                f"send it to {_ROUTE_OF_KIND.get(route.kind, 'its own route')}.",
+                param="model",
+                code="wrong_model_kind",
+            )
+        return route
+
+    async def forward(
+        self,
+        request: Request,
+        route: Route,
+        dialect: Dialect,
+        payload: dict[str, Any],
+        *,
+        stream: bool = False,
+        body: BodyLike | None = None,
+    ) -> Response | StreamingResponse:
+        """Forward through the one retry/failover loop, natively or translated per target."""
+        sent = body if body is not None else RequestBody(request.body, payload)
+        req = ForwardRequest(
+            route, dialect.native_path, sent, stream, request_id_of(request.headers), dialect=dialect
+        )
+        return await self._forwarder.forward(req)

@@ -17,7 +17,7 @@ from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import ApiError, MethodNotAllowed, NotFound
-from aifabric.gateway import anthropic_routes
+from aifabric.gateway import anthropic_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
@@ -73,6 +73,9 @@ class Gateway:
         anthropic = anthropic_routes.AnthropicRoutes(lambda: self.table, self.forwarder)
         for path in anthropic_routes.PATHS:
             self.api_routes[path] = (anthropic.serve, anthropic_routes.anthropic_error_response)
+        tasks = task_routes.TaskRoutes(lambda: self.table, self.forwarder)
+        for path in task_routes.PATHS:
+            self.api_routes[path] = (tasks.serve, error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
         self.monitor = Monitor(

@@ -188,6 +188,9 @@ class Forwarder:
             else:
                 return self._local(req, target, dialect)
         headers = list(endpoint.headers)
+        if dialect is not None and dialect.sent_content_type is not None:  # multipart, say
+            headers = [h for h in headers if h[0] != "content-type"]
+            headers.append(("content-type", dialect.sent_content_type))
         if endpoint.adapter.accepts_request_id:
             headers.append(("x-request-id", req.request_id))
         if req.stream:
@@ -225,7 +228,9 @@ class Forwarder:
                 data = await _within(resp.read(), left, "the response body stalled")
                 content_type = resp.headers.get("content-type", "application/json")
                 if dialect is not None:
-                    data, content_type = self._dialect_answer(req, dialect, endpoint, target, data, native)
+                    data, content_type = self._dialect_answer(
+                        req, dialect, endpoint, target, data, native, content_type
+                    )
                 result = Response(
                     resp.status,
                     data,
@@ -305,10 +310,11 @@ class Forwarder:
         target: TargetState,
         data: bytes,
         native: bool,
+        content_type: str,
     ) -> tuple[bytes, str]:
         """A non-streamed answer of a dialect request as the client gets it."""
         if native:
-            return dialect.native_answer(endpoint, data, target.model), dialect.content_type
+            return dialect.native_answer(endpoint, data, target.model), content_type
         try:
             chat = orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -64,6 +64,8 @@ class Dialect:
     content_type: ClassVar[str] = "application/json"
     translatable: ClassVar[bool] = False  # to_chat/from_chat/stream_translator are implemented
     answers_locally: ClassVar[bool] = False  # local_answer is implemented
+    # The Content-Type of the native request when it is not JSON (a multipart upload's, boundary and all).
+    sent_content_type: str | None = None
 
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
         """Whether a request of this API may be sent to `endpoint` at all (natively or translated)."""
@@ -80,7 +82,8 @@ class Dialect:
         return endpoint.prefix + self.native_path, body.with_model(model)
 
     def native_answer(self, endpoint: Endpoint, data: bytes, model: str) -> bytes:
-        """A non-streamed native answer as the client gets it (normalized where kinds differ)."""
+        """A non-streamed native answer as the client gets it (normalized where kinds differ; its
+        Content-Type is kept, so a normalized answer stays in the upstream's format)."""
         return data
 
     # -- translated -----------------------------------------------------------------------------------

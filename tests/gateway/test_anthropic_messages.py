@@ -100,6 +100,7 @@ def test_create_native_or_translated_gives_the_same_message(
     assert message.usage.output_tokens == 3
     assert message.usage.input_tokens > 0
     assert raw.headers["x-aifabric-role"] == role
+    assert ("x-aifabric-translated" in raw.headers) is (role != "native")
     backend = {"native": "native", "translated": "cloud", "counted": "lcp"}[role]
     sent = fakes[backend].requests[-1]
     assert sent.path == path

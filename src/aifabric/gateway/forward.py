@@ -231,12 +231,10 @@ class Forwarder:
                     data, content_type = self._dialect_answer(
                         req, dialect, endpoint, target, data, native, content_type
                     )
-                result = Response(
-                    resp.status,
-                    data,
-                    self._served_headers(req, target, len(req.attempts) + 1),
-                    content_type=content_type,
-                )
+                served = self._served_headers(req, target, len(req.attempts) + 1)
+                if dialect is not None and not native:
+                    served.append(("x-aifabric-translated", "chat"))
+                result = Response(resp.status, data, served, content_type=content_type)
                 guard.success(self._clock() - started, self._clock())
         except UpstreamFailure as failure:
             if resp is not None:

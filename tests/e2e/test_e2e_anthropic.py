@@ -1,0 +1,49 @@
+"""Anthropic's Messages API on the embedded default's real model, with the official `anthropic` SDK.
+
+The default's chat engine is llama-server (native /v1/messages) or llama-cpp-python (translated to
+chat completions): the client cannot tell, and these tests hold for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+from e2e_support import Up
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def client(fabric: Up) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=fabric.base_url, api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
+
+
+def test_messages_create_answers_on_the_real_model(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(model="chat-fast", max_tokens=24, messages=QUESTION)
+    assert message.type == "message"
+    assert message.content and message.content[0].type == "text"
+    assert "Paris" in message.content[0].text  # SmolLM2-135M-Instruct knows this one
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.output_tokens > 0
+
+
+def test_messages_stream_on_the_real_model(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(model="local/chat", max_tokens=24, messages=QUESTION) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len([p for p in pieces if p]) > 1, pieces  # streamed, not delivered whole
+    assert "".join(pieces) == final.content[0].text  # type: ignore[union-attr]
+    assert final.usage.output_tokens > 0
+
+
+def test_count_tokens_and_errors_on_the_real_default(client: anthropic.Anthropic) -> None:
+    count = client.messages.count_tokens(model="chat-fast", messages=QUESTION)
+    assert 3 < count.input_tokens < 100
+    with pytest.raises(anthropic.BadRequestError) as wrong_kind:
+        client.messages.create(model="embeddings-general", max_tokens=5, messages=QUESTION)
+    assert wrong_kind.value.body["type"] == "error"  # type: ignore[index]

@@ -100,3 +100,30 @@ def test_smoke_gives_up_on_a_gateway_that_stalls_mid_body() -> None:
         listener.close()
     assert code == 1
     assert "no complete answer within 0.5s" in text
+
+
+def test_smoke_checks_rerank_and_transcription_roles_on_their_routes(start_gateway: Start) -> None:
+    with (
+        FakeBackend(kind="tei", models=("rr",)) as tei,
+        FakeBackend(kind="vllm", models=("whisper",)) as audio,
+    ):
+        gw = start_gateway(f"""
+backends:
+  tei: {{kind: tei, url: "{tei.url}"}}
+  audio: {{kind: vllm, url: "{audio.url}"}}
+roles:
+  rerank-general: {{kind: rerank, targets: [{{backend: tei, model: rr}}]}}
+  speech: {{kind: transcription, targets: [{{backend: audio, model: whisper}}]}}
+""")
+        code, text = run_cli("smoke", "--url", gw.url, "--json")
+        report = json.loads(text)
+        assert code == 0, text
+        checks = {c["name"]: c for c in report["checks"]}
+        assert checks["rerank-general"]["detail"] == "2 documents ranked"
+        assert checks["speech"]["ok"] is True
+        assert tei.requests[-1].path == "/rerank"
+        assert audio.requests[-1].path == "/v1/audio/transcriptions"
+        tei.set(status_override=500)
+        code, text = run_cli("smoke", "--url", gw.url, "--json")
+        assert code != 0
+        assert json.loads(text)["checks"][1]["ok"] is False

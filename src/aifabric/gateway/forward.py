@@ -68,6 +68,7 @@ class ForwardRequest:
     drift: list[str] = field(default_factory=list)
     # Another client API than `path`'s (None for the OpenAI routes, whose bodies pass through as sent).
     dialect: Dialect | None = None
+    skipped: list[str] = field(default_factory=list)  # targets that cannot serve the dialect at all
     _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
 
 
@@ -122,7 +123,8 @@ class Forwarder:
                 if endpoint is None:
                     continue
                 if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
-                    continue  # e.g. rerank asked of a backend that has no rerank route
+                    req.skipped.append(_label(target))  # e.g. rerank asked of a backend with no rerank route
+                    continue
                 try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                 try:
                     return await self._attempt(req, target, endpoint, try_timeout)
@@ -375,6 +377,14 @@ class Forwarder:
     ) -> NoHealthyTarget | UpstreamError:
         tried = "; ".join(f"{a.target} ({a.failure}: {a.detail})" for a in req.attempts) or "no candidate"
         headers = {"x-aifabric-attempts": str(len(req.attempts))}
+        if not req.attempts and req.skipped and req.dialect is not None:
+            skipped = ", ".join(dict.fromkeys(req.skipped))
+            return NoHealthyTarget(
+                f"no backend of role '{req.route.name}' serves the {req.dialect.api} API ({skipped}): "
+                "give the role a target on a backend that does, or list it in that backend's `apis:`",
+                code="api_not_served",
+                headers=headers,
+            )
         if (
             last is not None
             and last.status is not None

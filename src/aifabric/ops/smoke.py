@@ -1,13 +1,15 @@
 """The runbook's smoke test as code: every role and alias of a running gateway, answered for real.
 
 For each name `/v1/models` lists: a chat role gets a short chat completion, an embeddings role an
-embedding; an alias is checked to reach the same role. Each check records what served it (the
+embedding, a rerank role a two-document rerank, a transcription role a tenth of a second of silence;
+an alias is checked to reach the same role. Each check records what served it (the
 gateway's `x-aifabric-*` headers), how long it took, and on failure the gateway's own error message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from dataclasses import asdict, dataclass
 
@@ -65,18 +67,55 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
+def _silence_upload(name: str) -> tuple[bytes, str]:
+    """A multipart transcription request: `model` and a 0.1 s silent 16 kHz mono WAV."""
+    samples = b"\x00\x00" * 1600
+    wav = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(samples))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(samples))
+        + samples
+    )
+    boundary = "aifabric-smoke-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{name}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="silence.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + wav
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 async def _check(
     client: UpstreamClient, base: str, headers: list[tuple[str, str]], name: str, kind: str, timeout: float
 ) -> SmokeCheck:
     body: dict[str, object]
     if kind == "embeddings":
         path, body = "/v1/embeddings", {"model": name, "input": "test"}
+    elif kind == "rerank":
+        path, body = "/v1/rerank", {"model": name, "query": "test", "documents": ["a test", "other"]}
     else:
         body = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
         path = "/v1/chat/completions"
     started = time.monotonic()
     try:
-        status, resp_headers, data = await _call(client, base + path, headers, body, timeout)
+        if kind == "transcription":
+            upload, content_type = _silence_upload(name)
+            status, resp_headers, data = await client.fetch(
+                "POST",
+                base + "/v1/audio/transcriptions",
+                [*headers, ("content-type", content_type)],
+                upload,
+                timeout=timeout,
+            )
+        else:
+            status, resp_headers, data = await _call(client, base + path, headers, body, timeout)
     except UpstreamFailure as exc:
         return SmokeCheck(
             name, kind, False, f"gateway unreachable: {exc.detail}", seconds=time.monotonic() - started
@@ -97,7 +136,14 @@ async def _check(
         return check
     try:
         doc = orjson.loads(data)
-        if kind == "embeddings":
+        if kind == "rerank":
+            results = doc["results"]
+            check.ok = len(results) == 2 and all(isinstance(r["relevance_score"], float) for r in results)
+            check.detail = f"{len(results)} documents ranked" if check.ok else "incomplete ranking"
+        elif kind == "transcription":
+            check.ok = isinstance(doc["text"], str)  # silence: any text, even none, proves the route
+            check.detail = f"transcribed silence as {doc['text'][:40]!r}"
+        elif kind == "embeddings":
             vector = doc["data"][0]["embedding"]
             check.ok = isinstance(vector, list) and len(vector) > 0
             check.detail = f"{len(vector)}-dim embedding" if check.ok else "empty embedding"

@@ -3,6 +3,8 @@ that serve /v1/messages, translated to chat completions elsewhere, failover from
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from aifabric.observability.logging import JsonFormatter
 from aifabric.testing.fake_backend import FakeBackend
 
 KEY = "gw-key-3d9a"
@@ -400,3 +403,45 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event(
         c.messages.stream(model=role, max_tokens=50, messages=HI) as s,
     ):
         s.until_done()
+
+
+def test_metrics_and_access_log_count_messages_like_chat(
+    start_gateway: Start, fakes: dict[str, FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = start_gateway(
+        fabric(fakes).replace(
+            f'gateway: {{api_keys: ["{KEY}"]}}', f'gateway: {{api_keys: ["{KEY}"], access_log: true}}'
+        )
+    )
+    caplog.set_level(logging.INFO, logger="aifabric.access")
+    with anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        c.messages.create(
+            model="translated", max_tokens=5, messages=HI, extra_headers={"x-request-id": "rq-9"}
+        )
+        with pytest.raises(anthropic.NotFoundError):
+            c.messages.create(model="nope", max_tokens=5, messages=HI)
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'aifabric_requests_total{role="translated",status="200"} 1' in metrics
+    assert 'aifabric_upstream_attempts_total{role="translated",backend="cloud",outcome="ok"} 1' in metrics
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "aifabric.access"]
+    served = lines[0]
+    assert (served["role"], served["backend"], served["status"], served["request_id"]) == (
+        "translated",
+        "cloud",
+        200,
+        "rq-9",
+    )
+    assert lines[1]["status"] == 404
+    assert all(KEY not in json.dumps(line) for line in lines)
+
+
+def test_a_loading_backend_holds_a_messages_request_until_it_is_ready(
+    start_gateway: Start, fakes: dict[str, FakeBackend]
+) -> None:
+    # llama-server style 503 "Loading model" for a while: the request waits (warm-up), then succeeds.
+    fakes["native"].set(loading=True, loading_ms=600)
+    gw = start_gateway(fabric(fakes))
+    with anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        raw = c.messages.with_raw_response.create(model="native", max_tokens=5, messages=HI)
+    assert raw.parse().content[0].text == "[qwen] hello there"  # type: ignore[union-attr]
+    assert int(raw.headers["x-aifabric-attempts"]) >= 2

@@ -68,7 +68,7 @@ class ForwardRequest:
     drift: list[str] = field(default_factory=list)
     # Another client API than `path`'s (None for the OpenAI routes, whose bodies pass through as sent).
     dialect: Dialect | None = None
-    skipped: list[str] = field(default_factory=list)  # targets that cannot serve the dialect at all
+    skipped: list[str] | None = None  # targets that cannot serve the dialect at all (None: no list to build)
     _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
 
 
@@ -123,7 +123,8 @@ class Forwarder:
                 if endpoint is None:
                     continue
                 if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
-                    req.skipped.append(_label(target))  # e.g. rerank asked of a backend with no rerank route
+                    # e.g. rerank asked of a backend with no rerank route
+                    req.skipped = [*(req.skipped or ()), _label(target)]
                     continue
                 try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                 try:

@@ -107,6 +107,9 @@ def test_create_native_or_translated_gives_the_same_message(
     backend = {"native": "native", "translated": "cloud", "counted": "lcp"}[role]
     sent = fakes[backend].requests[-1]
     assert sent.path == path
+    assert "x-api-key" not in sent.headers  # the gateway's key is never passed on
+    # The API version goes to a native Messages route, and only there.
+    assert ("anthropic-version" in sent.headers) is (path == "/v1/messages")
     if path == "/v1/chat/completions":
         # What the translation sent: the system prompt first, the stop sequences as `stop`.
         assert sent.json["messages"][0] == {"role": "system", "content": "Be brief."}

@@ -15,7 +15,12 @@ import orjson
 from aifabric.errors import ApiError
 from aifabric.gateway.dialect_routes import DialectForwarding
 from aifabric.gateway.dialects.count_tokens import CountTokensDialect
-from aifabric.gateway.dialects.messages import MessagesDialect, check_request, error_object
+from aifabric.gateway.dialects.messages import (
+    FORWARDED_HEADERS,
+    MessagesDialect,
+    check_request,
+    error_object,
+)
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
@@ -47,4 +52,6 @@ class AnthropicRoutes:
         if counting:
             return await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)
         stream = payload.get("stream") is True
-        return await self._forwarding.forward(request, route, _MESSAGES, payload, stream=stream)
+        sent = tuple((h, request.headers[h]) for h in FORWARDED_HEADERS if h in request.headers)
+        dialect = MessagesDialect(sent) if sent else _MESSAGES
+        return await self._forwarding.forward(request, route, dialect, payload, stream=stream)

@@ -172,6 +172,7 @@ class Forwarder:
     ) -> Response | StreamingResponse:
         dialect = req.dialect
         translator: StreamTranslator | None = None
+        headers = list(endpoint.headers)
         if dialect is None:
             path = endpoint.prefix + req.path
             strip_usage = (
@@ -183,6 +184,7 @@ class Forwarder:
             native = dialect.native_route(endpoint, req.stream)
             if native:
                 path, body = dialect.native_request(endpoint, req.body, target.model)
+                headers.extend(dialect.native_headers())
             elif dialect.translatable:
                 path, body = endpoint.prefix + "/chat/completions", self._chat_body(req, endpoint, target)
                 if req.stream:
@@ -190,10 +192,9 @@ class Forwarder:
                     translator = dialect.stream_translator(req.body.payload, upstream_usage)
             else:
                 return self._local(req, target, dialect)
-        headers = list(endpoint.headers)
-        if dialect is not None and dialect.sent_content_type is not None:  # multipart, say
-            headers = [h for h in headers if h[0] != "content-type"]
-            headers.append(("content-type", dialect.sent_content_type))
+            if dialect.sent_content_type is not None:  # multipart, say
+                headers = [h for h in headers if h[0] != "content-type"]
+                headers.append(("content-type", dialect.sent_content_type))
         if endpoint.adapter.accepts_request_id:
             headers.append(("x-request-id", req.request_id))
         if req.stream:

@@ -81,6 +81,10 @@ class Dialect:
         """(path at the backend's origin, body) of the native request."""
         return endpoint.prefix + self.native_path, body.with_model(model)
 
+    def native_headers(self) -> list[tuple[str, str]]:
+        """Headers of the client's that the backend's own route may need (the API's version, say)."""
+        return []
+
     def native_answer(self, endpoint: Endpoint, data: bytes, model: str) -> bytes:
         """A non-streamed native answer as the client gets it (normalized where kinds differ; its
         Content-Type is kept, so a normalized answer stays in the upstream's format)."""

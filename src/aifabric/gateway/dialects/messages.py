@@ -26,6 +26,7 @@ from aifabric.errors import BadRequest
 from aifabric.gateway.dialects.base import ChatStreamTranslator, Dialect, StreamTranslator
 
 __all__ = [
+    "FORWARDED_HEADERS",
     "MessagesDialect",
     "MessagesStream",
     "check_request",
@@ -409,10 +410,20 @@ class MessagesStream(ChatStreamTranslator):
         return out + sse_event({"type": "message_stop"})
 
 
+# The client's headers a native Messages route may read; never its key (the backend has its own).
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
 class MessagesDialect(Dialect):
     api: ClassVar[ClientApi] = ClientApi.MESSAGES
     native_path: ClassVar[str] = "/messages"
     translatable: ClassVar[bool] = True
+
+    def __init__(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._headers = list(headers)
+
+    def native_headers(self) -> list[tuple[str, str]]:
+        return self._headers
 
     def to_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
         return to_chat(payload)

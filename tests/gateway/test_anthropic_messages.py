@@ -448,3 +448,18 @@ def test_a_loading_backend_holds_a_messages_request_until_it_is_ready(
         raw = c.messages.with_raw_response.create(model="native", max_tokens=5, messages=HI)
     assert raw.parse().content[0].text == "[qwen] hello there"  # type: ignore[union-attr]
     assert int(raw.headers["x-aifabric-attempts"]) >= 2
+
+
+def test_a_hung_native_backend_fails_over_to_a_translated_one_within_the_try_timeout(
+    start_gateway: Start, fakes: dict[str, FakeBackend]
+) -> None:
+    fakes["native"].set(hang=True)
+    text = fabric(fakes).replace("retry: {", "retry: {try_timeout: 300ms, ")
+    gw = start_gateway(text)
+    try:
+        with anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0, timeout=30) as c:
+            with c.messages.stream(model="native-then-translated", max_tokens=50, messages=HI) as stream:
+                assert "".join(stream.text_stream) == "[gpt] hello there"
+            assert stream.response.headers["x-aifabric-backend"] == "cloud"
+    finally:
+        fakes["native"].set(hang=False)

@@ -463,3 +463,29 @@ def test_a_hung_native_backend_fails_over_to_a_translated_one_within_the_try_tim
             assert stream.response.headers["x-aifabric-backend"] == "cloud"
     finally:
         fakes["native"].set(hang=False)
+
+
+@pytest.mark.parametrize("role", ["native", "translated", "counted"])
+def test_answers_and_events_validate_against_the_sdks_own_types(
+    start_gateway: Start, fakes: dict[str, FakeBackend], role: str
+) -> None:
+    # The SDK builds its objects without validation; here every field's type is checked, strictly.
+    from anthropic.types import Message, RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    gw = start_gateway(fabric(fakes))
+    with httpx.Client(base_url=gw.url, headers={"x-api-key": KEY}) as http:
+        for tools in (None, TOOLS):
+            body: dict[str, Any] = {"model": role, "max_tokens": 50, "messages": HI}
+            if tools:
+                body["tools"] = tools
+            answer = http.post("/v1/messages", json=body).json()
+            Message.model_validate(answer, strict=True)
+            streamed = http.post("/v1/messages", json={**body, "stream": True})
+            adapter: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+            names = []
+            for name, data in _events(streamed.content):
+                names.append(name)
+                if name != "ping":  # Anthropic's keep-alive, outside the SDK's event union
+                    adapter.validate_python(data, strict=True)
+            assert names[-1] == "message_stop"

@@ -142,7 +142,10 @@ def test_request_translation() -> None:
                 },
             ],
             "tool_choice": {"type": "auto"},
-            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tools": [
+                {"name": "f", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search"},  # a server tool: not carried
+            ],
             "metadata": {"user_id": "u-7"},
             "top_k": 5,
         }
@@ -161,6 +164,8 @@ def test_request_translation() -> None:
         {"role": "user", "content": "and?"},
     ]
     assert chat["tool_choice"] == "auto"
+    assert [t["function"]["name"] for t in chat["tools"]] == ["f"]
+    assert chat["tools"][0]["function"]["parameters"] == {"type": "object"}
     assert chat["user"] == "u-7"
     assert "top_k" not in chat  # not carried (docs/api.md)
 

@@ -198,7 +198,9 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
             chat[key] = payload[key]
     if payload.get("stop_sequences"):
         chat["stop"] = payload["stop_sequences"]
-    tools = payload.get("tools")
+    # Client tools only: a server tool (`{"type": "web_search_20250305", ...}`) runs at Anthropic's end,
+    # and no chat backend can run it.
+    tools = [t for t in payload.get("tools") or () if t.get("type") in (None, "custom")]
     if tools:
         chat["tools"] = [
             {

@@ -1,0 +1,71 @@
+"""The fake backend's routes beyond the OpenAI three: served by the kinds that serve them, in their shapes."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from aifabric.testing.fake_backend import FakeBackend
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llamacpp", "ollama"])
+def test_native_messages_with_the_anthropic_sdk(kind: str) -> None:
+    with (
+        FakeBackend(kind=kind, models=("m",)) as fb,
+        anthropic.Anthropic(base_url=fb.base_url, api_key="x") as c,
+    ):
+        message = c.messages.create(model="m", max_tokens=20, messages=HI)
+        assert message.content[0].text == "[m] hello there"  # type: ignore[union-attr]
+        with c.messages.stream(model="m", max_tokens=20, messages=HI) as stream:
+            assert "".join(stream.text_stream) == "[m] hello there"
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("openai", "/v1/messages"),
+        ("llama-cpp-python", "/v1/messages"),
+        ("vllm", "/v1/messages/count_tokens"),
+        ("tei", "/v1/rerank"),
+        ("vllm", "/rerank"),
+        ("ollama", "/v1/audio/transcriptions"),
+    ],
+)
+def test_a_kind_that_lacks_a_route_answers_404(kind: str, path: str) -> None:
+    with FakeBackend(kind=kind, models=("m",)) as fb:
+        assert httpx.post(fb.base_url + path, json={"model": "m"}).status_code == 404
+
+
+def test_faults_apply_to_the_new_routes() -> None:
+    with FakeBackend(kind="llamacpp", models=("m",), fail_first_n=1, fail_status=503) as fb:
+        body = {"model": "m", "messages": HI}
+        assert httpx.post(fb.url + "/messages/count_tokens", json=body).status_code == 503
+        assert httpx.post(fb.url + "/messages/count_tokens", json=body).json() == {"input_tokens": 2}
+
+
+def test_rerank_shapes_per_kind() -> None:
+    body = {"model": "m", "query": "cat", "documents": ["a cat", "a dog"]}
+    with FakeBackend(kind="vllm", models=("m",)) as vllm, FakeBackend(kind="tei", models=("m",)) as tei:
+        v = httpx.post(vllm.url + "/rerank", json=body).json()
+        t = httpx.post(tei.base_url + "/rerank", json={"query": "cat", "texts": ["a cat", "a dog"]}).json()
+    assert [r["index"] for r in v["results"]] == [0, 1]
+    assert v["results"][0]["document"] == {"text": "a cat"}
+    assert [(r["index"], r["score"]) for r in t] == [(r["index"], r["relevance_score"]) for r in v["results"]]
+
+
+def test_tool_calls_on_chat_completions() -> None:
+    with FakeBackend(kind="vllm", models=("m",)) as fb:
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+        body = {"model": "m", "messages": HI, "tools": tools}
+        answer = httpx.post(fb.url + "/chat/completions", json=body).json()["choices"][0]
+        assert answer["finish_reason"] == "tool_calls"
+        assert answer["message"]["tool_calls"][0]["function"] == {
+            "name": "f",
+            "arguments": '{"query": "hello there"}',
+        }
+        after = [*HI, answer["message"], {"role": "tool", "tool_call_id": "x", "content": "42"}]
+        reply = httpx.post(fb.url + "/chat/completions", json={**body, "messages": after}).json()
+        assert reply["choices"][0]["message"]["content"] == "[m] tool said: 42"

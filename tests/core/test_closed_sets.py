@@ -25,6 +25,7 @@ from aifabric.config.schema import (
 )
 from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
 from aifabric.errors import ProblemKind
+from aifabric.gateway.dialects.messages import ANTHROPIC_ERROR_TYPES
 from aifabric.gateway.errors import status_error
 from aifabric.routing.balance import POLICIES
 
@@ -98,6 +99,19 @@ def test_client_apis_and_what_backends_may_declare() -> None:
         adapter = adapter_for(kind)
         assert adapter.native_apis <= set(NATIVE_APIS), kind
         assert adapter.translated_streams <= adapter.native_apis, kind
+
+
+def test_anthropic_error_types() -> None:
+    assert set(ANTHROPIC_ERROR_TYPES.values()) | {"api_error"} == {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "overloaded_error",
+        "api_error",
+    }
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 413, 422, 429, 431, 500, 502, 503])

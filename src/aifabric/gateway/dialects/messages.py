@@ -26,6 +26,7 @@ from aifabric.errors import BadRequest
 from aifabric.gateway.dialects.base import ChatStreamTranslator, Dialect, StreamTranslator
 
 __all__ = [
+    "ANTHROPIC_ERROR_TYPES",
     "FORWARDED_HEADERS",
     "MessagesDialect",
     "MessagesStream",
@@ -287,18 +288,22 @@ def error_object(status: int, message: str, type_: str | None = None) -> dict[st
     return {"type": "error", "error": {"type": type_ or anthropic_error_type(status), "message": message}}
 
 
+# Anthropic's error types by HTTP status (its API reference, "Errors"); 5xx without one is `api_error`.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
 def anthropic_error_type(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        405: "invalid_request_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        503: "overloaded_error",
-        529: "overloaded_error",
-    }.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
 class MessagesStream(ChatStreamTranslator):

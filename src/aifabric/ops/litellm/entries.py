@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from aifabric.config.schema import ROLE_KINDS
 from aifabric.ops.litellm.context import Context, seconds
 from aifabric.ops.litellm.providers import (
     NO_KIND,
@@ -202,7 +203,7 @@ def _role_kind(ctx: Context, item: Item, path: str, group: str, provider: Provid
                 mode,
                 f"{path}.model_info.mode",
                 f"'{group}' is left out: mode '{mode.value}' has no "
-                "aifabric role kind (chat, completions, embeddings)",
+                f"aifabric role kind ({', '.join(ROLE_KINDS)})",
             )
         return kind
     kind, why = infer_role_kind(provider, model)
@@ -211,7 +212,7 @@ def _role_kind(ctx: Context, item: Item, path: str, group: str, provider: Provid
             item,
             path,
             f"'{group}' is left out: '{model}' is for {why}, which aifabric has no role kind "
-            "for (chat, completions, embeddings)",
+            f"for ({', '.join(ROLE_KINDS)})",
         )
     elif why:
         ctx.note(item, path, f"'{group}' becomes a {kind} role: {why} (else say model_info.mode)")

@@ -102,7 +102,14 @@ def split_model(model: str, custom_provider: str | None = None) -> tuple[str | N
 
 
 # model_info.mode -> role kind, where aifabric has the kind.
-_MODES = {"chat": "chat", "completion": "completions", "embedding": "embeddings", "responses": "chat"}
+_MODES = {
+    "chat": "chat",
+    "completion": "completions",
+    "embedding": "embeddings",
+    "responses": "chat",
+    "rerank": "rerank",
+    "audio_transcription": "transcription",
+}
 
 
 def mode_role_kind(mode: str) -> str | None:
@@ -112,12 +119,15 @@ def mode_role_kind(mode: str) -> str | None:
 
 _EMBEDDING = re.compile(r"(embed|^bge-|/bge-|e5-|gte-|minilm|nomic-embed|mxbai)", re.IGNORECASE)
 _COMPLETION = re.compile(r"^(gpt-3\.5-turbo-instruct|davinci-002|babbage-002)")
-# Names that are clearly not chat/completions/embeddings models (by OpenAI's and common naming).
+# Role kinds known by the model's name (by OpenAI's and common naming).
+_NAMED = (
+    (re.compile(r"^whisper|transcribe"), "transcription", "a speech-to-text model"),
+    (re.compile(r"rerank", re.IGNORECASE), "rerank", "a reranker"),
+)
+# Names that are clearly none of the role kinds.
 _OTHER = (
     (re.compile(r"^(dall-e|gpt-image)"), "image generation"),
-    (re.compile(r"^whisper|transcribe"), "audio transcription"),
     (re.compile(r"^tts-"), "text to speech"),
-    (re.compile(r"rerank", re.IGNORECASE), "rerank"),
     (re.compile(r"moderation"), "moderation"),
 )
 
@@ -130,6 +140,9 @@ def infer_role_kind(provider: Provider, model_id: str) -> tuple[str | None, str]
     for pattern, what in _OTHER:
         if pattern.search(model_id):
             return None, what
+    for pattern, kind, what in _NAMED:
+        if pattern.search(model_id):
+            return kind, f"'{model_id}' is {what} by its name"
     if _EMBEDDING.search(model_id):
         return "embeddings", f"'{model_id}' is an embeddings model by its name"
     if provider.name == "openai" and _COMPLETION.match(model_id):

@@ -489,3 +489,25 @@ def test_answers_and_events_validate_against_the_sdks_own_types(
                 if name != "ping":  # Anthropic's keep-alive, outside the SDK's event union
                     adapter.validate_python(data, strict=True)
             assert names[-1] == "message_stop"
+
+
+def test_claude_codes_beta_query_and_headers_are_accepted(
+    start_gateway: Start, fakes: dict[str, FakeBackend]
+) -> None:
+    # Claude Code posts to /v1/messages?beta=true with anthropic-beta flags and a thinking budget.
+    gw = start_gateway(fabric(fakes))
+    body = {
+        "model": "translated",
+        "max_tokens": 50,
+        "messages": HI,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    headers = {
+        "x-api-key": KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "interleaved-thinking-2025-05-14",
+    }
+    resp = httpx.post(gw.url + "/v1/messages?beta=true", json=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["content"][0]["text"] == "[gpt] hello there"
+    assert "thinking" not in fakes["cloud"].requests[-1].json  # not carried to chat completions

@@ -110,6 +110,7 @@ def test_anthropic_error_types() -> None:
         "request_too_large",
         "rate_limit_error",
         "overloaded_error",
+        "timeout_error",
         "api_error",
     }
 

@@ -337,6 +337,7 @@ def test_errors_are_anthropic_shaped(start_gateway: Start, fakes: dict[str, Fake
             "error": {"type": "not_found_error", "message": unknown.value.body["error"]["message"]},  # type: ignore[index]
         }
         assert "Valid models" in unknown.value.message
+        _strict_error(unknown.value.body)
         with pytest.raises(anthropic.BadRequestError) as kind:
             c.messages.create(model="embed", max_tokens=5, messages=HI)
         assert kind.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
@@ -345,6 +346,7 @@ def test_errors_are_anthropic_shaped(start_gateway: Start, fakes: dict[str, Fake
         with pytest.raises(anthropic.AuthenticationError) as auth:
             c.messages.create(model="native", max_tokens=5, messages=HI)
         assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        _strict_error(auth.value.body)
         assert "wrong" not in auth.value.message
     with httpx.Client(base_url=gw.url) as http:
         # Bad input the SDK would not send: still a 400 in Anthropic's shape, never a 5xx.
@@ -372,6 +374,12 @@ def test_errors_are_anthropic_shaped(start_gateway: Start, fakes: dict[str, Fake
         assert set(openai_shaped.json()) == {"error"}
 
 
+def _strict_error(body: object) -> None:
+    from anthropic.types import ErrorResponse
+
+    ErrorResponse.model_validate(body, strict=True)
+
+
 def test_upstream_failures_are_anthropic_shaped(
     client: anthropic.Anthropic, fakes: dict[str, FakeBackend]
 ) -> None:
@@ -380,10 +388,19 @@ def test_upstream_failures_are_anthropic_shaped(
         client.messages.create(model="translated", max_tokens=5, messages=HI)
     assert client_error.value.body["type"] == "error"  # type: ignore[index]
     assert "injected failure" in client_error.value.message
+    _strict_error(client_error.value.body)
     fakes["native"].set(status_override=500)
     with pytest.raises(anthropic.InternalServerError) as down:
         client.messages.create(model="native", max_tokens=5, messages=HI)
     assert down.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    _strict_error(down.value.body)
+    fakes["native"].set(status_override=503, retry_after=1)
+    with pytest.raises(anthropic.InternalServerError) as busy:
+        client.messages.create(model="native", max_tokens=5, messages=HI)
+    assert busy.value.status_code == 503
+    assert busy.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert busy.value.response.headers["retry-after"] == "1"  # the SDK's own retry logic reads it
+    _strict_error(busy.value.body)
 
 
 @pytest.mark.parametrize("role", ["native", "translated"])

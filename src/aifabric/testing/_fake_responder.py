@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aifabric.testing import _fake_dialects as dialects
+from aifabric.testing import _fake_responses as responses
 from aifabric.testing import _fake_shapes as shapes
 from aifabric.testing._fake_http import ChunkedResponse, HttpRequest, response_head, write_response
 from aifabric.testing._fake_state import FakeState
@@ -27,6 +28,8 @@ _DIALECT_ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/rerank": ("vllm", "llamacpp"),
     "/rerank": ("tei",),
     "/v1/audio/transcriptions": ("vllm", "llamacpp", "openai"),
+    "/v1/responses": ("vllm", "llamacpp", "ollama", "openai"),
+    "/v1/responses/input_tokens": ("openai",),
 }
 _INFERENCE_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/embed", *_DIALECT_ROUTES}
@@ -217,6 +220,9 @@ class Responder:
             result = dialects.chat_tool_result(messages)
             said = last if result is None else f"tool said: {result}"
             text = sw.reply if sw.reply is not None else f"[{served}] {said}"
+            schema = responses.chat_schema(body)
+            if schema is not None and result is None:
+                text = responses.structured(schema, last)
             parts, finish = shapes.reply_tokens(text, sw.tokens, max_tokens)
             if stream:
                 events = shapes.chat_chunks(rid, created, served, parts, finish, prompt, include_usage)
@@ -277,6 +283,8 @@ class Responder:
             return fail(404, shapes.unknown_model_message(style, str(model)))
         else:
             served = sw.models[0]
+        if path.startswith("/v1/responses"):
+            return await self._responses(request, writer, sw, body, served, rid, crash)
         if path in ("/v1/rerank", "/rerank"):
             query = body.get("query")
             documents = body.get("documents", body.get("texts"))
@@ -311,6 +319,37 @@ class Responder:
         return await self._send(
             writer, dialects.message_body(rid, served, parts, stop, prompt, tool), keep, crash
         )
+
+    async def _responses(
+        self,
+        request: HttpRequest,
+        writer: asyncio.StreamWriter,
+        sw: Switches,
+        body: dict[str, object],
+        served: str,
+        rid: str,
+        crash: int | None,
+    ) -> bool:
+        """OpenAI's Responses API, as vLLM, llama-server, Ollama and OpenAI serve it (`_fake_responses`)."""
+        keep, style = request.keep_alive, sw.resolved_error_style(request.path)
+        messages = responses.messages_of_responses_input(body)
+        if messages is None:
+            error = shapes.error_body(style, 400, "input must be a string or a list of items")
+            write_response(writer, 400, error, keep_alive=keep)
+            return keep
+        if request.path == "/v1/responses/input_tokens":
+            return await self._send(writer, responses.input_tokens_body(messages), keep, crash)
+        turn = responses.native_turn(body, served, sw.reply, messages)
+        parts, finish = responses.turn_parts(turn, sw.tokens, body.get("max_output_tokens"))
+        prompt = shapes.prompt_tokens_of_messages(messages)
+        created = int(time.time())
+        if body.get("stream") is True:
+            events = responses.responses_events(
+                body, rid, created, served, turn, parts, finish, prompt, content_index=sw.kind != "llamacpp"
+            )
+            return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+        payload = responses.responses_body(body, rid, created, served, turn, parts, finish, prompt)
+        return await self._send(writer, payload, keep, crash)
 
     async def _send(
         self, writer: asyncio.StreamWriter, payload: bytes, keep: bool, crash: int | None

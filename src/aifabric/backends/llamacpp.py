@@ -49,6 +49,9 @@ class LlamaServerAdapter(BackendAdapter):
             ClientApi.TRANSCRIPTION,
         }
     )
+    # Its native /v1/responses *stream* lacks `content_index` on the text deltas, and the official
+    # `openai` SDK's responses.stream() fails on it: streamed Responses requests are translated.
+    translated_streams = frozenset({ClientApi.RESPONSES})
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

@@ -17,20 +17,21 @@ from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import ApiError, MethodNotAllowed, NotFound
-from aifabric.gateway import anthropic_routes, task_routes
+from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
+from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.health.checker import HealthChecker
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
-from aifabric.state import StateSync, open_sync
+from aifabric.state import StateSync, open_response_store, open_sync
 
 __all__ = ["Gateway", "run_gateway", "serve_gateway"]
 
@@ -76,6 +77,9 @@ class Gateway:
         tasks = task_routes.TaskRoutes(lambda: self.table, self.forwarder)
         for path in task_routes.PATHS:
             self.api_routes[path] = (tasks.serve, error_response)
+        self.responses = ResponsesRoutes(lambda: self.table, self.forwarder, open_response_store(config))
+        for path in responses_routes.PATHS:
+            self.api_routes[path] = (self.responses.serve, error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
         self.monitor = Monitor(
@@ -176,6 +180,9 @@ class Gateway:
                 if self.access_log:
                     _log_access(request, response, elapsed)
                 return response
+            if versioned and sub.startswith("/responses/") and request.method in ("GET", "HEAD"):
+                self.auth.check(request.headers)
+                return await self.responses.get(sub[len("/responses/") :])
             if sub == "/models" or sub.startswith("/models/"):
                 self.auth.check(request.headers)
                 return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
@@ -231,6 +238,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.client.aclose()
+        await self.responses.store.close()
 
 
 _access = logging.getLogger("aifabric.access")

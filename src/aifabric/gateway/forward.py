@@ -173,6 +173,7 @@ class Forwarder:
         dialect = req.dialect
         translator: StreamTranslator | None = None
         headers = list(endpoint.headers)
+        native = False
         if dialect is None:
             path = endpoint.prefix + req.path
             strip_usage = (
@@ -185,6 +186,8 @@ class Forwarder:
             if native:
                 path, body = dialect.native_request(endpoint, req.body, target.model)
                 headers.extend(dialect.native_headers())
+                if req.stream:
+                    translator = dialect.native_stream()
             elif dialect.translatable:
                 path, body = endpoint.prefix + "/chat/completions", self._chat_body(req, endpoint, target)
                 if req.stream:
@@ -226,7 +229,7 @@ class Forwarder:
                 first = await _within(resp.first_chunk(), left, "no first byte of the stream")
                 ttfb = self._clock() - started
                 result: Response | StreamingResponse = self._stream(
-                    req, guard, resp, first, ttfb, strip_usage, translator
+                    req, guard, resp, first, ttfb, strip_usage, translator, translated=not native
                 )
             else:
                 data = await _within(resp.read(), left, "the response body stalled")
@@ -272,6 +275,8 @@ class Forwarder:
         ttfb: float,
         synthesize_usage: bool,
         translator: StreamTranslator | None = None,
+        *,
+        translated: bool = False,
     ) -> StreamingResponse:
         headers = self._served_headers(req, guard.target, len(req.attempts) + 1)
         headers.extend(_STREAM_HEADERS)
@@ -282,7 +287,7 @@ class Forwarder:
         content_type = resp.headers.get("content-type", "text/event-stream")
         if req.dialect is not None:
             interrupted = _dialect_interrupted(req.dialect)
-            if translator is not None:
+            if translator is not None and translated:
                 content_type = "text/event-stream"
                 headers.append(("x-aifabric-translated", "chat"))
         relay = _Relay(

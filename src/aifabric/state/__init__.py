@@ -5,7 +5,7 @@ listener; with `state: memory` and one worker there is nothing to share and it r
 """
 
 from aifabric.state.base import Ejection, HealthSnapshot, StateStore
-from aifabric.state.factory import check_state, open_store, open_sync
+from aifabric.state.factory import check_state, open_response_store, open_store, open_sync
 from aifabric.state.local import LocalStore, default_state_dir
 from aifabric.state.memory import MemoryStore
 from aifabric.state.redis import RedisStore
@@ -21,6 +21,7 @@ __all__ = [
     "StateSync",
     "check_state",
     "default_state_dir",
+    "open_response_store",
     "open_store",
     "open_sync",
 ]

@@ -22,13 +22,14 @@ from aifabric.errors import StateStoreError
 from aifabric.state.base import StateStore
 from aifabric.state.local import LocalStore, default_state_dir
 from aifabric.state.redis import DEFAULT_PREFIX, RedisStore, require_redis, split_state_url
+from aifabric.state.responses import MemoryResponseStore, RedisResponseStore, ResponseStore
 from aifabric.state.sync import DEFAULT_INTERVAL, StateSync
 
 if TYPE_CHECKING:
     from aifabric.health.checker import HealthChecker
     from aifabric.routing.table import RoutingTable
 
-__all__ = ["check_state", "open_store", "open_sync"]
+__all__ = ["check_state", "open_response_store", "open_store", "open_sync"]
 
 
 def _options(config: FabricConfig) -> tuple[str, str, float]:
@@ -76,3 +77,12 @@ def open_sync(
         return None
     store, interval = opened
     return StateSync(store, checker, table, interval=interval, clock=clock, on_transition=on_transition)
+
+
+def open_response_store(config: FabricConfig) -> ResponseStore:
+    """Where `previous_response_id` finds past responses: Redis when the state is shared through it
+    (every replica continues every conversation), else this process's memory."""
+    if config.state == "memory":
+        return MemoryResponseStore()
+    url, prefix, _ = _options(config)
+    return RedisResponseStore(url, prefix=prefix)

@@ -90,6 +90,11 @@ class Dialect:
         Content-Type is kept, so a normalized answer stays in the upstream's format)."""
         return data
 
+    def native_stream(self) -> StreamTranslator | None:
+        """A pass-through watcher for a native stream (it may rewrite events as they go), or None to
+        relay the backend's bytes untouched."""
+        return None
+
     # -- translated -----------------------------------------------------------------------------------
 
     def to_chat(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,12 +16,13 @@ file inputs), never dropped silently; what only tunes OpenAI's own service (`tru
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from aifabric.errors import BadRequest
+from aifabric.gateway.dialects.base import ChatStreamTranslator
 
 __all__ = [
     "ResponsesStream",
@@ -56,7 +57,8 @@ def new_id(prefix: str) -> str:
 
 def request_to_chat(payload: dict[str, Any], history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The chat-completions request for a Responses request; `history` holds the items of the
-    conversation `previous_response_id` names (its input and output, oldest first)."""
+    conversation `previous_response_id` names (its input and output, oldest first). `stream` and
+    `stream_options` are the forwarder's to set, per target."""
     for key, why in _REFUSED.items():
         if payload.get(key) not in (None, False):
             raise BadRequest(f"`{key}`: {why}.", param=key, code="unsupported_parameter")
@@ -90,9 +92,6 @@ def request_to_chat(payload: dict[str, Any], history: list[dict[str, Any]] | Non
     response_format = _response_format(payload.get("text"))
     if response_format is not None:
         chat["response_format"] = response_format
-    if payload.get("stream") is True:
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
     return chat
 
 
@@ -401,86 +400,71 @@ def conversation_items(
 # -------------------------------------------------------------------------------------------- stream
 
 
-class ResponsesStream:
+class ResponsesStream(ChatStreamTranslator):
     """Chat-completion SSE chunks in, Responses SSE events out, as each chunk arrives.
 
-        start()         response.created, response.in_progress
-        feed(chunk)     per content delta: (output_item.added, content_part.added,) output_text.delta
-                        per tool-call delta: (the text item closed, output_item.added,)
+        first chunk     response.created, response.in_progress (with the model the chunk names)
+        per chunk       a content delta: (output_item.added, content_part.added,) output_text.delta
+                        a tool-call delta: (the text item closed, output_item.added,)
                         function_call_arguments.delta
-        at [DONE] or the end: every open item closed (...done events), then response.completed
-                        (or response.incomplete for a length cut), with the usage
-        an error event from the forwarder (a backend that failed mid-stream): error, response.failed
+        the end         every open item closed (...done events), then response.completed (or
+                        response.incomplete for a length cut) with the usage
+        an error        (a backend that failed mid-stream): error, then response.failed
 
     Every event carries `sequence_number`. Only the text and arguments are kept (the done events and
-    the final Response repeat them); nothing is held back from the client.
+    the final Response repeat them); nothing is held back from the client. Without a usage chunk
+    upstream (`estimated_input` given), the usage is estimated: one token per content delta.
     """
 
-    def __init__(self, skeleton: dict[str, Any], clock_seconds: int) -> None:
+    def __init__(
+        self,
+        skeleton: dict[str, Any],
+        clock: Callable[[], float],
+        *,
+        estimated_input: int | None = None,
+    ) -> None:
+        super().__init__()
         self.response = skeleton
-        self._completed_at = clock_seconds
+        self._clock = clock
+        self._estimated_input = estimated_input
+        self._deltas = 0
         self._seq = 0
-        self._buf = b""
+        self._started = False
         self._output: list[dict[str, Any]] = []
         self._text: dict[str, Any] | None = None  # the open message item
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its open item
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
-        self.done = False
+        self.ended = False  # completed, incomplete or failed: nothing more is written
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         fields = {"type": kind, **fields, "sequence_number": self._seq}
         self._seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(fields) + b"\n\n"
 
-    def start(self) -> bytes:
+    def _start(self, model: Any = None) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        if isinstance(model, str) and model:
+            self.response["model"] = model
         return self._event("response.created", response=self.response) + self._event(
             "response.in_progress", response=self.response
         )
 
-    def feed(self, chunk: bytes) -> bytes:
-        self._buf += chunk
-        out: list[bytes] = []
-        while True:
-            cut = self._buf.find(b"\n\n")
-            if cut < 0:
-                break
-            event, self._buf = self._buf[:cut], self._buf[cut + 2 :]
-            out.append(self._on_event(event))
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """The stream ended: what is still open is closed, and the response completes."""
-        if self.done:
+    def on_chunk(self, chunk: dict[str, Any]) -> bytes:
+        if self.ended:
             return b""
-        tail = self._on_event(self._buf) if self._buf.strip() else b""
-        return tail + self._complete()
-
-    def _on_event(self, event: bytes) -> bytes:
-        if self.done:
-            return b""
-        data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")).strip()
-        if not data:
-            return b""
-        if data == b"[DONE]":
-            return self._complete()
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(obj, dict):
-            return b""
-        if "error" in obj:
-            return self._fail(obj["error"])
-        out: list[bytes] = []
-        if isinstance(obj.get("usage"), dict):
-            self._usage = _usage(obj["usage"])
-        for choice in obj.get("choices") or ():
+        out = [self._start(chunk.get("model"))]
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = _dict(choice.get("delta"))
             content = delta.get("content")
             if isinstance(content, str) and content:
+                self._deltas += 1
                 out.append(self._text_delta(content))
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
@@ -488,6 +472,14 @@ class ResponsesStream:
             if choice.get("finish_reason") is not None:
                 self._finish = choice["finish_reason"]
         return b"".join(out)
+
+    def on_error(self, error: dict[str, Any]) -> bytes:
+        return self.fail(str(error.get("message") or "the backend failed mid-stream"), error.get("code"))
+
+    def on_end(self) -> bytes:
+        if self.ended:
+            return b""
+        return self._start() + self._complete()
 
     def _text_delta(self, delta: str) -> bytes:
         out = b""
@@ -594,26 +586,38 @@ class ResponsesStream:
 
     def _complete(self) -> bytes:
         out = self._close_text() + self._close_calls()
-        self.done = True
+        self.ended = True
         response = dict(self.response)
         response["output"] = self._output
-        if self._usage is not None:
-            response["usage"] = self._usage
-        _finish(response, self._finish, self._completed_at)
+        usage = self._usage
+        if usage is None and self._estimated_input is not None:
+            prompt, completion = self._estimated_input, self._deltas
+            usage = _usage(
+                {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+            )
+        if usage is not None:
+            response["usage"] = usage
+        _finish(response, self._finish, int(self._clock()))
         self.response = response
         kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
         return out + self._event(kind, response=response)
 
-    def _fail(self, error: Any) -> bytes:
-        error = error if isinstance(error, dict) else {"message": str(error)}
-        message = str(error.get("message") or "the backend failed mid-stream")
-        code = error.get("code")
-        self.done = True
+    def fail(self, message: str, code: Any = None) -> bytes:
+        """The stream was cut (a backend failed mid-stream): `error`, then `response.failed`."""
+        if self.ended:
+            return b""
+        start = self._start()
+        self.ended = True
         response = dict(self.response)
         response["output"] = self._output
         response["status"] = "failed"
         response["error"] = {"code": "server_error", "message": message}
         self.response = response
-        return self._event(
+        error = self._event(
             "error", code=str(code) if code is not None else None, message=message, param=None
-        ) + self._event("response.failed", response=response)
+        )
+        return start + error + self._event("response.failed", response=response)

@@ -1,0 +1,237 @@
+"""The Responses API through the gateway with the official `openai` SDK, natively and translated."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from conftest import Estate
+from openai_schema import assert_valid
+from pydantic import BaseModel
+
+from aifabric.testing.gateway import RunningGateway
+
+ROLES = ["native", "translated"]
+
+
+def sent_path(estate: Estate, role: str) -> str:
+    backend = {"native": estate.nat, "translated": estate.tr, "llama": estate.llama}[role]
+    return backend.requests[-1].path
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_create_answers_with_text_and_usage(estate: Estate, client: openai.OpenAI, role: str) -> None:
+    response = client.responses.create(model=role, input="hello there", instructions="be brief")
+    assert response.output_text == "[m] hello there"
+    assert response.status == "completed"
+    assert response.id.startswith("resp_")
+    assert response.usage is not None
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens == 3
+    assert response.usage.total_tokens == response.usage.input_tokens + 3
+    expected = "/v1/responses" if role == "native" else "/v1/chat/completions"
+    assert sent_path(estate, role) == expected
+    if role == "translated":
+        sent = estate.tr.requests[-1].json
+        assert sent["messages"] == [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello there"},
+        ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_stream_with_the_sdk(estate: Estate, client: openai.OpenAI, role: str) -> None:
+    deltas = []
+    with client.responses.stream(model=role, input="stream me please") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(deltas) == "[m] stream me please"
+    assert len(deltas) == 4  # event by event: one per token of the backend
+    assert final.output_text == "[m] stream me please"
+    assert final.status == "completed"
+    assert final.usage is not None and final.usage.output_tokens == 4
+
+
+def test_llama_server_streams_are_translated_its_plain_answers_native(
+    estate: Estate, client: openai.OpenAI
+) -> None:
+    with client.responses.stream(model="llama", input="hi llama") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "[m] hi llama"
+    assert estate.llama.requests[-1].path == "/v1/chat/completions"
+    assert client.responses.create(model="llama", input="hi again").output_text == "[m] hi again"
+    assert estate.llama.requests[-1].path == "/v1/responses"
+
+
+def test_the_fake_llama_server_native_stream_breaks_the_sdk_as_the_real_one_does(estate: Estate) -> None:
+    """Why llama-server's streams are translated: its native stream, read by the SDK directly."""
+    direct = openai.OpenAI(base_url=estate.llama.url, api_key="x", max_retries=0)
+    with (
+        pytest.raises((TypeError, KeyError, ValueError, AttributeError)),
+        direct.responses.stream(model="m", input="hi") as stream,
+    ):
+        stream.get_final_response()
+    direct.close()
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_function_call_round_trip(estate: Estate, client: openai.OpenAI, role: str, stream: bool) -> None:
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+            "strict": True,
+        }
+    ]
+    if stream:
+        with client.responses.stream(model=role, input="Paris", tools=tools) as s:
+            first = s.get_final_response()
+    else:
+        first = client.responses.create(model=role, input="Paris", tools=tools)  # type: ignore[arg-type]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1
+    call = calls[0]
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments) == {"query": "Paris"}
+    if role == "translated":
+        sent = estate.tr.requests[-1].json
+        assert sent["tools"] == [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather in a city",
+                    "parameters": tools[0]["parameters"],
+                    "strict": True,
+                },
+            }
+        ]
+    # The client runs the function and sends its output back with the whole conversation.
+    second = client.responses.create(
+        model=role,
+        input=[
+            {"role": "user", "content": "Paris"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
+        ],
+        tools=tools,  # type: ignore[arg-type]
+    )
+    assert second.output_text == "[m] tool said: sunny, 21C"
+    if role == "translated":
+        messages = estate.tr.requests[-1].json["messages"]
+        assert messages[1]["tool_calls"][0]["id"] == call.call_id
+        assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 21C"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_function_call_output_continues_a_stored_response(
+    estate: Estate, client: openai.OpenAI, role: str
+) -> None:
+    parameters = {"type": "object", "properties": {"query": {}}}
+    tools = [{"type": "function", "name": "lookup", "parameters": parameters}]
+    first = client.responses.create(model=role, input="find it", tools=tools)  # type: ignore[arg-type]
+    call = next(item for item in first.output if item.type == "function_call")
+    second = client.responses.create(
+        model=role,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "found: 42"}],
+    )
+    assert second.output_text == "[m] tool said: found: 42"
+    assert second.previous_response_id == first.id
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_structured_output(estate: Estate, client: openai.OpenAI, role: str) -> None:
+    parsed = client.responses.parse(model=role, input="Lyon", text_format=City)
+    assert parsed.output_parsed == City(name="Lyon", population=1)
+    if role == "translated":
+        fmt = estate.tr.requests[-1].json["response_format"]
+        assert fmt["type"] == "json_schema"
+        assert fmt["json_schema"]["name"] == "City"
+        assert fmt["json_schema"]["schema"]["required"] == ["name", "population"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_previous_response_id_carries_the_conversation(
+    estate: Estate, client: openai.OpenAI, role: str
+) -> None:
+    first = client.responses.create(model=role, input="my name is Ann", instructions="old rules")
+    second = client.responses.create(
+        model=role, input="what is my name?", previous_response_id=first.id, instructions="new rules"
+    )
+    assert second.output_text == "[m] what is my name?"
+    backend = estate.nat if role == "native" else estate.tr
+    sent = backend.requests[-1].json
+    if role == "translated":
+        assert sent["messages"] == [
+            {"role": "system", "content": "new rules"},  # instructions are not carried over
+            {"role": "user", "content": "my name is Ann"},
+            {"role": "assistant", "content": "[m] my name is Ann"},
+            {"role": "user", "content": "what is my name?"},
+        ]
+    else:
+        assert "previous_response_id" not in sent  # the backend gets the turns, not our id
+        assert [item.get("role") for item in sent["input"]] == ["user", "assistant", "user"]
+    third = client.responses.create(model=role, input="and now?", previous_response_id=second.id)
+    assert third.output_text == "[m] and now?"
+    assert len(backend.requests[-1].json.get("messages") or backend.requests[-1].json["input"]) >= 5
+    assert client.responses.retrieve(second.id).output_text == "[m] what is my name?"
+
+
+def test_unknown_previous_response_id_is_a_400(estate: Estate, gateway: RunningGateway) -> None:
+    client = gateway.openai()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="translated", input="hi", previous_response_id="resp_nope")
+    assert caught.value.param == "previous_response_id"
+    assert caught.value.code == "previous_response_not_found"
+    assert "resp_nope" in caught.value.message
+    assert estate.tr.requests == []  # nothing was sent with a silently empty history
+    raw = httpx.post(
+        gateway.url + "/v1/responses",
+        json={"model": "translated", "input": "hi", "previous_response_id": "resp_nope"},
+    )
+    assert raw.status_code == 400
+    assert_valid("ErrorResponse", raw.json())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_store_false_is_not_kept(client: openai.OpenAI, stream: bool) -> None:
+    if stream:
+        with client.responses.stream(model="translated", input="secret", store=False) as s:
+            first = s.get_final_response()
+    else:
+        first = client.responses.create(model="translated", input="secret", store=False)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="translated", input="again", previous_response_id=first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+
+def test_a_streamed_response_is_stored_before_its_last_event(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="native", input="one") as s:
+        first = s.get_final_response()
+    second = client.responses.create(model="native", input="two", previous_response_id=first.id)
+    assert second.output_text == "[m] two"
+    with client.responses.stream(model="translated", input="three") as s:
+        third = s.get_final_response()
+    assert client.responses.retrieve(third.id).output_text == "[m] three"

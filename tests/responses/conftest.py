@@ -29,7 +29,7 @@ backends:
   nat: {{kind: vllm, url: "{nat}/v1"}}
   tr: {{kind: llama-cpp-python, url: "{tr}/v1"}}
   llama: {{kind: llamacpp, url: "{llama}/v1"}}
-  flaky: {{kind: vllm, url: "{flaky}/v1"}}
+  flaky: {{kind: vllm, url: "{flaky}/v1", timeout: 1s}}
 roles:
   native: {{kind: chat, targets: [{{backend: nat, model: m}}]}}
   translated: {{kind: chat, targets: [{{backend: tr, model: m}}]}}

@@ -195,7 +195,6 @@ def _response(body: dict[str, Any], rid: str, created: int, model: str, status: 
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "metadata": body.get("metadata") or {},
-        "usage": None,
     }
 
 
@@ -216,7 +215,7 @@ def _finished(
     out = len(parts) if turn.text is not None else word_count(turn.call_arguments)
     response["usage"] = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": out,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + out,

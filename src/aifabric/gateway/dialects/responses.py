@@ -413,7 +413,7 @@ class ResponsesStream(ChatStreamTranslator):
 
     Every event carries `sequence_number`. Only the text and arguments are kept (the done events and
     the final Response repeat them); nothing is held back from the client. Without a usage chunk
-    upstream (`estimated_input` given), the usage is estimated: one token per content delta.
+    upstream (`estimated_input` given), the usage is estimated: one token per delta.
     """
 
     def __init__(
@@ -468,6 +468,7 @@ class ResponsesStream(ChatStreamTranslator):
                 out.append(self._text_delta(content))
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
+                    self._deltas += 1
                     out.append(self._call_delta(call))
             if choice.get("finish_reason") is not None:
                 self._finish = choice["finish_reason"]

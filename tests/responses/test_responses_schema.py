@@ -1,0 +1,110 @@
+"""The gateway's own Responses JSON (translated answers, stream events, errors, counts) checked against
+OpenAI's OpenAPI description, Draft 2020-12."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from openai_schema import assert_valid
+
+from aifabric.testing.gateway import RunningGateway
+
+TOOLS = [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"query": {}}}}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "string"}},
+    "required": ["a"],
+    "additionalProperties": False,
+}
+CASES: dict[str, dict[str, Any]] = {
+    "text": {"input": "hello there"},
+    "instructions and items": {
+        "instructions": "be brief",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+        "metadata": {"k": "v"},
+        "temperature": 0.5,
+        "top_p": 0.9,
+    },
+    "tool call": {"input": "call it", "tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False},
+    "forced tool": {"input": "call it", "tools": TOOLS, "tool_choice": {"type": "function", "name": "f"}},
+    "cut by max_output_tokens": {"input": "one two three four five", "max_output_tokens": 2},
+    "json schema": {
+        "input": "x",
+        "text": {"format": {"type": "json_schema", "name": "out", "schema": SCHEMA, "strict": True}},
+    },
+}
+
+
+def events_of(body: str) -> list[dict[str, Any]]:
+    events = []
+    for block in body.split("\n\n"):
+        lines = block.strip().splitlines()
+        data = [line[5:].strip() for line in lines if line.startswith("data:")]
+        if data:
+            event = json.loads("".join(data))
+            named = [line[6:].strip() for line in lines if line.startswith("event:")]
+            assert named == [event["type"]], "the SSE event name is the event's type"
+            events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_translated_answer_is_a_valid_response(gateway: RunningGateway, case: str) -> None:
+    reply = httpx.post(gateway.url + "/v1/responses", json={"model": "translated", **CASES[case]}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_valid("Response", body)
+    if case == "cut by max_output_tokens":
+        assert body["status"] == "incomplete"
+        assert body["incomplete_details"] == {"reason": "max_output_tokens"}
+    if case == "tool call":
+        assert body["output"][0]["type"] == "function_call"
+        assert body["parallel_tool_calls"] is False
+    stored = httpx.get(gateway.url + f"/v1/responses/{body['id']}", timeout=10)
+    assert stored.status_code == 200
+    assert stored.json() == body
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_translated_stream_events_are_valid(gateway: RunningGateway, case: str) -> None:
+    payload = {"model": "translated", "stream": True, **CASES[case]}
+    reply = httpx.post(gateway.url + "/v1/responses", json=payload, timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = events_of(reply.text)
+    for event in events:
+        assert_valid("ResponseStreamEvent", event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    last = "response.incomplete" if case == "cut by max_output_tokens" else "response.completed"
+    assert kinds[-1] == last
+    final = events[-1]["response"]
+    assert final["usage"]["output_tokens"] > 0
+    if "tool" in case:
+        assert "response.function_call_arguments.delta" in kinds
+        assert "response.function_call_arguments.done" in kinds
+    else:
+        deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+        assert deltas and all(e["content_index"] == 0 and e["output_index"] == 0 for e in deltas)
+        assert "".join(e["delta"] for e in deltas) == final["output"][0]["content"][0]["text"]
+
+
+def test_error_bodies_are_valid(gateway: RunningGateway) -> None:
+    cases = [
+        ({"model": "translated", "input": 3}, 400, "input"),
+        ({"model": "nope", "input": "x"}, 404, "model"),
+        ({"model": "vectors", "input": "x"}, 400, "model"),
+        ({"model": "translated", "input": "x", "tools": [{"type": "web_search"}]}, 400, "tools[0]"),
+    ]
+    for payload, status, param in cases:
+        reply = httpx.post(gateway.url + "/v1/responses", json=payload, timeout=10)
+        assert reply.status_code == status, payload
+        assert_valid("ErrorResponse", reply.json())
+        assert reply.json()["error"]["param"] == param
+    missing = httpx.get(gateway.url + "/v1/responses/resp_missing", timeout=10)
+    assert missing.status_code == 404
+    assert_valid("ErrorResponse", missing.json())

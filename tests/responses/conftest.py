@@ -4,8 +4,7 @@ of them, the official `openai` client, and a real Redis (the state tests' helper
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -16,40 +15,8 @@ from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "state"))
+from responses_support import FABRIC, Estate
 from state_support import RedisServer
-
-# A role per way of serving: `native` (a vLLM that serves /v1/responses), `translated` (llama-cpp-python:
-# chat completions only), `llama` (llama-server: native, but its streams translated), and `failover`,
-# whose own vLLM target falls back to the translated role.
-FABRIC = """
-gateway: {{host: 127.0.0.1, port: 0}}
-state: "{state}"
-retry: {{max_attempts: 3, try_timeout: 5s, deadline: 10s, backoff_base: 10ms, backoff_max: 50ms}}
-backends:
-  nat: {{kind: vllm, url: "{nat}/v1"}}
-  tr: {{kind: llama-cpp-python, url: "{tr}/v1"}}
-  llama: {{kind: llamacpp, url: "{llama}/v1"}}
-  flaky: {{kind: vllm, url: "{flaky}/v1", timeout: 1s}}
-roles:
-  native: {{kind: chat, targets: [{{backend: nat, model: m}}]}}
-  translated: {{kind: chat, targets: [{{backend: tr, model: m}}]}}
-  llama: {{kind: chat, targets: [{{backend: llama, model: m}}]}}
-  failover: {{kind: chat, targets: [{{backend: flaky, model: m}}], fallbacks: [translated]}}
-  vectors: {{kind: embeddings, targets: [{{backend: nat, model: m}}]}}
-"""
-
-
-@dataclass
-class Estate:
-    nat: FakeBackend
-    tr: FakeBackend
-    llama: FakeBackend
-    flaky: FakeBackend
-    start: Callable[..., RunningGateway]
-
-    @property
-    def backends(self) -> tuple[FakeBackend, ...]:
-        return (self.nat, self.tr, self.llama, self.flaky)
 
 
 @pytest.fixture

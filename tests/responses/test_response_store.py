@@ -6,7 +6,7 @@ import asyncio
 
 import openai
 import pytest
-from conftest import Estate
+from responses_support import Estate
 from state_support import RedisServer
 
 from aifabric.errors import StateStoreError

@@ -8,9 +8,8 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import Estate
 from openai_schema import assert_valid
-from test_responses_schema import events_of
+from responses_support import Estate, events_of
 
 from aifabric.testing.gateway import RunningGateway
 

@@ -3,12 +3,12 @@ OpenAI's OpenAPI description, Draft 2020-12."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
 from openai_schema import assert_valid
+from responses_support import events_of
 
 from aifabric.testing.gateway import RunningGateway
 
@@ -36,19 +36,6 @@ CASES: dict[str, dict[str, Any]] = {
         "text": {"format": {"type": "json_schema", "name": "out", "schema": SCHEMA, "strict": True}},
     },
 }
-
-
-def events_of(body: str) -> list[dict[str, Any]]:
-    events = []
-    for block in body.split("\n\n"):
-        lines = block.strip().splitlines()
-        data = [line[5:].strip() for line in lines if line.startswith("data:")]
-        if data:
-            event = json.loads("".join(data))
-            named = [line[6:].strip() for line in lines if line.startswith("event:")]
-            assert named == [event["type"]], "the SSE event name is the event's type"
-            events.append(event)
-    return events
 
 
 @pytest.mark.parametrize("case", CASES)

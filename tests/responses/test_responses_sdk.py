@@ -7,9 +7,9 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import Estate
 from openai_schema import assert_valid
 from pydantic import BaseModel
+from responses_support import Estate
 
 from aifabric.testing.gateway import RunningGateway
 

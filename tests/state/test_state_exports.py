@@ -31,6 +31,7 @@ EXPORTS = {
         "DEFAULT_MAX_BYTES",
         "DEFAULT_MAX_ENTRIES",
         "DEFAULT_TTL",
+        "FileResponseStore",
         "MemoryResponseStore",
         "RedisResponseStore",
         "ResponseStore",

@@ -212,6 +212,10 @@ class Gateway:
             log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
         )
         await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]
+        if self.config.gateway.workers > 1 and self.config.state == "memory":
+            # The workers of one port keep their stored responses in files, so that a conversation
+            # continues on whichever worker takes its next request; the port names the directory.
+            self.responses.store = open_response_store(self.config, port=port or self.server.port)
         if self.probe:
             # With workers or replicas sharing state, the sync task runs the checker while it holds
             # the probe lease and applies the holder's health otherwise; alone, the checker just runs.

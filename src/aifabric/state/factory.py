@@ -22,7 +22,12 @@ from aifabric.errors import StateStoreError
 from aifabric.state.base import StateStore
 from aifabric.state.local import LocalStore, default_state_dir
 from aifabric.state.redis import DEFAULT_PREFIX, RedisStore, require_redis, split_state_url
-from aifabric.state.responses import MemoryResponseStore, RedisResponseStore, ResponseStore
+from aifabric.state.responses import (
+    FileResponseStore,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseStore,
+)
 from aifabric.state.sync import DEFAULT_INTERVAL, StateSync
 
 if TYPE_CHECKING:
@@ -79,10 +84,13 @@ def open_sync(
     return StateSync(store, checker, table, interval=interval, clock=clock, on_transition=on_transition)
 
 
-def open_response_store(config: FabricConfig) -> ResponseStore:
+def open_response_store(config: FabricConfig, *, port: int = 0) -> ResponseStore:
     """Where `previous_response_id` finds past responses: Redis when the state is shared through it
-    (every replica continues every conversation), else this process's memory."""
+    (every replica continues every conversation), files beside the workers' state for
+    `--workers N`, else this process's memory."""
     if config.state == "memory":
+        if config.gateway.workers > 1 and port:
+            return FileResponseStore(default_state_dir(port) / "responses")
         return MemoryResponseStore()
     url, prefix, _ = _options(config)
     return RedisResponseStore(url, prefix=prefix)

@@ -10,6 +10,9 @@ by requests that use `previous_response_id` (a load) or store a response (a save
 
     memory   this process; least recently used first out past `max_entries` or `max_bytes`, and
              every record expires `ttl` seconds after it was saved (clock injected)
+    files    the workers of `aifabric serve --workers N` (`state: memory`): one file per response in
+             the workers' private state directory (0700, files 0600), written whole then renamed;
+             expired by modification time, the oldest pruned past `max_entries` or `max_bytes`
     redis    `state: redis://...`: shared by every replica, `SET ... PX ttl`, the key
              `<prefix>response:<id>`; Redis's own memory policy bounds it
 """
@@ -17,11 +20,15 @@ by requests that use `previous_response_id` (a load) or store a response (a save
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import importlib
+import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aifabric.errors import StateStoreError
@@ -31,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_TTL",
+    "FileResponseStore",
     "MemoryResponseStore",
     "RedisResponseStore",
     "ResponseStore",
@@ -104,6 +112,88 @@ class MemoryResponseStore(ResponseStore):
         entry = self._records.pop(response_id, None)
         if entry is not None:
             self.bytes -= len(entry[1])
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_PRUNE_EVERY = 64  # saves between two scans of the directory
+
+
+class FileResponseStore(ResponseStore):
+    kind = "files"
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        ttl: float = DEFAULT_TTL,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = Path(directory)
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock  # wall clock: file times are shared by the worker processes
+        self._saves = 0
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateStoreError(f"cannot use {self.directory} for stored responses: {exc}") from exc
+
+    def _path(self, response_id: str) -> Path | None:
+        # Ids come from clients (previous_response_id): only plain names ever reach the file system.
+        return self.directory / response_id if _SAFE_ID.fullmatch(response_id) else None
+
+    async def save(self, response_id: str, record: bytes) -> None:
+        path = self._path(response_id)
+        if path is None or len(record) > self.max_bytes:
+            return
+        tmp = path.with_name(f".{response_id}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(record)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StateStoreError(f"cannot store a response in {self.directory}: {exc}") from exc
+        self._saves += 1
+        if self._saves % _PRUNE_EVERY == 0:
+            await asyncio.to_thread(self.prune)
+
+    async def load(self, response_id: str) -> bytes | None:
+        path = self._path(response_id)
+        if path is None:
+            return None
+        try:
+            if path.stat().st_mtime + self.ttl <= self._clock():
+                path.unlink(missing_ok=True)
+                return None
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateStoreError(f"cannot read a stored response in {self.directory}: {exc}") from exc
+
+    def prune(self) -> None:
+        """Expired files out, then the oldest until within `max_entries` and `max_bytes`."""
+        now = self._clock()
+        files: list[tuple[float, int, Path]] = []
+        for path in self.directory.iterdir():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_mtime + self.ttl <= now or (path.name.startswith(".") and st.st_mtime + 60 <= now):
+                path.unlink(missing_ok=True)  # expired, or a temporary file a crash left behind
+            elif not path.name.startswith("."):
+                files.append((st.st_mtime, st.st_size, path))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        while files and (len(files) > self.max_entries or total > self.max_bytes):
+            _, size, path = files.pop(0)
+            path.unlink(missing_ok=True)
+            total -= size
 
 
 class RedisResponseStore(ResponseStore):

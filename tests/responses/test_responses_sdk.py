@@ -235,3 +235,17 @@ def test_a_streamed_response_is_stored_before_its_last_event(client: openai.Open
     with client.responses.stream(model="translated", input="three") as s:
         third = s.get_final_response()
     assert client.responses.retrieve(third.id).output_text == "[m] three"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_what_cannot_be_carried_is_a_400_before_anything_is_sent(
+    estate: Estate, client: openai.OpenAI, role: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=role, input="x", tools=[{"type": "web_search"}])
+    assert caught.value.param == "tools[0]"
+    assert caught.value.code == "unsupported_tool"
+    with pytest.raises(openai.BadRequestError) as wrong_kind:
+        client.responses.create(model="vectors", input="x")
+    assert wrong_kind.value.param == "model"
+    assert estate.nat.requests == [] and estate.tr.requests == []

@@ -25,7 +25,7 @@ import orjson
 
 from aifabric.errors import ApiError, BadRequest, NotFound, StateStoreError
 from aifabric.gateway.dialect_routes import DialectForwarding
-from aifabric.gateway.dialects.responses import conversation_items, input_items, new_id
+from aifabric.gateway.dialects.responses import conversation_items, new_id
 from aifabric.gateway.dialects.responses_dialect import InputTokensDialect, ResponsesDialect
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import parse_json_body
@@ -67,7 +67,6 @@ class ResponsesRoutes:
         counting = sub == "/responses/input_tokens"
         what = "input token counts" if counting else "the Responses API"
         route = self._forwarding.resolve(payload.get("model"), ("chat",), what)
-        input_items(payload.get("input"))  # a malformed input is the client's 400 before anything is sent
         history = await self._history(payload)
         if counting:
             return await self._count(request, route, payload, history)

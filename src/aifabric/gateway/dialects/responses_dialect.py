@@ -63,6 +63,10 @@ class ResponsesDialect(Dialect):
         self._created_at = int(clock())
         self.final: dict[str, Any] | None = None
         self._stream: ResponsesStream | NativeResponsesStream | None = None
+        # Translated once, up front, for every request: what cannot be carried is the client's 400
+        # before anything is sent, whichever target (native or not) would have been tried first.
+        self._chat = request_to_chat(payload, history)
+        self._chat.pop("model", None)
 
     def _skeleton(self, model: Any) -> dict[str, Any]:
         model = model if isinstance(model, str) and model else str(self.payload.get("model"))
@@ -103,16 +107,14 @@ class ResponsesDialect(Dialect):
     # -- translated -----------------------------------------------------------------------------------
 
     def to_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        chat = request_to_chat(payload, self.history)
-        chat.pop("model", None)
-        return chat
+        return dict(self._chat)
 
     def from_chat(self, chat: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         self.final = chat_to_response(chat, self._skeleton(chat.get("model")), int(self._clock()))
         return self.final
 
     def stream_translator(self, payload: dict[str, Any], upstream_usage: bool) -> StreamTranslator:
-        estimate = None if upstream_usage else _estimate_input(self.to_chat(payload))
+        estimate = None if upstream_usage else _estimate_input(self._chat)
         self._stream = ResponsesStream(self._skeleton(None), self._clock, estimated_input=estimate)
         return self._stream
 
@@ -214,6 +216,7 @@ class InputTokensDialect(Dialect):
     def __init__(self, payload: dict[str, Any], history: list[dict[str, Any]] | None = None) -> None:
         self.payload = payload
         self.history = history
+        self._chat = request_to_chat({**payload, "input": payload.get("input") or []}, history)
 
     def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
         return self.counts(endpoint)
@@ -239,7 +242,7 @@ class InputTokensDialect(Dialect):
             if self.history is not None:
                 native["input"] = [*self.history, *input_items(self.payload.get("input"))]
             return endpoint.prefix + self.native_path, orjson.dumps(native)
-        chat = request_to_chat({**self.payload, "input": self.payload.get("input") or []}, self.history)
+        chat = self._chat
         if endpoint.adapter.kind in _TOKENIZE_KINDS:
             tokenize: dict[str, Any] = {
                 "model": model,

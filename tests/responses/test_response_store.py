@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import openai
 import pytest
 from responses_support import Estate
 from state_support import RedisServer
 
+from aifabric.config.load import load_config_text
 from aifabric.errors import StateStoreError
-from aifabric.state.responses import MemoryResponseStore, RedisResponseStore
+from aifabric.state import open_response_store
+from aifabric.state.responses import FileResponseStore, MemoryResponseStore, RedisResponseStore
 from aifabric.testing.gateway import RunningGateway
 
 
@@ -117,3 +120,21 @@ def test_redis_store_round_trip(redis_server: RedisServer) -> None:
         await broken.close()
 
     asyncio.run(main())
+
+
+def test_the_store_follows_the_fabric_file(tmp_path: Path) -> None:
+    estate = (
+        'backends: {b: {kind: vllm, url: "http://127.0.0.1:9/v1"}}\n'
+        "roles: {r: {kind: chat, targets: [{backend: b, model: m}]}}\n"
+    )
+    text = "gateway: {responses_ttl: 2m, responses_max_bytes: 1MiB}\n" + estate
+    store = open_response_store(load_config_text(text, "fabric.yaml", environ={}))
+    assert isinstance(store, MemoryResponseStore)
+    assert (store.ttl, store.max_bytes) == (120.0, 1024 * 1024)
+    workers = "gateway: {workers: 2, responses_ttl: 5m}\n" + estate
+    config = load_config_text(workers, "fabric.yaml", environ={})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        files = open_response_store(config, port=4321)
+    assert isinstance(files, FileResponseStore) and files.ttl == 300.0
+    assert files.directory == tmp_path / "aifabric" / "4321" / "responses"

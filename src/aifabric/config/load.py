@@ -242,6 +242,8 @@ _GATEWAY = {
     "workers": Field(n.integer(1, 256)),
     "connect_timeout": Field(n.duration(positive=True)),
     "access_log": Field(n.boolean),
+    "responses_ttl": Field(n.duration(positive=True)),
+    "responses_max_bytes": Field(n.size),
 }
 
 _HOST = {

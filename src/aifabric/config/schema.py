@@ -113,6 +113,10 @@ class GatewayConfig:
     access_log: bool = False  # one JSON line per API request (off: nothing is formatted on the hot path)
     # Bounded waits of the data plane; see RetryConfig for what happens within them.
     connect_timeout: float = 3.0
+    # Stored Responses-API conversations (previous_response_id): how long each stays, and, in memory
+    # or in the workers' files, how many bytes they may take in all (Redis bounds its own).
+    responses_ttl: float = 3600.0
+    responses_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,10 @@ def open_response_store(config: FabricConfig, *, port: int = 0) -> ResponseStore
     """Where `previous_response_id` finds past responses: Redis when the state is shared through it
     (every replica continues every conversation), files beside the workers' state for
     `--workers N`, else this process's memory."""
+    ttl, max_bytes = config.gateway.responses_ttl, config.gateway.responses_max_bytes
     if config.state == "memory":
         if config.gateway.workers > 1 and port:
-            return FileResponseStore(default_state_dir(port) / "responses")
-        return MemoryResponseStore()
+            return FileResponseStore(default_state_dir(port) / "responses", ttl=ttl, max_bytes=max_bytes)
+        return MemoryResponseStore(ttl=ttl, max_bytes=max_bytes)
     url, prefix, _ = _options(config)
-    return RedisResponseStore(url, prefix=prefix)
+    return RedisResponseStore(url, prefix=prefix, ttl=ttl)

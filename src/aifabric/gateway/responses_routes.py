@@ -40,14 +40,6 @@ log = logging.getLogger("aifabric.gateway")
 PATHS = ("/responses", "/responses/input_tokens")
 
 
-class StoreUnavailable(ApiError):
-    """The shared response store (Redis) cannot be reached: the gateway's fault, not the client's."""
-
-    status = 503
-    type = "service_unavailable"
-    code = "response_store_unavailable"
-
-
 class ResponsesRoutes:
     def __init__(
         self,
@@ -122,7 +114,13 @@ class ResponsesRoutes:
         try:
             raw = await self.store.load(response_id)
         except StateStoreError as exc:
-            raise StoreUnavailable(f"{exc}; retry, or send the conversation as `input`.") from None
+            # The gateway's own store failed, not the client: a 503 that says so.
+            raise ApiError(
+                f"{exc}; retry, or send the conversation as `input`.",
+                status=503,
+                type="service_unavailable",
+                code="response_store_unavailable",
+            ) from None
         if raw is None:
             return None
         record: dict[str, Any] = orjson.loads(raw)

@@ -21,7 +21,9 @@ backends:
   vllm: {{kind: vllm, url: "{vllm}/v1"}}
   lcp: {{kind: llama-cpp-python, url: "{lcp}/v1"}}
   llama: {{kind: llamacpp, url: "{llama}/v1"}}
+  llama-older: {{kind: llamacpp, url: "{llama}/v1", apis: [responses, messages, count_tokens]}}
 roles:
+  llama-older: {{kind: chat, targets: [{{backend: llama-older, model: m}}]}}
   llama: {{kind: chat, targets: [{{backend: llama, model: m}}]}}
   cloud: {{kind: chat, targets: [{{backend: cloud, model: m}}]}}
   vllm: {{kind: chat, targets: [{{backend: vllm, model: m}}]}}
@@ -76,11 +78,19 @@ def test_counts_continue_a_stored_conversation(fakes: dict[str, FakeBackend], gw
     assert [m["role"] for m in fakes["vllm"].requests[-1].json["messages"]] == ["user", "assistant", "user"]
 
 
-def test_llama_server_counts_through_its_count_tokens(
-    fakes: dict[str, FakeBackend], gw: RunningGateway
-) -> None:
+def test_llama_server_counts_natively(fakes: dict[str, FakeBackend], gw: RunningGateway) -> None:
     client = gw.openai()
     count = client.responses.input_tokens.count(model="llama", input="one two three", instructions="be nice")
+    assert count.input_tokens == 5
+    assert fakes["llama"].requests[-1].path == "/v1/responses/input_tokens"
+
+
+def test_llama_server_without_input_tokens_counts_through_count_tokens(
+    fakes: dict[str, FakeBackend], gw: RunningGateway
+) -> None:
+    count = gw.openai().responses.input_tokens.count(
+        model="llama-older", input="one two three", instructions="be nice"
+    )
     assert count.input_tokens == 5
     sent = fakes["llama"].requests[-1]
     assert sent.path == "/v1/messages/count_tokens"

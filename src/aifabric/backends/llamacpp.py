@@ -38,11 +38,13 @@ def slots_load(doc: Any) -> tuple[dict[str, float], str | None]:
 class LlamaServerAdapter(BackendAdapter):
     kind = "llamacpp"
     probe_paths = ("/health", "/v1/models", "/slots")
-    # llama-server serves these itself (tools/server): /v1/responses, /v1/messages and
-    # /v1/messages/count_tokens, /v1/rerank (with --reranking), /v1/audio/transcriptions.
+    # llama-server serves these itself (tools/server): /v1/responses and /v1/responses/input_tokens,
+    # /v1/messages and /v1/messages/count_tokens, /v1/rerank (with --reranking),
+    # /v1/audio/transcriptions.
     native_apis = frozenset(
         {
             ClientApi.RESPONSES,
+            ClientApi.INPUT_TOKENS,
             ClientApi.MESSAGES,
             ClientApi.COUNT_TOKENS,
             ClientApi.RERANK,

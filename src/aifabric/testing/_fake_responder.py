@@ -29,7 +29,7 @@ _DIALECT_ROUTES: dict[str, tuple[str, ...]] = {
     "/rerank": ("tei",),
     "/v1/audio/transcriptions": ("vllm", "llamacpp", "openai"),
     "/v1/responses": ("vllm", "llamacpp", "ollama", "openai"),
-    "/v1/responses/input_tokens": ("openai",),
+    "/v1/responses/input_tokens": ("openai", "llamacpp"),
 }
 _INFERENCE_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/embed", *_DIALECT_ROUTES}

@@ -201,13 +201,14 @@ class NativeResponsesStream:
 
 
 # Kinds whose tokenizer the gateway can ask: vLLM's /tokenize takes chat messages (its template
-# applied); llama-server counts Anthropic-shaped messages natively (/v1/messages/count_tokens).
+# applied). llama-server counts natively (/v1/responses/input_tokens), or, where `apis:` leaves that out,
+# Anthropic-shaped messages on its /v1/messages/count_tokens.
 _TOKENIZE_KINDS = ("vllm",)
 
 
 class InputTokensDialect(Dialect):
-    """`POST /v1/responses/input_tokens`: native where the backend serves it (OpenAI), else the
-    backend's own tokenizer (vLLM's /tokenize, llama-server's count_tokens), never an estimate:
+    """`POST /v1/responses/input_tokens`: native where the backend serves it (OpenAI, llama-server),
+    else the backend's own tokenizer (vLLM's /tokenize, llama-server's count_tokens), never an estimate:
     targets that cannot count are skipped, and a role with none is told so (a 400)."""
 
     api: ClassVar[ClientApi] = ClientApi.INPUT_TOKENS

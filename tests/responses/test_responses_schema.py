@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from openai_schema import assert_valid
-from responses_support import events_of
+from responses_support import Estate, events_of
 
 from aifabric.testing.gateway import RunningGateway
 
@@ -95,3 +95,17 @@ def test_error_bodies_are_valid(gateway: RunningGateway) -> None:
     missing = httpx.get(gateway.url + "/v1/responses/resp_missing", timeout=10)
     assert missing.status_code == 404
     assert_valid("ErrorResponse", missing.json())
+
+
+def test_models_are_valid(gateway: RunningGateway) -> None:
+    listed = httpx.get(gateway.url + "/v1/models", timeout=10).json()
+    assert_valid("ListModelsResponse", listed)
+    one = httpx.get(gateway.url + "/v1/models/translated", timeout=10).json()
+    assert_valid("Model", one)
+
+
+def test_input_tokens_answer_is_valid(estate: Estate, gateway: RunningGateway) -> None:
+    reply = httpx.post(gateway.url + "/v1/responses/input_tokens", json={"model": "native", "input": "a b"})
+    assert reply.status_code == 200, reply.text
+    assert_valid("TokenCountsResource", reply.json())
+    assert estate.nat.requests[-1].path == "/tokenize"

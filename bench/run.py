@@ -40,6 +40,7 @@ from benchlib.targets import (  # noqa: E402
     CHAT_ROLE,
     EMBED_ROLE,
     SLOW_ROLE,
+    SLOW_TRANSLATED_ROLE,
     STREAM_ROLE,
     Target,
     Upstreams,
@@ -51,6 +52,7 @@ from benchlib.upstream import (  # noqa: E402
     SlowStreamUpstream,
     chat_request,
     embeddings_request,
+    responses_request,
 )
 
 RESULTS = BENCH / "results"
@@ -73,6 +75,7 @@ class Bench:
                 "error": None,
                 "runs": {},
                 "ttft": [],
+                "ttft_responses": [],
                 "ready_s": [],
                 "rss_max_mib": 0.0,
                 "rss_total_mib": 0.0,
@@ -157,6 +160,14 @@ class Bench:
                 run_streams(port, path_chat, slow, headers, 1, 10, 5.0)  # warm the pools
                 stats = run_streams(port, path_chat, slow, headers, 1, a.ttft_requests, a.duration)
                 self.raw[target.name]["ttft"].append(stats.to_dict())
+                if target.is_aifabric:
+                    # The same upstream stream translated into the Responses API, chunk by chunk.
+                    translated = responses_request(SLOW_TRANSLATED_ROLE)
+                    run_streams(port, "/v1/responses", translated, headers, 1, 10, 5.0)
+                    stats = run_streams(
+                        port, "/v1/responses", translated, headers, 1, a.ttft_requests, a.duration
+                    )
+                    self.raw[target.name]["ttft_responses"].append(stats.to_dict())
             finally:
                 if target.per_upstream:
                     self._stop(target, proc)

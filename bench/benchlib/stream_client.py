@@ -91,10 +91,12 @@ class _StreamConn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.first_body is None:
             self.first_body = time.perf_counter()
-        # Keep only a short tail: enough to see the final "data: [DONE]" across chunk boundaries.
-        self.tail = (self.tail + body)[-64:]
-        if b"[DONE]" in self.tail:
+        # Keep only a short tail: enough to see the end marker across chunk boundaries ("data: [DONE]",
+        # or a Responses stream's "response.completed" event, which has no [DONE] after it).
+        seen = self.tail + body
+        if b"[DONE]" in seen or b"event: response.completed" in seen:
             self.saw_done_event = True
+        self.tail = seen[-64:]
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -105,7 +107,7 @@ class _StreamConn(asyncio.Protocol):
             self.done.set_result((status, first, keep))
 
     async def request(self, raw: bytes) -> tuple[int, float, float, bool]:
-        """(status, ttft seconds, total seconds, saw [DONE]) of one request."""
+        """(status, ttft seconds, total seconds, saw the end marker) of one request."""
         assert self.transport is not None
         self.first_body = None
         self.saw_done_event = False

@@ -30,6 +30,8 @@ LITELLM_KEY = "sk-bench-master-key"
 CHAT_ROLE = "chat-fast"  # -> nginx, fixed chat.completion
 STREAM_ROLE = "chat-stream"  # -> nginx, fixed event stream
 SLOW_ROLE = "chat-slow"  # -> sse_server.py, chunks apart in time
+# aifabric only: the same upstream behind `apis: []`, so /v1/responses is translated chunk by chunk
+SLOW_TRANSLATED_ROLE = "chat-slow-translated"
 EMBED_ROLE = "embeddings-general"  # -> nginx, fixed embedding
 
 
@@ -96,6 +98,7 @@ backends:
   bench-json: {{kind: vllm, url: "http://127.0.0.1:{up.json_port}/v1"}}
   bench-sse: {{kind: vllm, url: "http://127.0.0.1:{up.sse_port}/v1"}}
   bench-slow: {{kind: vllm, url: "http://127.0.0.1:{up.slow_port}/v1"}}
+  bench-slow-chat-only: {{kind: vllm, url: "http://127.0.0.1:{up.slow_port}/v1", apis: []}}
 roles:
   {CHAT_ROLE}:
     kind: chat
@@ -106,6 +109,9 @@ roles:
   {SLOW_ROLE}:
     kind: chat
     targets: [{{backend: bench-slow, model: {SERVED_MODEL}}}]
+  {SLOW_TRANSLATED_ROLE}:
+    kind: chat
+    targets: [{{backend: bench-slow-chat-only, model: {SERVED_MODEL}}}]
   {EMBED_ROLE}:
     kind: embeddings
     targets: [{{backend: bench-json, model: {EMBED_MODEL}}}]

@@ -124,6 +124,19 @@ def chat_request(model: str, stream: bool = False) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def responses_request(model: str) -> str:
+    """The same question as a streamed OpenAI Responses request (`/v1/responses`)."""
+    body = {
+        "model": model,
+        "instructions": "You are a concise assistant.",
+        "input": "What is the capital of France?",
+        "max_output_tokens": 16,
+        "temperature": 0,
+        "stream": True,
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
 def embeddings_request(model: str) -> str:
     return json.dumps({"model": model, "input": "The quick brown fox jumps over the lazy dog."})
 

@@ -170,9 +170,18 @@ def test_the_bench_fabric_file_loads_as_aifabric_reads_it(tmp_path: Path) -> Non
     path = tmp_path / "fabric.yaml"
     path.write_text(aifabric_config(Upstreams(5000, 5001, 5002), 6000))
     config = load_config(str(path))
-    assert set(config.roles) == {"chat-fast", "chat-stream", "chat-slow", "embeddings-general"}
+    assert set(config.roles) == {
+        "chat-fast",
+        "chat-stream",
+        "chat-slow",
+        "chat-slow-translated",
+        "embeddings-general",
+    }
     assert config.backends["bench-sse"].url == "http://127.0.0.1:5001/v1"
     assert config.roles["chat-slow"].targets[0].backend == "bench-slow"
+    # The same slow upstream, declared as serving no API natively: /v1/responses is translated.
+    assert config.backends["bench-slow-chat-only"].apis == ()
+    assert config.backends["bench-slow-chat-only"].url == "http://127.0.0.1:5002/v1"
 
 
 def test_litellm_gets_one_model_per_upstream() -> None:
@@ -255,6 +264,7 @@ def test_goals_are_judged_for_aifabric() -> None:
     assert judged["added p50 c=1"] is True  # 0.2 ms
     assert judged["gateway CPU per request (c=64)"] is True
     assert judged["added time to first token"] is False  # 1.6 ms - 0.1 ms = 1.5 ms
+    assert judged["added time to first token, /v1/responses translated"] is None  # not measured
     assert judged["peak RSS per worker"] is True
     report = summary.render(_raw())
     assert "**missed**" in report
@@ -324,3 +334,12 @@ def test_strace_summary_counts_calls_with_and_without_errors() -> None:
 100.00    0.111066          14      7723       120 total
 """
     assert parse_strace_summary(text) == {"write": 3859, "read": 3863, "close": 1}
+
+
+def test_translated_responses_time_to_first_token_is_judged() -> None:
+    raw = _raw()
+    aifabric = next(t for t in raw["targets"] if t["name"] == "aifabric-w2")
+    # direct's chat stream: 100 µs to the first token; the translated Responses stream: 600 µs
+    aifabric["ttft_responses"] = [{"count": 10, "errors": 0, "ttft_p50_us": 600.0, "total_p50_us": 9000.0}]
+    judged = {goal: (shown, ok) for goal, _, shown, ok in summary.goals(raw)}
+    assert judged["added time to first token, /v1/responses translated"] == ("0.500 ms", True)

@@ -110,3 +110,15 @@ def test_only_targets_that_count_are_asked(fakes: dict[str, FakeBackend], gw: Ru
     for _ in range(4):
         assert gw.openai().responses.input_tokens.count(model="mixed", input="a b c").input_tokens == 3 + 4
     assert fakes["lcp"].requests == []
+
+
+def test_what_cannot_be_translated_is_counted_natively_or_refused(
+    fakes: dict[str, FakeBackend], gw: RunningGateway
+) -> None:
+    client = gw.openai()
+    tools = [{"type": "web_search"}]
+    assert client.responses.input_tokens.count(model="cloud", input="a b", tools=tools).input_tokens == 2
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.input_tokens.count(model="vllm", input="a b", tools=tools)
+    assert caught.value.param == "tools[0]"
+    assert fakes["vllm"].requests == []

@@ -237,15 +237,26 @@ def test_a_streamed_response_is_stored_before_its_last_event(client: openai.Open
     assert client.responses.retrieve(third.id).output_text == "[m] three"
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_what_cannot_be_carried_is_a_400_before_anything_is_sent(
-    estate: Estate, client: openai.OpenAI, role: str
+def test_what_cannot_be_translated_is_a_400_before_anything_is_sent(
+    estate: Estate, client: openai.OpenAI
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=role, input="x", tools=[{"type": "web_search"}])
+        client.responses.create(model="translated", input="x", tools=[{"type": "web_search"}])
     assert caught.value.param == "tools[0]"
     assert caught.value.code == "unsupported_tool"
     with pytest.raises(openai.BadRequestError) as wrong_kind:
         client.responses.create(model="vectors", input="x")
     assert wrong_kind.value.param == "model"
-    assert estate.nat.requests == [] and estate.tr.requests == []
+    assert estate.tr.requests == []
+
+
+def test_what_only_a_native_backend_can_do_goes_to_it(estate: Estate, client: openai.OpenAI) -> None:
+    """A built-in tool has no chat-completions form, but a backend serving the Responses API itself
+    decides for itself: the request goes there untouched, and never to a translated fallback."""
+    reply = client.responses.create(model="native", input="news?", tools=[{"type": "web_search"}])
+    assert reply.output_text == "[m] news?"
+    assert estate.nat.requests[-1].json["tools"] == [{"type": "web_search"}]
+    estate.flaky.set(status_override=503)
+    with pytest.raises(openai.APIStatusError):
+        client.responses.create(model="failover", input="news?", tools=[{"type": "web_search"}])
+    assert estate.tr.requests == []  # its fallback only translates: not tried

@@ -64,6 +64,8 @@ class ResponsesRoutes:
             return await self._count(request, route, payload, history)
         stream = payload.get("stream") is True
         dialect = ResponsesDialect(payload, new_id("resp"), history, clock=self._clock)
+        if dialect.untranslatable is not None and not self._any_native(route, dialect, stream):
+            raise dialect.untranslatable  # the client's 400, before anything is sent
         response = await self._forwarding.forward(request, route, dialect, payload, stream=stream)
         keep = payload.get("store") is not False
         if isinstance(response, StreamingResponse):
@@ -88,6 +90,12 @@ class ResponsesRoutes:
             )
         return Response(200, orjson.dumps(record["response"]))
 
+    def _any_native(self, route: Route, dialect: ResponsesDialect, stream: bool) -> bool:
+        """Whether a target of the role (or of its fallbacks) serves the Responses API itself."""
+        table = self._table()
+        endpoints = (table.endpoints.get(t.backend.name) for group in table.groups(route) for t in group)
+        return any(e is not None and e.serves_natively(dialect.api, stream) for e in endpoints)
+
     # -- input_tokens ---------------------------------------------------------------------------------
 
     async def _count(
@@ -98,6 +106,8 @@ class ResponsesRoutes:
         targets = [t for group in table.groups(route) for t in group]
         endpoints = [table.endpoints.get(t.backend.name) for t in targets]
         if not any(e is not None and dialect.counts(e) for e in endpoints):
+            if dialect.untranslatable is not None:
+                raise dialect.untranslatable
             kinds = sorted({e.adapter.kind for e in endpoints if e is not None})
             raise BadRequest(
                 f"The model '{payload.get('model')}' cannot count input tokens: its backends "

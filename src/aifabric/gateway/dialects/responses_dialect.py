@@ -24,7 +24,7 @@ import orjson
 
 from aifabric.config.schema import ClientApi
 from aifabric.core import FailureClass
-from aifabric.errors import UpstreamFailure
+from aifabric.errors import BadRequest, UpstreamFailure
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.gateway.dialects.responses import (
     ResponsesStream,
@@ -63,10 +63,19 @@ class ResponsesDialect(Dialect):
         self._created_at = int(clock())
         self.final: dict[str, Any] | None = None
         self._stream: ResponsesStream | NativeResponsesStream | None = None
-        # Translated once, up front, for every request: what cannot be carried is the client's 400
-        # before anything is sent, whichever target (native or not) would have been tried first.
-        self._chat = request_to_chat(payload, history)
-        self._chat.pop("model", None)
+        # Translated once, up front. What chat completions cannot carry (a built-in tool, a file input)
+        # may still go to a backend that serves the Responses API itself: such a request is only sent
+        # natively (`can_serve`), and the route answers the 400 when no target of the role can take it.
+        self.untranslatable: BadRequest | None = None
+        self._chat: dict[str, Any] = {}
+        try:
+            self._chat = request_to_chat(payload, history)
+            self._chat.pop("model", None)
+        except BadRequest as exc:
+            self.untranslatable = exc
+
+    def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
+        return self.untranslatable is None or endpoint.serves_natively(self.api, stream)
 
     def _skeleton(self, model: Any) -> dict[str, Any]:
         model = model if isinstance(model, str) and model else str(self.payload.get("model"))
@@ -107,6 +116,8 @@ class ResponsesDialect(Dialect):
     # -- translated -----------------------------------------------------------------------------------
 
     def to_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.untranslatable is not None:  # not reached: can_serve kept such a request native
+            raise self.untranslatable
         return dict(self._chat)
 
     def from_chat(self, chat: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +228,13 @@ class InputTokensDialect(Dialect):
     def __init__(self, payload: dict[str, Any], history: list[dict[str, Any]] | None = None) -> None:
         self.payload = payload
         self.history = history
-        self._chat = request_to_chat({**payload, "input": payload.get("input") or []}, history)
+        # As for ResponsesDialect: what chat messages cannot carry is only counted natively.
+        self.untranslatable: BadRequest | None = None
+        self._chat: dict[str, Any] = {}
+        try:
+            self._chat = request_to_chat({**payload, "input": payload.get("input") or []}, history)
+        except BadRequest as exc:
+            self.untranslatable = exc
 
     def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
         return self.counts(endpoint)
@@ -225,11 +242,12 @@ class InputTokensDialect(Dialect):
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
         return self.counts(endpoint)
 
-    @staticmethod
-    def counts(endpoint: Endpoint) -> bool:
-        return (
-            endpoint.serves_natively(ClientApi.INPUT_TOKENS, False)
-            or endpoint.adapter.kind in _TOKENIZE_KINDS
+    def counts(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` can count this request: natively, or with its tokenizer."""
+        if endpoint.serves_natively(ClientApi.INPUT_TOKENS, False):
+            return True
+        return self.untranslatable is None and (
+            endpoint.adapter.kind in _TOKENIZE_KINDS
             or (
                 endpoint.adapter.kind == "llamacpp"
                 and endpoint.serves_natively(ClientApi.COUNT_TOKENS, False)

@@ -137,3 +137,13 @@ def test_translated_stream_is_not_buffered(estate: Estate, gateway: RunningGatew
         served = estate.tr.counters["inflight"]
     assert first_delta.is_set()
     assert served == 1, "the backend was still streaming when the first delta arrived"
+
+
+@pytest.mark.parametrize("role", ["native", "translated"])
+def test_a_loading_backend_holds_the_request_until_it_is_ready(
+    estate: Estate, client: openai.OpenAI, role: str
+) -> None:
+    backend = estate.nat if role == "native" else estate.tr
+    backend.set(loading=True, loading_ms=600)  # llama-server style 503 "Loading model" for a while
+    assert client.responses.create(model=role, input="ready?").output_text == "[m] ready?"
+    assert backend.counters["injected_failures"] >= 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from aifabric.errors import BadRequest
-from aifabric.gateway.dialects.responses import request_to_chat
+from aifabric.gateway.dialects.responses import request_to_chat, response_skeleton
+from aifabric.gateway.dialects.responses_stream import ResponsesStream
 
 
 def chat(**payload: Any) -> dict[str, Any]:
@@ -127,3 +129,63 @@ def test_what_cannot_be_carried_is_a_400_naming_the_parameter(payload: dict[str,
         chat(**payload)
     assert caught.value.param == param
     assert caught.value.status == 400
+
+
+def _chat_stream() -> bytes:
+    usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    chunks = [
+        {"model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"model": "m", "choices": [{"index": 0, "delta": {"content": "lo"}}]},
+        {"model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}
+        ]}}]},
+        {"model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": ": 1}"}}
+        ]}}]},
+        {"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"model": "m", "choices": [], "usage": usage},
+    ]  # fmt: skip
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    return body + b"data: [DONE]\r\n\r\n"
+
+
+def _events(translator: ResponsesStream, pieces: list[bytes]) -> list[dict[str, Any]]:
+    out = b"".join(translator.feed(p) for p in pieces) + translator.finish()
+    events = [json.loads(block.split(b"data: ", 1)[1]) for block in out.split(b"\n\n") if block]
+    for event in events:  # ids are random: compare the rest
+        event.pop("item_id", None)
+        for key in ("item", "response"):
+            if isinstance(event.get(key), dict):
+                event[key] = {k: v for k, v in event[key].items() if k not in ("id", "output")}
+    return events
+
+
+def test_the_stream_translation_does_not_depend_on_where_chunks_are_cut() -> None:
+    skeleton = response_skeleton({"model": "r", "input": "x"}, "resp_1", 1, "r")
+    body = _chat_stream()
+    whole = _events(ResponsesStream(dict(skeleton), lambda: 2.0), [body])
+    byte_by_byte = _events(
+        ResponsesStream(dict(skeleton), lambda: 2.0), [body[i : i + 1] for i in range(len(body))]
+    )
+    assert whole == byte_by_byte
+    kinds = [e["type"] for e in whole]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",  # the text closes when the call starts
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert whole[-1]["response"]["usage"]["input_tokens"] == 5
+    assert whole[-3]["arguments"] == '{"a": 1}'
+    assert [e["output_index"] for e in whole if "output_index" in e] == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]

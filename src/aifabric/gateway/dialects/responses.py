@@ -3,8 +3,7 @@
     POST /v1/responses {input, instructions, tools, text.format, ...}
         -> request_to_chat(payload, history) -> POST /v1/chat/completions {messages, tools, response_format}
         <- chat_to_response(completion, skeleton)          (non-streamed)
-        <- ResponsesStream.feed(chunk) per SSE chunk       (streamed, no buffering: each chat chunk
-                                                            becomes its Responses events at once)
+        <- responses_stream.ResponsesStream, chunk by chunk (streamed)
 
 Pure functions over dicts: no I/O, no clock (the caller gives the id and the creation time), so they are
 tested against the official OpenAPI description without sockets. What has no chat-completions
@@ -16,21 +15,23 @@ file inputs), never dropped silently; what only tunes OpenAI's own service (`tru
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from aifabric.errors import BadRequest
-from aifabric.gateway.dialects.base import ChatStreamTranslator
 
 __all__ = [
-    "ResponsesStream",
+    "as_dict",
+    "call_item",
     "chat_to_response",
     "conversation_items",
+    "input_items",
     "new_id",
     "request_to_chat",
     "response_skeleton",
+    "set_status",
+    "text_item",
+    "usage_of",
 ]
 
 # Parameters of the Responses API with no chat-completions equivalent: refused, not dropped.
@@ -43,7 +44,7 @@ _REFUSED = {
 _SAME_NAME = ("temperature", "top_p", "stop", "user", "seed", "frequency_penalty", "presence_penalty")
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
@@ -307,7 +308,7 @@ def _echo_tool(tool: Any) -> Any:
     }
 
 
-def _usage(chat_usage: Any) -> dict[str, Any] | None:
+def usage_of(chat_usage: Any) -> dict[str, Any] | None:
     if not isinstance(chat_usage, dict):
         return None
     prompt = int(chat_usage.get("prompt_tokens") or 0)
@@ -316,7 +317,7 @@ def _usage(chat_usage: Any) -> dict[str, Any] | None:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": int(_dict(cached).get("cached_tokens") or 0),
+            "cached_tokens": int(as_dict(cached).get("cached_tokens") or 0),
             "cache_write_tokens": 0,
         },
         "output_tokens": completion,
@@ -325,7 +326,7 @@ def _usage(chat_usage: Any) -> dict[str, Any] | None:
     }
 
 
-def _finish(response: dict[str, Any], finish_reason: Any, completed_at: int) -> None:
+def set_status(response: dict[str, Any], finish_reason: Any, completed_at: int) -> None:
     if finish_reason == "length":
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens"}
@@ -337,7 +338,7 @@ def _finish(response: dict[str, Any], finish_reason: Any, completed_at: int) -> 
         response["completed_at"] = completed_at
 
 
-def _text_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def text_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "message",
@@ -347,7 +348,7 @@ def _text_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "function_call",
@@ -363,17 +364,17 @@ def chat_to_response(chat: dict[str, Any], skeleton: dict[str, Any], completed_a
     response = dict(skeleton)
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = _dict(choice.get("message"))
+    message = as_dict(choice.get("message"))
     finish = choice.get("finish_reason")
     item_status = "incomplete" if finish == "length" else "completed"
     output: list[dict[str, Any]] = []
     content = message.get("content")
     if isinstance(content, str) and content:
-        output.append(_text_item(new_id("msg"), content, item_status))
+        output.append(text_item(new_id("msg"), content, item_status))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(
-            _call_item(
+            call_item(
                 new_id("fc"),
                 str(call.get("id") or new_id("call")),
                 str(function.get("name") or ""),
@@ -382,10 +383,10 @@ def chat_to_response(chat: dict[str, Any], skeleton: dict[str, Any], completed_a
             )
         )
     response["output"] = output
-    usage = _usage(chat.get("usage"))
+    usage = usage_of(chat.get("usage"))
     if usage is not None:
         response["usage"] = usage
-    _finish(response, finish, completed_at)
+    set_status(response, finish, completed_at)
     return response
 
 
@@ -395,230 +396,3 @@ def conversation_items(
     """What a later `previous_response_id` continues from: the earlier turns, this input, this output.
     (The instructions are not carried over, as the API defines.)"""
     return [*history, *input_items(payload.get("input")), *output]
-
-
-# -------------------------------------------------------------------------------------------- stream
-
-
-class ResponsesStream(ChatStreamTranslator):
-    """Chat-completion SSE chunks in, Responses SSE events out, as each chunk arrives.
-
-        first chunk     response.created, response.in_progress (with the model the chunk names)
-        per chunk       a content delta: (output_item.added, content_part.added,) output_text.delta
-                        a tool-call delta: (the text item closed, output_item.added,)
-                        function_call_arguments.delta
-        the end         every open item closed (...done events), then response.completed (or
-                        response.incomplete for a length cut) with the usage
-        an error        (a backend that failed mid-stream): error, then response.failed
-
-    Every event carries `sequence_number`. Only the text and arguments are kept (the done events and
-    the final Response repeat them); nothing is held back from the client. Without a usage chunk
-    upstream (`estimated_input` given), the usage is estimated: one token per delta.
-    """
-
-    def __init__(
-        self,
-        skeleton: dict[str, Any],
-        clock: Callable[[], float],
-        *,
-        estimated_input: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.response = skeleton
-        self._clock = clock
-        self._estimated_input = estimated_input
-        self._deltas = 0
-        self._seq = 0
-        self._started = False
-        self._output: list[dict[str, Any]] = []
-        self._text: dict[str, Any] | None = None  # the open message item
-        self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its open item
-        self._finish: Any = None
-        self._usage: dict[str, Any] | None = None
-        self.ended = False  # completed, incomplete or failed: nothing more is written
-
-    def _event(self, kind: str, **fields: Any) -> bytes:
-        fields = {"type": kind, **fields, "sequence_number": self._seq}
-        self._seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(fields) + b"\n\n"
-
-    def _start(self, model: Any = None) -> bytes:
-        if self._started:
-            return b""
-        self._started = True
-        if isinstance(model, str) and model:
-            self.response["model"] = model
-        return self._event("response.created", response=self.response) + self._event(
-            "response.in_progress", response=self.response
-        )
-
-    def on_chunk(self, chunk: dict[str, Any]) -> bytes:
-        if self.ended:
-            return b""
-        out = [self._start(chunk.get("model"))]
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = _usage(chunk["usage"])
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = _dict(choice.get("delta"))
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                self._deltas += 1
-                out.append(self._text_delta(content))
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    self._deltas += 1
-                    out.append(self._call_delta(call))
-            if choice.get("finish_reason") is not None:
-                self._finish = choice["finish_reason"]
-        return b"".join(out)
-
-    def on_error(self, error: dict[str, Any]) -> bytes:
-        return self.fail(str(error.get("message") or "the backend failed mid-stream"), error.get("code"))
-
-    def on_end(self) -> bytes:
-        if self.ended:
-            return b""
-        return self._start() + self._complete()
-
-    def _text_delta(self, delta: str) -> bytes:
-        out = b""
-        if self._text is None:
-            item = _text_item(new_id("msg"), "", "in_progress")
-            item["content"] = []
-            self._text = item
-            self._output.append(item)
-            index = len(self._output) - 1
-            out += self._event("response.output_item.added", output_index=index, item=item)
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            out += self._event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=part,
-            )
-            item["content"] = [dict(part)]
-        item = self._text
-        item["content"][0]["text"] += delta
-        return out + self._event(
-            "response.output_text.delta",
-            item_id=item["id"],
-            output_index=self._output.index(item),
-            content_index=0,
-            delta=delta,
-            logprobs=[],
-        )
-
-    def _close_text(self) -> bytes:
-        item = self._text
-        if item is None:
-            return b""
-        self._text = None
-        index = self._output.index(item)
-        status = "incomplete" if self._finish == "length" else "completed"
-        part = item["content"][0]
-        item["status"] = status
-        return (
-            self._event(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                text=part["text"],
-                logprobs=[],
-            )
-            + self._event(
-                "response.content_part.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=part,
-            )
-            + self._event("response.output_item.done", output_index=index, item=item)
-        )
-
-    def _call_delta(self, call: dict[str, Any]) -> bytes:
-        index = call.get("index", 0)
-        function = _dict(call.get("function"))
-        out = b""
-        item = self._calls.get(index)
-        if item is None:
-            out += self._close_text()  # text before a call is a finished message item
-            item = _call_item(
-                new_id("fc"),
-                str(call.get("id") or new_id("call")),
-                str(function.get("name") or ""),
-                "",
-                "in_progress",
-            )
-            self._calls[index] = item
-            self._output.append(item)
-            out += self._event("response.output_item.added", output_index=len(self._output) - 1, item=item)
-        elif function.get("name") and not item["name"]:
-            item["name"] = function["name"]
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            item["arguments"] += arguments
-            out += self._event(
-                "response.function_call_arguments.delta",
-                item_id=item["id"],
-                output_index=self._output.index(item),
-                delta=arguments,
-            )
-        return out
-
-    def _close_calls(self) -> bytes:
-        out = b""
-        for item in self._calls.values():
-            index = self._output.index(item)
-            item["status"] = "completed"
-            out += self._event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                name=item["name"],
-                output_index=index,
-                arguments=item["arguments"],
-            )
-            out += self._event("response.output_item.done", output_index=index, item=item)
-        self._calls = {}
-        return out
-
-    def _complete(self) -> bytes:
-        out = self._close_text() + self._close_calls()
-        self.ended = True
-        response = dict(self.response)
-        response["output"] = self._output
-        usage = self._usage
-        if usage is None and self._estimated_input is not None:
-            prompt, completion = self._estimated_input, self._deltas
-            usage = _usage(
-                {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                }
-            )
-        if usage is not None:
-            response["usage"] = usage
-        _finish(response, self._finish, int(self._clock()))
-        self.response = response
-        kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
-        return out + self._event(kind, response=response)
-
-    def fail(self, message: str, code: Any = None) -> bytes:
-        """The stream was cut (a backend failed mid-stream): `error`, then `response.failed`."""
-        if self.ended:
-            return b""
-        start = self._start()
-        self.ended = True
-        response = dict(self.response)
-        response["output"] = self._output
-        response["status"] = "failed"
-        response["error"] = {"code": "server_error", "message": message}
-        self.response = response
-        error = self._event(
-            "error", code=str(code) if code is not None else None, message=message, param=None
-        )
-        return start + error + self._event("response.failed", response=response)

@@ -27,12 +27,12 @@ from aifabric.core import FailureClass
 from aifabric.errors import BadRequest, UpstreamFailure
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.gateway.dialects.responses import (
-    ResponsesStream,
     chat_to_response,
     input_items,
     request_to_chat,
     response_skeleton,
 )
+from aifabric.gateway.dialects.responses_stream import ResponsesStream
 
 if TYPE_CHECKING:
     from aifabric.routing.table import Endpoint

@@ -260,3 +260,11 @@ def test_what_only_a_native_backend_can_do_goes_to_it(estate: Estate, client: op
     with pytest.raises(openai.APIStatusError):
         client.responses.create(model="failover", input="news?", tools=[{"type": "web_search"}])
     assert estate.tr.requests == []  # its fallback only translates: not tried
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_translated_answer_says_so(client: openai.OpenAI, role: str) -> None:
+    raw = client.responses.with_raw_response.create(model=role, input="hi")
+    assert raw.headers.get("x-aifabric-translated") == ("chat" if role == "translated" else None)
+    assert raw.headers["x-aifabric-role"] == role
+    assert raw.parse().output_text == "[m] hi"

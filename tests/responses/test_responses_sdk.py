@@ -268,3 +268,14 @@ def test_a_translated_answer_says_so(client: openai.OpenAI, role: str) -> None:
     assert raw.headers.get("x-aifabric-translated") == ("chat" if role == "translated" else None)
     assert raw.headers["x-aifabric-role"] == role
     assert raw.parse().output_text == "[m] hi"
+
+
+def test_the_fake_backend_serves_responses_where_its_kind_does(estate: Estate) -> None:
+    for backend in (estate.nat, estate.llama):
+        with openai.OpenAI(base_url=backend.url, api_key="x", max_retries=0) as direct:
+            assert direct.responses.create(model="m", input="hi").output_text == "[m] hi"
+    with (
+        openai.OpenAI(base_url=estate.tr.url, api_key="x", max_retries=0) as direct,
+        pytest.raises(openai.NotFoundError),
+    ):
+        direct.responses.create(model="m", input="hi")  # llama-cpp-python has no /v1/responses

@@ -279,3 +279,27 @@ def test_the_fake_backend_serves_responses_where_its_kind_does(estate: Estate) -
         pytest.raises(openai.NotFoundError),
     ):
         direct.responses.create(model="m", input="hi")  # llama-cpp-python has no /v1/responses
+
+
+def test_a_conversation_crosses_between_native_and_translated(estate: Estate, client: openai.OpenAI) -> None:
+    """llama-server: plain answers native, streams translated; one conversation goes through both."""
+    first = client.responses.create(model="llama", input="one")  # native
+    with client.responses.stream(model="llama", input="two", previous_response_id=first.id) as s:
+        second = s.get_final_response()  # translated: the stored native turns become chat messages
+    assert second.output_text == "[m] two"
+    assert estate.llama.requests[-1].json["messages"] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "[m] one"},
+        {"role": "user", "content": "two"},
+    ]
+    third = client.responses.create(model="llama", input="three", previous_response_id=second.id)
+    assert third.output_text == "[m] three"
+    sent = estate.llama.requests[-1]
+    assert sent.path == "/v1/responses"
+    assert [item.get("role") for item in sent.json["input"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]

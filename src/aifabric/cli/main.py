@@ -25,6 +25,7 @@ COMMANDS = (
     "status",
     "deploy",
     "drill",
+    "secrets",
 )
 
 

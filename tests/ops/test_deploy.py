@@ -22,7 +22,6 @@ import yaml
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
-from aifabric.config.env import parse_env_file
 from aifabric.ops.deploy import aifabric_command, source_root
 from aifabric.ops.status import gateway_status
 from aifabric.testing.fake_backend import FakeBackend
@@ -125,7 +124,9 @@ def test_systemd_unit_runs_this_aifabric_with_absolute_paths(tmp_path: Path) -> 
     assert Path(argv[0]).is_absolute() and os.access(argv[0], os.X_OK)
     assert service["Restart"] == ["on-failure"] and service["RestartSec"] == ["5s"]
     assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
-    assert service["EnvironmentFile"] == [str(tmp_path / "secrets.env")]
+    # The gateway reads the env file itself (at start and on reload): systemd must not fix its values.
+    assert "EnvironmentFile" not in service
+    assert f"# Secrets: {tmp_path / 'secrets.env'}, read by the gateway at start and on reload." in unit_text
     assert service["NoNewPrivileges"] == ["yes"] and service["ProtectSystem"] == ["strict"]
     assert service["ReadWritePaths"] == [str(logs)]
     assert service["LimitNOFILE"] == ["65536"]
@@ -187,7 +188,7 @@ def test_paths_with_spaces_and_percent_signs_are_quoted_and_escaped(tmp_path: Pa
     # systemd reads `%%` as `%` and keeps a double-quoted word whole.
     argv = [word.replace("%%", "%") for word in shlex.split(service["ExecStart"][0])]
     assert argv[-2:] == ["--config", str(fabric.resolve())]
-    assert service["EnvironmentFile"] == [str(odd / "secrets.env").replace("%", "%%")]
+    assert "EnvironmentFile" not in service
     verify_with_systemd(tmp_path / "aifabric.service")
 
 
@@ -252,8 +253,8 @@ def test_a_broken_fabric_file_renders_nothing(tmp_path: Path, target: str) -> No
 
 
 def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> None:
-    """ExecStart run as systemd would (EnvironmentFile in the environment), ExecReload's SIGHUP picks
-    up an edited fabric file, SIGTERM stops it cleanly."""
+    """ExecStart run as systemd would (with the unit's environment only), ExecReload's SIGHUP picks up an
+    edited fabric file and secrets rotated by `aifabric secrets sync` (no restart), SIGTERM stops it."""
     with FakeBackend(kind="vllm", models=("bge",)) as fb:
         port = free_port()
         fabric = write_fabric(tmp_path, backend_url=fb.url)
@@ -262,8 +263,7 @@ def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> N
         assert code == 0, text
         service = parse_unit((tmp_path / "aifabric.service").read_text())["Service"]
         argv = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(service["ExecStart"][0])]
-        env_values, _ = parse_env_file(service["EnvironmentFile"][0])
-        env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **env_values}
+        env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}  # the unit's Environment= lines
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -272,20 +272,41 @@ def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> N
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "the unit's ExecStart never served"
                 time.sleep(0.05)
-            headers = {"authorization": f"Bearer {MASTER}"}
 
-            def models() -> set[str]:
-                body = httpx.get(url + "/v1/models", headers=headers, timeout=5).json()
-                return {m["id"] for m in body["data"]}
+            def models(key: str) -> set[str] | int:
+                auth = {"authorization": f"Bearer {key}"}
+                response = httpx.get(url + "/v1/models", headers=auth, timeout=5)
+                if response.status_code != 200:
+                    return response.status_code
+                return {m["id"] for m in response.json()["data"]}
 
-            assert models() == {"embeddings-general"}
+            assert models(MASTER) == {"embeddings-general"}
             fabric.write_text(fabric.read_text() + "aliases: {local/embed: embeddings-general}\n")
+            # Rotate both secrets the runbook's way: the map's sources, then a reload.
+            secrets_map = tmp_path / "secrets-map.yml"
+            secrets_map.write_text(
+                'FABRIC_MASTER_KEY: {command: "echo sk-rotated-master"}\n'
+                'OPENAI_API_KEY: {command: "echo sk-rotated-backend"}\n'
+            )
+            code, text = run_cli("secrets", "sync", "--map", str(secrets_map), "--config", str(fabric))
+            assert code == 0 and "changed: FABRIC_MASTER_KEY, OPENAI_API_KEY" in text, text
             assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10
-            while models() != {"embeddings-general", "local/embed"}:
-                assert time.monotonic() < deadline, "SIGHUP did not reload the fabric file"
+            while models("sk-rotated-master") != {"embeddings-general", "local/embed"}:
+                assert time.monotonic() < deadline, "SIGHUP did not reload the fabric file and its secrets"
                 time.sleep(0.05)
+            assert models(MASTER) == 401
+            fb.clear_requests()
+            response = httpx.post(
+                url + "/v1/embeddings",
+                json={"model": "local/embed", "input": "x"},
+                headers={"authorization": "Bearer sk-rotated-master"},
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            sent = [r for r in fb.requests if r.path.endswith("/embeddings")]
+            assert sent and sent[-1].headers["authorization"] == "Bearer sk-rotated-backend"
             assert proc.poll() is None
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0

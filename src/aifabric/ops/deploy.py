@@ -8,9 +8,11 @@ What the runbook did with `systemctl restart litellm` and `podman-compose restar
 - systemd: `ExecStart` is this installation's own `aifabric` (absolute: the venv's console script),
   `serve --config ABS`, or `up` when the fabric declares local backends (up starts and supervises them).
   `Restart=on-failure`, `ExecReload` sends SIGHUP (serve and up reload their fabric file; up refuses
-  a change to the local backends it launched), `EnvironmentFile=` is gateway.env_file, and hardening
+  a change to the local backends it launched), and hardening
   that leaves the gateway working: read-only system, private /tmp (the workers' shared state lives
-  there), writable log dirs.
+  there), writable log dirs. gateway.env_file is deliberately not an `EnvironmentFile=`: systemd would
+  fix its values in the environment at start, and the environment wins over the env file, so a rotated
+  secret would need a restart. The gateway reads the env file itself, at start and on every reload.
 - compose: the gateway alone in a container built from this source tree, the fabric file mounted
   read-only, gateway.env_file passed as `env_file`, host networking when a backend is on loopback.
 
@@ -169,8 +171,11 @@ def render_systemd(
         "TimeoutStopSec=30s",
         "Environment=PYTHONUNBUFFERED=1",
     ]
-    if config.gateway.env_file:
-        lines.append("EnvironmentFile=" + _unit_path(str(Path(config.gateway.env_file).resolve())))
+    env_file = Path(config.gateway.env_file).resolve() if config.gateway.env_file else None
+    if env_file is not None:
+        # Not EnvironmentFile=: values systemd puts in the environment at start win over the file, and
+        # a rotated secret would need a restart. The gateway reads the file at start and on reload.
+        lines.append(f"# Secrets: {_unit_path(str(env_file))}, read by the gateway at start and on reload.")
     lines.append("LimitNOFILE=65536")
     if run_as and not user:
         lines += [f"User={run_as}", f"Group={run_as}"]
@@ -218,6 +223,11 @@ def render_systemd(
     ]
     if user:
         notes.append("to keep it running after you log out: loginctl enable-linger $USER")
+    elif run_as and env_file is not None:
+        notes.append(
+            f"{run_as} reads the env file itself: {shlex.join(['chown', run_as, str(env_file)])} "
+            f"&& chmod 600 {shlex.quote(str(env_file))}"
+        )
     elif not run_as:
         notes.append(
             "it runs as root; --run-as USER runs it as a dedicated user (who must read the fabric file)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aifabric.cli.console import Console
 from aifabric.config.defaults import default_config_path
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 from aifabric.ops.secrets import SecretsReport, check_secrets, load_secrets_map, sync_secrets
 from aifabric.ops.secrets.check import env_file_of
@@ -118,9 +119,9 @@ def _sync(args: argparse.Namespace, console: Console) -> int:
             console.error(f"{len(result.failures)} source(s) failed; {env_file} is left as it was:")
             for failure in result.failures:
                 console.error(f"  {secrets_map.source}:{failure.entry.line}: {failure}")
-        return 1
+        return exit_codes.FAILED
     if args.json:
-        return 0
+        return exit_codes.OK
     for label, names in (
         ("added", changes.added),
         ("changed", changes.changed),
@@ -137,7 +138,7 @@ def _sync(args: argparse.Namespace, console: Console) -> int:
         )
     else:
         console.print(f"{env_file} is up to date ({len(changes.unchanged)} variable(s))")
-    return 0
+    return exit_codes.OK
 
 
 def _target(args: argparse.Namespace) -> Path:
@@ -148,8 +149,8 @@ def _target(args: argparse.Namespace) -> Path:
         if env is not None:
             return env
         raise CommandError(
-            f"{args.config} has no gateway.env_file: name the file to write with --env-file", 2
+            f"{args.config} has no gateway.env_file: name the file to write with --env-file", exit_codes.USAGE
         )
     raise CommandError(
-        "name the env file to write: --env-file PATH (or --config FILE with gateway.env_file)", 2
+        "name the env file to write: --env-file PATH (or --config with gateway.env_file)", exit_codes.USAGE
     )

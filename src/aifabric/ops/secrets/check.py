@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from aifabric.config.env import EnvResolver, parse_env_file
+from aifabric.core import exit_codes
 from aifabric.errors import ConfigError, ConfigProblem
 
 __all__ = ["EnvFileInfo", "Reference", "SecretsReport", "check_secrets", "env_file_of"]
@@ -68,7 +69,7 @@ class SecretsReport:
     @property
     def exit_code(self) -> int:
         unreadable = self.env_file is not None and self.env_file.error is not None
-        return 1 if self.missing or unreadable else 0
+        return exit_codes.FAILED if self.missing or unreadable else exit_codes.OK
 
     def to_dict(self) -> dict[str, Any]:
         return {

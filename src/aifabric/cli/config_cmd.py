@@ -1,5 +1,5 @@
 """`aifabric config validate FILE`, `aifabric config show FILE [--json]`, and `aifabric config import`
-(in `cli.config_import`).
+(in `cli.config_import`), `config diff` (in `cli.config_diff`).
 
 Without FILE, both act on the embedded default (what `aifabric up` serves with no fabric file).
 validate: exit 0 with a one-line summary, or exit 1 with every problem on stderr (printed by
@@ -13,6 +13,7 @@ import argparse
 
 import yaml
 
+from aifabric.cli.config_diff import add_diff_parser, run_diff
 from aifabric.cli.config_import import add_import_parser, run_import
 from aifabric.cli.console import Console
 from aifabric.config.defaults import load_config_or_default
@@ -44,11 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("file", metavar="FILE", nargs="?", help=_FILE_HELP)
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     add_import_parser(actions)
+    add_diff_parser(actions)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.action == "import":
         return run_import(args, console)
+    if args.action == "diff":
+        return run_diff(args, console)
     # A ConfigError is printed by cli.main, problem by problem.
     config = load_config_or_default(args.file)
     if args.action == "validate":

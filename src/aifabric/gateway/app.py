@@ -114,6 +114,7 @@ class Gateway:
             config, healths=self.checker.healths, previous=self.table, clock=self.clock
         )
         self.config = config
+        self.forwarder.set_retry(config.retry)
         self.auth = Authenticator(config.gateway.api_keys)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))

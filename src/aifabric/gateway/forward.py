@@ -94,6 +94,10 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
 
+    def set_retry(self, retry: RetryConfig) -> None:
+        """A reload's retry policy: for the requests that start from now on."""
+        self._retry = retry
+
     async def forward(self, req: ForwardRequest) -> Response | StreamingResponse:
         cfg = self._retry
         start = self._clock()
@@ -104,11 +108,19 @@ class Forwarder:
         # Set when a round ended with every candidate loading: the next round is a warm-up retry, which
         # max_attempts does not cut short (only warmup_wait and the deadline bound it).
         holding = False
+        # In flight, a request finishes on the table (and retry policy) it started with: a reload swaps
+        # the table for the requests that come after, never under one being served, so its attempts,
+        # retries and stream keep the roles, targets and backends it was planned with. Health and
+        # ejections stay live: a target the reload kept shares its state objects with the new table.
+        # The one exception is a warm-up hold (every candidate loading): that request is waiting for a
+        # target rather than being served, so each held round looks at the newest table, where the
+        # reload may have brought a ready target (or taken the loading one away).
+        table = self._table()
+        route = table.names.get(req.route.name, req.route)
         while True:
-            # Each round reads the table afresh: a reload while the request waited (warm-up, backoff)
-            # applies to it, and a target whose backend the reload removed is not tried.
-            table = self._table()
-            route = table.names.get(req.route.name, req.route)
+            if holding:
+                table = self._table()
+                route = table.names.get(req.route.name, route)
             candidates = table.plan(route, self._clock())
             round_failures: list[FailureClass] = []
             for target in candidates:

@@ -79,6 +79,7 @@ def test_reload_refuses_a_change_to_local_backends(tmp_path: Path) -> None:
 
     class FakeGateway:
         reloaded: list[object] = []
+        config = running  # what a reload diffs against
 
         def reload(self, config: object) -> None:
             self.reloaded.append(config)

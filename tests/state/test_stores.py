@@ -121,6 +121,17 @@ def test_stops_are_shared_renewed_cleared_and_lapse(pair: Pair) -> None:
     run(pair, scenario)
 
 
+def test_config_announcements_are_shared_and_the_latest_wins(pair: Pair) -> None:
+    async def scenario(a: StateStore, b: StateStore) -> None:
+        assert await b.read_config() is None
+        await a.publish_config('{"version": "v1", "by": "gw-a"}')
+        assert await b.read_config() == '{"version": "v1", "by": "gw-a"}'
+        await b.publish_config('{"version": "v2", "by": "gw-b"}')
+        assert await a.read_config() == '{"version": "v2", "by": "gw-b"}'
+
+    run(pair, scenario)
+
+
 def test_memory_lease_expires_after_its_ttl() -> None:
     clock = [0.0]
     store = MemoryStore(clock=lambda: clock[0])

@@ -1,5 +1,5 @@
 """`aifabric config validate FILE`, `aifabric config show FILE [--json]`, and `aifabric config import`
-(in `cli.config_import`), `config diff` (in `cli.config_diff`).
+(in `cli.config_import`), `config diff` (in `cli.config_diff`), `config reload` (in `cli.config_reload`).
 
 Without FILE, both act on the embedded default (what `aifabric up` serves with no fabric file).
 validate: exit 0 with a one-line summary, or exit 1 with every problem on stderr (printed by
@@ -15,6 +15,7 @@ import yaml
 
 from aifabric.cli.config_diff import add_diff_parser, run_diff
 from aifabric.cli.config_import import add_import_parser, run_import
+from aifabric.cli.config_reload import add_reload_parser, run_reload
 from aifabric.cli.console import Console
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     add_import_parser(actions)
     add_diff_parser(actions)
+    add_reload_parser(actions)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return run_import(args, console)
     if args.action == "diff":
         return run_diff(args, console)
+    if args.action == "reload":
+        return run_reload(args, console)
     # A ConfigError is printed by cli.main, problem by problem.
     config = load_config_or_default(args.file)
     if args.action == "validate":

@@ -25,6 +25,7 @@ from aifabric.errors import CommandError
 
 if TYPE_CHECKING:
     from aifabric.gateway.app import Gateway
+    from aifabric.gateway.reload import ReloadOutcome
     from aifabric.local.supervisor import Supervisor
 
 NAME = "up"
@@ -151,6 +152,8 @@ def _serve(
                 if supervisor is not None:
                     supervisor.on_state = gateway.local_backend_changed
                     gateway.attach_local(supervisor)  # POST /admin/backends/NAME/stop|start
+                if not config.source.startswith("<"):  # POST /admin/config/reload, watch: true
+                    gateway.reloader = lambda: _reloader(config, gateway, port_base)
                 _print_ready(config, host, port, console)
 
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))
@@ -166,26 +169,30 @@ def _serve(
 
 
 def _reload(config: FabricConfig, gateways: list[Gateway], console: Console, port_base: int | None) -> None:
-    """SIGHUP: re-read the fabric file. Roles, aliases and remote backends change in place; a change to the
+    """SIGHUP: re-read the fabric file (see `_reloader`), said on the console."""
+    if not gateways or config.source.startswith("<"):
+        return
+    outcome = _reloader(config, gateways[0], port_base)
+    (console.print if outcome.applied else console.error)(outcome.message)
+
+
+def _reloader(config: FabricConfig, gateway: Gateway, port_base: int | None) -> ReloadOutcome:
+    """Re-read the fabric file. Roles, aliases and remote backends change in place; a change to the
     local backends themselves (what `up` launched) needs a restart, and is refused with that said."""
     from aifabric.gateway.reload import reload_from_file
     from aifabric.local.launch import local_backends, with_local_ports
-
-    if not gateways or config.source.startswith("<"):
-        return
 
     def refuse(new: FabricConfig) -> str | None:
         if local_backends(new) != local_backends(config):
             return "its local backends changed; restart `aifabric up` to apply"
         return None
 
-    outcome = reload_from_file(
-        gateways[0],
+    return reload_from_file(
+        gateway,
         config.source,
         adapt=(lambda new: with_local_ports(new, port_base)) if port_base is not None else None,
         refuse=refuse,
     )
-    (console.print if outcome.applied else console.error)(outcome.message)
 
 
 def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:

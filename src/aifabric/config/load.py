@@ -244,6 +244,7 @@ _GATEWAY = {
     "access_log": Field(n.boolean),
     "responses_ttl": Field(n.duration(positive=True)),
     "responses_max_bytes": Field(n.size),
+    "watch": Field(n.boolean),
 }
 
 _HOST = {

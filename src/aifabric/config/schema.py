@@ -111,6 +111,7 @@ class GatewayConfig:
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1
     access_log: bool = False  # one JSON line per API request (off: nothing is formatted on the hot path)
+    watch: bool = False  # reload when the fabric file or its env file changes (polled, every 2 s)
     # Bounded waits of the data plane; see RetryConfig for what happens within them.
     connect_timeout: float = 3.0
     # Stored Responses-API conversations (previous_response_id): how long each stays, and, in memory

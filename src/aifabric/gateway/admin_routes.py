@@ -26,10 +26,11 @@ from aifabric.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response
 
-__all__ = ["AdminRoutes", "LocalControl", "is_loopback"]
+__all__ = ["AdminRoutes", "LocalControl", "check_admin_access", "is_loopback"]
 
 _PREFIX = "/admin/backends"
 _ACTIONS = ("stop", "start")
@@ -59,6 +60,18 @@ def is_loopback(client: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack listener
     return address.is_loopback
+
+
+def check_admin_access(auth: Authenticator, request: Request) -> None:
+    """Every /admin route: with keys configured a key is needed; without, loopback clients only."""
+    if auth.enabled:
+        auth.check(request.headers)
+    elif not is_loopback(request.client):
+        raise Forbidden(
+            "The admin routes are open only to clients on this machine when gateway.api_keys is "
+            "not set: call them from the gateway's host, or set gateway.api_keys and send a key.",
+            code="admin_loopback_only",
+        )
 
 
 class AdminRoutes:
@@ -103,15 +116,7 @@ class AdminRoutes:
         return Response(202, orjson.dumps(body))
 
     def _check_access(self, request: Request) -> None:
-        auth = self._gw.auth
-        if auth.enabled:
-            auth.check(request.headers)
-        elif not is_loopback(request.client):
-            raise Forbidden(
-                "The admin routes are open only to clients on this machine when gateway.api_keys is "
-                "not set: call them from the gateway's host, or set gateway.api_keys and send a key.",
-                code="admin_loopback_only",
-            )
+        check_admin_access(self._gw.auth, request)
 
     def _check_backend(self, name: str) -> None:
         if name in self._control.names():

@@ -24,6 +24,8 @@ from aifabric.gateway.errors import error_response, status_error
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
+from aifabric.gateway.reload import ReloadOutcome
+from aifabric.gateway.reloading import RELOAD_PATH, Reloads
 from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.health.checker import HealthChecker
 from aifabric.http.client import UpstreamClient
@@ -82,6 +84,9 @@ class Gateway:
             self.api_routes[path] = (self.responses.serve, error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
+        # Re-reads the fabric file and applies it (set by `serve` and `up`; None: the embedded default).
+        self.reloader: Callable[[], ReloadOutcome] | None = None
+        self.reloads = Reloads(self)
         self.monitor = Monitor(
             config,
             lambda: self.table.healths,
@@ -189,6 +194,8 @@ class Gateway:
                 return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
             if sub == "/alerts" and not versioned and request.method in ("GET", "HEAD"):
                 return Response(200, orjson.dumps(self.monitor.view()))
+            if sub == RELOAD_PATH and not versioned:
+                return await self.reloads.route(request)
             if not versioned and self.admin is not None and sub.startswith("/admin/"):
                 admin = self.admin.route(request)
                 if admin is not None:
@@ -228,10 +235,14 @@ class Gateway:
                 clock=self.clock,
                 on_transition=self.metrics.on_transition,
             )
+            if self.state_sync is not None:  # a reload another worker or replica announced
+                self.state_sync.on_config_announced = self.reloads.on_announced
             control = self.state_sync.run(self._stop) if self.state_sync else self.checker.run(self._stop)
             self._tasks.append(asyncio.create_task(control))
             # Alert rules over the same health the checker writes, every monitoring.interval.
             self._tasks.append(asyncio.create_task(self.monitor.run(self._stop)))
+        if self.config.gateway.watch:
+            self._tasks.append(asyncio.create_task(self.reloads.watch(self._stop)))
         return self.server
 
     async def close(self) -> None:
@@ -319,15 +330,18 @@ def run_gateway(
 
     def on_ready(gateway: Gateway) -> None:
         holder.append(gateway)
+        if config_path is not None:
+            from aifabric.gateway.reload import reload_from_file
+
+            gateway.reloader = lambda: reload_from_file(gateway, config_path)
         if ready is not None:
             ready(gateway)
 
     def reload() -> None:
-        if not holder or config_path is None:
+        reloader = holder[0].reloader if holder else None
+        if reloader is None:
             return
-        from aifabric.gateway.reload import reload_from_file
-
-        outcome = reload_from_file(holder[0], config_path)
+        outcome = reloader()
         log.log(logging.WARNING if outcome.applied else logging.ERROR, "%s", outcome.message)
 
     async def main() -> None:

@@ -7,8 +7,10 @@
     stops         a backend an operator stopped (drill, /admin/backends/NAME/stop) is down on every
                   gateway, whatever their probes see, until it is started again; the gateway that
                   stopped it renews the stop every round, so a stop whose gateway died lapses
+    config        the latest config reload announced by one gateway (`aifabric config reload`): the
+                  others notice a new announcement in their next round and reload their own file
 
-Every store keeps these four things and nothing of the hot path: the data plane never calls a store,
+Every store keeps these five things and nothing of the hot path: the data plane never calls a store,
 the `StateSync` task beside the health checker does, once a round. Times that cross process or machine
 boundaries are wall-clock epoch seconds; each process converts them to its own monotonic clock.
 
@@ -91,6 +93,14 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def read_stops(self, now: float) -> dict[str, str]:
         """Stops in force at `now` (epoch seconds): backend -> the reason to show."""
+
+    @abc.abstractmethod
+    async def publish_config(self, announcement: str) -> None:
+        """Announce a config reload (an opaque string, new for every reload); the latest one wins."""
+
+    @abc.abstractmethod
+    async def read_config(self) -> str | None:
+        """The latest reload announcement, or None when none was made."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -7,6 +7,7 @@
                             rename it over): a reader sees the old or the new file, never half of one.
     <dir>/ejections.json    target -> [until, count], merged under flock(<dir>/ejections.lock).
     <dir>/stops.json        backend -> [reason, until], changed under flock(<dir>/stops.lock).
+    <dir>/config            the latest config reload announcement, replaced whole (rename).
 
 The directory is `$XDG_RUNTIME_DIR/aifabric/<port>` (a per-user tmpfs) or `/tmp/aifabric-<uid>/<port>`,
 mode 0700, so the workers of one `aifabric serve --port P --workers N` find each other by the port they
@@ -181,6 +182,19 @@ class LocalStore(StateStore):
             stops: dict[str, Any] = {n: [why, until] for n, (why, until) in current.items() if until > now}
             change(stops)
             self._write("stops.json", orjson.dumps(stops))
+
+    # -- config reloads ----------------------------------------------------------------------------
+
+    async def publish_config(self, announcement: str) -> None:
+        with _translated("announce a config reload"):
+            self._write("config", announcement.encode())
+
+    async def read_config(self) -> str | None:
+        with _translated("read the config announcement"):
+            try:
+                return (self.directory / "config").read_bytes().decode(errors="replace")
+            except FileNotFoundError:
+                return None
 
     # -- files -----------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class MemoryStore(StateStore):
         self._health: HealthSnapshot | None = None
         self._ejections: dict[str, Ejection] = {}
         self._stops: dict[str, tuple[str, float]] = {}
+        self._config: str | None = None
 
     def _current_holder(self) -> str | None:
         if self._holder is not None and self._clock() >= self._lease_until:
@@ -75,6 +76,12 @@ class MemoryStore(StateStore):
 
     async def read_stops(self, now: float) -> dict[str, str]:
         return {name: why for name, (why, until) in self._stops.items() if until > now}
+
+    async def publish_config(self, announcement: str) -> None:
+        self._config = announcement
+
+    async def read_config(self) -> str | None:
+        return self._config
 
     async def close(self) -> None:
         """Nothing to release: the store lives as long as the gateways that share it."""

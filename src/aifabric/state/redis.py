@@ -8,6 +8,7 @@
     <prefix>health:version   the counter behind <version>
     <prefix>ejections        hash: target -> "<until> <count>"; the later `until` wins; the hash expires
                              when its last ejection is over
+    <prefix>config           string: the latest config reload announcement (`aifabric config reload`)
     <prefix>stops            hash: backend -> json [reason, until], renewed every round by the gateway
                              that stopped it; the hash expires a while after its last renewal
 
@@ -151,6 +152,7 @@ class RedisStore(StateStore):
         self._k_health = prefix + "health"
         self._k_ejections = prefix + "ejections"
         self._k_stops = prefix + "stops"
+        self._k_config = prefix + "config"
 
     def describe(self) -> str:
         return f"redis ({self._shown}, prefix {self.prefix!r})"
@@ -244,6 +246,19 @@ class RedisStore(StateStore):
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 continue
         return out
+
+    async def publish_config(self, announcement: str) -> None:
+        try:
+            await self._client.set(self._k_config, announcement.encode(), ex=7 * 24 * 3600)
+        except self._errors as exc:
+            raise self._failed("announce a config reload", exc) from exc
+
+    async def read_config(self) -> str | None:
+        try:
+            raw = await self._client.get(self._k_config)
+        except self._errors as exc:
+            raise self._failed("read the config announcement", exc) from exc
+        return None if raw is None else bytes(raw).decode(errors="replace")
 
     async def close(self) -> None:
         # Closing the connections to a Redis that is gone: nothing is left to release.

@@ -9,7 +9,11 @@ Once a round (`interval`, 1 s by default) every gateway:
    routing table reads as if it had probed itself;
 3. publishes the ejections its own requests caused, and takes on the ones other gateways published;
 4. renews the stops of backends an operator stopped through it (drill, /admin/backends/NAME/stop), and
-   holds every stopped backend down, whoever stopped it, until it is started again.
+   holds every stopped backend down, whoever stopped it, until it is started again;
+5. looks for a config reload another gateway announced (`aifabric config reload` reaches one worker
+   of one replica): a new announcement makes this gateway reload its own fabric file
+   (`on_config_announced`). The announcement current at the first round is old news: it is noted, not
+   acted on (this gateway has just loaded its file).
 
 The data plane is untouched: it keeps reading the same objects, and nothing on the request path waits
 for the store. When the store cannot be reached, the gateway probes for itself (logged once) and goes
@@ -94,6 +98,10 @@ class StateSync:
         self._probe_stop = asyncio.Event()
         self._published: dict[str, float] = {}  # target -> local `until` already shared or taken on
         self._seen_remote: dict[str, float] = {}  # target -> epoch `until` already taken on
+        # Config reloads announced through the store: the last one seen (or made), and whom to tell.
+        self.on_config_announced: Callable[[str], None] | None = None
+        self._seen_config: str | None = None
+        self._config_primed = False
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -128,6 +136,7 @@ class StateSync:
             # Stops first: the health the leader publishes below, and the health a follower applies,
             # already hold a stopped backend down.
             await self._sync_stops(now, wall)
+            await self._follow_config()
             leader = await self.store.try_lead(self.holder, self.ttl)
             if leader:
                 self._start_probing()
@@ -230,6 +239,28 @@ class StateSync:
         self.applied_from = snapshot.holder
 
     # -- stops -----------------------------------------------------------------------------------
+
+    @property
+    def config_primed(self) -> bool:
+        """Whether a round has read the store's reload announcement yet (later ones are acted on)."""
+        return self._config_primed
+
+    async def announce_config(self, announcement: str) -> None:
+        """Tell the other gateways sharing this store to reload (raises StateStoreError)."""
+        self._seen_config = announcement  # our own: not to be acted on when read back
+        self._config_primed = True
+        await self.store.publish_config(announcement)
+
+    async def _follow_config(self) -> None:
+        current = await self.store.read_config()
+        if not self._config_primed:
+            self._config_primed, self._seen_config = True, current
+            return
+        if current is None or current == self._seen_config:
+            return
+        self._seen_config = current
+        if self.on_config_announced is not None:
+            self.on_config_announced(current)
 
     def stopped(self, backend: str, why: str) -> None:
         """This gateway's supervisor stopped `backend` on purpose: every gateway sharing the state holds

@@ -1,0 +1,122 @@
+"""`aifabric config reload`: ask a running gateway to re-read its fabric file (`POST
+/admin/config/reload`), and say what it applied or why it refused.
+
+    answer = request_reload("http://127.0.0.1:8000", api_key=None)
+    answer.applied, answer.body        # the gateway's own report: diff, problems, version
+    answer.exit_code                   # 0 applied, 1 refused or not allowed, 3 unreachable
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aifabric.config.diff import Change, ConfigDiff
+from aifabric.core import exit_codes
+from aifabric.errors import UpstreamFailure
+from aifabric.http.client import UpstreamClient
+
+__all__ = ["ReloadAnswer", "render_reload", "request_reload"]
+
+
+@dataclass
+class ReloadAnswer:
+    url: str
+    status: int | None = None  # HTTP status, None when the gateway did not answer
+    body: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # unreachable, or an answer that is not the reload route's
+
+    @property
+    def applied(self) -> bool:
+        return self.status == 200 and bool(self.body.get("applied"))
+
+    @property
+    def exit_code(self) -> int:
+        if self.status is None:
+            return exit_codes.UNREACHABLE
+        return exit_codes.OK if self.applied else exit_codes.FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "status": self.status, "error": self.error, **self.body}
+
+
+def request_reload(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> ReloadAnswer:
+    return asyncio.run(_request(url, api_key, timeout))
+
+
+async def _request(url: str, api_key: str | None, timeout: float) -> ReloadAnswer:
+    base = url.rstrip("/").removesuffix("/v1")
+    answer = ReloadAnswer(base)
+    headers: list[tuple[str, str]] = []
+    if api_key:
+        headers.append(("authorization", f"Bearer {api_key}"))
+    client = UpstreamClient(connect_timeout=min(timeout, 3.0))
+    try:
+        status, _, body = await client.fetch(
+            "POST", base + "/admin/config/reload", headers, b"", timeout=timeout
+        )
+    except UpstreamFailure as exc:
+        answer.error = f"unreachable ({exc.failure}: {exc.detail})"
+        return answer
+    finally:
+        await client.aclose()
+    answer.status = status
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        answer.error = f"answered HTTP {status} with something that is not JSON"
+        return answer
+    answer.body = parsed
+    if status != 200:
+        error = parsed.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        answer.error = f"HTTP {status}: {message or 'no message'}"
+        if status == 404:
+            answer.error += " (a gateway older than `config reload`: send it SIGHUP instead)"
+    return answer
+
+
+def render_reload(answer: ReloadAnswer) -> list[str]:
+    """Lines for people: what was applied (the diff) or every problem that made the gateway refuse."""
+    body = answer.body
+    if answer.applied:
+        lines = [str(body.get("message", "reloaded"))]
+        diff = _diff(body.get("diff"))
+        lines += [f"  {line}" for line in diff.lines()]
+        if diff.secrets_changed:
+            lines.append(f"  secrets changed: {', '.join(diff.secrets_changed)}")
+        shared = body.get("shared_through")
+        lines.append(
+            f"announced through {shared}: every worker and replica sharing it reloads its own file"
+            if shared
+            else "this gateway shares no state: other replicas (if any) need their own reload"
+        )
+        return lines
+    reload = body.get("reload") if isinstance(body.get("reload"), dict) else None
+    if reload is None:
+        return [f"{answer.url}: {answer.error or 'no answer'}"]
+    lines = [str(reload.get("message", "")).split("\n", 1)[0]]
+    for problem in reload.get("problems") or []:
+        where = f"{problem.get('file')}:{problem.get('line')}" if problem.get("line") else problem.get("file")
+        lines.append(f"  {where}: {problem.get('message')}")
+        if problem.get("fix"):
+            lines.append(f"    fix: {problem.get('fix')}")
+    if not reload.get("problems"):
+        lines = [str(reload.get("message", ""))]
+    return lines
+
+
+def _diff(data: Any) -> ConfigDiff:
+    if not isinstance(data, dict):
+        return ConfigDiff()
+    changes = tuple(
+        Change(str(c["section"]), str(c["name"]), c["kind"], tuple(c.get("fields", ())))
+        for c in data.get("changes", [])
+        if isinstance(c, dict) and c.get("kind") in ("added", "removed", "changed")
+    )
+    return ConfigDiff(changes, tuple(data.get("secrets_changed", ())))

@@ -61,6 +61,7 @@ class Rendered:
     files: dict[str, str]
     commands: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    private: frozenset[str] = frozenset()  # files holding secrets: written mode 0600
 
     def shell(self) -> list[str]:
         return [shlex.join(c) for c in self.commands]
@@ -385,8 +386,15 @@ def write_rendered(rendered: Rendered, output: Path) -> list[Path]:
         written = []
         for name, text in rendered.files.items():
             path = output / name
-            path.write_text(text, encoding="utf-8")
-            path.chmod(0o644)
+            if name in rendered.private:
+                # Created 0600 before a byte is written: no window in which others may read it.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(text)
+            else:
+                path.write_text(text, encoding="utf-8")
+                path.chmod(0o644)
             written.append(path)
     except OSError as exc:
         raise CommandError(f"cannot write into {output}: {exc.strerror}") from None

@@ -15,7 +15,10 @@ from aifabric.config.show import config_to_dict, redact_url
 
 def test_defaults_are_filled_in() -> None:
     shown = config_to_dict(load_config(SEED, environ=SEED_ENV))
-    assert list(shown) == ["gateway", "hosts", "backends", "roles", "aliases", "monitoring", "retry", "state"]
+    assert list(shown) == [
+        "gateway", "hosts", "backends", "roles", "aliases", "monitoring", "retry", "state", "tracing",
+    ]  # fmt: skip
+    assert shown["tracing"] is None  # off unless configured
     assert shown["gateway"]["max_body_bytes"] == 32 * 1024 * 1024
     assert shown["backends"]["armitage-vllm"]["health"]["interval"] == 10.0
     assert shown["roles"]["chat-fast"] == {

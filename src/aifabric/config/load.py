@@ -42,6 +42,7 @@ from aifabric.config.schema import (
     RetryConfig,
     RoleConfig,
     TargetConfig,
+    TracingConfig,
 )
 from aifabric.errors import ConfigError, ConfigProblem
 
@@ -400,6 +401,12 @@ def _state(r: Reader, node: yaml.Node, path: str) -> Any:
     return value
 
 
+_TRACING = {
+    "endpoint": Field(n.url, required=True, example="http://127.0.0.1:4318"),
+    "service_name": Field(n.text),
+    "sample_ratio": Field(n.number(0.0, 1.0)),
+}
+
 _TOP: dict[str, Field] = {
     "gateway": Field(_section(_GATEWAY, GatewayConfig)),
     "hosts": Field(lambda r, node, path: _named(r, node, path, _host)),
@@ -413,6 +420,7 @@ _TOP: dict[str, Field] = {
     "monitoring": Field(_section(_MONITORING, MonitoringConfig)),
     "retry": Field(_section(_RETRY, RetryConfig)),
     "state": Field(_state),
+    "tracing": Field(_section(_TRACING, TracingConfig)),
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "RoleKind",
     "Secret",
     "TargetConfig",
+    "TracingConfig",
 ]
 
 # The closed sets of names a fabric file may use, each written once: the Literal types the schema's
@@ -222,6 +223,15 @@ class LoadedFrom:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces over OTLP/HTTP (the `otel` extra); absent: nothing is imported or traced."""
+
+    endpoint: str  # the collector's OTLP/HTTP base URL; spans go to ENDPOINT/v1/traces
+    service_name: str = "aifabric"
+    sample_ratio: float = 1.0  # of the traces that start here; a client's sampled flag is followed
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     hosts: dict[str, HostConfig] = field(default_factory=dict)
@@ -231,6 +241,7 @@ class FabricConfig:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
+    tracing: TracingConfig | None = None
     source: str = "<embedded default>"
     loaded: LoadedFrom = field(default_factory=LoadedFrom, compare=False, repr=False)
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,7 +16,7 @@ from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
-from aifabric.errors import ApiError, MethodNotAllowed, NotFound
+from aifabric.errors import ApiError, ConfigError, ConfigProblem, MethodNotAllowed, NotFound
 from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
@@ -34,6 +34,9 @@ from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 from aifabric.state import StateSync, open_response_store, open_sync
+
+if TYPE_CHECKING:
+    from aifabric.observability.tracing import RequestTracer
 
 __all__ = ["Gateway", "run_gateway", "serve_gateway"]
 
@@ -65,8 +68,14 @@ class Gateway:
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
         self.auth = Authenticator(config.gateway.api_keys)
+        self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
         self.forwarder = Forwarder(
-            lambda: self.table, self.client, config.retry, clock=clock, on_attempt=self.metrics.on_attempt
+            lambda: self.table,
+            self.client,
+            config.retry,
+            clock=clock,
+            on_attempt=self.metrics.on_attempt if self.tracer is None else self._on_traced_attempt,
+            on_attempt_start=None if self.tracer is None else self.tracer.attempt_started,
         )
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
         # The POST routes with routing, retries, metrics and access log (path without /v1 -> handler).
@@ -110,6 +119,11 @@ class Gateway:
         bad = transition.new in (BackendState.DOWN, BackendState.DEGRADED)
         log.log(logging.WARNING if bad else logging.INFO, "%s", transition)
         self.metrics.on_transition(transition)
+
+    def _on_traced_attempt(self, req: Any, target: Any, attempt: Any, seconds: float) -> None:
+        self.metrics.on_attempt(req, target, attempt, seconds)
+        if self.tracer is not None:
+            self.tracer.attempt_ended(req, target, attempt, seconds)
 
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
@@ -177,7 +191,10 @@ class Gateway:
                 started = self.clock()
                 try:
                     self.auth.check(request.headers)
-                    response = await serve(request, sub)
+                    if self.tracer is None:
+                        response = await serve(request, sub)
+                    else:
+                        response = await self.tracer.serve(request, sub, serve)
                 except ApiError as exc:
                     response = render(exc)
                     self.metrics.on_error(exc)
@@ -255,9 +272,30 @@ class Gateway:
                 await task
         await self.client.aclose()
         await self.responses.store.close()
+        if self.tracer is not None:  # the spans still queued are exported before the process ends
+            await asyncio.to_thread(self.tracer.shutdown)
 
 
 _access = logging.getLogger("aifabric.access")
+
+
+def _tracer(config: FabricConfig) -> RequestTracer | None:
+    if config.tracing is None:
+        return None
+    try:
+        from aifabric.observability.tracing import RequestTracer
+    except ImportError as exc:  # the `otel` extra is not installed
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    config.source,
+                    config.loaded.key_lines.get("tracing"),
+                    f"tracing needs OpenTelemetry, which is not installed ({exc.name})",
+                    "pip install 'aifabric[otel]', or remove the tracing: section",
+                )
+            ]
+        ) from None
+    return RequestTracer(config.tracing)
 
 
 def _log_access(request: Request, response: Response | StreamingResponse, seconds: float) -> None:

@@ -74,6 +74,8 @@ class ForwardRequest:
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
 AttemptHook = Callable[[ForwardRequest, TargetState, Attempt, float], None]
+# Called as an attempt starts; the headers it returns go to the backend (tracing: the traceparent).
+AttemptStartHook = Callable[[ForwardRequest, TargetState], list[tuple[str, str]]]
 
 
 class Forwarder:
@@ -86,6 +88,7 @@ class Forwarder:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_attempt: AttemptHook | None = None,
+        on_attempt_start: AttemptStartHook | None = None,
     ) -> None:
         self._table = table
         self._client = client
@@ -93,6 +96,7 @@ class Forwarder:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
+        self._on_attempt_start = on_attempt_start
 
     def set_retry(self, retry: RetryConfig) -> None:
         """A reload's retry policy: for the requests that start from now on."""
@@ -214,6 +218,8 @@ class Forwarder:
             headers.append(("x-request-id", req.request_id))
         if req.stream:
             headers.append(("accept", "text/event-stream"))
+        if self._on_attempt_start is not None:  # only with tracing on
+            headers.extend(self._on_attempt_start(req, target))
         started = self._clock()
         # Settled exactly once: below, or by the stream's _Relay once the stream is handed over (the
         # guard ignores whichever of the two comes second).

@@ -1,0 +1,142 @@
+"""OpenTelemetry traces: one span per request and one per attempt with the GenAI conventions, the
+client's traceparent continued and each attempt's sent to its backend, exported over OTLP/HTTP to a
+local receiver; nothing of OpenTelemetry imported when tracing is off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from otlp_receiver import OtlpReceiver
+
+from aifabric.config.load import load_config_text
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+SERVER, CLIENT, ERROR = 2, 3, 2
+
+FABRIC = """
+backends:
+  a: {{kind: vllm, url: "{a}"}}
+  b: {{kind: vllm, url: "{b}"}}
+roles:
+  chat: {{kind: chat, targets: [{{backend: a, model: m1}}], fallbacks: [backup]}}
+  backup: {{kind: chat, targets: [{{backend: b, model: m2}}]}}
+tracing: {{endpoint: "{otlp}", service_name: gw-test}}
+"""
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver().start()
+    yield r
+    r.stop()
+
+
+def test_request_and_attempt_spans_with_genai_attributes(receiver: OtlpReceiver) -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as a, FakeBackend(kind="vllm", models=("m2",)) as b:
+        a.set(fail_first_n=1, fail_status=500)
+        config = load_config_text(
+            FABRIC.format(a=a.url, b=b.url, otlp=receiver.endpoint), "f.yaml", environ={}
+        )
+        gw = RunningGateway(config).start()
+        try:
+            client = gw.openai()
+            traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+            answer = client.chat.completions.create(
+                model="chat",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=5,
+                temperature=0.5,
+                extra_headers={"traceparent": traceparent},
+            )
+            assert answer.usage is not None
+            stream = client.chat.completions.create(
+                model="chat",
+                messages=[{"role": "user", "content": "stream please"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = list(stream)
+            assert chunks[-1].usage is not None
+        finally:
+            gw.stop()  # flushes the exporter
+        assert receiver.content_types and all(t == "application/x-protobuf" for t in receiver.content_types)
+
+        spans = receiver.spans
+        requests = [s for s in spans if s.kind == SERVER]
+        assert len(requests) == 2
+        first = next(s for s in requests if s.trace_id == CLIENT_TRACE)
+        # The client's trace continued: same trace id, the client's span as parent.
+        assert first.parent_span_id == CLIENT_SPAN
+        assert first.name == "chat chat" and first.service == "gw-test"
+        attrs = first.attributes
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert attrs["gen_ai.request.model"] == "chat"
+        assert attrs["gen_ai.response.model"] == "m2"
+        assert attrs["gen_ai.request.max_tokens"] == 5 and attrs["gen_ai.request.temperature"] == 0.5
+        assert attrs["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
+        assert attrs["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
+        assert attrs["aifabric.attempts"] == 2 and attrs["aifabric.backend"] == "b"
+        assert attrs["http.response.status_code"] == 200
+
+        # One span per attempt, children of the request span: a failed with the failure class, then b.
+        attempts = sorted((s for s in spans if s.parent_span_id == first.span_id), key=lambda s: s.name)
+        assert [(s.kind, s.name, s.attributes["aifabric.backend"]) for s in attempts] == [
+            (CLIENT, "chat m1", "a"),
+            (CLIENT, "chat m2", "b"),
+        ]
+        failed, served = attempts
+        assert failed.attributes["error.type"] == "upstream_5xx" and failed.status_code == ERROR
+        assert failed.attributes["http.response.status_code"] == 500
+        assert served.attributes["gen_ai.request.model"] == "m2" and "error.type" not in served.attributes
+
+        # Each backend got its own attempt's traceparent: its work joins the same trace.
+        sent_a = a.requests[0].headers["traceparent"]
+        sent_b = next(r for r in b.requests if r.path.endswith("/chat/completions")).headers["traceparent"]
+        assert sent_a == f"00-{CLIENT_TRACE}-{failed.span_id}-01"
+        assert sent_b == f"00-{CLIENT_TRACE}-{served.span_id}-01"
+
+        # The stream's span: its own trace (no traceparent), ended with the stream, usage from its last event.
+        streamed = next(s for s in requests if s is not first)
+        assert streamed.trace_id != CLIENT_TRACE and streamed.parent_span_id == ""
+        assert streamed.attributes["aifabric.stream"] is True
+        assert streamed.attributes["gen_ai.usage.output_tokens"] == chunks[-1].usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_an_unknown_model_is_an_error_span(receiver: OtlpReceiver) -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as a:
+        config = load_config_text(
+            FABRIC.format(a=a.url, b=a.url, otlp=receiver.endpoint), "f.yaml", environ={}
+        )
+        gw = RunningGateway(config).start()
+        try:
+            import openai
+
+            with pytest.raises(openai.NotFoundError):
+                gw.openai().chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+        finally:
+            gw.stop()
+        (span,) = receiver.spans
+        assert span.name == "chat nope" and span.status_code == ERROR
+        assert span.attributes["http.response.status_code"] == 404
+        assert span.attributes["error.type"] == "model_not_found"
+
+
+def test_off_nothing_of_opentelemetry_is_imported() -> None:
+    code = """
+import sys
+from aifabric.config.load import load_config_text
+from aifabric.gateway.app import Gateway
+text = ('backends: {a: {kind: vllm, url: "http://127.0.0.1:9/v1"}}\\n'
+        'roles: {chat: {kind: chat, targets: [{backend: a, model: m}]}}\\n')
+gw = Gateway(load_config_text(text), probe=False)
+assert gw.tracer is None and gw.forwarder._on_attempt_start is None
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -135,9 +135,19 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
         out.append(f"aifabric_backend_transitions_total{_labels(('backend', 'state'), tr_key)} {n}")
     family("aifabric_backend_up", "gauge", "1 when the backend is routable (unknown, up or degraded).")
     family("aifabric_backend_state", "gauge", "The backend's health state (1 for the current state).")
+    # What the built-in alert rules read besides the state, for the shipped Prometheus rules to mirror them.
+    family("aifabric_backend_always_on", "gauge", "0 for a backend on a workstation (always_on: false).")
+    family(
+        "aifabric_backend_model_mismatch",
+        "gauge",
+        "1 while the backend serves other model ids than configured.",
+    )
     for name, health in sorted(table.healths.items()):
-        out.append(f"aifabric_backend_up{_labels(('backend',), (name,))} {1 if health.routable else 0}")
+        backend = _labels(("backend",), (name,))
+        out.append(f"aifabric_backend_up{backend} {1 if health.routable else 0}")
         out.append(f"aifabric_backend_state{_labels(('backend', 'state'), (name, str(health.state)))} 1")
+        out.append(f"aifabric_backend_always_on{backend} {1 if health.always_on else 0}")
+        out.append(f"aifabric_backend_model_mismatch{backend} {1 if health.mismatches else 0}")
     family(
         "aifabric_target_available", "gauge", "1 when the target may be sent requests (health and ejection)."
     )

@@ -140,3 +140,28 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_anthropic_messages_are_chat_spans_with_their_usage(receiver: OtlpReceiver) -> None:
+    import anthropic
+
+    with FakeBackend(kind="vllm", models=("m1",)) as a:
+        config = load_config_text(
+            FABRIC.format(a=a.url, b=a.url, otlp=receiver.endpoint), "f.yaml", environ={}
+        )
+        gw = RunningGateway(config).start()
+        try:
+            with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as client:
+                message = client.messages.create(
+                    model="chat", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+        finally:
+            gw.stop()
+    (request,) = [s for s in receiver.spans if s.kind == SERVER]
+    assert request.name == "chat chat"
+    assert request.attributes["gen_ai.request.model"] == "chat"
+    assert request.attributes["gen_ai.request.max_tokens"] == 8
+    assert request.attributes["gen_ai.usage.input_tokens"] == message.usage.input_tokens
+    assert request.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
+    (attempt,) = [s for s in receiver.spans if s.parent_span_id == request.span_id]
+    assert attempt.kind == CLIENT and attempt.attributes["aifabric.backend"] == "a"

@@ -202,12 +202,13 @@ def _usage(span: trace.Span, body: bytes) -> None:
     usage = data.get("usage") if isinstance(data, dict) else None
     if not isinstance(usage, dict):
         return
-    for key, name in (
-        ("prompt_tokens", "gen_ai.usage.input_tokens"),
-        ("completion_tokens", "gen_ai.usage.output_tokens"),
+    # OpenAI's names, then Anthropic's (its message_delta event carries output_tokens only).
+    for keys, name in (
+        (("prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
+        (("completion_tokens", "output_tokens"), "gen_ai.usage.output_tokens"),
     ):
-        value = usage.get(key)
-        if isinstance(value, int):
+        value = next((usage[k] for k in keys if isinstance(usage.get(k), int)), None)
+        if value is not None:
             span.set_attribute(name, value)
     if data.get("id") and isinstance(data.get("id"), str):
         span.set_attribute("gen_ai.response.id", data["id"])

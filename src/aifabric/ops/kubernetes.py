@@ -127,6 +127,12 @@ def render_kubernetes(
         "watch it: kubectl rollout status deployment/aifabric; reach it: kubectl port-forward svc/aifabric "
         f"{port}:{port}",
     ]
+    local = [b.name for b in config.backends.values() if b.local is not None]
+    if local:
+        notes.append(
+            f"the pods run the gateway only: the local backends ({', '.join(local)}) must run elsewhere "
+            "and be reachable from the cluster at the URLs the fabric file gives"
+        )
     if not config.gateway.watch:
         notes.append(
             "after applying a changed ConfigMap or Secret: `aifabric config reload --url ...` (or set "

@@ -65,6 +65,18 @@ def test_sighup_reloads_roles_of_a_running_up(tmp_path: Path) -> None:
                     break
                 time.sleep(0.05)
             assert ids(url) == {"chat-deep"}
+            # The same reload asked over HTTP (`aifabric config reload`), with the diff it applied.
+            path.write_text(REMOTE.format(port=port, url=fb.url, role="chat-code"))
+            done = subprocess.run(
+                [str(exe), "config", "reload", "--url", url],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            assert "+ roles.chat-code" in done.stdout and "- roles.chat-deep" in done.stdout
+            assert ids(url) == {"chat-code"}
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=20)

@@ -165,3 +165,23 @@ def test_anthropic_messages_are_chat_spans_with_their_usage(receiver: OtlpReceiv
     assert request.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
     (attempt,) = [s for s in receiver.spans if s.parent_span_id == request.span_id]
     assert attempt.kind == CLIENT and attempt.attributes["aifabric.backend"] == "a"
+
+
+def test_responses_api_streams_are_chat_spans_with_their_usage(receiver: OtlpReceiver) -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as a:
+        config = load_config_text(
+            FABRIC.format(a=a.url, b=a.url, otlp=receiver.endpoint), "f.yaml", environ={}
+        )
+        gw = RunningGateway(config).start()
+        try:
+            client = gw.openai()
+            events = list(client.responses.create(model="chat", input="hi", stream=True))
+        finally:
+            gw.stop()
+    completed = next(e for e in events if e.type == "response.completed")
+    usage = completed.response.usage  # type: ignore[union-attr]
+    assert usage is not None
+    (request,) = [s for s in receiver.spans if s.kind == SERVER]
+    assert request.name == "chat chat" and request.attributes["aifabric.stream"] is True
+    assert request.attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
+    assert request.attributes["gen_ai.usage.output_tokens"] == usage.output_tokens

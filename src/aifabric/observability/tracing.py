@@ -47,6 +47,7 @@ __all__ = ["RequestTracer"]
 _OPERATIONS = {
     "/chat/completions": "chat",
     "/messages": "chat",  # Anthropic's Messages API
+    "/responses": "chat",  # OpenAI's Responses API
     "/completions": "text_completion",
     "/embeddings": "embeddings",
 }
@@ -199,7 +200,12 @@ def _usage(span: trace.Span, body: bytes) -> None:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
-    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return
+    usage = data.get("usage")
+    if usage is None:  # nested in a stream's event: response.completed (Responses), message_start (Messages)
+        inner = data.get("response") or data.get("message")
+        usage = inner.get("usage") if isinstance(inner, dict) else None
     if not isinstance(usage, dict):
         return
     # OpenAI's names, then Anthropic's (its message_delta event carries output_tokens only).
@@ -210,7 +216,7 @@ def _usage(span: trace.Span, body: bytes) -> None:
         value = next((usage[k] for k in keys if isinstance(usage.get(k), int)), None)
         if value is not None:
             span.set_attribute(name, value)
-    if data.get("id") and isinstance(data.get("id"), str):
+    if isinstance(data.get("id"), str):
         span.set_attribute("gen_ai.response.id", data["id"])
 
 

@@ -55,3 +55,21 @@ def test_unredacted_output_reads_back_as_the_same_config(tmp_path: Path) -> None
     text = yaml.safe_dump(config_to_dict(original, redact=False), sort_keys=False)
     again = load_config_text(text, "shown.yaml", environ={}, base_dir=tmp_path)
     assert dataclasses.replace(again, source=original.source) == original
+
+
+def test_a_password_in_the_tracing_endpoint_is_redacted() -> None:
+    from aifabric.config.load import load_config_text
+    from aifabric.config.show import config_to_dict
+
+    config = load_config_text(
+        'backends: {a: {kind: vllm, url: "http://h:8000/v1"}}\n'
+        "roles: {chat: {kind: chat, targets: [{backend: a, model: m}]}}\n"
+        'tracing: {endpoint: "https://user:otel-pass-77@collector:4318"}\n',
+        environ={},
+    )
+    shown = config_to_dict(config)["tracing"]
+    assert shown == {
+        "endpoint": "https://user:********@collector:4318",
+        "service_name": "aifabric",
+        "sample_ratio": 1.0,
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,22 +12,18 @@ from aifabric.backends.base import adapter_for
 from aifabric.config.schema import BackendConfig
 from aifabric.core import BackendState, FailureClass, ProbeResult
 from aifabric.http.client import UpstreamClient
-from aifabric.local.embed_server import EmbedServer
+from aifabric.testing.embed import RunningEmbedServer
 
 MODEL = "all-minilm-l6-v2-int8"
 
 
 @pytest.fixture
-def server() -> Iterator[EmbedServer]:
-    srv = EmbedServer("127.0.0.1", 0, model=MODEL, tokenizer=None, threads=1)  # listening, not loaded
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+def server() -> Iterator[RunningEmbedServer]:
+    srv = RunningEmbedServer(MODEL).start()  # listening, not loaded
     try:
         yield srv
     finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
+        srv.stop()
 
 
 def probe(port: int) -> ProbeResult:
@@ -44,8 +39,8 @@ def probe(port: int) -> ProbeResult:
     return asyncio.run(go())
 
 
-def test_loading_then_up_with_its_model_id(server: EmbedServer) -> None:
-    port = server.server_address[1]
+def test_loading_then_up_with_its_model_id(server: RunningEmbedServer) -> None:
+    port = server.port
     loading = probe(port)
     assert (loading.ok, loading.state, loading.failure) == (False, BackendState.LOADING, FailureClass.LOADING)
     server.load()
@@ -54,8 +49,8 @@ def test_loading_then_up_with_its_model_id(server: EmbedServer) -> None:
     assert ready.served_models == (MODEL,)
 
 
-def test_its_loading_answer_to_a_request_is_classified_loading(server: EmbedServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+def test_its_loading_answer_to_a_request_is_classified_loading(server: RunningEmbedServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
         conn.request("POST", "/v1/embeddings", body=f'{{"model": "{MODEL}", "input": "x"}}'.encode())
         resp = conn.getresponse()

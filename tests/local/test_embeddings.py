@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import subprocess
 import sys
@@ -14,9 +15,12 @@ import orjson
 import pytest
 from local_support import wait_until
 
-from aifabric.local.embed_server import EmbedServer
-from aifabric.local.embedder import Embedder
+from aifabric.backends.base import adapter_for
+from aifabric.errors import FailureClass
+from aifabric.local.batcher import BatchPolicy
+from aifabric.local.embedder import MAX_BATCH_TOKENS, MAX_TOKENS, Embedder
 from aifabric.local.models import resolve_model
+from aifabric.testing.embed import RunningEmbedServer
 from aifabric.testing.net import free_port
 
 MODEL = "all-minilm-l6-v2-int8"
@@ -57,6 +61,18 @@ def test_vectors_are_unit_length_and_do_not_depend_on_the_batch(embedder: Embedd
     assert batched.tokens == sum(embedder.embed([t]).tokens for t in texts)  # padding is not counted
 
 
+def test_long_and_short_inputs_are_split_into_bounded_runs_and_keep_their_order(embedder: Embedder) -> None:
+    long_text = "word " * 400  # truncated to MAX_TOKENS
+    texts = [
+        long_text + str(i) if i % 2 else f"short sentence {i}"
+        for i in range(2 * MAX_BATCH_TOKENS // MAX_TOKENS)
+    ]
+    vectors, counts = embedder.run(texts)  # more than one run: 32 long rows fill one
+    assert counts.tolist() == [embedder.run([t])[1][0] for t in texts]
+    for i in (0, 1, 2, 33, len(texts) - 1):
+        assert np.allclose(vectors[i], embedder.run([texts[i]])[0][0], atol=1e-4), i
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     port = free_port()
@@ -80,6 +96,19 @@ def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
         return resp.status, orjson.loads(resp.read())
     except OSError:
         return 0, {}
+    finally:
+        conn.close()
+
+
+def _exchange(
+    port: int, method: str, path: str, body: bytes | None = None
+) -> tuple[int, dict[str, str], dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, headers, orjson.loads(resp.read())
     finally:
         conn.close()
 
@@ -152,22 +181,19 @@ def test_an_unknown_route_is_a_404(server: str) -> None:
 
 
 def test_while_loading_health_is_503_and_requests_are_told_to_retry() -> None:
-    server = EmbedServer("127.0.0.1", 0, model=MODEL, tokenizer=None, threads=1)  # load() not called yet
-    port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    running = RunningEmbedServer(MODEL).start()  # listening; load() not called yet
     try:
-        assert _get(port, "/health") == (503, {"status": "loading"})
-        status, payload = _post(
-            f"http://127.0.0.1:{port}", b'{"model": "all-minilm-l6-v2-int8", "input": "x"}'
+        status, headers, payload = _exchange(running.port, "GET", "/health")
+        assert (status, payload, headers["retry-after"]) == (503, {"status": "loading"}, "1")
+        status, headers, payload = _exchange(
+            running.port, "POST", "/v1/embeddings", b'{"model": "%s", "input": "x"}' % MODEL.encode()
         )
         assert status == 503 and payload["error"]["code"] == "model_loading"  # type: ignore[index]
-        server.load()
-        assert _get(port, "/health")[0] == 200
+        assert headers["retry-after"] == "1"
+        running.load()
+        assert _get(running.port, "/health")[0] == 200
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        running.stop()
 
 
 def test_a_model_that_cannot_load_makes_the_server_exit_non_zero() -> None:
@@ -188,3 +214,68 @@ def test_a_model_that_cannot_load_makes_the_server_exit_non_zero() -> None:
     )
     assert result.returncode == 1
     assert "cannot load nope.onnx: local model 'nope.onnx' is neither a bundled model" in result.stderr
+
+
+async def _burst(port: int, bodies: list[bytes]) -> list[tuple[int, bytes]]:
+    """Open one connection per body, all at once, then send every request: (status, body) each."""
+    conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in bodies))
+
+    async def one(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+    ) -> tuple[int, bytes]:
+        head = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await reader.readexactly(length)
+        writer.close()
+        return int(status_line.split()[1]), payload
+
+    return await asyncio.wait_for(
+        asyncio.gather(*(one(r, w, b) for (r, w), b in zip(conns, bodies, strict=True))), 240
+    )
+
+
+def test_128_connections_at_once_are_all_answered_each_with_its_own_vector(
+    server: str, embedder: Embedder
+) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    sentences = [f"sentence number {i} about {'cats' if i % 2 else 'the stock market'}" for i in range(128)]
+    bodies = [orjson.dumps({"model": MODEL, "input": s, "encoding_format": "float"}) for s in sentences]
+    answers = asyncio.run(_burst(port, bodies))  # a reset or refused connection raises here
+    assert [status for status, _ in answers] == [200] * 128
+    expected = embedder.run(sentences)[0]
+    for i, (_, payload) in enumerate(answers):
+        got = np.array(orjson.loads(payload)["data"][0]["embedding"])
+        assert np.allclose(got, expected[i], atol=1e-4), i
+
+
+def test_a_full_queue_answers_503_with_retry_after_which_the_gateway_reads_as_overloaded() -> None:
+    # One run per input, so a request of 400 inputs keeps the queue above max_queue for 400 runs.
+    running = RunningEmbedServer(MODEL, policy=BatchPolicy(max_batch=1, max_wait=0.0, max_queue=50)).start()
+    running.load()
+    big = orjson.dumps({"model": MODEL, "input": [f"input {i}" for i in range(400)]})
+    small = orjson.dumps({"model": MODEL, "input": "one more"})
+    try:
+        first: list[int] = []
+        sender = threading.Thread(
+            target=lambda: first.append(_exchange(running.port, "POST", "/v1/embeddings", big)[0])
+        )
+        sender.start()
+        batcher = running.server.batcher
+        assert batcher is not None
+        wait_until(lambda: batcher.queued > 50, what="the big request to fill the queue")
+        status, headers, payload = _exchange(running.port, "POST", "/v1/embeddings", small)
+        assert (status, headers["retry-after"]) == (503, "1")
+        assert payload["error"]["code"] == "queue_full"  # type: ignore[index]
+        raw = orjson.dumps(payload)
+        assert adapter_for("aifabric-embed").classify(status, headers, raw) is FailureClass.OVERLOADED
+        sender.join(240)
+        assert first == [200]
+        assert _exchange(running.port, "POST", "/v1/embeddings", small)[0] == 200  # drained: served again
+    finally:
+        running.stop()

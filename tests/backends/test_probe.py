@@ -145,7 +145,20 @@ def test_llama_server_with_all_slots_busy_is_degraded() -> None:
     assert busy.state is BackendState.DEGRADED
     assert busy.reason == "saturated: all 4 slots busy, new requests queue"
     assert free.state is BackendState.UP
-    assert free.load == {"slots_busy": 1.0, "slots_total": 4.0}
+    assert free.load == {"slots_busy": 1.0, "slots_total": 4.0, "requests_running": 0.0, "requests_waiting": 0.0}
+
+
+def test_llama_server_with_requests_waiting_for_a_slot_is_degraded_and_says_how_many() -> None:
+    with FakeBackend(kind="llamacpp", models=("m",), slots=4, slots_busy=4) as fb:
+        fb.set(num_requests_running=4, num_requests_waiting=3)
+        queued = probe("llamacpp", fb.url)
+        fb.set(slots=0, slots_busy=0)  # a server without /slots: /metrics alone says it
+        metrics_only = probe("llamacpp", fb.url)
+    assert queued.state is BackendState.DEGRADED
+    assert queued.reason == "saturated: all 4 slots busy, new requests queue; 3 requests waiting for a slot"
+    assert queued.load["requests_running"] == 4.0 and queued.load["requests_waiting"] == 3.0
+    assert metrics_only.state is BackendState.DEGRADED
+    assert metrics_only.reason == "saturated: 3 requests waiting for a slot"
 
 
 def test_a_5xx_on_the_health_route_is_down_with_the_backend_message() -> None:

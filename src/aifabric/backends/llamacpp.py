@@ -1,8 +1,11 @@
-"""llama.cpp's own `llama-server`: `/health` (503 "Loading model" while loading), `/v1/models`, `/slots`.
+"""llama.cpp's own `llama-server`: `/health` (503 "Loading model" while loading), `/v1/models`, `/slots`,
+`/metrics`.
 
 `/slots` lists the server's parallel decoding slots; when every slot is busy, new requests wait in
-its queue, which is what "degraded" means here. Servers started without `--slots` answer 501 there:
-then there is simply no load signal.
+its queue, which is what "degraded" means here. `/metrics` (started with `--metrics`, as `aifabric up`
+does) says how many requests are being decoded and how many wait for a slot
+(`llamacpp:requests_processing`, `llamacpp:requests_deferred`). Servers started without `--slots` or
+`--metrics` answer 501 (or 404) there: then that signal is simply missing.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from aifabric.backends._errors import parse_json
+from aifabric.backends._metrics import parse_samples
 from aifabric.backends.base import BackendAdapter, ProbeContext
 from aifabric.config.schema import ClientApi
 from aifabric.core import ProbeResult
 
-__all__ = ["ADAPTER", "LlamaServerAdapter", "slots_load"]
+__all__ = ["ADAPTER", "LlamaServerAdapter", "metrics_load", "slots_load"]
+
+PROCESSING = "llamacpp:requests_processing"
+DEFERRED = "llamacpp:requests_deferred"
 
 
 def slots_load(doc: Any) -> tuple[dict[str, float], str | None]:
@@ -35,9 +42,21 @@ def slots_load(doc: Any) -> tuple[dict[str, float], str | None]:
     return load, None
 
 
+def metrics_load(metrics_text: str) -> tuple[dict[str, float], str | None]:
+    """Requests decoding and waiting for a slot, from `/metrics`; saturated when any waits."""
+    samples = parse_samples(metrics_text, (PROCESSING, DEFERRED))
+    load: dict[str, float] = {}
+    if PROCESSING in samples:
+        load["requests_running"] = sum(samples[PROCESSING])
+    if DEFERRED in samples:
+        load["requests_waiting"] = sum(samples[DEFERRED])
+    waiting = load.get("requests_waiting", 0.0)
+    return load, (f"saturated: {waiting:g} requests waiting for a slot" if waiting >= 1 else None)
+
+
 class LlamaServerAdapter(BackendAdapter):
     kind = "llamacpp"
-    probe_paths = ("/health", "/v1/models", "/slots")
+    probe_paths = ("/health", "/v1/models", "/slots", "/metrics")
     # llama-server serves these itself (tools/server): /v1/responses and /v1/responses/input_tokens,
     # /v1/messages and /v1/messages/count_tokens, /v1/rerank (with --reranking),
     # /v1/audio/transcriptions.
@@ -59,11 +78,18 @@ class LlamaServerAdapter(BackendAdapter):
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)
         served = await ctx.models(self)
         load: dict[str, float] = {}
-        saturated = None
+        why: list[str] = []
         body = await ctx.get_optional(f"{ctx.origin}/slots")
         if body is not None:
-            load, saturated = slots_load(parse_json(body))
-        return self.up(ctx, served, load, saturated)
+            slots, saturated = slots_load(parse_json(body))
+            load.update(slots)
+            why += [saturated.removeprefix("saturated: ")] if saturated else []
+        body = await ctx.get_optional(f"{ctx.origin}/metrics")
+        if body is not None:
+            queue, saturated = metrics_load(body.decode("utf-8", "replace"))
+            load.update(queue)
+            why += [saturated.removeprefix("saturated: ")] if saturated else []
+        return self.up(ctx, served, load, "saturated: " + "; ".join(why) if why else None)
 
 
 ADAPTER = LlamaServerAdapter()

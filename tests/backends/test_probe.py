@@ -145,7 +145,12 @@ def test_llama_server_with_all_slots_busy_is_degraded() -> None:
     assert busy.state is BackendState.DEGRADED
     assert busy.reason == "saturated: all 4 slots busy, new requests queue"
     assert free.state is BackendState.UP
-    assert free.load == {"slots_busy": 1.0, "slots_total": 4.0, "requests_running": 0.0, "requests_waiting": 0.0}
+    assert free.load == {
+        "slots_busy": 1.0,
+        "slots_total": 4.0,
+        "requests_running": 0.0,
+        "requests_waiting": 0.0,
+    }
 
 
 def test_llama_server_with_requests_waiting_for_a_slot_is_degraded_and_says_how_many() -> None:

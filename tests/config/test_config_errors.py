@@ -345,3 +345,18 @@ def test_problems_never_quote_a_substituted_value_or_an_env_file_line(
     assert f"{tmp_path / '.env'}:2: env file: expected KEY=VALUE" in shown
     assert "sk-not-a-port-77ab" not in shown
     assert "sk-bare-secret-line-9d2f" not in shown
+
+
+def test_parallel_slots_on_an_engine_that_serves_one_request_at_a_time(problems: Problems) -> None:
+    text = BASE.replace(
+        "backends:\n",
+        "backends:\n"
+        "  local-chat:\n"
+        "    kind: llama-cpp-python\n"
+        "    local: {engine: llama-cpp-python, model: m.gguf, port: 8101,\n"
+        "            parallel: 4}\n",
+    )
+    problem = only(problems(text))
+    assert problem.line == line_of(text, "parallel: 4")
+    assert "local.parallel applies to the llama-server engine only" in problem.message
+    assert problem.fix == "remove parallel, or use engine: llama-server"

@@ -57,6 +57,43 @@ def test_a_killed_backend_is_restarted_and_serves_again(tmp_path: Path) -> None:
         assert up.stop() == 0
 
 
+def test_a_chat_engine_killed_mid_stream_ends_that_stream_and_its_role_fails_over(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    question = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+    try:
+        up.wait_for("Ctrl-C stops everything.")
+        engine = up.backend_pids()["local-chat-fast"]
+        mark = len(up.output)
+        with openai.OpenAI(base_url=up.base_url + "/v1", api_key="unused", max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="chat-fast",
+                messages=question,
+                max_tokens=1000,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+            assert raw.headers["x-aifabric-backend"] == "local-chat-fast"
+            received = 0
+            # The gateway cannot retry what it has begun to send: the stream ends with an error
+            # event (which the SDK raises) instead of hanging or stopping silently.
+            with pytest.raises(openai.APIError, match="failed mid-stream"):
+                for chunk in raw.parse():
+                    received += bool(chunk.choices and chunk.choices[0].delta.content)
+                    if received == 3:
+                        os.kill(engine, signal.SIGKILL)
+            assert received >= 3
+            up.wait_for("local-chat-fast was killed by signal 9; restarting", after=mark)
+            # While llama-server restarts, chat-fast's requests are answered by chat-deep's engine.
+            reply = client.chat.completions.with_raw_response.create(
+                model="chat-fast", messages=question, max_tokens=8
+            )
+            assert reply.headers["x-aifabric-backend"] == "local-chat-deep"
+            assert reply.parse().choices[0].message.content
+        up.wait_for("local-chat-fast: restarted, ready in", after=mark)
+    finally:
+        assert up.stop() == 0
+
+
 def _run_up(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aifabric", "up", "--log-dir", str(tmp_path / "logs"), *args],

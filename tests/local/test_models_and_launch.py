@@ -10,13 +10,13 @@ import pytest
 
 from aifabric.config.defaults import DEFAULT_CONFIG_PATH, load_default_config
 from aifabric.errors import LocalBackendError
-from aifabric.local.launch import local_backends, process_spec, with_local_ports
+from aifabric.local.launch import find_llama_server, local_backends, process_spec, with_local_ports
 from aifabric.local.models import BUNDLED_MODELS, resolve_model
 
 
 def test_every_bundled_model_is_installed_and_resolves_to_its_file() -> None:
     for name, bundled in BUNDLED_MODELS.items():
-        resolved = resolve_model(name, bundled.engine)
+        resolved = resolve_model(name, bundled.engines[0])
         assert resolved.path.is_file() and resolved.path.name == bundled.filename
         assert resolved.path.stat().st_size > 10_000_000  # real weights, not a pointer file
 
@@ -58,15 +58,56 @@ def test_the_embedded_default_is_a_fabric_file_read_by_the_normal_loader() -> No
         "local/embed": "embeddings-general",
     }
     assert {b.name: (b.kind, b.url) for b in local_backends(config)} == {
-        "local-chat-fast": ("llama-cpp-python", "http://127.0.0.1:8101/v1"),
-        "local-chat-deep": ("llama-cpp-python", "http://127.0.0.1:8102/v1"),
+        "local-chat-fast": ("llamacpp", "http://127.0.0.1:8101/v1"),
+        "local-chat-deep": ("llamacpp", "http://127.0.0.1:8102/v1"),
         "local-embed": ("aifabric-embed", "http://127.0.0.1:8103/v1"),
     }
 
 
-def test_a_llama_cpp_backend_runs_the_server_with_safe_flags() -> None:
+def test_the_default_chat_roles_run_on_llama_server_with_their_context_per_request() -> None:
     config = load_default_config()
-    spec = process_spec(config.backends["local-chat-deep"])
+    for name, context, slots in (("local-chat-fast", 2048, 8), ("local-chat-deep", 8192, 2)):
+        spec = process_spec(config.backends[name])
+        argv = list(spec.argv)
+        assert argv[0] == str(find_llama_server())
+        assert Path(argv[argv.index("--model") + 1]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        assert argv[argv.index("--alias") + 1] == "smollm2-135m-instruct"
+        # llama-server splits --ctx-size evenly over its slots: each request keeps the role's context.
+        assert argv[argv.index("--parallel") + 1] == str(slots)
+        assert argv[argv.index("--ctx-size") + 1] == str(context * slots)
+        assert {"--metrics", "--jinja"} <= set(argv)
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+        assert spec.ready_path == "/health"  # 503 while it loads, 200 when ready
+        assert "LLAMA_API_KEY" in spec.unset_env and spec.unset_env_prefixes == ("LLAMA_ARG_",)
+
+
+def test_llama_server_is_looked_for_beside_the_interpreter_then_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_bin, elsewhere = tmp_path / "venv-bin", tmp_path / "elsewhere"
+    venv_bin.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(elsewhere))
+    assert find_llama_server() is None
+    with pytest.raises(LocalBackendError) as err:
+        process_spec(load_default_config().backends["local-chat-fast"])
+    assert f"needs llama.cpp's llama-server, which is neither in {venv_bin} nor on PATH" in str(err.value)
+    assert "make up" in str(err.value) and "scripts/llama-server.sh" in str(err.value)
+    for place in (elsewhere, venv_bin):  # on PATH is found; beside the interpreter comes first
+        binary = place / "llama-server"
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+        assert find_llama_server() == binary
+
+
+def test_a_llama_cpp_python_backend_runs_the_server_with_safe_flags() -> None:
+    deep = load_default_config().backends["local-chat-deep"]
+    assert deep.local is not None
+    backend = replace(
+        deep, kind="llama-cpp-python", local=replace(deep.local, engine="llama-cpp-python", parallel=None)
+    )
+    spec = process_spec(backend)
     argv = list(spec.argv)
     assert argv[1:3] == ["-m", "llama_cpp.server"]
     assert Path(argv[argv.index("--model") + 1]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -102,7 +143,10 @@ def test_local_ports_can_be_moved_and_urls_follow() -> None:
 
 def test_a_missing_engine_is_named_with_the_install_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    fast = load_default_config().backends["local-chat-fast"]
+    assert fast.local is not None
+    backend = replace(fast, kind="llama-cpp-python", local=replace(fast.local, engine="llama-cpp-python"))
     with pytest.raises(LocalBackendError) as err:
-        process_spec(load_default_config().backends["local-chat-fast"])
+        process_spec(backend)
     assert "needs the llama-cpp-python engine, but llama_cpp is not installed" in str(err.value)
     assert "scripts/llama-wheel.sh" in str(err.value)

@@ -151,9 +151,14 @@ def test_the_environment_is_scrubbed_of_what_the_spec_unsets(
     monkeypatch.setenv("PORT", "8000")
     monkeypatch.setenv("host", "0.0.0.0")
     monkeypatch.setenv("KEEP_ME", "yes")
+    # llama-server reads every flag from LLAMA_ARG_<FLAG>: a whole family of names is dropped.
+    monkeypatch.setenv("LLAMA_ARG_HOST", "0.0.0.0")
     port = free_port()
-    spec = fake_spec("env", port, "--print-env", "PORT", "--print-env", "host", "--print-env", "KEEP_ME")
-    spec = replace(spec, unset_env=frozenset({"PORT", "HOST"}))
+    spec = fake_spec(
+        "env", port, *("--print-env", "PORT", "--print-env", "host", "--print-env", "LLAMA_ARG_HOST"),
+        *("--print-env", "KEEP_ME"),
+    )  # fmt: skip
+    spec = replace(spec, unset_env=frozenset({"PORT", "HOST"}), unset_env_prefixes=("LLAMA_ARG_",))
     sup = Supervisor([spec], log_dir=tmp_path / "logs", out=io.StringIO(), policy=FAST)
     sup.start()
     try:
@@ -161,7 +166,7 @@ def test_the_environment_is_scrubbed_of_what_the_spec_unsets(
     finally:
         sup.stop()
     log = (tmp_path / "logs" / "env.log").read_text()
-    assert "env PORT=<unset>\nenv host=<unset>\nenv KEEP_ME=yes\n" in log
+    assert "env PORT=<unset>\nenv host=<unset>\nenv LLAMA_ARG_HOST=<unset>\nenv KEEP_ME=yes\n" in log
 
 
 def test_two_backends_given_the_same_port_are_refused_before_starting(tmp_path: Path) -> None:

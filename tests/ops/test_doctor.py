@@ -192,8 +192,8 @@ def test_an_unresolvable_workstation_that_may_be_off_only_warns(tmp_path: Path) 
 
 LOCAL = """\
   local-chat:
-    kind: llama-cpp-python
-    local: {{engine: llama-cpp-python, model: {model}, port: {port}}}
+    kind: llamacpp
+    local: {{engine: llama-server, model: {model}, port: {port}}}
 """
 
 
@@ -203,7 +203,7 @@ def test_local_models_installed_and_missing(tmp_path: Path) -> None:
     checks = by_name(report)
     assert checks["model of local-chat"].verdict is Verdict.PASS
     assert "SmolLM2-135M-Instruct" in checks["model of local-chat"].summary
-    assert checks["engine llama-cpp-python"].verdict is Verdict.PASS
+    assert checks["engine llama-server"].verdict is Verdict.PASS  # the binary `make` built runs here
     assert checks["memory"].verdict is Verdict.PASS
     assert checks["port of local-chat"].verdict is Verdict.PASS
 
@@ -231,6 +231,21 @@ def test_an_engine_that_does_not_import_or_crashes_fails() -> None:
     check = engine_check("llama-cpp-python", crash)
     assert check.verdict is Verdict.FAIL and "SIGSEGV" in check.summary and "portable" in check.fix
     assert engine_check("aifabric-embed").verdict is Verdict.PASS
+
+
+def test_a_llama_server_that_is_missing_or_crashes_fails_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    missing = engine_check("llama-server")
+    assert missing.verdict is Verdict.FAIL and f"neither in {tmp_path} nor on PATH" in missing.summary
+    assert "make up" in missing.fix
+    binary = tmp_path / "llama-server"  # a real process killed by SIGILL, as a build for another CPU is
+    binary.write_text("#!/bin/sh\nkill -ILL $$\n")
+    binary.chmod(0o755)
+    crashed = engine_check("llama-server")
+    assert crashed.verdict is Verdict.FAIL and "SIGILL" in crashed.summary and "portable" in crashed.fix
 
 
 def test_memory_is_weighed_against_the_models() -> None:

@@ -212,6 +212,7 @@ _LOCAL = {
     "port": Field(n.integer(1, 65535), required=True),
     "threads": Field(n.integer(1)),
     "context": Field(n.integer(1)),
+    "parallel": Field(n.integer(1, 256)),
     "alias": Field(n.text),
     "extra_args": Field(n.list_of(n.text)),
 }
@@ -353,6 +354,15 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
                 )
             return INVALID
         values["url"] = f"http://127.0.0.1:{local.port}/v1"  # a local backend listens on loopback
+    local = values.get("local")
+    if local is not None and local.parallel is not None and local.engine != "llama-server":
+        r.problem(
+            r.lines[f"{path}.local.parallel"],
+            f"{path}.local.parallel applies to the llama-server engine only (this one is {local.engine}, "
+            "which serves one request at a time)",
+            "remove parallel, or use engine: llama-server",
+        )
+        return INVALID
     return BackendConfig(name=path.split(".", 1)[1], **values)
 
 

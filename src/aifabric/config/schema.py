@@ -27,6 +27,7 @@ __all__ = [
     "HealthCheckConfig",
     "HostConfig",
     "LoadedFrom",
+    "LocalEngine",
     "LocalLaunch",
     "MonitoringConfig",
     "RetryConfig",
@@ -154,15 +155,20 @@ class HostConfig:
     always_on: bool = True
 
 
+# The programs `aifabric up` can run for a backend (local.launch turns each into a command line).
+LocalEngine = Literal["llama-server", "llama-cpp-python", "aifabric-embed"]
+
+
 @dataclass(frozen=True)
 class LocalLaunch:
     """A backend that `aifabric up` starts and supervises on this machine."""
 
-    engine: Literal["llama-cpp-python", "aifabric-embed"]
+    engine: LocalEngine
     model: str  # a path, or a bundled model name (see local.models)
     port: int
     threads: int | None = None
-    context: int = 2048
+    context: int = 2048  # tokens one request may use (prompt and answer)
+    parallel: int | None = None  # llama-server: requests decoded together (slots), each with `context`
     alias: str | None = None
     extra_args: tuple[str, ...] = ()
 

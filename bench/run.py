@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C would, so every started target and upstream is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.render:
-        report = render(json.loads(args.render.read_text()))
+        saved = json.loads(args.render.read_text())
+        report = render_embedded(saved) if "chat" in saved else render(saved)
         print(report)
         if args.rewrite:
             args.out.write_text("# Benchmark: latest run\n\n" + report)
@@ -340,17 +341,10 @@ def embedded_section(args: argparse.Namespace) -> int:
         workdir, quick=args.quick, duration=args.duration, ready_timeout=args.embedded_ready_timeout
     )
     info["busy_before"] = busy_before
+    info["busy"] = busy_before > BUSY_THRESHOLD
     info["loadavg_1m_at_end"] = os.getloadavg()[0]
     raw["machine"] = info
     report = render_embedded(raw)
-    busy = (
-        f"; the machine was {busy_before:.0%} busy before it (other processes)"
-        if busy_before > BUSY_THRESHOLD
-        else ""
-    )
-    report += (
-        f"\n\n{machine.describe_line(info)}; load average {info['loadavg_1m_at_end']:.1f} at the end{busy}.\n"
-    )
     out = args.out.with_name("embedded-latest.md")
     out.write_text("# Benchmark: the embedded default, latest run\n\n" + report)
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchlib.machine import describe_line
 from benchlib.report import markdown_table
 
 # Issue 10's goals on a 2-core machine.
@@ -156,6 +157,17 @@ def render_embedded(raw: dict[str, Any]) -> str:
         for goal, measured, met in goals(raw)
     ]
     lines += [markdown_table(["goal", "measured", ""], rows), ""]
+    info = raw.get("machine")
+    if info:
+        busy = (
+            f"; the machine was {info['busy_before']:.0%} busy before it (other processes)"
+            if info.get("busy")
+            else ""
+        )
+        lines += [
+            f"{describe_line(info)}; load average {info['loadavg_1m_at_end']:.1f} at the end{busy}.",
+            "",
+        ]
     if "ready_s" in raw:
         lines.append(
             f"`aifabric up` ready in {raw['ready_s']:.1f} s; section took {raw.get('elapsed_s', 0):.0f} s."

@@ -37,7 +37,7 @@ __all__ = ["EmbedServer", "main"]
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs per request
-RETRY_AFTER = "1"  # seconds, on 503 (loading, queue full): a batch of the queue's size takes about that
+RETRY_AFTER = "1"  # seconds, on 503 (loading, queue full): the model loads in ~2 s, a run takes < 1 s
 
 
 class _ApiProblem(Exception):

@@ -10,9 +10,11 @@
     │   ├── NotFound               404  no route for the method and path, no such backend (admin)
     │   ├── MethodNotAllowed       405  GET on a POST route
     │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
+    │   ├── RateLimited            429  a key's or a role's requests/tokens per minute, or concurrency
     │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
     │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
     ├── UpstreamFailure        one failed attempt at one target, classified (FailureClass); internal
+    ├── QueueFull              (tenancy.priority) a backend's queue is full; internal: an `overloaded` attempt
     ├── LocalBackendError      a local backend could not be started or supervised
     ├── StateStoreError        the state shared by gateway replicas cannot be reached or used
     └── CommandError           a CLI command failed for a reason the operator can act on
@@ -46,6 +48,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProblemKind",
+    "RateLimited",
     "StateStoreError",
     "Unauthorized",
     "UpstreamError",
@@ -161,6 +164,14 @@ class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(ApiError):
+    """Over a limit of the key or the role: Retry-After and OpenAI's x-ratelimit-* headers say when."""
+
+    status = 429
+    type = "requests"  # OpenAI's word for which limit: "requests" or "tokens"
+    code = "rate_limit_exceeded"
 
 
 class UpstreamError(ApiError):

@@ -16,9 +16,9 @@ from aifabric.config.show import config_to_dict, redact_url
 def test_defaults_are_filled_in() -> None:
     shown = config_to_dict(load_config(SEED, environ=SEED_ENV))
     assert list(shown) == [
-        "gateway", "hosts", "backends", "roles", "aliases", "monitoring", "retry", "state", "tracing",
+        "gateway", "hosts", "backends", "roles", "aliases", "monitoring", "retry", "state", "tracing", "keys",
     ]  # fmt: skip
-    assert shown["tracing"] is None  # off unless configured
+    assert shown["tracing"] is None and shown["keys"] is None  # off unless configured / the default store
     assert shown["gateway"]["max_body_bytes"] == 32 * 1024 * 1024
     assert shown["backends"]["armitage-vllm"]["health"]["interval"] == 10.0
     assert shown["roles"]["chat-fast"] == {
@@ -27,6 +27,7 @@ def test_defaults_are_filled_in() -> None:
         "fallbacks": ["openai/strong"],
         "description": "",
         "balance": "p2c",
+        "limits": {"rpm": None, "tpm": None},
     }
     assert shown["monitoring"]["interval"] == 300.0
     assert shown["hosts"]["wintermute"] == {"address": "wintermute.pangolin-vega.ts.net", "always_on": False}

@@ -187,3 +187,29 @@ def test_a_gateway_with_no_supervisor_has_no_admin_routes() -> None:
 )
 def test_loopback_peers(client: str, loopback: bool) -> None:
     assert is_loopback(client) is loopback
+
+
+def test_an_application_key_may_not_use_the_admin_routes_an_admin_scoped_one_may(tmp_path: Path) -> None:
+    from aifabric.tenancy.keystore import SqliteKeyStore
+    from aifabric.tenancy.manage import KeySpec, create_key
+
+    store = SqliteKeyStore(tmp_path / "keys.db")
+    app_key, _ = create_key(store, KeySpec("app"), 0.0)
+    admin_key, _ = create_key(store, KeySpec("ops", admin=True), 0.0)
+    e = Estate(tmp_path, keys=True)
+    try:
+        e.running.call(lambda: e.gateway.auth.update_records(store.load()))  # as the key watcher does
+        refused = httpx.post(
+            e.url + "/admin/backends/chat/stop", headers={"authorization": f"Bearer {app_key}"}
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "admin_key_required"
+        assert e.supervisor.states() == {"chat": "ready"}
+        allowed = httpx.post(
+            e.url + "/admin/backends/chat/stop", headers={"authorization": f"Bearer {admin_key}"}
+        )
+        assert allowed.status_code == 202
+        wait_until(lambda: e.supervisor.states()["chat"] == "stopped", what="the stop")
+    finally:
+        e.close()
+        store.close()

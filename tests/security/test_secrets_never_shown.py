@@ -98,3 +98,73 @@ roles:
     assert '"role":"chat-fast"' in log_text and "backend good" in log_text
     for where, text in seen:
         assert_no_secret(text, where)
+
+
+def test_no_surface_shows_a_key_of_the_key_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A key made by `keys create`, used, refused (403, 429), listed, rotated: it is printed once by
+    `create` and nowhere else, not even the first characters beyond what `keys list` shows."""
+    caplog.set_level(logging.DEBUG)
+    with FakeBackend(kind="vllm", models=("m1",)) as backend:
+        fabric = tmp_path / "fabric.yaml"
+        fabric.write_text(
+            f"""
+gateway: {{access_log: true}}
+keys: sqlite://{tmp_path}/keys.db
+backends:
+  b: {{kind: vllm, url: "{backend.url}"}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
+  chat-deep: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
+"""
+        )
+        out, err = io.StringIO(), io.StringIO()
+        create = ["keys", "create", "--name", "app", "--roles", "chat-fast", "--rpm", "1", "-c", str(fabric)]
+        assert main(create, console=Console(out, err)) == 0
+        key = out.getvalue().strip()
+        seen: list[tuple[str, str]] = [("what keys create says besides the key", err.getvalue())]
+        gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
+        try:
+            auth = {"authorization": f"Bearer {key}"}
+            body = {"model": "chat-fast", "messages": [{"role": "user", "content": "hi"}]}
+            ok = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=auth)
+            assert ok.status_code == 200, ok.text
+            seen.append(("a successful response", ok.text + str(ok.headers)))
+            limited = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=auth)
+            assert limited.status_code == 429
+            seen.append(("the 429", limited.text + str(limited.headers)))
+            denied = httpx.post(
+                gw.url + "/v1/chat/completions", json=dict(body, model="chat-deep"), headers=auth
+            )
+            assert denied.status_code == 403
+            seen.append(("the 403", denied.text))
+            wrong = httpx.post(
+                gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}x"}
+            )
+            assert wrong.status_code == 401
+            seen.append(("the 401 for a wrong key", wrong.text))
+            for path in ("/metrics", "/health", "/status", "/ui"):
+                seen.append((path, httpx.get(gw.url + path).text))
+        finally:
+            gw.stop()
+    for argv in (
+        ["keys", "list"],
+        ["keys", "list", "--json"],
+        ["keys", "rotate", "app"],
+        ["keys", "revoke", "app"],
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        assert main([*argv, "-c", str(fabric)], console=Console(out, err)) == 0
+        shown = out.getvalue() + err.getvalue()
+        if argv[1] == "rotate":
+            shown = err.getvalue()  # stdout is the new key, printed once
+        seen.append((" ".join(argv), shown))
+    formatter = JsonFormatter()
+    seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
+    assert '"role":"chat-fast"' in seen[-1][1] and '"key":"app"' in seen[-1][1], (
+        "the access log names the key"
+    )
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*"))
+    seen.append(("the key store's files", stored.decode("latin-1")))
+    for where, text in seen:
+        assert key not in text, f"the key appears in {where}"
+        assert key[:12] not in text, f"a prefix of the key beyond `keys list`'s appears in {where}"

@@ -26,6 +26,7 @@ COMMANDS = (
     "deploy",
     "drill",
     "secrets",
+    "keys",
 )
 
 

@@ -41,6 +41,7 @@ from aifabric.config.schema import (
     MonitoringConfig,
     RetryConfig,
     RoleConfig,
+    RoleLimits,
     TargetConfig,
     TracingConfig,
 )
@@ -272,6 +273,8 @@ _BACKEND = {
     "url": Field(n.url),
     "api_key": Field(n.secret),
     "timeout": Field(n.duration(positive=True)),
+    "max_concurrency": Field(n.integer(1)),
+    "max_queue": Field(n.integer(0)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
     "local": Field(_section(_LOCAL, LocalLaunch)),
     "apis": Field(_apis),
@@ -281,6 +284,11 @@ _TARGET = {
     "backend": Field(n.text, required=True, example="BACKEND (a name under backends:)"),
     "model": Field(n.text, required=True, example="MODEL_ID (the id the backend serves)"),
     "weight": Field(n.number(0, above=True)),
+}
+
+_ROLE_LIMITS = {
+    "rpm": Field(n.integer(1)),
+    "tpm": Field(n.integer(1)),
 }
 
 _ROLE = {
@@ -293,6 +301,7 @@ _ROLE = {
     "fallbacks": Field(n.list_of(n.text)),
     "description": Field(n.text),
     "balance": Field(n.choice(BALANCE_POLICIES)),
+    "limits": Field(_section(_ROLE_LIMITS, RoleLimits)),
 }
 
 _SINK = {
@@ -417,6 +426,25 @@ _TRACING = {
     "sample_ratio": Field(n.number(0.0, 1.0)),
 }
 
+
+def _keys(r: Reader, node: yaml.Node, path: str) -> Any:
+    value = n.text(r, node, path)
+    if not isinstance(value, str):
+        return value
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("sqlite", *STATE_SCHEMES) or value in ("sqlite://", "sqlite:///"):
+        r.problem(
+            r.lines[path],
+            "keys must be a sqlite:///PATH or a redis://, rediss:// or unix:// URL",
+            "write keys: sqlite:///var/lib/aifabric/keys.db (one machine) or keys: redis://HOST:6379/0",
+        )
+        return INVALID
+    return value
+
+
 _TOP: dict[str, Field] = {
     "gateway": Field(_section(_GATEWAY, GatewayConfig)),
     "hosts": Field(lambda r, node, path: _named(r, node, path, _host)),
@@ -431,6 +459,7 @@ _TOP: dict[str, Field] = {
     "retry": Field(_section(_RETRY, RetryConfig)),
     "state": Field(_state),
     "tracing": Field(_section(_TRACING, TracingConfig)),
+    "keys": Field(_keys),
 }
 
 

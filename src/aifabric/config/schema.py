@@ -33,6 +33,7 @@ __all__ = [
     "RetryConfig",
     "RoleConfig",
     "RoleKind",
+    "RoleLimits",
     "Secret",
     "TargetConfig",
     "TracingConfig",
@@ -185,6 +186,8 @@ class BackendConfig:
     timeout: float | None = None  # per-try timeout override for this backend
     # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
     apis: tuple[ClientApi, ...] | None = None
+    max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first
+    max_queue: int = 100  # requests waiting for a place; beyond, the next candidate is tried
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,14 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class RoleLimits:
+    """What every key together may ask of one role (`roles.X.limits`), per gateway fabric."""
+
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (estimated at admission, see docs/tenancy.md)
+
+
+@dataclass(frozen=True)
 class RoleConfig:
     name: str
     kind: RoleKind
@@ -202,6 +213,7 @@ class RoleConfig:
     fallbacks: tuple[str, ...] = ()
     description: str = ""
     balance: BalancePolicy = "p2c"
+    limits: RoleLimits = field(default_factory=RoleLimits)
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,7 @@ class FabricConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
     tracing: TracingConfig | None = None
+    keys: str | None = None  # the key store: sqlite:///path or redis://...; None: see tenancy.keystore
     source: str = "<embedded default>"
     loaded: LoadedFrom = field(default_factory=LoadedFrom, compare=False, repr=False)
 

@@ -19,7 +19,7 @@ REDACTED = "********"
 # Fields that are keys of their section in the file, or facts about the load rather than settings.
 _IMPLIED = {"name", "source", "loaded"}
 # Fields holding URLs that may carry a password (redis://:pw@host, https://user:pw@host/v1).
-_URL_FIELDS = {"url", "state", "target", "endpoint"}
+_URL_FIELDS = {"url", "state", "target", "endpoint", "keys"}
 
 
 def config_to_dict(cfg: FabricConfig, *, redact: bool = True) -> dict[str, Any]:

@@ -65,7 +65,14 @@ def is_loopback(client: str) -> bool:
 def check_admin_access(auth: Authenticator, request: Request) -> None:
     """Every /admin route: with keys configured a key is needed; without, loopback clients only."""
     if auth.enabled:
-        auth.check(request.headers)
+        principal = auth.check(request.headers)
+        # An application's key (aifabric keys create) may call the API, not the operator routes.
+        if not (principal.master or principal.admin):
+            raise Forbidden(
+                f"The API key '{principal.name}' may not use the admin routes: send a key of "
+                "gateway.api_keys, or one made with `aifabric keys create --scope admin`.",
+                code="admin_key_required",
+            )
     elif not is_loopback(request.client):
         raise Forbidden(
             "The admin routes are open only to clients on this machine when gateway.api_keys is "

@@ -25,6 +25,7 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import RoutingTable
+from aifabric.tenancy.admission import Admission
 
 __all__ = ["PATHS", "AnthropicRoutes", "anthropic_error_response"]
 
@@ -40,8 +41,10 @@ def anthropic_error_response(exc: ApiError) -> Response:
 
 
 class AnthropicRoutes:
-    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
-        self._forwarding = DialectForwarding(table, forwarder)
+    def __init__(
+        self, table: Callable[[], RoutingTable], forwarder: Forwarder, admission: Admission | None = None
+    ) -> None:
+        self._forwarding = DialectForwarding(table, forwarder, admission)
 
     async def serve(self, request: Request, sub: str) -> Response | StreamingResponse:
         payload = parse_json_body(request.body)

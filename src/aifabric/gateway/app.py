@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -16,7 +17,7 @@ from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
-from aifabric.errors import ApiError, ConfigError, ConfigProblem, MethodNotAllowed, NotFound
+from aifabric.errors import ApiError, ConfigError, ConfigProblem, MethodNotAllowed, NotFound, StateStoreError
 from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
@@ -33,7 +34,12 @@ from aifabric.http.server import HttpServer, Request, Response, StreamingRespons
 from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
-from aifabric.state import StateSync, open_response_store, open_sync
+from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
+from aifabric.tenancy.admission import Admission
+from aifabric.tenancy.keystore import open_key_store
+from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, RedisExchange
+from aifabric.tenancy.principal import Principal
+from aifabric.tenancy.watch import KeyWatcher
 
 if TYPE_CHECKING:
     from aifabric.observability.tracing import RequestTracer
@@ -69,6 +75,8 @@ class Gateway:
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
         self.auth = Authenticator(config.gateway.api_keys)
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
+        self.keys: KeyWatcher | None = None  # set by start(): the key store's records, kept current
+        self.limit_sync: LimitSync | None = None  # set by start() when state is Redis
         self.forwarder = Forwarder(
             lambda: self.table,
             self.client,
@@ -77,18 +85,21 @@ class Gateway:
             on_attempt=self.metrics.on_attempt if self.tracer is None else self._on_traced_attempt,
             on_attempt_start=None if self.tracer is None else self.tracer.attempt_started,
         )
-        self.api = OpenAIRoutes(lambda: self.table, self.forwarder)
+        self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
+        self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
         # The POST routes with routing, retries, metrics and access log (path without /v1 -> handler).
         self.api_routes: dict[str, tuple[ApiHandler, ErrorRenderer]] = {
             path: (self.api.proxy, error_response) for path in _API_PATHS
         }
-        anthropic = anthropic_routes.AnthropicRoutes(lambda: self.table, self.forwarder)
+        anthropic = anthropic_routes.AnthropicRoutes(lambda: self.table, self.forwarder, self.admission)
         for path in anthropic_routes.PATHS:
             self.api_routes[path] = (anthropic.serve, anthropic_routes.anthropic_error_response)
-        tasks = task_routes.TaskRoutes(lambda: self.table, self.forwarder)
+        tasks = task_routes.TaskRoutes(lambda: self.table, self.forwarder, self.admission)
         for path in task_routes.PATHS:
             self.api_routes[path] = (tasks.serve, error_response)
-        self.responses = ResponsesRoutes(lambda: self.table, self.forwarder, open_response_store(config))
+        self.responses = ResponsesRoutes(
+            lambda: self.table, self.forwarder, open_response_store(config), admission=self.admission
+        )
         for path in responses_routes.PATHS:
             self.api_routes[path] = (self.responses.serve, error_response)
         self.ops = OpsRoutes(self)
@@ -114,6 +125,27 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
+    def _limit_share(self) -> float:
+        """The fraction of each per-minute limit this process may use: all of it while the counts
+        are exchanged with the other processes (tenancy.limitsync), its share when they cannot be."""
+        if self.limit_sync is not None:
+            return self.limit_sync.share()
+        return 1.0 / max(1, self.config.gateway.workers)
+
+    def _concurrency_share(self) -> float:
+        """This process's part of a key's concurrent requests: 1/N of the processes sharing them."""
+        processes = self.limit_sync.processes if self.limit_sync is not None else self.config.gateway.workers
+        return 1.0 / max(1, processes)
+
+    def tenancy_view(self) -> dict[str, object]:
+        """Where keys and limit counters live and whether they can be reached (for /status)."""
+        limits: dict[str, object] = (
+            self.limit_sync.status()
+            if self.limit_sync is not None
+            else {"shared": "no", "share": round(self._limit_share(), 3)}
+        )
+        return {"keys": self.keys.status.to_dict() if self.keys else None, "limits": limits}
+
     def _on_transition(self, transition: Transition) -> None:
         # Losing a backend is worth a warning; finding one, or a workstation going to sleep, is not.
         bad = transition.new in (BackendState.DOWN, BackendState.DEGRADED)
@@ -134,7 +166,7 @@ class Gateway:
         )
         self.config = config
         self.forwarder.set_retry(config.retry)
-        self.auth = Authenticator(config.gateway.api_keys)
+        self.auth.update_master(config.gateway.api_keys)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
 
@@ -189,8 +221,10 @@ class Gateway:
                     self.metrics.on_error(not_allowed)
                     return render(not_allowed)
                 started = self.clock()
+                principal: Principal | None = None
                 try:
-                    self.auth.check(request.headers)
+                    principal = _principal(request) or self.auth.check(request.headers)
+                    request.auth = principal  # what the route admits the request as (gateway.admit)
                     if self.tracer is None:
                         response = await serve(request, sub)
                     else:
@@ -201,14 +235,17 @@ class Gateway:
                 elapsed = self.clock() - started
                 self.metrics.on_request(response, elapsed)
                 if self.access_log:
-                    _log_access(request, response, elapsed)
+                    _log_access(request, response, elapsed, principal)
                 return response
             if versioned and sub.startswith("/responses/") and request.method in ("GET", "HEAD"):
                 self.auth.check(request.headers)
                 return await self.responses.get(sub[len("/responses/") :])
             if sub == "/models" or sub.startswith("/models/"):
-                self.auth.check(request.headers)
-                return self.api.models() if sub == "/models" else self.api.model(sub[len("/models/") :])
+                principal = _principal(request) or self.auth.check(request.headers)
+                if sub == "/models":
+                    return self.api.models(principal)
+                # The SDKs percent-encode the id (`local%2Fchat` for an alias with a slash).
+                return self.api.model(unquote(sub[len("/models/") :]), principal)
             if sub == "/alerts" and not versioned and request.method in ("GET", "HEAD"):
                 return Response(200, orjson.dumps(self.monitor.view()))
             if sub == RELOAD_PATH and not versioned:
@@ -226,14 +263,37 @@ class Gateway:
             self.metrics.on_error(exc)
             return error_response(exc)
 
+    def on_head(self, request: Request) -> Principal | Response | None:
+        """The listener's head hook: a `/v1` request's key is checked on its head, before its body is
+        read, so a client without a valid key never has its (up to max_body_bytes) body buffered."""
+        if not request.path.startswith("/v1/"):
+            return None
+        try:
+            return self.auth.check(request.headers)
+        except ApiError as exc:
+            self.metrics.on_error(exc)
+            response = self.error_for(request.path, exc)
+            self.metrics.on_request(response, 0.0)
+            if self.access_log:
+                _log_access(request, response, 0.0, None)
+            return response
+
+    def error_for(self, path: str, exc: ApiError) -> Response:
+        """An error answered before a route ran, in the shape of the API the path belongs to
+        (Anthropic's on /v1/messages, OpenAI's elsewhere)."""
+        route = self.api_routes.get(path[3:])
+        return route[1](exc) if route is not None else error_response(exc)
+
     async def start(
         self, host: str, port: int, *, sock: object = None, reuse_port: bool = False
     ) -> HttpServer:
         self._loop = asyncio.get_running_loop()
+        await self._start_keys()
         self.server = HttpServer(
             self.handle,
             max_body_bytes=self.config.gateway.max_body_bytes,
             error_factory=status_error,
+            head_hook=self.on_head,
             log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
         )
         await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]
@@ -241,6 +301,7 @@ class Gateway:
             # The workers of one port keep their stored responses in files, so that a conversation
             # continues on whichever worker takes its next request; the port names the directory.
             self.responses.store = open_response_store(self.config, port=port or self.server.port)
+        self._start_limits(port or self.server.port)
         if self.probe:
             # With workers or replicas sharing state, the sync task runs the checker while it holds
             # the probe lease and applies the holder's health otherwise; alone, the checker just runs.
@@ -262,6 +323,34 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.reloads.watch(self._stop)))
         return self.server
 
+    async def _start_keys(self) -> None:
+        """Read the key store before the first request (a gateway with keys never serves open, not
+        even for a second), then keep it current beside the listener."""
+        try:
+            store = await asyncio.to_thread(open_key_store, self.config, create=False)
+        except StateStoreError as exc:
+            # Fail closed: without the store only the master keys get in, until it can be read.
+            log.error("cannot open the key store, only gateway.api_keys are honoured: %s", exc)
+            self.auth.require_keys()
+            return
+        self.keys = KeyWatcher(store, self.auth.update_records)
+        await self.keys.refresh()
+        if not self.keys.status.reachable:
+            self.auth.require_keys()
+        self._tasks.append(asyncio.create_task(self.keys.run(self._stop)))
+
+    def _start_limits(self, port: int) -> None:
+        """Share rate-limit counts with the other processes: the replicas on Redis, or the workers
+        of this port through files (see tenancy.limitsync); a lone process shares nothing."""
+        exchange: LimitExchange | None = None
+        if self.config.state != "memory":
+            exchange = RedisExchange(self.config.state)
+        elif self.config.gateway.workers > 1:
+            exchange = FileExchange(default_state_dir(port))
+        if exchange is not None:
+            self.limit_sync = LimitSync(self.admission, exchange, processes=self.config.gateway.workers)
+            self._tasks.append(asyncio.create_task(self.limit_sync.run(self._stop)))
+
     async def close(self) -> None:
         self._stop.set()
         if self.server is not None:
@@ -272,6 +361,10 @@ class Gateway:
                 await task
         await self.client.aclose()
         await self.responses.store.close()
+        if self.keys is not None:
+            self.keys.close()
+        if self.limit_sync is not None:
+            await self.limit_sync.close()
         if self.tracer is not None:  # the spans still queued are exported before the process ends
             await asyncio.to_thread(self.tracer.shutdown)
 
@@ -298,7 +391,15 @@ def _tracer(config: FabricConfig) -> RequestTracer | None:
     return RequestTracer(config.tracing)
 
 
-def _log_access(request: Request, response: Response | StreamingResponse, seconds: float) -> None:
+def _principal(request: Request) -> Principal | None:
+    """The principal the head hook found, or None (a request handed to `handle` directly)."""
+    auth = request.auth
+    return auth if isinstance(auth, Principal) else None
+
+
+def _log_access(
+    request: Request, response: Response | StreamingResponse, seconds: float, principal: Principal | None
+) -> None:
     """One line per API request: what was asked, what served it, how it went. Never a body or a key."""
     served = dict(response.headers)
     _access.info(
@@ -308,6 +409,7 @@ def _log_access(request: Request, response: Response | StreamingResponse, second
         response.status,
         extra={
             "request_id": served.get("x-request-id"),
+            "key": principal.name if principal is not None else None,  # the key's name, never the key
             "role": served.get("x-aifabric-role"),
             "backend": served.get("x-aifabric-backend"),
             "attempts": served.get("x-aifabric-attempts"),

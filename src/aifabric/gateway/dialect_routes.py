@@ -2,8 +2,8 @@
 
 The routes themselves (`anthropic_routes`, `rerank_routes`, the Responses API's) parse and check their
 own request, pick the dialect, and render errors in their API's shape; resolving `model` to a role of
-the right kind and handing the request to the forwarder (routing, retries, fallbacks, warm-up hold,
-deadlines, ejection, metrics) is done here, once.
+the right kind, admitting the request (the key's roles and limits, gateway.admit) and handing it to the
+forwarder (routing, retries, fallbacks, warm-up hold, deadlines, ejection, metrics) is done here, once.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aifabric.errors import BadRequest, ModelNotFound
+from aifabric.gateway.admit import admit, principal_of
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect
 from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.gateway.openai_routes import request_id_of
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route, RoutingTable
+from aifabric.tenancy.admission import Admission
 
 __all__ = ["DialectForwarding"]
 
@@ -32,9 +34,12 @@ _ROUTE_OF_KIND = {
 
 
 class DialectForwarding:
-    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
+    def __init__(
+        self, table: Callable[[], RoutingTable], forwarder: Forwarder, admission: Admission | None = None
+    ) -> None:
         self._table = table
         self._forwarder = forwarder
+        self._admission = admission or Admission()
 
     def resolve(self, model: Any, kinds: tuple[str, ...], what: str) -> Route:
         """The role `model` names, which must be of one of `kinds` (else a 400 naming its route)."""
@@ -66,9 +71,11 @@ class DialectForwarding:
         stream: bool = False,
         body: BodyLike | None = None,
     ) -> Response | StreamingResponse:
-        """Forward through the one retry/failover loop, natively or translated per target."""
+        """Admit the request (the key's roles and limits: 403, 429), then forward it through the one
+        retry/failover loop, natively or translated per target."""
+        admitted = admit(self._admission, principal_of(request), route, payload, request.headers)
         sent = body if body is not None else RequestBody(request.body, payload)
         req = ForwardRequest(
             route, dialect.native_path, sent, stream, request_id_of(request.headers), dialect=dialect
         )
-        return await self._forwarder.forward(req)
+        return await admitted.forward(req, self._forwarder.forward)

@@ -39,6 +39,8 @@ from aifabric.http.server import Response, StreamingResponse
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Endpoint, Route, RoutingTable
 from aifabric.routing.target import AttemptGuard, TargetState
+from aifabric.tenancy.principal import ANONYMOUS, Principal, Priority
+from aifabric.tenancy.priority import BackendGate, QueueFull
 
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
@@ -63,6 +65,10 @@ class ForwardRequest:
     stream: bool
     request_id: str
     attempts: list[Attempt] = field(default_factory=list)
+    # Its place in the queue of a backend at its max_concurrency (the key's, or lowered by a header).
+    priority: Priority = Priority.INTERACTIVE
+    # Who asked (the usage ledger records its name).
+    principal: Principal = ANONYMOUS
     # What the probes know about why a target refused the model id ("config says X, B serves Y: ..."),
     # so a client that gets the 404 also gets the fix (the runbook's "Embeddings Return 404").
     drift: list[str] = field(default_factory=list)
@@ -97,10 +103,48 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
         self._on_attempt_start = on_attempt_start
+        self._gates: dict[str, BackendGate] = {}  # by backend name, for backends with max_concurrency
 
     def set_retry(self, retry: RetryConfig) -> None:
         """A reload's retry policy: for the requests that start from now on."""
         self._retry = retry
+
+    def gate(self, name: str, capacity: int | None, queue: int) -> BackendGate | None:
+        """The concurrency gate of a backend with `max_concurrency`; it outlives reloads, resized."""
+        if capacity is None:
+            self._gates.pop(name, None)
+            return None
+        gate = self._gates.get(name)
+        if gate is None:
+            gate = self._gates[name] = BackendGate(capacity, queue)
+        elif gate.capacity != capacity or gate.waiting.bound != queue:
+            gate.resize(capacity, queue)
+        return gate
+
+    def gates(self) -> dict[str, BackendGate]:
+        return dict(self._gates)
+
+    async def _enter(self, req: ForwardRequest, target: TargetState, timeout: float) -> BackendGate | None:
+        """Wait for a place at the target's backend when it has a concurrency cap. A full queue or
+        a wait past the per-try timeout is a failed attempt (the next candidate may have room) that
+        says nothing of the backend's health."""
+        backend = target.backend
+        if backend.max_concurrency is None and not self._gates:
+            return None  # no cap anywhere: the common case costs one attribute read
+        gate = self.gate(backend.name, backend.max_concurrency, backend.max_queue)
+        if gate is None:
+            return None
+        try:
+            await gate.acquire(req.priority, timeout)
+        except QueueFull:
+            detail = f"at its max_concurrency ({gate.capacity}) with {backend.max_queue} queued"
+            req.attempts.append(Attempt(_label(target), FailureClass.OVERLOADED, detail))
+            raise UpstreamFailure(FailureClass.OVERLOADED, detail) from None
+        except TimeoutError:
+            detail = f"no free place (max_concurrency {gate.capacity}) within {timeout:.3g} s"
+            req.attempts.append(Attempt(_label(target), FailureClass.TIMEOUT, detail))
+            raise UpstreamFailure(FailureClass.TIMEOUT, detail) from None
+        return gate
 
     async def forward(self, req: ForwardRequest) -> Response | StreamingResponse:
         cfg = self._retry
@@ -218,12 +262,15 @@ class Forwarder:
             headers.append(("x-request-id", req.request_id))
         if req.stream:
             headers.append(("accept", "text/event-stream"))
+        gate = await self._enter(req, target, try_timeout)
         if self._on_attempt_start is not None:  # only with tracing on
             headers.extend(self._on_attempt_start(req, target))
         started = self._clock()
         # Settled exactly once: below, or by the stream's _Relay once the stream is handed over (the
-        # guard ignores whichever of the two comes second).
+        # guard ignores whichever of the two comes second), and the backend's place given back then.
         guard = target.on_start(started)
+        if gate is not None:
+            guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
         try:
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)

@@ -14,10 +14,13 @@ from typing import Any
 import orjson
 
 from aifabric.errors import BadRequest, ModelNotFound
+from aifabric.gateway.admit import admit, principal_of
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route, RoutingTable
+from aifabric.tenancy.admission import Admission
+from aifabric.tenancy.principal import Principal
 
 __all__ = ["OpenAIRoutes", "parse_json_body", "request_id_of"]
 
@@ -80,9 +83,12 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
 
 
 class OpenAIRoutes:
-    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
+    def __init__(
+        self, table: Callable[[], RoutingTable], forwarder: Forwarder, admission: Admission | None = None
+    ) -> None:
         self._table = table
         self._forwarder = forwarder
+        self.admission = admission or Admission()
 
     def resolve(self, payload: dict[str, Any], endpoint: str) -> Route:
         model = payload.get("model")
@@ -114,21 +120,26 @@ class OpenAIRoutes:
     async def proxy(self, request: Request, endpoint: str) -> Response | StreamingResponse:
         payload = parse_json_body(request.body)
         route = self.resolve(payload, endpoint)
+        admitted = admit(self.admission, principal_of(request), route, payload, request.headers)
         stream = payload.get("stream") is True and endpoint != "/embeddings"
         body = RequestBody(request.body, payload)
         req = ForwardRequest(route, endpoint, body, stream, _request_id(request.headers))
-        return await self._forwarder.forward(req)
+        return await admitted.forward(req, self._forwarder.forward)
 
-    def models(self) -> Response:
-        return Response(200, self._table().models_body)
+    def models(self, principal: Principal) -> Response:
+        table = self._table()
+        if principal.roles is None:
+            return Response(200, table.models_body)
+        return Response(200, _models_for(table, principal.roles))
 
-    def model(self, name: str) -> Response:
+    def model(self, name: str, principal: Principal) -> Response:
         table = self._table()
         route = table.resolve(name)
+        if route is not None and not principal.allows(route.name):
+            route = None  # a role the key may not use does not exist for it
         if route is None:
-            raise ModelNotFound(
-                f"The model '{name}' does not exist. Valid models: {', '.join(sorted(table.names))}."
-            )
+            valid = sorted(n for n, r in table.names.items() if principal.allows(r.name))
+            raise ModelNotFound(f"The model '{name}' does not exist. Valid models: {', '.join(valid)}.")
         obj = {
             "id": name,
             "object": "model",
@@ -138,3 +149,21 @@ class OpenAIRoutes:
             "kind": route.kind,
         }
         return Response(200, orjson.dumps(obj))
+
+
+# (the full /v1/models body, roles) -> the body a key limited to those roles sees. Keyed by the body
+# itself, not the table's id (a reloaded table may reuse a freed one's id): bytes cache their hash.
+_filtered: dict[tuple[bytes, frozenset[str]], bytes] = {}
+
+
+def _models_for(table: RoutingTable, roles: frozenset[str]) -> bytes:
+    key = (table.models_body, roles)
+    body = _filtered.get(key)
+    if body is None:
+        full = orjson.loads(table.models_body)
+        full["data"] = [m for m in full["data"] if m.get("role") in roles]
+        body = orjson.dumps(full)
+        if len(_filtered) > 256:
+            _filtered.clear()
+        _filtered[key] = body
+    return body

@@ -53,6 +53,7 @@ class OpsRoutes:
     async def status(self) -> Response:
         """The health view plus roles, targets and request counters: what the status page polls."""
         view = status_view(self._gw.table, self._gw.metrics, self._gw.clock())
+        view["tenancy"] = self._gw.tenancy_view()
         return Response(200, orjson.dumps(view))
 
     async def ui(self, path: str) -> Response:

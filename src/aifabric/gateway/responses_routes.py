@@ -32,6 +32,7 @@ from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.state.responses import ResponseStore
+from aifabric.tenancy.admission import Admission
 
 __all__ = ["PATHS", "ResponsesRoutes"]
 
@@ -48,9 +49,10 @@ class ResponsesRoutes:
         store: ResponseStore,
         *,
         clock: Callable[[], float] = time.time,
+        admission: Admission | None = None,
     ) -> None:
         self._table = table
-        self._forwarding = DialectForwarding(table, forwarder)
+        self._forwarding = DialectForwarding(table, forwarder, admission)
         self.store = store
         self._clock = clock
 

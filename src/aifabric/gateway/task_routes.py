@@ -13,6 +13,7 @@ from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import RoutingTable
+from aifabric.tenancy.admission import Admission
 
 __all__ = ["PATHS", "TaskRoutes"]
 
@@ -20,8 +21,10 @@ PATHS = ("/rerank", "/score", "/audio/transcriptions")
 
 
 class TaskRoutes:
-    def __init__(self, table: Callable[[], RoutingTable], forwarder: Forwarder) -> None:
-        self._forwarding = DialectForwarding(table, forwarder)
+    def __init__(
+        self, table: Callable[[], RoutingTable], forwarder: Forwarder, admission: Admission | None = None
+    ) -> None:
+        self._forwarding = DialectForwarding(table, forwarder, admission)
 
     async def serve(self, request: Request, sub: str) -> Response | StreamingResponse:
         if sub == "/audio/transcriptions":

@@ -33,3 +33,7 @@ class GatewayView(Protocol):
 
     @property
     def clock(self) -> Callable[[], float]: ...
+
+    def tenancy_view(self) -> dict[str, object]:
+        """Where keys and rate-limit counters live, and whether they can be reached."""
+        ...

@@ -7,7 +7,8 @@ the whole body, and writes a `Response` (one write) or a `StreamingResponse` (ch
 The comparison that chose it is in bench/STACKS.md.
 
 What it does that a proxy needs: keep-alive and pipelining (answered in order), `Expect: 100-continue`,
-a body-size limit answered with 413 before the body is read, a header-size limit (431), cancellation
+a body-size limit answered with 413 before the body is read, a head hook that may refuse a request
+on its head before its body is read (the gateway's key check), a header-size limit (431), cancellation
 of the handler when the client goes away (which closes the upstream request), and backpressure on
 slow readers. HEAD, 204 and 304 answers carry no body; an HTTP/1.0 client gets a stream without
 chunked framing, ended by closing. A handler's bug, even one raised mid-stream, ends the exchange
@@ -73,6 +74,9 @@ class Request:
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     body: bytes
     client: str = ""
+    # What the server's head hook said of the request on its head, before the body (the gateway's
+    # principal); None without a hook.
+    auth: object = None
 
 
 @dataclass(slots=True)
@@ -94,6 +98,9 @@ class StreamingResponse:
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 # Called when the body limit is exceeded or the request cannot be parsed; returns the error response.
 ErrorFactory = Callable[[int, str], Response]
+# Called with the request (its body still empty) once its head is read: a Response refuses it (its
+# body is dropped, never buffered); anything else is kept as `Request.auth` for the handler.
+HeadHook = Callable[["Request"], object]
 
 
 def _plain_error(status: int, message: str) -> Response:
@@ -116,12 +123,14 @@ class _Connection(asyncio.Protocol):
         "_drain",
         "_head_bytes",
         "_head_sent",
+        "_headed",
         "_headers",
         "_in_head",
         "_parser",
         "_paused",
         "_pending",
         "_reading_paused",
+        "_refused",
         "_rejected",
         "_server",
         "_task",
@@ -140,6 +149,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._too_large = False
+        self._refused: Response | None = None  # what the head hook answered instead of the handler
+        self._headed: Request | None = None  # the request the head hook saw, body to come
         self._rejected = False
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
@@ -222,6 +233,8 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._too_large = False
+        self._refused = None
+        self._headed = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -236,7 +249,22 @@ class _Connection(asyncio.Protocol):
             # Answer now, before the client sends a body we would throw away, and close after it.
             self._too_large = True
             self._reject_too_large()
-        elif (
+            return
+        hook = self._server.head_hook
+        if hook is not None:
+            self._headed = request = self._request(b"")
+            result = hook(request)
+            if isinstance(result, Response):
+                self._refused = result
+                length = self._headers.get("content-length")
+                if (length is not None and length != "0") or "transfer-encoding" in self._headers:
+                    # A body is coming that nobody will read: answer now and close after it (as for
+                    # 413), so a client without a valid key never has its body buffered.
+                    self._discard = True
+                    self._queue(result, keep_alive=False)
+                return  # without a body: answered in turn, on a connection kept alive
+            request.auth = result
+        if (
             self._headers.get("expect", "").lower() == "100-continue"
             and self._transport is not None
             and self._task is None  # behind a response in progress it would land inside that one
@@ -244,8 +272,8 @@ class _Connection(asyncio.Protocol):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._too_large:
-            return
+        if self._too_large or self._refused is not None:
+            return  # dropped: the request is answered without it
         self._body_size += len(body)
         if self._body_size > self._server.max_body_bytes:
             self._too_large = True
@@ -259,13 +287,25 @@ class _Connection(asyncio.Protocol):
         if self._too_large:
             self._reject_too_large()
             return
+        if self._refused is not None:
+            if not self._discard:  # not answered already at the head
+                self._queue(self._refused, keep_alive, self._parser.get_http_version() == "1.0")
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        legacy = self._parser.get_http_version() == "1.0"
+        request = self._headed
+        if request is None:
+            request = self._request(body)
+        else:
+            request.body = body
+        self._queue(request, keep_alive, legacy)
+
+    def _request(self, body: bytes) -> Request:
         url = httptools.parse_url(self._url)
         path = url.path.decode("latin-1") if url.path else "/"
         query = url.query.decode("latin-1") if url.query else ""
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         method = self._parser.get_method().decode("latin-1")
-        legacy = self._parser.get_http_version() == "1.0"
-        self._queue(Request(method, path, query, self._headers, body, self._client), keep_alive, legacy)
+        return Request(method, path, query, self._headers, body, self._client)
 
     def _reject_too_large(self) -> None:
         if self._rejected:
@@ -453,8 +493,10 @@ class HttpServer:
         error_factory: ErrorFactory = _plain_error,
         idle_timeout: float = 75.0,
         log_exception: Callable[[Request], None] | None = None,
+        head_hook: HeadHook | None = None,
     ) -> None:
         self.handler = handler
+        self.head_hook = head_hook
         self.max_body_bytes = max_body_bytes
         self.max_head_bytes = max_head_bytes
         self.error_factory = error_factory

@@ -53,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        for key in ("request_id", "role", "backend", "attempts", "status", "duration_ms", "client"):
+        for key in ("request_id", "key", "role", "backend", "attempts", "status", "duration_ms", "client"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value

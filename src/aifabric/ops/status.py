@@ -206,6 +206,26 @@ def _alerts(alerts: list[dict[str, Any]]) -> list[str]:
     return _columns(rows)
 
 
+def _tenancy(view: object) -> list[str]:
+    """Lines only when keys or limit counters need attention (a store out of reach)."""
+    if not isinstance(view, dict):
+        return []
+    out = []
+    keys = view.get("keys")
+    if isinstance(keys, dict) and not keys.get("reachable", True):
+        out.append(
+            f"keys: the key store ({keys.get('store')}) cannot be read, the {keys.get('keys')} keys "
+            f"last read are honoured: {keys.get('error')}"
+        )
+    limits = view.get("limits")
+    if isinstance(limits, dict) and not limits.get("reachable", True):
+        out.append(
+            f"limits: not shared ({limits.get('shared')} unreachable), this process enforces "
+            f"{limits.get('share')} of every limit: {limits.get('error')}"
+        )
+    return ["", *out] if out else []
+
+
 def render_status(status: GatewayStatus) -> list[str]:
     """Lines for a terminal: the gateway, its backends, its targets, its alerts, then the verdict."""
     if status.view is None:
@@ -237,6 +257,7 @@ def render_status(status: GatewayStatus) -> list[str]:
     if isinstance(targets, dict) and targets:
         out.append("")
         out.extend(_targets(targets))
+    out.extend(_tenancy(view.get("tenancy")))
     if status.alerts is not None:
         out.append("")
         out.extend(_alerts(status.alerts))

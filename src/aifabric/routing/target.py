@@ -7,6 +7,7 @@ written by the data plane on the event loop; no locks are needed within one proc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,17 +120,25 @@ class AttemptGuard:
     so `outstanding` and the outlier detector's half-open trial can neither leak nor be released twice.
     """
 
-    __slots__ = ("settled", "target")
+    __slots__ = ("on_settle", "settled", "target")
 
     def __init__(self, target: TargetState) -> None:
         self.target = target
         self.settled = False
+        # Called once when the attempt settles, however it does: the forwarder gives back the
+        # backend's place (max_concurrency) through it.
+        self.on_settle: Callable[[], None] | None = None
+
+    def _settle(self) -> None:
+        self.settled = True
+        if self.on_settle is not None:
+            self.on_settle()
 
     def success(self, latency: float, now: float) -> None:
         """The backend answered (or, for a client's own 4xx, was not at fault): latency feeds the average."""
         if self.settled:
             return
-        self.settled = True
+        self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
         t.successes += 1
@@ -143,7 +152,7 @@ class AttemptGuard:
         """A failed attempt; True when it ejected the target (the caller logs that once)."""
         if self.settled:
             return False
-        self.settled = True
+        self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
         t.failures += 1
@@ -153,7 +162,7 @@ class AttemptGuard:
         """The request ended without a verdict (the client went away): no health signal."""
         if self.settled:
             return
-        self.settled = True
+        self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
         t.detector.abandon()

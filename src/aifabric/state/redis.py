@@ -107,7 +107,12 @@ def split_state_url(url: str) -> tuple[str, dict[str, str]]:
             ours[key] = value
         else:
             theirs.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+    rebuilt = urlunsplit(parts._replace(query=urlencode(theirs)))
+    # urlunsplit writes `unix:/path` for a scheme it does not know to have a netloc; the synchronous
+    # Redis client accepts only `unix:///path`.
+    if url.startswith(f"{parts.scheme}://") and not rebuilt.startswith(f"{parts.scheme}://"):
+        rebuilt = f"{parts.scheme}://" + rebuilt[len(parts.scheme) + 1 :]
+    return rebuilt, ours
 
 
 def redacted_url(url: str) -> str:

@@ -1,0 +1,214 @@
+"""Admission: whether a request may go now, by its key's and its role's limits.
+
+    key   rpm, tpm            from the key record (`keys create --rpm/--tpm`)
+    key   concurrency         requests of the key in flight at once
+    role  rpm, tpm            from the fabric file (`roles.X.limits`), every key together
+
+Requests count 1; tokens are estimated at admission (prompt characters / 4, plus `max_tokens` when the
+request sets one) and corrected with the backend's `usage.total_tokens` when a non-streamed answer
+reports it. Nothing is counted unless every limit allows the request.
+
+The counters live in this process. Shared across workers and replicas, `share()` says which fraction
+of each per-minute limit this process may use: 1 while tenancy.limitsync keeps the other processes'
+counts current, 1/N (N workers or replicas) while it cannot. Requests in flight are not exchanged:
+`concurrency_share()` is always this process's 1/N. Nothing here does I/O; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aifabric.config.schema import RoleLimits
+from aifabric.errors import RateLimited
+from aifabric.tenancy.principal import Principal
+from aifabric.tenancy.ratelimit import Decision, SlidingWindow, format_reset
+
+__all__ = ["Admission", "Scope", "Ticket", "estimate_tokens"]
+
+Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
+
+
+class Ticket:
+    """One admitted request: its rate-limit headers, and what to give back when it ends."""
+
+    __slots__ = ("_admission", "_estimate", "_in_flight", "_token_scopes", "headers")
+
+    def __init__(
+        self,
+        admission: Admission,
+        in_flight: str | None,
+        token_scopes: list[Scope],
+        estimate: int,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        self._admission = admission
+        self._in_flight = in_flight
+        self._token_scopes = token_scopes
+        self._estimate = estimate
+        self.headers = headers
+
+    @property
+    def counts_tokens(self) -> bool:
+        return bool(self._token_scopes)
+
+    def settle(self, tokens: int) -> None:
+        """The backend reported `tokens` for the request: correct the estimate counted at admission."""
+        if self._token_scopes and tokens >= 0:
+            self._admission.adjust(self._token_scopes, tokens - self._estimate)
+            self._token_scopes = []
+
+    def release(self) -> None:
+        """The request is over (answered, failed, or its client went away). Idempotent."""
+        if self._in_flight is not None:
+            self._admission.leave(self._in_flight)
+            self._in_flight = None
+
+
+class Admission:
+    def __init__(
+        self,
+        *,
+        wall: Callable[[], float] = time.time,
+        share: Callable[[], float] = lambda: 1.0,
+        concurrency_share: Callable[[], float] = lambda: 1.0,
+    ) -> None:
+        self._wall = wall
+        self._share = share
+        # Requests in flight are not exchanged between processes: each allows its share, always.
+        self._concurrency_share = concurrency_share
+        self.windows: dict[Scope, SlidingWindow] = {}
+        self.in_flight: dict[str, int] = {}
+
+    def _window(self, scope: Scope, limit: int) -> SlidingWindow:
+        window = self.windows.get(scope)
+        if window is None:
+            window = self.windows[scope] = SlidingWindow(limit)
+        elif window.limit != limit:
+            window.limit = limit  # the key or the role was changed: the new limit, the same counts
+        return window
+
+    def admit(
+        self, principal: Principal, role: str, limits: RoleLimits, payload: dict[str, Any]
+    ) -> Ticket | None:
+        """A ticket for a request of `principal` to `role`, or RateLimited. None when no limit
+        applies (the common case costs a few attribute reads)."""
+        if (
+            principal.rpm is None
+            and principal.tpm is None
+            and principal.concurrency is None
+            and limits.rpm is None
+            and limits.tpm is None
+        ):
+            return None
+        now = self._wall()
+        share = self._share()
+        tokens = estimate_tokens(payload) if principal.tpm is not None or limits.tpm is not None else 0
+        checks: list[tuple[SlidingWindow, Decision, float, Scope]] = []
+        for kind, name, rpm, tpm in (
+            ("key", principal.name, principal.rpm, principal.tpm),
+            ("role", role, limits.rpm, limits.tpm),
+        ):
+            if rpm is not None:
+                scope = (kind, name, "requests")
+                window = self._window(scope, rpm)
+                checks.append((window, window.peek(now, 1, limit=rpm * share), 1, scope))
+            if tpm is not None:
+                scope = (kind, name, "tokens")
+                window = self._window(scope, tpm)
+                checks.append((window, window.peek(now, tokens, limit=tpm * share), tokens, scope))
+        headers = _headers(checks)
+        refused = [c for c in checks if not c[1].allowed]
+        if refused:
+            _, decision, _, scope = max(refused, key=lambda c: c[1].retry_after)
+            raise _rate_limited(principal, scope, decision, headers)
+        if principal.concurrency is not None:
+            cap = max(1, math.floor(principal.concurrency * self._concurrency_share()))
+            if self.in_flight.get(principal.name, 0) >= cap:
+                raise RateLimited(
+                    f"The API key '{principal.name}' has {cap} requests in flight, its limit of "
+                    "concurrent requests; retry when one of them is done.",
+                    code="concurrency_limit_exceeded",
+                    headers={"retry-after": "1"},
+                )
+            self.in_flight[principal.name] = self.in_flight.get(principal.name, 0) + 1
+        token_scopes: list[Scope] = []
+        for window, decision, amount, scope in checks:
+            window.take(now, min(amount, decision.limit * share))
+            if scope[2] == "tokens":
+                token_scopes.append(scope)
+        in_flight = principal.name if principal.concurrency is not None else None
+        return Ticket(self, in_flight, token_scopes, tokens, headers)
+
+    def adjust(self, scopes: list[Scope], delta: float) -> None:
+        now = self._wall()
+        for scope in scopes:
+            window = self.windows.get(scope)
+            if window is not None:
+                window.adjust(now, delta)
+
+    def leave(self, name: str) -> None:
+        left = self.in_flight.get(name, 0) - 1
+        if left > 0:
+            self.in_flight[name] = left
+        else:
+            self.in_flight.pop(name, None)
+
+
+def _headers(checks: list[tuple[SlidingWindow, Decision, float, Scope]]) -> list[tuple[str, str]]:
+    """OpenAI's x-ratelimit-* headers, for the tightest requests limit and the tightest tokens limit."""
+    out: list[tuple[str, str]] = []
+    for what in ("requests", "tokens"):
+        mine = [d for _, d, _, scope in checks if scope[2] == what]
+        if not mine:
+            continue
+        tightest = min(mine, key=lambda d: (d.allowed, d.remaining))
+        out.append((f"x-ratelimit-limit-{what}", str(tightest.limit)))
+        out.append((f"x-ratelimit-remaining-{what}", str(tightest.remaining)))
+        out.append((f"x-ratelimit-reset-{what}", format_reset(tightest.reset)))
+    return out
+
+
+def _rate_limited(
+    principal: Principal, scope: Scope, decision: Decision, headers: list[tuple[str, str]]
+) -> RateLimited:
+    kind, name, what = scope
+    unit = "requests per minute (RPM)" if what == "requests" else "tokens per minute (TPM)"
+    who = f"the API key '{name}'" if kind == "key" else f"the role '{name}' (all keys together)"
+    wait = max(1, math.ceil(decision.retry_after))
+    return RateLimited(
+        f"Rate limit reached for {who} on {unit}: limit {decision.limit}, "
+        f"remaining {decision.remaining}. Please try again in {format_reset(decision.retry_after)}.",
+        type=what,
+        headers={"retry-after": str(wait), **dict(headers)},
+    )
+
+
+def estimate_tokens(payload: dict[str, Any]) -> int:
+    """A request's tokens before any backend has seen it: characters / 4 of what it sends, plus the
+    completion it allows itself (`max_tokens`, `max_completion_tokens`)."""
+    chars = 0
+    for message in payload.get("messages") or ():
+        if isinstance(message, dict):
+            chars += _text_chars(message.get("content")) + 4
+    chars += _text_chars(payload.get("prompt")) + _text_chars(payload.get("input"))
+    completion = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
+    if not isinstance(completion, int) or isinstance(completion, bool):
+        completion = 0
+    return max(1, chars // 4) + max(0, completion)
+
+
+def _text_chars(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        total = 0
+        for item in value:
+            if isinstance(item, str):
+                total += len(item)
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                total += len(item["text"])
+        return total
+    return 0

@@ -1,0 +1,266 @@
+"""Rate-limit counters shared by the gateway's processes, off the request path.
+
+Every `interval` (250 ms) each process publishes what it counted in the current and the previous
+minute and learns what the others counted; its sliding windows add the others' counts to their own
+(tenancy.ratelimit). A request never waits for this: between two rounds a process decides on counts at
+most one round old, so a burst may pass a limit by what the others admitted within that round.
+
+    state: redis://...       replicas: RedisExchange
+        <prefix>rl:<key|role>:<name>:<requests|tokens>:<minute>   INCRBYFLOAT, expires after 3 minutes
+        <prefix>rl:members     sorted set: process -> its last round (who takes a share)
+        <prefix>rl:scopes      sorted set: limit -> last counted (so a process knows the others' counts
+                               for a key before its own first request with it)
+    state: memory, --workers N    the workers of one port: FileExchange
+        <state dir>/rl-<pid>.json   each worker's counts, replaced atomically every round
+
+When the exchange fails (Redis away), each process enforces its share of every limit (1/N, N the
+processes seen in the last rounds), says so once in the log and in `/status`, and shares counts again
+when the exchange works again. Nothing fails because of it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aifabric.errors import StateStoreError
+from aifabric.tenancy.admission import Admission, Scope
+from aifabric.tenancy.ratelimit import WINDOW, SlidingWindow
+
+__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange"]
+
+log = logging.getLogger("aifabric.tenancy")
+
+SYNC_INTERVAL = 0.25
+_MEMBER_TTL = 10.0  # seconds: a process not heard of for this long no longer takes a share
+
+Counts = dict[Scope, dict[int, float]]  # scope -> minute index -> count
+
+
+class LimitExchange(abc.ABC):
+    kind = "abstract"
+
+    @abc.abstractmethod
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+        """Publish this process's counts; the number of live processes and the others' counts.
+        StateStoreError (or the store's own errors) when it cannot."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Withdraw this process (a clean shutdown) and release connections."""
+
+
+class RedisExchange(LimitExchange):
+    kind = "redis"
+
+    def __init__(self, url: str) -> None:
+        from aifabric.state.redis import DEFAULT_PREFIX, require_redis, split_state_url
+
+        redis = require_redis()
+        clean, ours = split_state_url(url)
+        self._prefix = ours.get("prefix", DEFAULT_PREFIX) + "rl:"
+        try:
+            self._redis: Any = redis.Redis.from_url(clean, socket_timeout=1.0, socket_connect_timeout=1.0)
+        except ValueError as exc:
+            raise StateStoreError(f"state: not a Redis URL: {exc}") from exc
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._member = f"{socket.gethostname()}/{os.getpid()}/{os.urandom(3).hex()}"
+        self._pushed: dict[tuple[Scope, int], float] = {}
+
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+        # Round trip 1: this process's news (deltas since the last round), and every live scope.
+        pipe = self._redis.pipeline(transaction=False)
+        members, scopes = self._prefix + "members", self._prefix + "scopes"
+        pipe.zadd(members, {self._member: now})
+        pipe.zremrangebyscore(members, "-inf", now - _MEMBER_TTL)
+        pipe.zcard(members)
+        pushing: dict[tuple[Scope, int], float] = {}
+        for scope, by_index in mine.items():
+            base = self._prefix + ":".join(scope) + ":"
+            for index, count in by_index.items():
+                delta = count - self._pushed.get((scope, index), 0.0)
+                if delta:
+                    pipe.incrbyfloat(base + str(index), delta)
+                    pipe.expire(base + str(index), int(3 * WINDOW))
+                    pipe.zadd(scopes, {":".join(scope): now})
+                    pushing[(scope, index)] = count
+        pipe.zremrangebyscore(scopes, "-inf", now - 3 * WINDOW)
+        pipe.zrange(scopes, 0, -1)
+        results = await pipe.execute()
+        # Only now: a round that failed pushes the same counts again (over-counting, never under).
+        self._pushed.update(pushing)
+        live = {_scope(raw.decode()) for raw in results[-1]} | set(mine)
+        index = int(now // WINDOW)
+        # Round trip 2: the totals of every live scope's current and previous minute.
+        ordered = list(live)
+        pipe = self._redis.pipeline(transaction=False)
+        for scope in ordered:
+            base = self._prefix + ":".join(scope) + ":"
+            pipe.get(base + str(index))
+            pipe.get(base + str(index - 1))
+        totals = await pipe.execute()
+        others: Counts = {}
+        for scope, cur, prev in zip(ordered, totals[0::2], totals[1::2], strict=True):
+            own = mine.get(scope, {})
+            others[scope] = {
+                index: max(0.0, float(cur or 0) - own.get(index, 0.0)),
+                index - 1: max(0.0, float(prev or 0) - own.get(index - 1, 0.0)),
+            }
+        current = {(s, i) for s in mine for i in (index, index - 1)}
+        for stale in [k for k in self._pushed if k not in current]:
+            del self._pushed[stale]
+        return max(1, int(results[2])), others
+
+    async def close(self) -> None:
+        with contextlib.suppress(*self.errors):
+            await self._redis.zrem(self._prefix + "members", self._member)
+        with contextlib.suppress(*self.errors):
+            await self._redis.aclose()
+
+
+class FileExchange(LimitExchange):
+    """The workers of one `aifabric serve --workers N`: one small file each in their private state
+    directory (a tmpfs), written atomically; a worker that died stops counting after _MEMBER_TTL."""
+
+    kind = "local"
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError)
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._mine = directory / f"rl-{os.getpid()}.json"
+
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+        return await asyncio.to_thread(self._exchange, mine, now)
+
+    def _exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+        data = {":".join(s): {str(i): c for i, c in by.items()} for s, by in mine.items()}
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".rl-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(orjson.dumps({"at": now, "counts": data}))
+        os.replace(tmp, self._mine)
+        processes = 1
+        others: Counts = {}
+        for path in self.directory.glob("rl-*.json"):
+            if path == self._mine:
+                continue
+            try:
+                other = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # gone meanwhile, or another worker's file from an older version
+            if not isinstance(other, dict) or now - float(other.get("at", 0)) > _MEMBER_TTL:
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > 6 * _MEMBER_TTL:
+                        path.unlink()  # a worker that died long ago
+                continue
+            processes += 1
+            for raw, by_index in other.get("counts", {}).items():
+                counts = others.setdefault(_scope(raw), {})
+                for index, count in by_index.items():
+                    counts[int(index)] = counts.get(int(index), 0.0) + float(count)
+        return processes, others
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._mine.unlink()
+
+
+class LimitSync:
+    def __init__(
+        self,
+        admission: Admission,
+        exchange: LimitExchange,
+        *,
+        interval: float = SYNC_INTERVAL,
+        wall: Callable[[], float] = time.time,
+        processes: int = 1,
+    ) -> None:
+        self._admission = admission
+        self._exchange = exchange
+        self._interval = interval
+        self._wall = wall
+        self._failures = (StateStoreError, TimeoutError, *getattr(exchange, "errors", (OSError,)))
+        self.processes = processes  # how many share the limits, as last seen (the share when alone)
+        self.synced_at = 0.0
+        self.reachable = True
+        self.error = ""
+
+    def share(self) -> float:
+        """1 while the shared counts are fresh; this process's share of each limit otherwise."""
+        if self.reachable and self._wall() - self.synced_at <= max(2.0, 4 * self._interval):
+            return 1.0
+        return 1.0 / max(1, self.processes)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "shared": self._exchange.kind,
+            "reachable": self.reachable,
+            "processes": self.processes,
+            "share": round(self.share(), 3),
+            "error": self.error,
+        }
+
+    async def round(self) -> None:
+        """Publish this process's counts, apply the others'. Never raises for the exchange."""
+        now = self._wall()
+        windows = self._admission.windows
+        mine: Counts = {}
+        for scope, window in windows.items():
+            window.used(now)  # roll to the current minute first
+            if window.limit or window.mine_cur or window.mine_prev:  # not a placeholder of others' counts
+                mine[scope] = {window.index: window.mine_cur, window.index - 1: window.mine_prev}
+        try:
+            async with asyncio.timeout(2.0):
+                processes, others = await self._exchange.exchange(mine, now)
+        except self._failures as exc:
+            if self.reachable:
+                log.warning(
+                    "rate-limit counters are not shared (%s unreachable: %s): each gateway process now "
+                    "enforces 1/%d of every limit",
+                    self._exchange.kind,
+                    exc,
+                    max(1, self.processes),
+                )
+            self.reachable = False
+            self.error = str(exc) or type(exc).__name__
+            return
+        if not self.reachable:
+            log.warning("rate-limit counters are shared again (%s reachable)", self._exchange.kind)
+        self.reachable = True
+        self.error = ""
+        self.synced_at = now
+        self.processes = processes
+        for scope in others:
+            if scope not in windows:
+                # Its limit is set by the first request that uses it; until then it only counts.
+                windows[scope] = SlidingWindow(0)
+        for scope, window in windows.items():
+            window.used(now)
+            counts = others.get(scope, {})
+            window.shared_cur = counts.get(window.index, 0.0)
+            window.shared_prev = counts.get(window.index - 1, 0.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.round()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def close(self) -> None:
+        await self._exchange.close()
+
+
+def _scope(raw: str) -> Scope:
+    kind, _, rest = raw.partition(":")
+    name, _, what = rest.rpartition(":")
+    return (kind, name, what)

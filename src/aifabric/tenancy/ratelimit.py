@@ -1,0 +1,136 @@
+"""Requests and tokens per minute: a sliding-window counter, pure, with the time passed in.
+
+    window k-1 (previous)          window k (current)
+    |--------- prev -----------|------ cur --->| now
+                               ^ start          elapsed = now - start
+
+    used(now) = prev * (1 - elapsed / W) + cur
+
+The previous window's count is taken as spread evenly over it, so the estimate slides with time instead
+of resetting at the minute (a fixed window lets 2x the limit through around the boundary); two integers
+per key and scope, no per-request log. Windows are aligned to the epoch (`floor(now / W)`), so gateway
+replicas agree on which window a request fell in and can add up their counts (tenancy.limitsync):
+`shared_prev`/`shared_cur` are what the other replicas counted in the same two windows.
+
+`retry_after` is exactly when `used + amount` first fits under the limit again, from the formula
+above; `reset` is when `used` reaches zero (OpenAI's `x-ratelimit-reset-*`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["WINDOW", "Decision", "SlidingWindow", "format_reset"]
+
+WINDOW = 60.0  # seconds: per-minute limits
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int  # after this request, when allowed
+    reset: float  # seconds until the window is empty again
+    retry_after: float  # seconds until this request would fit (0 when allowed)
+
+
+class SlidingWindow:
+    __slots__ = ("index", "limit", "mine_cur", "mine_prev", "shared_cur", "shared_prev", "window")
+
+    def __init__(self, limit: int, window: float = WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.index = 0  # which window `mine_cur` counts
+        self.mine_cur = 0.0
+        self.mine_prev = 0.0
+        # What other replicas counted in the windows `index` and `index - 1` (set by the sync).
+        self.shared_cur = 0.0
+        self.shared_prev = 0.0
+
+    def _roll(self, now: float) -> float:
+        """Move to the window of `now`; its elapsed fraction."""
+        index = math.floor(now / self.window)
+        if index != self.index:
+            if index == self.index + 1:
+                self.mine_prev, self.shared_prev = self.mine_cur, self.shared_cur
+            else:
+                self.mine_prev = self.shared_prev = 0.0
+            self.mine_cur = self.shared_cur = 0.0
+            self.index = index
+        return now / self.window - index
+
+    def used(self, now: float) -> float:
+        fraction = self._roll(now)
+        return (self.mine_prev + self.shared_prev) * (1.0 - fraction) + self.mine_cur + self.shared_cur
+
+    def peek(self, now: float, amount: float = 1.0, *, limit: float | None = None) -> Decision:
+        """Whether `amount` fits under the limit (or under `limit`, this replica's share when the
+        shared counts cannot be had), counting nothing. An amount larger than the whole limit fits an
+        empty window, so that one big request is slow rather than impossible."""
+        cap = self.limit if limit is None else limit
+        fraction = self._roll(now)
+        prev = self.mine_prev + self.shared_prev
+        cur = self.mine_cur + self.shared_cur
+        used = prev * (1.0 - fraction) + cur
+        amount = min(amount, cap)
+        if used + amount <= cap + 1e-9:
+            return Decision(True, self.limit, _floor(cap - used - amount), self._reset(now, amount), 0.0)
+        return Decision(
+            False,
+            self.limit,
+            _floor(cap - used),
+            self._reset(now, 0.0),
+            self._wait(now, prev, cur, amount, cap),
+        )
+
+    def take(self, now: float, amount: float = 1.0) -> None:
+        self._roll(now)
+        self.mine_cur += amount
+
+    def try_take(self, now: float, amount: float = 1.0, *, limit: float | None = None) -> Decision:
+        decision = self.peek(now, amount, limit=limit)
+        if decision.allowed:
+            self.take(now, min(amount, self.limit if limit is None else limit))
+        return decision
+
+    def adjust(self, now: float, delta: float) -> None:
+        """Correct a count once the real figure is known (tokens: estimated at admission, reported by
+        the backend at the end); never below zero."""
+        self._roll(now)
+        self.mine_cur = max(0.0, self.mine_cur + delta)
+
+    def _reset(self, now: float, adding: float) -> float:
+        start = self.index * self.window
+        if self.mine_cur + self.shared_cur + adding > 0:
+            return start + 2 * self.window - now
+        if self.mine_prev + self.shared_prev > 0:
+            return start + self.window - now
+        return 0.0
+
+    def _wait(self, now: float, prev: float, cur: float, amount: float, cap: float) -> float:
+        start = self.index * self.window
+        w = self.window
+        if cur + amount <= cap and prev > 0:
+            # Within this window, as the previous one's share fades: prev * (1 - e/W) <= cap - cur - amount.
+            elapsed = w * (1.0 - (cap - cur - amount) / prev)
+            return max(0.0, start + elapsed - now)
+        # Not in this window: in the next, this one's count fades the same way.
+        if cur <= 0:
+            return max(0.0, start + w - now)
+        elapsed = w * max(0.0, 1.0 - (cap - amount) / cur)
+        return max(0.0, start + w + elapsed - now)
+
+
+def _floor(value: float) -> int:
+    return max(0, math.floor(value + 1e-9))
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's form of a duration in `x-ratelimit-reset-*`: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"

@@ -1,0 +1,160 @@
+"""Keys made, rotated and revoked by the CLI (another process) hold on a running gateway within 5 s,
+seen through the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+from tenancy_support import MASTER, fabric_text, keys_cli
+
+from aifabric.config.load import load_config
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
+
+HONOURED_WITHIN = 5.0  # seconds: the promise of docs/tenancy.md
+HI = [{"role": "user", "content": "hi"}]
+
+
+def works(client: openai.OpenAI, model: str = "chat-fast") -> bool:
+    try:
+        client.chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+@pytest.fixture
+def live(tmp_path: Path, fb: FakeBackend) -> tuple[RunningGateway, Path]:
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
+    gw = RunningGateway(load_config(fabric_file, environ={})).start()
+    yield gw, fabric_file  # type: ignore[misc]
+    gw.stop()
+
+
+def test_a_key_made_by_the_cli_works_within_seconds_and_only_for_its_roles(
+    live: tuple[RunningGateway, Path],
+) -> None:
+    gw, fabric_file = live
+    assert works(gw.openai(MASTER)), "the master key of the fabric file keeps working"
+    created = keys_cli(fabric_file, "create", "--name", "team-a", "--roles", "local/chat")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("afk-") and "\n" not in key, "stdout is the key alone"
+    client = gw.openai(key)
+    wait_until(lambda: works(client), "the new key is accepted", HONOURED_WITHIN)
+
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(model="chat-deep", messages=HI)  # type: ignore[arg-type]
+    assert denied.value.status_code == 403
+    assert denied.value.code == "model_not_allowed"
+    assert "team-a" in denied.value.message and key not in denied.value.message
+    assert sorted(m.id for m in client.models.list()) == ["chat-fast", "local/chat"]
+    assert client.models.retrieve("local/chat").id == "local/chat"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("chat-deep")
+    assert len(gw.openai(MASTER).models.list().data) == 3, "the master key sees every role"
+
+    revoked = keys_cli(fabric_file, "revoke", "team-a")
+    assert revoked.returncode == 0, revoked.stderr
+    wait_until(lambda: not works(client), "the revoked key is refused", HONOURED_WITHIN)
+    assert works(gw.openai(MASTER))
+
+
+def test_a_rotated_key_keeps_working_for_its_grace_period_only(live: tuple[RunningGateway, Path]) -> None:
+    gw, fabric_file = live
+    old = keys_cli(fabric_file, "create", "--name", "batch-job", "--priority", "batch").stdout.strip()
+    old_client = gw.openai(old)
+    wait_until(lambda: works(old_client), "the key is accepted", HONOURED_WITHIN)
+
+    rotated = keys_cli(fabric_file, "rotate", "batch-job", "--grace", "1h")
+    assert rotated.returncode == 0, rotated.stderr
+    new_client = gw.openai(rotated.stdout.strip())
+    wait_until(lambda: works(new_client), "the rotated key is accepted", HONOURED_WITHIN)
+    assert works(old_client), "the old key works during the grace period"
+
+    keys_cli(fabric_file, "rotate", "batch-job", "--grace", "0s")
+    wait_until(lambda: not works(new_client), "a key rotated without grace is refused", HONOURED_WITHIN)
+    with pytest.raises(openai.AuthenticationError) as expired:
+        new_client.models.list()
+    assert expired.value.code == "expired_api_key"
+
+
+def test_the_list_never_shows_a_key(live: tuple[RunningGateway, Path]) -> None:
+    _, fabric_file = live
+    key = keys_cli(fabric_file, "create", "--name", "app", "--budget", "20/day", "--rpm", "60").stdout.strip()
+    listed = keys_cli(fabric_file, "list")
+    as_json = keys_cli(fabric_file, "list", "--json")
+    for out in (listed.stdout + listed.stderr, as_json.stdout):
+        assert "app" in out and "20/day" in out
+        assert key not in out and key[:12] not in out
+
+
+def test_operator_mistakes_are_refused_with_the_fix(live: tuple[RunningGateway, Path]) -> None:
+    _, fabric_file = live
+    unknown_role = keys_cli(fabric_file, "create", "--name", "x", "--roles", "chat-fats")
+    assert unknown_role.returncode == 2
+    assert "chat-fats" in unknown_role.stderr and "chat-deep, chat-fast" in unknown_role.stderr
+    bad_budget = keys_cli(fabric_file, "create", "--name", "x", "--budget", "lots")
+    assert bad_budget.returncode == 2 and "20/day" in bad_budget.stderr
+    missing = keys_cli(fabric_file, "revoke", "nobody")
+    assert missing.returncode == 1 and "keys list" in missing.stderr
+    assert "Traceback" not in unknown_role.stderr + bad_budget.stderr + missing.stderr
+
+
+def test_a_request_without_a_valid_key_is_refused_on_its_head_before_its_body(
+    live: tuple[RunningGateway, Path],
+) -> None:
+    gw, _ = live
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        # 10 MB announced, not one byte of it sent: the 401 comes anyway, and the connection closes.
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer wrong\r\n"
+            b"content-type: application/json\r\ncontent-length: 10000000\r\n\r\n"
+        )
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'"code":"invalid_api_key"' in answer and b"wrong" not in answer.split(b"\r\n\r\n", 1)[1]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        # Without a body, the connection stays usable: two refusals, then a good request on it.
+        request = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer wrong\r\n\r\n"
+        good = (
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {MASTER}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        sock.sendall(request + request + good.encode())
+        answers = _read_all(sock)
+    assert answers.count(b"HTTP/1.1 401 ") == 2 and answers.count(b"HTTP/1.1 200 ") == 1
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_on_anthropics_route_the_key_checks_answer_in_anthropics_shape(
+    live: tuple[RunningGateway, Path],
+) -> None:
+    gw, fabric_file = live
+    key = keys_cli(fabric_file, "create", "--name", "agent", "--roles", "chat-fast").stdout.strip()
+    wait_until(lambda: works(gw.openai(key)), "the key is accepted", HONOURED_WITHIN)
+    hi = [{"role": "user", "content": "hi"}]
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as client:
+        assert client.messages.create(model="chat-fast", max_tokens=5, messages=hi).content  # type: ignore[arg-type]
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            client.messages.create(model="chat-deep", max_tokens=5, messages=hi)  # type: ignore[arg-type]
+        assert denied.value.status_code == 403
+        assert denied.value.body["type"] == "error"  # type: ignore[index]
+        assert denied.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+        assert "agent" in denied.value.message
+    with anthropic.Anthropic(base_url=gw.url, api_key=key + "x", max_retries=0) as wrong:
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            wrong.messages.create(model="chat-fast", max_tokens=5, messages=hi)  # type: ignore[arg-type]
+        assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]

@@ -1,0 +1,119 @@
+"""Limits on a real gateway, seen the way an application sees them: the OpenAI SDK's RateLimitError,
+Retry-After and the x-ratelimit-* headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+from tenancy_support import MASTER, fabric_text, keys_cli
+
+from aifabric.config.load import load_config
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def accepted(client: openai.OpenAI) -> bool:
+    try:
+        client.models.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def start(tmp_path: Path, fb: FakeBackend, extra: str = "") -> tuple[RunningGateway, Path]:
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db", extra=extra))
+    return RunningGateway(load_config(fabric_file, environ={})).start(), fabric_file
+
+
+def test_over_the_key_rpm_the_sdk_gets_a_429_with_openais_headers(tmp_path: Path, fb: FakeBackend) -> None:
+    gw, fabric_file = start(tmp_path, fb)
+    try:
+        key = keys_cli(fabric_file, "create", "--name", "app", "--rpm", "2").stdout.strip()
+        client = gw.openai(key)
+        wait_until(lambda: accepted(client), "the key is accepted", 5)
+        first = client.chat.completions.with_raw_response.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+        assert first.headers["x-ratelimit-limit-requests"] == "2"
+        assert first.headers["x-ratelimit-remaining-requests"] == "1"
+        client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+        error = refused.value
+        assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+        headers = error.response.headers
+        assert int(headers["retry-after"]) >= 1
+        assert headers["x-ratelimit-limit-requests"] == "2"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-reset-requests"].endswith("s")
+        assert key not in error.message
+        assert fb.count("/v1/chat/completions") == 2, "the refused request never reached the backend"
+        # Another key, and the master key, are not held back by this one's limit.
+        assert gw.openai(MASTER).chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+    finally:
+        gw.stop()
+
+
+def test_a_role_limit_holds_for_every_key_and_a_tpm_limit_for_tokens(tmp_path: Path, fb: FakeBackend) -> None:
+    gw, fabric_file = start(tmp_path, fb)
+    gw.stop()
+    text = fabric_file.read_text().replace(
+        "chat-deep: {kind: chat,", "chat-deep: {limits: {rpm: 1}, kind: chat,"
+    )
+    fabric_file.write_text(text)
+    gw = RunningGateway(load_config(fabric_file, environ={})).start()
+    try:
+        master = gw.openai(MASTER)
+        master.chat.completions.create(model="chat-deep", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError, match="role 'chat-deep'"):
+            master.chat.completions.create(model="chat-deep", messages=HI)  # type: ignore[arg-type]
+        master.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+
+        key = keys_cli(fabric_file, "create", "--name", "tok", "--tpm", "50").stdout.strip()
+        client = gw.openai(key)
+        wait_until(lambda: accepted(client), "the key is accepted", 5)
+        ok = client.chat.completions.with_raw_response.create(
+            model="chat-fast",
+            messages=HI,  # type: ignore[arg-type]
+            max_tokens=30,
+        )
+        assert ok.headers["x-ratelimit-limit-tokens"] == "50"
+        assert ok.headers["x-ratelimit-remaining-tokens"] == str(50 - 31)  # estimated: 1 + max_tokens
+        usage = ok.parse().usage
+        assert usage is not None and usage.total_tokens < 31
+        # The backend's own count replaced the estimate: what is left is 50 minus that.
+        left = 50 - usage.total_tokens
+        with pytest.raises(openai.RateLimitError) as tokens:
+            client.chat.completions.create(model="chat-fast", messages=HI, max_tokens=left)  # type: ignore[arg-type]
+        assert tokens.value.response.headers["x-ratelimit-remaining-tokens"] == str(left)
+        assert "tokens per minute" in tokens.value.message
+    finally:
+        gw.stop()
+
+
+def test_a_key_s_concurrency_is_given_back_when_its_stream_ends(tmp_path: Path, fb: FakeBackend) -> None:
+    gw, fabric_file = start(tmp_path, fb)
+    try:
+        key = keys_cli(fabric_file, "create", "--name", "one", "--concurrency", "1").stdout.strip()
+        client = gw.openai(key)
+        wait_until(lambda: accepted(client), "the key is accepted", 5)
+        for _ in range(3):  # one at a time is always allowed, streamed or not
+            with client.chat.completions.create(model="chat-fast", messages=HI, stream=True) as stream:  # type: ignore[arg-type]
+                assert list(stream)
+            client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+        fb.set(token_delay_ms=200, tokens=5)  # a stream that lasts about a second
+        with client.chat.completions.create(model="chat-fast", messages=HI, stream=True) as held:  # type: ignore[arg-type]
+            with pytest.raises(openai.RateLimitError) as busy:
+                client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+            assert busy.value.code == "concurrency_limit_exceeded"
+            assert list(held)
+        wait_until(
+            lambda: gw.call(lambda: gw.gateway.api.admission.in_flight) == {},  # type: ignore[union-attr]
+            "the stream's slot is given back",
+        )
+    finally:
+        gw.stop()

@@ -1,0 +1,185 @@
+"""Two `aifabric serve` processes on one Redis: keys made by the CLI hold on both within 5 s, a key's
+requests per minute are counted across both, and when Redis goes away each enforces its share and
+says so, while every request still gets an answer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from state_support import RedisServer, Serve
+from tenancy_support import MASTER, fabric_text, keys_cli
+
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+_clients: list[openai.OpenAI] = []
+
+
+def client(serve: Serve, key: str) -> openai.OpenAI:
+    """The official client for `serve`; closed when the test ends (see close_clients)."""
+    c = openai.OpenAI(base_url=serve.url + "/v1", api_key=key, max_retries=0)
+    _clients.append(c)
+    return c
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def answered(c: openai.OpenAI) -> int:
+    """The status a chat request gets."""
+    try:
+        c.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+    except openai.APIStatusError as exc:
+        return exc.status_code
+    return 200
+
+
+def accepted(c: openai.OpenAI) -> bool:
+    try:
+        c.models.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def status(serve: Serve) -> dict[str, Any]:
+    with urllib.request.urlopen(serve.url + "/status", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def last_round(redis: Any, serve: Serve) -> float:
+    """When `serve` started its latest limit-sync round (epoch seconds; 0 before the first)."""
+    for member, score in redis.zrange("aifabric:rl:members", 0, -1, withscores=True):
+        if f"/{serve.proc.pid}/" in member.decode():
+            return float(score)
+    return 0.0
+
+
+def wait_for_a_whole_round(redis: Any, serve: Serve) -> None:
+    """`serve` ran a whole sync round that started after now (a round is seen when it starts: the
+    one after it proves it ended)."""
+    start = float(redis.time()[0]) + 1
+    wait_until(lambda: last_round(redis, serve) > start, "a sync round starts")
+    started = last_round(redis, serve)
+    wait_until(lambda: last_round(redis, serve) > started, "and the next one")
+
+
+def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
+    tmp_path: Path, fb: FakeBackend, redis_server: RedisServer
+) -> None:
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, "", state=redis_server.url).replace('keys: ""\n', ""))
+    a, b = Serve(fabric_file), Serve(fabric_file)
+    redis = redis_server.client()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        shared = keys_cli(fabric_file, "create", "--name", "shared", "--rpm", "4")
+        assert shared.returncode == 0 and "redis" in shared.stderr, shared.stderr
+        alone = keys_cli(fabric_file, "create", "--name", "alone", "--rpm", "4").stdout.strip()
+        on_a, on_b = client(a, shared.stdout.strip()), client(b, shared.stdout.strip())
+        wait_until(lambda: accepted(on_a) and accepted(on_b), "both replicas accept the new key", 5)
+
+        assert [answered(on_a) for _ in range(3)] == [200, 200, 200]
+        pushed = redis.get  # the three requests of A reach the shared counter...
+        wait_until(
+            lambda: sum(float(pushed(k) or 0) for k in redis.keys("aifabric:rl:key:shared:requests:*")) >= 3,
+            "replica A pushed its count",
+        )
+        wait_for_a_whole_round(redis, b)  # B read the shared counts
+        # ...so B admits the one request left of the 4 per minute, not 4 of its own.
+        assert [answered(on_b) for _ in range(2)] == [200, 429]
+
+        redis_server.stop()
+        wait_until(lambda: not status(a)["tenancy"]["limits"]["reachable"], "A notices Redis is away")
+        view = status(a)["tenancy"]
+        assert view["limits"]["share"] == 0.5, view
+        assert any("not shared" in line for line in a.output), "the log says so"
+        # Keys already read keep working; each replica enforces half of the 4 per minute.
+        assert [answered(client(a, alone)) for _ in range(3)] == [200, 200, 429]
+        assert answered(client(a, MASTER)) == 200, "nothing else fails because Redis is away"
+        assert answered(client(b, MASTER)) == 200
+
+        redis_server.start()
+        wait_until(lambda: status(a)["tenancy"]["limits"]["reachable"], "A notices Redis is back")
+        assert status(a)["tenancy"]["limits"]["share"] == 1.0
+    finally:
+        redis.close()
+        a.stop()
+        b.stop()
+
+
+def worker_rounds(state_dir: Path) -> dict[str, float]:
+    """When each worker started its latest limit-sync round, by its file."""
+    rounds = {}
+    for path in state_dir.glob("rl-*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            rounds[path.name] = float(json.loads(path.read_bytes())["at"])
+    return rounds
+
+
+def wait_for_every_worker(state_dir: Path, workers: int) -> None:
+    """Every worker ran a whole sync round that started after now."""
+    start = time.time()
+    wait_until(
+        lambda: len(r := worker_rounds(state_dir)) == workers and min(r.values()) > start,
+        "every worker starts a round",
+    )
+    started = worker_rounds(state_dir)
+    wait_until(
+        lambda: all(worker_rounds(state_dir).get(k, 0) > v for k, v in started.items()),
+        "and the next one",
+    )
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_every_worker_honours_a_new_and_a_revoked_key(tmp_path: Path, fb: FakeBackend, workers: int) -> None:
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
+    serve = Serve(fabric_file, "--workers", str(workers), env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    try:
+        serve.wait_ready()
+        key = keys_cli(fabric_file, "create", "--name", "app").stdout.strip()
+        # Connections are spread over the workers by the kernel: many fresh ones reach each of them.
+        clients = [client(serve, key) for _ in range(8)]
+
+        def all_accept() -> bool:
+            return all(accepted(c) for c in clients)
+
+        wait_until(all_accept, "every worker accepts the new key", 5)
+
+        # The workers count one key's requests together: 3 per minute in all, not 3 each.
+        limited = keys_cli(fabric_file, "create", "--name", "limited", "--rpm", "3").stdout.strip()
+        fresh = [client(serve, limited) for _ in range(8)]  # one connection each: spread over workers
+        wait_until(lambda: all(accepted(c) for c in fresh), "every worker accepts the limited key", 5)
+        state_dir = tmp_path / "aifabric" / str(serve.port)
+        statuses = []
+        for c in fresh[:5]:
+            statuses.append(answered(c))
+            wait_for_every_worker(state_dir, workers)  # the count reached every worker
+        assert statuses == [200, 200, 200, 429, 429]
+
+        keys_cli(fabric_file, "revoke", "app")
+
+        def all_refuse() -> bool:
+            return not any(accepted(c) for c in clients)
+
+        wait_until(all_refuse, "every worker refuses the revoked key", 5)
+    finally:
+        serve.stop()

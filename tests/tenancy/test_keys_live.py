@@ -54,6 +54,9 @@ def test_a_key_made_by_the_cli_works_within_seconds_and_only_for_its_roles(
     assert denied.value.status_code == 403
     assert denied.value.code == "model_not_allowed"
     assert "team-a" in denied.value.message and key not in denied.value.message
+    with pytest.raises(openai.PermissionDeniedError):  # the Responses API admits the same way
+        client.responses.create(model="chat-deep", input="hi")
+    assert client.responses.create(model="local/chat", input="hi").output_text
     assert sorted(m.id for m in client.models.list()) == ["chat-fast", "local/chat"]
     assert client.models.retrieve("local/chat").id == "local/chat"
     with pytest.raises(openai.NotFoundError):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -111,6 +113,16 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         view = status(a)["tenancy"]
         assert view["limits"]["share"] == 0.5, view
         assert any("not shared" in line for line in a.output), "the log says so"
+        shown = subprocess.run(
+            [sys.executable, "-m", "aifabric", "status", "--url", a.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "limits: not shared (redis unreachable), this process enforces 0.5" in shown.stdout, (
+            shown.stdout
+        )
         # Keys already read keep working; each replica enforces half of the 4 per minute.
         assert [answered(client(a, alone)) for _ in range(3)] == [200, 200, 429]
         assert answered(client(a, MASTER)) == 200, "nothing else fails because Redis is away"

@@ -161,3 +161,17 @@ def test_on_anthropics_route_the_key_checks_answer_in_anthropics_shape(
         with pytest.raises(anthropic.AuthenticationError) as refused:
             wrong.messages.create(model="chat-fast", max_tokens=5, messages=hi)  # type: ignore[arg-type]
         assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+
+
+def test_a_reload_that_names_another_key_store_reads_it(
+    live: tuple[RunningGateway, Path], tmp_path: Path
+) -> None:
+    gw, fabric_file = live
+    old_key = keys_cli(fabric_file, "create", "--name", "old").stdout.strip()
+    wait_until(lambda: works(gw.openai(old_key)), "a key of the first store is accepted", HONOURED_WITHIN)
+    other = tmp_path / "other.yaml"
+    other.write_text(fabric_file.read_text().replace("keys.db", "other-keys.db"))
+    new_key = keys_cli(other, "create", "--name", "new").stdout.strip()
+    gw.call(lambda: gw.gateway.reload(load_config(other, environ={})))  # type: ignore[union-attr]
+    wait_until(lambda: works(gw.openai(new_key)), "a key of the new store is accepted", HONOURED_WITHIN)
+    assert not works(gw.openai(old_key)), "the old store's keys are gone with it"

@@ -36,7 +36,7 @@ from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
-from aifabric.tenancy.keystore import open_key_store
+from aifabric.tenancy.keystore import keys_url, open_key_store
 from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, RedisExchange
 from aifabric.tenancy.principal import Principal
 from aifabric.tenancy.watch import KeyWatcher
@@ -76,7 +76,9 @@ class Gateway:
         self.auth = Authenticator(config.gateway.api_keys)
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
         self.keys: KeyWatcher | None = None  # set by start(): the key store's records, kept current
-        self.limit_sync: LimitSync | None = None  # set by start() when state is Redis
+        self.limit_sync: LimitSync | None = None  # set by start() when counts are shared
+        self._keys_task: asyncio.Task[None] | None = None
+        self._switches: set[asyncio.Future[None]] = set()
         self.forwarder = Forwarder(
             lambda: self.table,
             self.client,
@@ -164,9 +166,15 @@ class Gateway:
         self.table = RoutingTable.build(
             config, healths=self.checker.healths, previous=self.table, clock=self.clock
         )
+        old_keys = keys_url(self.config)
         self.config = config
         self.forwarder.set_retry(config.retry)
         self.auth.update_master(config.gateway.api_keys)
+        if keys_url(config) != old_keys and self._loop is not None:
+            # `keys:` names another store: read it before long, as at start (the old keys hold until then).
+            switch = asyncio.ensure_future(self._switch_keys())
+            self._switches.add(switch)  # held until done: the loop keeps only weak references to tasks
+            switch.add_done_callback(self._switches.discard)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
 
@@ -337,7 +345,20 @@ class Gateway:
         await self.keys.refresh()
         if not self.keys.status.reachable:
             self.auth.require_keys()
-        self._tasks.append(asyncio.create_task(self.keys.run(self._stop)))
+        self._keys_task = asyncio.create_task(self.keys.run(self._stop))
+        self._tasks.append(self._keys_task)
+
+    async def _switch_keys(self) -> None:
+        """A reload changed `keys:`: stop watching the old store, read and watch the new one."""
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keys_task
+        if self.keys is not None:
+            self.keys.close()
+            self.keys = None
+        await self._start_keys()
+        log.warning("key store is now %s", self.keys.status.store if self.keys else keys_url(self.config))
 
     def _start_limits(self, port: int) -> None:
         """Share rate-limit counts with the other processes: the replicas on Redis, or the workers

@@ -144,6 +144,9 @@ roles:
             seen.append(("the 401 for a wrong key", wrong.text))
             for path in ("/metrics", "/health", "/status", "/ui"):
                 seen.append((path, httpx.get(gw.url + path).text))
+            status = httpx.get(gw.url + "/status").json()
+            assert status["gateway"]["auth_required"] is True, "a stored key closes the gateway"
+            assert status["tenancy"]["keys"]["keys"] == 1
         finally:
             gw.stop()
     for argv in (

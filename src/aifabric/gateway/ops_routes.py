@@ -54,6 +54,8 @@ class OpsRoutes:
         """The health view plus roles, targets and request counters: what the status page polls."""
         view = status_view(self._gw.table, self._gw.metrics, self._gw.clock())
         view["tenancy"] = self._gw.tenancy_view()
+        # Keys may come from the key store as well as gateway.api_keys: the live answer.
+        view["gateway"]["auth_required"] = self._gw.auth.enabled
         return Response(200, orjson.dumps(view))
 
     async def ui(self, path: str) -> Response:

@@ -40,17 +40,18 @@ $(VENV)/.local-installed: $(VENV)/.created pyproject.toml $(BIN)/llama-server
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.local-installed
-	$(BIN)/pip install --quiet -e '.[local,dev,redis]'
+	$(BIN)/pip install --quiet -e '.[local,dev,redis,postgres]'
 	touch $@
 
 install: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
 
-# Services the tests start themselves (Redis, nginx, wrk, Chromium, jq, iproute2) and the tools they run
-# (promtool, from Debian's prometheus package: the shipped alert rules are checked with it) come from Debian.
+# Services the tests start themselves (Redis, nginx, wrk, Chromium, jq, iproute2, PostgreSQL) and the tools
+# they run (promtool, from Debian's prometheus package: the shipped alert rules are checked with it) come from Debian.
 system-deps:
 	@missing=""; \
-	for c in redis-server:redis-server jq:jq ip:iproute2 chromium:chromium nginx:nginx-light wrk:wrk promtool:prometheus; do \
+	for c in redis-server:redis-server jq:jq ip:iproute2 chromium:chromium nginx:nginx-light wrk:wrk \
+	  promtool:prometheus pg_ctlcluster:postgresql; do \
 	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \

@@ -1,8 +1,9 @@
 """Fixtures shared by every test directory.
 
-Every test run keeps its own data directory: the default key store (`$XDG_DATA_HOME/aifabric/
-keys.db`) of the developer running the suite must neither change nor be read by it (a key made there
-by hand would close every test gateway). Set at import, so subprocesses inherit it too.
+Every test run keeps its own data and state directories: the default key store (`$XDG_DATA_HOME/
+aifabric/keys.db`) and usage ledger (`$XDG_STATE_HOME/aifabric/usage.db`) of the developer running the
+suite must neither change nor be read by it (a key made there by hand would close every test gateway).
+Set at import, so subprocesses inherit them too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aifabric.config.load import load_config_text
 from aifabric.testing.gateway import RunningGateway
 
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-data-")
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-state-")
 
 # start_gateway(yaml_text, *, probe=False, environ=None, port=0) -> a started RunningGateway
 StartGateway = Callable[..., RunningGateway]

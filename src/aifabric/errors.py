@@ -11,6 +11,7 @@
     │   ├── MethodNotAllowed       405  GET on a POST route
     │   ├── PayloadTooLarge        413  body over gateway.max_body_bytes
     │   ├── RateLimited            429  a key's or a role's requests/tokens per minute, or concurrency
+    │   ├── BudgetExceeded         429  the key's budget, or every candidate backend's, is spent
     │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
     │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
     ├── UpstreamFailure        one failed attempt at one target, classified (FailureClass); internal
@@ -36,6 +37,7 @@ from aifabric.core.failures import FailureClass
 __all__ = [
     "ApiError",
     "BadRequest",
+    "BudgetExceeded",
     "CommandError",
     "ConfigError",
     "ConfigProblem",
@@ -172,6 +174,14 @@ class RateLimited(ApiError):
     status = 429
     type = "requests"  # OpenAI's word for which limit: "requests" or "tokens"
     code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(ApiError):
+    """A budget is spent: the key's own, or that of every backend that could serve the role."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
 
 
 class UpstreamError(ApiError):

@@ -17,13 +17,21 @@ def test_defaults_are_filled_in() -> None:
     shown = config_to_dict(load_config(SEED, environ=SEED_ENV))
     assert list(shown) == [
         "gateway", "hosts", "backends", "roles", "aliases", "monitoring", "retry", "state", "tracing", "keys",
+        "usage",
     ]  # fmt: skip
     assert shown["tracing"] is None and shown["keys"] is None  # off unless configured / the default store
     assert shown["gateway"]["max_body_bytes"] == 32 * 1024 * 1024
     assert shown["backends"]["armitage-vllm"]["health"]["interval"] == 10.0
     assert shown["roles"]["chat-fast"] == {
         "kind": "chat",
-        "targets": [{"backend": "armitage-vllm", "model": "Qwen2.5-7B-Instruct-AWQ", "weight": 1.0}],
+        "targets": [
+            {
+                "backend": "armitage-vllm",
+                "model": "Qwen2.5-7B-Instruct-AWQ",
+                "weight": 1.0,
+                "price": {"input": 0.0, "output": 0.0},
+            }
+        ],
         "fallbacks": ["openai/strong"],
         "description": "",
         "balance": "p2c",

@@ -45,7 +45,15 @@ def test_health_keeps_its_keys_and_status_adds_to_them(gateway: RunningGateway) 
     health = httpx.get(gateway.url + "/health").json()
     status = httpx.get(gateway.url + "/status").json()
     assert set(health) == {"status", "exit_code", "counts", "backends"}  # the CLI and scripts read these
-    assert set(status) == set(health) | {"targets", "gateway", "roles", "aliases", "requests", "tenancy"}
+    assert set(status) == set(health) | {
+        "targets",
+        "gateway",
+        "roles",
+        "aliases",
+        "requests",
+        "tenancy",
+        "usage",
+    }
     assert status["tenancy"]["keys"]["reachable"] is True  # where keys live, without any key
     assert status["tenancy"]["limits"] == {"shared": "no", "share": 1.0}
     assert status["backends"] == health["backends"]

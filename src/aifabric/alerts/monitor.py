@@ -45,8 +45,10 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         leader: Callable[[], bool] = lambda: True,
+        extra: Callable[[], list[Alert]] | None = None,
     ) -> None:
         self.config = config
+        self._extra = extra  # rules over other inputs than health (the usage ledger's budgets)
         self.notifier = notifier
         # With several gateway workers or replicas every one evaluates (each serves GET /alerts), and
         # only the one holding the probe lease notifies, so a sink hears of an alert once, not N times.
@@ -67,6 +69,8 @@ class Monitor:
     def evaluate(self) -> list[AlertEvent]:
         """Evaluate the rules now; the events (firing/resolved) since the last evaluation."""
         alerts = evaluate(self._healths(), self.config)
+        if self._extra is not None:
+            alerts.extend(self._extra())
         events = self.tracker.update(alerts, self._clock(), timestamp=self._wall())
         self.recent.extend(events)
         self.evaluations += 1

@@ -9,6 +9,7 @@ The runbook's thresholds are the default rules:
       down or asleep
     a backend serving other model ids than the       WARNING   (the runbook's "Embeddings Return 404")
       config sends it (drift)
+    a key's or backend's budget 80% / 100% spent     WARNING / CRITICAL (`budget`, in alerts.budget)
 
 `evaluate` says which conditions hold now; `AlertTracker.update` compares with what held before and
 returns events only on change: `firing` when a condition starts, `resolved` when it ends, nothing while
@@ -55,7 +56,7 @@ class Severity(enum.IntEnum):
 class Alert:
     """One condition that holds: `key` names it (rule + subject) so it is tracked across evaluations."""
 
-    rule: str  # gateway_down, backends_down, backend_down, workstation_down, model_drift
+    rule: str  # gateway_down, backends_down, backend_down, workstation_down, model_drift, budget
     subject: str  # the backend, "gateway", or "estate"
     severity: Severity
     summary: str

@@ -27,6 +27,7 @@ COMMANDS = (
     "drill",
     "secrets",
     "keys",
+    "usage",
 )
 
 

@@ -23,6 +23,7 @@ import yaml
 from aifabric.config import checks
 from aifabric.config import nodes as n
 from aifabric.config.env import EnvResolver
+from aifabric.config.money import BUDGET_PERIODS, Price, parse_budget
 from aifabric.config.nodes import INVALID, Field, Reader
 from aifabric.config.schema import (
     BACKEND_KINDS,
@@ -59,6 +60,7 @@ LOCAL_ENGINES = _literal(LocalLaunch, "engine")
 SINK_KINDS = _literal(AlertSink, "kind")
 SEVERITIES = _literal(AlertSink, "min_severity")
 STATE_SCHEMES = ("redis", "rediss", "unix")
+USAGE_SCHEMES = ("postgresql", "postgres", "sqlite")
 
 
 def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> FabricConfig:
@@ -267,6 +269,26 @@ def _apis(r: Reader, node: yaml.Node, path: str) -> tuple[ClientApi, ...] | Any:
     return tuple(dict.fromkeys(ClientApi(name) for name in names))
 
 
+def _budget(r: Reader, node: yaml.Node, path: str) -> Any:
+    s = r.scalar(node, path, "AMOUNT/PERIOD")
+    if not isinstance(s, n.Scalar):
+        return s
+    try:
+        return parse_budget(s.text)
+    except ValueError as exc:
+        return r.wrong(
+            s,
+            path,
+            "AMOUNT/PERIOD",
+            f"{exc}: write e.g. {path.rsplit('.', 1)[-1]}: 50/month (periods: {', '.join(BUDGET_PERIODS)})",
+        )
+
+
+_PRICE = {
+    "input": Field(n.number(0)),
+    "output": Field(n.number(0)),
+}
+
 _BACKEND = {
     "host": Field(n.text),
     "kind": Field(n.choice(BACKEND_KINDS), required=True, example=" | ".join(BACKEND_KINDS)),
@@ -278,12 +300,14 @@ _BACKEND = {
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
     "local": Field(_section(_LOCAL, LocalLaunch)),
     "apis": Field(_apis),
+    "budget": Field(_budget),
 }
 
 _TARGET = {
     "backend": Field(n.text, required=True, example="BACKEND (a name under backends:)"),
     "model": Field(n.text, required=True, example="MODEL_ID (the id the backend serves)"),
     "weight": Field(n.number(0, above=True)),
+    "price": Field(_section(_PRICE, Price)),
 }
 
 _ROLE_LIMITS = {
@@ -445,6 +469,25 @@ def _keys(r: Reader, node: yaml.Node, path: str) -> Any:
     return value
 
 
+def _usage(r: Reader, node: yaml.Node, path: str) -> Any:
+    value = n.text(r, node, path)
+    if not isinstance(value, str) or value in ("", "off") or "://" not in value:
+        return value  # a file path for the SQLite ledger, or off
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in USAGE_SCHEMES:
+        r.problem(
+            r.lines[path],
+            "usage must be a file path, sqlite:///PATH, a postgresql:// URL, or off",
+            "write usage: postgresql://USER@HOST:5432/DB (replicas sharing one ledger), or leave it out "
+            "(SQLite beside the state)",
+        )
+        return INVALID
+    return value
+
+
 _TOP: dict[str, Field] = {
     "gateway": Field(_section(_GATEWAY, GatewayConfig)),
     "hosts": Field(lambda r, node, path: _named(r, node, path, _host)),
@@ -460,6 +503,7 @@ _TOP: dict[str, Field] = {
     "state": Field(_state),
     "tracing": Field(_section(_TRACING, TracingConfig)),
     "keys": Field(_keys),
+    "usage": Field(_usage),
 }
 
 

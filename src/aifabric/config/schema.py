@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aifabric.config.money import Budget, Price
+
 __all__ = [
     "BACKEND_KINDS",
     "BALANCE_POLICIES",
@@ -188,6 +190,7 @@ class BackendConfig:
     apis: tuple[ClientApi, ...] | None = None
     max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first
     max_queue: int = 100  # requests waiting for a place; beyond, the next candidate is tried
+    budget: Budget | None = None  # over it, the backend drops out of routing until the period ends
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class TargetConfig:
     backend: str
     model: str
     weight: float = 1.0
+    price: Price = field(default_factory=Price)  # per million tokens; 0 when not written (local models)
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,9 @@ class FabricConfig:
     state: str = "memory"  # "memory" or a redis:// / unix:// URL shared by gateway replicas
     tracing: TracingConfig | None = None
     keys: str | None = None  # the key store: sqlite:///path or redis://...; None: see tenancy.keystore
+    # The usage ledger: "" = SQLite beside the state (tenancy.ledger.default_ledger_path), a file
+    # path or sqlite:///path, a postgresql:// URL shared by replicas, or "off".
+    usage: str = ""
     source: str = "<embedded default>"
     loaded: LoadedFrom = field(default_factory=LoadedFrom, compare=False, repr=False)
 

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from aifabric.config.money import Budget
 from aifabric.config.schema import FabricConfig, Secret
 
 __all__ = ["REDACTED", "config_to_dict", "redact_url"]
@@ -19,7 +20,7 @@ REDACTED = "********"
 # Fields that are keys of their section in the file, or facts about the load rather than settings.
 _IMPLIED = {"name", "source", "loaded"}
 # Fields holding URLs that may carry a password (redis://:pw@host, https://user:pw@host/v1).
-_URL_FIELDS = {"url", "state", "target", "endpoint", "keys"}
+_URL_FIELDS = {"url", "state", "target", "endpoint", "keys", "usage"}
 
 
 def config_to_dict(cfg: FabricConfig, *, redact: bool = True) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def config_to_dict(cfg: FabricConfig, *, redact: bool = True) -> dict[str, Any]:
 def _value(value: object, redact: bool, field: str = "") -> Any:
     if isinstance(value, Secret):
         return REDACTED if redact else value.reveal()
+    if isinstance(value, Budget):
+        return str(value)  # as written in the file: 50/month
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: _value(getattr(value, f.name), redact, f.name)

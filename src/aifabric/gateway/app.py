@@ -13,11 +13,21 @@ from urllib.parse import unquote
 
 import orjson
 
+from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
+from aifabric.alerts.rules import Alert
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, BackendState, Transition
-from aifabric.errors import ApiError, ConfigError, ConfigProblem, MethodNotAllowed, NotFound, StateStoreError
+from aifabric.errors import (
+    ApiError,
+    BudgetExceeded,
+    ConfigError,
+    ConfigProblem,
+    MethodNotAllowed,
+    NotFound,
+    StateStoreError,
+)
 from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
@@ -36,9 +46,13 @@ from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
+from aifabric.tenancy.budget import BudgetTracker
 from aifabric.tenancy.keystore import keys_url, open_key_store
+from aifabric.tenancy.ledger import Ledger, Pending, ledger_opener
 from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, RedisExchange
+from aifabric.tenancy.pricing import Pricing
 from aifabric.tenancy.principal import Principal
+from aifabric.tenancy.tokens import LocalTokenizers
 from aifabric.tenancy.watch import KeyWatcher
 
 if TYPE_CHECKING:
@@ -79,6 +93,15 @@ class Gateway:
         self.limit_sync: LimitSync | None = None  # set by start() when counts are shared
         self._keys_task: asyncio.Task[None] | None = None
         self._switches: set[asyncio.Future[None]] = set()
+        # The usage ledger and the budgets it feeds (none when `usage: off`).
+        self.budgets = BudgetTracker(config)
+        opener = ledger_opener(config)
+        tokenizers = _tokenizers(config)
+        self.ledger = (
+            Ledger(opener, Pricing.from_config(config, tokenizers), budgets=self.budgets)
+            if opener is not None
+            else None
+        )
         self.forwarder = Forwarder(
             lambda: self.table,
             self.client,
@@ -86,6 +109,9 @@ class Gateway:
             clock=clock,
             on_attempt=self.metrics.on_attempt if self.tracer is None else self._on_traced_attempt,
             on_attempt_start=None if self.tracer is None else self.tracer.attempt_started,
+            on_usage=self.ledger.record if self.ledger is not None else None,
+            blocked=(lambda: self.budgets.blocked_backends) if self.ledger is not None else None,
+            prompt_counter=tokenizers.loaded,
         )
         self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
@@ -115,6 +141,7 @@ class Gateway:
             Notifier(build_sinks(config.monitoring, self.client)),
             clock=clock,
             leader=lambda: self.state_sync is None or self.state_sync.probing,
+            extra=self._budget_alerts,
         )
         self.probe = probe
         self.access_log = config.gateway.access_log
@@ -148,6 +175,14 @@ class Gateway:
         )
         return {"keys": self.keys.status.to_dict() if self.keys else None, "limits": limits}
 
+    def _budget_alerts(self) -> list[Alert]:
+        if self.ledger is None:
+            return []
+        return budget_alerts(
+            BudgetFact(u.kind, u.name, u.spent, u.budget.amount, str(u.budget.period))
+            for u in self.budgets.uses()
+        )
+
     def _on_transition(self, transition: Transition) -> None:
         # Losing a backend is worth a warning; finding one, or a workstation going to sleep, is not.
         bad = transition.new in (BackendState.DOWN, BackendState.DEGRADED)
@@ -175,6 +210,9 @@ class Gateway:
             switch = asyncio.ensure_future(self._switch_keys())
             self._switches.add(switch)  # held until done: the loop keeps only weak references to tasks
             switch.add_done_callback(self._switches.discard)
+        self.budgets.update_config(config)
+        if self.ledger is not None:
+            self.ledger.pricing = Pricing.from_config(config, self.ledger.pricing.tokenizers)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
 
@@ -233,6 +271,10 @@ class Gateway:
                 try:
                     principal = _principal(request) or self.auth.check(request.headers)
                     request.auth = principal  # what the route admits the request as (gateway.admit)
+                    if principal.budget is not None and self.ledger is not None:
+                        over = self.budgets.key_over(principal.name, principal.budget)
+                        if over is not None:
+                            raise BudgetExceeded(f"Budget exceeded: {over}.")
                     if self.tracer is None:
                         response = await serve(request, sub)
                     else:
@@ -240,6 +282,13 @@ class Gateway:
                 except ApiError as exc:
                     response = render(exc)
                     self.metrics.on_error(exc)
+                    if self.ledger is not None and principal is not None:
+                        # Refused or failed without an answer from a backend: who was refused, and why.
+                        rid = request.headers.get("x-request-id", "")
+                        spent = self.clock() - started
+                        self.ledger.record(
+                            Pending(time.time(), principal.name, "", "", "", sub, exc.status, spent, rid)
+                        )
                 elapsed = self.clock() - started
                 self.metrics.on_request(response, elapsed)
                 if self.access_log:
@@ -297,6 +346,8 @@ class Gateway:
     ) -> HttpServer:
         self._loop = asyncio.get_running_loop()
         await self._start_keys()
+        if self.ledger is not None:
+            self.ledger.start()  # a ledger that cannot be opened stops the start, with the reason
         self.server = HttpServer(
             self.handle,
             max_body_bytes=self.config.gateway.max_body_bytes,
@@ -380,6 +431,8 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)  # what is queued is written before we return
         await self.client.aclose()
         await self.responses.store.close()
         if self.keys is not None:
@@ -416,6 +469,21 @@ def _principal(request: Request) -> Principal | None:
     """The principal the head hook found, or None (a request handed to `handle` directly)."""
     auth = request.auth
     return auth if isinstance(auth, Principal) else None
+
+
+def _tokenizers(config: FabricConfig) -> LocalTokenizers:
+    """The prompt counters of local llama.cpp models (their GGUF), for streams that report no usage."""
+    from aifabric.errors import LocalBackendError
+    from aifabric.local.models import resolve_model
+
+    paths: dict[str, str] = {}
+    for name, backend in config.backends.items():
+        if backend.local is not None and backend.local.engine == "llama-cpp-python":
+            try:
+                paths[name] = str(resolve_model(backend.local.model, backend.local.engine).path)
+            except LocalBackendError:
+                continue  # not installed here: its prompts are estimated
+    return LocalTokenizers(paths)
 
 
 def _log_access(

@@ -33,13 +33,26 @@ class RequestBody:
         if first is not None and next(matches, None) is None:
             self._span = first.span(1)
 
-    def with_model(self, model: str, *, drop: tuple[str, ...] = ()) -> bytes:
-        """The body to send upstream: `model` replaced, the `drop` keys removed, all else as sent."""
-        if self._span is not None and not drop:
+    def with_model(self, model: str, *, drop: tuple[str, ...] = (), include_usage: bool = False) -> bytes:
+        """The body to send upstream: `model` replaced, the `drop` keys removed, all else as sent.
+
+        `include_usage` asks a stream for its final usage chunk (`stream_options.include_usage`), for
+        the usage ledger: added in front of the client's own keys when it sent no `stream_options`."""
+        if self._span is not None and not drop and not (include_usage and "stream_options" in self.payload):
             start, end = self._span
-            return self.raw[:start] + orjson.dumps(model) + self.raw[end:]
+            body = self.raw[:start] + orjson.dumps(model) + self.raw[end:]
+            if include_usage:
+                brace = body.index(b"{") + 1  # `model` is in it, so another key follows
+                body = body[:brace] + b'"stream_options":{"include_usage":true},' + body[brace:]
+            return body
         exact = json.loads(self.raw)
         exact["model"] = model
         for key in drop:
             exact.pop(key, None)
+        if include_usage:
+            options = exact.get("stream_options")
+            exact["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ import orjson
 
 from aifabric.config.schema import RetryConfig
 from aifabric.core import FailureClass
-from aifabric.errors import NoHealthyTarget, UpstreamError, UpstreamFailure
+from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.http.client import UpstreamClient, UpstreamResponse
@@ -39,6 +40,7 @@ from aifabric.http.server import Response, StreamingResponse
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Endpoint, Route, RoutingTable
 from aifabric.routing.target import AttemptGuard, TargetState
+from aifabric.tenancy.ledger.record import Pending
 from aifabric.tenancy.principal import ANONYMOUS, Principal, Priority
 from aifabric.tenancy.priority import BackendGate, QueueFull
 
@@ -82,6 +84,8 @@ class ForwardRequest:
 AttemptHook = Callable[[ForwardRequest, TargetState, Attempt, float], None]
 # Called as an attempt starts; the headers it returns go to the backend (tracing: the traceparent).
 AttemptStartHook = Callable[[ForwardRequest, TargetState], list[tuple[str, str]]]
+# The usage ledger's: one small tuple per answered request, parsed and written off the request path.
+UsageHook = Callable[[Pending], None]
 
 
 class Forwarder:
@@ -95,6 +99,9 @@ class Forwarder:
         rng: random.Random | None = None,
         on_attempt: AttemptHook | None = None,
         on_attempt_start: AttemptStartHook | None = None,
+        on_usage: UsageHook | None = None,
+        blocked: Callable[[], Mapping[str, str]] | None = None,
+        prompt_counter: Callable[[str], Callable[[dict[str, Any]], int] | None] | None = None,
     ) -> None:
         self._table = table
         self._client = client
@@ -103,6 +110,11 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
         self._on_attempt_start = on_attempt_start
+        self._on_usage = on_usage
+        # Backends out of routing (over their budget) -> why; read on every plan, swapped whole.
+        self._blocked = blocked
+        # A local model's own tokenizer, by backend, once loaded: the usage a stream synthesizes.
+        self._prompt_counter = prompt_counter
         self._gates: dict[str, BackendGate] = {}  # by backend name, for backends with max_concurrency
 
     def set_retry(self, retry: RetryConfig) -> None:
@@ -170,6 +182,8 @@ class Forwarder:
                 table = self._table()
                 route = table.names.get(req.route.name, route)
             candidates = table.plan(route, self._clock())
+            if self._blocked is not None:
+                candidates = self._unblocked(candidates, route)
             round_failures: list[FailureClass] = []
             for target in candidates:
                 if len(req.attempts) >= cfg.max_attempts and not (
@@ -217,6 +231,17 @@ class Forwarder:
                 await asyncio.sleep(delay)
         raise self._exhausted(req, last_error, deadline.expired(self._clock()))
 
+    def _unblocked(self, candidates: list[TargetState], route: Route) -> list[TargetState]:
+        """The candidates whose backend is within its budget; none left: 429 naming the budgets."""
+        blocked = self._blocked() if self._blocked is not None else {}
+        if not blocked:
+            return candidates
+        kept = [t for t in candidates if t.backend.name not in blocked]
+        if not kept and candidates:
+            why = "; ".join(dict.fromkeys(blocked[t.backend.name] for t in candidates))
+            raise BudgetExceeded(f"no backend of role '{route.name}' is within its budget: {why}")
+        return kept
+
     def _warming(
         self, failures: list[FailureClass], warmup_until: float, table: RoutingTable, route: Route
     ) -> bool:
@@ -232,14 +257,26 @@ class Forwarder:
     ) -> Response | StreamingResponse:
         dialect = req.dialect
         translator: StreamTranslator | None = None
+        add_usage = False
         headers = list(endpoint.headers)
         native = False
         if dialect is None:
             path = endpoint.prefix + req.path
-            strip_usage = (
-                req.stream and not endpoint.adapter.supports_include_usage and _wants_usage(req.body.payload)
+            wants_usage = req.stream and _wants_usage(req.body.payload)
+            strip_usage = wants_usage and not endpoint.adapter.supports_include_usage
+            # The ledger wants a stream's token counts: asked of a backend that gives them, even when
+            # the client did not ask (its usage chunk is then taken out of the stream on the way).
+            add_usage = (
+                self._on_usage is not None
+                and req.stream
+                and not wants_usage
+                and endpoint.adapter.supports_include_usage
             )
-            body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
+            if add_usage and isinstance(req.body, RequestBody):
+                body = req.body.with_model(target.model, include_usage=True)
+            else:
+                add_usage = False
+                body = req.body.with_model(target.model, drop=("stream_options",) if strip_usage else ())
         else:
             strip_usage = False
             native = dialect.native_route(endpoint, req.stream)
@@ -293,8 +330,22 @@ class Forwarder:
                 # Wait for the first byte before committing: until then another candidate may still serve.
                 first = await _within(resp.first_chunk(), left, "no first byte of the stream")
                 ttfb = self._clock() - started
+                tap = (
+                    _UsageTap(hide=add_usage, count=not endpoint.adapter.supports_include_usage)
+                    if self._on_usage is not None
+                    else None
+                )
                 result: Response | StreamingResponse = self._stream(
-                    req, guard, resp, first, ttfb, strip_usage, translator, translated=not native
+                    req,
+                    guard,
+                    resp,
+                    first,
+                    ttfb,
+                    strip_usage,
+                    translator,
+                    tap,
+                    started,
+                    translated=not native,
                 )
             else:
                 data = await _within(resp.read(), left, "the response body stalled")
@@ -308,6 +359,10 @@ class Forwarder:
                     served.append(("x-aifabric-translated", "chat"))
                 result = Response(resp.status, data, served, content_type=content_type)
                 guard.success(self._clock() - started, self._clock())
+                if self._on_usage is not None:
+                    at = data.rfind(b'"usage"')
+                    usage = data[at : at + 1024] if at >= 0 else None
+                    self._on_usage(self._pending(req, target, resp.status, started, usage, None, data))
         except UpstreamFailure as failure:
             if resp is not None:
                 resp.close()
@@ -331,6 +386,33 @@ class Forwarder:
         self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
         return result
 
+    def _pending(
+        self,
+        req: ForwardRequest,
+        target: TargetState,
+        status: int,
+        started: float,
+        usage: bytes | None,
+        counted: tuple[int, int] | None,
+        output: bytes | None = None,
+    ) -> Pending:
+        # Without the backend's usage, the request (and answer) are kept to count from, off the path.
+        return Pending(
+            time.time(),
+            req.principal.name,
+            req.route.name,
+            target.backend.name,
+            target.model,
+            req.path,
+            status,
+            self._clock() - started,
+            req.request_id,
+            usage,
+            counted,
+            req.body.payload if usage is None else None,
+            output if usage is None else None,
+        )
+
     def _stream(
         self,
         req: ForwardRequest,
@@ -340,6 +422,8 @@ class Forwarder:
         ttfb: float,
         synthesize_usage: bool,
         translator: StreamTranslator | None = None,
+        tap: _UsageTap | None = None,
+        started: float = 0.0,
         *,
         translated: bool = False,
     ) -> StreamingResponse:
@@ -347,7 +431,11 @@ class Forwarder:
         headers.extend(_STREAM_HEADERS)
         if synthesize_usage:
             headers.append(("x-aifabric-usage", "estimated"))
-        counter: StreamTranslator | None = _UsageCounter(req.body.payload) if synthesize_usage else translator
+        target = guard.target
+        counter: StreamTranslator | None = translator
+        if synthesize_usage:
+            count = self._prompt_counter(target.backend.name) if self._prompt_counter is not None else None
+            counter = _UsageCounter(req.body.payload, count(req.body.payload) if count is not None else None)
         interrupted: Callable[[str, str], bytes] = _interrupted
         content_type = resp.headers.get("content-type", "text/event-stream")
         if req.dialect is not None:
@@ -355,8 +443,24 @@ class Forwarder:
             if translator is not None and translated:
                 content_type = "text/event-stream"
                 headers.append(("x-aifabric-translated", "chat"))
+        done: Callable[[int], None] | None = None
+        hook = self._on_usage
+        if tap is not None and hook is not None:
+
+            def done(status: int) -> None:
+                hook(self._pending(req, target, status, started, tap.usage, (0, tap.completion_tokens)))
+
         relay = _Relay(
-            guard, resp, first, ttfb, counter, self._clock, self._retry.stream_idle_timeout, interrupted
+            guard,
+            resp,
+            first,
+            ttfb,
+            counter,
+            self._clock,
+            self._retry.stream_idle_timeout,
+            interrupted,
+            tap,
+            done,
         )
         return StreamingResponse(resp.status, relay, headers, content_type=content_type)
 
@@ -512,7 +616,18 @@ class _Relay:
     mid-stream, abandon when the client goes away), also when the listener drops it unread (aclose),
     which an async generator could not promise: one never started runs no cleanup."""
 
-    __slots__ = ("_attempt", "_clock", "_counter", "_first", "_idle", "_interrupted", "_resp", "_ttfb")
+    __slots__ = (
+        "_attempt",
+        "_clock",
+        "_counter",
+        "_done",
+        "_first",
+        "_idle",
+        "_interrupted",
+        "_resp",
+        "_tap",
+        "_ttfb",
+    )
 
     def __init__(
         self,
@@ -524,7 +639,11 @@ class _Relay:
         clock: Callable[[], float],
         idle_timeout: float,
         interrupted: Callable[[str, str], bytes] | None = None,
+        tap: _UsageTap | None = None,
+        done: Callable[[int], None] | None = None,
     ) -> None:
+        self._tap = tap
+        self._done = done  # the ledger's record, called once when the stream ends (with its status)
         self._idle = idle_timeout
         self._attempt = attempt
         self._interrupted = interrupted or _interrupted
@@ -542,6 +661,8 @@ class _Relay:
         first = self._first
         if first is not None:
             self._first = None
+            if self._tap is not None:
+                first = self._tap.feed(first)
             return first if counter is None else counter.feed(first)
         if self._attempt.settled:
             raise StopAsyncIteration
@@ -552,13 +673,17 @@ class _Relay:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._resp.close()
             self._attempt.failure(failure.failure, self._clock())
+            self._record(502)  # the tokens generated so far were spent all the same
             return self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
             raise
         if chunk is not None:
+            if self._tap is not None:
+                chunk = self._tap.feed(chunk)
             return chunk if counter is None else counter.feed(chunk)
         self._attempt.success(self._ttfb, self._clock())
+        self._record(self._resp.status)
         if counter is None:
             raise StopAsyncIteration
         return counter.finish()
@@ -570,9 +695,70 @@ class _Relay:
             return
         if self._resp.complete:
             self._attempt.success(self._ttfb, self._clock())
+            self._record(self._resp.status)
         else:
             self._resp.close()
             self._attempt.abandon()
+            self._record(499)  # the client went away; what was generated until then was spent
+
+    def _record(self, status: int) -> None:
+        if self._done is not None:
+            done, self._done = self._done, None
+            done(status)
+
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+
+
+class _UsageTap:
+    """Watches a stream for the usage ledger: keeps the backend's usage object when one passes (and
+    takes its chunk out when only the gateway asked for it), else counts the content events (one
+    token each, as llama.cpp's servers stream them). No JSON is parsed here."""
+
+    __slots__ = ("count", "events", "hide", "tokens", "usage")
+
+    def __init__(self, *, hide: bool, count: bool) -> None:
+        self.hide = hide
+        self.count = count
+        self.tokens = 0
+        self.events = 0
+        self.usage: bytes | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        """Counted content events; for a backend that should have sent usage and did not, its events
+        less the role and finish ones (a rough figure: the row is marked estimated either way)."""
+        return self.tokens if self.count else max(0, self.events - 3)
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.events += chunk.count(b"data:")
+        if self.count:
+            self.tokens += len(_CONTENT.findall(chunk))
+        found = _USAGE_OBJECT.search(chunk)
+        if found is not None:
+            at = found.start()
+            # Every usage object is kept (bounded): an Anthropic stream has one at its start (input)
+            # and one near its end (output); OpenAI's has one, in the last chunk.
+            if self.usage is None:
+                self.usage = chunk[at : at + 1024]
+                if self.hide:
+                    chunk = _without_event(chunk, at)
+            elif len(self.usage) < 4096:
+                self.usage += b"\n" + chunk[at : at + 1024]
+        return chunk
+
+
+def _without_event(chunk: bytes, at: int) -> bytes:
+    """`chunk` without the SSE event around offset `at`, when that event is a usage-only chunk."""
+    start = chunk.rfind(b"\n\n", 0, at)
+    start = 0 if start < 0 else start + 2
+    end = chunk.find(b"\n\n", at)
+    end = len(chunk) if end < 0 else end + 2
+    event = chunk[start:end]
+    if not event.startswith(b"data:") or not re.search(rb'"choices"\s*:\s*\[\s*\]', event):
+        return chunk  # usage riding on a content chunk: the client gets it as the backend sent it
+    return chunk[:start] + chunk[end:]
 
 
 def _interrupted(backend: str, detail: str) -> bytes:
@@ -604,13 +790,14 @@ def _wants_usage(payload: dict[str, Any]) -> bool:
 class _UsageCounter:
     """For backends that ignore `stream_options.include_usage` (llama-cpp-python): count the content
     chunks as they pass (one token each there) and add the final usage chunk the client asked for.
-    Prompt tokens are estimated from the prompt's length; the response says so in a header."""
+    Prompt tokens are counted with the model's tokenizer when it is local and loaded, else estimated
+    from the prompt's length; the response says so in a header."""
 
-    def __init__(self, payload: dict[str, Any]) -> None:
+    def __init__(self, payload: dict[str, Any], prompt: int | None = None) -> None:
         self._buf = b""
         self._completion = 0
         self._meta: dict[str, Any] = {}
-        self._prompt = _estimate_prompt_tokens(payload)
+        self._prompt = _estimate_prompt_tokens(payload) if prompt is None else prompt
         self._held_done = False
 
     def feed(self, chunk: bytes) -> bytes:

@@ -10,6 +10,7 @@ from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
 from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.observability.metrics import render_metrics
+from aifabric.tenancy.usage_view import usage_metrics, usage_view
 
 __all__ = ["OpsRoutes"]
 
@@ -56,6 +57,7 @@ class OpsRoutes:
         view["tenancy"] = self._gw.tenancy_view()
         # Keys may come from the key store as well as gateway.api_keys: the live answer.
         view["gateway"]["auth_required"] = self._gw.auth.enabled
+        view["usage"] = usage_view(self._gw.ledger, self._gw.budgets)
         return Response(200, orjson.dumps(view))
 
     async def ui(self, path: str) -> Response:
@@ -63,4 +65,7 @@ class OpsRoutes:
 
     async def metrics(self) -> Response:
         body = render_metrics(self._gw.metrics, self._gw.table, self._gw.clock())
+        usage = usage_metrics(self._gw.ledger, self._gw.budgets)
+        if usage:
+            body += ("\n".join(usage) + "\n").encode()
         return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -14,6 +14,8 @@ from aifabric.config.schema import FabricConfig
 from aifabric.gateway.auth import Authenticator
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
+from aifabric.tenancy.budget import BudgetTracker
+from aifabric.tenancy.ledger import Ledger
 
 __all__ = ["GatewayView"]
 
@@ -33,6 +35,12 @@ class GatewayView(Protocol):
 
     @property
     def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def ledger(self) -> Ledger | None: ...
+
+    @property
+    def budgets(self) -> BudgetTracker: ...
 
     def tenancy_view(self) -> dict[str, object]:
         """Where keys and rate-limit counters live, and whether they can be reached."""

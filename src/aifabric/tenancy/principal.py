@@ -21,6 +21,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from aifabric.config.money import Budget, BudgetPeriod
+
 __all__ = ["ANONYMOUS", "MASTER", "Budget", "BudgetPeriod", "Principal", "Priority"]
 
 
@@ -34,22 +36,6 @@ class Priority(enum.StrEnum):
     def rank(self) -> int:
         """Lower is served first."""
         return 0 if self is Priority.INTERACTIVE else 1
-
-
-class BudgetPeriod(enum.StrEnum):
-    DAY = "day"
-    MONTH = "month"
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """`--budget 20/day`: at most `amount` (in the currency of the fabric file's prices) per period."""
-
-    amount: float
-    period: BudgetPeriod
-
-    def __str__(self) -> str:
-        return f"{self.amount:g}/{self.period}"
 
 
 @dataclass(frozen=True, slots=True)

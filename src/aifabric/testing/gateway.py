@@ -77,9 +77,10 @@ class RunningGateway:
         return client
 
     def stop(self) -> None:
+        """Stop serving (a clean shutdown, as on SIGTERM); a second call does nothing."""
         for client in self._clients:
             client.close()
-        if self._stop is not None:
+        if self._stop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 

@@ -391,6 +391,59 @@
     );
   }
 
+  // ------------------------------------------------------------------------------------ usage
+
+  function money(value) {
+    return Number(value || 0).toFixed(4);
+  }
+
+  function renderUsage(data) {
+    const usage = data.usage || { enabled: false };
+    if (!usage.enabled) {
+      fill($("usage-body"), h("p", { class: "muted" }, "The usage ledger is off (usage: off in the fabric file)."));
+      return;
+    }
+    const keys = Object.entries(usage.by_key || {})
+      .sort()
+      .map(([key, t]) =>
+        h(
+          "tr",
+          { "data-key": key },
+          h("td", {}, code(key)),
+          h("td", { class: "num" }, String(t.requests)),
+          h("td", { class: "num" }, String(t.tokens_in)),
+          h("td", { class: "num" }, String(t.tokens_out)),
+          h("td", { class: "num" }, money(t.cost)),
+          h("td", { class: "num" }, money((usage.spend_today || {})[key])),
+        ),
+      );
+    const budgets = (usage.budgets || []).map((b) =>
+      h(
+        "tr",
+        { "data-budget": `${b.kind}:${b.name}`, class: b.exhausted ? "bad" : b.fraction >= 0.8 ? "warn" : "" },
+        h("td", {}, `${b.kind} `, code(b.name)),
+        h("td", { class: "num" }, b.budget),
+        h("td", { class: "num" }, money(b.spent)),
+        h("td", { class: "num" }, `${Math.round(100 * b.fraction)}%`),
+        h("td", {}, b.exhausted ? (b.kind === "backend" ? "spent: out of routing" : "spent: 429") : "within"),
+      ),
+    );
+    fill($("usage-body"),
+      keys.length
+        ? table(["key", "requests", "tokens in", "tokens out", "cost", "cost today (all)"], keys, { class: "by-key" })
+        : h("p", { class: "muted" }, "No request recorded yet."),
+      budgets.length ? table(["budget of", "budget", "spent", "used", "state"], budgets, { class: "budgets" }) : null,
+      h(
+        "p",
+        { class: "muted" },
+        `Ledger ${usage.ledger}: ${usage.written} rows written, ${usage.pending} waiting`,
+        usage.dropped ? `, ${usage.dropped} DROPPED (queue full)` : "",
+        usage.last_error ? `; last error: ${usage.last_error}` : "",
+        ". Totals per key are this process's since it started; `aifabric usage` reports the whole ledger.",
+      ),
+    );
+  }
+
   // ----------------------------------------------------------------------------------- alerts
 
   function alertField(alert, ...keys) {
@@ -484,6 +537,7 @@
     renderRoles(data);
     renderConnect(data);
     renderRequests(data);
+    renderUsage(data);
   }
 
   async function refresh() {

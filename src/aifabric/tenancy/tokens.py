@@ -1,0 +1,188 @@
+"""Token counts for the usage ledger: the backend's own figures where it gave them, else counted.
+
+`parse_usage` reads the `usage` object a backend wrote (OpenAI's `prompt_tokens`/`completion_tokens`,
+or `input_tokens`/`output_tokens`). Where there is none (a stream without a usage chunk, a backend that
+does not report it), the prompt is counted with the model's own tokenizer when the model is local (the
+GGUF's vocabulary and chat template, see `LocalTokenizers`), else estimated at ~4 characters a token;
+such rows are marked estimated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["LocalTokenizers", "estimate_completion", "estimate_prompt", "parse_usage", "prompt_text"]
+
+log = logging.getLogger("aifabric.usage")
+
+_CHARS_PER_TOKEN = 4
+
+Counter = Callable[[dict[str, Any]], int]
+
+
+def parse_usage(tail: bytes) -> tuple[int, int] | None:
+    """(tokens in, tokens out) from the `"usage": {...}` objects in `tail` (OpenAI's `prompt_tokens` /
+    `completion_tokens`, Anthropic's `input_tokens` / `output_tokens`); of several (an Anthropic stream
+    counts input in `message_start`, output in `message_delta`), the largest of each. None when no
+    object holds a prompt count."""
+    tokens_in = tokens_out = -1
+    at = tail.find(b'"usage"')
+    while at >= 0:
+        usage = _object_after(tail, at)
+        if isinstance(usage, dict):
+            got_in = usage.get("prompt_tokens", usage.get("input_tokens"))
+            got_out = usage.get("completion_tokens", usage.get("output_tokens"))
+            if isinstance(got_in, int) and not isinstance(got_in, bool):
+                tokens_in = max(tokens_in, got_in)
+            if isinstance(got_out, int) and not isinstance(got_out, bool):
+                tokens_out = max(tokens_out, got_out)
+        at = tail.find(b'"usage"', at + 7)
+    if tokens_in < 0:
+        return None
+    return tokens_in, max(0, tokens_out)
+
+
+def _object_after(data: bytes, at: int) -> object:
+    """The JSON object that starts at the first `{` after offset `at` (nested objects included:
+    Anthropic's usage holds `cache_creation: {...}`), or None."""
+    start = data.find(b"{", at)
+    if start < 0 or start - at > 16:
+        return None
+    end = data.find(b"}", start)
+    if end > 0 and data.find(b"{", start + 1, end) < 0:  # flat, the usual case: one C call
+        try:
+            return orjson.loads(data[start : end + 1])
+        except orjson.JSONDecodeError:
+            return None
+    depth = 0
+    for end in range(start, min(len(data), start + 2048)):
+        ch = data[end]
+        if ch == 0x7B:  # {
+            depth += 1
+        elif ch == 0x7D:  # }
+            depth -= 1
+            if depth == 0:
+                try:
+                    return orjson.loads(data[start : end + 1])
+                except orjson.JSONDecodeError:
+                    return None
+    return None
+
+
+def prompt_text(payload: dict[str, Any]) -> str:
+    """The text of a request's prompt: chat messages' content, a completion prompt, embeddings input."""
+    parts: list[str] = []
+    for message in payload.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    for key in ("prompt", "input"):
+        value = payload.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            parts.extend(v for v in value if isinstance(v, str))
+    return "\n".join(parts)
+
+
+def estimate_prompt(payload: dict[str, Any]) -> int:
+    """~4 characters a token, plus a few for each chat message's role markers."""
+    messages = payload.get("messages")
+    markers = 4 * len(messages) if isinstance(messages, list) else 0
+    return max(1, (len(prompt_text(payload)) + markers) // _CHARS_PER_TOKEN)
+
+
+def estimate_completion(output: bytes) -> int:
+    """Completion tokens of a non-streamed answer that reported none: its text, ~4 characters a token."""
+    try:
+        body = orjson.loads(output)
+    except orjson.JSONDecodeError:
+        return len(output) // _CHARS_PER_TOKEN
+    text = 0
+    for choice in body.get("choices") or () if isinstance(body, dict) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(content, str):
+            text += len(content)
+    return text // _CHARS_PER_TOKEN
+
+
+class LocalTokenizers:
+    """Prompt counters for local llama.cpp models, by backend name: the GGUF's own vocabulary and chat
+    template, loaded lazily (vocabulary only, no weights) in the thread that asks first."""
+
+    def __init__(self, gguf_paths: dict[str, str]) -> None:
+        self._paths = gguf_paths
+        self._counters: dict[str, Counter | None] = {}
+        self._lock = threading.Lock()
+
+    def loaded(self, backend: str) -> Counter | None:
+        """The counter if it is loaded already (never loads: for the event loop)."""
+        return self._counters.get(backend)
+
+    def warm(self) -> None:
+        """Load every counter now (from a thread): a GGUF's vocabulary takes a fraction of a second."""
+        for backend in self._paths:
+            self.counter(backend)
+
+    def counter(self, backend: str) -> Counter | None:
+        if backend not in self._paths:
+            return None
+        with self._lock:
+            if backend not in self._counters:
+                self._counters[backend] = _load_gguf_counter(self._paths[backend])
+            return self._counters[backend]
+
+
+def _load_gguf_counter(path: str) -> Counter | None:
+    try:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    except ImportError:  # the local extra is not installed: estimates it is
+        return None
+    try:
+        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception as exc:  # a file that is no GGUF: say so once, estimate
+        log.warning("cannot read the tokenizer of %s (%s): prompt tokens will be estimated", path, exc)
+        return None
+    meta = llm.metadata
+    template = meta.get("tokenizer.chat_template")
+
+    def piece(key: str) -> str:
+        token = meta.get(key)
+        return llm.detokenize([int(token)]).decode("utf-8", "replace") if token is not None else ""
+
+    formatter = (
+        Jinja2ChatFormatter(
+            template,
+            eos_token=piece("tokenizer.ggml.eos_token_id"),
+            bos_token=piece("tokenizer.ggml.bos_token_id"),
+        )
+        if template
+        else None
+    )
+
+    def count(payload: dict[str, Any]) -> int:
+        messages = payload.get("messages")
+        add_bos = True
+        if formatter is not None and isinstance(messages, list):
+            try:
+                # As llama-cpp-python's server does: the template's text, BOS only if it added none.
+                formatted = formatter(messages=messages)
+                text, add_bos = formatted.prompt, not formatted.added_special
+            except Exception:  # a message the template refuses: count its text alone
+                text = prompt_text(payload)
+        else:
+            text = prompt_text(payload)
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    return count

@@ -1,0 +1,73 @@
+"""Usage on the real local models: llama-cpp-python's server streams no usage, so the gateway counts the
+prompt with the model's own tokenizer and chat template, and gets the figure the server itself reports
+for the same prompt non-streamed (it used to say 1 for a 31-token templated "hi")."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from e2e_support import Up
+
+from aifabric.tenancy.ledger import UsageRow
+from aifabric.tenancy.ledger.sqlite import SqliteLedger
+from aifabric.testing.wait import wait_until
+
+pytestmark = pytest.mark.e2e
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def client(fabric: Up) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=fabric.base_url + "/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
+
+
+def ledger_row(request_id: str) -> UsageRow | None:
+    # `aifabric up` inherits the suite's XDG_STATE_HOME (tests/conftest.py): its default ledger is there.
+    path = Path(os.environ["XDG_STATE_HOME"]) / "aifabric" / "usage.db"
+    if not path.exists():
+        return None
+    store = SqliteLedger(path)
+    try:
+        return next((r for r in store.rows() if r.request_id == request_id), None)
+    finally:
+        store.close()
+
+
+def test_a_streamed_chat_reports_the_prompt_tokens_the_server_counts(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="chat-fast", messages=HI, max_tokens=3)  # type: ignore[arg-type]
+    assert plain.usage is not None and plain.usage.prompt_tokens > 20  # the chat template's tokens too
+    seen: list[int] = []
+    request_id = ""
+
+    def streamed_matches() -> bool:
+        nonlocal request_id
+        request_id = str(uuid.uuid4())
+        chunks = list(
+            client.chat.completions.create(
+                model="chat-fast",
+                messages=HI,  # type: ignore[arg-type]
+                max_tokens=3,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={"x-request-id": request_id},
+            )
+        )
+        usage = chunks[-1].usage
+        assert usage is not None
+        seen.append(usage.prompt_tokens)
+        return usage.prompt_tokens == plain.usage.prompt_tokens  # type: ignore[union-attr]
+
+    # The tokenizer loads beside the gateway as it starts; until then a stream's prompt is estimated.
+    wait_until(streamed_matches, f"the streamed prompt_tokens to be the server's (seen {seen})")
+    wait_until(lambda: ledger_row(request_id) is not None, "the stream's row in the ledger")
+    row = ledger_row(request_id)
+    assert row is not None
+    assert row.tokens_in == plain.usage.prompt_tokens and row.estimated
+    assert (row.role, row.backend, row.key) == ("chat-fast", "local-chat-fast", "anonymous")

@@ -1,0 +1,102 @@
+"""Budgets, prices and token counts as pure policy: an injected wall clock, a real SQLite ledger."""
+
+from __future__ import annotations
+
+import calendar
+from pathlib import Path
+
+from aifabric.alerts.budget import BudgetFact, budget_alerts
+from aifabric.alerts.rules import AlertTracker
+from aifabric.config.load import load_config_text
+from aifabric.config.money import Budget, BudgetPeriod, period_start
+from aifabric.tenancy.budget import BudgetTracker
+from aifabric.tenancy.ledger import Pending, UsageRow
+from aifabric.tenancy.ledger.sqlite import SqliteLedger
+from aifabric.tenancy.pricing import Pricing
+from aifabric.tenancy.tokens import parse_usage
+
+FABRIC = """
+backends:
+  cloud: {kind: openai, url: "https://api.example/v1", budget: 1/day}
+roles:
+  chat:
+    kind: chat
+    targets: [{backend: cloud, model: gpt, price: {input: 1000, output: 2000}}]
+"""
+NOON = float(calendar.timegm((2026, 11, 30, 12, 0, 0)))
+
+
+def row(ts: float, cost: float, key: str = "app", backend: str = "cloud") -> UsageRow:
+    return UsageRow(ts, key, "chat", backend, "gpt", "/chat/completions", 10, 10, False, cost, 1.0, 200, "r")
+
+
+def test_periods_start_at_midnight_and_on_the_first_utc() -> None:
+    assert period_start(BudgetPeriod.DAY, NOON) == calendar.timegm((2026, 11, 30, 0, 0, 0))
+    assert period_start(BudgetPeriod.MONTH, NOON) == calendar.timegm((2026, 11, 1, 0, 0, 0))
+
+
+def test_a_backend_over_budget_is_blocked_until_the_next_day(tmp_path: Path) -> None:
+    config = load_config_text(FABRIC, "fabric.yaml", environ={})
+    now = [NOON]
+    store = SqliteLedger(tmp_path / "usage.db")
+    store.write([row(NOON - 86400, 5.0)])  # yesterday's spend does not count today
+    tracker = BudgetTracker(config, wall=lambda: now[0])
+    tracker.refresh(store)
+    assert tracker.blocked_backends == {}
+    spent = [row(NOON, 0.6), row(NOON + 1, 0.5)]
+    store.write(spent)
+    tracker.add(spent)  # this process's rows, at once
+    assert "cloud" in tracker.blocked_backends
+    assert "has spent 1.1 of its budget of 1/day" in tracker.blocked_backends["cloud"]
+    now[0] = NOON + 86400  # the next day: the refresh from the ledger starts a new period
+    tracker.refresh(store)
+    assert tracker.blocked_backends == {}
+    store.close()
+
+
+def test_a_key_over_its_budget_is_told_so() -> None:
+    tracker = BudgetTracker(load_config_text(FABRIC, "fabric.yaml", environ={}), wall=lambda: NOON)
+    budget = Budget(2.0, BudgetPeriod.MONTH)
+    assert tracker.key_over("app", budget) is None
+    tracker.add([row(NOON, 1.5), row(NOON, 0.5, key="other")])
+    assert tracker.key_over("app", budget) is None
+    tracker.add([row(NOON, 0.5)])
+    assert tracker.key_over("app", budget) == (
+        "the key 'app' has spent 2 of its budget of 2/month (resets at the start of the next month, UTC)"
+    )
+    assert {(u.kind, u.name) for u in tracker.uses()} == {("backend", "cloud"), ("key", "app")}
+
+
+def test_the_budget_alert_warns_at_80_percent_and_goes_critical_at_100() -> None:
+    tracker = AlertTracker()
+    assert tracker.update(budget_alerts([BudgetFact("key", "app", 0.7, 1.0, "day")]), 1.0) == []
+    [warn] = tracker.update(budget_alerts([BudgetFact("key", "app", 0.85, 1.0, "day")]), 2.0)
+    assert (warn.status, warn.alert.rule, warn.alert.severity.label) == ("firing", "budget", "warning")
+    assert "85%" in warn.alert.summary and "at 100% its requests get 429" in warn.alert.fix
+    resolved, critical = tracker.update(budget_alerts([BudgetFact("key", "app", 1.0, 1.0, "day")]), 3.0)
+    assert (resolved.status, critical.status, critical.alert.severity.label) == (
+        "resolved",
+        "firing",
+        "critical",
+    )
+
+
+def test_rows_take_the_backends_figures_else_count_and_say_so() -> None:
+    pricing = Pricing.from_config(load_config_text(FABRIC, "fabric.yaml", environ={}))
+    base = Pending(NOON, "app", "chat", "cloud", "gpt", "/chat/completions", 200, 0.25, "r1")
+    given = pricing.row(base._replace(usage=b'"usage":{"prompt_tokens":30,"completion_tokens":5}}'))
+    assert (given.tokens_in, given.tokens_out, given.estimated) == (30, 5, False)
+    assert given.cost == (30 * 1000 + 5 * 2000) / 1e6
+    assert given.latency_ms == 250.0
+    payload = {"messages": [{"role": "user", "content": "x" * 116}]}
+    counted = pricing.row(base._replace(counted=(0, 12), payload=payload))
+    assert (counted.tokens_in, counted.tokens_out, counted.estimated) == (30, 12, True)
+    body = b'{"choices":[{"message":{"role":"assistant","content":"' + b"y" * 40 + b'"}}]}'
+    answered = pricing.row(base._replace(payload=payload, output=body))
+    assert (answered.tokens_in, answered.tokens_out, answered.estimated) == (30, 10, True)
+
+
+def test_usage_objects_of_both_dialects_parse() -> None:
+    assert parse_usage(b'"usage": {"prompt_tokens": 7, "total_tokens": 7}}') == (7, 0)
+    assert parse_usage(b'"usage":{"input_tokens":3,"output_tokens":4}}') == (3, 4)
+    assert parse_usage(b'"usage":{"completion_tokens":4}},"prompt_tokens":9') is None  # not its own

@@ -1,0 +1,182 @@
+"""Every request lands in the usage ledger, with the backend's own token counts where it gives them
+and counted (marked estimated) where it does not; the ledger survives a restart of the gateway."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from ledger_support import Start, fabric, ledger_rows
+
+from aifabric.cli.console import Console
+from aifabric.cli.main import main
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
+
+MESSAGES = [{"role": "user", "content": "count the words of this prompt please"}]
+
+
+def test_a_request_is_recorded_with_the_backends_counts_and_its_cost(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backends(kind="vllm", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path))
+    answer = gw.openai().chat.completions.create(model="chat", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+    [row] = ledger_rows(ledger_path, 1)
+    assert answer.usage is not None
+    assert (row.tokens_in, row.tokens_out) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    assert not row.estimated
+    assert (row.key, row.role, row.backend, row.model, row.endpoint, row.status) == (
+        "anonymous",
+        "chat",
+        "fake",
+        "m1",
+        "/chat/completions",
+        200,
+    )
+    # price: 2 per million in, 8 per million out
+    assert row.cost == pytest.approx((2 * row.tokens_in + 8 * row.tokens_out) / 1e6)
+    assert row.request_id and row.latency_ms > 0
+
+
+def test_a_stream_is_counted_by_the_backend_without_the_client_seeing_the_usage_chunk(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backends(kind="vllm", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path))
+    chunks = list(
+        gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    )
+    # The gateway asked the backend for the usage chunk on the ledger's behalf...
+    assert fake.requests[-1].json["stream_options"] == {"include_usage": True}
+    # ...and the client, which did not ask, got the stream without it.
+    assert all(c.usage is None and c.choices for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    [row] = ledger_rows(ledger_path, 1)
+    assert not row.estimated
+    assert row.tokens_in == 7  # the fake counts words: the backend's own figure, not an estimate
+    assert row.tokens_out == len(text.split())
+
+
+def test_a_client_that_asks_for_usage_gets_it_and_the_ledger_the_same_figures(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backends(kind="vllm", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path))
+    chunks = list(
+        gw.openai().chat.completions.create(
+            model="chat",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None
+    [row] = ledger_rows(ledger_path, 1)
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        False,
+    )
+
+
+def test_a_stream_without_usage_is_counted_and_marked_estimated(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    # llama-cpp-python's server ignores stream_options: no usage chunk ever comes.
+    fake = backends(kind="llama-cpp-python", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path, kind="llama-cpp-python"))
+    chunks = list(
+        gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    )
+    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    [row] = ledger_rows(ledger_path, 1)
+    assert row.estimated
+    assert row.tokens_out == len(content_chunks)  # one token per content event there
+    assert row.tokens_in >= 7  # the prompt, estimated from its text (no local model to count with)
+    wait_until(
+        lambda: (
+            httpx.get(gw.url + "/status").json()["usage"]["by_key"].get("anonymous", {}).get("tokens_out")
+            == len(content_chunks)
+        ),
+        "the status page's usage of the key",
+    )
+
+
+def test_embeddings_are_recorded(backends: type[FakeBackend], start: Start, ledger_path: Path) -> None:
+    fake = backends(kind="vllm", models=("e1",))
+    gw = start(
+        f"""
+backends:
+  fake: {{kind: vllm, url: "{fake.url}"}}
+roles:
+  embed: {{kind: embeddings, targets: [{{backend: fake, model: e1}}]}}
+usage: {ledger_path}
+"""
+    )
+    answer = gw.openai().embeddings.create(model="embed", input=["one two three", "four five"])
+    [row] = ledger_rows(ledger_path, 1)
+    assert row.tokens_in == answer.usage.prompt_tokens and row.tokens_out == 0 and not row.estimated
+
+
+def test_the_ledger_survives_a_restart_and_usage_reports_it(
+    backends: type[FakeBackend], start: Start, ledger_path: Path, tmp_path: Path
+) -> None:
+    fake = backends(kind="vllm", models=("m1",))
+    text = fabric(fake.url, ledger_path)
+    first = start(text)
+    for _ in range(3):
+        first.openai().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    first.stop()  # a clean stop writes what is queued before it returns
+    assert len(ledger_rows(ledger_path, 3)) == 3
+    second = start(text)
+    second.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True).close()  # type: ignore[arg-type]
+    second.stop()
+    rows = ledger_rows(ledger_path, 4)
+    assert len(rows) == 4
+
+    config = tmp_path / "fabric.yaml"
+    config.write_text(text)
+    out = io.StringIO()
+    assert main(["usage", "--config", str(config), "--by", "model", "--json"], Console(out=out)) == 0
+    report = json.loads(out.getvalue())
+    assert report["total"]["requests"] == 4
+    assert report["rows"][0]["model"] == "m1"
+    assert report["total"]["tokens_in"] == sum(r.tokens_in for r in rows)
+
+
+def test_metrics_carry_tokens_and_cost_by_key(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backends(kind="vllm", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path))
+    answer = gw.openai().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    [row] = ledger_rows(ledger_path, 1)
+    assert answer.usage is not None
+    tokens_in = f'aifabric_usage_tokens_total{{key="anonymous",direction="in"}} {answer.usage.prompt_tokens}'
+    wait_until(lambda: tokens_in in httpx.get(gw.url + "/metrics").text, "the key's tokens in /metrics")
+    metrics = httpx.get(gw.url + "/metrics").text.splitlines()
+    assert f'aifabric_usage_tokens_total{{key="anonymous",direction="out"}} {row.tokens_out}' in metrics
+    assert f'aifabric_usage_cost_total{{key="anonymous"}} {row.cost:.6f}' in metrics
+    assert 'aifabric_usage_ledger_rows_total{outcome="dropped"} 0' in metrics
+
+
+def test_a_stream_cut_mid_way_is_recorded_with_what_it_spent(
+    backends: type[FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backends(kind="llama-cpp-python", models=("m1",), tokens=20, crash_after_chunks=4)
+    gw = start(fabric(fake.url, ledger_path, kind="llama-cpp-python"))
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
+            received.append(chunk)
+    [row] = ledger_rows(ledger_path, 1)
+    assert row.status == 502 and row.estimated
+    content = [c for c in received if c.choices and c.choices[0].delta.content]
+    assert row.tokens_out == len(content) > 0  # generated before the cut: spent all the same
+    assert row.tokens_in >= 7

@@ -1,0 +1,85 @@
+"""The status page's usage panel, in headless Chromium against a real gateway with a ledger: tokens
+and cost per key, and each budget with its spend (a spent one says it is out of routing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ui_support import Node, dump_dom, wait_for_status
+
+from aifabric.config.load import load_config_text
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+
+MASTER_KEY = "sk-master-SECRET-71c0"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    with FakeBackend(kind="vllm", models=("m1",)) as cloud, FakeBackend(kind="vllm", models=("m1",)) as box:
+        config = load_config_text(
+            f"""
+gateway: {{api_keys: ["{MASTER_KEY}"]}}
+backends:
+  cloud: {{kind: openai, url: "{cloud.url}", budget: 0.000005/day}}
+  box: {{kind: vllm, url: "{box.url}", budget: 20/month}}
+roles:
+  chat:
+    kind: chat
+    targets: [{{backend: cloud, model: m1, price: {{input: 1, output: 1}}}}]
+    fallbacks: [local]
+  local: {{kind: chat, targets: [{{backend: box, model: m1}}]}}
+usage: {tmp_path / "usage.db"}
+""",
+            "fabric.yaml",
+            environ={},
+        )
+        gw = RunningGateway(config).start()
+        try:
+            client = gw.openai(api_key=MASTER_KEY)
+            client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "one two three"}]
+            )
+            wait_for_status(
+                gw.url, lambda s: bool(s["usage"]["budgets"][1]["exhausted"]), "cloud's budget spent"
+            )  # type: ignore[index]
+            client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "four five"}])
+            wait_for_status(gw.url, lambda s: s["usage"]["written"] == 2, "both requests in the ledger")  # type: ignore[index]
+            yield gw
+        finally:
+            gw.stop()
+
+
+def test_the_usage_panel_shows_tokens_cost_and_budgets(gateway: RunningGateway) -> None:
+    page = dump_dom(gateway.url + "/ui")
+    panel = page.by_id("usage-body")
+    cells = [c.text for c in panel.one("tr", data_key="master").find_all("td")]
+    assert cells[0] == "master" and cells[1] == "2"  # the fabric file's key, two requests
+    assert int(cells[2]) > 0 and int(cells[3]) > 0
+    spent = panel.one("tr", data_budget="backend:cloud")
+    assert spent.has_class("bad") and "out of routing" in spent.text and "0.000005/day" in spent.text
+    within = panel.one("tr", data_budget="backend:box")
+    assert "within" in within.text and "20/month" in within.text
+    assert "2 rows written, 0 waiting" in panel.text
+    assert MASTER_KEY not in page.text
+
+
+def test_the_page_says_when_the_ledger_is_off() -> None:
+    with FakeBackend(kind="vllm", models=("m1",)) as box:
+        config = load_config_text(
+            f"""
+backends: {{box: {{kind: vllm, url: "{box.url}"}}}}
+roles: {{chat: {{kind: chat, targets: [{{backend: box, model: m1}}]}}}}
+usage: "off"
+""",
+            "fabric.yaml",
+            environ={},
+        )
+        gw = RunningGateway(config).start()
+        try:
+            page: Node = dump_dom(gw.url + "/ui")
+        finally:
+            gw.stop()
+    assert "The usage ledger is off" in page.by_id("usage-body").text

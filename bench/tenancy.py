@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Issue 12's speed check: aifabric with keys, limits, budgets and the usage ledger on, against the same
+build with them off and against vllm-router, non-streamed chat at c=64 (wrk, nginx upstream).
+
+    .venv/bin/python bench/tenancy.py                 # 3 rounds of 5 s per target
+    .venv/bin/python bench/tenancy.py --duration 3 --rounds 1 --workers 2
+
+Targets, each `aifabric serve --workers N` on the bench's fabric file:
+    off     no api key, `usage: off` (no ledger, no budgets): the baseline
+    ledger  the SQLite usage ledger, prices and a budget, and no key or limits (`--modes off,ledger,on`)
+    on      a master key sent by every request, per-role limits (rpm/tpm, far above the load), prices
+            on the targets, a budget on the backend (far above the spend), the SQLite usage ledger
+and vllm-router (Rust) as the bar. Per target: RPS, CPU per request (the whole process tree), and for
+`on` the ledger's rows against the requests wrk counted (every request must be there: no lost rows)
+and its peak RSS (the ledger's queue is bounded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from benchlib import procstat  # noqa: E402
+from benchlib.measure import load_run  # noqa: E402
+from benchlib.process import TargetProcess  # noqa: E402
+from benchlib.targets import CHAT_ROLE, Upstreams, aifabric_config, aifabric_exe, make_vllm_router  # noqa: E402
+from benchlib.upstream import SERVED_MODEL, NginxUpstream, chat_request, free_port  # noqa: E402
+
+KEY = "sk-bench-tenancy-0b7e"
+
+
+def fabric(up: Upstreams, port: int, mode: str, ledger: Path) -> str:
+    text = aifabric_config(up, port)
+    if mode == "off":
+        return text + 'usage: "off"\n'
+    if mode == "on":
+        text = text.replace("  port: ", f'  api_keys: ["{KEY}"]\n  port: ', 1)
+    text = text.replace(
+        f'bench-json: {{kind: vllm, url: "http://127.0.0.1:{up.json_port}/v1"}}',
+        f'bench-json: {{kind: vllm, url: "http://127.0.0.1:{up.json_port}/v1", budget: 1000000/day}}',
+    )
+    text = text.replace(
+        f"targets: [{{backend: bench-json, model: {SERVED_MODEL}}}]",
+        f"targets: [{{backend: bench-json, model: {SERVED_MODEL}, price: {{input: 0.15, output: 0.6}}}}]"
+        + ("\n    limits: {rpm: 100000000, tpm: 1000000000}" if mode == "on" else ""),
+        1,
+    )
+    return text + f"usage: {ledger}\n"
+
+
+def start_aifabric(up: Upstreams, workers: int, mode: str, workdir: Path) -> tuple[TargetProcess, Path]:
+    port = free_port()
+    ledger = workdir / f"usage-{port}.db"
+    cfg = workdir / f"fabric-{port}.yaml"
+    cfg.write_text(fabric(up, port, mode, ledger))
+    exe = aifabric_exe()
+    assert exe is not None, "no aifabric executable (make install)"
+    argv = [exe, "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers), "--log-level", "error"]
+    name = f"aifabric-w{workers}-{mode}"
+    env = {"XDG_STATE_HOME": str(workdir / "state"), "XDG_DATA_HOME": str(workdir / "data")}
+    proc = TargetProcess(
+        name, argv, port, "/health/ready", workdir / f"{name}.log", env={**os.environ, **env}
+    )
+    proc.start(ready_timeout_s=120)
+    return proc, ledger
+
+
+def ledger_rows(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM aifabric_usage").fetchone()[0])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument(
+        "--modes", default="off,on", help="off, ledger (ledger, prices, budgets only), on (also keys, limits)"
+    )
+    ap.add_argument("--no-router", action="store_true", help="skip vllm-router (its venv needs PyPI once)")
+    args = ap.parse_args()
+    body = chat_request(CHAT_ROLE)
+    results: dict[str, list[tuple[float, float]]] = {}
+    checks: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="aifabric-bench-tenancy-") as tmp, NginxUpstream() as nginx:
+        workdir = Path(tmp)
+        up = Upstreams(nginx.json_port, nginx.sse_port, nginx.json_port)
+        for rnd in range(1, args.rounds + 1):
+            modes = args.modes.split(",")
+            order = modes if rnd % 2 else modes[::-1]  # alternate: drift of the machine's load
+            for mode in order:
+                proc, ledger = start_aifabric(up, args.workers, mode, workdir)
+                headers = {"Authorization": f"Bearer {KEY}"} if mode == "on" else {}
+                url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
+                try:
+                    warm = load_run("warmup", url, body, 16, 1, None, headers)
+                    run = load_run("chat", url, body, args.concurrency, args.duration, proc, headers)
+                    rss = procstat.peak_rss_mib(proc.sample())
+                finally:
+                    proc.stop()  # SIGTERM: the ledger writes what is queued before the workers exit
+                results.setdefault(mode, []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
+                errors = run.wrk.errors
+                cpu = run.cpu_us_per_request or 0.0
+                line = f"round {rnd} {mode:>3}: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
+                line += f", errors {errors}, peak RSS {rss[1]:.0f} MiB in {rss[2]} processes"
+                if mode != "off":
+                    sent = warm.wrk.requests + run.wrk.requests
+                    rows = ledger_rows(ledger)
+                    # wrk counts requests whose answer it read; one cut off at the end of a run may
+                    # still have been answered (and recorded) by the gateway: rows >= sent.
+                    line += f", ledger rows {rows:,} for {sent:,} requests"
+                    checks.append("ok" if rows >= sent else f"LOST {sent - rows} rows in round {rnd}")
+                print(line, flush=True)
+            if not args.no_router:
+                router = make_vllm_router().launch(up, workdir)
+                assert router is not None
+                router.start(ready_timeout_s=120)
+                try:
+                    url = f"http://127.0.0.1:{router.port}/v1/chat/completions"
+                    load_run("warmup", url, body, 16, 1, None)
+                    run = load_run("chat", url, body, args.concurrency, args.duration, router)
+                finally:
+                    router.stop()
+                results.setdefault("vllm-router", []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
+                cpu = run.cpu_us_per_request or 0.0
+                print(f"round {rnd} vllm-router: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req", flush=True)
+    med = {
+        k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
+        for k, v in results.items()
+    }
+    print(f"\nmedians over {args.rounds} rounds, c={args.concurrency}, --workers {args.workers}:")
+    for name, (rps, cpu) in med.items():
+        print(f"  {name:>12}: {rps:8,.0f} RPS  {cpu:6.0f} µs CPU/req")
+    if "on" in med and "off" in med:
+        print(f"  CPU/req on/off: {med['on'][1] / med['off'][1]:.3f} (goal <= 1.10)")
+    if "on" in med and "vllm-router" in med:
+        print(f"  RPS on/vllm-router: {med['on'][0] / med['vllm-router'][0]:.3f}x (goal >= 1.0)")
+    print(f"  ledger: {', '.join(dict.fromkeys(checks)) or 'not run'}")
+    return 0 if all(c == "ok" for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ build with them off and against vllm-router, non-streamed chat at c=64 (wrk, ngi
 Targets, each `aifabric serve --workers N` on the bench's fabric file:
     off     no api key, `usage: off` (no ledger, no budgets): the baseline
     ledger  the SQLite usage ledger, prices and a budget, and no key or limits (`--modes off,ledger,on`)
+    keys    a master key and the limits, and no ledger (`--modes off,keys,ledger,on`: what each part costs)
     on      a master key sent by every request, per-role limits (rpm/tpm, far above the load), prices
             on the targets, a budget on the backend (far above the spend), the SQLite usage ledger
 and vllm-router (Rust) as the bar. Per target: RPS, CPU per request (the whole process tree), and for
@@ -41,7 +42,7 @@ def fabric(up: Upstreams, port: int, mode: str, ledger: Path) -> str:
     text = aifabric_config(up, port)
     if mode == "off":
         return text + 'usage: "off"\n'
-    if mode == "on":
+    if mode in ("on", "keys"):
         text = text.replace("  port: ", f'  api_keys: ["{KEY}"]\n  port: ', 1)
     text = text.replace(
         f'bench-json: {{kind: vllm, url: "http://127.0.0.1:{up.json_port}/v1"}}',
@@ -50,10 +51,10 @@ def fabric(up: Upstreams, port: int, mode: str, ledger: Path) -> str:
     text = text.replace(
         f"targets: [{{backend: bench-json, model: {SERVED_MODEL}}}]",
         f"targets: [{{backend: bench-json, model: {SERVED_MODEL}, price: {{input: 0.15, output: 0.6}}}}]"
-        + ("\n    limits: {rpm: 100000000, tpm: 1000000000}" if mode == "on" else ""),
+        + ("\n    limits: {rpm: 100000000, tpm: 1000000000}" if mode in ("on", "keys") else ""),
         1,
     )
-    return text + f"usage: {ledger}\n"
+    return text + ('usage: "off"\n' if mode == "keys" else f"usage: {ledger}\n")
 
 
 def start_aifabric(up: Upstreams, workers: int, mode: str, workdir: Path) -> tuple[TargetProcess, Path]:
@@ -86,7 +87,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument(
-        "--modes", default="off,on", help="off, ledger (ledger, prices, budgets only), on (also keys, limits)"
+        "--modes",
+        default="off,on",
+        help="off, ledger (ledger, prices, budgets only), keys (key and limits only), on (all)",
     )
     ap.add_argument("--no-router", action="store_true", help="skip vllm-router (its venv needs PyPI once)")
     args = ap.parse_args()
@@ -101,7 +104,7 @@ def main() -> int:
             order = modes if rnd % 2 else modes[::-1]  # alternate: drift of the machine's load
             for mode in order:
                 proc, ledger = start_aifabric(up, args.workers, mode, workdir)
-                headers = {"Authorization": f"Bearer {KEY}"} if mode == "on" else {}
+                headers = {"Authorization": f"Bearer {KEY}"} if mode in ("on", "keys") else {}
                 url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
                 try:
                     warm = load_run("warmup", url, body, 16, 1, None, headers)
@@ -114,7 +117,7 @@ def main() -> int:
                 cpu = run.cpu_us_per_request or 0.0
                 line = f"round {rnd} {mode:>3}: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
                 line += f", errors {errors}, peak RSS {rss[1]:.0f} MiB in {rss[2]} processes"
-                if mode != "off":
+                if mode in ("on", "ledger"):
                     sent = warm.wrk.requests + run.wrk.requests
                     rows = ledger_rows(ledger)
                     # wrk counts requests whose answer it read; one cut off at the end of a run may

@@ -180,3 +180,34 @@ def test_a_stream_cut_mid_way_is_recorded_with_what_it_spent(
     content = [c for c in received if c.choices and c.choices[0].delta.content]
     assert row.tokens_out == len(content) > 0  # generated before the cut: spent all the same
     assert row.tokens_in >= 7
+
+
+@pytest.mark.parametrize(("kind", "translated"), [("llamacpp", False), ("openai", True)])
+def test_anthropic_messages_native_or_translated_are_recorded_with_the_backends_counts(
+    backends: type[FakeBackend],
+    start: Start,
+    ledger_path: Path,
+    kind: str,
+    translated: bool,
+    request: pytest.FixtureRequest,
+) -> None:
+    import anthropic
+
+    fake = backends(kind=kind, models=("m1",))
+    gw = start(fabric(fake.url, ledger_path, kind=kind))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
+    asked = [{"role": "user", "content": "count the words of this prompt please"}]
+    raw = client.messages.with_raw_response.create(model="chat", max_tokens=30, messages=asked)  # type: ignore[arg-type]
+    assert (raw.headers.get("x-aifabric-translated") == "chat") is translated
+    answer = raw.parse()
+    with client.messages.stream(model="chat", max_tokens=30, messages=asked) as stream:  # type: ignore[arg-type]
+        streamed = stream.get_final_message()
+    first, second = ledger_rows(ledger_path, 2)
+    assert (first.tokens_in, first.tokens_out) == (answer.usage.input_tokens, answer.usage.output_tokens)
+    assert (second.tokens_in, second.tokens_out) == (
+        streamed.usage.input_tokens,
+        streamed.usage.output_tokens,
+    )
+    assert not first.estimated and not second.estimated
+    assert first.endpoint == second.endpoint

@@ -735,18 +735,19 @@ class _UsageTap:
         self.events += chunk.count(b"data:")
         if self.count:
             self.tokens += len(_CONTENT.findall(chunk))
-        found = _USAGE_OBJECT.search(chunk)
-        if found is not None:
+        if b'"usage"' not in chunk:
+            return chunk
+        # Every usage object is kept (bounded): an Anthropic stream has one at its start (input) and
+        # one near its end (output), maybe in one chunk; OpenAI's has one, in the last chunk.
+        hide_at = -1
+        for found in _USAGE_OBJECT.finditer(chunk):
             at = found.start()
-            # Every usage object is kept (bounded): an Anthropic stream has one at its start (input)
-            # and one near its end (output); OpenAI's has one, in the last chunk.
             if self.usage is None:
                 self.usage = chunk[at : at + 1024]
-                if self.hide:
-                    chunk = _without_event(chunk, at)
+                hide_at = at if self.hide else -1
             elif len(self.usage) < 4096:
                 self.usage += b"\n" + chunk[at : at + 1024]
-        return chunk
+        return chunk if hide_at < 0 else _without_event(chunk, hide_at)
 
 
 def _without_event(chunk: bytes, at: int) -> bytes:

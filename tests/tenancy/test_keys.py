@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from aifabric.config.money import parse_budget
 from aifabric.config.schema import Secret
 from aifabric.errors import CommandError, Unauthorized
 from aifabric.tenancy.keyring import KeyRing
-from aifabric.tenancy.keys import hash_key, new_key, parse_budget, parse_expiry, validate_name
+from aifabric.tenancy.keys import hash_key, new_key, parse_expiry, validate_name
 from aifabric.tenancy.keystore import SqliteKeyStore
 from aifabric.tenancy.manage import KeySpec, create_key, revoke_key, rotate_key
 from aifabric.tenancy.principal import ANONYMOUS, Budget, BudgetPeriod, Priority

@@ -18,9 +18,10 @@ import time
 
 from aifabric.cli.console import Console
 from aifabric.config.durations import parse_duration
+from aifabric.config.money import parse_budget
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
-from aifabric.tenancy.keys import parse_budget, parse_expiry, validate_name
+from aifabric.tenancy.keys import parse_expiry, validate_name
 from aifabric.tenancy.keystore import KeyStore
 from aifabric.tenancy.principal import Priority
 

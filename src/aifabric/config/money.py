@@ -69,10 +69,12 @@ def parse_budget(text: str) -> Budget:
     """`50/month`, `5.5/day`, `$20/day` -> Budget. Raises ValueError with what is wrong."""
     match = _BUDGET.fullmatch(text.lower())
     if match is None:
-        raise ValueError(f"{text!r} is not AMOUNT/PERIOD")
+        raise ValueError(f"{text!r} is not AMOUNT/PERIOD: write e.g. 20/day or 500/month")
     period = match.group(2)
     if period not in BUDGET_PERIODS:
-        raise ValueError(f"the period {period!r} is not one of {', '.join(BUDGET_PERIODS)}")
+        raise ValueError(
+            f"the period {period!r} is not one of {', '.join(BUDGET_PERIODS)} (AMOUNT/PERIOD, e.g. 20/day)"
+        )
     return Budget(float(match.group(1)), BudgetPeriod(period))
 
 

@@ -14,7 +14,6 @@ still closes the gateway instead of opening it.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +28,6 @@ __all__ = [
     "KeyRecord",
     "hash_key",
     "new_key",
-    "parse_budget",
     "parse_expiry",
     "validate_name",
 ]
@@ -57,19 +55,6 @@ def validate_name(name: str) -> str:
     if name in _RESERVED:
         raise ValueError(f"key name {name!r} is reserved (it names requests without a stored key)")
     return name
-
-
-def parse_budget(text: str) -> Budget:
-    """`20/day`, `500/month`, `$20/day`: an amount per period."""
-    amount_text, sep, period_text = text.strip().lstrip("$").partition("/")
-    try:
-        amount = float(amount_text)
-        period = BudgetPeriod(period_text.strip().lower())
-    except ValueError:
-        raise ValueError(f"budget {text!r} is not AMOUNT/PERIOD: write e.g. 20/day or 500/month") from None
-    if not sep or not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"budget {text!r} is not AMOUNT/PERIOD: write e.g. 20/day or 500/month")
-    return Budget(amount, period)
 
 
 def parse_expiry(text: str, now: float) -> float:

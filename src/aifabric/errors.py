@@ -13,7 +13,9 @@
     │   ├── RateLimited            429  a key's or a role's requests/tokens per minute, or concurrency
     │   ├── BudgetExceeded         429  the key's budget, or every candidate backend's, is spent
     │   ├── UpstreamError          the backend answered with an error (status and Retry-After kept)
-    │   └── NoHealthyTarget        503/502/504  every candidate failed or none is usable
+    │   ├── NoHealthyTarget        503/502/504  every candidate failed or none is usable
+    │   └── OutOfResources         503  the gateway itself ran out (file descriptors, memory): never
+    │                                   charged to a backend
     ├── UpstreamFailure        one failed attempt at one target, classified (FailureClass); internal
     ├── QueueFull              (tenancy.priority) a backend's queue is full; internal: an `overloaded` attempt
     ├── LocalBackendError      a local backend could not be started or supervised
@@ -48,6 +50,7 @@ __all__ = [
     "ModelNotFound",
     "NoHealthyTarget",
     "NotFound",
+    "OutOfResources",
     "PayloadTooLarge",
     "ProblemKind",
     "RateLimited",
@@ -198,8 +201,22 @@ class NoHealthyTarget(ApiError):
     code = "no_healthy_target"
 
 
+class OutOfResources(ApiError):
+    """The gateway's own process is out of a resource (EMFILE, ENFILE, ENOMEM, ENOBUFS) while opening
+    a connection: not a backend's failure, so it ejects nothing and marks no backend down."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "gateway_out_of_resources"
+
+
 class UpstreamFailure(FabricError):
-    """One failed attempt at one target. Internal: the retry loop reads `failure` and decides."""
+    """One failed attempt at one target. Internal: the retry loop reads `failure` and decides.
+
+    `request_suspect`: the backend accepted the connection and the request, then closed it without
+    answering. That may be the request's doing (a body its parser chokes on) as much as the backend's,
+    so the request is not spread to other targets and the failure alone ejects nothing.
+    """
 
     def __init__(
         self,
@@ -210,8 +227,10 @@ class UpstreamFailure(FabricError):
         body: bytes = b"",
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        request_suspect: bool = False,
     ) -> None:
         super().__init__(f"{failure}: {detail}")
+        self.request_suspect = request_suspect
         self.failure = failure
         self.detail = detail
         self.status = status

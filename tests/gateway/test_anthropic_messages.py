@@ -430,7 +430,8 @@ def test_metrics_and_access_log_count_messages_like_chat(
 ) -> None:
     gw = start_gateway(
         fabric(fakes).replace(
-            f'gateway: {{api_keys: ["{KEY}"]}}', f'gateway: {{api_keys: ["{KEY}"], access_log: true}}'
+            f'gateway: {{api_keys: ["{KEY}"]}}',
+            f'gateway: {{api_keys: ["{KEY}"], admin_keys: ["{KEY}"], access_log: true}}',
         )
     )
     caplog.set_level(logging.INFO, logger="aifabric.access")
@@ -440,7 +441,9 @@ def test_metrics_and_access_log_count_messages_like_chat(
         )
         with pytest.raises(anthropic.NotFoundError):
             c.messages.create(model="nope", max_tokens=5, messages=HI)
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx.get(
+        gw.url + "/metrics", headers={"authorization": f"Bearer {KEY}"}
+    ).text  # an operator view
     assert 'aifabric_requests_total{role="translated",status="200"} 1' in metrics
     assert 'aifabric_upstream_attempts_total{role="translated",backend="cloud",outcome="ok"} 1' in metrics
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "aifabric.access"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from aifabric.gateway.openai_routes import _request_id
+from aifabric.gateway.request_ids import request_id as _request_id
 
 
 def test_forked_workers_do_not_repeat_request_ids() -> None:

@@ -31,10 +31,12 @@ roles:
   chat-remote: {{kind: chat, targets: [{{backend: remote, model: m}}]}}
 """
 KEY = "sk-admin-test-0123456789"
+API_KEY = "sk-app-test-0123456789"
 
 
 def fabric(port: int, *, keys: bool = False) -> str:
-    return FABRIC.format(port=port, keys=', api_keys: ["${KEY}"]' if keys else "")
+    keys_text = ', api_keys: ["${API_KEY}"], admin_keys: ["${KEY}"]' if keys else ""
+    return FABRIC.format(port=port, keys=keys_text)
 
 
 class Estate:
@@ -42,7 +44,8 @@ class Estate:
 
     def __init__(self, tmp_path: Path, *, keys: bool = False) -> None:
         port = free_port()
-        config = load_config_text(fabric(port, keys=keys), "fabric.yaml", environ={"KEY": KEY})
+        environ = {"KEY": KEY, "API_KEY": API_KEY}
+        config = load_config_text(fabric(port, keys=keys), "fabric.yaml", environ=environ)
         self.supervisor = Supervisor(
             [fake_spec("chat", port)],
             log_dir=tmp_path / "logs",
@@ -111,7 +114,7 @@ def test_unknown_and_remote_backends_are_refused_with_openai_shaped_errors(estat
     assert estate.supervisor.states() == {"chat": "ready"}
 
 
-def test_with_api_keys_the_routes_need_a_key(tmp_path: Path) -> None:
+def test_with_keys_the_routes_need_an_admin_key(tmp_path: Path) -> None:
     e = Estate(tmp_path, keys=True)
     try:
         missing = httpx.post(e.url + "/admin/backends/chat/stop")
@@ -119,6 +122,10 @@ def test_with_api_keys_the_routes_need_a_key(tmp_path: Path) -> None:
         assert missing.json()["error"]["type"] == "authentication_error"
         wrong = httpx.post(e.url + "/admin/backends/chat/stop", headers={"authorization": "Bearer sk-wrong"})
         assert wrong.status_code == 401
+        # An application's key is not an operator's: it cannot stop a backend.
+        app = httpx.post(e.url + "/admin/backends/chat/stop", headers={"authorization": f"Bearer {API_KEY}"})
+        assert app.status_code == 403
+        assert app.json()["error"]["code"] == "admin_key_required"
         assert e.supervisor.states() == {"chat": "ready"}
         good = httpx.post(e.url + "/admin/backends/chat/stop", headers={"authorization": f"Bearer {KEY}"})
         assert good.status_code == 202

@@ -93,6 +93,7 @@ gateway:
   host: 127.0.0.1
   port: 8000
   api_keys: ["${{FABRIC_MASTER_KEY}}"]
+  admin_keys: ["${{FABRIC_MASTER_KEY}}"]
   env_file: secrets.env
 backends:
   motoko-embed: {{kind: vllm, url: "{backend_url}", api_key: "${{OPENAI_API_KEY}}"}}
@@ -268,7 +269,7 @@ def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> N
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 20
-            while not gateway_status(url, timeout=1).reachable:
+            while not gateway_status(url, timeout=1, api_key=MASTER).reachable:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "the unit's ExecStart never served"
                 time.sleep(0.05)

@@ -23,7 +23,7 @@ KEY = "sk-gateway-key-123"
 def gw() -> Iterator[tuple[RunningGateway, FakeBackend]]:
     with FakeBackend(kind="vllm", models=("m",)) as fb:
         text = f"""
-gateway: {{host: 127.0.0.1, port: 0, api_keys: ["{KEY}"], access_log: true}}
+gateway: {{host: 127.0.0.1, port: 0, api_keys: ["{KEY}"], admin_keys: ["{KEY}"], access_log: true}}
 backends:
   b: {{kind: vllm, url: "{fb.url}"}}
 roles:
@@ -56,7 +56,7 @@ def test_metrics_and_access_log_count_responses_like_chat(
     client.responses.create(model="r", input="hi", extra_headers={"x-request-id": "rq-7"})
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="nope", input="hi")
-    metrics = httpx.get(gateway.url + "/metrics").text
+    metrics = httpx.get(gateway.url + "/metrics", headers={"authorization": f"Bearer {KEY}"}).text
     assert 'aifabric_requests_total{role="r",status="200"} 1' in metrics
     assert 'aifabric_upstream_attempts_total{role="r",backend="b",outcome="ok"} 1' in metrics
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "aifabric.access"]

@@ -1,8 +1,10 @@
 """Secrets never appear: not in logs, metrics, health, status, alerts, error bodies or `config show`.
 
-One estate with a gateway key and a backend key, driven through success, a backend that rejects
-its key, a client with a wrong key, and a backend that goes down; then everything an operator or a
-client can read is searched for the secrets (and for a prefix of them).
+One estate with a gateway key, an admin key, a backend key and a key in a backend URL's query
+(`?key=${X}`), driven through success, a backend that rejects its key, a backend whose error message
+quotes the key it was sent, a client with a wrong key, and a backend that goes down; then everything
+an operator or a client can read (error bodies, logs, /health, /status, /alerts, /metrics, the page,
+`config show`, `status --json`, `health --json`) is searched for the secrets (and a prefix of them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from aifabric.testing.gateway import RunningGateway
 
 GATEWAY_KEY = "sk-gw-7f3a9c1e5b2d4f6a8c0e"
 BACKEND_KEY = "sk-be-2b4d6f8a0c1e3a5c7e9b"
-SECRETS = (GATEWAY_KEY, BACKEND_KEY)
+ADMIN_KEY = "sk-admin-5d7f9b1d3f5b7d9f1b3d"
+URL_KEY = "urlkey-8e6c4a2e0c8a6e4c2a0e"
+SECRETS = (GATEWAY_KEY, BACKEND_KEY, ADMIN_KEY, URL_KEY)
 
 
 def assert_no_secret(text: str, where: str) -> None:
@@ -36,25 +40,42 @@ def assert_no_secret(text: str, where: str) -> None:
 def test_no_surface_shows_a_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     env_file = tmp_path / "secrets.env"
-    env_file.write_text(f"FABRIC_MASTER_KEY={GATEWAY_KEY}\nBACKEND_KEY={BACKEND_KEY}\n")
+    env_file.write_text(
+        f"FABRIC_MASTER_KEY={GATEWAY_KEY}\nBACKEND_KEY={BACKEND_KEY}\nADMIN_KEY={ADMIN_KEY}\n"
+        f"URL_KEY={URL_KEY}\n"
+    )
     env_file.chmod(0o600)
     with (
         FakeBackend(kind="vllm", models=("m1",), api_key=BACKEND_KEY) as good,
         FakeBackend(kind="vllm", models=("m1",), api_key="a-different-key") as wrong_key,
+        # A cloud that quotes the key it was sent in its error message, to the client and to probes.
+        FakeBackend(
+            kind="openai",
+            models=("m1",),
+            fail_first_n=1000,
+            fail_status=400,
+            fault_scope="all",
+            fail_body=f'{{"error": {{"message": "Incorrect API key provided: {BACKEND_KEY}", "type": '
+            '"invalid_request_error", "param": null, "code": "invalid_api_key"}}',
+        ) as quoting,
     ):
         fabric = tmp_path / "fabric.yaml"
         fabric.write_text(
             f"""
 gateway:
   api_keys: ["${{FABRIC_MASTER_KEY}}"]
+  admin_keys: ["${{ADMIN_KEY}}"]
   env_file: {env_file}
   access_log: true
 backends:
   good: {{kind: vllm, url: "{good.url}", api_key: "${{BACKEND_KEY}}", health: {{interval: 100ms}}}}
   wrong: {{kind: vllm, url: "{wrong_key.url}", api_key: "${{BACKEND_KEY}}", health: {{interval: 100ms}}}}
+  quoting: {{kind: openai, url: "{quoting.url}", api_key: "${{BACKEND_KEY}}", health: {{interval: 100ms}}}}
+  keyed: {{kind: vllm, url: "http://127.0.0.1:9/v1?key=${{URL_KEY}}", health: {{interval: 100ms}}}}
 roles:
   chat-fast: {{kind: chat, targets: [{{backend: good, model: m1}}]}}
   chat-deep: {{kind: chat, targets: [{{backend: wrong, model: m1}}]}}
+  chat-cloud: {{kind: chat, targets: [{{backend: quoting, model: m1}}]}}
 """
         )
         gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
@@ -78,13 +99,33 @@ roles:
             )
             assert wrong.status_code == 401
             seen.append(("the 401 for a wrong client key", wrong.text))
+            quoted = httpx.post(
+                gw.url + "/v1/chat/completions", json=dict(body, model="chat-cloud"), headers=auth
+            )
+            assert quoted.status_code == 400 and "Incorrect API key provided: ********" in quoted.text
+            seen.append(("an upstream error quoting the key", quoted.text))
             good.stop()  # a backend goes down: probes fail, alerts fire, reasons are written
             time.sleep(0.6)
+            admin = {"authorization": f"Bearer {ADMIN_KEY}"}
             for path in ("/metrics", "/health", "/status", "/alerts", "/health/ready", "/ui"):
-                r = httpx.get(gw.url + path, headers=auth)
+                if path != "/health/ready":  # open to all; the rest is for operators only
+                    assert httpx.get(gw.url + path, headers=auth).status_code == 403, path
+                r = httpx.get(gw.url + path, headers=admin)
+                assert r.status_code in (200, 503), (path, r.status_code)
                 seen.append((path, r.text))
+            health = httpx.get(gw.url + "/health", headers=admin).text
+            assert "Incorrect API key provided: ********" in health  # the probe's reason, redacted
+            assert "key=********" in health  # the URL stays useful, its key does not show
+            out, err = io.StringIO(), io.StringIO()
+            main(["status", "--url", gw.url, "--api-key", ADMIN_KEY, "--json"], console=Console(out, err))
+            assert '"backends"' in out.getvalue()
+            seen.append(("status --json", out.getvalue() + err.getvalue()))
         finally:
             gw.stop()
+    out, err = io.StringIO(), io.StringIO()
+    main(["health", "--config", str(fabric), "--json"], console=Console(out, err))
+    assert '"keyed"' in out.getvalue()
+    seen.append(("health --json", out.getvalue() + err.getvalue()))
     out, err = io.StringIO(), io.StringIO()
     assert main(["config", "show", str(fabric)], console=Console(out, err)) == 0
     seen.append(("config show", out.getvalue() + err.getvalue()))
@@ -122,6 +163,10 @@ roles:
         assert main(create, console=Console(out, err)) == 0
         key = out.getvalue().strip()
         seen: list[tuple[str, str]] = [("what keys create says besides the key", err.getvalue())]
+        out = io.StringIO()
+        ops = ["keys", "create", "--name", "ops", "--scope", "admin", "-c", str(fabric)]
+        assert main(ops, console=Console(out, io.StringIO())) == 0
+        admin = {"authorization": f"Bearer {out.getvalue().strip()}"}  # operator views need an admin key
         gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
         try:
             auth = {"authorization": f"Bearer {key}"}
@@ -143,10 +188,11 @@ roles:
             assert wrong.status_code == 401
             seen.append(("the 401 for a wrong key", wrong.text))
             for path in ("/metrics", "/health", "/status", "/ui"):
-                seen.append((path, httpx.get(gw.url + path).text))
-            status = httpx.get(gw.url + "/status").json()
+                assert httpx.get(gw.url + path, headers=auth).status_code == 403  # not an admin key
+                seen.append((path, httpx.get(gw.url + path, headers=admin).text))
+            status = httpx.get(gw.url + "/status", headers=admin).json()
             assert status["gateway"]["auth_required"] is True, "a stored key closes the gateway"
-            assert status["tenancy"]["keys"]["keys"] == 1
+            assert status["tenancy"]["keys"]["keys"] == 2
         finally:
             gw.stop()
     for argv in (

@@ -60,8 +60,10 @@ def accepted(c: openai.OpenAI) -> bool:
     return True
 
 
-def status(serve: Serve) -> dict[str, Any]:
-    with urllib.request.urlopen(serve.url + "/status", timeout=5) as response:
+def status(serve: Serve, admin_key: str) -> dict[str, Any]:
+    """The gateway's /status: an operator view, read with an admin key (`keys create --scope admin`)."""
+    request = urllib.request.Request(serve.url + "/status", headers={"Authorization": f"Bearer {admin_key}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
@@ -95,6 +97,7 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         shared = keys_cli(fabric_file, "create", "--name", "shared", "--rpm", "4")
         assert shared.returncode == 0 and "redis" in shared.stderr, shared.stderr
         alone = keys_cli(fabric_file, "create", "--name", "alone", "--rpm", "4").stdout.strip()
+        ops = keys_cli(fabric_file, "create", "--name", "ops", "--scope", "admin").stdout.strip()
         on_a, on_b = client(a, shared.stdout.strip()), client(b, shared.stdout.strip())
         wait_until(lambda: accepted(on_a) and accepted(on_b), "both replicas accept the new key", 5)
 
@@ -109,12 +112,12 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         assert [answered(on_b) for _ in range(2)] == [200, 429]
 
         redis_server.stop()
-        wait_until(lambda: not status(a)["tenancy"]["limits"]["reachable"], "A notices Redis is away")
-        view = status(a)["tenancy"]
+        wait_until(lambda: not status(a, ops)["tenancy"]["limits"]["reachable"], "A notices Redis is away")
+        view = status(a, ops)["tenancy"]
         assert view["limits"]["share"] == 0.5, view
         assert any("not shared" in line for line in a.output), "the log says so"
         shown = subprocess.run(
-            [sys.executable, "-m", "aifabric", "status", "--url", a.url],
+            [sys.executable, "-m", "aifabric", "status", "--url", a.url, "--api-key", ops],
             capture_output=True,
             text=True,
             timeout=60,
@@ -129,8 +132,8 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         assert answered(client(b, MASTER)) == 200
 
         redis_server.start()
-        wait_until(lambda: status(a)["tenancy"]["limits"]["reachable"], "A notices Redis is back")
-        assert status(a)["tenancy"]["limits"]["share"] == 1.0
+        wait_until(lambda: status(a, ops)["tenancy"]["limits"]["reachable"], "A notices Redis is back")
+        assert status(a, ops)["tenancy"]["limits"]["share"] == 1.0
     finally:
         redis.close()
         a.stop()

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from stub_gateway import DROP, StubGateway, minimal_status
-from ui_estate import CHAT_MODEL, SECRETS, Estate
+from ui_estate import ADMIN, CHAT_MODEL, SECRETS, Estate
 from ui_support import Node, dump_dom, run_chromium, screenshot
 
 
 @pytest.fixture(scope="module")
 def page(estate: Estate) -> Node:
-    return dump_dom(estate.url + "/ui")
+    return dump_dom(estate.page_url + "/ui")
 
 
 def backend_row(page: Node, name: str) -> Node:
@@ -146,24 +146,26 @@ def test_requests_are_counted(page: Node, estate: Estate) -> None:
 
 
 def test_no_secret_is_shown_anywhere(page: Node, estate: Estate) -> None:
-    raw = run_chromium(estate.url + "/ui", "--dump-dom").stdout
+    raw = run_chromium(estate.page_url + "/ui", "--dump-dom").stdout
     seen = {
         "page": raw,
-        "/status": httpx.get(estate.url + "/status").text,
-        "/health": httpx.get(estate.url + "/health").text,
-        "/ui/app.js": httpx.get(estate.url + "/ui/app.js").text,
+        "/status": httpx.get(estate.url + "/status", headers=ADMIN).text,
+        "/health": httpx.get(estate.url + "/health", headers=ADMIN).text,
+        "/ui/app.js": httpx.get(estate.url + "/ui/app.js", headers=ADMIN).text,
     }
     for where, text in seen.items():
         for secret in SECRETS:
             assert secret not in text, f"{where} shows a secret"
     assert "http://ops:********@127.0.0.1" in backend_row(page, "dead").text  # redacted, still useful
-    # The page is open like /health, while the API still needs the key.
-    assert httpx.get(estate.url + "/ui").status_code == 200
+    # With keys configured the page needs an admin key (a browser asks for it), like /status.
+    assert httpx.get(estate.url + "/ui", headers=ADMIN).status_code == 200
+    refused = httpx.get(estate.url + "/ui")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
     assert httpx.get(estate.url + "/v1/models").status_code == 401
 
 
 def test_alerts_follow_the_gateway(page: Node, estate: Estate) -> None:
-    alerts = httpx.get(estate.url + "/alerts")
+    alerts = httpx.get(estate.url + "/alerts", headers=ADMIN)
     section = page.by_id("alerts")
     if alerts.status_code == 404:  # a gateway without alerting: no empty section
         assert "hidden" in section.attrs
@@ -281,5 +283,5 @@ def test_alerts_are_listed_when_the_gateway_has_them() -> None:
 def test_screenshot(estate: Estate, tmp_path: Path) -> None:
     """One picture at a laptop's size (look at it when the page changes: docs/ui.md says how)."""
     shot = tmp_path / "status.png"
-    screenshot(estate.url + "/ui", shot)
+    screenshot(estate.page_url + "/ui", shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,8 +14,9 @@ from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
 from aifabric.http.server import Response
 from aifabric.testing.gateway import RunningGateway
 
+ADMIN = {"authorization": "Bearer sk-admin-SECRET-3"}
 FABRIC = """
-gateway: {api_keys: ["sk-route-SECRET-1"], workers: 1}
+gateway: {api_keys: ["sk-route-SECRET-1"], admin_keys: ["sk-admin-SECRET-3"], workers: 1}
 hosts:
   wintermute: {address: 127.0.0.1, always_on: false}
 backends:
@@ -42,8 +43,8 @@ def gateway() -> Iterator[RunningGateway]:
 
 
 def test_health_keeps_its_keys_and_status_adds_to_them(gateway: RunningGateway) -> None:
-    health = httpx.get(gateway.url + "/health").json()
-    status = httpx.get(gateway.url + "/status").json()
+    health = httpx.get(gateway.url + "/health", headers=ADMIN).json()
+    status = httpx.get(gateway.url + "/status", headers=ADMIN).json()
     assert set(health) == {"status", "exit_code", "counts", "backends"}  # the CLI and scripts read these
     assert set(status) == set(health) | {
         "targets",
@@ -68,23 +69,32 @@ def test_health_keeps_its_keys_and_status_adds_to_them(gateway: RunningGateway) 
     ]
     assert fast["available_targets"] == 2  # never probed: routable, as the data plane treats it
     assert set(status["targets"]) == {"chat-fast/a/m1", "chat-fast/b/m2", "chat-deep/b/m2"}
-    for text in (httpx.get(gateway.url + "/status").text, httpx.get(gateway.url + "/health").text):
+    for text in (
+        httpx.get(gateway.url + "/status", headers=ADMIN).text,
+        httpx.get(gateway.url + "/health", headers=ADMIN).text,
+    ):
         assert "SECRET" not in text
 
 
-def test_the_page_and_its_files_are_served_open_and_self_contained(gateway: RunningGateway) -> None:
+def test_the_page_and_its_files_need_an_admin_key_and_are_self_contained(gateway: RunningGateway) -> None:
     for path in ("/ui", "/"):
-        page = httpx.get(gateway.url + path)  # no key: open like /health
+        refused = httpx.get(gateway.url + path)  # keys are configured: the page is an operator view
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")  # a browser asks for the key
+        assert httpx.get(gateway.url + path, auth=("admin", "sk-route-SECRET-1")).status_code == 403
+        page = httpx.get(gateway.url + path, auth=("admin", "sk-admin-SECRET-3"))
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "connect-src 'self'" in page.headers["content-security-policy"]
         assert '<script src="ui/app.js" defer></script>' in page.text  # relative: works under a prefix
-    slash = httpx.get(gateway.url + "/ui/")
+    slash = httpx.get(gateway.url + "/ui/", headers=ADMIN)
     assert (slash.status_code, slash.headers["location"]) == (302, "../ui")
-    assert httpx.get(gateway.url + "/ui/app.js").headers["content-type"].startswith("text/javascript")
-    assert httpx.get(gateway.url + "/ui/style.css").headers["content-type"].startswith("text/css")
+    js = httpx.get(gateway.url + "/ui/app.js", headers=ADMIN)
+    assert js.headers["content-type"].startswith("text/javascript")
+    css = httpx.get(gateway.url + "/ui/style.css", headers=ADMIN)
+    assert css.headers["content-type"].startswith("text/css")
     assert httpx.get(gateway.url + "/ui/nothing.js").status_code == 404
-    assert httpx.post(gateway.url + "/ui").status_code == 404
+    assert httpx.post(gateway.url + "/ui", headers=ADMIN).status_code == 404
     # Works offline: nothing in the page refers to another origin (no CDN, no web font).
     for path in UI_PATHS - {"/ui/"}:
         body = ui_response(path).body.decode()

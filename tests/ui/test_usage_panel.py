@@ -14,6 +14,7 @@ from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 
 MASTER_KEY = "sk-master-SECRET-71c0"
+ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}  # the operator views need an admin key
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     with FakeBackend(kind="vllm", models=("m1",)) as cloud, FakeBackend(kind="vllm", models=("m1",)) as box:
         config = load_config_text(
             f"""
-gateway: {{api_keys: ["{MASTER_KEY}"]}}
+gateway: {{api_keys: ["{MASTER_KEY}"], admin_keys: ["{MASTER_KEY}"]}}
 backends:
   cloud: {{kind: openai, url: "{cloud.url}", budget: 0.000005/day}}
   box: {{kind: vllm, url: "{box.url}", budget: 20/month}}
@@ -43,17 +44,19 @@ usage: {tmp_path / "usage.db"}
                 model="chat", messages=[{"role": "user", "content": "one two three"}]
             )
             wait_for_status(
-                gw.url, lambda s: bool(s["usage"]["budgets"][1]["exhausted"]), "cloud's budget spent"
+                gw.url, ADMIN, lambda s: bool(s["usage"]["budgets"][1]["exhausted"]), "cloud's budget spent"
             )  # type: ignore[index]
             client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "four five"}])
-            wait_for_status(gw.url, lambda s: s["usage"]["written"] == 2, "both requests in the ledger")  # type: ignore[index]
+            wait_for_status(
+                gw.url, ADMIN, lambda s: s["usage"]["written"] == 2, "both requests in the ledger"
+            )  # type: ignore[index]
             yield gw
         finally:
             gw.stop()
 
 
 def test_the_usage_panel_shows_tokens_cost_and_budgets(gateway: RunningGateway) -> None:
-    page = dump_dom(gateway.url + "/ui")
+    page = dump_dom(gateway.url.replace("http://", f"http://admin:{MASTER_KEY}@") + "/ui")
     panel = page.by_id("usage-body")
     cells = [c.text for c in panel.one("tr", data_key="master").find_all("td")]
     assert cells[0] == "master" and cells[1] == "2"  # the fabric file's key, two requests

@@ -23,6 +23,7 @@ from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 
 MASTER_KEY = "sk-master-SECRET-4f1d2c"
+ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}  # the operator views need an admin key
 GPU_KEY = "sk-gpu-SECRET-9a7e31"
 URL_PASSWORD = "urlpass-SECRET-55c0"
 SECRETS = (MASTER_KEY, GPU_KEY, URL_PASSWORD)
@@ -42,11 +43,16 @@ class Estate:
     def url(self) -> str:
         return self.gateway.url
 
+    @property
+    def page_url(self) -> str:
+        """The gateway's URL with the admin key as a browser would be given it (user:key@)."""
+        return self.gateway.url.replace("http://", f"http://admin:{MASTER_KEY}@")
+
 
 def fabric(fb: dict[str, FakeBackend], dead_port: int, asleep_port: int) -> str:
     probe = "health: {interval: 1s}"
     return f"""
-gateway: {{api_keys: ["${{FABRIC_MASTER_KEY}}"]}}
+gateway: {{api_keys: ["${{FABRIC_MASTER_KEY}}"], admin_keys: ["${{FABRIC_MASTER_KEY}}"]}}
 hosts:
   box: {{address: 127.0.0.1}}
   wintermute: {{address: 127.0.0.1, always_on: false}}
@@ -118,6 +124,7 @@ def estate() -> Iterator[Estate]:
     try:
         wait_for_status(
             estate.url,
+            ADMIN,
             lambda v: all(b["state"] != "unknown" for b in v["backends"].values()),  # type: ignore[attr-defined]
             "every backend probed",
         )
@@ -146,6 +153,7 @@ def estate() -> Iterator[Estate]:
         fb["slow"].wait_for_requests(1, "/v1/chat/completions")
         wait_for_status(
             estate.url,
+            ADMIN,
             lambda v: v["roles"]["chat-deep"]["targets"][1]["outstanding"] == 1,  # type: ignore[index]
             "the held request in flight",
         )

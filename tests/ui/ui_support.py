@@ -8,6 +8,7 @@ nothing, no proxy is used, and the page's own Content-Security-Policy allows onl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,7 +48,7 @@ def chromium() -> str:
 
 def run_chromium(url: str, *action: str, budget_ms: int = 5000) -> subprocess.CompletedProcess[str]:
     """Load `url` in a fresh headless profile, let the page run `budget_ms` of virtual time, then act."""
-    assert url.startswith("http://127.0.0.1:"), url
+    assert re.match(r"http://([^@/]+@)?127\.0\.0\.1:", url), url
     with tempfile.TemporaryDirectory(prefix="aifabric-chromium-") as profile:
         env = {**os.environ, "HOME": profile}  # crash dumps, caches and keyrings stay in the temp dir
         for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
@@ -168,12 +169,14 @@ def parse_html(text: str) -> Node:
 # ----------------------------------------------------------------------------------------- waiting
 
 
-def wait_for_status(url: str, ready: Callable[[dict[str, object]], bool], what: str) -> dict[str, object]:
-    """Poll the gateway's /status until `ready(view)`; returns that view."""
+def wait_for_status(
+    url: str, headers: dict[str, str], ready: Callable[[dict[str, object]], bool], what: str
+) -> dict[str, object]:
+    """Poll the gateway's /status (with `headers`: an admin key) until `ready(view)`; returns that view."""
     deadline = time.monotonic() + 20
     view: dict[str, object] = {}
     while time.monotonic() < deadline:
-        view = httpx.get(url + "/status", timeout=5).json()
+        view = httpx.get(url + "/status", headers=headers, timeout=5).json()
         if ready(view):
             return view
         time.sleep(0.05)

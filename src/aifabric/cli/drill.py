@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gateway_arguments(
         parser,
         timeout=120.0,
-        key_help="a key of gateway.api_keys (default: $FABRIC_MASTER_KEY); without keys the gateway "
-        "takes admin requests from this machine only",
+        key_help="an admin key (gateway.admin_keys; default: $FABRIC_ADMIN_KEY, else $FABRIC_MASTER_KEY): "
+        "it also serves the smoke requests; without keys the gateway takes admin requests from this "
+        "machine only",
+        admin=True,
     )
     parser.add_argument(
         "--backend",

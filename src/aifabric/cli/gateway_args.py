@@ -32,14 +32,21 @@ def gateway_url(text: str) -> str:
     return text
 
 
-def add_gateway_arguments(parser: argparse.ArgumentParser, *, timeout: float, key_help: str) -> None:
+def add_gateway_arguments(
+    parser: argparse.ArgumentParser, *, timeout: float, key_help: str, admin: bool = False
+) -> None:
+    """`--url`, `--api-key`, `--timeout`. With `admin` (commands that read operator views) the key
+    defaults to $FABRIC_ADMIN_KEY, then $FABRIC_MASTER_KEY."""
     parser.add_argument(
         "--url",
         type=gateway_url,
         default=os.environ.get("AIFABRIC_URL", "http://127.0.0.1:8000"),
         help="the gateway (default: $AIFABRIC_URL or http://127.0.0.1:8000)",
     )
-    parser.add_argument("--api-key", default=os.environ.get("FABRIC_MASTER_KEY"), help=key_help)
+    key = os.environ.get("FABRIC_MASTER_KEY")
+    if admin:
+        key = os.environ.get("FABRIC_ADMIN_KEY") or key
+    parser.add_argument("--api-key", default=key, help=key_help)
     parser.add_argument(
         "--timeout", type=float, default=timeout, help=f"seconds per request (default {timeout:g})"
     )

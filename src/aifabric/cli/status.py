@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gateway_arguments(
         parser,
         timeout=10.0,
-        key_help="a key of gateway.api_keys, sent if given (the health routes do not need one)",
+        key_help="a key of gateway.admin_keys, needed once the gateway has any key configured "
+        "(default: $FABRIC_ADMIN_KEY, else $FABRIC_MASTER_KEY)",
+        admin=True,
     )
     parser.add_argument("--json", action="store_true", help="print what the gateway answered as JSON")
 

@@ -44,6 +44,7 @@ from aifabric.config.schema import (
     RoleConfig,
     RoleLimits,
     TargetConfig,
+    TlsConfig,
     TracingConfig,
 )
 from aifabric.errors import ConfigError, ConfigProblem
@@ -238,6 +239,11 @@ def _api_keys(r: Reader, node: yaml.Node, path: str) -> Any:
     return r.sequence(node, path, _api_key)
 
 
+_TLS = {
+    "cert": Field(n.text, required=True, example="/etc/aifabric/gateway.crt"),
+    "key": Field(n.text, required=True, example="/etc/aifabric/gateway.key"),
+}
+
 _GATEWAY = {
     "host": Field(n.text),
     "port": Field(n.integer(0, 65535)),
@@ -250,6 +256,12 @@ _GATEWAY = {
     "responses_ttl": Field(n.duration(positive=True)),
     "responses_max_bytes": Field(n.size),
     "watch": Field(n.boolean),
+    "admin_keys": Field(_api_keys),
+    "tls": Field(_section(_TLS, TlsConfig)),
+    "max_connections": Field(n.integer(1)),
+    "max_buffered_bytes": Field(n.size),
+    "head_timeout": Field(n.duration(positive=True)),
+    "body_timeout": Field(n.duration(positive=True)),
 }
 
 _HOST = {

@@ -38,6 +38,7 @@ __all__ = [
     "RoleLimits",
     "Secret",
     "TargetConfig",
+    "TlsConfig",
     "TracingConfig",
 ]
 
@@ -108,10 +109,27 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS on the gateway's listener: PEM files of its certificate (chain) and private key."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[Secret, ...] = ()
+    # Keys for the operator views (/health, /status, /metrics, /alerts, /ui, /admin/*): with any key
+    # configured those need one of these; an admin key is also accepted where an API key is.
+    admin_keys: tuple[Secret, ...] = ()
+    tls: TlsConfig | None = None
+    # The listener's bounds against clients that send slowly, too much, or too many connections.
+    max_connections: int = 10_000
+    max_buffered_bytes: int = 256 * 1024 * 1024  # request bodies read and not yet answered, all clients
+    head_timeout: float = 10.0  # a request's head must arrive within this
+    body_timeout: float = 30.0  # a request's body may not stall longer than this between reads
     env_file: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1

@@ -5,14 +5,14 @@
     POST /admin/backends/{name}/start  202: start it again; readiness as at start-up
 
 They exist only when a local supervisor is attached (`Gateway.attach_local`): `aifabric serve` has none,
-and answers 404. They can take a backend out of service, so they are never open to everyone: with
-`gateway.api_keys` set they need a key (as /v1 does); without keys, only loopback clients may call them.
+and answers 404. They can take a backend out of service, so they are never open to everyone: with any
+key configured they need an admin key (`gateway.admin_keys`); without keys, only loopback clients may
+call them (see `gateway.operator_access`).
 `aifabric drill` is their client.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -21,12 +21,11 @@ import orjson
 from aifabric.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     LocalBackendError,
     MethodNotAllowed,
     NotFound,
 )
-from aifabric.gateway.auth import Authenticator
+from aifabric.gateway.operator_access import OperatorAccess, is_loopback
 from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response
 
@@ -50,35 +49,10 @@ class LocalControl(Protocol):
     def start_backend(self, name: str) -> None: ...
 
 
-def is_loopback(client: str) -> bool:
-    """Whether a request's peer (`host:port` as the listener records it) is this machine."""
-    host = client.rsplit(":", 1)[0].strip("[]") if ":" in client else client
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack listener
-    return address.is_loopback
-
-
-def check_admin_access(auth: Authenticator, request: Request) -> None:
-    """Every /admin route: with keys configured a key is needed; without, loopback clients only."""
-    if auth.enabled:
-        principal = auth.check(request.headers)
-        # An application's key (aifabric keys create) may call the API, not the operator routes.
-        if not (principal.master or principal.admin):
-            raise Forbidden(
-                f"The API key '{principal.name}' may not use the admin routes: send a key of "
-                "gateway.api_keys, or one made with `aifabric keys create --scope admin`.",
-                code="admin_key_required",
-            )
-    elif not is_loopback(request.client):
-        raise Forbidden(
-            "The admin routes are open only to clients on this machine when gateway.api_keys is "
-            "not set: call them from the gateway's host, or set gateway.api_keys and send a key.",
-            code="admin_loopback_only",
-        )
+def check_admin_access(operator: OperatorAccess, request: Request) -> None:
+    """Every /admin route: with any key configured an admin key is needed; without, loopback clients
+    only (see `gateway.operator_access`)."""
+    operator.check(request.headers, request.client, admin_route=True)
 
 
 class AdminRoutes:
@@ -123,7 +97,7 @@ class AdminRoutes:
         return Response(202, orjson.dumps(body))
 
     def _check_access(self, request: Request) -> None:
-        check_admin_access(self._gw.auth, request)
+        check_admin_access(self._gw.operator, request)
 
     def _check_backend(self, name: str) -> None:
         if name in self._control.names():

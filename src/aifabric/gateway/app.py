@@ -17,7 +17,8 @@ from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.rules import Alert
 from aifabric.alerts.sinks import Notifier, build_sinks
-from aifabric.config.schema import FabricConfig
+from aifabric.config.schema import FabricConfig, Secret
+from aifabric.config.show import config_secrets, redact_values
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import (
     ApiError,
@@ -34,10 +35,14 @@ from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_error
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
+from aifabric.gateway.operator_access import OperatorAccess
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.gateway.reload import ReloadOutcome
 from aifabric.gateway.reloading import RELOAD_PATH, Reloads
+from aifabric.gateway.request_ids import request_id, shown
 from aifabric.gateway.responses_routes import ResponsesRoutes
+from aifabric.gateway.tls import server_tls_context
+from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
@@ -67,6 +72,8 @@ _API_PATHS = ("/chat/completions", "/completions", "/embeddings")
 # An API route: serve(request, sub-path) and render(error) in the API's own error shape.
 ApiHandler = Callable[[Request, str], Awaitable[Response | StreamingResponse]]
 ErrorRenderer = Callable[[ApiError], Response]
+# Views that need an admin key once any key is configured (/admin/* checks its own; see operator_access).
+_OPERATOR_PATHS = frozenset({"/health", "/status", "/metrics", "/alerts", *UI_PATHS})
 
 
 class Gateway:
@@ -87,7 +94,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
-        self.auth = Authenticator(config.gateway.api_keys)
+        self.auth = Authenticator(_master_keys(config))
+        self.operator = self._operator_access(config)
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
         self.keys: KeyWatcher | None = None  # set by start(): the key store's records, kept current
         self.limit_sync: LimitSync | None = None  # set by start() when counts are shared
@@ -146,7 +154,7 @@ class Gateway:
         self.probe = probe
         self.access_log = config.gateway.access_log
         if self.access_log:
-            _access.setLevel(logging.INFO)  # asked for explicitly: shown whatever the general log level
+            _access_log.setLevel(logging.INFO)  # asked for explicitly: shown whatever the general log level
         self.server: HttpServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: set[asyncio.Task[BackendHealth]] = set()
@@ -204,7 +212,8 @@ class Gateway:
         old_keys = keys_url(self.config)
         self.config = config
         self.forwarder.set_retry(config.retry)
-        self.auth.update_master(config.gateway.api_keys)
+        self.auth.update_master(_master_keys(config))
+        self.operator = self._operator_access(config)
         if keys_url(config) != old_keys and self._loop is not None:
             # `keys:` names another store: read it before long, as at start (the old keys hold until then).
             switch = asyncio.ensure_future(self._switch_keys())
@@ -250,89 +259,147 @@ class Gateway:
             if transition is not None:
                 self._on_transition(transition)
 
+    def _operator_access(self, config: FabricConfig) -> OperatorAccess:
+        """The operator views' check: gateway.admin_keys, or a key store key with the admin scope;
+        required once any key exists (the fabric file's or the key store's)."""
+        gw = config.gateway
+        configured = bool(gw.api_keys or gw.admin_keys)
+        return OperatorAccess(
+            gw.admin_keys,
+            any_key_configured=lambda: configured or self.auth.enabled,
+            admin_scope=self._admin_scope,
+        )
+
+    def _admin_scope(self, key: str) -> bool | None:
+        """What the API keys (gateway.api_keys, the key store) know of `key`: its admin scope, or None."""
+        try:
+            principal = self.auth.check({"authorization": f"Bearer {key}"})
+        except ApiError:
+            return None
+        return principal.admin
+
     def attach_local(self, control: LocalControl) -> None:
         """Under `aifabric up`: the supervisor of its local backends, behind the /admin/backends routes."""
         self.admin = AdminRoutes(self, control)
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
+        # One id for the whole exchange: set on the request, so every route and the forwarder read the
+        # same one; every answer carries it and every error names it.
+        rid = request.headers["x-request-id"] = request_id(request.headers)
         path = request.path
         versioned = path.startswith("/v1/")
         sub = path[3:] if versioned else path
+        api_route = self.api_routes.get(sub)
+        if api_route is not None:
+            return await self._api(request, sub, api_route, rid)
         try:
-            api_route = self.api_routes.get(sub)
-            if api_route is not None:
-                serve, render = api_route
-                if request.method != "POST":
-                    not_allowed = MethodNotAllowed(f"{path} accepts POST only.")
-                    self.metrics.on_error(not_allowed)
-                    return render(not_allowed)
-                started = self.clock()
-                principal: Principal | None = None
-                try:
-                    principal = _principal(request) or self.auth.check(request.headers)
-                    request.auth = principal  # what the route admits the request as (gateway.admit)
-                    if principal.budget is not None and self.ledger is not None:
-                        over = self.budgets.key_over(principal.name, principal.budget)
-                        if over is not None:
-                            raise BudgetExceeded(f"Budget exceeded: {over}.")
-                    if self.tracer is None:
-                        response = await serve(request, sub)
-                    else:
-                        response = await self.tracer.serve(request, sub, serve)
-                except ApiError as exc:
-                    response = render(exc)
-                    self.metrics.on_error(exc)
-                    if self.ledger is not None and principal is not None:
-                        # Refused or failed without an answer from a backend: who was refused, and why.
-                        rid = request.headers.get("x-request-id", "")
-                        spent = self.clock() - started
-                        self.ledger.record(
-                            Pending(time.time(), principal.name, "", "", "", sub, exc.status, spent, rid)
-                        )
-                elapsed = self.clock() - started
-                self.metrics.on_request(response, elapsed)
-                if self.access_log:
-                    _log_access(request, response, elapsed, principal)
-                return response
-            if versioned and sub.startswith("/responses/") and request.method in ("GET", "HEAD"):
-                self.auth.check(request.headers)
-                return await self.responses.get(sub[len("/responses/") :])
-            if sub == "/models" or sub.startswith("/models/"):
-                principal = _principal(request) or self.auth.check(request.headers)
-                if sub == "/models":
-                    return self.api.models(principal)
-                # The SDKs percent-encode the id (`local%2Fchat` for an alias with a slash).
-                return self.api.model(unquote(sub[len("/models/") :]), principal)
-            if sub == "/alerts" and not versioned and request.method in ("GET", "HEAD"):
-                return Response(200, orjson.dumps(self.monitor.view()))
-            if sub == RELOAD_PATH and not versioned:
+            response = await self._route(request, path, sub, versioned)
+        except ApiError as exc:
+            self.metrics.on_error(exc)
+            return error_response(_tagged(exc, rid))
+        response.headers.append(("x-request-id", rid))
+        return response
+
+    async def _api(
+        self, request: Request, sub: str, api_route: tuple[ApiHandler, ErrorRenderer], rid: str
+    ) -> Response | StreamingResponse:
+        """One request of an API (OpenAI's, Anthropic's, ...), its errors in that API's own shape."""
+        serve, render = api_route
+        if request.method != "POST":
+            not_allowed = MethodNotAllowed(f"{request.path} accepts POST only.", headers={"allow": "POST"})
+            self.metrics.on_error(not_allowed)
+            return render(_tagged(not_allowed, rid))
+        started = self.clock()
+        principal: Principal | None = None
+        try:
+            principal = _principal(request) or self.auth.check(request.headers)
+            request.auth = principal  # what the route admits the request as (gateway.admit)
+            if principal.budget is not None and self.ledger is not None:
+                over = self.budgets.key_over(principal.name, principal.budget)
+                if over is not None:
+                    raise BudgetExceeded(f"Budget exceeded: {over}.")
+            if self.tracer is None:
+                response = await serve(request, sub)
+            else:
+                response = await self.tracer.serve(request, sub, serve)
+        except ApiError as exc:
+            response = render(_tagged(exc, rid))
+            self.metrics.on_error(exc)
+            if self.ledger is not None and principal is not None:
+                # Refused or failed without an answer from a backend: who was refused, and why.
+                spent = self.clock() - started
+                self.ledger.record(
+                    Pending(time.time(), principal.name, "", "", "", sub, exc.status, spent, rid)
+                )
+        else:
+            tag = ("x-request-id", rid)
+            if tag not in response.headers:  # forwarded answers carry it already (the same id)
+                response.headers.append(tag)
+        elapsed = self.clock() - started
+        self.metrics.on_request(response, elapsed)
+        if self.access_log:
+            _log_access(request, response, elapsed, principal)
+        return response
+
+    async def _route(
+        self, request: Request, path: str, sub: str, versioned: bool
+    ) -> Response | StreamingResponse:
+        if versioned and sub.startswith("/responses/") and request.method in ("GET", "HEAD"):
+            self.auth.check(request.headers)
+            return await self.responses.get(sub[len("/responses/") :])
+        if sub == "/models" or sub.startswith("/models/"):
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{path} accepts GET only.", headers={"allow": "GET, HEAD"})
+            principal = _principal(request) or self.auth.check(request.headers)
+            if sub == "/models":
+                return self.api.models(principal)
+            # The SDKs percent-encode the id (`openai%2Fstrong`, `local%2Fchat`).
+            return self.api.model(unquote(sub[len("/models/") :]), principal)
+        if not versioned:
+            if sub in _OPERATOR_PATHS:
+                self.operator.check(request.headers, request.client)
+            if sub == "/alerts" and request.method in ("GET", "HEAD"):
+                view = redact_values(self.monitor.view(), config_secrets(self.config))
+                return Response(200, orjson.dumps(view))
+            if sub == RELOAD_PATH:
                 return await self.reloads.route(request)
-            if not versioned and self.admin is not None and sub.startswith("/admin/"):
+            if self.admin is not None and sub.startswith("/admin/"):
                 admin = self.admin.route(request)
                 if admin is not None:
                     return await admin
-            if not versioned:
-                ops = self.ops.route(request)
-                if ops is not None:
-                    return await ops
-            raise NotFound(f"No route for {request.method} {path}.", code="unknown_route")
-        except ApiError as exc:
-            self.metrics.on_error(exc)
-            return error_response(exc)
+            ops = self.ops.route(request)
+            if ops is not None:
+                return await ops
+        raise NotFound(f"No route for {shown(request.method, 20)} {shown(path)}.", code="unknown_route")
 
     def on_head(self, request: Request) -> Principal | Response | None:
-        """The listener's head hook: a `/v1` request's key is checked on its head, before its body is
-        read, so a client without a valid key never has its (up to max_body_bytes) body buffered."""
-        if not request.path.startswith("/v1/"):
-            return None
+        """The listener's head hook, before the body is read: an API request's key is checked (its
+        principal kept for the route), and a body sent to a route that takes none is refused, so a
+        client without a valid key, or with nowhere to send it, never has its body buffered."""
+        path, method, headers = request.path, request.method, request.headers
+        versioned = path.startswith("/v1/")
+        sub = path[3:] if versioned else path  # the API is served without the prefix too
+        api_route = self.api_routes.get(sub)
         try:
-            return self.auth.check(request.headers)
+            if (
+                api_route is not None
+                or sub == "/models"
+                or sub.startswith("/models/")
+                or (versioned and sub.startswith("/responses/"))
+            ):
+                return self.auth.check(headers)
+            if not versioned and (method in ("GET", "HEAD") or path.startswith("/admin/")):
+                return None
+            if "content-length" not in headers and "transfer-encoding" not in headers:
+                return None  # no body to spare: the route is answered as usual
+            raise NotFound(f"No route for {shown(method, 20)} {shown(path)}.", code="unknown_route")
         except ApiError as exc:
             self.metrics.on_error(exc)
-            response = self.error_for(request.path, exc)
-            self.metrics.on_request(response, 0.0)
-            if self.access_log:
-                _log_access(request, response, 0.0, None)
+            response = self.error_for(path, _tagged(exc, request_id(headers)))
+            if api_route is not None:
+                self.metrics.on_request(response, 0.0)
+                if self.access_log:
+                    _log_access(request, response, 0.0, None)
             return response
 
     def error_for(self, path: str, exc: ApiError) -> Response:
@@ -348,12 +415,18 @@ class Gateway:
         await self._start_keys()
         if self.ledger is not None:
             self.ledger.start()  # a ledger that cannot be opened stops the start, with the reason
+        gw = self.config.gateway
         self.server = HttpServer(
             self.handle,
-            max_body_bytes=self.config.gateway.max_body_bytes,
+            max_body_bytes=gw.max_body_bytes,
             error_factory=status_error,
-            head_hook=self.on_head,
             log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
+            head_hook=self.on_head,
+            max_buffered_bytes=gw.max_buffered_bytes,
+            head_timeout=gw.head_timeout,
+            body_timeout=gw.body_timeout,
+            max_connections=gw.max_connections,
+            ssl=server_tls_context(gw.tls) if gw.tls is not None else None,
         )
         await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]
         if self.config.gateway.workers > 1 and self.config.state == "memory":
@@ -443,7 +516,21 @@ class Gateway:
             await asyncio.to_thread(self.tracer.shutdown)
 
 
-_access = logging.getLogger("aifabric.access")
+_access_log = logging.getLogger("aifabric.access")
+
+
+def _tagged(exc: ApiError, rid: str) -> ApiError:
+    """`exc` naming the request's id, in its message and its headers, whatever shape renders it."""
+    exc.message = f"{exc.message} (request id {rid})"
+    exc.args = (exc.message,)
+    exc.headers["x-request-id"] = rid
+    return exc
+
+
+def _master_keys(config: FabricConfig) -> tuple[Secret, ...]:
+    """The fabric file's keys for /v1: gateway.api_keys, and the admin keys too once /v1 needs keys."""
+    gw = config.gateway
+    return (*gw.api_keys, *gw.admin_keys) if gw.api_keys else ()
 
 
 def _tracer(config: FabricConfig) -> RequestTracer | None:
@@ -491,7 +578,7 @@ def _log_access(
 ) -> None:
     """One line per API request: what was asked, what served it, how it went. Never a body or a key."""
     served = dict(response.headers)
-    _access.info(
+    _access_log.info(
         "%s %s %d",
         request.method,
         request.path,

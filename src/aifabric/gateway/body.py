@@ -1,4 +1,17 @@
-"""The request body as the client sent it, with only `model` rewritten per target.
+"""The request body as the client sent it: parsed once, checked, and with only `model` rewritten.
+
+Parsing (`parse_json_body`) refuses, with a 400 and never a 5xx, what would make the request mean one
+thing to the gateway and another to a backend, or what an upstream parser chokes on:
+- nesting deeper than `MAX_DEPTH` (orjson stops at 1,024 levels and the stdlib's parser recurses until
+  the interpreter's limit; some backends drop the connection far sooner, which looked like an outage);
+- text that is not Unicode (a lone surrogate such as `"\\ud800"`: it cannot be encoded again);
+- `model` written twice at the top level, or a key the gateway reads (`model`, `stream`,
+  `stream_options`) repeated under a spelling with escapes (`"mod\\u0065l"`): the gateway would route
+  on one and the backend read the other. (A plain repeat of `stream` is read last-wins here as by the
+  backends' parsers; keys the gateway does not read are the backend's alone to give a meaning.)
+The checks cost two C-speed passes over an ordinary body (brackets, `\\u`) plus the `model` scan the
+rewrite needs anyway; a full decode with the key order kept runs only when those say it might find
+something (a key spelled with escapes, several `"model":` keys).
 
 Why not decode-modify-encode: re-encoding costs time on every request and is not faithful (a
 64-bit-overflowing integer, a float's spelling, key order, a vendor's odd field). The body is parsed
@@ -16,12 +29,96 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RequestBody"]
+from aifabric.errors import BadRequest
+
+__all__ = ["MAX_DEPTH", "READ_KEYS", "RequestBody", "parse_json_body"]
+
+MAX_DEPTH = 64  # JSON nesting accepted; OpenAI's own limit for a structured-output schema is far lower
+READ_KEYS = ("model", "stream", "stream_options")  # the top-level keys the gateway interprets
 
 _MODEL_KEY = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Whether the JSON in `raw` nests deeper than MAX_DEPTH (C-speed passes, no recursion)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:  # one-byte counts: the fastest scans there are
+        return False  # the common case: too few brackets to nest that deep
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    # Each pass removes the innermost level of pairs; whatever is left after MAX_DEPTH passes nests deeper.
+    for _ in range(MAX_DEPTH):
+        inner = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if not inner or len(inner) == len(brackets):
+            return False
+        brackets = inner
+    return bool(brackets)
+
+
+def _repeated_read_key(raw: bytes) -> str | None:
+    """The first key of READ_KEYS that the top-level object holds twice (after unescaping), or None."""
+    top: list[list[tuple[str, Any]]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        top.append(items)  # the top-level object is the last one the decoder finishes
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    seen: set[str] = set()
+    for key, _ in top[-1] if top else ():
+        if key in READ_KEYS:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """The request's JSON object, or BadRequest saying what is wrong with it (never a 5xx)."""
+    if not body:
+        raise BadRequest("The request body is empty; send a JSON object with at least `model`.")
+    if _too_deep(body):
+        raise BadRequest(
+            f"The JSON body nests deeper than {MAX_DEPTH} levels; flatten it.", code="json_too_deep"
+        )
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:  # integers wider than 64 bits are valid JSON that orjson refuses
+            payload = json.loads(body)
+            # orjson also refuses lone surrogates, which the stdlib accepts: they cannot be encoded
+            # again (to log, to forward, to echo), so they are refused here.
+            json.dumps(payload, ensure_ascii=False).encode()
+        except (ValueError, UnicodeError, RecursionError):
+            raise BadRequest(
+                f"We could not parse the JSON body of your request ({exc}). "
+                "Send a JSON object, with `Content-Type: application/json`, in UTF-8 "
+                "(no lone surrogates such as \\ud800)."
+            ) from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    # A key may be spelled with escapes: only a full decode can tell. (The one-byte test first: most
+    # bodies have no backslash at all, and it is several times cheaper than the two-byte one.)
+    if b"\\" in body and b"\\u" in body:
+        _refuse_repeated(_repeated_read_key(body))
+    return payload
+
+
+def _refuse_repeated(key: str | None) -> None:
+    if key is not None:
+        raise BadRequest(
+            f"The key `{key}` appears more than once in the request body (perhaps spelled with "
+            "escapes); send it once.",
+            param=key,
+            code="duplicate_key",
+        )
 
 
 class RequestBody:
+    """A parsed body (`parse_json_body`) ready to be sent with another `model`. Raises BadRequest
+    when `model` is written twice at the top level (the splice would rewrite one, the backend read
+    the other)."""
+
     __slots__ = ("_span", "payload", "raw")
 
     def __init__(self, raw: bytes, payload: dict[str, Any]) -> None:
@@ -30,8 +127,17 @@ class RequestBody:
         self._span: tuple[int, int] | None = None
         matches = _MODEL_KEY.finditer(raw)
         first = next(matches, None)
-        if first is not None and next(matches, None) is None:
-            self._span = first.span(1)
+        if first is None:
+            return
+        if next(matches, None) is not None:
+            # Several `"model":` (a tool schema's property, or the key twice): tell which.
+            _refuse_repeated(_repeated_read_key(raw))
+            return
+        self._span = first.span(1)
+        if orjson.loads(raw[self._span[0] : self._span[1]]) != payload.get("model"):
+            # The one literal `"model":` is not the value the body means: another spelling of the key
+            # (with escapes) comes after it, and the backend would read that one.
+            _refuse_repeated("model")
 
     def with_model(self, model: str, *, drop: tuple[str, ...] = (), include_usage: bool = False) -> bytes:
         """The body to send upstream: `model` replaced, the `drop` keys removed, all else as sent.

@@ -1,4 +1,5 @@
-"""The one place an `ApiError` becomes an HTTP response: OpenAI's error shape, the right status."""
+"""The one place an `ApiError` becomes an HTTP response: OpenAI's error shape, the right status, the
+request id in a header and in the message."""
 
 from __future__ import annotations
 
@@ -6,23 +7,38 @@ import orjson
 
 from aifabric.core import openai_error_type
 from aifabric.errors import ApiError
+from aifabric.gateway.request_ids import new_request_id
 from aifabric.http.server import Response
+from aifabric.observability.logging import redact
 
 __all__ = ["error_body", "error_response", "status_error"]
 
 
 def error_body(message: str, type: str, code: str | int | None = None, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+    # Redacted by value: an upstream's error may quote the key the gateway sent it.
+    error = {"message": redact(message), "type": type, "param": param, "code": code}
+    try:
+        return orjson.dumps({"error": error})
+    except TypeError:  # a lone surrogate in a client's text: shown escaped, never a failed answer
+        error = {
+            k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+            for k, v in error.items()
+        }
+        return orjson.dumps({"error": error})
 
 
-def error_response(exc: ApiError, extra_headers: list[tuple[str, str]] | None = None) -> Response:
-    headers = list(exc.headers.items())
-    if extra_headers:
-        headers.extend(extra_headers)
-    return Response(exc.status, error_body(exc.message, exc.type, exc.code, exc.param), headers)
+def error_response(exc: ApiError) -> Response:
+    """`exc` in OpenAI's shape, its status and headers kept (the gateway tags it with the request id
+    first: see `gateway.app`)."""
+    return Response(
+        exc.status, error_body(exc.message, exc.type, exc.code, exc.param), list(exc.headers.items())
+    )
 
 
 def status_error(status: int, message: str) -> Response:
-    """For the listener's own errors (malformed HTTP, body too large, a bug): still OpenAI-shaped."""
+    """For the listener's own errors (malformed HTTP, body too large, a bug): still OpenAI-shaped,
+    with a request id of their own (the request's head may not even have been read)."""
     code = "request_too_large" if status == 413 else None
-    return Response(status, error_body(message, openai_error_type(status), code))
+    rid = new_request_id()
+    body = error_body(f"{message} (request id {rid})", openai_error_type(status), code)
+    return Response(status, body, [("x-request-id", rid)])

@@ -5,6 +5,13 @@ plan -> for each candidate: rewrite `model`, send, classify the outcome once (Fa
      -> retryable failure before the first byte: record it, next candidate (a new round, with
         backoff and Retry-After, when the list is spent and time and attempts remain)
      -> the client's own 4xx: answered at once, never retried, never held against the target
+     -> the backend refuses the gateway's credentials (401/403, class `auth`): that backend is not
+        tried again for this request; if nothing else serves, 502 naming the role and backend (never
+        the client's own 401: its key was fine)
+     -> the backend took the request and closed the connection without a word (`request_suspect`):
+        a crash, or a body its parser chokes on (a JSON nesting bomb did that). One other attempt
+        tells which: served there, the first target is charged with the failure; dropped again, the
+        request is the cause: 502 at once, spread no further, and neither target is held to it
      -> every candidate failed: the last answer, normalized (a 404 from a target the probes saw serving
         other ids says the fix in words), or 503/504 saying what was tried
 The per-try timeout bounds one attempt until something reaches the client: the response headers, then
@@ -20,6 +27,7 @@ completions and back elsewhere (`gateway.dialects`), so failover may cross from 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,6 +53,7 @@ from aifabric.tenancy.priority import BackendGate, QueueFull
 
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
+log = logging.getLogger("aifabric.gateway")
 _T = TypeVar("_T")
 _STREAM_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 _DONE = b"data: [DONE]\n\n"
@@ -158,11 +167,24 @@ class Forwarder:
         return gate
 
     async def forward(self, req: ForwardRequest) -> Response | StreamingResponse:
+        # The attempt of a target that dropped this request without a word waits for its verdict until
+        # another target has had the same request (see the module docstring); no verdict, no signal.
+        pending: list[AttemptGuard] = []
+        try:
+            return await self._forward(req, pending)
+        finally:
+            for guard in pending:
+                guard.abandon()  # nothing if it was settled
+
+    async def _forward(
+        self, req: ForwardRequest, pending: list[AttemptGuard]
+    ) -> Response | StreamingResponse:
         cfg = self._retry
         start = self._clock()
         deadline = Deadline(start, cfg.deadline)
         warmup_until = start + cfg.warmup_wait
         last_error: UpstreamFailure | None = None
+        refused: set[str] = set()  # backends that refused our credentials: not asked again
         round_no = 0
         # Set when a round ended with every candidate loading: the next round is a warm-up retry, which
         # max_attempts does not cut short (only warmup_wait and the deadline bound it).
@@ -185,6 +207,8 @@ class Forwarder:
                 candidates = self._unblocked(candidates, route)
             round_failures: list[FailureClass] = []
             for target in candidates:
+                if target.backend.name in refused:
+                    continue
                 if len(req.attempts) >= cfg.max_attempts and not (
                     holding or self._warming(round_failures, warmup_until, table, route)
                 ):
@@ -201,11 +225,27 @@ class Forwarder:
                     continue
                 try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                 try:
-                    return await self._attempt(req, target, endpoint, try_timeout)
+                    result = await self._attempt(req, target, endpoint, try_timeout, pending)
+                    for dropped in pending:
+                        # Another target served the request the first one dropped: that was its fault.
+                        dropped.failure(FailureClass.CONNECT, self._clock())
+                    return result
                 except UpstreamFailure as failure:
                     if failure.failure is FailureClass.CLIENT_ERROR:
                         # The backend says the request itself is wrong: the client sees its words.
                         raise self._upstream_error(failure) from None
+                    if failure.request_suspect and len(pending) > 1:
+                        raise self._dropped(req, failure) from None
+                    if failure.failure is FailureClass.AUTH:
+                        refused.add(target.backend.name)
+                        log.error(
+                            "backend %s refused the gateway's credentials (HTTP %s) serving role %s: "
+                            "fix backends.%s.api_key in the fabric file",
+                            target.backend.name,
+                            failure.status,
+                            req.route.name,
+                            target.backend.name,
+                        )
                     last_error = failure
                     round_failures.append(failure.failure)
             round_no += 1
@@ -252,7 +292,12 @@ class Forwarder:
         return all(f is FailureClass.LOADING for f in failures) or table.only_loading(route, now)
 
     async def _attempt(
-        self, req: ForwardRequest, target: TargetState, endpoint: Endpoint, try_timeout: float
+        self,
+        req: ForwardRequest,
+        target: TargetState,
+        endpoint: Endpoint,
+        try_timeout: float,
+        pending: list[AttemptGuard],
     ) -> Response | StreamingResponse:
         dialect = req.dialect
         translator: StreamTranslator | None = None
@@ -365,7 +410,9 @@ class Forwarder:
         except UpstreamFailure as failure:
             if resp is not None:
                 resp.close()
-            if failure.failure is not FailureClass.CLIENT_ERROR:
+            if failure.request_suspect:
+                pending.append(guard)  # maybe the request's doing: settled by the next attempt's outcome
+            elif failure.failure is not FailureClass.CLIENT_ERROR:
                 guard.failure(failure.failure, self._clock())
             else:
                 guard.success(self._clock() - started, self._clock())
@@ -567,7 +614,6 @@ class Forwarder:
             in (
                 FailureClass.OVERLOADED,
                 FailureClass.MODEL_NOT_FOUND,
-                FailureClass.AUTH,
                 FailureClass.UPSTREAM_5XX,
             )
         ):
@@ -579,6 +625,17 @@ class Forwarder:
                 error.message = f"{error.message} ({'; '.join(dict.fromkeys(req.drift))})"
                 error.args = (error.message,)
             return error
+        if last is not None and last.failure is FailureClass.AUTH:
+            # Our credentials, not the client's: never its own 401, and never the secret itself.
+            return NoHealthyTarget(
+                f"role '{req.route.name}' is unavailable: backend '{last.backend}' refused the "
+                f"gateway's credentials (HTTP {last.status}); the operator must fix its api_key. "
+                f"Tried: {tried}",
+                status=502,
+                type="upstream_error",
+                code="upstream_auth_failed",
+                headers=headers,
+            )
         if deadline_expired or (last is not None and last.failure is FailureClass.TIMEOUT):
             return NoHealthyTarget(
                 f"role '{req.route.name}' did not answer in time. Tried: {tried}",
@@ -596,6 +653,18 @@ class Forwarder:
             )
         return NoHealthyTarget(
             f"no backend of role '{req.route.name}' could serve the request. Tried: {tried}", headers=headers
+        )
+
+    def _dropped(self, req: ForwardRequest, failure: UpstreamFailure) -> NoHealthyTarget:
+        return NoHealthyTarget(
+            f"backend '{failure.backend}' of role '{req.route.name}' closed the connection without "
+            "answering this request, as the target tried before it did: the request itself is the "
+            "likely cause (check it, e.g. for deeply nested JSON or an oversized field); it is not "
+            "sent further.",
+            status=502,
+            type="upstream_error",
+            code="upstream_dropped_request",
+            headers={"x-aifabric-attempts": str(len(req.attempts))},
         )
 
 

@@ -5,9 +5,6 @@ Only `model`, `stream` and `stream_options` are read; every other field passes t
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +12,9 @@ import orjson
 
 from aifabric.errors import BadRequest, ModelNotFound
 from aifabric.gateway.admit import admit, principal_of
-from aifabric.gateway.body import RequestBody
+from aifabric.gateway.body import RequestBody, parse_json_body
 from aifabric.gateway.forward import Forwarder, ForwardRequest
+from aifabric.gateway.request_ids import request_id, shown
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.tenancy.admission import Admission
@@ -38,48 +36,7 @@ _ENDPOINT_NAMES = {
 }
 
 
-def _new_id_source() -> tuple[itertools.count[int], str]:
-    return itertools.count(1), f"{os.getpid():x}-{os.urandom(3).hex()}-"
-
-
-_ids, _id_prefix = _new_id_source()
-
-
-def _reset_ids_after_fork() -> None:
-    # Workers fork from one parent: without this they would all count from the same prefix.
-    global _ids, _id_prefix
-    _ids, _id_prefix = _new_id_source()
-
-
-os.register_at_fork(after_in_child=_reset_ids_after_fork)
-
-
-def _request_id(headers: dict[str, str]) -> str:
-    incoming = headers.get("x-request-id")
-    if incoming and len(incoming) <= 128:
-        return incoming
-    return _id_prefix + str(next(_ids))
-
-
-request_id_of = _request_id  # for the other API routes: one id scheme
-
-
-def parse_json_body(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise BadRequest("The request body is empty; send a JSON object with at least `model`.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        try:  # integers wider than 64 bits are valid JSON that orjson refuses
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(
-                f"We could not parse the JSON body of your request ({exc}). "
-                "Send a JSON object, with `Content-Type: application/json`."
-            ) from None
-    if not isinstance(payload, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return payload
+request_id_of = request_id  # for the other API routes: one id scheme (see request_ids)
 
 
 class OpenAIRoutes:
@@ -100,7 +57,9 @@ class OpenAIRoutes:
         route = table.resolve(model)
         if route is None:
             valid = ", ".join(sorted(table.names))
-            raise ModelNotFound(f"The model '{model}' does not exist. Valid models: {valid}.", param="model")
+            raise ModelNotFound(
+                f"The model '{shown(model)}' does not exist. Valid models: {valid}.", param="model"
+            )
         if route.kind not in _ENDPOINT_KINDS[endpoint]:
             serves = {
                 "chat": "/v1/chat/completions",
@@ -110,7 +69,8 @@ class OpenAIRoutes:
                 "transcription": "/v1/audio/transcriptions",
             }
             raise BadRequest(
-                f"The model '{model}' is a {route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
+                f"The model '{shown(model)}' is a {route.kind} role and does not serve "
+                f"{_ENDPOINT_NAMES[endpoint]}; "
                 f"send it to {serves[route.kind]}.",
                 param="model",
                 code="wrong_model_kind",
@@ -119,11 +79,11 @@ class OpenAIRoutes:
 
     async def proxy(self, request: Request, endpoint: str) -> Response | StreamingResponse:
         payload = parse_json_body(request.body)
+        body = RequestBody(request.body, payload)
         route = self.resolve(payload, endpoint)
         admitted = admit(self.admission, principal_of(request), route, payload, request.headers)
         stream = payload.get("stream") is True and endpoint != "/embeddings"
-        body = RequestBody(request.body, payload)
-        req = ForwardRequest(route, endpoint, body, stream, _request_id(request.headers))
+        req = ForwardRequest(route, endpoint, body, stream, request_id(request.headers))
         return await admitted.forward(req, self._forwarder.forward)
 
     def models(self, principal: Principal) -> Response:
@@ -139,7 +99,9 @@ class OpenAIRoutes:
             route = None  # a role the key may not use does not exist for it
         if route is None:
             valid = sorted(n for n, r in table.names.items() if principal.allows(r.name))
-            raise ModelNotFound(f"The model '{name}' does not exist. Valid models: {', '.join(valid)}.")
+            raise ModelNotFound(
+                f"The model '{shown(name)}' does not exist. Valid models: {', '.join(valid)}."
+            )
         obj = {
             "id": name,
             "object": "model",

@@ -6,7 +6,7 @@ with what `serve` or `up` needs), so each is the same reload as SIGHUP.
                                 422 {"error": {...}, "reload": {"problems": [{file, line, message, fix}]}}
                                 409 when the gateway runs the embedded default (no file to re-read)
 
-The route is an admin route (`admin_routes.check_admin_access`: a key when keys are configured, else
+The route is an admin route (`admin_routes.check_admin_access`: an admin key when keys are configured, else
 loopback only). It reaches one worker of one replica; that worker announces the reload through the
 state store, and every other worker and replica sharing the store reloads its own fabric file in its
 next sync round (a second at most by default). A replica whose file differs from the announcing one
@@ -50,7 +50,7 @@ class Reloads:
     # -- asked over HTTP -------------------------------------------------------------------------
 
     async def route(self, request: Request) -> Response:
-        check_admin_access(self._gw.auth, request)
+        check_admin_access(self._gw.operator, request)
         if request.method != "POST":
             raise MethodNotAllowed(f"{request.path} accepts POST only.")
         reloader = self._gw.reloader

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from aifabric.config.schema import FabricConfig
 from aifabric.gateway.auth import Authenticator
+from aifabric.gateway.operator_access import OperatorAccess
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 from aifabric.tenancy.budget import BudgetTracker
@@ -29,6 +30,9 @@ class GatewayView(Protocol):
 
     @property
     def auth(self) -> Authenticator: ...
+
+    @property
+    def operator(self) -> OperatorAccess: ...
 
     @property
     def metrics(self) -> GatewayMetrics: ...

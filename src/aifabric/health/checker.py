@@ -19,6 +19,7 @@ from dataclasses import replace
 from aifabric.backends.base import ProbeHttp, adapter_for
 from aifabric.config.schema import BackendConfig, FabricConfig
 from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
+from aifabric.errors import OutOfResources
 from aifabric.http.client import UpstreamClient
 
 __all__ = ["HealthChecker", "configured_models", "probe_backends", "probe_interval"]
@@ -92,6 +93,9 @@ class HealthChecker:
             result = await adapter.probe(self.http, backend, backend.health.timeout)
         except asyncio.CancelledError:
             raise
+        except OutOfResources:
+            # The gateway could not open a socket: that says nothing of the backend; its health stays.
+            return self.healths[name]
         except Exception as exc:  # a bug in a probe must not stop health checking
             log.exception("probe of backend %s crashed", name)
             result = ProbeResult(

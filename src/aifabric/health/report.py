@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aifabric.backends.base import adapter_for
 from aifabric.config.schema import FabricConfig
-from aifabric.config.show import redact_url
+from aifabric.config.show import config_secrets, redact_url, redact_values
 from aifabric.core import BackendHealth, BackendState
 from aifabric.core.exit_codes import ATTENTION, BROKEN, OK
 from aifabric.health.checker import configured_models
@@ -106,7 +106,9 @@ def health_view(
     target_views = {t.name: t.view(now) for t in targets}
     if target_views:
         view["targets"] = target_views
-    return view
+    # By value: a probe's reason may quote a backend's error, which may quote the key we sent it.
+    redacted: dict[str, Any] = redact_values(view, config_secrets(config))
+    return redacted
 
 
 def _latency(entry: Mapping[str, Any]) -> str:

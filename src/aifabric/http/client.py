@@ -7,7 +7,8 @@ one `write`, the response parsed by llhttp, the body either read whole or iterat
 as it arrives (for SSE), and backpressure when the client reads slower than the backend writes.
 
 I/O failures are translated here, once, into `UpstreamFailure` with a `FailureClass`:
-refused/reset/DNS -> CONNECT, no response headers within the timeout -> TIMEOUT.
+refused/reset/DNS -> CONNECT, no response headers within the timeout -> TIMEOUT. The gateway's own
+exhaustion (EMFILE, ENFILE, ENOMEM, ENOBUFS) is `OutOfResources` instead: never a backend's failure.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -23,13 +26,16 @@ from urllib.parse import urlsplit
 import httptools
 
 from aifabric.core import FailureClass
-from aifabric.errors import UpstreamFailure
+from aifabric.errors import OutOfResources, UpstreamFailure
 from aifabric.http.transport import adopt
+
+log = logging.getLogger("aifabric.http")
 
 __all__ = ["Origin", "UpstreamClient", "UpstreamResponse", "split_url"]
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
+_OWN_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _HIGH_WATER = 1 << 20  # pause reading from a backend when this much is buffered for a slow client
 
 
@@ -74,7 +80,11 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_exception(
-                UpstreamFailure(FailureClass.CONNECT, "connection closed before the response headers")
+                UpstreamFailure(
+                    FailureClass.CONNECT,
+                    "the backend closed the connection without answering",
+                    request_suspect=True,
+                )
             )
         elif self.until_close and exc is None:
             # A close-delimited body (no length, no chunking) ends with the connection; llhttp is
@@ -279,6 +289,18 @@ class _Pool:
                 FailureClass.CONNECT, f"TLS handshake with {host}:{port} failed: {exc}"
             ) from None
         except OSError as exc:
+            if exc.errno in _OWN_RESOURCES:
+                # Our process is out of descriptors or memory: the backend has nothing to do with it.
+                log.error(
+                    "cannot open a connection to %s:%s: %s (the gateway's own limit: raise the open "
+                    "files limit, e.g. LimitNOFILE, or lower gateway.max_connections)",
+                    host,
+                    port,
+                    exc.strerror,
+                )
+                raise OutOfResources(
+                    "The gateway is out of resources (open files or memory) right now; retry shortly."
+                ) from None
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise UpstreamFailure(
                 FailureClass.CONNECT, f"cannot connect to {host}:{port}: {reason}"

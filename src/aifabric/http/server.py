@@ -7,12 +7,19 @@ the whole body, and writes a `Response` (one write) or a `StreamingResponse` (ch
 The comparison that chose it is in bench/STACKS.md.
 
 What it does that a proxy needs: keep-alive and pipelining (answered in order), `Expect: 100-continue`,
-a body-size limit answered with 413 before the body is read, a head hook that may refuse a request
-on its head before its body is read (the gateway's key check), a header-size limit (431), cancellation
+a body-size limit answered with 413 before the body is read, a header-size limit (431), cancellation
 of the handler when the client goes away (which closes the upstream request), and backpressure on
 slow readers. HEAD, 204 and 304 answers carry no body; an HTTP/1.0 client gets a stream without
 chunked framing, ended by closing. A handler's bug, even one raised mid-stream, ends the exchange
 (a 500 while nothing was sent, else a closed connection), never a hung one.
+
+What it does against a client that means harm or is simply broken, before anyone is authenticated:
+a `head_hook` sees each request's head before its body is read (a refused key or an unknown route
+is answered at once, and the body is never buffered); the bytes of bodies being buffered across all
+connections are bounded (503 past `max_buffered_bytes`); a head must arrive within `head_timeout`
+and a body may not stall longer than `body_timeout` (408); answers queued for a client that does not
+read stop the reading of its requests; and past `max_connections` a new connection gets 503 and is
+closed, with one log line when the cap is reached.
 """
 
 from __future__ import annotations
@@ -20,13 +27,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import socket
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httptools
 
 from aifabric.http.transport import adopt
+
+log = logging.getLogger("aifabric.http")
 
 __all__ = ["HttpServer", "Request", "Response", "StreamingResponse"]
 
@@ -100,7 +111,7 @@ Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 ErrorFactory = Callable[[int, str], Response]
 # Called with the request (its body still empty) once its head is read: a Response refuses it (its
 # body is dropped, never buffered); anything else is kept as `Request.auth` for the handler.
-HeadHook = Callable[["Request"], object]
+HeadHook = Callable[[Request], object]
 
 
 def _plain_error(status: int, message: str) -> Response:
@@ -115,6 +126,7 @@ def _bodiless(status: int) -> bool:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_body_held",
         "_body_size",
         "_client",
         "_closing",
@@ -122,19 +134,22 @@ class _Connection(asyncio.Protocol):
         "_discard",
         "_drain",
         "_head_bytes",
+        "_head_parsed",
         "_head_sent",
-        "_headed",
+        "_head_started",
         "_headers",
+        "_held",
+        "_in_body",
         "_in_head",
         "_parser",
         "_paused",
         "_pending",
         "_reading_paused",
-        "_refused",
         "_rejected",
+        "_request",
         "_server",
+        "_skip_body",
         "_task",
-        "_too_large",
         "_transport",
         "_url",
         "last_active",
@@ -145,15 +160,19 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
+        self._request: Request | None = None  # the one being read, built when its head ends
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._body_size = 0
-        self._too_large = False
-        self._refused: Response | None = None  # what the head hook answered instead of the handler
-        self._headed: Request | None = None  # the request the head hook saw, body to come
+        self._held = 0  # bytes of this connection's bodies counted in the server's `buffered`
+        self._body_held = 0  # the part of `_held` that is the body being read
+        self._skip_body = False  # the current request was refused: its body is dropped as it comes
         self._rejected = False
         self._in_head = False  # between a request's first byte and the end of its headers
-        self._head_bytes = 0
+        self._in_body = False  # between the end of a request's headers and the end of its body
+        self._head_started = 0.0
+        self._head_bytes = 0  # raw bytes read while in a head (a head that never ends)
+        self._head_parsed = 0  # bytes of the head's URL and headers as parsed (a head read in one go)
         self._completed = False  # a request ended in the data being fed
         self._discard = False  # the request stream is unusable: ignore the rest, answer, close
         self._head_sent = False  # whether the current response's head went out
@@ -170,14 +189,24 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = adopt(transport)
+        server = self._server
+        self.last_active = server.loop.time()
+        if len(server.connections) >= server.max_connections:
+            # Over the cap: a short answer and close, before reading anything (a crowd of slow or
+            # idle clients cannot take every file descriptor of the process).
+            self._discard = True
+            server.cap_reached()
+            self._write(server.error_factory(503, server.cap_message()), keep_alive=False)
+            self.close()
+            return
         peer = transport.get_extra_info("peername")
         self._client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
-        self.last_active = self._server.loop.time()
-        self._server.connections.add(self)
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._server.connections.discard(self)
+        self._unhold(self._held)
         if self._task is not None and not self._task.done():
             # The client went away: cancelling the handler closes the upstream request with it.
             self._task.cancel()
@@ -192,28 +221,72 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(_plain_error(400, "protocol upgrades are not supported"))
+            # A request asking to switch protocols is answered as plain HTTP (RFC 9110 7.8 lets a
+            # server ignore Upgrade), then the connection closes: what follows its head is another
+            # protocol's bytes, which must not be read as a next request (the answer would be an
+            # unrequested 400 after the first one).
+            if not self._discard:
+                self._fail(_plain_error(400, "protocol upgrades are not supported"))
             return
         except httptools.HttpParserError as exc:
-            self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}"))
+            if not self._discard:
+                self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}"))
             return
-        if self._in_head and not self._completed:
+        if self._in_head and not self._completed and not self._discard:
             # Still in a request's head, and no earlier request ended in `data`: all of it was head
             # bytes, which llhttp buffers until each header ends, so they are bounded here. (Behind a
-            # pipelined request in the same read they are not counted: one read of slack.)
+            # pipelined request in the same read they are not counted: one read of slack; the parsed
+            # size is checked again when the head ends.)
             self._head_bytes += len(data)
             if self._head_bytes > self._server.max_head_bytes:
-                limit = self._server.max_head_bytes
-                self._fail(
-                    self._server.error_factory(
-                        431, f"request headers are larger than the limit of {limit} bytes"
-                    )
-                )
+                self._fail(self._head_too_large())
+
+    def _head_too_large(self) -> Response:
+        limit = self._server.max_head_bytes
+        return self._server.error_factory(431, f"request headers are larger than the limit of {limit} bytes")
 
     def _fail(self, error: Response) -> None:
         """The request stream cannot go on: answer `error` in turn, then close."""
         self._discard = True
+        self._drop_body()
+        self._in_head = self._in_body = False
         self._queue(error, keep_alive=False)
+
+    def _refuse(self, error: Response) -> None:
+        """Refuse the request being read (before or while its body arrives): its body is dropped as it
+        comes, `error` is answered in turn and the connection closes (lingering, see _linger_close)."""
+        self._skip_body = True
+        if self._rejected:
+            return
+        self._rejected = True
+        self._fail(error)
+
+    def _drop_body(self) -> None:
+        self._unhold(self._body_held)
+        self._body_held = 0
+        self._body = []
+
+    def _unhold(self, size: int) -> None:
+        size = min(size, self._held)
+        if size > 0:
+            self._held -= size
+            self._server.buffered -= size
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the server's reaper: a head that takes too long, or a body that stalls, is 408."""
+        if self._discard or self._reading_paused:
+            return
+        server = self._server
+        if self._in_head and now - self._head_started > server.head_timeout:
+            self._fail(
+                server.error_factory(408, f"the request head did not arrive within {server.head_timeout:g} s")
+            )
+        elif self._in_body and now - self.last_active > server.body_timeout:
+            self._fail(
+                server.error_factory(
+                    408, f"the request body stalled: nothing received for {server.body_timeout:g} s"
+                )
+            )
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -227,94 +300,114 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._in_body = False
+        self._head_started = self.last_active
         self._head_bytes = 0
+        self._head_parsed = 0
         self._url = b""
         self._headers = {}
         self._body = []
         self._body_size = 0
-        self._too_large = False
-        self._refused = None
-        self._headed = None
+        self._body_held = 0
+        self._skip_body = False
+        self._request = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_parsed += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_parsed += len(name) + len(value) + 4
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        length = self._headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._server.max_body_bytes:
-            # Answer now, before the client sends a body we would throw away, and close after it.
-            self._too_large = True
-            self._reject_too_large()
+        if self._discard:
             return
-        hook = self._server.head_hook
-        if hook is not None:
-            self._headed = request = self._request(b"")
-            result = hook(request)
+        server = self._server
+        if self._head_parsed > server.max_head_bytes:
+            self._refuse(self._head_too_large())
+            return
+        url = httptools.parse_url(self._url)
+        headers = self._headers
+        request = self._request = Request(
+            self._parser.get_method().decode("latin-1"),
+            url.path.decode("latin-1") if url.path else "/",
+            url.query.decode("latin-1") if url.query else "",
+            headers,
+            b"",
+            self._client,
+        )
+        if server.head_hook is not None:
+            result = server.head_hook(request)
             if isinstance(result, Response):
-                self._refused = result
-                length = self._headers.get("content-length")
-                if (length is not None and length != "0") or "transfer-encoding" in self._headers:
-                    # A body is coming that nobody will read: answer now and close after it (as for
-                    # 413), so a client without a valid key never has its body buffered.
-                    self._discard = True
-                    self._queue(result, keep_alive=False)
-                return  # without a body: answered in turn, on a connection kept alive
+                # Refused on the head (a missing key, an unknown route): the body is never buffered.
+                length = headers.get("content-length")
+                if (length is not None and length != "0") or "transfer-encoding" in headers:
+                    self._refuse(result)  # a body is coming that nobody will read: answer, then close
+                else:  # none: answered in turn, on a connection kept alive
+                    self._skip_body = True
+                    self._queue(
+                        result, self._parser.should_keep_alive(), self._parser.get_http_version() == "1.0"
+                    )
+                return
             request.auth = result
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > server.max_body_bytes:
+            # Answer now, before the client sends a body we would throw away, and close after it.
+            self._refuse(self._too_large())
+            return
+        self._in_body = True
         if (
-            self._headers.get("expect", "").lower() == "100-continue"
+            headers.get("expect", "").lower() == "100-continue"
             and self._transport is not None
             and self._task is None  # behind a response in progress it would land inside that one
         ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._too_large or self._refused is not None:
-            return  # dropped: the request is answered without it
-        self._body_size += len(body)
-        if self._body_size > self._server.max_body_bytes:
-            self._too_large = True
-            self._body = []
+        if self._skip_body:
+            return
+        size = len(body)
+        self._body_size += size
+        server = self._server
+        if self._body_size > server.max_body_bytes:
+            self._refuse(self._too_large())
+            return
+        self._held += size
+        self._body_held += size
+        server.buffered += size
+        if server.buffered > server.max_buffered_bytes:
+            # Many large bodies arriving at once: this one waits for another time rather than the
+            # process growing without bound.
+            self._refuse(
+                server.error_factory(
+                    503, "the gateway is receiving too many large request bodies at once; retry shortly"
+                )
+            )
             return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._completed = True
+        self._in_body = False
+        request = self._request
+        if self._discard or self._skip_body or request is None:
+            return
+        self._request = None
         keep_alive = self._parser.should_keep_alive()
-        if self._too_large:
-            self._reject_too_large()
-            return
-        if self._refused is not None:
-            if not self._discard:  # not answered already at the head
-                self._queue(self._refused, keep_alive, self._parser.get_http_version() == "1.0")
-            return
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        legacy = self._parser.get_http_version() == "1.0"
-        request = self._headed
-        if request is None:
-            request = self._request(body)
-        else:
-            request.body = body
-        self._queue(request, keep_alive, legacy)
+        if self._parser.should_upgrade():
+            # Answered as plain HTTP, then closed: see data_received.
+            keep_alive = False
+            self._discard = True
+        request.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        self._body_held = 0  # now the request's: released when it is answered
+        self._queue(request, keep_alive, self._parser.get_http_version() == "1.0")
 
-    def _request(self, body: bytes) -> Request:
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("latin-1") if url.path else "/"
-        query = url.query.decode("latin-1") if url.query else ""
-        method = self._parser.get_method().decode("latin-1")
-        return Request(method, path, query, self._headers, body, self._client)
-
-    def _reject_too_large(self) -> None:
-        if self._rejected:
-            return
-        self._rejected = True
-        self._discard = True  # the rest of the body is read and dropped, not parsed
+    def _too_large(self) -> Response:
         limit = self._server.max_body_bytes
-        error = self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
-        self._queue(error, keep_alive=False)
+        return self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
 
     # -- dispatch ---------------------------------------------------------------------------------
     def _queue(self, item: Request | Response, keep_alive: bool, legacy: bool = False) -> None:
@@ -349,6 +442,8 @@ class _Connection(asyncio.Protocol):
                     await self._write_stream(response, keep_alive, head_only, legacy)
                 else:
                     self._write(response, keep_alive, head_only)
+                if request is not None:
+                    self._unhold(len(request.body))  # answered: its body is no longer ours to hold
                 if not keep_alive or self._closing:
                     if self._discard:
                         self._linger_close()  # the client may still be sending what we refused
@@ -357,6 +452,11 @@ class _Connection(asyncio.Protocol):
                     return
                 if not self._pending:
                     return
+                if self._paused:
+                    # The client is not reading its answers: wait until it does before answering
+                    # the next one (the queue stays full, so its requests are not read meanwhile).
+                    self._drain = self._server.loop.create_future()
+                    await self._drain
                 item, keep_alive, legacy = self._pending.popleft()
                 if self._reading_paused and len(self._pending) < _MAX_PIPELINED // 2:
                     self._reading_paused = False
@@ -456,6 +556,11 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now, unsent answers included (shutdown: a client that never reads)."""
+        if self._transport is not None:
+            self._transport.abort()
+
     def _linger_close(self) -> None:
         """Close after an error answered while the client may still be sending (413, 431, 400).
 
@@ -477,6 +582,10 @@ class _Connection(asyncio.Protocol):
     def idle(self) -> bool:
         return self._task is None and not self._pending
 
+    def reading(self) -> bool:
+        """Within a request's head or body (its timeouts apply, not the idle one)."""
+        return self._in_head or self._in_body
+
 
 class HttpServer:
     """Serves one `Handler` on a socket; `start()` then `close()`."""
@@ -494,14 +603,26 @@ class HttpServer:
         idle_timeout: float = 75.0,
         log_exception: Callable[[Request], None] | None = None,
         head_hook: HeadHook | None = None,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
+        head_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        max_connections: int = 10_000,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.handler = handler
-        self.head_hook = head_hook
         self.max_body_bytes = max_body_bytes
         self.max_head_bytes = max_head_bytes
         self.error_factory = error_factory
         self.idle_timeout = idle_timeout
         self.log_exception = log_exception or (lambda request: None)
+        self.head_hook = head_hook
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered = 0  # bytes of request bodies read and not yet answered, all connections
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self.ssl = ssl
+        self._at_cap = False
         self.connections: set[_Connection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -516,10 +637,17 @@ class HttpServer:
     ) -> HttpServer:
         self.loop = asyncio.get_running_loop()
         if sock is not None:
-            self._server = await self.loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048)
+            self._server = await self.loop.create_server(
+                lambda: _Connection(self), sock=sock, backlog=2048, ssl=self.ssl
+            )
         else:
             self._server = await self.loop.create_server(
-                lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=2048
+                lambda: _Connection(self),
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=2048,
+                ssl=self.ssl,
             )
         self._reaper = self.loop.create_task(self._reap_idle())
         return self
@@ -530,15 +658,36 @@ class HttpServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    def cap_message(self) -> str:
+        return f"the gateway has {self.max_connections} connections open (its limit); retry shortly"
+
+    def cap_reached(self) -> None:
+        """A connection was refused at the cap: said once in the log until the count falls again."""
+        if not self._at_cap:
+            self._at_cap = True
+            log.warning(
+                "connection limit reached: %d connections open (gateway.max_connections); new "
+                "connections are answered 503 and closed until some close",
+                self.max_connections,
+            )
+
     async def _reap_idle(self) -> None:
         # One timer for all connections instead of one per request: keep-alive sockets idle past the
-        # timeout are closed so a crowd of abandoned clients cannot hold file descriptors forever.
+        # timeout are closed so a crowd of abandoned clients cannot hold file descriptors forever, and
+        # a head or body that trickles in (slowloris) is cut off by its timeout.
+        tick = max(0.05, min(self.idle_timeout, self.head_timeout, self.body_timeout, 5.0) / 4)
         while True:
-            await asyncio.sleep(min(self.idle_timeout, 5.0))
-            cutoff = self.loop.time() - self.idle_timeout
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            cutoff = now - self.idle_timeout
             for conn in list(self.connections):
-                if conn.idle() and conn.last_active < cutoff:
+                if conn.idle() and conn.last_active < cutoff and not conn.reading():
                     conn.close()
+                else:
+                    conn.check_timeouts(now)
+            if self._at_cap and len(self.connections) < self.max_connections * 0.9:
+                self._at_cap = False
+                log.warning("connection count back to %d, under the limit", len(self.connections))
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish for up to `grace` seconds, then close all."""
@@ -551,7 +700,7 @@ class HttpServer:
         while any(not c.idle() for c in self.connections) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            conn.close()
+            conn.abort()  # not close(): that would wait to flush answers a client never reads
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

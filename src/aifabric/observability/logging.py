@@ -30,11 +30,10 @@ def register_secret(value: str) -> None:
 
 def register_config_secrets(config: FabricConfig) -> None:
     """Every secret of a fabric file (gateway keys, backend keys), so no log line can carry one."""
-    for key in config.gateway.api_keys:
-        register_secret(key.reveal())
-    for backend in config.backends.values():
-        if backend.api_key:
-            register_secret(backend.api_key.reveal())
+    from aifabric.config.show import config_secrets
+
+    for secret in config_secrets(config):
+        register_secret(secret)
 
 
 def redact(text: str) -> str:

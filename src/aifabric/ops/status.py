@@ -112,6 +112,12 @@ async def fetch_status(url: str, *, timeout: float = 10.0, api_key: str | None =
                 return status
             if code == 404 and route == "/status":
                 continue  # an older gateway: /health has the same keys, without the targets
+            if code in (401, 403):
+                status.error = (
+                    f"answered HTTP {code} to GET {route}: its operator views need an admin key "
+                    "(one of gateway.admin_keys): pass it with --api-key"
+                )
+                return status
             view = _json_object(body) if code == 200 else None
             if view is None or "backends" not in view:
                 what = f"HTTP {code}" if code != 200 else "something that is not aifabric's health view"

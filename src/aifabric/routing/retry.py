@@ -13,8 +13,10 @@ random generator, whether and when to try the next candidate. Decisions key on `
 |                  |                 | max_retry_after: not retried there), else none            |
 | loading, 5xx     | yes             | jittered backoff on the same backend, else none           |
 
-`auth` is retried on *another* candidate: a wrong api_key for one backend is a configuration error
-(reported by the health view and alerts), and a fallback with its own key may still answer.
+`auth` is retried on *another backend* only: a wrong api_key for one backend is a configuration error
+(logged, and reported by the health view and alerts), never retried on that backend, and a fallback
+with its own key may still answer. A request the backend dropped without answering
+(`UpstreamFailure.request_suspect`) is not retried at all: see gateway.forward.
 """
 
 from __future__ import annotations

@@ -503,7 +503,12 @@
   function fetchWithTimeout(path) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
-    return fetch(path, { cache: "no-store", signal: controller.signal, headers: { accept: "application/json" } }).finally(
+    // Relative to the page, without the user:key@ a browser may have opened it with (fetch refuses a URL
+    // holding credentials); the browser sends the key it authenticated the page with by itself.
+    const url = new URL(path, document.baseURI);
+    url.username = "";
+    url.password = "";
+    return fetch(url, { cache: "no-store", signal: controller.signal, headers: { accept: "application/json" } }).finally(
       () => clearTimeout(timer),
     );
   }

@@ -171,104 +171,100 @@ class Forwarder:
         # another target has had the same request (see the module docstring); no verdict, no signal.
         pending: list[AttemptGuard] = []
         try:
-            return await self._forward(req, pending)
+            cfg = self._retry
+            start = self._clock()
+            deadline = Deadline(start, cfg.deadline)
+            warmup_until = start + cfg.warmup_wait
+            last_error: UpstreamFailure | None = None
+            refused: set[str] = set()  # backends that refused our credentials: not asked again
+            round_no = 0
+            # Set when a round ended with every candidate loading: the next round is a warm-up retry, which
+            # max_attempts does not cut short (only warmup_wait and the deadline bound it).
+            holding = False
+            # In flight, a request finishes on the table (and retry policy) it started with: a reload swaps
+            # the table for the requests that come after, never under one being served, so its attempts,
+            # retries and stream keep the roles, targets and backends it was planned with. Health and
+            # ejections stay live: a target the reload kept shares its state objects with the new table.
+            # The one exception is a warm-up hold (every candidate loading): that request is waiting for a
+            # target rather than being served, so each held round looks at the newest table, where the
+            # reload may have brought a ready target (or taken the loading one away).
+            table = self._table()
+            route = table.names.get(req.route.name, req.route)
+            while True:
+                if holding:
+                    table = self._table()
+                    route = table.names.get(req.route.name, route)
+                candidates = table.plan(route, self._clock())
+                if self._blocked is not None:
+                    candidates = self._unblocked(candidates, route)
+                round_failures: list[FailureClass] = []
+                for target in candidates:
+                    if target.backend.name in refused:
+                        continue
+                    if len(req.attempts) >= cfg.max_attempts and not (
+                        holding or self._warming(round_failures, warmup_until, table, route)
+                    ):
+                        break
+                    now = self._clock()
+                    if deadline.expired(now):
+                        break
+                    endpoint = table.endpoints.get(target.backend.name)
+                    if endpoint is None:
+                        continue
+                    if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
+                        # e.g. rerank asked of a backend with no rerank route
+                        req.skipped = [*(req.skipped or ()), _label(target)]
+                        continue
+                    try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
+                    try:
+                        result = await self._attempt(req, target, endpoint, try_timeout, pending)
+                        for dropped in pending:
+                            # Another target served the request the first one dropped: that was its fault.
+                            dropped.failure(FailureClass.CONNECT, self._clock())
+                        return result
+                    except UpstreamFailure as failure:
+                        if failure.failure is FailureClass.CLIENT_ERROR:
+                            # The backend says the request itself is wrong: the client sees its words.
+                            raise self._upstream_error(failure) from None
+                        if failure.request_suspect and len(pending) > 1:
+                            raise self._dropped(req, failure) from None
+                        if failure.failure is FailureClass.AUTH:
+                            refused.add(target.backend.name)
+                            log.error(
+                                "backend %s refused the gateway's credentials (HTTP %s) serving role %s: "
+                                "fix backends.%s.api_key in the fabric file",
+                                target.backend.name,
+                                failure.status,
+                                req.route.name,
+                                target.backend.name,
+                            )
+                        last_error = failure
+                        round_failures.append(failure.failure)
+                round_no += 1
+                now = self._clock()
+                if not round_failures or last_error is None or deadline.expired(now):
+                    break
+                holding = self._warming(round_failures, warmup_until, table, route)
+                if holding:
+                    # Every candidate is loading: hold the request (beyond max_attempts) and look again.
+                    delay: float | None = max(
+                        0.5, backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
+                    )
+                else:
+                    # The next round starts with the same targets again: the policy's wait for "same backend".
+                    delay = retry_delay(
+                        last_error.failure, last_error.retry_after, len(req.attempts), cfg, self._rng
+                    )
+                if delay is None:
+                    break  # out of attempts, or a Retry-After longer than we may hold a request
+                delay = min(delay, deadline.remaining(now))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            raise self._exhausted(req, last_error, deadline.expired(self._clock()))
+
         finally:
             for guard in pending:
                 guard.abandon()  # nothing if it was settled
-
-    async def _forward(
-        self, req: ForwardRequest, pending: list[AttemptGuard]
-    ) -> Response | StreamingResponse:
-        cfg = self._retry
-        start = self._clock()
-        deadline = Deadline(start, cfg.deadline)
-        warmup_until = start + cfg.warmup_wait
-        last_error: UpstreamFailure | None = None
-        refused: set[str] = set()  # backends that refused our credentials: not asked again
-        round_no = 0
-        # Set when a round ended with every candidate loading: the next round is a warm-up retry, which
-        # max_attempts does not cut short (only warmup_wait and the deadline bound it).
-        holding = False
-        # In flight, a request finishes on the table (and retry policy) it started with: a reload swaps
-        # the table for the requests that come after, never under one being served, so its attempts,
-        # retries and stream keep the roles, targets and backends it was planned with. Health and
-        # ejections stay live: a target the reload kept shares its state objects with the new table.
-        # The one exception is a warm-up hold (every candidate loading): that request is waiting for a
-        # target rather than being served, so each held round looks at the newest table, where the
-        # reload may have brought a ready target (or taken the loading one away).
-        table = self._table()
-        route = table.names.get(req.route.name, req.route)
-        while True:
-            if holding:
-                table = self._table()
-                route = table.names.get(req.route.name, route)
-            candidates = table.plan(route, self._clock())
-            if self._blocked is not None:
-                candidates = self._unblocked(candidates, route)
-            round_failures: list[FailureClass] = []
-            for target in candidates:
-                if target.backend.name in refused:
-                    continue
-                if len(req.attempts) >= cfg.max_attempts and not (
-                    holding or self._warming(round_failures, warmup_until, table, route)
-                ):
-                    break
-                now = self._clock()
-                if deadline.expired(now):
-                    break
-                endpoint = table.endpoints.get(target.backend.name)
-                if endpoint is None:
-                    continue
-                if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
-                    # e.g. rerank asked of a backend with no rerank route
-                    req.skipped = [*(req.skipped or ()), _label(target)]
-                    continue
-                try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
-                try:
-                    result = await self._attempt(req, target, endpoint, try_timeout, pending)
-                    for dropped in pending:
-                        # Another target served the request the first one dropped: that was its fault.
-                        dropped.failure(FailureClass.CONNECT, self._clock())
-                    return result
-                except UpstreamFailure as failure:
-                    if failure.failure is FailureClass.CLIENT_ERROR:
-                        # The backend says the request itself is wrong: the client sees its words.
-                        raise self._upstream_error(failure) from None
-                    if failure.request_suspect and len(pending) > 1:
-                        raise self._dropped(req, failure) from None
-                    if failure.failure is FailureClass.AUTH:
-                        refused.add(target.backend.name)
-                        log.error(
-                            "backend %s refused the gateway's credentials (HTTP %s) serving role %s: "
-                            "fix backends.%s.api_key in the fabric file",
-                            target.backend.name,
-                            failure.status,
-                            req.route.name,
-                            target.backend.name,
-                        )
-                    last_error = failure
-                    round_failures.append(failure.failure)
-            round_no += 1
-            now = self._clock()
-            if not round_failures or last_error is None or deadline.expired(now):
-                break
-            holding = self._warming(round_failures, warmup_until, table, route)
-            if holding:
-                # Every candidate is loading: hold the request (beyond max_attempts) and look again.
-                delay: float | None = max(
-                    0.5, backoff(round_no, base=cfg.backoff_base, cap=cfg.backoff_max, rng=self._rng)
-                )
-            else:
-                # The next round starts with the same targets again: the policy's wait for "same backend".
-                delay = retry_delay(
-                    last_error.failure, last_error.retry_after, len(req.attempts), cfg, self._rng
-                )
-            if delay is None:
-                break  # out of attempts, or a Retry-After longer than we may hold a request
-            delay = min(delay, deadline.remaining(now))
-            if delay > 0:
-                await asyncio.sleep(delay)
-        raise self._exhausted(req, last_error, deadline.expired(self._clock()))
 
     def _unblocked(self, candidates: list[TargetState], route: Route) -> list[TargetState]:
         """The candidates whose backend is within its budget; none left: 429 naming the budgets."""

@@ -134,13 +134,18 @@ def test_replicas_sharing_redis_follow_a_reload(
 def test_the_route_needs_a_key_when_keys_are_set(tmp_path: Path) -> None:
     with FakeBackend(kind="vllm", models=("m",)) as backend:
         fabric_file = tmp_path / "fabric.yaml"
-        text = fabric(backend.url).replace("workers: 1}", 'workers: 1, api_keys: ["admin-key-1"]}')
+        text = fabric(backend.url).replace(
+            "workers: 1}", 'workers: 1, api_keys: ["app-key-1"], admin_keys: ["admin-key-1"]}'
+        )
         fabric_file.write_text(text)
         serve = Serve(fabric_file)
         try:
             serve.wait_ready()
             code, _, err = run_cli("config", "reload", "--url", serve.url, "--api-key", "wrong")
             assert code == 1 and "401" in err
+            # An application's key is not an operator's: it cannot reload the gateway.
+            code, _, err = run_cli("config", "reload", "--url", serve.url, "--api-key", "app-key-1")
+            assert code == 1 and "403" in err
             code, out, err = run_cli("config", "reload", "--url", serve.url, "--api-key", "admin-key-1")
             assert code == 0 and "no changes" in out, err
             assert "shares no state" in out

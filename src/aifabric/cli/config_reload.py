@@ -25,7 +25,9 @@ def add_reload_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
     add_gateway_arguments(
         parser,
         timeout=30.0,
-        key_help="a key of gateway.api_keys (needed when keys are set; without keys, loopback only)",
+        key_help="a key of gateway.admin_keys, needed when any key is set (default: $FABRIC_ADMIN_KEY, "
+        "else $FABRIC_MASTER_KEY); without keys, loopback only",
+        admin=True,
     )
     parser.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
 

@@ -355,6 +355,7 @@ def test_errors_are_anthropic_shaped(start_gateway: Start, fakes: dict[str, Fake
             ({"model": "native", "max_tokens": 5, "messages": "hi"}, "messages"),
             ({"model": "native", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}, "role"),
             (b"{not json", "JSON"),
+            (b'{"model": "native", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "JSON"),
         ]:
             kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
             resp = http.post("/v1/messages", headers={"authorization": f"Bearer {KEY}"}, **kwargs)

@@ -72,7 +72,8 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         try:  # integers wider than 64 bits are valid JSON that orjson refuses
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than orjson's limit (1024) also overflows json's stack.
             raise BadRequest(
                 f"We could not parse the JSON body of your request ({exc}). "
                 "Send a JSON object, with `Content-Type: application/json`."

@@ -111,7 +111,8 @@ class OpenAIRoutes:
                 "transcription": "/v1/audio/transcriptions",
             }
             raise BadRequest(
-                f"The model '{model}' is a {route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
+                f"The model '{model}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
+                f"{route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
                 f"send it to {serves[route.kind]}.",
                 param="model",
                 code="wrong_model_kind",

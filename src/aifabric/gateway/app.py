@@ -31,7 +31,7 @@ from aifabric.errors import (
 from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
-from aifabric.gateway.errors import error_response, status_error
+from aifabric.gateway.errors import error_response, status_exception
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.ops_routes import OpsRoutes
@@ -341,6 +341,10 @@ class Gateway:
         route = self.api_routes.get(path[3:])
         return route[1](exc) if route is not None else error_response(exc)
 
+    def listener_error(self, status: int, message: str, path: str) -> Response:
+        """The listener's own errors (body too large, a bug) in the shape of the path's API."""
+        return self.error_for(path, status_exception(status, message))
+
     async def start(
         self, host: str, port: int, *, sock: object = None, reuse_port: bool = False
     ) -> HttpServer:
@@ -351,7 +355,7 @@ class Gateway:
         self.server = HttpServer(
             self.handle,
             max_body_bytes=self.config.gateway.max_body_bytes,
-            error_factory=status_error,
+            error_factory=self.listener_error,
             head_hook=self.on_head,
             log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
         )

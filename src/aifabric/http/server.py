@@ -97,13 +97,15 @@ class StreamingResponse:
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 # Called when the body limit is exceeded or the request cannot be parsed; returns the error response.
-ErrorFactory = Callable[[int, str], Response]
+# (status, message, the request's path or "" when it is not known yet): the API behind a path may
+# have its own error shape (the gateway answers Anthropic's on /v1/messages).
+ErrorFactory = Callable[[int, str, str], Response]
 # Called with the request (its body still empty) once its head is read: a Response refuses it (its
 # body is dropped, never buffered); anything else is kept as `Request.auth` for the handler.
 HeadHook = Callable[["Request"], object]
 
 
-def _plain_error(status: int, message: str) -> Response:
+def _plain_error(status: int, message: str, path: str = "") -> Response:
     return Response(status, message.encode() + b"\n", content_type="text/plain")
 
 
@@ -195,7 +197,7 @@ class _Connection(asyncio.Protocol):
             self._fail(_plain_error(400, "protocol upgrades are not supported"))
             return
         except httptools.HttpParserError as exc:
-            self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}"))
+            self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}", ""))
             return
         if self._in_head and not self._completed:
             # Still in a request's head, and no earlier request ended in `data`: all of it was head
@@ -206,7 +208,7 @@ class _Connection(asyncio.Protocol):
                 limit = self._server.max_head_bytes
                 self._fail(
                     self._server.error_factory(
-                        431, f"request headers are larger than the limit of {limit} bytes"
+                        431, f"request headers are larger than the limit of {limit} bytes", ""
                     )
                 )
 
@@ -313,7 +315,12 @@ class _Connection(asyncio.Protocol):
         self._rejected = True
         self._discard = True  # the rest of the body is read and dropped, not parsed
         limit = self._server.max_body_bytes
-        error = self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
+        message = f"request body is larger than the limit of {limit} bytes"
+        try:
+            path = self._request(b"").path
+        except httptools.HttpParserInvalidURLError:
+            path = ""
+        error = self._server.error_factory(413, message, path)
         self._queue(error, keep_alive=False)
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -370,7 +377,8 @@ class _Connection(asyncio.Protocol):
             if request is not None:
                 self._server.log_exception(request)
             if not self._head_sent:
-                self._write(self._server.error_factory(500, "internal error in the gateway"), False)
+                path = request.path if request is not None else ""
+                self._write(self._server.error_factory(500, "internal error in the gateway", path), False)
             self.close()
         finally:
             self._task = None
@@ -382,7 +390,7 @@ class _Connection(asyncio.Protocol):
             raise
         except Exception:  # the handler's own bug: answered, logged, never a hung connection
             self._server.log_exception(request)
-            return self._server.error_factory(500, "internal error in the gateway")
+            return self._server.error_factory(500, "internal error in the gateway", request.path)
 
     def _head(
         self, status: int, content_type: str, headers: list[tuple[str, str]], keep_alive: bool

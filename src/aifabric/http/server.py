@@ -125,6 +125,7 @@ class _Connection(asyncio.Protocol):
         "_drain",
         "_head_bytes",
         "_head_sent",
+        "_head_size",
         "_headed",
         "_headers",
         "_in_head",
@@ -156,6 +157,7 @@ class _Connection(asyncio.Protocol):
         self._rejected = False
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
+        self._head_size = 0  # the URL and headers of the request, as parsed (see on_headers_complete)
         self._completed = False  # a request ended in the data being fed
         self._discard = False  # the request stream is unusable: ignore the rest, answer, close
         self._head_sent = False  # whether the current response's head went out
@@ -230,6 +232,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._head_size = 0
         self._url = b""
         self._headers = {}
         self._body = []
@@ -240,12 +243,22 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_size > self._server.max_head_bytes:
+            # A head that arrived whole in one read is not counted by data_received: counted here.
+            limit = self._server.max_head_bytes
+            self._refused = self._server.error_factory(
+                431, f"request headers are larger than the limit of {limit} bytes", ""
+            )
+            self._fail(self._refused)
+            return
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body_bytes:
             # Answer now, before the client sends a body we would throw away, and close after it.

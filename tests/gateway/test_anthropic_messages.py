@@ -355,6 +355,7 @@ def test_errors_are_anthropic_shaped(start_gateway: Start, fakes: dict[str, Fake
             ({"model": "native", "max_tokens": 5, "messages": "hi"}, "messages"),
             ({"model": "native", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}, "role"),
             (b"{not json", "JSON"),
+            (b'{"model": "native", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "JSON"),
         ]:
             kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
             resp = http.post("/v1/messages", headers={"authorization": f"Bearer {KEY}"}, **kwargs)
@@ -401,6 +402,34 @@ def test_upstream_failures_are_anthropic_shaped(
     assert busy.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert busy.value.response.headers["retry-after"] == "1"  # the SDK's own retry logic reads it
     _strict_error(busy.value.body)
+
+
+def test_a_body_over_the_limit_is_413_in_anthropics_shape(
+    start_gateway: Start, fakes: dict[str, FakeBackend]
+) -> None:
+    small = fabric(fakes).replace("{api_keys:", "{max_body_bytes: 2048, api_keys:")
+    gw = start_gateway(small)
+    big = [{"role": "user", "content": "x" * 5000}]
+    with (
+        anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0) as c,
+        pytest.raises(anthropic.APIStatusError) as too_large,
+    ):
+        c.messages.create(model="native", max_tokens=5, messages=big)
+    assert too_large.value.status_code == 413
+    assert too_large.value.body == {
+        "type": "error",
+        "error": {
+            "type": "request_too_large",
+            "message": "request body is larger than the limit of 2048 bytes",
+        },
+    }
+    # The OpenAI routes keep OpenAI's shape for the same refusal.
+    openai_shaped = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={"model": "native", "messages": big},
+    )
+    assert openai_shaped.status_code == 413 and openai_shaped.json()["error"]["code"] == "request_too_large"
 
 
 @pytest.mark.parametrize("role", ["native", "translated"])

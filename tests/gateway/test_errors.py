@@ -57,7 +57,7 @@ def test_embeddings_request_to_chat_role_is_400(start_gateway: Start, fb: FakeBa
     err = assert_openai_error(
         httpx.post(gw.url + "/v1/chat/completions", json={"model": "embeddings-general", "messages": []}), 400
     )
-    assert "/v1/embeddings" in err["message"]
+    assert "is an embeddings role" in err["message"] and "/v1/embeddings" in err["message"]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,7 @@ def test_embeddings_request_to_chat_role_is_400(start_gateway: Start, fb: FakeBa
         (b"[1, 2]", "JSON object"),
         (b'{"messages": []}', "model"),
         (b'{"model": 5, "messages": []}', "model"),
+        (b'{"model": "chat-fast", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "parse the JSON"),
     ],
 )
 def test_malformed_or_missing_model_is_400(

@@ -155,6 +155,17 @@ def test_oversized_request_headers_get_431_and_the_connection_closed() -> None:
     run(check)
 
 
+def test_oversized_headers_that_arrive_whole_in_one_write_get_431() -> None:
+    async def check(port: int) -> None:
+        # 24 KiB of complete headers (each one short) in one write, over the 16 KiB limit.
+        headers = b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 2000) for i in range(12))
+        data = await exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        assert data.startswith(b"HTTP/1.1 431 "), data[:100]
+        assert b"connection: close" in data
+
+    run(check)
+
+
 def test_long_but_reasonable_headers_are_accepted() -> None:
     async def check(port: int) -> None:
         headers = b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 1000) for i in range(12))

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,6 +221,44 @@ def test_a_local_backend_port_already_held_fails(tmp_path: Path, held_port: int)
     check = by_name(diagnose(write_fabric(tmp_path, port=free_port(), extra=extra), environ={}))
     assert check["port of local-chat"].verdict is Verdict.FAIL
     assert f"pid {os.getpid()}" in check["port of local-chat"].summary
+
+
+def _hold_port_in_a_process(argv_tail: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """A real process listening on a free port, its command line ending in `argv_tail`."""
+    port = free_port()
+    code = (
+        "import socket, sys, time; s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(120)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv_tail], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc, port
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fix"),
+    [
+        # The embeddings server of a running `aifabric up` is no gateway: no /status to look at.
+        (["-m", "aifabric.local.embed_server"], "the embeddings server of an `aifabric up`"),
+        # A path that merely contains the name is not aifabric either.
+        (["/opt/aifabric/bin/llama-server"], "stop it (`kill "),
+        (["/opt/venv/bin/aifabric", "serve"], "aifabric already runs there"),
+    ],
+)
+def test_a_held_port_fix_names_what_holds_it(tmp_path: Path, argv_tail: list[str], fix: str) -> None:
+    proc, port = _hold_port_in_a_process(argv_tail)
+    try:
+        check = by_name(diagnose(write_fabric(tmp_path, port=port), environ={}))["listen port"]
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert check.verdict is Verdict.FAIL
+    assert f"pid {proc.pid}" in check.summary
+    assert fix in check.fix
+    if "aifabric status --url" in check.fix:
+        assert "serve" in argv_tail
 
 
 def test_an_engine_that_does_not_import_or_crashes_fails() -> None:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
@@ -52,6 +53,26 @@ def test_a_gateway_not_run_by_up_has_nothing_to_drill_and_is_left_alone() -> Non
         in report["aborted"]
     )
     assert report["restarted"] is False and report["exit_code"] == 2
+
+
+def test_a_gateway_that_wants_a_key_is_said_so_not_called_unhealthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FABRIC_MASTER_KEY", raising=False)
+    keyed = SERVED.replace("port: 0}}", "port: 0, api_keys: [k-secret]}}")
+    with FakeBackend(kind="vllm", models=("m",)) as fb:
+        running = RunningGateway(
+            load_config_text(keyed.format(url=fb.url), "fabric.yaml"), probe=True
+        ).start()
+        try:
+            deadline = time.monotonic() + 30
+            while httpx.get(running.url + "/status").json()["backends"]["remote"]["state"] != "up":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            code, out, _ = drill("--url", running.url)
+        finally:
+            running.stop()
+    assert code == 2
+    assert "FAIL  baseline" in out and "the gateway wants an API key: pass --api-key" in out
+    assert "not healthy" not in out
 
 
 def test_an_unreachable_gateway_is_not_drilled() -> None:

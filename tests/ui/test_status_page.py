@@ -119,7 +119,8 @@ def test_roles_show_their_targets_and_how_they_route(page: Node) -> None:
 def test_it_says_what_a_client_should_call(page: Node, estate: Estate) -> None:
     connect = page.by_id("connect-body")
     assert f"Base URL {estate.url}/v1" in connect.text
-    assert connect.one("p", data_auth="required").text.startswith("API key required")
+    auth = connect.one("p", data_auth="required").text
+    assert auth.startswith("API key required") and "aifabric keys create" in auth  # not only api_keys
     names = {
         row.attrs["data-model-name"]: [td.text for td in row.find_all("td")]
         for row in connect.find_all("tr")

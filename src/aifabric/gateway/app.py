@@ -32,14 +32,14 @@ from aifabric.errors import (
 from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
-from aifabric.gateway.errors import error_response, status_error
+from aifabric.gateway.errors import error_response, status_exception
 from aifabric.gateway.forward import Forwarder
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.operator_access import OperatorAccess
 from aifabric.gateway.ops_routes import OpsRoutes
 from aifabric.gateway.reload import ReloadOutcome
 from aifabric.gateway.reloading import RELOAD_PATH, Reloads
-from aifabric.gateway.request_ids import request_id, shown
+from aifabric.gateway.request_ids import new_request_id, request_id, shown
 from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
@@ -408,6 +408,11 @@ class Gateway:
         route = self.api_routes.get(path[3:])
         return route[1](exc) if route is not None else error_response(exc)
 
+    def listener_error(self, status: int, message: str, path: str) -> Response:
+        """The listener's own errors (body too large, a timeout, a bug) in the shape of the path's API,
+        with a request id of their own (the request's head may not even have been read)."""
+        return self.error_for(path, _tagged(status_exception(status, message), new_request_id()))
+
     async def start(
         self, host: str, port: int, *, sock: object = None, reuse_port: bool = False
     ) -> HttpServer:
@@ -419,7 +424,7 @@ class Gateway:
         self.server = HttpServer(
             self.handle,
             max_body_bytes=gw.max_body_bytes,
-            error_factory=status_error,
+            error_factory=self.listener_error,
             log_exception=lambda r: log.exception("unhandled error serving %s %s", r.method, r.path),
             head_hook=self.on_head,
             max_buffered_bytes=gw.max_buffered_bytes,

@@ -54,7 +54,8 @@ class DialectForwarding:
             raise ModelNotFound(f"The model '{model}' does not exist. Valid models: {valid}.", param="model")
         if route.kind not in kinds:
             raise BadRequest(
-                f"The model '{model}' is a {route.kind} role and does not serve {what}; "
+                f"The model '{model}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
+                f"{route.kind} role and does not serve {what}; "
                 f"send it to {_ROUTE_OF_KIND.get(route.kind, 'its own route')}.",
                 param="model",
                 code="wrong_model_kind",

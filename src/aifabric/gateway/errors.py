@@ -11,7 +11,7 @@ from aifabric.gateway.request_ids import new_request_id
 from aifabric.http.server import Response
 from aifabric.observability.logging import redact
 
-__all__ = ["error_body", "error_response", "status_error"]
+__all__ = ["error_body", "error_response", "status_error", "status_exception"]
 
 
 def error_body(message: str, type: str, code: str | int | None = None, param: str | None = None) -> bytes:
@@ -35,10 +35,16 @@ def error_response(exc: ApiError) -> Response:
     )
 
 
-def status_error(status: int, message: str) -> Response:
-    """For the listener's own errors (malformed HTTP, body too large, a bug): still OpenAI-shaped,
-    with a request id of their own (the request's head may not even have been read)."""
+def status_exception(status: int, message: str) -> ApiError:
+    """The listener's own errors (malformed HTTP, body too large, a bug) as an `ApiError`."""
     code = "request_too_large" if status == 413 else None
+    return ApiError(message, status=status, type=openai_error_type(status), code=code)
+
+
+def status_error(status: int, message: str, path: str = "") -> Response:
+    """For the listener's own errors (malformed HTTP, body too large, a bug): OpenAI-shaped, with a
+    request id of their own (the request's head may not even have been read). The gateway answers
+    them in the shape of the path's API (`Gateway.listener_error`)."""
     rid = new_request_id()
-    body = error_body(f"{message} (request id {rid})", openai_error_type(status), code)
-    return Response(status, body, [("x-request-id", rid)])
+    exc = status_exception(status, f"{message} (request id {rid})")
+    return Response(status, error_body(exc.message, exc.type, exc.code), [("x-request-id", rid)])

@@ -69,8 +69,8 @@ class OpenAIRoutes:
                 "transcription": "/v1/audio/transcriptions",
             }
             raise BadRequest(
-                f"The model '{shown(model)}' is a {route.kind} role and does not serve "
-                f"{_ENDPOINT_NAMES[endpoint]}; "
+                f"The model '{shown(model)}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
+                f"{route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
                 f"send it to {serves[route.kind]}.",
                 param="model",
                 code="wrong_model_kind",

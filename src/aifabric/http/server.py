@@ -108,13 +108,15 @@ class StreamingResponse:
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 # Called when the body limit is exceeded or the request cannot be parsed; returns the error response.
-ErrorFactory = Callable[[int, str], Response]
+# (status, message, the request's path or "" when it is not known yet): the API behind a path may
+# have its own error shape (the gateway answers Anthropic's on /v1/messages).
+ErrorFactory = Callable[[int, str, str], Response]
 # Called with the request (its body still empty) once its head is read: a Response refuses it (its
 # body is dropped, never buffered); anything else is kept as `Request.auth` for the handler.
 HeadHook = Callable[[Request], object]
 
 
-def _plain_error(status: int, message: str) -> Response:
+def _plain_error(status: int, message: str, path: str = "") -> Response:
     return Response(status, message.encode() + b"\n", content_type="text/plain")
 
 
@@ -196,7 +198,7 @@ class _Connection(asyncio.Protocol):
             # idle clients cannot take every file descriptor of the process).
             self._discard = True
             server.cap_reached()
-            self._write(server.error_factory(503, server.cap_message()), keep_alive=False)
+            self._write(server.error_factory(503, server.cap_message(), ""), keep_alive=False)
             self.close()
             return
         peer = transport.get_extra_info("peername")
@@ -230,7 +232,7 @@ class _Connection(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             if not self._discard:
-                self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}"))
+                self._fail(self._server.error_factory(400, f"malformed HTTP request: {exc}", ""))
             return
         if self._in_head and not self._completed and not self._discard:
             # Still in a request's head, and no earlier request ended in `data`: all of it was head
@@ -243,7 +245,9 @@ class _Connection(asyncio.Protocol):
 
     def _head_too_large(self) -> Response:
         limit = self._server.max_head_bytes
-        return self._server.error_factory(431, f"request headers are larger than the limit of {limit} bytes")
+        return self._server.error_factory(
+            431, f"request headers are larger than the limit of {limit} bytes", ""
+        )
 
     def _fail(self, error: Response) -> None:
         """The request stream cannot go on: answer `error` in turn, then close."""
@@ -279,13 +283,13 @@ class _Connection(asyncio.Protocol):
         server = self._server
         if self._in_head and now - self._head_started > server.head_timeout:
             self._fail(
-                server.error_factory(408, f"the request head did not arrive within {server.head_timeout:g} s")
+                server.error_factory(
+                    408, f"the request head did not arrive within {server.head_timeout:g} s", ""
+                )
             )
         elif self._in_body and now - self.last_active > server.body_timeout:
             self._fail(
-                server.error_factory(
-                    408, f"the request body stalled: nothing received for {server.body_timeout:g} s"
-                )
+                self._error(408, f"the request body stalled: nothing received for {server.body_timeout:g} s")
             )
 
     def pause_writing(self) -> None:
@@ -381,7 +385,7 @@ class _Connection(asyncio.Protocol):
             # Many large bodies arriving at once: this one waits for another time rather than the
             # process growing without bound.
             self._refuse(
-                server.error_factory(
+                self._error(
                     503, "the gateway is receiving too many large request bodies at once; retry shortly"
                 )
             )
@@ -407,7 +411,12 @@ class _Connection(asyncio.Protocol):
 
     def _too_large(self) -> Response:
         limit = self._server.max_body_bytes
-        return self._server.error_factory(413, f"request body is larger than the limit of {limit} bytes")
+        return self._error(413, f"request body is larger than the limit of {limit} bytes")
+
+    def _error(self, status: int, message: str) -> Response:
+        """The listener's own error for the request being read, in the shape of its path's API."""
+        request = self._request
+        return self._server.error_factory(status, message, request.path if request is not None else "")
 
     # -- dispatch ---------------------------------------------------------------------------------
     def _queue(self, item: Request | Response, keep_alive: bool, legacy: bool = False) -> None:
@@ -470,7 +479,8 @@ class _Connection(asyncio.Protocol):
             if request is not None:
                 self._server.log_exception(request)
             if not self._head_sent:
-                self._write(self._server.error_factory(500, "internal error in the gateway"), False)
+                path = request.path if request is not None else ""
+                self._write(self._server.error_factory(500, "internal error in the gateway", path), False)
             self.close()
         finally:
             self._task = None
@@ -482,7 +492,7 @@ class _Connection(asyncio.Protocol):
             raise
         except Exception:  # the handler's own bug: answered, logged, never a hung connection
             self._server.log_exception(request)
-            return self._server.error_factory(500, "internal error in the gateway")
+            return self._server.error_factory(500, "internal error in the gateway", request.path)
 
     def _head(
         self, status: int, content_type: str, headers: list[tuple[str, str]], keep_alive: bool

@@ -65,7 +65,7 @@ def _json(status: int, body: object, headers: list[tuple[str, str]] | None = Non
     return Response(status, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers or [])
 
 
-def _error_response(status: int, message: str) -> Response:
+def _error_response(status: int, message: str, path: str = "") -> Response:
     """What the HTTP layer answers by itself (malformed request, body over the limit), OpenAI-shaped."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return _json(status, {"error": {"message": message, "type": kind, "param": None, "code": None}})

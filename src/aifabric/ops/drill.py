@@ -198,6 +198,14 @@ class _Drill:
         smoke = await self.smoke()
         if not smoke.ok:
             bad = "; ".join(f"{c.name}: {c.detail}" for c in smoke.checks if not c.ok)
+            if any(c.status in (401, 403) for c in smoke.checks if not c.ok):
+                # The fabric may be fine: the drill was not let in (the key store or api_keys close it).
+                raise self.fail(
+                    "baseline",
+                    "the gateway wants an API key: pass --api-key with a key of gateway.api_keys or one "
+                    "made by `aifabric keys create --scope admin` (or set FABRIC_MASTER_KEY). "
+                    f"Smoke test: {bad}",
+                )
             raise self.fail("baseline", f"the fabric is not healthy; fix that first. Smoke test: {bad}")
         detail = f"{len(backends)} backend(s) up; smoke test: all {len(smoke.checks)} checks passed"
         self.record(DrillStep("baseline", True, detail, round(self.clock() - started, 3)))

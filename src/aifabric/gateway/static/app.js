@@ -351,8 +351,9 @@
         "p",
         { "data-auth": auth ? "required" : "open" },
         auth
-          ? ["API key required: send ", code("Authorization: Bearer <key>"), " with one of the keys in ", code("gateway.api_keys"), "."]
-          : "No API key needed (gateway.api_keys is not set).",
+          ? ["API key required: send ", code("Authorization: Bearer <key>"), " with a key of ", code("gateway.api_keys"),
+             " or one made by ", code("aifabric keys create"), "."]
+          : "No API key needed (no gateway.api_keys, and no key made by `aifabric keys create`).",
       ),
       rows.length ? table(["model", "kind", ""], rows, { class: "names" }) : null,
       example ? h("pre", {}, example) : null,

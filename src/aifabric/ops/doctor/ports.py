@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 from urllib.parse import urlsplit
 
 from aifabric.config.schema import FabricConfig
@@ -61,9 +62,25 @@ def port_check(name: str, host: str, port: int, key: str = "gateway.port") -> Ch
         )
     cmd = holder.cmdline if len(holder.cmdline) <= 120 else holder.cmdline[:117] + "..."
     fix = f"stop it (`kill {holder.pid}`), or set {key} to a free port"
-    if "aifabric" in holder.cmdline:
+    words = holder.cmdline.split()
+    if "aifabric.local.embed_server" in words:
+        # The embeddings server of a running `aifabric up`: its supervisor would restart it if killed,
+        # and it has no /status of its own.
+        fix = (
+            "the embeddings server of an `aifabric up` already running on this machine "
+            f"(`aifabric status` shows it); stop that `aifabric up` first (Ctrl-C), or change {key}"
+        )
+    elif _is_gateway(words):
         fix = (
             f"aifabric already runs there (see `aifabric status --url http://127.0.0.1:{port}`); "
             f"stop it first (`systemctl stop aifabric` or `kill {holder.pid}`), or change {key}"
         )
     return Check(name, Verdict.FAIL, f"port {port} on {host} is in use by pid {holder.pid} ({cmd})", fix)
+
+
+def _is_gateway(words: list[str]) -> bool:
+    """Whether a command line is `aifabric up` or `aifabric serve` (not merely a path with the name)."""
+    for word, following in itertools.pairwise(words):
+        if word.rsplit("/", 1)[-1] == "aifabric" and following in ("up", "serve"):
+            return True
+    return False

@@ -416,11 +416,12 @@ def test_a_body_over_the_limit_is_413_in_anthropics_shape(
     ):
         c.messages.create(model="native", max_tokens=5, messages=big)
     assert too_large.value.status_code == 413
+    rid = too_large.value.response.headers["x-request-id"]
     assert too_large.value.body == {
         "type": "error",
         "error": {
             "type": "request_too_large",
-            "message": "request body is larger than the limit of 2048 bytes",
+            "message": f"request body is larger than the limit of 2048 bytes (request id {rid})",
         },
     }
     # The OpenAI routes keep OpenAI's shape for the same refusal.

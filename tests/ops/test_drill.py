@@ -57,21 +57,25 @@ def test_a_gateway_not_run_by_up_has_nothing_to_drill_and_is_left_alone() -> Non
 
 def test_a_gateway_that_wants_a_key_is_said_so_not_called_unhealthy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FABRIC_MASTER_KEY", raising=False)
-    keyed = SERVED.replace("port: 0}}", "port: 0, api_keys: [k-secret]}}")
+    keyed = SERVED.replace("port: 0}}", "port: 0, api_keys: [k-secret], admin_keys: [a-secret]}}")
+    admin = {"authorization": "Bearer a-secret"}
     with FakeBackend(kind="vllm", models=("m",)) as fb:
         running = RunningGateway(
             load_config_text(keyed.format(url=fb.url), "fabric.yaml"), probe=True
         ).start()
         try:
             deadline = time.monotonic() + 30
-            while httpx.get(running.url + "/status").json()["backends"]["remote"]["state"] != "up":
+            while (
+                httpx.get(running.url + "/status", headers=admin).json()["backends"]["remote"]["state"]
+                != "up"
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             code, out, _ = drill("--url", running.url)
         finally:
             running.stop()
     assert code == 2
-    assert "FAIL  baseline" in out and "the gateway wants an API key: pass --api-key" in out
+    assert "FAIL  baseline" in out and "need an admin key" in out and "pass it with --api-key" in out
     assert "not healthy" not in out
 
 

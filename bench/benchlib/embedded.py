@@ -6,7 +6,13 @@ straight to each engine, beside the physical limits measured in the same run.
     embeddings   p50 of one single-sentence request on a keep-alive connection (wrk -c1), and
                  requests/s of 128 concurrent single-sentence requests (wrk -c128), through the
                  gateway and to the embeddings server directly; the limit is one ONNX run of 128
-                 sentences timed in this process on the same model
+                 sentences timed in this process on the same model. The 128-concurrent pair is
+                 run twice (straight, gateway, straight, gateway): on a shared machine one pair
+                 can land on a quiet or a busy second. Beside each rate, figures that do not
+                 depend on that timing noise: the CPU each process spent per request (the
+                 gateway's own cost is its CPU, on a machine where the model wants every core),
+                 and the mean batch the embeddings server formed (its /health counts runs and
+                 inputs): smaller batches through the gateway would mean it staggers requests.
 
 The chat client is plain threads with keep-alive http.client connections: a 64-token answer takes
 hundreds of milliseconds, so the client's own cost is negligible; the embeddings load comes from wrk,
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -24,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import procstat
 from benchlib.process import TargetProcess
 from benchlib.upstream import free_port, wait_for_status
 from benchlib.wrk import run_wrk
@@ -34,6 +42,7 @@ CHAT_TOKENS = 64
 CHAT_CONCURRENCY = (1, 4, 8)
 EMBED_SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 ONNX_BATCH = 128
+C128_ROUNDS = 2
 
 
 def chat_body(model: str) -> bytes:
@@ -128,8 +137,13 @@ class EmbeddedFabric:
             "--local-port-base", str(self.local_base),
             "--log-dir", str(workdir / "embedded-logs"),
         ]  # fmt: skip
+        # Its own key store and usage ledger: with the user's, one key made by `aifabric keys create`
+        # would turn every keyless bench request into a 401 (and the bench's traffic would be billed).
+        env = dict(
+            os.environ, XDG_DATA_HOME=str(workdir / "xdg-data"), XDG_STATE_HOME=str(workdir / "xdg-state")
+        )
         self.proc = TargetProcess(
-            "aifabric-up", argv, self.port, "/health/ready", workdir / "embedded-up.log"
+            "aifabric-up", argv, self.port, "/health/ready", workdir / "embedded-up.log", env=env
         )
 
     @property
@@ -155,6 +169,52 @@ class EmbeddedFabric:
 
     def stop(self) -> None:
         self.proc.stop(grace_s=20.0)
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds so far of (the gateway, the embeddings server); llama-servers not counted."""
+        gateway = embed = 0.0
+        for sample in procstat.sample_tree(self.proc.pid):
+            if sample.name.startswith("llama"):
+                continue
+            seconds = sample.cpu_ticks / procstat.CLK_TCK
+            if _is_embed_server(sample.pid):
+                embed += seconds
+            else:
+                gateway += seconds
+        return gateway, embed
+
+    def batches(self) -> tuple[int, int]:
+        """(model runs, inputs) of the embeddings server so far, from its /health."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.embed_port, timeout=10)
+        try:
+            conn.request("GET", "/health")
+            doc = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        return int(doc["batches"]["runs"]), int(doc["batches"]["inputs"])
+
+
+def _is_embed_server(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"aifabric.local.embed_server" in f.read()
+    except OSError:
+        return False
+
+
+def embed_load(
+    fabric: EmbeddedFabric, url: str, body: str, connections: int, duration: float
+) -> dict[str, float]:
+    """One wrk run, with the CPU each process spent per request and the mean batch it made."""
+    cpu0, batches0 = fabric.cpu_split(), fabric.batches()
+    result = run_wrk(url, body, connections, duration).to_dict()
+    cpu1, batches1 = fabric.cpu_split(), fabric.batches()
+    served = max(result["requests"], 1.0)
+    runs, inputs = batches1[0] - batches0[0], batches1[1] - batches0[1]
+    result["gateway_cpu_ms"] = 1000 * (cpu1[0] - cpu0[0]) / served
+    result["embed_cpu_ms"] = 1000 * (cpu1[1] - cpu0[1]) / served
+    result["mean_batch"] = inputs / runs if runs else 0.0
+    return result
 
 
 def _gateway_sees_all_up(port: int) -> bool:
@@ -222,14 +282,18 @@ def run_embedded(workdir: Path, *, quick: bool, duration: float, ready_timeout: 
         embed_gateway = f"http://127.0.0.1:{gateway}/v1/embeddings"
         run_wrk(embed_direct, embed_body(EMBED_MODEL), 8, 1)  # warm-up
         run_wrk(embed_gateway, embed_body("embeddings-general"), 8, 1)
-        for name, connections in (("one", 1), ("c128", 128)):
+        plan = [("one", 1)] + [("c128" if r == 0 else f"c128-{r + 1}", 128) for r in range(C128_ROUNDS)]
+        for name, connections in plan:
             print(f"  embeddings c={connections} ...", end=" ", flush=True)
-            d_res = run_wrk(embed_direct, embed_body(EMBED_MODEL), connections, duration)
-            g_res = run_wrk(embed_gateway, embed_body("embeddings-general"), connections, duration)
-            raw["embeddings"][name] = {"direct": d_res.to_dict(), "gateway": g_res.to_dict()}
+            d = embed_load(fabric, embed_direct, embed_body(EMBED_MODEL), connections, duration)
+            g = embed_load(fabric, embed_gateway, embed_body("embeddings-general"), connections, duration)
+            raw["embeddings"][name] = {"direct": d, "gateway": g}
             print(
-                f"server p50 {d_res.p50_us / 1000:.1f} ms {d_res.rps:.0f}/s, "
-                f"gateway p50 {g_res.p50_us / 1000:.1f} ms {g_res.rps:.0f}/s",
+                f"server p50 {d['p50_us'] / 1000:.1f} ms {d['rps']:.0f}/s "
+                f"(batch {d['mean_batch']:.0f}, {d['embed_cpu_ms']:.2f} ms CPU/req), "
+                f"gateway p50 {g['p50_us'] / 1000:.1f} ms {g['rps']:.0f}/s "
+                f"(batch {g['mean_batch']:.0f}, gateway {g['gateway_cpu_ms']:.2f} + "
+                f"server {g['embed_cpu_ms']:.2f} ms CPU/req)",
                 flush=True,
             )
     finally:

@@ -22,6 +22,25 @@ def overhead(direct: float, gateway: float, *, higher_is_better: bool) -> float 
     return (direct - gateway) / direct if higher_is_better else (gateway - direct) / direct
 
 
+def c128_rounds(emb: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 128-concurrent pairs of a run ("c128", "c128-2", ...), in the order they ran."""
+    return [level for key, level in emb.items() if key == "c128" or key.startswith("c128-")]
+
+
+def c128_mean(emb: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The rounds folded into one pair: mean requests/s, errors summed (neither round picked)."""
+    rounds = c128_rounds(emb)
+    if not rounds:
+        return None
+    return {
+        side: {
+            "rps": sum(r[side]["rps"] for r in rounds) / len(rounds),
+            "errors": sum(r[side]["errors"] for r in rounds),
+        }
+        for side in ("direct", "gateway")
+    }
+
+
 def goals(raw: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, met) for each of issue 10's goals; met is None when not measured."""
     out: list[tuple[str, str, bool | None]] = []
@@ -49,7 +68,7 @@ def goals(raw: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     else:
         out.append(("chat at 8 concurrent >= 2x single stream", "not measured", None))
     emb = raw.get("embeddings", {})
-    one, many = emb.get("one"), emb.get("c128")
+    one, many = emb.get("one"), c128_mean(emb)
     if one:
         p50 = one["gateway"]["p50_us"] / 1000
         out.append(("one embedding p50 through the gateway < 10 ms", f"{p50:.2f} ms", p50 < EMBED_P50_MS))
@@ -58,7 +77,7 @@ def goals(raw: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         out.append(
             (
                 "128 concurrent embeddings >= 500/s with 0 errors",
-                f"{rps:.0f}/s, {errors:.0f} errors",
+                f"{rps:.0f}/s (mean of {len(c128_rounds(emb))} rounds), {errors:.0f} errors",
                 rps >= EMBED_RPS and errors == 0,
             )
         )
@@ -113,7 +132,7 @@ def render_embedded(raw: dict[str, Any]) -> str:
     limit = raw.get("limits", {}).get("onnx_batch")
     if emb:
         rows = []
-        one, many = emb.get("one"), emb.get("c128")
+        one = emb.get("one")
         if one:
             d, g = one["direct"], one["gateway"]
             rows.append(
@@ -125,23 +144,35 @@ def render_embedded(raw: dict[str, Any]) -> str:
                     "",
                 ]
             )
-        if many:
-            d, g = many["direct"], many["gateway"]
+        shown = (
+            f"{limit['per_s']:.0f}/s (one run of {limit['batch']:.0f}: {limit['seconds'] * 1000:.0f} ms)"
+            if limit
+            else ""
+        )
+        evidence = []
+        for n, level in enumerate(c128_rounds(emb), 1):
+            d, g = level["direct"], level["gateway"]
             lag = overhead(d["rps"], g["rps"], higher_is_better=True)
-            shown = (
-                f"{limit['per_s']:.0f}/s (one run of {limit['batch']:.0f}: {limit['seconds'] * 1000:.0f} ms)"
-                if limit
-                else ""
-            )
             rows.append(
                 [
-                    "128 concurrent single sentences",
+                    f"128 concurrent single sentences, round {n}",
                     f"{d['rps']:.0f}/s ({d['errors']:.0f} errors)",
                     f"{g['rps']:.0f}/s ({g['errors']:.0f} errors)",
                     "n/a" if lag is None else f"{lag:+.1%}",
-                    shown,
+                    shown if n == 1 else "",
                 ]
             )
+            if "mean_batch" in d:
+                evidence.append(
+                    [
+                        f"round {n}",
+                        f"{d['mean_batch']:.0f}",
+                        f"{g['mean_batch']:.0f}",
+                        f"{d['embed_cpu_ms']:.2f} ms",
+                        f"{g['embed_cpu_ms']:.2f} ms",
+                        f"{g['gateway_cpu_ms']:.2f} ms",
+                    ]
+                )
         lines += [
             "Embeddings (all-MiniLM-L6-v2 int8 ONNX, one sentence per request, wrk).",
             "",
@@ -151,6 +182,25 @@ def render_embedded(raw: dict[str, Any]) -> str:
             ),
             "",
         ]
+        if evidence:
+            lines += [
+                "At 128 concurrent, what does not depend on timing noise: the mean batch the embeddings "
+                "server formed (model runs and inputs from its /health), and the CPU each process spent "
+                "per request.",
+                "",
+                markdown_table(
+                    [
+                        "",
+                        "mean batch, alone",
+                        "mean batch, via gateway",
+                        "server CPU/req, alone",
+                        "server CPU/req, via gateway",
+                        "gateway CPU/req",
+                    ],
+                    evidence,
+                ),
+                "",
+            ]
     lines += ["Issue 10's goals:", ""]
     rows = [
         [goal, measured, {True: "met", False: "NOT met", None: "-"}[met]]

@@ -69,7 +69,10 @@ def test_the_goals_are_computed_from_the_figures() -> None:
         True,
     )
     assert met["one embedding p50 through the gateway < 10 ms"] == ("4.30 ms", True)
-    assert met["128 concurrent embeddings >= 500/s with 0 errors"] == ("690/s, 0 errors", True)
+    assert met["128 concurrent embeddings >= 500/s with 0 errors"] == (
+        "690/s (mean of 1 rounds), 0 errors",
+        True,
+    )
     assert met["the gateway adds < 2% (chat c=8, embeddings c=128)"] == ("at most +1.4%", True)
     errors = {
         **RAW,
@@ -77,6 +80,29 @@ def test_the_goals_are_computed_from_the_figures() -> None:
     }
     met = {goal: ok for goal, _, ok in goals(errors)}
     assert met["128 concurrent embeddings >= 500/s with 0 errors"] is False
+
+
+def test_rounds_of_128_concurrent_are_averaged_not_picked() -> None:
+    def evidence(rps: float, batch: float, server_ms: float, gateway_ms: float) -> dict[str, float]:
+        return {**wrk(rps, 150), "mean_batch": batch, "embed_cpu_ms": server_ms, "gateway_cpu_ms": gateway_ms}
+
+    raw = {
+        **RAW,
+        "embeddings": {
+            "one": RAW["embeddings"]["one"],
+            "c128": {"direct": evidence(600, 64, 2.9, 0.02), "gateway": evidence(500, 62, 3.0, 0.16)},
+            "c128-2": {"direct": evidence(400, 70, 3.1, 0.02), "gateway": evidence(500, 60, 3.0, 0.17)},
+        },
+    }
+    met = {goal: measured for goal, measured, _ in goals(raw)}
+    assert met["128 concurrent embeddings >= 500/s with 0 errors"] == "500/s (mean of 2 rounds), 0 errors"
+    assert met["the gateway adds < 2% (chat c=8, embeddings c=128)"] == "at most +1.3%"  # c8; c128: 0%
+    text = render_embedded(raw)
+    assert (
+        "| 128 concurrent single sentences, round 2 | 400/s (0 errors) | 500/s (0 errors) | -25.0% |  |"
+        in text
+    )
+    assert "| round 1 | 64 | 62 | 2.90 ms | 3.00 ms | 0.16 ms |" in text
 
 
 def test_the_report_shows_both_paths_the_limit_and_the_goals() -> None:

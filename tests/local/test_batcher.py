@@ -71,7 +71,7 @@ def test_requests_that_arrive_during_a_run_share_the_next_one() -> None:
             assert model.runs == [texts(0), texts(*range(1, 11))]  # 11 requests, 2 model runs
             assert [ids(v) for v, _ in results] == [[n] for n in range(11)]  # each gets its own vector
             assert [tokens for _, tokens in results] == [2] * 10 + [3]
-            assert batcher.runs == 2
+            assert (batcher.runs, batcher.inputs) == (2, 11)  # the mean batch /health reports
         finally:
             batcher.close()
 

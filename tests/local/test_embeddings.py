@@ -18,7 +18,7 @@ from local_support import wait_until
 from aifabric.backends.base import adapter_for
 from aifabric.errors import FailureClass
 from aifabric.local.batcher import BatchPolicy
-from aifabric.local.embedder import MAX_BATCH_TOKENS, MAX_TOKENS, Embedder
+from aifabric.local.embedder import MAX_BATCH_TOKENS, MAX_TOKENS, SPIN_KEY, Embedder
 from aifabric.local.models import resolve_model
 from aifabric.testing.embed import RunningEmbedServer
 from aifabric.testing.net import free_port
@@ -47,6 +47,13 @@ def test_cosines_match_the_reference_model(embedder: Embedder) -> None:
     for a, b, expected in REFERENCE:
         v = embedder.embed([a, b]).vectors
         assert abs(float(v[0] @ v[1]) - expected) < 0.01, (a, b)
+
+
+def test_its_threads_never_busy_wait(embedder: Embedder) -> None:
+    # Spinning pool threads would take the CPU the gateway beside it needs (see Embedder.__init__).
+    options = embedder._session.get_session_options()
+    assert options.get_session_config_entry(SPIN_KEY) == "0"
+    assert options.intra_op_num_threads == 2
 
 
 def test_vectors_are_unit_length_and_do_not_depend_on_the_batch(embedder: Embedder) -> None:
@@ -143,7 +150,13 @@ def test_models_and_health(server: str) -> None:
     assert status == 200 and body["data"] == [
         {"id": MODEL, "object": "model", "created": body["data"][0]["created"], "owned_by": "aifabric"}  # type: ignore[index]
     ]
-    assert _get(port, "/health") == (200, {"status": "ok", "model": MODEL})
+    status, health = _get(port, "/health")
+    assert status == 200 and (health["status"], health["model"]) == ("ok", MODEL)
+    before = health["batches"]
+    assert _post(server, orjson.dumps({"model": MODEL, "input": ["one", "two", "three"]}))[0] == 200
+    after = _get(port, "/health")[1]["batches"]
+    # One request of three inputs: one more model run, three more inputs (the mean batch's terms).
+    assert (after["runs"] - before["runs"], after["inputs"] - before["inputs"]) == (1, 3)  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,10 @@ class EmbedBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self._company = False  # whether requests have been arriving together (see _take)
-        self.runs = 0  # model runs so far (for tests and the bench: proof that requests coalesced)
+        # Model runs and the inputs they carried, so far: inputs / runs is the mean batch, the
+        # evidence (for tests, /health and the bench) that requests coalesce, independent of timing.
+        self.runs = 0
+        self.inputs = 0
         self._thread = threading.Thread(target=self._work, name="embed-batcher", daemon=True)
         self._thread.start()
 
@@ -168,6 +171,7 @@ class EmbedBatcher:
         try:
             vectors, counts = self._run(texts)
             self.runs += 1
+            self.inputs += len(texts)
         except Exception:
             # Something in this run broke it: run each request's slice alone, so only the request
             # that carries the culprit fails.
@@ -187,6 +191,7 @@ class EmbedBatcher:
         try:
             vectors, counts = self._run(job.texts[start:end])
             self.runs += 1
+            self.inputs += end - start
         except Exception as exc:
             self._fail(job, exc)
             return

@@ -1,7 +1,8 @@
 """A small OpenAI-compatible embeddings server: `python -m aifabric.local.embed_server --port P --model NAME`.
 
 Routes: `POST /v1/embeddings` (input: a string or a list of strings; `encoding_format` float or base64),
-`GET /v1/models`, `GET /health` (503 while the model loads, 200 when ready). Errors are OpenAI-shaped.
+`GET /v1/models`, `GET /health` (503 while the model loads, 200 when ready, with `batches`: the model
+runs so far and the inputs they carried; inputs/runs is the mean batch). Errors are OpenAI-shaped.
 
 It is served by the gateway's own HTTP stack (aifabric.http.server: asyncio + httptools, TCP_NODELAY,
 a listen backlog of 2048), not the stdlib's http.server, which here cost ~40 ms per keep-alive request
@@ -144,7 +145,10 @@ class EmbedServer:
                 if path == "/health":
                     if self.embedder is None:
                         return _json(503, {"status": "loading"}, [("retry-after", RETRY_AFTER)])
-                    return _json(200, {"status": "ok", "model": self.model_name})
+                    batcher = self.batcher
+                    assert batcher is not None  # set before the embedder (see load)
+                    runs = {"runs": batcher.runs, "inputs": batcher.inputs}
+                    return _json(200, {"status": "ok", "model": self.model_name, "batches": runs})
                 if path in ("/v1/models", "/models"):
                     return Response(200, self._models)
             elif request.method == "POST" and path in ("/v1/embeddings", "/embeddings"):

@@ -19,7 +19,8 @@ are created on first use from PyPI with pinned versions.
 
 Then the embedded section (issue 10, benchlib/embedded.py): `aifabric up` on the real models, chat and
 embeddings through the gateway and straight to each engine, beside the physical limits measured in
-the same run; written to bench/results/embedded-latest.md and .json (`--no-embedded` to skip it).
+the same run; written to bench/results/embedded-latest.md and .json (`--no-embedded` to skip it; a run
+narrowed with `--only` skips it too).
 """
 
 from __future__ import annotations
@@ -325,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report)
     print(f"written to {args.out} and {args.out.with_suffix('.json')}")
-    if not args.no_embedded:
+    # The embedded section runs the real models for minutes: part of a whole run, not of `--only` (a
+    # run narrowed to some gateway targets), unless asked for with --embedded-only.
+    if not args.no_embedded and not args.only:
         return embedded_section(args)
     return 0
 

@@ -42,7 +42,9 @@ def ledger_row(request_id: str) -> UsageRow | None:
 
 def test_a_streamed_chat_reports_the_prompt_tokens_the_server_counts(client: openai.OpenAI) -> None:
     plain = client.chat.completions.create(model="chat-fast", messages=HI, max_tokens=3)  # type: ignore[arg-type]
-    assert plain.usage is not None and plain.usage.prompt_tokens > 20  # the chat template's tokens too
+    # The server counts the chat template's tokens too: far more than the one token of "hi" (the gateway
+    # used to report 1 for a stream).
+    assert plain.usage is not None and plain.usage.prompt_tokens > 5
     seen: list[int] = []
     request_id = ""
 

@@ -3,8 +3,12 @@ and counted (marked estimated) where it does not; the ledger survives a restart 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -211,3 +215,74 @@ def test_anthropic_messages_native_or_translated_are_recorded_with_the_backends_
     )
     assert not first.estimated and not second.estimated
     assert first.endpoint == second.endpoint
+
+
+class _HoldsAfterDone:
+    """An upstream whose stream sends its last event ([DONE]) and then keeps the body open for a while
+    before the terminating chunk, as a busy server may: the client has its whole answer by then."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if b"content-length" in line.lower())
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            chunk = b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m1","choices":'
+            events = [
+                b"data: " + chunk + b'[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n',
+                b"data: "
+                + chunk
+                + b'[],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}}\n\n',
+                b"data: [DONE]\n\n",
+            ]
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for event in events:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            time.sleep(self.hold)
+            with contextlib.suppress(OSError):
+                conn.sendall(b"0\r\n\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_client_that_closes_after_the_last_event_got_its_answer_and_is_not_a_499(
+    start: Start, ledger_path: Path
+) -> None:
+    upstream = _HoldsAfterDone(hold=3.0)
+    try:
+        gw = start(fabric(upstream.url, ledger_path))
+        body = {"model": "chat", "messages": MESSAGES, "stream": True}
+        with httpx.Client() as client, client.stream("POST", gw.url + "/v1/chat/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    break  # what an SDK does: the answer is whole; the connection is dropped now
+        [row] = ledger_rows(ledger_path, 1)
+        assert (row.status, row.tokens_in, row.tokens_out) == (200, 4, 1)
+        # The target's books are square too: the attempt counted as a success, not an abandon.
+        [target] = httpx.get(gw.url + "/status").json()["roles"]["chat"]["targets"]
+        assert (target["outstanding"], target["successes"]) == (0, 1)
+    finally:
+        upstream.close()

@@ -685,6 +685,7 @@ class _Relay:
         "_clock",
         "_counter",
         "_done",
+        "_ended",
         "_first",
         "_idle",
         "_interrupted",
@@ -708,6 +709,9 @@ class _Relay:
     ) -> None:
         self._tap = tap
         self._done = done  # the ledger's record, called once when the stream ends (with its status)
+        # The stream's last event went to the client ([DONE], message_stop, response.completed): a
+        # client that closes now, before the backend's end of the body arrives, got the whole answer.
+        self._ended = False
         self._idle = idle_timeout
         self._attempt = attempt
         self._interrupted = interrupted or _interrupted
@@ -727,7 +731,9 @@ class _Relay:
             self._first = None
             if self._tap is not None:
                 first = self._tap.feed(first)
-            return first if counter is None else counter.feed(first)
+            out = first if counter is None else counter.feed(first)
+            self._ended = _ends_stream(out)
+            return out
         if self._attempt.settled:
             raise StopAsyncIteration
         try:
@@ -745,7 +751,9 @@ class _Relay:
         if chunk is not None:
             if self._tap is not None:
                 chunk = self._tap.feed(chunk)
-            return chunk if counter is None else counter.feed(chunk)
+            out = chunk if counter is None else counter.feed(chunk)
+            self._ended = self._ended or _ends_stream(out)
+            return out
         self._attempt.success(self._ttfb, self._clock())
         self._record(self._resp.status)
         if counter is None:
@@ -757,7 +765,9 @@ class _Relay:
         for or against the backend's health."""
         if self._attempt.settled:
             return
-        if self._resp.complete:
+        if self._resp.complete or self._ended:
+            if not self._resp.complete:
+                self._resp.close()  # the rest of the body (its terminating chunk) is not waited for
             self._attempt.success(self._ttfb, self._clock())
             self._record(self._resp.status)
         else:
@@ -769,6 +779,18 @@ class _Relay:
         if self._done is not None:
             done, self._done = self._done, None
             done(status)
+
+
+# The last event of a stream, in each dialect a backend streams natively.
+_STREAM_ENDS = (b"data: [DONE]", b"message_stop", b"response.completed", b"response.incomplete")
+
+
+def _ends_stream(chunk: bytes) -> bool:
+    """Whether `chunk`'s last event is a stream's last (only the start of that event is looked at)."""
+    at = chunk.rfind(b"\n\n", 0, len(chunk) - 2)
+    start = at + 2 if at >= 0 else 0
+    head = chunk[start : start + 48]
+    return any(end in head for end in _STREAM_ENDS)
 
 
 def _interrupted(backend: str, detail: str) -> bytes:

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 from tenancy_support import MASTER, fabric_text, keys_cli
@@ -175,3 +176,23 @@ def test_a_reload_that_names_another_key_store_reads_it(
     gw.call(lambda: gw.gateway.reload(load_config(other, environ={})))  # type: ignore[union-attr]
     wait_until(lambda: works(gw.openai(new_key)), "a key of the new store is accepted", HONOURED_WITHIN)
     assert not works(gw.openai(old_key)), "the old store's keys are gone with it"
+
+
+def test_the_first_key_says_that_it_closes_the_gateway_to_clients_without_one(
+    tmp_path: Path, fb: FakeBackend
+) -> None:
+    fabric_file = tmp_path / "fabric.yaml"  # no master key: the gateway is open until a key exists
+    fabric_file.write_text(
+        fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db").replace(f'api_keys: ["{MASTER}"]', "")
+    )
+    gw = RunningGateway(load_config(fabric_file, environ={})).start()
+    try:
+        assert httpx.get(gw.url + "/v1/models").status_code == 200
+        first = keys_cli(fabric_file, "create", "--name", "first")
+        assert first.returncode == 0, first.stderr
+        assert "first key" in first.stderr and "401" in first.stderr
+        wait_until(lambda: httpx.get(gw.url + "/v1/models").status_code == 401, "keyless clients refused")
+        second = keys_cli(fabric_file, "create", "--name", "second")
+        assert "first key" not in second.stderr  # said once, when it happens
+    finally:
+        gw.stop()

@@ -156,6 +156,13 @@ def _create(
             f"created key '{name}' in {store.describe()}: store it now, it is not shown again "
             "(running gateways accept it within seconds)"
         )
+    if len(store.load()) == 1 and not config.gateway.api_keys:
+        # The first key closes an open gateway: say so, or clients that sent no key start failing with
+        # no hint of why. (Revoking it does not reopen the gateway: docs/tenancy.md.)
+        console.error(
+            f"note: this is the first key in {store.describe()}: gateways that use this store (the "
+            "fabric's `keys:`) now answer 401 to any /v1 request without a key; give every client a key"
+        )
     return 0
 
 

@@ -155,7 +155,9 @@ def default_threads() -> int:
 _ENGINE_MODULES = {
     "llama-cpp-python": (
         ("llama_cpp", "uvicorn", "fastapi", "sse_starlette"),
-        'make up (or: pip install "$(scripts/llama-wheel.sh)[server]", a build with portable CPU flags)',
+        # Not `make up`: the embedded default runs llama-server, and the Makefile no longer installs it.
+        'pip install "$(scripts/llama-wheel.sh)[server]" (llama-cpp-python built with portable CPU flags; '
+        "a native build crashes on CPUs that advertise AVX-512)",
     ),
     "aifabric-embed": (("onnxruntime", "tokenizers", "numpy"), "pip install 'aifabric[local]'"),
 }

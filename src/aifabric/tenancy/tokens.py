@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["LocalTokenizers", "estimate_completion", "estimate_prompt", "parse_usage", "prompt_text"]
+__all__ = [
+    "LocalTokenizers",
+    "estimate_completion",
+    "estimate_prompt",
+    "parse_usage",
+    "prompt_text",
+    "total_tokens",
+]
 
 log = logging.getLogger("aifabric.usage")
 
@@ -59,19 +66,28 @@ def _object_after(data: bytes, at: int) -> object:
             return orjson.loads(data[start : end + 1])
         except orjson.JSONDecodeError:
             return None
-    depth = 0
-    for end in range(start, min(len(data), start + 2048)):
-        ch = data[end]
-        if ch == 0x7B:  # {
-            depth += 1
-        elif ch == 0x7D:  # }
-            depth -= 1
-            if depth == 0:
-                try:
-                    return orjson.loads(data[start : end + 1])
-                except orjson.JSONDecodeError:
-                    return None
-    return None
+    # Nested: from each `}` to the next, count the `{` in between (C calls, not a loop over bytes).
+    depth, pos, limit = 1, start + 1, min(len(data), start + 2048)
+    while True:
+        end = data.find(b"}", pos, limit)
+        if end < 0:
+            return None
+        depth += data.count(b"{", pos, end) - 1
+        if depth == 0:
+            try:
+                return orjson.loads(data[start : end + 1])
+            except orjson.JSONDecodeError:
+                return None
+        pos = end + 1
+
+
+def total_tokens(body: bytes) -> int:
+    """`usage.total_tokens` of a non-streamed answer, or -1 when it has none. Read from the answer's
+    last `"usage"` on, not by parsing the whole answer (it ends the body of every API that has it)."""
+    at = body.rfind(b'"usage"')
+    usage = _object_after(body, at) if at >= 0 else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else -1
 
 
 def prompt_text(payload: dict[str, Any]) -> str:

@@ -113,6 +113,13 @@ def test_nested_usage_objects_and_total_tokens_read_from_the_tail() -> None:
     assert total_tokens(openai) == 16
     anthropic = b'"usage":{"input_tokens":3,"cache_creation":{"a":{"b":1}},"output_tokens":4}}'
     assert parse_usage(anthropic) == (3, 4)
+    # One flat object (the fast path) and several (an Anthropic stream) read alike.
+    start = b'"usage":{"input_tokens":25,"output_tokens":1}}}\n\ndata: {"type":"message_delta",'
+    assert parse_usage(start + b'"usage":{"output_tokens":15}}') == (25, 15)
+    assert parse_usage(b'"usage":{"prompt_tokens":-3,"completion_tokens":2}') is None
+    assert parse_usage(b'"usage":{"prompt_tokens":true}') is None
+    assert parse_usage(b'"usage":{"prompt_tokens":4,"completion_tokens":null}') == (4, 0)
+    assert parse_usage(b'"usage": null, "x": {"prompt_tokens": 4}') is None
     assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":true}}') == -1
     assert total_tokens(b'{"choices":[]}') == -1
     assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":3') == -1  # cut off: no figure

@@ -37,8 +37,15 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
     `completion_tokens`, Anthropic's `input_tokens` / `output_tokens`); of several (an Anthropic stream
     counts input in `message_start`, output in `message_delta`), the largest of each. None when no
     object holds a prompt count."""
-    tokens_in = tokens_out = -1
     at = tail.find(b'"usage"')
+    if at < 0:
+        return None
+    start = tail.find(b"{", at, at + 17)
+    end = tail.find(b"}", start) if start > 0 else -1
+    if end > 0 and tail.find(b"{", start + 1, end) < 0 and tail.find(b'"usage"', end) < 0:
+        # One flat object, the usual case (a non-streamed answer, an OpenAI stream's last chunk).
+        return _counts(_loads(tail[start : end + 1]))
+    tokens_in = tokens_out = -1
     while at >= 0:
         usage = _object_after(tail, at)
         if isinstance(usage, dict):
@@ -52,6 +59,25 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
     if tokens_in < 0:
         return None
     return tokens_in, max(0, tokens_out)
+
+
+def _counts(usage: object) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    got_in = usage.get("prompt_tokens", usage.get("input_tokens"))
+    if not isinstance(got_in, int) or isinstance(got_in, bool) or got_in < 0:
+        return None
+    got_out = usage.get("completion_tokens", usage.get("output_tokens"))
+    return got_in, got_out if isinstance(got_out, int) and not isinstance(
+        got_out, bool
+    ) and got_out > 0 else 0
+
+
+def _loads(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _object_after(data: bytes, at: int) -> object:

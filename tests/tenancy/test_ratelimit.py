@@ -126,6 +126,10 @@ def test_headers_name_the_tightest_limit_and_a_new_limit_applies_at_once() -> No
         admission.admit(Principal("app", rpm=2), "chat", roomy, {})
     assert refused.value.headers["x-ratelimit-limit-requests"] == "2"
     assert admission.admit(Principal("app", rpm=5), "chat", roomy, {}) is not None
+    # And back to 3 (a plan made before): the headers say 3 again, and 3 are counted already.
+    with pytest.raises(RateLimited) as again:
+        admission.admit(Principal("app", rpm=3), "chat", roomy, {})
+    assert again.value.headers["x-ratelimit-limit-requests"] == "3"
 
 
 def test_a_refused_request_counts_against_nothing() -> None:

@@ -132,6 +132,8 @@ class Admission:
         takes: list[tuple[SlidingWindow, float]] = []
         tight: dict[bool, tuple[int, SlidingWindow, float]] = {}
         for window, is_tokens, limit in plan.checks:
+            if window.limit != limit:  # a plan made before the key's or role's limit changed back
+                window.limit = limit
             cap = limit * share
             amount = min(tokens if is_tokens else 1, cap)
             left = window.room(now, cap) - amount

@@ -4,6 +4,7 @@ build with them off and against vllm-router, non-streamed chat at c=64 (wrk, ngi
 
     .venv/bin/python bench/tenancy.py                 # 3 rounds of 5 s per target
     .venv/bin/python bench/tenancy.py --duration 3 --rounds 1 --workers 2
+    .venv/bin/python bench/tenancy.py --modes off,on --baseline /tmp/old/src   # before/after in one run
 
 Targets, each `aifabric serve --workers N` on the bench's fabric file:
     off     no api key, `usage: off` (no ledger, no budgets): the baseline
@@ -57,7 +58,9 @@ def fabric(up: Upstreams, port: int, mode: str, ledger: Path) -> str:
     return text + ('usage: "off"\n' if mode == "keys" else f"usage: {ledger}\n")
 
 
-def start_aifabric(up: Upstreams, workers: int, mode: str, workdir: Path) -> tuple[TargetProcess, Path]:
+def start_aifabric(
+    up: Upstreams, workers: int, mode: str, workdir: Path, src: Path | None = None
+) -> tuple[TargetProcess, Path]:
     port = free_port()
     ledger = workdir / f"usage-{port}.db"
     cfg = workdir / f"fabric-{port}.yaml"
@@ -68,6 +71,9 @@ def start_aifabric(up: Upstreams, workers: int, mode: str, workdir: Path) -> tup
     argv += ["--workers", str(workers), "--log-level", "error"]
     name = f"aifabric-w{workers}-{mode}"
     env = {"XDG_STATE_HOME": str(workdir / "state"), "XDG_DATA_HOME": str(workdir / "data")}
+    if src is not None:  # another build's package (a checkout's src/) ahead of the installed one
+        env["PYTHONPATH"] = str(src.resolve())
+        name += "-baseline"
     proc = TargetProcess(
         name, argv, port, "/health/ready", workdir / f"{name}.log", env={**os.environ, **env}
     )
@@ -92,6 +98,13 @@ def main() -> int:
         help="off, ledger (ledger, prices, budgets only), keys (key and limits only), on (all)",
     )
     ap.add_argument("--no-router", action="store_true", help="skip vllm-router (its venv needs PyPI once)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run each mode on another build: the src/ of a checkout (`git worktree add DIR COMMIT`), "
+        "interleaved with this one in every round, shown as MODE@base",
+    )
     args = ap.parse_args()
     body = chat_request(CHAT_ROLE)
     results: dict[str, list[tuple[float, float]]] = {}
@@ -100,10 +113,12 @@ def main() -> int:
         workdir = Path(tmp)
         up = Upstreams(nginx.json_port, nginx.sse_port, nginx.json_port)
         for rnd in range(1, args.rounds + 1):
-            modes = args.modes.split(",")
-            order = modes if rnd % 2 else modes[::-1]  # alternate: drift of the machine's load
-            for mode in order:
-                proc, ledger = start_aifabric(up, args.workers, mode, workdir)
+            builds = (None, args.baseline) if args.baseline is not None else (None,)
+            runs = [(mode, src) for mode in args.modes.split(",") for src in builds]
+            order = runs if rnd % 2 else runs[::-1]  # alternate: drift of the machine's load
+            for mode, src in order:
+                label = f"{mode}@base" if src is not None else mode
+                proc, ledger = start_aifabric(up, args.workers, mode, workdir, src)
                 headers = {"Authorization": f"Bearer {KEY}"} if mode in ("on", "keys") else {}
                 url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
                 try:
@@ -112,10 +127,10 @@ def main() -> int:
                     rss = procstat.peak_rss_mib(proc.sample())
                 finally:
                     proc.stop()  # SIGTERM: the ledger writes what is queued before the workers exit
-                results.setdefault(mode, []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
+                results.setdefault(label, []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
                 errors = run.wrk.errors
                 cpu = run.cpu_us_per_request or 0.0
-                line = f"round {rnd} {mode:>3}: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
+                line = f"round {rnd} {label:>3}: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
                 line += f", errors {errors}, peak RSS {rss[1]:.0f} MiB in {rss[2]} processes"
                 if mode in ("on", "ledger"):
                     sent = warm.wrk.requests + run.wrk.requests
@@ -147,6 +162,8 @@ def main() -> int:
         print(f"  {name:>12}: {rps:8,.0f} RPS  {cpu:6.0f} µs CPU/req")
     if "on" in med and "off" in med:
         print(f"  CPU/req on/off: {med['on'][1] / med['off'][1]:.3f} (goal <= 1.10)")
+    if "on@base" in med and "off@base" in med:
+        print(f"  CPU/req on/off of the baseline: {med['on@base'][1] / med['off@base'][1]:.3f}")
     if "on" in med and "vllm-router" in med:
         print(f"  RPS on/vllm-router: {med['on'][0] / med['vllm-router'][0]:.3f}x (goal >= 1.0)")
     print(f"  ledger: {', '.join(dict.fromkeys(checks)) or 'not run'}")

@@ -13,7 +13,7 @@ from aifabric.tenancy.budget import BudgetTracker
 from aifabric.tenancy.ledger import Pending, UsageRow
 from aifabric.tenancy.ledger.sqlite import SqliteLedger
 from aifabric.tenancy.pricing import Pricing
-from aifabric.tenancy.tokens import parse_usage
+from aifabric.tenancy.tokens import parse_usage, total_tokens
 
 FABRIC = """
 backends:
@@ -100,3 +100,26 @@ def test_usage_objects_of_both_dialects_parse() -> None:
     assert parse_usage(b'"usage": {"prompt_tokens": 7, "total_tokens": 7}}') == (7, 0)
     assert parse_usage(b'"usage":{"input_tokens":3,"output_tokens":4}}') == (3, 4)
     assert parse_usage(b'"usage":{"completion_tokens":4}},"prompt_tokens":9') is None  # not its own
+
+
+def test_nested_usage_objects_and_total_tokens_read_from_the_tail() -> None:
+    # OpenAI's usage holds details objects; Anthropic's a cache_creation object, nested twice here.
+    openai = (
+        b'{"id":"c","choices":[{"message":{"content":"a {b} c"}}],"usage":{"prompt_tokens":11,'
+        b'"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":5,'
+        b'"completion_tokens_details":{"reasoning_tokens":0},"total_tokens":16}}'
+    )
+    assert parse_usage(openai[openai.rfind(b'"usage"') :]) == (11, 5)
+    assert total_tokens(openai) == 16
+    anthropic = b'"usage":{"input_tokens":3,"cache_creation":{"a":{"b":1}},"output_tokens":4}}'
+    assert parse_usage(anthropic) == (3, 4)
+    # One flat object (the fast path) and several (an Anthropic stream) read alike.
+    start = b'"usage":{"input_tokens":25,"output_tokens":1}}}\n\ndata: {"type":"message_delta",'
+    assert parse_usage(start + b'"usage":{"output_tokens":15}}') == (25, 15)
+    assert parse_usage(b'"usage":{"prompt_tokens":-3,"completion_tokens":2}') is None
+    assert parse_usage(b'"usage":{"prompt_tokens":true}') is None
+    assert parse_usage(b'"usage":{"prompt_tokens":4,"completion_tokens":null}') == (4, 0)
+    assert parse_usage(b'"usage": null, "x": {"prompt_tokens": 4}') is None
+    assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":true}}') == -1
+    assert total_tokens(b'{"choices":[]}') == -1
+    assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":3') == -1  # cut off: no figure

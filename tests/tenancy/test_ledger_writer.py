@@ -67,3 +67,33 @@ def test_the_writer_keeps_up_with_a_burst(tmp_path: Path) -> None:
     ledger.close()
     assert (ledger.stats.written, ledger.stats.dropped) == (20000, 0)
     assert ledger.stats.by_key["app"].tokens_out == 4 * 20000
+
+
+def test_rows_go_in_whole_and_in_order_whatever_the_batch_size(tmp_path: Path) -> None:
+    # The store inserts many rows per statement (2^k at a time): odd batch sizes and a batch larger
+    # than one statement must come back exactly, in order, with every column as it was written.
+    store = SqliteLedger(tmp_path / "u.db")
+    pricing = Pricing()
+    written = []
+    for batch, size in enumerate((1, 3, 700)):
+        rows = [
+            pricing.row(
+                Pending(
+                    1_800_000_000.0 + batch + i / 1000,
+                    f"k{i % 7}",
+                    "chat",
+                    "b",
+                    "m",
+                    "/chat/completions",
+                    200 if i % 5 else 429,
+                    i / 1e4,
+                    f"req-{batch}-{i}",
+                    b'"usage":{"prompt_tokens":%d}' % i,
+                )
+            )
+            for i in range(size)
+        ]
+        store.write(rows)
+        written += rows
+    assert store.rows() == written
+    store.close()

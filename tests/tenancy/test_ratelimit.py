@@ -68,6 +68,15 @@ def test_reset_reads_like_openais() -> None:
     assert format_reset(0.02) == "20ms"
     assert format_reset(1.5) == "1.5s"
     assert format_reset(360) == "6m0s"
+    # An admitted request's reset (60 to 120 s) comes from a table made once: the same text.
+    assert [format_reset(s + 0.4) for s in (60, 61, 89, 119, 179)] == [
+        "1m0s",
+        "1m1s",
+        "1m29s",
+        "1m59s",
+        "2m59s",
+    ]
+    assert format_reset(179.6) == "3m0s" and format_reset(59.96) == "60s"
 
 
 class Clock:
@@ -94,6 +103,33 @@ def test_admission_refuses_over_the_key_rpm_with_openais_headers() -> None:
     assert int(error.headers["retry-after"]) >= 1
     assert "app" in error.message
     assert admission.admit(Principal("other", rpm=2), "chat", NO_ROLE_LIMITS, {}) is not None
+
+
+def test_headers_name_the_tightest_limit_and_a_new_limit_applies_at_once() -> None:
+    clock = Clock()
+    admission = Admission(wall=clock)
+    roomy = RoleLimits(rpm=100, tpm=10_000)
+    ticket = admission.admit(Principal("app", rpm=3), "chat", roomy, {"max_tokens": 9})
+    assert ticket is not None
+    headers = dict(ticket.headers)
+    # Requests: the key's 3 is tighter than the role's 100; tokens: only the role has a limit.
+    assert headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-remaining-requests"] == "2"
+    assert headers["x-ratelimit-limit-tokens"] == "10000"
+    assert headers["x-ratelimit-remaining-tokens"] == str(10_000 - 10)
+    assert headers["x-ratelimit-reset-requests"] == "2m0s"  # counted at the minute's start: gone in 2
+    clock.now += 30
+    later = admission.admit(Principal("app", rpm=3), "chat", roomy, {})
+    assert later is not None and dict(later.headers)["x-ratelimit-reset-requests"] == "1m30s"
+    # The operator lowers the key's limit (keys update): the same counts, the new limit, no restart.
+    with pytest.raises(RateLimited) as refused:
+        admission.admit(Principal("app", rpm=2), "chat", roomy, {})
+    assert refused.value.headers["x-ratelimit-limit-requests"] == "2"
+    assert admission.admit(Principal("app", rpm=5), "chat", roomy, {}) is not None
+    # And back to 3 (a plan made before): the headers say 3 again, and 3 are counted already.
+    with pytest.raises(RateLimited) as again:
+        admission.admit(Principal("app", rpm=3), "chat", roomy, {})
+    assert again.value.headers["x-ratelimit-limit-requests"] == "3"
 
 
 def test_a_refused_request_counts_against_nothing() -> None:

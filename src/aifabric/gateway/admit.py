@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
-
 from aifabric.errors import BadRequest, Forbidden
 from aifabric.gateway.forward import ForwardRequest
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route
 from aifabric.tenancy.admission import Admission, Ticket
 from aifabric.tenancy.principal import ANONYMOUS, Principal, Priority
+from aifabric.tenancy.tokens import total_tokens
 
 __all__ = ["PRIORITY_HEADER", "Admitted", "admit", "check_role", "principal_of", "request_priority"]
 
@@ -118,19 +117,9 @@ def _with_ticket(response: Response | StreamingResponse, ticket: Ticket) -> Resp
         response.chunks = _Released(response.chunks, ticket)
         return response
     if ticket.counts_tokens and response.status < 300:
-        ticket.settle(_total_tokens(response.body))
+        ticket.settle(total_tokens(response.body))
     ticket.release()
     return response
-
-
-def _total_tokens(body: bytes) -> int:
-    """`usage.total_tokens` of a non-streamed answer, or -1 when it has none."""
-    try:
-        usage = orjson.loads(body).get("usage")
-        total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    except (orjson.JSONDecodeError, AttributeError):
-        return -1
-    return total if isinstance(total, int) and not isinstance(total, bool) else -1
 
 
 class _Released:

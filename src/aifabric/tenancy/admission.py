@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited
@@ -31,6 +31,25 @@ __all__ = ["Admission", "Scope", "Ticket", "estimate_tokens"]
 Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
 
 
+_PLANS_MAX = 4096  # (key, role, limits) plans kept; past it the cache starts over
+_REQUESTS_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKENS_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
+class _Plan(NamedTuple):
+    checks: tuple[tuple[SlidingWindow, bool, int], ...]  # (window, counts tokens, limit)
+    scopes: tuple[Scope, ...]  # the scope of each check
+    token_scopes: tuple[Scope, ...]
+
+    @property
+    def tokens(self) -> bool:
+        return bool(self.token_scopes)
+
+
 class Ticket:
     """One admitted request: its rate-limit headers, and what to give back when it ends."""
 
@@ -40,7 +59,7 @@ class Ticket:
         self,
         admission: Admission,
         in_flight: str | None,
-        token_scopes: list[Scope],
+        token_scopes: tuple[Scope, ...],
         estimate: int,
         headers: list[tuple[str, str]],
     ) -> None:
@@ -58,7 +77,7 @@ class Ticket:
         """The backend reported `tokens` for the request: correct the estimate counted at admission."""
         if self._token_scopes and tokens >= 0:
             self._admission.adjust(self._token_scopes, tokens - self._estimate)
-            self._token_scopes = []
+            self._token_scopes = ()
 
     def release(self) -> None:
         """The request is over (answered, failed, or its client went away). Idempotent."""
@@ -80,6 +99,7 @@ class Admission:
         # Requests in flight are not exchanged between processes: each allows its share, always.
         self._concurrency_share = concurrency_share
         self.windows: dict[Scope, SlidingWindow] = {}
+        self._plans: dict[tuple[str, str, int | None, int | None, int | None, int | None], _Plan] = {}
         self.in_flight: dict[str, int] = {}
 
     def _window(self, scope: Scope, limit: int) -> SlidingWindow:
@@ -105,25 +125,33 @@ class Admission:
             return None
         now = self._wall()
         share = self._share()
-        tokens = estimate_tokens(payload) if principal.tpm is not None or limits.tpm is not None else 0
-        checks: list[tuple[SlidingWindow, Decision, float, Scope]] = []
-        for kind, name, rpm, tpm in (
-            ("key", principal.name, principal.rpm, principal.tpm),
-            ("role", role, limits.rpm, limits.tpm),
-        ):
-            if rpm is not None:
-                scope = (kind, name, "requests")
-                window = self._window(scope, rpm)
-                checks.append((window, window.peek(now, 1, limit=rpm * share), 1, scope))
-            if tpm is not None:
-                scope = (kind, name, "tokens")
-                window = self._window(scope, tpm)
-                checks.append((window, window.peek(now, tokens, limit=tpm * share), tokens, scope))
-        headers = _headers(checks)
-        refused = [c for c in checks if not c[1].allowed]
-        if refused:
-            _, decision, _, scope = max(refused, key=lambda c: c[1].retry_after)
-            raise _rate_limited(principal, scope, decision, headers)
+        plan = self._plan(principal, role, limits)
+        tokens = estimate_tokens(payload) if plan.tokens else 0
+        # The fast path: every window has room. It counts nothing until all said yes, and builds no
+        # Decision; a refusal is worked out again below by `peek`, which also counts nothing.
+        takes: list[tuple[SlidingWindow, float]] = []
+        tight: dict[bool, tuple[int, SlidingWindow, float]] = {}
+        for window, is_tokens, limit in plan.checks:
+            if window.limit != limit:  # a plan made before the key's or role's limit changed back
+                window.limit = limit
+            cap = limit * share
+            amount = min(tokens if is_tokens else 1, cap)
+            left = window.room(now, cap) - amount
+            if left < -1e-9:
+                return self._refuse(principal, plan, now, share, tokens)
+            takes.append((window, amount))
+            remaining = max(0, math.floor(left + 1e-9))
+            best = tight.get(is_tokens)
+            if best is None or remaining < best[0]:  # the tightest; of equals, the first (key's)
+                tight[is_tokens] = (remaining, window, amount)
+        headers: list[tuple[str, str]] = []
+        for is_tokens, names in ((False, _REQUESTS_HEADERS), (True, _TOKENS_HEADERS)):
+            best = tight.get(is_tokens)
+            if best is not None:
+                remaining, window, amount = best
+                headers.append((names[0], str(window.limit)))
+                headers.append((names[1], str(remaining)))
+                headers.append((names[2], format_reset(window.reset(now, amount))))
         if principal.concurrency is not None:
             cap = max(1, math.floor(principal.concurrency * self._concurrency_share()))
             if self.in_flight.get(principal.name, 0) >= cap:
@@ -134,15 +162,51 @@ class Admission:
                     headers={"retry-after": "1"},
                 )
             self.in_flight[principal.name] = self.in_flight.get(principal.name, 0) + 1
-        token_scopes: list[Scope] = []
-        for window, decision, amount, scope in checks:
-            window.take(now, min(amount, decision.limit * share))
-            if scope[2] == "tokens":
-                token_scopes.append(scope)
+        for window, amount in takes:
+            window.take(now, amount)
         in_flight = principal.name if principal.concurrency is not None else None
-        return Ticket(self, in_flight, token_scopes, tokens, headers)
+        return Ticket(self, in_flight, plan.token_scopes, tokens, headers)
 
-    def adjust(self, scopes: list[Scope], delta: float) -> None:
+    def _plan(self, principal: Principal, role: str, limits: RoleLimits) -> _Plan:
+        """The windows a request of `principal` to `role` is checked against, made once per key, role
+        and limits (not per request: a key's or role's new limit makes a new plan)."""
+        ident = (principal.name, role, principal.rpm, principal.tpm, limits.rpm, limits.tpm)
+        plan = self._plans.get(ident)
+        if plan is not None:
+            return plan
+        checks: list[tuple[SlidingWindow, bool, int]] = []
+        scopes: list[Scope] = []
+        token_scopes: list[Scope] = []
+        for kind, name, rpm, tpm in (
+            ("key", principal.name, principal.rpm, principal.tpm),
+            ("role", role, limits.rpm, limits.tpm),
+        ):
+            if rpm is not None:
+                scope = (kind, name, "requests")
+                checks.append((self._window(scope, rpm), False, rpm))
+                scopes.append(scope)
+            if tpm is not None:
+                scope = (kind, name, "tokens")
+                checks.append((self._window(scope, tpm), True, tpm))
+                scopes.append(scope)
+                token_scopes.append(scope)
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        plan = self._plans[ident] = _Plan(tuple(checks), tuple(scopes), tuple(token_scopes))
+        return plan
+
+    def _refuse(self, principal: Principal, plan: _Plan, now: float, share: float, tokens: int) -> NoReturn:
+        """The RateLimited of a request some window has no room for: the one that frees up last."""
+        checks: list[tuple[SlidingWindow, Decision, float, Scope]] = []
+        for (window, is_tokens, limit), scope in zip(plan.checks, plan.scopes, strict=True):
+            amount = tokens if is_tokens else 1
+            checks.append((window, window.peek(now, amount, limit=limit * share), amount, scope))
+        headers = _headers(checks)
+        refused = [c for c in checks if not c[1].allowed]
+        _, decision, _, scope = max(refused, key=lambda c: c[1].retry_after)
+        raise _rate_limited(principal, scope, decision, headers)
+
+    def adjust(self, scopes: tuple[Scope, ...], delta: float) -> None:
         now = self._wall()
         for scope in scopes:
             window = self.windows.get(scope)

@@ -64,6 +64,13 @@ class SlidingWindow:
         fraction = self._roll(now)
         return (self.mine_prev + self.shared_prev) * (1.0 - fraction) + self.mine_cur + self.shared_cur
 
+    def room(self, now: float, cap: float) -> float:
+        """`cap` minus what is used now (negative when over): the admission's fast path, which builds
+        a `Decision` only for a refusal."""
+        fraction = self._roll(now)
+        used = (self.mine_prev + self.shared_prev) * (1.0 - fraction) + self.mine_cur + self.shared_cur
+        return cap - used
+
     def peek(self, now: float, amount: float = 1.0, *, limit: float | None = None) -> Decision:
         """Whether `amount` fits under the limit (or under `limit`, this replica's share when the
         shared counts cannot be had), counting nothing. An amount larger than the whole limit fits an
@@ -100,6 +107,10 @@ class SlidingWindow:
         self._roll(now)
         self.mine_cur = max(0.0, self.mine_cur + delta)
 
+    def reset(self, now: float, adding: float) -> float:
+        """Seconds until the window is empty again, once `adding` is counted (`x-ratelimit-reset-*`)."""
+        return self._reset(now, adding)
+
     def _reset(self, now: float, adding: float) -> float:
         start = self.index * self.window
         if self.mine_cur + self.shared_cur + adding > 0:
@@ -128,9 +139,18 @@ def _floor(value: float) -> int:
 
 def format_reset(seconds: float) -> str:
     """OpenAI's form of a duration in `x-ratelimit-reset-*`: `20ms`, `1.5s`, `6m0s`."""
+    if 60 <= seconds < 179.5:  # an admitted request's reset, on every answer: made once, not per request
+        return _MINUTES[round(seconds) - 60]
+    return _format_reset(seconds)
+
+
+def _format_reset(seconds: float) -> str:
     if seconds < 1:
         return f"{max(0, round(seconds * 1000))}ms"
     if seconds < 60:
         return f"{seconds:.3g}s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s"
+
+
+_MINUTES = tuple(_format_reset(float(s)) for s in range(60, 180))

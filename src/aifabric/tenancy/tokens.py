@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["LocalTokenizers", "estimate_completion", "estimate_prompt", "parse_usage", "prompt_text"]
+__all__ = [
+    "LocalTokenizers",
+    "estimate_completion",
+    "estimate_prompt",
+    "parse_usage",
+    "prompt_text",
+    "total_tokens",
+]
 
 log = logging.getLogger("aifabric.usage")
 
@@ -30,8 +37,15 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
     `completion_tokens`, Anthropic's `input_tokens` / `output_tokens`); of several (an Anthropic stream
     counts input in `message_start`, output in `message_delta`), the largest of each. None when no
     object holds a prompt count."""
-    tokens_in = tokens_out = -1
     at = tail.find(b'"usage"')
+    if at < 0:
+        return None
+    start = tail.find(b"{", at, at + 17)
+    end = tail.find(b"}", start) if start > 0 else -1
+    if end > 0 and tail.find(b"{", start + 1, end) < 0 and tail.find(b'"usage"', end) < 0:
+        # One flat object, the usual case (a non-streamed answer, an OpenAI stream's last chunk).
+        return _counts(_loads(tail[start : end + 1]))
+    tokens_in = tokens_out = -1
     while at >= 0:
         usage = _object_after(tail, at)
         if isinstance(usage, dict):
@@ -47,6 +61,25 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
     return tokens_in, max(0, tokens_out)
 
 
+def _counts(usage: object) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    got_in = usage.get("prompt_tokens", usage.get("input_tokens"))
+    if not isinstance(got_in, int) or isinstance(got_in, bool) or got_in < 0:
+        return None
+    got_out = usage.get("completion_tokens", usage.get("output_tokens"))
+    return got_in, got_out if isinstance(got_out, int) and not isinstance(
+        got_out, bool
+    ) and got_out > 0 else 0
+
+
+def _loads(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _object_after(data: bytes, at: int) -> object:
     """The JSON object that starts at the first `{` after offset `at` (nested objects included:
     Anthropic's usage holds `cache_creation: {...}`), or None."""
@@ -59,19 +92,28 @@ def _object_after(data: bytes, at: int) -> object:
             return orjson.loads(data[start : end + 1])
         except orjson.JSONDecodeError:
             return None
-    depth = 0
-    for end in range(start, min(len(data), start + 2048)):
-        ch = data[end]
-        if ch == 0x7B:  # {
-            depth += 1
-        elif ch == 0x7D:  # }
-            depth -= 1
-            if depth == 0:
-                try:
-                    return orjson.loads(data[start : end + 1])
-                except orjson.JSONDecodeError:
-                    return None
-    return None
+    # Nested: from each `}` to the next, count the `{` in between (C calls, not a loop over bytes).
+    depth, pos, limit = 1, start + 1, min(len(data), start + 2048)
+    while True:
+        end = data.find(b"}", pos, limit)
+        if end < 0:
+            return None
+        depth += data.count(b"{", pos, end) - 1
+        if depth == 0:
+            try:
+                return orjson.loads(data[start : end + 1])
+            except orjson.JSONDecodeError:
+                return None
+        pos = end + 1
+
+
+def total_tokens(body: bytes) -> int:
+    """`usage.total_tokens` of a non-streamed answer, or -1 when it has none. Read from the answer's
+    last `"usage"` on, not by parsing the whole answer (it ends the body of every API that has it)."""
+    at = body.rfind(b'"usage"')
+    usage = _object_after(body, at) if at >= 0 else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else -1
 
 
 def prompt_text(payload: dict[str, Any]) -> str:

@@ -100,6 +100,9 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         ops = keys_cli(fabric_file, "create", "--name", "ops", "--scope", "admin").stdout.strip()
         on_a, on_b = client(a, shared.stdout.strip()), client(b, shared.stdout.strip())
         wait_until(lambda: accepted(on_a) and accepted(on_b), "both replicas accept the new key", 5)
+        # The other two keys are used on A once Redis is away: A must have read them before (a model
+        # list is no chat request: it counts against no limit).
+        wait_until(lambda: accepted(client(a, alone)) and accepted(client(a, ops)), "A has every key", 5)
 
         assert [answered(on_a) for _ in range(3)] == [200, 200, 200]
         pushed = redis.get  # the three requests of A reach the shared counter...

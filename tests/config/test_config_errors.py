@@ -71,6 +71,33 @@ SECRET_BACKEND = BASE.replace(
 
 CASES = [
     case(
+        "overflow without fallbacks has nowhere to go",
+        BASE.replace(
+            f"    targets: [{QWEN}]\n", f"    targets: [{QWEN}]\n    overflow: {{queue_depth: 4}}\n"
+        ),
+        "overflow: {queue_depth: 4}",
+        "role 'chat-fast' has overflow: but no fallbacks",
+        "add fallbacks: [ROLE]",
+    ),
+    case(
+        "overflow with no bound would never overflow",
+        with_fallback(QWEN, "[chat-deep]").replace(
+            "    fallbacks: [chat-deep]\n", "    fallbacks: [chat-deep]\n    overflow: {}\n"
+        ),
+        "overflow: {}",
+        "roles.chat-fast.overflow sets no bound",
+        "queue_depth: 4",
+    ),
+    case(
+        "overflow queue depth is a count",
+        with_fallback(QWEN, "[chat-deep]").replace(
+            "    fallbacks: [chat-deep]\n", "    fallbacks: [chat-deep]\n    overflow: {queue_depth: lots}\n"
+        ),
+        "overflow: {queue_depth: lots}",
+        "roles.chat-fast.overflow.queue_depth must be a whole number of at least 1",
+        "write a whole number of at least 1",
+    ),
+    case(
         "bad yaml names the parser's line",
         BASE.replace("    kind: embeddings", "    kind: embeddings: general"),
         "kind: embeddings: general",

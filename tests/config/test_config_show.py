@@ -34,7 +34,8 @@ def test_defaults_are_filled_in() -> None:
         ],
         "fallbacks": ["openai/strong"],
         "description": "",
-        "balance": "p2c",
+        "balance": "least_load",  # the default for a role on a backend that reports its load (vLLM)
+        "overflow": None,
         "limits": {"rpm": None, "tpm": None},
     }
     assert shown["monitoring"]["interval"] == 300.0

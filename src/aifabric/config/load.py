@@ -40,12 +40,14 @@ from aifabric.config.schema import (
     LoadedFrom,
     LocalLaunch,
     MonitoringConfig,
+    OverflowConfig,
     RetryConfig,
     RoleConfig,
     RoleLimits,
     TargetConfig,
     TlsConfig,
     TracingConfig,
+    default_balance,
 )
 from aifabric.errors import ConfigError, ConfigProblem
 
@@ -327,6 +329,30 @@ _ROLE_LIMITS = {
     "tpm": Field(n.integer(1)),
 }
 
+_OVERFLOW = {
+    "queue_depth": Field(n.integer(1)),  # requests waiting; 0 would overflow an idle role
+    "estimated_wait": Field(n.duration()),
+}
+
+
+def _overflow(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _OVERFLOW)
+    if values is None:
+        return INVALID
+    if not values and not any(f"{path}.{key}" in r.lines for key in _OVERFLOW):  # a wrong one is reported
+        r.problem(
+            r.lines[path],
+            f"{path} sets no bound, so it would never overflow",
+            "write overflow: {queue_depth: 4} or overflow: {estimated_wait: 10s}",
+        )
+        return INVALID
+    if not values:
+        return INVALID
+    return OverflowConfig(**values)
+
+
 _ROLE = {
     "kind": Field(n.choice(ROLE_KINDS), required=True, example=" | ".join(ROLE_KINDS)),
     "targets": Field(
@@ -338,6 +364,7 @@ _ROLE = {
     "description": Field(n.text),
     "balance": Field(n.choice(BALANCE_POLICIES)),
     "limits": Field(_section(_ROLE_LIMITS, RoleLimits)),
+    "overflow": Field(_overflow),
 }
 
 _SINK = {
@@ -541,5 +568,10 @@ def _fabric(r: Reader, root: yaml.Node, source: str) -> FabricConfig | None:
         # Effective path: a relative env_file means relative to the fabric file, for whoever reads it next.
         gateway = dataclasses.replace(gateway, env_file=str(r.env.env_file))
     values["gateway"] = gateway
+    backends = values.get("backends", {})
+    values["roles"] = {  # the effective policy, so `config show` says which one a role balances with
+        name: dataclasses.replace(role, balance=default_balance(role, backends))
+        for name, role in values.get("roles", {}).items()
+    }
     loaded = LoadedFrom(key_lines=dict(r.lines), env_references=dict(r.env.references))
     return FabricConfig(source=source, loaded=loaded, **values)

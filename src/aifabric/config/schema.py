@@ -17,6 +17,7 @@ from aifabric.config.money import Budget, Price
 __all__ = [
     "BACKEND_KINDS",
     "BALANCE_POLICIES",
+    "LOAD_SIGNAL_KINDS",
     "NATIVE_APIS",
     "ROLE_KINDS",
     "AlertSink",
@@ -32,6 +33,7 @@ __all__ = [
     "LocalEngine",
     "LocalLaunch",
     "MonitoringConfig",
+    "OverflowConfig",
     "RetryConfig",
     "RoleConfig",
     "RoleKind",
@@ -40,17 +42,32 @@ __all__ = [
     "TargetConfig",
     "TlsConfig",
     "TracingConfig",
+    "default_balance",
 ]
 
 # The closed sets of names a fabric file may use, each written once: the Literal types the schema's
 # fields carry, and the tuples the loader validates against (and `backends` / `routing.balance` key on).
 BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
 RoleKind = Literal["chat", "embeddings", "completions", "rerank", "transcription"]
-BalancePolicy = Literal["p2c", "least_outstanding"]
+BalancePolicy = Literal["p2c", "least_outstanding", "least_load"]
 
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
 ROLE_KINDS: tuple[str, ...] = typing.get_args(RoleKind)
 BALANCE_POLICIES: tuple[str, ...] = typing.get_args(BalancePolicy)
+# The kinds whose probe reads the engine's own load (vLLM's /metrics, llama-server's /slots and /metrics):
+# a role with a target on one of them balances with `least_load` unless its `balance:` says otherwise.
+LOAD_SIGNAL_KINDS: frozenset[str] = frozenset({"vllm", "llamacpp"})
+
+
+def default_balance(role: RoleConfig, backends: Mapping[str, BackendConfig]) -> BalancePolicy:
+    """`balance:` as written, else `least_load` when a target's backend reports its load, else `p2c`."""
+    if role.balance is not None:
+        return role.balance
+    for tc in role.targets:
+        backend = backends.get(tc.backend)
+        if backend is not None and backend.kind in LOAD_SIGNAL_KINDS:
+            return "least_load"
+    return "p2c"
 
 
 class ClientApi(enum.StrEnum):
@@ -228,13 +245,24 @@ class RoleLimits:
 
 
 @dataclass(frozen=True)
+class OverflowConfig:
+    """When a role sends requests to its fallbacks although its own targets are healthy: every one of
+    them is saturated by this measure (either bound reached is enough; unset bounds are not checked)."""
+
+    queue_depth: int | None = None  # requests queued at the engine (estimated) on each target
+    estimated_wait: float | None = None  # seconds a new request would wait for a free slot
+
+
+@dataclass(frozen=True)
 class RoleConfig:
     name: str
     kind: RoleKind
     targets: tuple[TargetConfig, ...]
     fallbacks: tuple[str, ...] = ()
     description: str = ""
-    balance: BalancePolicy = "p2c"
+    # None: `least_load` when a target's backend reports its load (vLLM, llama-server), else `p2c`.
+    balance: BalancePolicy | None = None
+    overflow: OverflowConfig | None = None
     limits: RoleLimits = field(default_factory=RoleLimits)
 
 

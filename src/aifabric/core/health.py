@@ -84,6 +84,9 @@ class BackendHealth:
     failure: FailureClass | None = None  # class of the latest failed probe
     consecutive_ok: int = 0
     consecutive_failed: int = 0
+    # Requests this gateway process has in flight to the backend, all its targets (of every role)
+    # together: the live half of its load, between two probes (routing.target's attempt guard keeps it).
+    in_flight: int = 0
     # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
     # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
     launching: str | None = None

@@ -86,6 +86,8 @@ class ForwardRequest:
     dialect: Dialect | None = None
     skipped: list[str] | None = None  # targets that cannot serve the dialect at all (None: no list to build)
     _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
+    # The role's own targets were all saturated when it was planned: its fallbacks served it on purpose.
+    overflowed: bool = False
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -194,7 +196,10 @@ class Forwarder:
                 if holding:
                     table = self._table()
                     route = table.names.get(req.route.name, route)
-                candidates = table.plan(route, self._clock())
+                plan = table.route_plan(route, self._clock())
+                candidates = plan.candidates
+                if round_no == 0:
+                    req.overflowed = plan.overflowed
                 if self._blocked is not None:
                     candidates = self._unblocked(candidates, route)
                 round_failures: list[FailureClass] = []
@@ -553,7 +558,7 @@ class Forwarder:
     def _served_headers(
         self, req: ForwardRequest, target: TargetState, attempts: int
     ) -> list[tuple[str, str]]:
-        return [
+        headers = [
             ("x-aifabric-role", target.role),
             ("x-aifabric-requested-role", req.route.name),
             ("x-aifabric-backend", target.backend.name),
@@ -561,6 +566,9 @@ class Forwarder:
             ("x-aifabric-attempts", str(attempts)),
             ("x-request-id", req.request_id),
         ]
+        if req.overflowed:
+            headers.append(("x-aifabric-overflow", "saturated"))
+        return headers
 
     def _record(self, req: ForwardRequest, target: TargetState, attempt: Attempt, started: float) -> None:
         req.attempts.append(attempt)

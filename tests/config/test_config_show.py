@@ -37,6 +37,7 @@ def test_defaults_are_filled_in() -> None:
         "balance": "least_load",  # the default for a role on a backend that reports its load (vLLM)
         "overflow": None,
         "limits": {"rpm": None, "tpm": None},
+        "affinity": True,
     }
     assert shown["monitoring"]["interval"] == 300.0
     assert shown["hosts"]["wintermute"] == {"address": "wintermute.pangolin-vega.ts.net", "always_on": False}

@@ -6,18 +6,16 @@ an interval. Clients are the official `openai` SDK; /status and /metrics are rea
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from load_support import StartGateway, ask, probe
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
-
-StartGateway = Callable[..., RunningGateway]  # the start_gateway fixture of tests/conftest.py
 
 
 @pytest.fixture
@@ -32,23 +30,6 @@ def cloud() -> Iterator[FakeBackend]:
     backend = FakeBackend(kind="openai", models=("gpt-4o",)).start()
     yield backend
     backend.stop()
-
-
-def probe(gw: RunningGateway, *backends: str) -> None:
-    """One health check of each backend, now, on the gateway's own loop."""
-    assert gw.gateway is not None
-    checker = gw.gateway.checker
-    for name in backends:
-        asyncio.run_coroutine_threadsafe(checker.probe_one(name), gw.loop).result(10)
-
-
-def ask(gw: RunningGateway, model: str = "chat-fast") -> dict[str, str]:
-    """One chat completion through the official SDK; the gateway's response headers."""
-    raw = gw.openai().chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4
-    )
-    raw.parse()
-    return {k.lower(): v for k, v in raw.headers.items()}
 
 
 def get(gw: RunningGateway, path: str) -> bytes:

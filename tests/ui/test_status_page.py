@@ -94,7 +94,7 @@ def test_roles_show_their_targets_and_how_they_route(page: Node) -> None:
     assert "quick answers for interactive tools" in fast.text
     assert "call as chat-fast, local/chat" in fast.text
     assert "then falls back to chat-deep (1/2 available)" in fast.text
-    assert "balance least_outstanding" in fast.text
+    assert "balance least_outstanding · session affinity" in fast.text
     assert "1 of 2 targets available" in fast.text
     gpu = fast.one("tr", data_target=f"chat-fast/gpu/{CHAT_MODEL}")
     cells = [td.text for td in gpu.find_all("td")]

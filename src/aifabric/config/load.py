@@ -365,6 +365,7 @@ _ROLE = {
     "balance": Field(n.choice(BALANCE_POLICIES)),
     "limits": Field(_section(_ROLE_LIMITS, RoleLimits)),
     "overflow": Field(_overflow),
+    "affinity": Field(n.boolean),
 }
 
 _SINK = {

@@ -263,6 +263,8 @@ class RoleConfig:
     # None: `least_load` when a target's backend reports its load (vLLM, llama-server), else `p2c`.
     balance: BalancePolicy | None = None
     overflow: OverflowConfig | None = None
+    # Session affinity (routing.affinity): one conversation's requests go to the same target.
+    affinity: bool = True
     limits: RoleLimits = field(default_factory=RoleLimits)
 
 

@@ -88,6 +88,8 @@ class ForwardRequest:
     _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
     # The role's own targets were all saturated when it was planned: its fallbacks served it on purpose.
     overflowed: bool = False
+    # The conversation's affinity key (routing.affinity.session_key), when the role has several targets.
+    session: bytes | None = None
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -196,7 +198,7 @@ class Forwarder:
                 if holding:
                     table = self._table()
                     route = table.names.get(req.route.name, route)
-                plan = table.route_plan(route, self._clock())
+                plan = table.route_plan(route, self._clock(), req.session)
                 candidates = plan.candidates
                 if round_no == 0:
                     req.overflowed = plan.overflowed

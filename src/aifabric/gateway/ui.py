@@ -106,6 +106,7 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
             "kind": route.kind,
             "description": route.config.description,
             "balance": route.balance,
+            "affinity": route.config.affinity,
             "aliases": aliases_of.get(route.name, []),
             "fallbacks": list(route.fallbacks),
             "targets": shown,

@@ -26,6 +26,7 @@ from aifabric.config.schema import (
 )
 from aifabric.core import BackendHealth
 from aifabric.http.client import Origin, split_url
+from aifabric.routing.affinity import pin
 from aifabric.routing.balance import only_loading, order_plan
 from aifabric.routing.overflow import overflow_order
 from aifabric.routing.target import TargetState
@@ -91,6 +92,7 @@ class Plan:
 
     candidates: list[TargetState]
     overflowed: bool = False
+    pinned: bool = False  # the session's target leads (routing.affinity)
 
 
 @dataclass
@@ -179,15 +181,18 @@ class RoutingTable:
         """Ordered candidates: healthy targets of the role by the balancer, then its fallbacks'."""
         return self.route_plan(route, now).candidates
 
-    def route_plan(self, route: Route, now: float) -> Plan:
-        """`plan`, or the overflow order when the role's own targets are all saturated (routing.overflow)."""
+    def route_plan(self, route: Route, now: float, session: bytes | None = None) -> Plan:
+        """`plan`, or the overflow order when the role's own targets are all saturated (routing.overflow);
+        with a `session` key, that session's target of the role leads while it has room (routing.affinity)."""
         groups = self.groups(route)
         overflow = route.config.overflow
         if overflow is not None:
             ordered = overflow_order(groups, now, self.rng, route.balance, overflow)
             if ordered is not None:
                 return Plan(ordered, overflowed=True)
-        return Plan(order_plan(groups, now, self.rng, route.balance))
+        candidates = order_plan(groups, now, self.rng, route.balance)
+        pinned = session is not None and pin(session, route.targets, candidates, now)
+        return Plan(candidates, pinned=pinned)
 
     def only_loading(self, route: Route, now: float) -> bool:
         """Nothing of the role or its fallbacks can serve, and something is still loading its model."""

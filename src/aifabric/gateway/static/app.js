@@ -312,6 +312,7 @@
         list([role.name, ...role.aliases], code),
         role.fallbacks.length ? [" · then falls back to ", list(fallbacks)] : " · no fallback",
         ` · balance ${role.balance}`,
+        role.affinity && role.targets.length > 1 ? " · session affinity" : "",
         role.overflow ? ` · overflows at ${overflowBounds(role.overflow)} (${role.overflowed} request${role.overflowed === 1 ? "" : "s"} so far)` : "",
       ),
       role.saturated

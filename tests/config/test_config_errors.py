@@ -71,6 +71,30 @@ SECRET_BACKEND = BASE.replace(
 
 CASES = [
     case(
+        "wake on a host that is always on",
+        BASE.replace(
+            "box: {address: box.example, always_on: true}",
+            'box: {address: box.example, wake: {command: "x"}}',
+        ),
+        "wake: {command",
+        "hosts.box has wake: but is always on",
+        "add always_on: false to the host, or remove wake:",
+    ),
+    case(
+        "wake needs a mac or a command",
+        BASE.replace("always_on: true}", "always_on: false, wake: {port: 9}}"),
+        "wake: {port: 9}",
+        "hosts.box.wake needs exactly one of mac: or command:",
+        "wake: {mac:",
+    ),
+    case(
+        "wake mac is checked",
+        BASE.replace("always_on: true}", 'always_on: false, wake: {mac: "aa:bb:cc"}}'),
+        'mac: "aa:bb:cc"',
+        "hosts.box.wake.mac must be a MAC address, found 'aa:bb:cc'",
+        'mac: "aa:bb:cc:dd:ee:ff"',
+    ),
+    case(
         "overflow without fallbacks has nowhere to go",
         BASE.replace(
             f"    targets: [{QWEN}]\n", f"    targets: [{QWEN}]\n    overflow: {{queue_depth: 4}}\n"

@@ -40,7 +40,11 @@ def test_defaults_are_filled_in() -> None:
         "affinity": True,
     }
     assert shown["monitoring"]["interval"] == 300.0
-    assert shown["hosts"]["wintermute"] == {"address": "wintermute.pangolin-vega.ts.net", "always_on": False}
+    assert shown["hosts"]["wintermute"] == {
+        "address": "wintermute.pangolin-vega.ts.net",
+        "always_on": False,
+        "wake": None,
+    }
 
 
 def test_secrets_are_redacted_entirely() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,6 +48,7 @@ from aifabric.config.schema import (
     TargetConfig,
     TlsConfig,
     TracingConfig,
+    WakeConfig,
     default_balance,
 )
 from aifabric.errors import ConfigError, ConfigProblem
@@ -200,6 +202,7 @@ _RETRY = {
     "max_retry_after": Field(n.duration()),
     "warmup_wait": Field(n.duration()),
     "stream_idle_timeout": Field(n.duration(positive=True)),
+    "wake_wait": Field(n.duration()),
 }
 
 _HEALTH = {
@@ -266,9 +269,47 @@ _GATEWAY = {
     "body_timeout": Field(n.duration(positive=True)),
 }
 
+_WAKE = {
+    "mac": Field(n.text),
+    "broadcast": Field(n.text),
+    "port": Field(n.integer(1, 65535)),
+    "command": Field(n.text),
+    "min_interval": Field(n.duration()),
+}
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
+
+
+def _wake(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _WAKE)
+    if values is None:
+        return INVALID
+    line = r.lines.get(path)
+    mac, command = values.get("mac"), values.get("command")
+    if (mac is None) == (command is None):
+        if f"{path}.mac" in r.lines or f"{path}.command" in r.lines:
+            return INVALID  # a wrong one is already reported
+        r.problem(
+            line,
+            f"{path} needs exactly one of mac: or command:",
+            'write wake: {mac: "aa:bb:cc:dd:ee:ff", broadcast: 192.168.1.255} or wake: {command: "..."}',
+        )
+        return INVALID
+    if mac is not None and not _MAC.match(mac):
+        r.problem(
+            r.lines.get(f"{path}.mac", line),
+            f"{path}.mac must be a MAC address, found {mac!r}",
+            'write six hex pairs: mac: "aa:bb:cc:dd:ee:ff"',
+        )
+        return INVALID
+    return WakeConfig(**values)
+
+
 _HOST = {
     "address": Field(n.text, required=True, example="HOSTNAME_OR_IP"),
     "always_on": Field(n.boolean),
+    "wake": Field(_wake),
 }
 
 
@@ -409,7 +450,16 @@ def _named(r: Reader, node: yaml.Node, path: str, build: Builder) -> dict[str, A
 
 def _host(r: Reader, node: yaml.Node, path: str) -> Any:
     values = r.mapping(node, path, _HOST)
-    return INVALID if values is None else HostConfig(name=path.split(".", 1)[1], **values)
+    if values is None:
+        return INVALID
+    if values.get("wake") is not None and values.get("always_on", True):
+        r.problem(
+            r.lines.get(f"{path}.wake"),
+            f"{path} has wake: but is always on: the gateway wakes only hosts that may be off",
+            "add always_on: false to the host, or remove wake:",
+        )
+        return INVALID
+    return HostConfig(name=path.split(".", 1)[1], **values)
 
 
 def _backend(r: Reader, node: yaml.Node, path: str) -> Any:

@@ -42,6 +42,7 @@ __all__ = [
     "TargetConfig",
     "TlsConfig",
     "TracingConfig",
+    "WakeConfig",
     "default_balance",
 ]
 
@@ -172,6 +173,8 @@ class RetryConfig:
     max_retry_after: float = 10.0  # honour an upstream Retry-After up to this long
     warmup_wait: float = 60.0  # hold a request while every candidate is still loading
     stream_idle_timeout: float = 120.0  # mid-stream, this long without a byte from the backend ends it
+    # Hold a request this long for a sleeping host being woken, when no fallback can serve it (0: no hold).
+    wake_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -187,10 +190,22 @@ class HealthCheckConfig:
 
 
 @dataclass(frozen=True)
+class WakeConfig:
+    """How to wake a host that may be off (health.power): a Wake-on-LAN magic packet, or a command."""
+
+    mac: str | None = None  # "aa:bb:cc:dd:ee:ff": the magic packet's target
+    broadcast: str = "255.255.255.255"  # where the packet is sent (the host's subnet broadcast)
+    port: int = 9  # UDP port (9, "discard", is the convention; some NICs listen on 7)
+    command: str | None = None  # run by the shell instead: a smart plug, IPMI, `ssh router etherwake ...`
+    min_interval: float = 60.0  # at most one wake of the host this often, however many requests ask
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str
     address: str
     always_on: bool = True
+    wake: WakeConfig | None = None
 
 
 # The programs `aifabric up` can run for a backend (local.launch turns each into a command line).

@@ -15,7 +15,7 @@ import orjson
 
 from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
-from aifabric.alerts.rules import Alert
+from aifabric.alerts.rules import Alert, wake_alert
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig, Secret
 from aifabric.config.show import config_secrets, redact_values
@@ -44,11 +44,12 @@ from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
+from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
-from aifabric.routing.table import RoutingTable
+from aifabric.routing.table import Route, RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
 from aifabric.tenancy.budget import BudgetTracker
@@ -120,6 +121,7 @@ class Gateway:
             on_usage=self.ledger.record if self.ledger is not None else None,
             blocked=(lambda: self.budgets.blocked_backends) if self.ledger is not None else None,
             prompt_counter=tokenizers.loaded,
+            waker=self._wake_for,
         )
         self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
@@ -150,6 +152,14 @@ class Gateway:
             clock=clock,
             leader=lambda: self.state_sync is None or self.state_sync.probing,
             extra=self._budget_alerts,
+        )
+        # Wakes sleeping hosts that requests need (hosts.NAME.wake); an INFO alert says who woke what.
+        self.power = PowerManager(
+            config,
+            lambda: self.checker.healths,
+            self.checker.probe_one,
+            on_wake=self._announce_wake,
+            clock=clock,
         )
         self.probe = probe
         self.access_log = config.gateway.access_log
@@ -202,6 +212,14 @@ class Gateway:
         if self.tracer is not None:
             self.tracer.attempt_ended(req, target, attempt, seconds)
 
+    def _wake_for(self, route: Route) -> float:
+        return self.power.wake_for(
+            (t.backend.name for t in route.targets), f"a request for role {route.name}"
+        )
+
+    async def _announce_wake(self, event: WakeEvent) -> None:
+        await self.monitor.announce(wake_alert(event))
+
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
         register_config_secrets(config)
@@ -224,6 +242,7 @@ class Gateway:
             self.ledger.pricing = Pricing.from_config(config, self.ledger.pricing.tokenizers)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
+        self.power.update_config(config)
 
     def local_backend_changed(self, name: str, state: str, why: str) -> None:
         """From the local supervisor's thread: a backend `up` runs is (re)starting, ready, or given up.
@@ -511,6 +530,7 @@ class Gateway:
                 await task
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)  # what is queued is written before we return
+        await self.power.aclose()
         await self.client.aclose()
         await self.responses.store.close()
         if self.keys is not None:

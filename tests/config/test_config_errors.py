@@ -71,6 +71,16 @@ SECRET_BACKEND = BASE.replace(
 
 CASES = [
     case(
+        "sleep_when_idle is vLLM's",
+        BASE.replace(
+            'kind: tei, url: "http://box.example:8080/v1"',
+            'kind: tei, url: "http://box.example:8080/v1", sleep_when_idle: 5m',
+        ),
+        "sleep_when_idle: 5m",
+        "backends.box-embed.sleep_when_idle is vLLM's sleep mode, but the backend is of kind tei",
+        "remove sleep_when_idle:",
+    ),
+    case(
         "wake on a host that is always on",
         BASE.replace(
             "box: {address: box.example, always_on: true}",

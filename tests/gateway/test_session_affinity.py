@@ -110,3 +110,22 @@ def test_affinity_false_balances_every_request_on_its_own(
     messages = conversation(1, "same start")[0]
     served = Counter(ask(gw, messages=messages)["x-aifabric-backend"] for _ in range(24))
     assert set(served) == {"a", "b"}, served
+
+
+def test_anthropic_metadata_user_id_is_a_key_on_v1_messages(
+    start_gateway: StartGateway, engines: tuple[FakeBackend, FakeBackend]
+) -> None:
+    import anthropic
+
+    gw = start(start_gateway, engines, True)
+    with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as client:
+        served = {
+            client.messages.with_raw_response.create(
+                model="chat-fast",
+                max_tokens=4,
+                messages=[{"role": "user", "content": f"question {i}"}],
+                metadata={"user_id": "agent-9"},
+            ).headers["x-aifabric-backend"]
+            for i in range(6)
+        }
+    assert len(served) == 1

@@ -110,3 +110,10 @@ def test_a_kind_without_load_signals_keeps_its_pin_under_concurrency(make_target
     cloud = make_target("cloud", kind="openai")
     cloud.health.in_flight = 5
     assert not overloaded(cloud)
+
+
+def test_responses_input_items_and_instructions_are_a_conversation_too() -> None:
+    turn1 = {"instructions": "Be brief.", "input": [FIRST]}
+    turn2 = {"instructions": "Be brief.", "input": [FIRST, {"role": "assistant", "content": "ok"}, FIRST]}
+    assert session_key({}, turn1) == session_key({}, turn2)
+    assert session_key({}, turn1) != session_key({}, {"instructions": "Be long.", "input": [FIRST]})

@@ -352,6 +352,7 @@ _BACKEND = {
     "timeout": Field(n.duration(positive=True)),
     "max_concurrency": Field(n.integer(1)),
     "max_queue": Field(n.integer(0)),
+    "sleep_when_idle": Field(n.duration(positive=True)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
     "local": Field(_section(_LOCAL, LocalLaunch)),
     "apis": Field(_apis),
@@ -484,6 +485,13 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
             f"{path}.local.parallel applies to the llama-server engine only (this one is {local.engine}, "
             "which serves one request at a time)",
             "remove parallel, or use engine: llama-server",
+        )
+        return INVALID
+    if values.get("sleep_when_idle") is not None and values["kind"] != "vllm":
+        r.problem(
+            r.lines.get(f"{path}.sleep_when_idle"),
+            f"{path}.sleep_when_idle is vLLM's sleep mode, but the backend is of kind {values['kind']}",
+            "remove sleep_when_idle: (only kind: vllm servers started with --enable-sleep-mode have it)",
         )
         return INVALID
     return BackendConfig(name=path.split(".", 1)[1], **values)

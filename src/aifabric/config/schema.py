@@ -236,6 +236,8 @@ class BackendConfig:
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     local: LocalLaunch | None = None
     timeout: float | None = None  # per-try timeout override for this backend
+    # vLLM with --enable-sleep-mode: POST /sleep after this long unused, POST /wake_up before the next request
+    sleep_when_idle: float | None = None
     # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
     apis: tuple[ClientApi, ...] | None = None
     max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first

@@ -87,6 +87,9 @@ class BackendHealth:
     # Requests this gateway process has in flight to the backend, all its targets (of every role)
     # together: the live half of its load, between two probes (routing.target's attempt guard keeps it).
     in_flight: int = 0
+    # A vLLM engine the gateway put to sleep (sleep mode, `sleep_when_idle`): it answers probes but must
+    # be sent POST /wake_up before it serves (health.engine_sleep).
+    engine_asleep: bool = False
     # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
     # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
     launching: str | None = None

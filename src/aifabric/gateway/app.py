@@ -44,6 +44,7 @@ from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
+from aifabric.health.engine_sleep import EngineSleep
 from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
@@ -95,6 +96,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
+        # vLLM sleep mode for backends with sleep_when_idle: asleep when idle, woken by the next request.
+        self.engine_sleep = EngineSleep(config, lambda: self.checker.healths, self.client, clock=clock)
         self.auth = Authenticator(_master_keys(config))
         self.operator = self._operator_access(config)
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
@@ -122,6 +125,7 @@ class Gateway:
             blocked=(lambda: self.budgets.blocked_backends) if self.ledger is not None else None,
             prompt_counter=tokenizers.loaded,
             waker=self._wake_for,
+            engine_ready=self.engine_sleep.ready,
         )
         self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
@@ -243,6 +247,7 @@ class Gateway:
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
         self.power.update_config(config)
+        self.engine_sleep.update_config(config)
 
     def local_backend_changed(self, name: str, state: str, why: str) -> None:
         """From the local supervisor's thread: a backend `up` runs is (re)starting, ready, or given up.
@@ -477,6 +482,8 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.monitor.run(self._stop)))
         if self.config.gateway.watch:
             self._tasks.append(asyncio.create_task(self.reloads.watch(self._stop)))
+        if any(b.sleep_when_idle is not None for b in self.config.backends.values()):
+            self._tasks.append(asyncio.create_task(self.engine_sleep.run(self._stop)))
         return self.server
 
     async def _start_keys(self) -> None:

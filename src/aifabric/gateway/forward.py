@@ -115,6 +115,7 @@ class Forwarder:
         blocked: Callable[[], Mapping[str, str]] | None = None,
         prompt_counter: Callable[[str], Callable[[dict[str, Any]], int] | None] | None = None,
         waker: Callable[[Route], float] | None = None,
+        engine_ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._table = table
         self._client = client
@@ -131,6 +132,8 @@ class Forwarder:
         self._gates: dict[str, BackendGate] = {}  # by backend name, for backends with max_concurrency
         # Wakes the role's sleeping hosts (health.power); returns how long to hold the request for them.
         self._waker = waker
+        # Wakes a backend's engine from vLLM's sleep mode before an attempt (health.engine_sleep).
+        self._engine_ready = engine_ready
 
     def set_retry(self, retry: RetryConfig) -> None:
         """A reload's retry policy: for the requests that start from now on."""
@@ -372,6 +375,8 @@ class Forwarder:
             guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
         try:
+            if self._engine_ready is not None and target.backend.sleep_when_idle is not None:
+                await self._engine_ready(target.backend.name)  # held while its engine wakes up
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:
                 err_body = await resp.read()

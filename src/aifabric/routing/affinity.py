@@ -5,7 +5,8 @@ The key of a request, first found wins:
 1. the `x-session-id` header;
 2. what agents and SDKs already send: OpenAI's `prompt_cache_key`, then `user`; Anthropic's
    `metadata.user_id`;
-3. a hash of the leading messages: every message up to and including the first user message (the
+3. a hash of the leading messages (chat `messages`, Anthropic `messages` with `system`, Responses
+   `input` items with `instructions`): every message up to and including the first user message (the
    system prompt and the opening question stay the same for every turn of a conversation).
 
 The target is chosen by rendezvous hashing (highest random weight, weighted): each target scores
@@ -50,9 +51,12 @@ def session_key(headers: Mapping[str, str], payload: Mapping[str, Any]) -> bytes
         if isinstance(user_id, str) and user_id:
             return b"u:" + user_id[:_MAX_KEY].encode()
     messages = payload.get("messages")
+    if not isinstance(messages, list):
+        messages = payload.get("input")  # the Responses API's list of input items
     if isinstance(messages, list) and messages:
         leading = _leading(messages)
-        system = payload.get("system")  # Anthropic's system prompt sits beside the messages
+        # Anthropic's system prompt, the Responses API's instructions: beside the messages
+        system = payload.get("system", payload.get("instructions"))
         try:
             blob = orjson.dumps([system, leading] if system is not None else leading)
         except TypeError:

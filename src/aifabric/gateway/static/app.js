@@ -189,6 +189,9 @@
             b.reason,
             b.failure ? h("span", { class: "muted" }, ` (${b.failure})`) : null,
             b.state === "asleep" ? h("div", { class: "muted" }, "a host that may be powered off: expected") : null,
+            b.engine_asleep
+              ? h("div", { class: "muted", "data-engine-asleep": "" }, "engine in sleep mode (idle): woken by the next request")
+              : null,
           ),
           h(
             "td",

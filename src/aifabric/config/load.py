@@ -34,6 +34,7 @@ from aifabric.config.schema import (
     AlertSink,
     BackendConfig,
     ClientApi,
+    DrillCommands,
     FabricConfig,
     GatewayConfig,
     HealthCheckConfig,
@@ -344,6 +345,11 @@ _PRICE = {
     "output": Field(n.number(0)),
 }
 
+_DRILL = {
+    "fail": Field(n.text, required=True, example="ssh HOST podman stop vllm"),
+    "restore": Field(n.text, required=True, example="ssh HOST podman start vllm"),
+}
+
 _BACKEND = {
     "host": Field(n.text),
     "kind": Field(n.choice(BACKEND_KINDS), required=True, example=" | ".join(BACKEND_KINDS)),
@@ -353,6 +359,7 @@ _BACKEND = {
     "max_concurrency": Field(n.integer(1)),
     "max_queue": Field(n.integer(0)),
     "sleep_when_idle": Field(n.duration(positive=True)),
+    "drill": Field(_section(_DRILL, DrillCommands)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
     "local": Field(_section(_LOCAL, LocalLaunch)),
     "apis": Field(_apis),

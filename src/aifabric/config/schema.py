@@ -25,6 +25,7 @@ __all__ = [
     "BackendKind",
     "BalancePolicy",
     "ClientApi",
+    "DrillCommands",
     "FabricConfig",
     "GatewayConfig",
     "HealthCheckConfig",
@@ -227,6 +228,14 @@ class LocalLaunch:
 
 
 @dataclass(frozen=True)
+class DrillCommands:
+    """How `aifabric drill --backend NAME --config FILE` fails and restores a remote backend."""
+
+    fail: str  # e.g. "ssh wintermute podman stop vllm"
+    restore: str  # e.g. "ssh wintermute podman start vllm"
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     name: str
     kind: BackendKind
@@ -238,6 +247,7 @@ class BackendConfig:
     timeout: float | None = None  # per-try timeout override for this backend
     # vLLM with --enable-sleep-mode: POST /sleep after this long unused, POST /wake_up before the next request
     sleep_when_idle: float | None = None
+    drill: DrillCommands | None = None  # the runbook's drill for a backend `aifabric up` does not run
     # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
     apis: tuple[ClientApi, ...] | None = None
     max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first

@@ -114,7 +114,7 @@ def test_a_failing_fail_command_still_restores_and_the_drill_fails(tmp_path: Pat
         finally:
             gw.stop()
     assert code == 1, text
-    assert "the fail command exited with 255" in text and "no route to host" in text
+    assert "backends.gpu.drill's fail command exited with 255: no route to host" in text
     assert marker.exists()  # always restored
     assert "PASS  restore gpu" in text
 

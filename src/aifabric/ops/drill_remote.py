@@ -51,12 +51,14 @@ async def run_command(command: str, timeout: float = _COMMAND_TIMEOUT) -> tuple[
     return proc.returncode, out.decode("utf-8", "replace").strip()[-300:]
 
 
-def _outcome(what: str, command: str, code: int | None, output: str) -> tuple[bool, str]:
+def _outcome(what: str, code: int | None, output: str) -> tuple[bool, str]:
+    # The command itself is not repeated: it may carry a password (IPMI, a plug's API), and the
+    # operator has it in the fabric file.
     if code is None:
-        return False, f"{what} command did not finish within {_COMMAND_TIMEOUT:g} s: {command}"
+        return False, f"{what} command did not finish within {_COMMAND_TIMEOUT:g} s"
     if code != 0:
-        return False, f"{what} command exited with {code}: {command}" + (f" ({output})" if output else "")
-    return True, f"{what} command ran: {command}"
+        return False, f"{what} command exited with {code}" + (f": {output}" if output else "")
+    return True, f"{what} command exited 0"
 
 
 class _CommandDrill(_Drill):
@@ -75,7 +77,7 @@ class _CommandDrill(_Drill):
     async def stop(self, name: str) -> None:
         self.stop_sent = True  # from here on, restore runs whatever happens (a failed fail may half-work)
         code, output = await run_command(self.commands.fail)
-        ok, detail = _outcome("the fail", self.commands.fail, code, output)
+        ok, detail = _outcome(f"backends.{name}.drill's fail", code, output)
         if not ok:
             raise self.fail(f"fail {name}", detail)
         self.record(DrillStep(f"fail {name}", True, detail))
@@ -89,7 +91,7 @@ class _CommandDrill(_Drill):
 
     async def start(self, name: str) -> None:
         code, output = await run_command(self.commands.restore)
-        ok, detail = _outcome("the restore", self.commands.restore, code, output)
+        ok, detail = _outcome(f"backends.{name}.drill's restore", code, output)
         if not ok:
             raise self.fail(f"restore {name}", detail)
         self.report.restarted = True
@@ -102,7 +104,9 @@ class _CommandDrill(_Drill):
         try:
             await self.start(name)
         except Exception:  # _Abort: recorded by start(); the operator must restore it by hand
-            self.report.notes.append(f"could not restore {name}: run by hand: {self.commands.restore}")
+            self.report.notes.append(
+                f"could not restore {name}: run its restore command (backends.{name}.drill.restore) by hand"
+            )
             return
         if self.report.aborted is not None:
             self.report.notes.append(f"the drill stopped early; {name} was restored")

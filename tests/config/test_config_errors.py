@@ -71,6 +71,17 @@ SECRET_BACKEND = BASE.replace(
 
 CASES = [
     case(
+        "exclusive needs a group",
+        BASE.replace(
+            'box-embed: {host: box, kind: tei, url: "http://box.example:8080/v1"}',
+            'box-embed: {host: box, kind: tei, url: "http://box.example:8080/v1",\n'
+            "    local: {engine: aifabric-embed, model: m, port: 8101, exclusive: true}}",
+        ),
+        "exclusive: true",
+        "backends.box-embed.local.exclusive needs a group",
+        "add group: NAME",
+    ),
+    case(
         "sleep_when_idle is vLLM's",
         BASE.replace(
             'kind: tei, url: "http://box.example:8080/v1"',

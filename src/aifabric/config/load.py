@@ -225,7 +225,27 @@ _LOCAL = {
     "parallel": Field(n.integer(1, 256)),
     "alias": Field(n.text),
     "extra_args": Field(n.list_of(n.text)),
+    "start": Field(n.choice(("always", "on_demand"))),
+    "idle_stop": Field(n.duration(positive=True)),
+    "group": Field(n.text),
+    "exclusive": Field(n.boolean),
 }
+
+
+def _local(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _LOCAL)
+    if values is None:
+        return INVALID
+    if values.get("exclusive") and not values.get("group"):
+        r.problem(
+            r.lines.get(f"{path}.exclusive"),
+            f"{path}.exclusive needs a group: the backends it excludes are those of its group",
+            "add group: NAME (the same on every backend that shares the GPU), or remove exclusive:",
+        )
+        return INVALID
+    return LocalLaunch(**values)
 
 
 def _api_key(r: Reader, node: yaml.Node, path: str) -> Any:
@@ -361,7 +381,7 @@ _BACKEND = {
     "sleep_when_idle": Field(n.duration(positive=True)),
     "drill": Field(_section(_DRILL, DrillCommands)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
-    "local": Field(_section(_LOCAL, LocalLaunch)),
+    "local": Field(_local),
     "apis": Field(_apis),
     "budget": Field(_budget),
 }

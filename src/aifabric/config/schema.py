@@ -225,6 +225,12 @@ class LocalLaunch:
     parallel: int | None = None  # llama-server: requests decoded together (slots), each with `context`
     alias: str | None = None
     extra_args: tuple[str, ...] = ()
+    # Models on demand (like llama-swap): not started with `up` but by the first request that needs it;
+    # stopped again after `idle_stop` unused; `exclusive` members of a `group` run one at a time.
+    start: Literal["always", "on_demand"] = "always"
+    idle_stop: float | None = None
+    group: str | None = None
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,11 +254,19 @@ class BackendConfig:
     # vLLM with --enable-sleep-mode: POST /sleep after this long unused, POST /wake_up before the next request
     sleep_when_idle: float | None = None
     drill: DrillCommands | None = None  # the runbook's drill for a backend `aifabric up` does not run
+
     # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
     apis: tuple[ClientApi, ...] | None = None
     max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first
     max_queue: int = 100  # requests waiting for a place; beyond, the next candidate is tried
     budget: Budget | None = None  # over it, the backend drops out of routing until the period ends
+
+    @property
+    def idles(self) -> bool:
+        """Whether the gateway tracks when it was last used: it sleeps or stops when idle."""
+        return self.sleep_when_idle is not None or (
+            self.local is not None and self.local.idle_stop is not None
+        )
 
 
 @dataclass(frozen=True)

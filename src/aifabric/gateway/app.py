@@ -44,7 +44,7 @@ from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
-from aifabric.health.engine_sleep import EngineSleep
+from aifabric.health.engine_sleep import EngineSleep, start_on_demand
 from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
@@ -146,6 +146,7 @@ class Gateway:
             self.api_routes[path] = (self.responses.serve, error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
+        self.local_control: LocalControl | None = None
         # Re-reads the fabric file and applies it (set by `serve` and `up`; None: the embedded default).
         self.reloader: Callable[[], ReloadOutcome] | None = None
         self.reloads = Reloads(self)
@@ -217,9 +218,13 @@ class Gateway:
             self.tracer.attempt_ended(req, target, attempt, seconds)
 
     def _wake_for(self, route: Route) -> float:
-        return self.power.wake_for(
-            (t.backend.name for t in route.targets), f"a request for role {route.name}"
-        )
+        """The role's targets are all asleep: wake their hosts, start their models on demand; how
+        long the request may be held for them."""
+        backends = [t.backend.name for t in route.targets]
+        hold = self.power.wake_for(backends, f"a request for role {route.name}")
+        if self.local_control is not None:
+            hold = max(hold, start_on_demand(self.config, self.checker.healths, self.local_control, backends))
+        return hold
 
     async def _announce_wake(self, event: WakeEvent) -> None:
         await self.monitor.announce(wake_alert(event))
@@ -276,6 +281,10 @@ class Gateway:
             probe.add_done_callback(self._probes.discard)
         elif state == "failed":
             health.launching = None  # no longer coming back by itself: the next probe says down
+        elif state == "idle":  # a model on demand, not running: asleep; the next request starts it
+            transition = health.mark_idle(why, self.clock())
+            if transition is not None:
+                self._on_transition(transition)
         elif state == "stopped":  # on purpose (drill, operator): down now, fallbacks serve, no warm-up hold
             transition = health.mark_stopped(why, self.clock())
             if self.state_sync is not None:  # every worker and replica holds it down too
@@ -305,6 +314,11 @@ class Gateway:
     def attach_local(self, control: LocalControl) -> None:
         """Under `aifabric up`: the supervisor of its local backends, behind the /admin/backends routes."""
         self.admin = AdminRoutes(self, control)
+        self.local_control = control
+        self.engine_sleep.stop_local = control.idle_backend  # idle_stop of models on demand
+        for name, state in control.states().items():  # models on demand not started (before we listened)
+            if state == "idle":
+                self._apply_local_state(name, "idle", "not running: started when a request needs it")
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         # One id for the whole exchange: set on the request, so every route and the forwarder read the
@@ -482,7 +496,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.monitor.run(self._stop)))
         if self.config.gateway.watch:
             self._tasks.append(asyncio.create_task(self.reloads.watch(self._stop)))
-        if any(b.sleep_when_idle is not None for b in self.config.backends.values()):
+        if any(b.idles for b in self.config.backends.values()):
             self._tasks.append(asyncio.create_task(self.engine_sleep.run(self._stop)))
         return self.server
 

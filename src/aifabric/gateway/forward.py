@@ -375,7 +375,7 @@ class Forwarder:
             guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
         try:
-            if self._engine_ready is not None and target.backend.sleep_when_idle is not None:
+            if self._engine_ready is not None and target.backend.idles:
                 await self._engine_ready(target.backend.name)  # held while its engine wakes up
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:

@@ -14,9 +14,10 @@ the hash of the leading messages: no header needed) and once with `affinity: fal
 engines (restarted between the two). Placement by rendezvous hashing is the conversations' luck: the
 report says where each one landed.
 
-Engine: llama.cpp's llama-server when a build is found (`--llama-server PATH`, else the one `aifabric up`
-caches under ~/.cache/aifabric/llama-server/), else llama-cpp-python (the default's engine on main),
-whose server keeps the last prompt's KV state the same way. Writes bench/results/affinity.{md,json}.
+Engine: llama.cpp's llama-server (the default's chat engine) when a build is found (`--llama-server
+PATH`, else the one `make up` links into the venv or one on PATH, else aifabric's build cache under
+~/.cache/aifabric/llama-server/), else llama-cpp-python, whose server keeps the last prompt's KV state
+the same way. Writes bench/results/affinity.{md,json}.
 Everything listens on 127.0.0.1.
 """
 
@@ -27,6 +28,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,8 +60,15 @@ class Engine:
 
 
 def find_llama_server(given: str | None) -> Path | None:
+    """--llama-server, else the one `make up` links into the venv (or on PATH), else aifabric's cache."""
     if given:
         return Path(given)
+    linked = Path(sys.executable).with_name("llama-server")
+    if linked.exists():
+        return linked.resolve()  # its libraries sit beside the real file
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path).resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aifabric" / "llama-server"
     found = sorted(cache.glob("*/llama-server"))
     return found[-1] if found else None

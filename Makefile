@@ -60,6 +60,7 @@ system-deps:
 
 bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/affinity.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -71,6 +71,78 @@ SECRET_BACKEND = BASE.replace(
 
 CASES = [
     case(
+        "exclusive needs a group",
+        BASE.replace(
+            'box-embed: {host: box, kind: tei, url: "http://box.example:8080/v1"}',
+            'box-embed: {host: box, kind: tei, url: "http://box.example:8080/v1",\n'
+            "    local: {engine: aifabric-embed, model: m, port: 8101, exclusive: true}}",
+        ),
+        "exclusive: true",
+        "backends.box-embed.local.exclusive needs a group",
+        "add group: NAME",
+    ),
+    case(
+        "sleep_when_idle is vLLM's",
+        BASE.replace(
+            'kind: tei, url: "http://box.example:8080/v1"',
+            'kind: tei, url: "http://box.example:8080/v1", sleep_when_idle: 5m',
+        ),
+        "sleep_when_idle: 5m",
+        "backends.box-embed.sleep_when_idle is vLLM's sleep mode, but the backend is of kind tei",
+        "remove sleep_when_idle:",
+    ),
+    case(
+        "wake on a host that is always on",
+        BASE.replace(
+            "box: {address: box.example, always_on: true}",
+            'box: {address: box.example, wake: {command: "x"}}',
+        ),
+        "wake: {command",
+        "hosts.box has wake: but is always on",
+        "add always_on: false to the host, or remove wake:",
+    ),
+    case(
+        "wake needs a mac or a command",
+        BASE.replace("always_on: true}", "always_on: false, wake: {port: 9}}"),
+        "wake: {port: 9}",
+        "hosts.box.wake needs exactly one of mac: or command:",
+        "wake: {mac:",
+    ),
+    case(
+        "wake mac is checked",
+        BASE.replace("always_on: true}", 'always_on: false, wake: {mac: "aa:bb:cc"}}'),
+        'mac: "aa:bb:cc"',
+        "hosts.box.wake.mac must be a MAC address, found 'aa:bb:cc'",
+        'mac: "aa:bb:cc:dd:ee:ff"',
+    ),
+    case(
+        "overflow without fallbacks has nowhere to go",
+        BASE.replace(
+            f"    targets: [{QWEN}]\n", f"    targets: [{QWEN}]\n    overflow: {{queue_depth: 4}}\n"
+        ),
+        "overflow: {queue_depth: 4}",
+        "role 'chat-fast' has overflow: but no fallbacks",
+        "add fallbacks: [ROLE]",
+    ),
+    case(
+        "overflow with no bound would never overflow",
+        with_fallback(QWEN, "[chat-deep]").replace(
+            "    fallbacks: [chat-deep]\n", "    fallbacks: [chat-deep]\n    overflow: {}\n"
+        ),
+        "overflow: {}",
+        "roles.chat-fast.overflow sets no bound",
+        "queue_depth: 4",
+    ),
+    case(
+        "overflow queue depth is a count",
+        with_fallback(QWEN, "[chat-deep]").replace(
+            "    fallbacks: [chat-deep]\n", "    fallbacks: [chat-deep]\n    overflow: {queue_depth: lots}\n"
+        ),
+        "overflow: {queue_depth: lots}",
+        "roles.chat-fast.overflow.queue_depth must be a whole number of at least 1",
+        "write a whole number of at least 1",
+    ),
+    case(
         "bad yaml names the parser's line",
         BASE.replace("    kind: embeddings", "    kind: embeddings: general"),
         "kind: embeddings: general",

@@ -267,3 +267,23 @@ def test_problems_say_whether_they_are_about_the_file_or_its_environment() -> No
         load_config_text(text, "fabric.yaml", environ={})
     kinds = {p.kind: p.line for p in caught.value.problems}
     assert kinds == {ProblemKind.FILE: 2, ProblemKind.ENV: 3}
+
+
+def test_balance_defaults_to_least_load_where_targets_report_load_and_overflow_loads() -> None:
+    text = BASE.replace(
+        "    targets: [{backend: box-vllm, model: qwen}]\n",
+        "    targets: [{backend: box-vllm, model: qwen}]\n"
+        "    fallbacks: [chat-deep]\n"
+        "    overflow: {queue_depth: 4, estimated_wait: 30s}\n",
+    ).replace(
+        "    targets: [{backend: box-vllm, model: llama}]\n",
+        "    targets: [{backend: box-vllm, model: llama}]\n    balance: least_outstanding\n",
+    )
+    cfg = load_config_text(text, "fabric.yaml", environ={})
+    assert cfg.roles["chat-fast"].balance == "least_load"  # vLLM reports its load
+    assert cfg.roles["chat-deep"].balance == "least_outstanding"  # as written
+    assert cfg.roles["embed"].balance == "p2c"  # TEI reports none: latency and in-flight count
+    overflow = cfg.roles["chat-fast"].overflow
+    assert overflow is not None
+    assert (overflow.queue_depth, overflow.estimated_wait) == (4, 30.0)
+    assert config_to_dict(cfg)["roles"]["chat-fast"]["overflow"] == {"queue_depth": 4, "estimated_wait": 30.0}

@@ -34,11 +34,17 @@ def test_defaults_are_filled_in() -> None:
         ],
         "fallbacks": ["openai/strong"],
         "description": "",
-        "balance": "p2c",
+        "balance": "least_load",  # the default for a role on a backend that reports its load (vLLM)
+        "overflow": None,
         "limits": {"rpm": None, "tpm": None},
+        "affinity": True,
     }
     assert shown["monitoring"]["interval"] == 300.0
-    assert shown["hosts"]["wintermute"] == {"address": "wintermute.pangolin-vega.ts.net", "always_on": False}
+    assert shown["hosts"]["wintermute"] == {
+        "address": "wintermute.pangolin-vega.ts.net",
+        "always_on": False,
+        "wake": None,
+    }
 
 
 def test_secrets_are_redacted_entirely() -> None:

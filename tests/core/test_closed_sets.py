@@ -18,6 +18,7 @@ from aifabric.backends.base import BackendAdapter, adapter_for
 from aifabric.config.schema import (
     BACKEND_KINDS,
     BALANCE_POLICIES,
+    LOAD_SIGNAL_KINDS,
     NATIVE_APIS,
     ROLE_KINDS,
     ClientApi,
@@ -76,9 +77,10 @@ def test_backend_kinds_each_have_one_adapter_module() -> None:
 
 
 def test_balance_policies_and_role_kinds() -> None:
-    assert BALANCE_POLICIES == ("p2c", "least_outstanding")
+    assert BALANCE_POLICIES == ("p2c", "least_outstanding", "least_load")
     assert set(POLICIES) == set(BALANCE_POLICIES)
-    assert RoleConfig.__dataclass_fields__["balance"].default in BALANCE_POLICIES
+    # Unset: resolved per role by default_balance (least_load where a target reports load, else p2c).
+    assert RoleConfig.__dataclass_fields__["balance"].default is None
     assert ROLE_KINDS == ("chat", "embeddings", "completions", "rerank", "transcription")
 
 
@@ -113,6 +115,12 @@ def test_anthropic_error_types() -> None:
         "timeout_error",
         "api_error",
     }
+
+
+def test_load_signal_kinds_are_the_kinds_whose_probe_reads_load() -> None:
+    """One definition: the kinds that default to least_load are exactly those probing a load endpoint."""
+    reading = {k for k in BACKEND_KINDS if {"/metrics", "/slots"} & set(adapter_for(k).probe_paths)}
+    assert reading == LOAD_SIGNAL_KINDS == {"vllm", "llamacpp"}
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 413, 422, 429, 431, 500, 502, 503])

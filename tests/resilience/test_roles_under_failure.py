@@ -166,7 +166,11 @@ backends:
   slow: {{kind: vllm, url: "{slow.url}"}}
   fast: {{kind: vllm, url: "{fast.url}"}}
 roles:
-  chat-fast: {{kind: chat, targets: [{{backend: slow, model: m1}}, {{backend: fast, model: m1}}]}}
+  chat-fast:
+    kind: chat
+    targets: [{{backend: slow, model: m1}}, {{backend: fast, model: m1}}]
+    balance: p2c      # the policy under test (vLLM roles default to least_load)
+    affinity: false   # the same prompt every time must not pin one target
 """)
 
     def measured() -> bool:

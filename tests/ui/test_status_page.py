@@ -94,12 +94,15 @@ def test_roles_show_their_targets_and_how_they_route(page: Node) -> None:
     assert "quick answers for interactive tools" in fast.text
     assert "call as chat-fast, local/chat" in fast.text
     assert "then falls back to chat-deep (1/2 available)" in fast.text
-    assert "balance least_outstanding" in fast.text
+    assert "balance least_outstanding · session affinity" in fast.text
     assert "1 of 2 targets available" in fast.text
     gpu = fast.one("tr", data_target=f"chat-fast/gpu/{CHAT_MODEL}")
     cells = [td.text for td in gpu.find_all("td")]
     assert cells[1:4] == [CHAT_MODEL, "2", "✓ available"]
-    assert re.fullmatch(r"\d+(\.\d)? ms", cells[5])  # EWMA latency of real requests
+    assert cells[5] == "0"  # queued at the engine (vLLM's own count)
+    assert re.fullmatch(r"\d+(\.\d)? ms", cells[6])  # EWMA latency of real requests
+    assert "overflows at 2 queued (0 requests so far)" in fast.text
+    assert fast.find_all("p", data_overflowing="") == []  # nothing saturated
     flaky = fast.one("tr", data_target=f"chat-fast/flaky/{CHAT_MODEL}")
     assert flaky.attrs["data-routing"] == "ejected"
     assert re.search(r"✕ ejected until \d\d:\d\d:\d\d \(\d+ min \d+ s more\)", flaky.text), flaky.text

@@ -74,6 +74,7 @@ roles:
     targets: [{{backend: gpu, model: {CHAT_MODEL}, weight: 2}}, {{backend: flaky, model: {CHAT_MODEL}}}]
     fallbacks: [chat-deep]
     balance: least_outstanding
+    overflow: {{queue_depth: 2}}
   chat-deep:
     kind: chat
     targets: [{{backend: workstation, model: {DEEP_MODEL}}}, {{backend: slow, model: {DEEP_MODEL}}}]

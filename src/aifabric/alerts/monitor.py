@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -81,6 +82,15 @@ class Monitor:
         if events and self._leader():
             await self.notifier.notify(events)
         return events
+
+    async def announce(self, alert: Alert) -> None:
+        """An event that is news, not a condition that holds (e.g. a host woken): notified once, listed
+        in /alerts' recent events, never tracked as active nor resolved."""
+        alert = dataclasses.replace(alert, since=self._clock())
+        event = AlertEvent("firing", alert, self._clock(), timestamp=self._wall())
+        self.recent.append(event)
+        if self._leader():
+            await self.notifier.notify([event])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Evaluate every `monitoring.interval` until `stop` is set (first after one interval, when the

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
 from aifabric.core import BackendHealth, BackendState
+from aifabric.health.power import WakeEvent
 
 __all__ = [
     "Alert",
@@ -35,6 +36,7 @@ __all__ = [
     "Severity",
     "evaluate",
     "gateway_down",
+    "wake_alert",
 ]
 
 
@@ -226,6 +228,28 @@ def gateway_down(url: str, detail: str) -> Alert:
             "`aifabric up`), read its log for the cause (a config mistake is reported with file and "
             "line: `aifabric config validate`), then `aifabric smoke` to verify."
         ),
+    )
+
+
+def wake_alert(event: WakeEvent) -> Alert:
+    """News, not a condition (Monitor.announce): the gateway woke a host (INFO), or could not (WARNING)."""
+    if event.ok:
+        return Alert(
+            rule="host_woken",
+            subject=event.host,
+            severity=Severity.INFO,
+            summary=f"woke host {event.host} for {event.why}: {event.how}",
+            fix=(
+                f"nothing to do: requests go to {event.host} once its backends serve (fallbacks meanwhile). "
+                f"To keep it off, remove wake: from hosts.{event.host}"
+            ),
+        )
+    return Alert(
+        rule="host_wake_failed",
+        subject=event.host,
+        severity=Severity.WARNING,
+        summary=f"could not wake host {event.host} for {event.why}: {event.how}",
+        fix=f"check hosts.{event.host}.wake in the fabric file, then `aifabric wake {event.host}` by hand",
     )
 
 

@@ -1,8 +1,10 @@
-"""`aifabric drill [--url URL] [--backend NAME] [--json] [--timeout S]`: the runbook's failure drill.
+"""`aifabric drill [--url URL] [--backend NAME] [--config FILE] [--json] [--timeout S]`: the runbook's drill.
 
 Against a running `aifabric up`: checks the fabric is healthy, stops one local backend, times how long
 until the gateway shows it down and which roles still answer, starts it again (always, even when the
-drill fails midway), and times the recovery. See aifabric.ops.drill.
+drill fails midway), and times the recovery. See aifabric.ops.drill. With `--config FILE --backend NAME`
+the backend's `drill: {fail, restore}` commands fail and restore it instead, against any gateway
+(`aifabric serve` too): aifabric.ops.drill_remote.
 
 Exit 0 when the failure was detected and the fabric recovered within the timeout; 1 when either did not
 happen (the report says which); 2 when the drill could not run (the fabric was not healthy to begin
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import add_gateway_arguments
 from aifabric.core import exit_codes
+from aifabric.errors import CommandError
 
 if TYPE_CHECKING:
-    from aifabric.ops.drill import DrillReport
+    from aifabric.ops.drill import DrillReport, DrillStep
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
 
@@ -46,12 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the local backend to stop (default: the first one serving a role that has fallbacks, "
         "else the first local backend)",
     )
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="the fabric file: with --backend NAME whose `drill: {fail, restore}` commands fail and "
+        "restore it, the drill runs against any gateway (`aifabric serve` too), not only `up`",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     parser.epilog = "--timeout bounds detection and recovery each (seconds); each request gets at most 60 s."
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from aifabric.ops.drill import DrillStep, run_drill
+    from aifabric.ops.drill import run_drill
 
     def show(step: DrillStep) -> None:
         word = "PASS" if step.ok else ("FAIL" if step.counted else "WARN")
@@ -60,16 +71,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     if not args.json:
         console.print(f"failure drill on {args.url}")
-    report = asyncio.run(
-        run_drill(
-            args.url,
-            api_key=args.api_key,
-            backend=args.backend,
-            timeout=args.timeout,
-            request_timeout=min(args.timeout, 60.0),
-            on_step=None if args.json else show,
+    on_step = None if args.json else show
+    if args.config is not None:
+        report = asyncio.run(_remote(args, on_step))
+    else:
+        report = asyncio.run(
+            run_drill(
+                args.url,
+                api_key=args.api_key,
+                backend=args.backend,
+                timeout=args.timeout,
+                request_timeout=min(args.timeout, 60.0),
+                on_step=on_step,
+            )
         )
-    )
     code = exit_codes.OK if report.ok else exit_codes.FAILED
     if report.aborted is not None and not (report.restarted or report.detected):
         code = exit_codes.NOT_RUN  # nothing was stopped: the fabric is as it was
@@ -81,6 +96,37 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print("")
     console.print(_verdict(report, code))
     return code
+
+
+async def _remote(args: argparse.Namespace, on_step: Callable[[DrillStep], None] | None) -> DrillReport:
+    """`--config FILE --backend NAME`: the drill through the backend's own fail/restore commands."""
+    from aifabric.config.load import load_config
+    from aifabric.ops.drill_remote import run_remote_drill
+
+    config = load_config(args.config)
+    if args.backend is None or args.backend not in config.backends:
+        known = ", ".join(n for n, b in config.backends.items() if b.drill is not None) or "none"
+        raise CommandError(
+            f"--config needs --backend NAME, a backend of {config.source} with drill: commands "
+            f"(those with drill: {known})",
+            exit_codes.USAGE,
+        )
+    commands = config.backends[args.backend].drill
+    if commands is None:
+        raise CommandError(
+            f"backend {args.backend!r} has no drill: section in {config.source}; add "
+            'drill: {fail: "ssh HOST podman stop vllm", restore: "ssh HOST podman start vllm"}',
+            exit_codes.USAGE,
+        )
+    return await run_remote_drill(
+        args.url,
+        args.backend,
+        commands,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        request_timeout=min(args.timeout, 60.0),
+        on_step=on_step,
+    )
 
 
 def _verdict(report: DrillReport, code: int) -> str:

@@ -28,6 +28,7 @@ COMMANDS = (
     "secrets",
     "keys",
     "usage",
+    "wake",
 )
 
 

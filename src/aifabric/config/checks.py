@@ -71,6 +71,13 @@ def check_references(r: Reader, cfg: FabricConfig) -> None:
                     + (f", or name a {role.kind} role: {', '.join(same)}" if same else ""),
                 )
 
+        if role.overflow is not None and not role.fallbacks:
+            r.problem(
+                lines.get(f"roles.{name}.overflow"),
+                f"role '{name}' has overflow: but no fallbacks: a saturated role has nowhere to send them",
+                "add fallbacks: [ROLE] (where overflowed requests go), or remove overflow:",
+            )
+
     for cycle in fallback_cycles(cfg):
         first, second = cycle[0], cycle[1]
         index = cfg.roles[first].fallbacks.index(second)

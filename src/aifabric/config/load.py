@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from aifabric.config.schema import (
     AlertSink,
     BackendConfig,
     ClientApi,
+    DrillCommands,
     FabricConfig,
     GatewayConfig,
     HealthCheckConfig,
@@ -40,12 +42,15 @@ from aifabric.config.schema import (
     LoadedFrom,
     LocalLaunch,
     MonitoringConfig,
+    OverflowConfig,
     RetryConfig,
     RoleConfig,
     RoleLimits,
     TargetConfig,
     TlsConfig,
     TracingConfig,
+    WakeConfig,
+    default_balance,
 )
 from aifabric.errors import ConfigError, ConfigProblem
 
@@ -198,6 +203,7 @@ _RETRY = {
     "max_retry_after": Field(n.duration()),
     "warmup_wait": Field(n.duration()),
     "stream_idle_timeout": Field(n.duration(positive=True)),
+    "wake_wait": Field(n.duration()),
 }
 
 _HEALTH = {
@@ -219,7 +225,27 @@ _LOCAL = {
     "parallel": Field(n.integer(1, 256)),
     "alias": Field(n.text),
     "extra_args": Field(n.list_of(n.text)),
+    "start": Field(n.choice(("always", "on_demand"))),
+    "idle_stop": Field(n.duration(positive=True)),
+    "group": Field(n.text),
+    "exclusive": Field(n.boolean),
 }
+
+
+def _local(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _LOCAL)
+    if values is None:
+        return INVALID
+    if values.get("exclusive") and not values.get("group"):
+        r.problem(
+            r.lines.get(f"{path}.exclusive"),
+            f"{path}.exclusive needs a group: the backends it excludes are those of its group",
+            "add group: NAME (the same on every backend that shares the GPU), or remove exclusive:",
+        )
+        return INVALID
+    return LocalLaunch(**values)
 
 
 def _api_key(r: Reader, node: yaml.Node, path: str) -> Any:
@@ -264,9 +290,47 @@ _GATEWAY = {
     "body_timeout": Field(n.duration(positive=True)),
 }
 
+_WAKE = {
+    "mac": Field(n.text),
+    "broadcast": Field(n.text),
+    "port": Field(n.integer(1, 65535)),
+    "command": Field(n.text),
+    "min_interval": Field(n.duration()),
+}
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
+
+
+def _wake(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _WAKE)
+    if values is None:
+        return INVALID
+    line = r.lines.get(path)
+    mac, command = values.get("mac"), values.get("command")
+    if (mac is None) == (command is None):
+        if f"{path}.mac" in r.lines or f"{path}.command" in r.lines:
+            return INVALID  # a wrong one is already reported
+        r.problem(
+            line,
+            f"{path} needs exactly one of mac: or command:",
+            'write wake: {mac: "aa:bb:cc:dd:ee:ff", broadcast: 192.168.1.255} or wake: {command: "..."}',
+        )
+        return INVALID
+    if mac is not None and not _MAC.match(mac):
+        r.problem(
+            r.lines.get(f"{path}.mac", line),
+            f"{path}.mac must be a MAC address, found {mac!r}",
+            'write six hex pairs: mac: "aa:bb:cc:dd:ee:ff"',
+        )
+        return INVALID
+    return WakeConfig(**values)
+
+
 _HOST = {
     "address": Field(n.text, required=True, example="HOSTNAME_OR_IP"),
     "always_on": Field(n.boolean),
+    "wake": Field(_wake),
 }
 
 
@@ -301,6 +365,11 @@ _PRICE = {
     "output": Field(n.number(0)),
 }
 
+_DRILL = {
+    "fail": Field(n.text, required=True, example="ssh HOST podman stop vllm"),
+    "restore": Field(n.text, required=True, example="ssh HOST podman start vllm"),
+}
+
 _BACKEND = {
     "host": Field(n.text),
     "kind": Field(n.choice(BACKEND_KINDS), required=True, example=" | ".join(BACKEND_KINDS)),
@@ -309,8 +378,10 @@ _BACKEND = {
     "timeout": Field(n.duration(positive=True)),
     "max_concurrency": Field(n.integer(1)),
     "max_queue": Field(n.integer(0)),
+    "sleep_when_idle": Field(n.duration(positive=True)),
+    "drill": Field(_section(_DRILL, DrillCommands)),
     "health": Field(_section(_HEALTH, HealthCheckConfig)),
-    "local": Field(_section(_LOCAL, LocalLaunch)),
+    "local": Field(_local),
     "apis": Field(_apis),
     "budget": Field(_budget),
 }
@@ -327,6 +398,30 @@ _ROLE_LIMITS = {
     "tpm": Field(n.integer(1)),
 }
 
+_OVERFLOW = {
+    "queue_depth": Field(n.integer(1)),  # requests waiting; 0 would overflow an idle role
+    "estimated_wait": Field(n.duration()),
+}
+
+
+def _overflow(r: Reader, node: yaml.Node, path: str) -> Any:
+    if n.is_null(node):
+        return None
+    values = r.mapping(node, path, _OVERFLOW)
+    if values is None:
+        return INVALID
+    if not values and not any(f"{path}.{key}" in r.lines for key in _OVERFLOW):  # a wrong one is reported
+        r.problem(
+            r.lines[path],
+            f"{path} sets no bound, so it would never overflow",
+            "write overflow: {queue_depth: 4} or overflow: {estimated_wait: 10s}",
+        )
+        return INVALID
+    if not values:
+        return INVALID
+    return OverflowConfig(**values)
+
+
 _ROLE = {
     "kind": Field(n.choice(ROLE_KINDS), required=True, example=" | ".join(ROLE_KINDS)),
     "targets": Field(
@@ -338,6 +433,8 @@ _ROLE = {
     "description": Field(n.text),
     "balance": Field(n.choice(BALANCE_POLICIES)),
     "limits": Field(_section(_ROLE_LIMITS, RoleLimits)),
+    "overflow": Field(_overflow),
+    "affinity": Field(n.boolean),
 }
 
 _SINK = {
@@ -381,7 +478,16 @@ def _named(r: Reader, node: yaml.Node, path: str, build: Builder) -> dict[str, A
 
 def _host(r: Reader, node: yaml.Node, path: str) -> Any:
     values = r.mapping(node, path, _HOST)
-    return INVALID if values is None else HostConfig(name=path.split(".", 1)[1], **values)
+    if values is None:
+        return INVALID
+    if values.get("wake") is not None and values.get("always_on", True):
+        r.problem(
+            r.lines.get(f"{path}.wake"),
+            f"{path} has wake: but is always on: the gateway wakes only hosts that may be off",
+            "add always_on: false to the host, or remove wake:",
+        )
+        return INVALID
+    return HostConfig(name=path.split(".", 1)[1], **values)
 
 
 def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
@@ -406,6 +512,13 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
             f"{path}.local.parallel applies to the llama-server engine only (this one is {local.engine}, "
             "which serves one request at a time)",
             "remove parallel, or use engine: llama-server",
+        )
+        return INVALID
+    if values.get("sleep_when_idle") is not None and values["kind"] != "vllm":
+        r.problem(
+            r.lines.get(f"{path}.sleep_when_idle"),
+            f"{path}.sleep_when_idle is vLLM's sleep mode, but the backend is of kind {values['kind']}",
+            "remove sleep_when_idle: (only kind: vllm servers started with --enable-sleep-mode have it)",
         )
         return INVALID
     return BackendConfig(name=path.split(".", 1)[1], **values)
@@ -541,5 +654,10 @@ def _fabric(r: Reader, root: yaml.Node, source: str) -> FabricConfig | None:
         # Effective path: a relative env_file means relative to the fabric file, for whoever reads it next.
         gateway = dataclasses.replace(gateway, env_file=str(r.env.env_file))
     values["gateway"] = gateway
+    backends = values.get("backends", {})
+    values["roles"] = {  # the effective policy, so `config show` says which one a role balances with
+        name: dataclasses.replace(role, balance=default_balance(role, backends))
+        for name, role in values.get("roles", {}).items()
+    }
     loaded = LoadedFrom(key_lines=dict(r.lines), env_references=dict(r.env.references))
     return FabricConfig(source=source, loaded=loaded, **values)

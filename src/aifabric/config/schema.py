@@ -17,6 +17,7 @@ from aifabric.config.money import Budget, Price
 __all__ = [
     "BACKEND_KINDS",
     "BALANCE_POLICIES",
+    "LOAD_SIGNAL_KINDS",
     "NATIVE_APIS",
     "ROLE_KINDS",
     "AlertSink",
@@ -24,6 +25,7 @@ __all__ = [
     "BackendKind",
     "BalancePolicy",
     "ClientApi",
+    "DrillCommands",
     "FabricConfig",
     "GatewayConfig",
     "HealthCheckConfig",
@@ -32,6 +34,7 @@ __all__ = [
     "LocalEngine",
     "LocalLaunch",
     "MonitoringConfig",
+    "OverflowConfig",
     "RetryConfig",
     "RoleConfig",
     "RoleKind",
@@ -40,17 +43,33 @@ __all__ = [
     "TargetConfig",
     "TlsConfig",
     "TracingConfig",
+    "WakeConfig",
+    "default_balance",
 ]
 
 # The closed sets of names a fabric file may use, each written once: the Literal types the schema's
 # fields carry, and the tuples the loader validates against (and `backends` / `routing.balance` key on).
 BackendKind = Literal["vllm", "llamacpp", "llama-cpp-python", "ollama", "tei", "openai", "aifabric-embed"]
 RoleKind = Literal["chat", "embeddings", "completions", "rerank", "transcription"]
-BalancePolicy = Literal["p2c", "least_outstanding"]
+BalancePolicy = Literal["p2c", "least_outstanding", "least_load"]
 
 BACKEND_KINDS: tuple[str, ...] = typing.get_args(BackendKind)
 ROLE_KINDS: tuple[str, ...] = typing.get_args(RoleKind)
 BALANCE_POLICIES: tuple[str, ...] = typing.get_args(BalancePolicy)
+# The kinds whose probe reads the engine's own load (vLLM's /metrics, llama-server's /slots and /metrics):
+# a role with a target on one of them balances with `least_load` unless its `balance:` says otherwise.
+LOAD_SIGNAL_KINDS: frozenset[str] = frozenset({"vllm", "llamacpp"})
+
+
+def default_balance(role: RoleConfig, backends: Mapping[str, BackendConfig]) -> BalancePolicy:
+    """`balance:` as written, else `least_load` when a target's backend reports its load, else `p2c`."""
+    if role.balance is not None:
+        return role.balance
+    for tc in role.targets:
+        backend = backends.get(tc.backend)
+        if backend is not None and backend.kind in LOAD_SIGNAL_KINDS:
+            return "least_load"
+    return "p2c"
 
 
 class ClientApi(enum.StrEnum):
@@ -155,6 +174,8 @@ class RetryConfig:
     max_retry_after: float = 10.0  # honour an upstream Retry-After up to this long
     warmup_wait: float = 60.0  # hold a request while every candidate is still loading
     stream_idle_timeout: float = 120.0  # mid-stream, this long without a byte from the backend ends it
+    # Hold a request this long for a sleeping host being woken, when no fallback can serve it (0: no hold).
+    wake_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -170,10 +191,22 @@ class HealthCheckConfig:
 
 
 @dataclass(frozen=True)
+class WakeConfig:
+    """How to wake a host that may be off (health.power): a Wake-on-LAN magic packet, or a command."""
+
+    mac: str | None = None  # "aa:bb:cc:dd:ee:ff": the magic packet's target
+    broadcast: str = "255.255.255.255"  # where the packet is sent (the host's subnet broadcast)
+    port: int = 9  # UDP port (9, "discard", is the convention; some NICs listen on 7)
+    command: str | None = None  # run by the shell instead: a smart plug, IPMI, `ssh router etherwake ...`
+    min_interval: float = 60.0  # at most one wake of the host this often, however many requests ask
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str
     address: str
     always_on: bool = True
+    wake: WakeConfig | None = None
 
 
 # The programs `aifabric up` can run for a backend (local.launch turns each into a command line).
@@ -192,6 +225,20 @@ class LocalLaunch:
     parallel: int | None = None  # llama-server: requests decoded together (slots), each with `context`
     alias: str | None = None
     extra_args: tuple[str, ...] = ()
+    # Models on demand (like llama-swap): not started with `up` but by the first request that needs it;
+    # stopped again after `idle_stop` unused; `exclusive` members of a `group` run one at a time.
+    start: Literal["always", "on_demand"] = "always"
+    idle_stop: float | None = None
+    group: str | None = None
+    exclusive: bool = False
+
+
+@dataclass(frozen=True)
+class DrillCommands:
+    """How `aifabric drill --backend NAME --config FILE` fails and restores a remote backend."""
+
+    fail: str  # e.g. "ssh wintermute podman stop vllm"
+    restore: str  # e.g. "ssh wintermute podman start vllm"
 
 
 @dataclass(frozen=True)
@@ -204,11 +251,22 @@ class BackendConfig:
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     local: LocalLaunch | None = None
     timeout: float | None = None  # per-try timeout override for this backend
+    # vLLM with --enable-sleep-mode: POST /sleep after this long unused, POST /wake_up before the next request
+    sleep_when_idle: float | None = None
+    drill: DrillCommands | None = None  # the runbook's drill for a backend `aifabric up` does not run
+
     # The APIs it serves natively (`apis:`), replacing its kind's default set; None = the kind's.
     apis: tuple[ClientApi, ...] | None = None
     max_concurrency: int | None = None  # requests at once; more wait in a queue, interactive first
     max_queue: int = 100  # requests waiting for a place; beyond, the next candidate is tried
     budget: Budget | None = None  # over it, the backend drops out of routing until the period ends
+
+    @property
+    def idles(self) -> bool:
+        """Whether the gateway tracks when it was last used: it sleeps or stops when idle."""
+        return self.sleep_when_idle is not None or (
+            self.local is not None and self.local.idle_stop is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -228,13 +286,26 @@ class RoleLimits:
 
 
 @dataclass(frozen=True)
+class OverflowConfig:
+    """When a role sends requests to its fallbacks although its own targets are healthy: every one of
+    them is saturated by this measure (either bound reached is enough; unset bounds are not checked)."""
+
+    queue_depth: int | None = None  # requests queued at the engine (estimated) on each target
+    estimated_wait: float | None = None  # seconds a new request would wait for a free slot
+
+
+@dataclass(frozen=True)
 class RoleConfig:
     name: str
     kind: RoleKind
     targets: tuple[TargetConfig, ...]
     fallbacks: tuple[str, ...] = ()
     description: str = ""
-    balance: BalancePolicy = "p2c"
+    # None: `least_load` when a target's backend reports its load (vLLM, llama-server), else `p2c`.
+    balance: BalancePolicy | None = None
+    overflow: OverflowConfig | None = None
+    # Session affinity (routing.affinity): one conversation's requests go to the same target.
+    affinity: bool = True
     limits: RoleLimits = field(default_factory=RoleLimits)
 
 

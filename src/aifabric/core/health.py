@@ -84,6 +84,12 @@ class BackendHealth:
     failure: FailureClass | None = None  # class of the latest failed probe
     consecutive_ok: int = 0
     consecutive_failed: int = 0
+    # Requests this gateway process has in flight to the backend, all its targets (of every role)
+    # together: the live half of its load, between two probes (routing.target's attempt guard keeps it).
+    in_flight: int = 0
+    # A vLLM engine the gateway put to sleep (sleep mode, `sleep_when_idle`): it answers probes but must
+    # be sent POST /wake_up before it serves (health.engine_sleep).
+    engine_asleep: bool = False
     # Set while the local supervisor (re)starts this backend: a refused probe then means "loading",
     # not "down", so requests are held (warm-up) instead of failing. Cleared by a good probe.
     launching: str | None = None
@@ -91,6 +97,7 @@ class BackendHealth:
     # that reason, whatever probes see. Cleared only when its supervisor starts it again (mark_launching),
     # here or on another gateway sharing the state.
     stopped: str | None = None
+    stopped_state: BackendState = BackendState.DOWN  # asleep for a model stopped on demand (mark_idle)
 
     @property
     def routable(self) -> bool:
@@ -109,7 +116,7 @@ class BackendHealth:
             # before the stop, is no news, and "connection refused" is the stop's expected consequence.
             self.failure = result.failure
             self.consecutive_ok = 0
-            return self._move(BackendState.DOWN, self.stopped, now)
+            return self._move(self.stopped_state, self.stopped, now)
         if result.ok:
             self.launching = None
             self.consecutive_ok += 1
@@ -154,9 +161,16 @@ class BackendHealth:
     def mark_stopped(self, why: str, now: float) -> Transition | None:
         """The local supervisor stopped this backend on request: down at once (no threshold, no
         warm-up hold), so requests go to the role's other targets and fallbacks."""
-        self.launching, self.stopped = None, why
+        self.launching, self.stopped, self.stopped_state = None, why, BackendState.DOWN
         self.consecutive_ok = 0
         return self._move(BackendState.DOWN, why, now)
+
+    def mark_idle(self, why: str, now: float) -> Transition | None:
+        """A local model started on demand is not running (not started yet, or stopped when idle):
+        asleep, not an outage; the next request that needs it starts it (gateway) and waits."""
+        self.launching, self.stopped, self.stopped_state = None, why, BackendState.ASLEEP
+        self.consecutive_ok = 0
+        return self._move(BackendState.ASLEEP, why, now)
 
     def _move(self, new: BackendState, reason: str, now: float) -> Transition | None:
         old = self.state

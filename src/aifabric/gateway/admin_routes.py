@@ -48,6 +48,8 @@ class LocalControl(Protocol):
 
     def start_backend(self, name: str) -> None: ...
 
+    def idle_backend(self, name: str, why: str) -> None: ...
+
 
 def check_admin_access(operator: OperatorAccess, request: Request) -> None:
     """Every /admin route: with any key configured an admin key is needed; without, loopback clients

@@ -15,7 +15,7 @@ import orjson
 
 from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
-from aifabric.alerts.rules import Alert
+from aifabric.alerts.rules import Alert, wake_alert
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig, Secret
 from aifabric.config.show import config_secrets, redact_values
@@ -44,11 +44,13 @@ from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
+from aifabric.health.engine_sleep import EngineSleep, start_on_demand
+from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
-from aifabric.routing.table import RoutingTable
+from aifabric.routing.table import Route, RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
 from aifabric.tenancy.budget import BudgetTracker
@@ -94,6 +96,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
+        # vLLM sleep mode for backends with sleep_when_idle: asleep when idle, woken by the next request.
+        self.engine_sleep = EngineSleep(config, lambda: self.checker.healths, self.client, clock=clock)
         self.auth = Authenticator(_master_keys(config))
         self.operator = self._operator_access(config)
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
@@ -120,6 +124,8 @@ class Gateway:
             on_usage=self.ledger.record if self.ledger is not None else None,
             blocked=(lambda: self.budgets.blocked_backends) if self.ledger is not None else None,
             prompt_counter=tokenizers.loaded,
+            waker=self._wake_for,
+            engine_ready=self.engine_sleep.ready,
         )
         self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
@@ -140,6 +146,7 @@ class Gateway:
             self.api_routes[path] = (self.responses.serve, error_response)
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
+        self.local_control: LocalControl | None = None
         # Re-reads the fabric file and applies it (set by `serve` and `up`; None: the embedded default).
         self.reloader: Callable[[], ReloadOutcome] | None = None
         self.reloads = Reloads(self)
@@ -150,6 +157,14 @@ class Gateway:
             clock=clock,
             leader=lambda: self.state_sync is None or self.state_sync.probing,
             extra=self._budget_alerts,
+        )
+        # Wakes sleeping hosts that requests need (hosts.NAME.wake); an INFO alert says who woke what.
+        self.power = PowerManager(
+            config,
+            lambda: self.checker.healths,
+            self.checker.probe_one,
+            on_wake=self._announce_wake,
+            clock=clock,
         )
         self.probe = probe
         self.access_log = config.gateway.access_log
@@ -202,6 +217,18 @@ class Gateway:
         if self.tracer is not None:
             self.tracer.attempt_ended(req, target, attempt, seconds)
 
+    def _wake_for(self, route: Route) -> float:
+        """The role's targets are all asleep: wake their hosts, start their models on demand; how
+        long the request may be held for them."""
+        backends = [t.backend.name for t in route.targets]
+        hold = self.power.wake_for(backends, f"a request for role {route.name}")
+        if self.local_control is not None:
+            hold = max(hold, start_on_demand(self.config, self.checker.healths, self.local_control, backends))
+        return hold
+
+    async def _announce_wake(self, event: WakeEvent) -> None:
+        await self.monitor.announce(wake_alert(event))
+
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
         register_config_secrets(config)
@@ -224,6 +251,8 @@ class Gateway:
             self.ledger.pricing = Pricing.from_config(config, self.ledger.pricing.tokenizers)
         self.access_log = config.gateway.access_log
         self.monitor.update_config(config, Notifier(build_sinks(config.monitoring, self.client)))
+        self.power.update_config(config)
+        self.engine_sleep.update_config(config)
 
     def local_backend_changed(self, name: str, state: str, why: str) -> None:
         """From the local supervisor's thread: a backend `up` runs is (re)starting, ready, or given up.
@@ -252,6 +281,10 @@ class Gateway:
             probe.add_done_callback(self._probes.discard)
         elif state == "failed":
             health.launching = None  # no longer coming back by itself: the next probe says down
+        elif state == "idle":  # a model on demand, not running: asleep; the next request starts it
+            transition = health.mark_idle(why, self.clock())
+            if transition is not None:
+                self._on_transition(transition)
         elif state == "stopped":  # on purpose (drill, operator): down now, fallbacks serve, no warm-up hold
             transition = health.mark_stopped(why, self.clock())
             if self.state_sync is not None:  # every worker and replica holds it down too
@@ -281,6 +314,11 @@ class Gateway:
     def attach_local(self, control: LocalControl) -> None:
         """Under `aifabric up`: the supervisor of its local backends, behind the /admin/backends routes."""
         self.admin = AdminRoutes(self, control)
+        self.local_control = control
+        self.engine_sleep.stop_local = control.idle_backend  # idle_stop of models on demand
+        for name, state in control.states().items():  # models on demand not started (before we listened)
+            if state == "idle":
+                self._apply_local_state(name, "idle", "not running: started when a request needs it")
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
         # One id for the whole exchange: set on the request, so every route and the forwarder read the
@@ -458,6 +496,8 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.monitor.run(self._stop)))
         if self.config.gateway.watch:
             self._tasks.append(asyncio.create_task(self.reloads.watch(self._stop)))
+        if any(b.idles for b in self.config.backends.values()):
+            self._tasks.append(asyncio.create_task(self.engine_sleep.run(self._stop)))
         return self.server
 
     async def _start_keys(self) -> None:
@@ -511,6 +551,7 @@ class Gateway:
                 await task
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)  # what is queued is written before we return
+        await self.power.aclose()
         await self.client.aclose()
         await self.responses.store.close()
         if self.keys is not None:

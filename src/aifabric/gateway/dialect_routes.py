@@ -18,6 +18,7 @@ from aifabric.gateway.dialects.base import BodyLike, Dialect
 from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.gateway.openai_routes import request_id_of
 from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.routing.affinity import session_key
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.tenancy.admission import Admission
 
@@ -79,4 +80,6 @@ class DialectForwarding:
         req = ForwardRequest(
             route, dialect.native_path, sent, stream, request_id_of(request.headers), dialect=dialect
         )
+        if route.config.affinity and len(route.targets) > 1:  # one target: nothing to choose
+            req.session = session_key(request.headers, payload)
         return await admitted.forward(req, self._forwarder.forward)

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import orjson
 
 from aifabric.config.schema import RetryConfig
-from aifabric.core import FailureClass
+from aifabric.core import BackendState, FailureClass
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
@@ -86,6 +86,10 @@ class ForwardRequest:
     dialect: Dialect | None = None
     skipped: list[str] | None = None  # targets that cannot serve the dialect at all (None: no list to build)
     _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
+    # The role's own targets were all saturated when it was planned: its fallbacks served it on purpose.
+    overflowed: bool = False
+    # The conversation's affinity key (routing.affinity.session_key), when the role has several targets.
+    session: bytes | None = None
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -110,6 +114,8 @@ class Forwarder:
         on_usage: UsageHook | None = None,
         blocked: Callable[[], Mapping[str, str]] | None = None,
         prompt_counter: Callable[[str], Callable[[dict[str, Any]], int] | None] | None = None,
+        waker: Callable[[Route], float] | None = None,
+        engine_ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._table = table
         self._client = client
@@ -124,6 +130,10 @@ class Forwarder:
         # A local model's own tokenizer, by backend, once loaded: the usage a stream synthesizes.
         self._prompt_counter = prompt_counter
         self._gates: dict[str, BackendGate] = {}  # by backend name, for backends with max_concurrency
+        # Wakes the role's sleeping hosts (health.power); returns how long to hold the request for them.
+        self._waker = waker
+        # Wakes a backend's engine from vLLM's sleep mode before an attempt (health.engine_sleep).
+        self._engine_ready = engine_ready
 
     def set_retry(self, retry: RetryConfig) -> None:
         """A reload's retry policy: for the requests that start from now on."""
@@ -175,6 +185,7 @@ class Forwarder:
             start = self._clock()
             deadline = Deadline(start, cfg.deadline)
             warmup_until = start + cfg.warmup_wait
+            wake_until = start  # later when the role's sleeping hosts are being woken (retry.wake_wait)
             last_error: UpstreamFailure | None = None
             refused: set[str] = set()  # backends that refused our credentials: not asked again
             round_no = 0
@@ -194,7 +205,12 @@ class Forwarder:
                 if holding:
                     table = self._table()
                     route = table.names.get(req.route.name, route)
-                candidates = table.plan(route, self._clock())
+                plan = table.route_plan(route, self._clock(), req.session)
+                candidates = plan.candidates
+                if round_no == 0:
+                    req.overflowed = plan.overflowed
+                    if self._waker is not None and _needs_wake(candidates, route):
+                        wake_until = start + self._waker(route)
                 if self._blocked is not None:
                     candidates = self._unblocked(candidates, route)
                 round_failures: list[FailureClass] = []
@@ -202,7 +218,7 @@ class Forwarder:
                     if target.backend.name in refused:
                         continue
                     if len(req.attempts) >= cfg.max_attempts and not (
-                        holding or self._warming(round_failures, warmup_until, table, route)
+                        holding or self._warming(round_failures, warmup_until, wake_until, table, route)
                     ):
                         break
                     now = self._clock()
@@ -244,7 +260,7 @@ class Forwarder:
                 now = self._clock()
                 if not round_failures or last_error is None or deadline.expired(now):
                     break
-                holding = self._warming(round_failures, warmup_until, table, route)
+                holding = self._warming(round_failures, warmup_until, wake_until, table, route)
                 if holding:
                     # Every candidate is loading: hold the request (beyond max_attempts) and look again.
                     delay: float | None = max(
@@ -278,14 +294,23 @@ class Forwarder:
         return kept
 
     def _warming(
-        self, failures: list[FailureClass], warmup_until: float, table: RoutingTable, route: Route
+        self,
+        failures: list[FailureClass],
+        warmup_until: float,
+        wake_until: float,
+        table: RoutingTable,
+        route: Route,
     ) -> bool:
         """Every candidate is still loading its model (it said so, or the health checker saw it) and
-        the warm-up bound allows another wait."""
+        the warm-up bound allows another wait; or the role's hosts are being woken, within wake_wait."""
         now = self._clock()
-        if not failures or now >= warmup_until:
+        if not failures:
             return False
-        return all(f is FailureClass.LOADING for f in failures) or table.only_loading(route, now)
+        if now < warmup_until and (
+            all(f is FailureClass.LOADING for f in failures) or table.only_loading(route, now)
+        ):
+            return True
+        return now < wake_until and _waiting_for_wake(table, route, now)
 
     async def _attempt(
         self,
@@ -350,6 +375,8 @@ class Forwarder:
             guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
         try:
+            if self._engine_ready is not None and target.backend.idles:
+                await self._engine_ready(target.backend.name)  # held while its engine wakes up
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:
                 err_body = await resp.read()
@@ -553,7 +580,7 @@ class Forwarder:
     def _served_headers(
         self, req: ForwardRequest, target: TargetState, attempts: int
     ) -> list[tuple[str, str]]:
-        return [
+        headers = [
             ("x-aifabric-role", target.role),
             ("x-aifabric-requested-role", req.route.name),
             ("x-aifabric-backend", target.backend.name),
@@ -561,6 +588,9 @@ class Forwarder:
             ("x-aifabric-attempts", str(attempts)),
             ("x-request-id", req.request_id),
         ]
+        if req.overflowed:
+            headers.append(("x-aifabric-overflow", "saturated"))
+        return headers
 
     def _record(self, req: ForwardRequest, target: TargetState, attempt: Attempt, started: float) -> None:
         req.attempts.append(attempt)
@@ -662,6 +692,22 @@ class Forwarder:
             code="upstream_dropped_request",
             headers={"x-aifabric-attempts": str(len(req.attempts))},
         )
+
+
+def _needs_wake(candidates: list[TargetState], route: Route) -> bool:
+    """Cheap test on the hot path: the plan does not start with an awake target of the role itself."""
+    if not candidates:
+        return bool(route.targets)
+    first = candidates[0]
+    return first.role != route.name or first.health.state is BackendState.ASLEEP
+
+
+def _waiting_for_wake(table: RoutingTable, route: Route, now: float) -> bool:
+    """Nothing of the role or its fallbacks is available, and the role's targets are asleep."""
+    groups = table.groups(route)
+    if any(t.available(now) for group in groups for t in group):
+        return False
+    return any(t.health.state is BackendState.ASLEEP for t in route.targets)
 
 
 async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:

@@ -1,6 +1,7 @@
 """The OpenAI-compatible routes: parse just enough of the request to route it, then forward.
 
-Only `model`, `stream` and `stream_options` are read; every other field passes through untouched.
+Only `model`, `stream` and `stream_options` are read, and for a role with several targets the fields of
+its session affinity key (routing.affinity); every other field passes through untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aifabric.gateway.body import RequestBody, parse_json_body
 from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.gateway.request_ids import request_id, shown
 from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.routing.affinity import session_key
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.tenancy.admission import Admission
 from aifabric.tenancy.principal import Principal
@@ -84,6 +86,8 @@ class OpenAIRoutes:
         admitted = admit(self.admission, principal_of(request), route, payload, request.headers)
         stream = payload.get("stream") is True and endpoint != "/embeddings"
         req = ForwardRequest(route, endpoint, body, stream, request_id(request.headers))
+        if route.config.affinity and len(route.targets) > 1:  # one target: nothing to choose
+            req.session = session_key(request.headers, payload)
         return await admitted.forward(req, self._forwarder.forward)
 
     def models(self, principal: Principal) -> Response:

@@ -16,6 +16,7 @@ gateway that served it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import os
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aifabric.health.report import health_view
 from aifabric.http.server import Response
+from aifabric.routing.load import load_view
+from aifabric.routing.overflow import all_saturated
 
 if TYPE_CHECKING:
     from aifabric.observability.metrics import GatewayMetrics
@@ -75,7 +78,8 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
     The keys of `health_view` (status, exit_code, counts, backends, targets) plus:
       gateway   the fabric file it serves, whether clients need a key, workers, this process's pid
       roles     per role: kind, description, balance, aliases, fallbacks, and its targets as
-                `target_view` entries with their weight
+                `target_view` entries with their weight and load estimate; overflow (its bounds),
+                saturated (they hold now), overflowed (requests this process sent to the fallbacks)
       aliases   alias -> role
       requests  counters of this process: total, errors (status >= 400), by role and by status
     """
@@ -95,16 +99,22 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
         aliases_of.setdefault(role, []).append(alias)
     roles: dict[str, Any] = {}
     for route in table.routes.values():
-        shown = [{**t.view(now), "weight": t.weight} for t in route.targets]
+        shown = [{**t.view(now), "weight": t.weight, "load": load_view(t)} for t in route.targets]
+        overflow = route.config.overflow
         roles[route.name] = {
             "name": route.name,
             "kind": route.kind,
             "description": route.config.description,
-            "balance": route.config.balance,
+            "balance": route.balance,
+            "affinity": route.config.affinity,
             "aliases": aliases_of.get(route.name, []),
             "fallbacks": list(route.fallbacks),
             "targets": shown,
             "available_targets": sum(1 for t in shown if t["available"]),
+            # overflow: the bounds (null without overflow:), whether they hold now, requests sent on
+            "overflow": None if overflow is None else dataclasses.asdict(overflow),
+            "saturated": overflow is not None and all_saturated(route.targets, now, overflow),
+            "overflowed": metrics.overflowed.get(route.name, 0) if metrics is not None else 0,
         }
     view["roles"] = roles
     view["aliases"] = dict(config.aliases)

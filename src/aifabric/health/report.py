@@ -88,6 +88,8 @@ def health_view(
                 for model in configured_models(config, name)
             ]
         entry.update(health.snapshot(now))
+        if backend is not None and backend.sleep_when_idle is not None:
+            entry["engine_asleep"] = health.engine_asleep  # vLLM sleep mode (health.engine_sleep)
         entry["status"] = _OVERALL[backend_status(health)]
         backends[name] = entry
     status = exit_status(healths)

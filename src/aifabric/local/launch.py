@@ -53,6 +53,7 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to the supervisor's environment
     unset_env: frozenset[str] = frozenset()  # names (upper case) removed from it, whatever their case
     unset_env_prefixes: tuple[str, ...] = ()  # and names (upper case) that start with one of these
+    on_demand: bool = False  # `local.start: on_demand`: not started with the others, but when needed
 
 
 # llama-cpp-python's server reads its settings from the environment too, case-insensitively and with no
@@ -252,6 +253,7 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
         env=env,
         unset_env=unset,
         unset_env_prefixes=prefixes,
+        on_demand=local.start == "on_demand",
     )
 
 

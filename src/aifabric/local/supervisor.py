@@ -50,6 +50,7 @@ _PR_SET_PDEATHSIG = 1
 _TICK = 0.2
 # What listeners (the gateway's health view) are told when a backend is stopped on request.
 _STOPPED_WHY = "stopped by a drill/operator"
+_ON_DEMAND_WHY = "not running: started when a request needs it (start: on_demand)"
 
 
 def _libc_prctl() -> Callable[..., int] | None:
@@ -74,7 +75,7 @@ class _Managed:
     popen: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
     started_at: float = 0.0
-    state: str = "waiting"  # waiting, loading, ready, backoff, failed, stopped
+    state: str = "waiting"  # waiting, loading, ready, backoff, failed, stopped, idle (on demand)
     ever_ready: bool = False
     failures: int = 0
     restarts: int = 0
@@ -154,7 +155,7 @@ class Supervisor:
                 failed = [p for p in self._procs if p.state == "failed"]
                 if failed:
                     raise LocalBackendError("\n".join(p.error or p.spec.name for p in failed))
-                if all(p.state == "ready" for p in self._procs):
+                if all(p.state in ("ready", "idle") for p in self._procs):
                     self._progress.finish()
                     return True
                 if stop is not None and stop.is_set():
@@ -186,6 +187,12 @@ class Supervisor:
         it does not run, or when the supervisor is not running."""
         self._request("stop", name)
 
+    def idle_backend(self, name: str, why: str) -> None:
+        """Stop a model started on demand (idle, or its group's GPU wanted by another): like
+        `stop_backend`, but listeners are told "idle" with `why`: not an outage, the next request that
+        needs it starts it again (`start_backend`)."""
+        self._request("idle:" + why, name)
+
     def start_backend(self, name: str) -> None:
         """Start a backend `stop_backend` stopped (readiness as at start-up, reported through on_state).
         Nothing happens for one that is already running or starting."""
@@ -212,7 +219,10 @@ class Supervisor:
     def _run(self) -> None:
         try:
             for p in self._procs:
-                self._spawn(p)
+                if p.spec.on_demand:  # started by the first request that needs it
+                    self._hold(p, "idle", _ON_DEMAND_WHY)
+                else:
+                    self._spawn(p)
             while not self._stopping.wait(_TICK):
                 self._carry_out_requests()
                 for p in self._procs:
@@ -229,23 +239,26 @@ class Supervisor:
             p = by_name[name]
             if action == "stop":
                 self._hold(p)
+            elif action.startswith("idle:"):
+                self._hold(p, "idle", action.removeprefix("idle:"))
             elif p.held:
                 p.resume = True
                 if p.popen is None:  # else: started once the stopped process has exited (_check)
                     self._resume(p)
 
-    def _hold(self, p: _Managed) -> None:
+    def _hold(self, p: _Managed, state: str = "stopped", why: str = _STOPPED_WHY) -> None:
         if p.held:
             return
         pid = p.popen.pid if p.popen is not None else None
         with self._lock:
-            p.held, p.resume, p.restart_at, p.state = True, False, None, "stopped"
+            p.held, p.resume, p.restart_at, p.state = True, False, None, state
             self._lock.notify_all()
         if p.popen is not None:
             _killpg(p.popen.pid, signal.SIGTERM)
             p.kill_at = self._clock() + self.grace
-        self._say(f"{p.spec.name}: stopped on request" + (f" (SIGTERM to pid {pid})" if pid else ""))
-        self._notify(p.spec.name, "stopped", _STOPPED_WHY)
+        said = "stopped on request" if state == "stopped" else why
+        self._say(f"{p.spec.name}: {said}" + (f" (SIGTERM to pid {pid})" if pid else ""))
+        self._notify(p.spec.name, state, why)
 
     def _resume(self, p: _Managed) -> None:
         with self._lock:

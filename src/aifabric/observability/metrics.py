@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Protocol
 
 from aifabric.core import FailureClass
 from aifabric.errors import ApiError
+from aifabric.routing.load import estimate
+from aifabric.routing.overflow import all_saturated
 
 if TYPE_CHECKING:
     from aifabric.http.server import Response, StreamingResponse
@@ -32,6 +35,12 @@ class AttemptRequest(Protocol):
 
     @property
     def route(self) -> _Named: ...
+
+    @property
+    def overflowed(self) -> bool: ...
+
+    @property
+    def attempts(self) -> Sized: ...
 
 
 class AttemptOutcome(Protocol):
@@ -73,6 +82,7 @@ class GatewayMetrics:
         self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)  # (role, backend, outcome)
         self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)  # (type, status)
         self.transitions: defaultdict[tuple[str, str], int] = defaultdict(int)  # (backend, to)
+        self.overflowed: defaultdict[str, int] = defaultdict(int)  # requested role
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_request(self, response: Response | StreamingResponse, seconds: float) -> None:
@@ -89,6 +99,8 @@ class GatewayMetrics:
     ) -> None:
         outcome = "ok" if attempt.failure is None else str(attempt.failure)
         self.attempts[(req.route.name, target.backend.name, outcome)] += 1
+        if req.overflowed and len(req.attempts) == 1:  # once per request, at its first attempt
+            self.overflowed[req.route.name] += 1
 
     def on_error(self, exc: ApiError) -> None:
         self.errors[(exc.type, str(exc.status))] += 1
@@ -133,6 +145,22 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
     family("aifabric_backend_transitions_total", "counter", "Backend health state changes, by new state.")
     for tr_key, n in sorted(metrics.transitions.items()):
         out.append(f"aifabric_backend_transitions_total{_labels(('backend', 'state'), tr_key)} {n}")
+    family(
+        "aifabric_overflow_total",
+        "counter",
+        "Requests sent to the role's fallbacks because every target of its own was saturated (overflow:).",
+    )
+    for role, n in sorted(metrics.overflowed.items()):
+        out.append(f"aifabric_overflow_total{_labels(('role',), (role,))} {n}")
+    family(
+        "aifabric_role_saturated",
+        "gauge",
+        "1 while every available target of the role is saturated by its overflow: bounds.",
+    )
+    for route in table.routes.values():
+        if route.config.overflow is not None:
+            full = all_saturated(route.targets, now, route.config.overflow)
+            out.append(f"aifabric_role_saturated{_labels(('role',), (route.name,))} {1 if full else 0}")
     family("aifabric_backend_up", "gauge", "1 when the backend is routable (unknown, up or degraded).")
     family("aifabric_backend_state", "gauge", "The backend's health state (1 for the current state).")
     # What the built-in alert rules read besides the state, for the shipped Prometheus rules to mirror them.
@@ -152,9 +180,15 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
         "aifabric_target_available", "gauge", "1 when the target may be sent requests (health and ejection)."
     )
     family("aifabric_target_outstanding", "gauge", "Requests in flight to the target.")
+    family(
+        "aifabric_target_queue",
+        "gauge",
+        "Requests estimated to wait at the target's engine (its signals and the gateway's in-flight count).",
+    )
     for route in table.routes.values():
         for t in route.targets:
             labels = _labels(("role", "backend", "model"), (route.name, t.backend.name, t.model))
             out.append(f"aifabric_target_available{labels} {1 if t.available(now) else 0}")
             out.append(f"aifabric_target_outstanding{labels} {t.outstanding}")
+            out.append(f"aifabric_target_queue{labels} {estimate(t).waiting:g}")
     return ("\n".join(out) + "\n").encode()

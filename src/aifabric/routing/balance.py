@@ -5,6 +5,8 @@ are where the retry loop fails over to.
 
 - `least_outstanding`: fewest requests in flight per unit of weight first; ties are broken by a
   weighted random draw, so an idle estate still splits traffic by weight.
+- `least_load` (routing.load): least loaded by the engines' own signals (queue, then KV cache / slots in
+  use), merged with the gateway's live in-flight count; the default for a role whose targets report load.
 - `p2c_latency`: power of two choices (Mitzenmacher) on cost = EWMA latency x (outstanding + 1) /
   weight: draw two targets at random, the cheaper one leads; the rest follow by cost. It avoids the
   herd that "always the fastest" causes while still steering away from a slow or busy target.
@@ -30,6 +32,7 @@ from collections.abc import Callable, Sequence
 
 from aifabric.config.schema import BalancePolicy
 from aifabric.core import BackendState
+from aifabric.routing.load import least_load
 from aifabric.routing.target import TargetState
 
 __all__ = [
@@ -104,6 +107,7 @@ def p2c_latency(targets: Sequence[TargetState], rng: random.Random) -> list[Targ
 POLICIES: dict[BalancePolicy, Callable[[Sequence[TargetState], random.Random], list[TargetState]]] = {
     "p2c": p2c_latency,
     "least_outstanding": least_outstanding,
+    "least_load": least_load,
 }
 
 

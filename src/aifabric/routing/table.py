@@ -16,13 +16,22 @@ from dataclasses import dataclass, field
 import orjson
 
 from aifabric.backends.base import BackendAdapter, adapter_for
-from aifabric.config.schema import BackendConfig, ClientApi, FabricConfig, RoleConfig
+from aifabric.config.schema import (
+    BackendConfig,
+    BalancePolicy,
+    ClientApi,
+    FabricConfig,
+    RoleConfig,
+    default_balance,
+)
 from aifabric.core import BackendHealth
 from aifabric.http.client import Origin, split_url
+from aifabric.routing.affinity import pin
 from aifabric.routing.balance import only_loading, order_plan
+from aifabric.routing.overflow import overflow_order
 from aifabric.routing.target import TargetState
 
-__all__ = ["Endpoint", "Route", "RoutingTable"]
+__all__ = ["Endpoint", "Plan", "Route", "RoutingTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,17 @@ class Route:
     targets: list[TargetState]
     fallbacks: tuple[str, ...]
     config: RoleConfig
+    balance: BalancePolicy = "p2c"  # the role's `balance:`, or its default (see default_balance)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The candidates of one request in the order to try them, and whether the role overflowed
+    (its own targets saturated: the fallbacks lead)."""
+
+    candidates: list[TargetState]
+    overflowed: bool = False
+    pinned: bool = False  # the session's target leads (routing.affinity)
 
 
 @dataclass
@@ -123,7 +143,14 @@ class RoutingTable:
                         role.name, backend, tc.model, table.healths[tc.backend], weight=tc.weight
                     )
                 )
-            table.routes[role.name] = Route(role.name, role.kind, targets, role.fallbacks, role)
+            table.routes[role.name] = Route(
+                role.name,
+                role.kind,
+                targets,
+                role.fallbacks,
+                role,
+                default_balance(role, config.backends),
+            )
         table.names = dict(table.routes)
         for alias, role_name in config.aliases.items():
             table.names[alias] = table.routes[role_name]
@@ -152,7 +179,20 @@ class RoutingTable:
 
     def plan(self, route: Route, now: float) -> list[TargetState]:
         """Ordered candidates: healthy targets of the role by the balancer, then its fallbacks'."""
-        return order_plan(self.groups(route), now, self.rng, route.config.balance)
+        return self.route_plan(route, now).candidates
+
+    def route_plan(self, route: Route, now: float, session: bytes | None = None) -> Plan:
+        """`plan`, or the overflow order when the role's own targets are all saturated (routing.overflow);
+        with a `session` key, that session's target of the role leads while it has room (routing.affinity)."""
+        groups = self.groups(route)
+        overflow = route.config.overflow
+        if overflow is not None:
+            ordered = overflow_order(groups, now, self.rng, route.balance, overflow)
+            if ordered is not None:
+                return Plan(ordered, overflowed=True)
+        candidates = order_plan(groups, now, self.rng, route.balance)
+        pinned = session is not None and pin(session, route.targets, candidates, now)
+        return Plan(candidates, pinned=pinned)
 
     def only_loading(self, route: Route, now: float) -> bool:
         """Nothing of the role or its fallbacks can serve, and something is still loading its model."""

@@ -89,6 +89,7 @@ class TargetState:
     def on_start(self, now: float) -> AttemptGuard:
         """A request is being sent: the returned guard ends the attempt exactly once."""
         self.outstanding += 1
+        self.health.in_flight += 1
         self.detector.begin_attempt(now)
         return AttemptGuard(self)
 
@@ -141,6 +142,7 @@ class AttemptGuard:
         self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
+        t.health.in_flight = max(0, t.health.in_flight - 1)
         t.successes += 1
         if t.ewma_latency <= 0.0:
             t.ewma_latency = latency
@@ -155,6 +157,7 @@ class AttemptGuard:
         self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
+        t.health.in_flight = max(0, t.health.in_flight - 1)
         t.failures += 1
         return t.detector.record_failure(failure, now)
 
@@ -165,4 +168,5 @@ class AttemptGuard:
         self._settle()
         t = self.target
         t.outstanding = max(0, t.outstanding - 1)
+        t.health.in_flight = max(0, t.health.in_flight - 1)
         t.detector.abandon()

@@ -101,6 +101,12 @@ class Responder:
             body = sw.fail_body if isinstance(sw.fail_body, str) else json.dumps(sw.fail_body)
             write_response(writer, status, body.encode(), headers=retry, keep_alive=keep)
             return keep
+        if sw.kind == "vllm" and request.method == "POST" and path in ("/sleep", "/wake_up"):
+            self._state.update({"sleeping": path == "/sleep"})  # vLLM's sleep mode endpoints
+            write_response(writer, 200, b"", keep_alive=keep)
+            return keep
+        if sw.sleeping and inference:
+            return fail(503, "the engine is sleeping: POST /wake_up first", [])
         if inference and path in _DIALECT_ROUTES:
             if sw.kind not in _DIALECT_ROUTES[path]:
                 return fail(404, f"File Not Found: {path}", [])
@@ -143,6 +149,8 @@ class Responder:
                 kind, sw.models[0], running, sw.num_requests_waiting, sw.kv_cache_usage
             )
             return None if text is None else (200, text, "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/is_sleeping" and kind == "vllm":
+            return 200, json.dumps({"is_sleeping": sw.sleeping}).encode(), json_type
         if path == "/slots" and kind == "llamacpp":
             busy = sw.slots_busy if sw.slots_busy is not None else inflight
             return 200, shapes.slots_body(sw.slots, min(busy, sw.slots)), json_type

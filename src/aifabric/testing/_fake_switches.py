@@ -83,6 +83,8 @@ class Switches:
     kv_cache_usage: float = 0.0
     slots: int = 1
     slots_busy: int | None = None
+    # vLLM's sleep mode (--enable-sleep-mode): POST /sleep sets it, POST /wake_up clears it
+    sleeping: bool = False
 
     @property
     def refuse(self) -> bool:
@@ -158,6 +160,7 @@ HELP = {
     "kv_cache_usage": "/metrics KV-cache usage gauge, 0..1",
     "slots": "how many /slots entries (llama-server)",
     "slots_busy": "how many slots are processing (default: live in-flight count)",
+    "sleeping": "vLLM sleep mode: inference answers 503 until POST /wake_up (POST /sleep sets it)",
 }
 
 
@@ -240,7 +243,7 @@ def _validate(name: str, value: Any) -> Any:
         if value not in (True, False, "refuse"):
             raise ValueError(f"loading must be true, false or 'refuse', got {value!r}")
         return value
-    if name in ("hang", "crash_before_headers"):
+    if name in ("hang", "crash_before_headers", "sleeping"):
         return _check_bool(name, value)
     if name in ("unknown_model_404", "supports_include_usage"):
         return _check_bool(name, value, optional=True)

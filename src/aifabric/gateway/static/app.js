@@ -189,6 +189,9 @@
             b.reason,
             b.failure ? h("span", { class: "muted" }, ` (${b.failure})`) : null,
             b.state === "asleep" ? h("div", { class: "muted" }, "a host that may be powered off: expected") : null,
+            b.engine_asleep
+              ? h("div", { class: "muted", "data-engine-asleep": "" }, "engine in sleep mode (idle): woken by the next request")
+              : null,
           ),
           h(
             "td",
@@ -247,6 +250,19 @@
     return { key: "unavailable", cls: "bad", text: ["✕ unavailable"] };
   }
 
+  // The estimated queue at the engine; "~" marks a count known only from the gateway's in-flight requests.
+  function queued(load) {
+    if (!load) return "";
+    return load.source === "engine" ? String(load.waiting) : `~${load.waiting}`;
+  }
+
+  function overflowBounds(o) {
+    const parts = [];
+    if (o.queue_depth !== null && o.queue_depth !== undefined) parts.push(`${o.queue_depth} queued`);
+    if (o.estimated_wait !== null && o.estimated_wait !== undefined) parts.push(`a ${duration(o.estimated_wait)} wait`);
+    return parts.join(" or ");
+  }
+
   function renderRole(role, data) {
     const backends = data.backends || {};
     const total = role.targets.length;
@@ -265,13 +281,14 @@
           h("td", { class: "num" }, String(t.weight)),
           h("td", { class: `routing ${r.cls}` }, r.text),
           h("td", { class: "num" }, String(t.outstanding)),
+          h("td", { class: "num", "data-queue": "" }, queued(t.load)),
           h("td", { class: "num" }, ms(t.ewma_latency_ms)),
           h("td", { class: "num" }, `${t.successes} / ${t.failures}`),
         ),
       );
       if (t.model_mismatch) {
         rows.push(
-          h("tr", { class: "drift", "data-drift": `${role.name}/${t.backend}` }, h("td", { colspan: "7" }, "⚠ ", t.model_mismatch)),
+          h("tr", { class: "drift", "data-drift": `${role.name}/${t.backend}` }, h("td", { colspan: "8" }, "⚠ ", t.model_mismatch)),
         );
       }
     }
@@ -298,7 +315,12 @@
         list([role.name, ...role.aliases], code),
         role.fallbacks.length ? [" · then falls back to ", list(fallbacks)] : " · no fallback",
         ` · balance ${role.balance}`,
+        role.affinity && role.targets.length > 1 ? " · session affinity" : "",
+        role.overflow ? ` · overflows at ${overflowBounds(role.overflow)} (${role.overflowed} request${role.overflowed === 1 ? "" : "s"} so far)` : "",
       ),
+      role.saturated
+        ? h("p", { class: "warn", "data-overflowing": "" }, "Every target of this role is saturated: new requests overflow to its fallbacks until a queue drains.")
+        : null,
       avail === 0
         ? h(
             "p",
@@ -308,7 +330,7 @@
               : "No target of this role can take requests, and it has no fallback: requests to it fail.",
           )
         : null,
-      table(["Backend", "Model", "Weight", "Routing", "In flight", "Latency (EWMA)", "OK / failed"], rows, {
+      table(["Backend", "Model", "Weight", "Routing", "In flight", "Queued", "Latency (EWMA)", "OK / failed"], rows, {
         class: "targets",
       }),
     );

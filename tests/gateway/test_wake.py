@@ -1,0 +1,146 @@
+"""Sleeping hosts are woken by the requests that need them: a real gateway, fake engines, a UDP receiver.
+
+The "host" is a fake vLLM that is stopped (connections refused: asleep, its host having always_on:
+false) until the test starts it, as the machine would come up after its magic packet. Every packet goes
+to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from load_support import StartGateway, ask, probe
+
+from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
+
+MAC = "52:54:00:12:34:56"
+
+
+@pytest.fixture
+def receiver() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def workstation() -> Iterator[FakeBackend]:
+    """The sleeping machine's vLLM: its port is known, and refused until the test starts it."""
+    backend = FakeBackend(kind="vllm", models=("qwen",)).start()
+    backend.stop()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture
+def cloud() -> Iterator[FakeBackend]:
+    with FakeBackend(kind="openai", models=("gpt-4o",)) as backend:
+        yield backend
+
+
+def fabric(ws: FakeBackend, wake: str, *, fallback: str = "", extra: str = "") -> str:
+    """One role on the workstation's vLLM; with `fallback` (a URL), a cloud role it falls back to."""
+    text = f"""\
+hosts:
+  ws: {{address: 127.0.0.1, always_on: false, wake: {wake}}}
+backends:
+  ws-vllm: {{host: ws, kind: vllm, url: "{ws.url}", health: {{unhealthy_threshold: 1}}}}
+roles:
+  chat-fast:
+    kind: chat
+    targets: [{{backend: ws-vllm, model: qwen}}]
+"""
+    if fallback:
+        text = text.replace("roles:\n", f'  cloud: {{kind: openai, url: "{fallback}"}}\nroles:\n')
+        text += "    fallbacks: [openai/strong]\n"
+        text += "  openai/strong: {kind: chat, targets: [{backend: cloud, model: gpt-4o}]}\n"
+    return text + extra + "\n"
+
+
+def alerts(gw: RunningGateway) -> dict[str, object]:
+    with urllib.request.urlopen(gw.url + "/alerts", timeout=5) as resp:
+        body: dict[str, object] = json.loads(resp.read())
+    return body
+
+
+def test_a_request_for_a_sleeping_host_is_served_by_the_fallback_and_wakes_the_host_once(
+    start_gateway: StartGateway,
+    receiver: socket.socket,
+    workstation: FakeBackend,
+    cloud: FakeBackend,
+    tmp_path: Path,
+) -> None:
+    sink = tmp_path / "alerts.jsonl"
+    wake = f'{{mac: "{MAC}", broadcast: 127.0.0.1, port: {receiver.getsockname()[1]}}}'
+    extra = f'monitoring: {{sinks: [{{kind: file, target: "{sink}"}}]}}'
+    gw = start_gateway(fabric(workstation, wake, fallback=cloud.url, extra=extra))
+    probe(gw, "ws-vllm", "cloud")
+    assert gw.state("ws-vllm") == "asleep"
+
+    served = ask(gw)
+    assert served["x-aifabric-backend"] == "cloud"  # not held: the fallback answers at once
+    packet, _ = receiver.recvfrom(1024)
+    assert packet == b"\xff" * 6 + bytes.fromhex(MAC.replace(":", "")) * 16
+    assert ask(gw)["x-aifabric-backend"] == "cloud"  # still asleep: no second packet (rate-limited)
+    receiver.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        receiver.recvfrom(1024)
+
+    wait_until(lambda: sink.exists() and "host_woken" in sink.read_text(), "the INFO alert in the file sink")
+    event = json.loads(sink.read_text().splitlines()[0])
+    assert event["severity"] == "info"
+    assert event["summary"].startswith("woke host ws for a request for role chat-fast: magic packet")
+    recent = alerts(gw)["recent"]
+    assert isinstance(recent, list) and recent[0]["rule"] == "host_woken"
+
+    workstation.start()  # the machine boots; the gateway probes it every second after a wake
+    wait_until(lambda: gw.state("ws-vllm") == "up", "the woken host to be probed up", limit=20)
+    assert ask(gw)["x-aifabric-backend"] == "ws-vllm"
+
+
+def test_without_a_fallback_the_request_is_held_within_wake_wait_until_the_host_serves(
+    start_gateway: StartGateway, workstation: FakeBackend, tmp_path: Path
+) -> None:
+    pressed = tmp_path / "power-button"
+    wake = f'{{command: "touch {pressed}"}}'
+    gw = start_gateway(fabric(workstation, wake, extra="retry: {wake_wait: 30s}"))
+    probe(gw, "ws-vllm")
+    result: dict[str, object] = {}
+
+    def client() -> None:
+        try:
+            result["headers"] = ask(gw)
+        except Exception as exc:  # reported by the assertion below
+            result["error"] = exc
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    wait_until(pressed.exists, "the wake command to run")
+    workstation.start()
+    thread.join(30)
+    assert "error" not in result, result
+    headers = result["headers"]
+    assert isinstance(headers, dict) and headers["x-aifabric-backend"] == "ws-vllm"
+
+
+def test_with_no_wake_wait_and_no_fallback_the_request_fails_at_once_but_the_host_is_woken(
+    start_gateway: StartGateway, workstation: FakeBackend, tmp_path: Path
+) -> None:
+    pressed = tmp_path / "power-button"
+    gw = start_gateway(fabric(workstation, f'{{command: "touch {pressed}"}}'))
+    probe(gw, "ws-vllm")
+    with pytest.raises(openai.APIStatusError) as info:
+        ask(gw)
+    assert info.value.status_code == 503
+    wait_until(pressed.exists, "the wake command to run")

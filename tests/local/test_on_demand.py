@@ -1,0 +1,83 @@
+"""Models on demand under the supervisor (`local: {start: on_demand, idle_stop, group, exclusive}`): real
+processes (the fake backend speaking llama-cpp-python's API) behind a real gateway, official SDK client."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from local_support import wait_until
+
+from aifabric.config.load import load_config_text
+from aifabric.local.launch import ProcessSpec
+from aifabric.local.supervisor import Supervisor
+from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.net import free_port
+
+
+def spec(name: str, port: int, model: str) -> ProcessSpec:
+    argv = (sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port))
+    argv += ("--kind", "llama-cpp-python", "--model", model)
+    return ProcessSpec(name, argv, "127.0.0.1", port, "/v1/models", on_demand=True)
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Iterator[tuple[Supervisor, RunningGateway]]:
+    pa, pb = free_port(), free_port()
+    local = "engine: llama-cpp-python, model: m, start: on_demand, idle_stop: 3s, group: gpu, exclusive: true"
+    config = load_config_text(
+        f"""\
+backends:
+  a: {{kind: llama-cpp-python, local: {{{local}, port: {pa}}}}}
+  b: {{kind: llama-cpp-python, local: {{{local}, port: {pb}}}}}
+roles:
+  chat-a: {{kind: chat, targets: [{{backend: a, model: qa}}]}}
+  chat-b: {{kind: chat, targets: [{{backend: b, model: qb}}]}}
+""",
+        "fabric.yaml",
+        environ={},
+    )
+    supervisor = Supervisor([spec("a", pa, "qa"), spec("b", pb, "qb")], log_dir=tmp_path, out=io.StringIO())
+    supervisor.start()
+    assert supervisor.wait_ready(timeout=30)  # on demand: nothing to wait for
+    gw = RunningGateway(config, probe=True).start()
+    gateway = gw.gateway
+    assert gateway is not None
+    supervisor.on_state = gateway.local_backend_changed
+    gw.call(lambda: gateway.attach_local(supervisor))
+    try:
+        yield supervisor, gw
+    finally:
+        gw.stop()
+        supervisor.stop()
+
+
+def ask(gw: RunningGateway, role: str) -> str:
+    raw = gw.openai(timeout=90).chat.completions.with_raw_response.create(
+        model=role, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    raw.parse()
+    return raw.headers["x-aifabric-backend"]
+
+
+def test_models_start_on_demand_one_per_group_and_stop_when_idle(
+    estate: tuple[Supervisor, RunningGateway],
+) -> None:
+    supervisor, gw = estate
+    assert supervisor.states() == {"a": "idle", "b": "idle"}  # nothing started with `up`
+    assert gw.state("a") == "asleep" and gw.state("b") == "asleep"
+
+    assert ask(gw, "chat-a") == "a"  # held while a starts, as during loading
+    wait_until(lambda: supervisor.states()["a"] == "ready", what="the supervisor to see a ready")
+
+    assert ask(gw, "chat-b") == "b"  # exclusive in group gpu: a is stopped for b
+    wait_until(lambda: supervisor.states()["a"] == "idle", what="a stopped for b")
+    wait_until(lambda: gw.state("a") == "asleep", what="the gateway to see a asleep")
+
+    # unused for idle_stop (3 s): b is stopped too, and shows as asleep, not down
+    wait_until(lambda: supervisor.states()["b"] == "idle", timeout=20, what="b stopped when idle")
+    wait_until(lambda: gw.state("b") == "asleep", what="the gateway to see b asleep")
+    assert ask(gw, "chat-b") == "b"  # and started again by the next request

@@ -139,7 +139,17 @@ def test_dashboard_is_importable_json() -> None:
     assert len(ids) == len(set(ids))
     assert board["__inputs"][0]["name"] == "DS_PROMETHEUS"
     titles = " ".join(p["title"] for p in board["panels"]).lower()
-    for topic in ("role", "backend", "first byte", "error", "attempts", "flight"):
+    for topic in (
+        "role",
+        "backend",
+        "first byte",
+        "error",
+        "attempts",
+        "flight",
+        "overflow",
+        "tokens",
+        "cost",
+    ):
         assert topic in titles, topic
 
 
@@ -151,8 +161,14 @@ def exported() -> dict[str, set[str]]:
         config = load_config_text(
             f"""
 hosts: {{ws: {{address: 127.0.0.1, always_on: false}}}}
-backends: {{b: {{host: ws, kind: vllm, url: "{backend.url}", health: {{interval: 100ms}}}}}}
-roles: {{chat: {{kind: chat, targets: [{{backend: b, model: m1}}]}}}}
+backends: {{b: {{host: ws, kind: vllm, url: "{backend.url}", health: {{interval: 100ms}}, budget: 5/day}}}}
+roles:
+  chat:
+    kind: chat
+    targets: [{{backend: b, model: m1, price: {{input: 1, output: 2}}}}]
+    overflow: {{queue_depth: 8}}
+    fallbacks: [spare]
+  spare: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
 """,
             "f.yaml",
             environ={},
@@ -169,7 +185,10 @@ roles: {{chat: {{kind: chat, targets: [{{backend: b, model: m1}}]}}}}
             def scraped() -> bool:
                 nonlocal text
                 text = httpx.get(gw.url + "/metrics").text
-                return "aifabric_backend_transitions_total{" in text
+                # ...and the usage ledger wrote the request's row (written off the request path).
+                return (
+                    "aifabric_backend_transitions_total{" in text and "aifabric_usage_tokens_total{" in text
+                )
 
             wait_until(scraped, "a probe moved the backend out of unknown")
         finally:

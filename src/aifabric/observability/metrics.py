@@ -150,7 +150,11 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
         "counter",
         "Requests sent to the role's fallbacks because every target of its own was saturated (overflow:).",
     )
-    for role, n in sorted(metrics.overflowed.items()):
+    # A role that may overflow has its counter from the start (at 0), so a dashboard or an alert that
+    # reads its rate has a series before the first overflow.
+    overflowed = {r.name: 0 for r in table.routes.values() if r.config.overflow is not None}
+    overflowed.update(metrics.overflowed)
+    for role, n in sorted(overflowed.items()):
         out.append(f"aifabric_overflow_total{_labels(('role',), (role,))} {n}")
     family(
         "aifabric_role_saturated",

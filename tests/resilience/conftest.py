@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from netns_support import Partitionable, namespaced_host
 
 from aifabric.testing.fake_backend import FakeBackend
 
@@ -23,3 +24,9 @@ def backend() -> Iterator[Callable[..., FakeBackend]]:
     yield make
     for fb in made:
         fb.stop()
+
+
+@pytest.fixture
+def remote() -> Iterator[Partitionable]:
+    """A fake vLLM on a host of its own (a network namespace), whose link the test can cut and heal."""
+    yield from namespaced_host()

@@ -84,11 +84,17 @@ def wait_for_a_whole_round(redis: Any, serve: Serve) -> None:
     wait_until(lambda: last_round(redis, serve) > started, "and the next one")
 
 
+FILE_ADMIN = "sk-admin-file-7f3a"
+
+
 def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
     tmp_path: Path, fb: FakeBackend, redis_server: RedisServer
 ) -> None:
     fabric_file = tmp_path / "fabric.yaml"
-    fabric_file.write_text(fabric_text(fb.url, "", state=redis_server.url).replace('keys: ""\n', ""))
+    text = fabric_text(fb.url, "", state=redis_server.url).replace('keys: ""\n', "")
+    # An operator key of the fabric file: it outlives the test's Redis, which comes back empty (no
+    # persistence) and with it the keys of the store.
+    fabric_file.write_text(text.replace("api_keys: [", f'admin_keys: ["{FILE_ADMIN}"], api_keys: ['))
     a, b = Serve(fabric_file), Serve(fabric_file)
     redis = redis_server.client()
     try:
@@ -134,9 +140,9 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         assert answered(client(a, MASTER)) == 200, "nothing else fails because Redis is away"
         assert answered(client(b, MASTER)) == 200
 
-        redis_server.start()
-        wait_until(lambda: status(a, ops)["tenancy"]["limits"]["reachable"], "A notices Redis is back")
-        assert status(a, ops)["tenancy"]["limits"]["share"] == 1.0
+        redis_server.start()  # empty: the store's keys (ops too) are gone, the file's admin key is not
+        wait_until(lambda: status(a, FILE_ADMIN)["tenancy"]["limits"]["reachable"], "A notices Redis is back")
+        assert status(a, FILE_ADMIN)["tenancy"]["limits"]["share"] == 1.0
     finally:
         redis.close()
         a.stop()

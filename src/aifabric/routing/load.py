@@ -120,6 +120,8 @@ def _cost(t: TargetState) -> tuple[float, float]:
 def least_load(targets: Sequence[TargetState], rng: random.Random) -> list[TargetState]:
     """Least loaded first by the engines' own signals (queue, then utilization) per weight; ties,
     e.g. an idle estate, by a weighted random draw so traffic still splits by weight. O(targets)."""
+    if len(targets) < 2:  # one target (most roles): nothing to rank, and no estimate on the hot path
+        return list(targets)
     keyed = []
     for t in targets:
         u = rng.random() or 1e-12

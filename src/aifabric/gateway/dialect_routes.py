@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aifabric.errors import BadRequest, ModelNotFound
 from aifabric.gateway.admit import admit, principal_of
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect
 from aifabric.gateway.forward import Forwarder, ForwardRequest
-from aifabric.gateway.openai_routes import request_id_of
+from aifabric.gateway.openai_routes import request_id_of, resolve_role
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.affinity import session_key
 from aifabric.routing.table import Route, RoutingTable
@@ -44,24 +43,7 @@ class DialectForwarding:
 
     def resolve(self, model: Any, kinds: tuple[str, ...], what: str) -> Route:
         """The role `model` names, which must be of one of `kinds` (else a 400 naming its route)."""
-        if model is None or model == "":
-            raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
-        if not isinstance(model, str):
-            raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
-        table = self._table()
-        route = table.resolve(model)
-        if route is None:
-            valid = ", ".join(sorted(table.names))
-            raise ModelNotFound(f"The model '{model}' does not exist. Valid models: {valid}.", param="model")
-        if route.kind not in kinds:
-            raise BadRequest(
-                f"The model '{model}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
-                f"{route.kind} role and does not serve {what}; "
-                f"send it to {_ROUTE_OF_KIND.get(route.kind, 'its own route')}.",
-                param="model",
-                code="wrong_model_kind",
-            )
-        return route
+        return resolve_role(self._table(), model, kinds, what, _ROUTE_OF_KIND)
 
     async def forward(
         self,

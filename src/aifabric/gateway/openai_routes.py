@@ -6,7 +6,7 @@ its session affinity key (routing.affinity); every other field passes through un
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -41,6 +41,41 @@ _ENDPOINT_NAMES = {
 request_id_of = request_id  # for the other API routes: one id scheme (see request_ids)
 
 
+# Where a role of each kind is served, for the "wrong route" message of the OpenAI routes.
+_SERVES = {
+    "chat": "/v1/chat/completions",
+    "embeddings": "/v1/embeddings",
+    "completions": "/v1/completions",
+    "rerank": "/v1/rerank",
+    "transcription": "/v1/audio/transcriptions",
+}
+
+
+def resolve_role(
+    table: RoutingTable, model: Any, kinds: Collection[str], what: str, routes_of_kind: dict[str, str]
+) -> Route:
+    """The role `model` names, which must be of one of `kinds` (else a 400 that says where it is
+    served, from `routes_of_kind`); every API route resolves its `model` here. Long names are shown cut."""
+    if model is None or model == "":
+        raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
+    if not isinstance(model, str):
+        raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
+    route = table.resolve(model)
+    if route is None:
+        valid = ", ".join(sorted(table.names))
+        message = f"The model '{shown(model)}' does not exist. Valid models: {valid}."
+        raise ModelNotFound(message, param="model")
+    if route.kind not in kinds:
+        raise BadRequest(
+            f"The model '{shown(model)}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
+            f"{route.kind} role and does not serve {what}; "
+            f"send it to {routes_of_kind.get(route.kind, 'its own route')}.",
+            param="model",
+            code="wrong_model_kind",
+        )
+    return route
+
+
 class OpenAIRoutes:
     def __init__(
         self, table: Callable[[], RoutingTable], forwarder: Forwarder, admission: Admission | None = None
@@ -50,34 +85,9 @@ class OpenAIRoutes:
         self.admission = admission or Admission()
 
     def resolve(self, payload: dict[str, Any], endpoint: str) -> Route:
-        model = payload.get("model")
-        if model is None or model == "":
-            raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
-        if not isinstance(model, str):
-            raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
-        table = self._table()
-        route = table.resolve(model)
-        if route is None:
-            valid = ", ".join(sorted(table.names))
-            raise ModelNotFound(
-                f"The model '{shown(model)}' does not exist. Valid models: {valid}.", param="model"
-            )
-        if route.kind not in _ENDPOINT_KINDS[endpoint]:
-            serves = {
-                "chat": "/v1/chat/completions",
-                "embeddings": "/v1/embeddings",
-                "completions": "/v1/completions",
-                "rerank": "/v1/rerank",
-                "transcription": "/v1/audio/transcriptions",
-            }
-            raise BadRequest(
-                f"The model '{shown(model)}' is {'an' if route.kind[0] in 'aeiou' else 'a'} "
-                f"{route.kind} role and does not serve {_ENDPOINT_NAMES[endpoint]}; "
-                f"send it to {serves[route.kind]}.",
-                param="model",
-                code="wrong_model_kind",
-            )
-        return route
+        return resolve_role(
+            self._table(), payload.get("model"), _ENDPOINT_KINDS[endpoint], _ENDPOINT_NAMES[endpoint], _SERVES
+        )
 
     async def proxy(self, request: Request, endpoint: str) -> Response | StreamingResponse:
         payload = parse_json_body(request.body)

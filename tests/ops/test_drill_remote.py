@@ -15,6 +15,7 @@ from aifabric.cli.main import main
 from aifabric.config.load import load_config
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
 
 Start = Callable[..., RunningGateway]
 
@@ -54,6 +55,16 @@ roles:
     return path
 
 
+def started(path: Path) -> RunningGateway:
+    """A gateway on `path`, once every backend of it has been probed up: the drill's baseline wants that,
+    and asking before the first probe finds them "unknown" (a race the test must not run)."""
+    config = load_config(path)
+    gw = RunningGateway(config, probe=True).start()
+    for name in config.backends:
+        wait_until(lambda name=name: gw.state(name) == "up", f"{name} to be probed up")
+    return gw
+
+
 def switch(tmp_path: Path, fb: FakeBackend, changes: dict[str, Any]) -> str:
     script = tmp_path / "switch.py"
     script.write_text(SWITCH)
@@ -68,7 +79,7 @@ def test_the_drill_fails_detects_serves_through_fallbacks_restores_and_recovers(
         fail = switch(tmp_path, gpu, {"status_override": 500, "fault_scope": "all"})
         restore = switch(tmp_path, gpu, {"status_override": None, "fault_scope": "inference"})
         path = fabric(tmp_path, gpu, cloud, fail, restore)
-        gw = RunningGateway(load_config(path), probe=True).start()
+        gw = started(path)
         try:
             code, text = run_cli(
                 "drill",
@@ -106,7 +117,7 @@ def test_a_failing_fail_command_still_restores_and_the_drill_fails(tmp_path: Pat
         FakeBackend(kind="openai", models=("gpt-4o",)) as cloud,
     ):
         path = fabric(tmp_path, gpu, cloud, "echo no route to host; exit 255", f"touch {marker}")
-        gw = RunningGateway(load_config(path), probe=True).start()
+        gw = started(path)
         try:
             code, text = run_cli(
                 "drill", "--backend", "gpu", "--config", str(path), "--url", gw.url, "--timeout", "30"

@@ -6,6 +6,8 @@ backend drops is not spread; the gateway's own EMFILE ejects nothing (issue 13).
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import logging
 import os
 import resource
@@ -163,7 +165,12 @@ def open_files_limit(limit: int) -> Iterator[None]:
 def test_the_gateways_own_emfile_is_a_503_and_ejects_no_backend(
     start_gateway: Start, fb: FakeBackend
 ) -> None:
-    gw = start_gateway(fabric(fb.url))
+    # One probe at the start, none during the test: a probe's socket closing would leave a free
+    # descriptor the gateway's connect could take.
+    quiet = fabric(fb.url).replace(f'url: "{fb.url}"', f'url: "{fb.url}", health: {{interval: 1h}}')
+    gw = start_gateway(quiet)
+    target = gw.gateway.table.routes["chat-fast"].targets[0]
+    wait_until(lambda: target.detector.available(time.monotonic()), "the backend probed up")
     chat = b'{"model":"chat-fast","messages":[{"role":"user","content":"hi"}]}'
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -173,24 +180,36 @@ def test_the_gateways_own_emfile_is_a_503_and_ejects_no_backend(
     sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")  # accepted: its descriptor exists
     assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
     replies = []
-    # Every descriptor number below the limit taken (holes filled): no new socket can be opened.
+    fillers: list[int] = []
+
+    def take_every_free_descriptor() -> None:
+        # Under the lowered limit, open until the kernel refuses: every number below it is taken,
+        # including a hole left by any socket closed since the last fill. Filling once from a
+        # listing left such a hole on a CI run: the gateway's connect took it, the in-process
+        # backend could not accept, and the request hung instead of being a 503.
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as error:
+                assert error.errno == errno.EMFILE, error
+                return
+
+    gc.collect()
+    gc.disable()
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    fillers = []
-    while (fd := os.open(os.devnull, os.O_RDONLY)) < highest:
-        fillers.append(fd)
-    os.close(fd)
     try:
         with open_files_limit(highest + 1):
             for _ in range(4):
+                take_every_free_descriptor()
                 sock.sendall(request)
                 replies.append(sock.recv(65536))
     finally:
         for fd in fillers:
             os.close(fd)
+        gc.enable()
         sock.close()
     for reply in replies:
         assert reply.startswith(b"HTTP/1.1 503 ") and b"gateway_out_of_resources" in reply, reply[:300]
-    target = gw.gateway.table.routes["chat-fast"].targets[0]
     assert target.failures == 0 and target.detector.available(time.monotonic())
     wait_until(lambda: target.outstanding == 0, "the attempts settled")
     assert httpx.post(gw.url + "/v1/chat/completions", content=chat).status_code == 200

@@ -415,7 +415,9 @@ class Forwarder:
                     translated=not native,
                 )
             else:
-                data = await _within(resp.read(), left, "the response body stalled")
+                data = resp.body_if_complete()
+                if data is None:
+                    data = await _within(resp.read(), left, "the response body stalled")
                 content_type = resp.headers.get("content-type", "application/json")
                 if dialect is not None:
                     data, content_type = self._dialect_answer(

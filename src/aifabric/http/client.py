@@ -173,6 +173,15 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+class _HeadersTimeout(Exception):
+    """The timer of `_exchange` ran out before the response headers came (never leaves this module)."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_HeadersTimeout())
+
+
 class UpstreamResponse:
     """A backend's response: status and headers now, the body as it arrives."""
 
@@ -241,6 +250,17 @@ class UpstreamResponse:
     async def first_chunk(self) -> bytes:
         """The first piece of the body (b"" for an empty body)."""
         return await self.next_chunk() or b""
+
+    def body_if_complete(self) -> bytes | None:
+        """The whole body when all of it has arrived already (the usual small answer, which comes in
+        the same read as its headers), else None: then `read()` it, with a timeout."""
+        if not self.complete or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return data
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -451,16 +471,13 @@ class UpstreamClient:
         conn.headers_done = headers_done
         assert conn.transport is not None
         conn.transport.write(payload)
+        # One timer that fails the future, not asyncio.timeout(): no Timeout object, no cancelling
+        # and uncancelling of the task, and no race to settle between the headers and the timer
+        # (whichever resolves the future first wins). Every proxied request waits here.
+        timer = None if deadline is None else loop.call_at(deadline, _expire, headers_done)
         try:
-            if deadline is None:
-                await headers_done
-            else:
-                async with asyncio.timeout_at(deadline):
-                    await headers_done
-        except TimeoutError:
-            won = headers_done.done() and not headers_done.cancelled() and headers_done.exception() is None
-            if won:
-                return response  # the headers won the race against the timer
+            await headers_done
+        except _HeadersTimeout:
             self._abort_if_ours(conn, response)
             raise UpstreamFailure(FailureClass.TIMEOUT, "no response headers before the timeout") from None
         except asyncio.CancelledError:
@@ -468,6 +485,8 @@ class UpstreamClient:
             self._abort_if_ours(conn, response)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if conn.headers_done is headers_done:
                 conn.headers_done = None
         return response

@@ -32,7 +32,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -54,7 +54,6 @@ from aifabric.tenancy.priority import BackendGate, QueueFull
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
 log = logging.getLogger("aifabric.gateway")
-_T = TypeVar("_T")
 _STREAM_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 _DONE = b"data: [DONE]\n\n"
 
@@ -395,7 +394,7 @@ class Forwarder:
             left = max(0.0, try_timeout - (self._clock() - started))
             if req.stream:
                 # Wait for the first byte before committing: until then another candidate may still serve.
-                first = await _within(resp.first_chunk(), left, "no first byte of the stream")
+                first = await resp.first_chunk(left, "no first byte of the stream")
                 ttfb = self._clock() - started
                 tap = (
                     UsageTap(hide=add_usage, count=not endpoint.adapter.supports_include_usage)
@@ -417,7 +416,7 @@ class Forwarder:
             else:
                 data = resp.body_if_complete()
                 if data is None:
-                    data = await _within(resp.read(), left, "the response body stalled")
+                    data = await resp.read(left, "the response body stalled")
                 content_type = resp.headers.get("content-type", "application/json")
                 if dialect is not None:
                     data, content_type = self._dialect_answer(
@@ -712,16 +711,6 @@ def _waiting_for_wake(table: RoutingTable, route: Route, now: float) -> bool:
     return any(t.health.state is BackendState.ASLEEP for t in route.targets)
 
 
-async def _within(work: Awaitable[_T], seconds: float, what: str) -> _T:
-    """`work` bounded by `seconds` (the rest of the per-try timeout, or the stream's idle timeout);
-    running out is a TIMEOUT failure."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError:
-        raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within {seconds:.3g} s") from None
-
-
 class _Relay:
     """A streamed answer's body as the listener pulls it. From the first byte on it carries the
     attempt's guard and settles it (success at the end of the stream, failure when the backend dies
@@ -786,7 +775,7 @@ class _Relay:
             raise StopAsyncIteration
         try:
             # A backend that stops sending mid-stream must not hold the client forever.
-            chunk = await _within(self._resp.next_chunk(), self._idle, "no data from the stream")
+            chunk = await self._resp.next_chunk(self._idle, "no data from the stream")
         except UpstreamFailure as failure:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._resp.close()

@@ -173,13 +173,13 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-class _HeadersTimeout(Exception):
-    """The timer of `_exchange` ran out before the response headers came (never leaves this module)."""
+class _Expired(Exception):
+    """A timer of this module ran out before what it bounds came (never leaves this module)."""
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(_HeadersTimeout())
+        waiter.set_exception(_Expired())
 
 
 class UpstreamResponse:
@@ -223,9 +223,15 @@ class UpstreamResponse:
         self._wake()
 
     # -- read by the gateway ----------------------------------------------------------------------
-    async def next_chunk(self) -> bytes | None:
+    async def next_chunk(self, timeout: float | None = None, what: str = "no data") -> bytes | None:
         """What has arrived of the body since the last call (waiting for something), None at its end;
-        raises UpstreamFailure if the backend dies mid-body."""
+        raises UpstreamFailure if the backend dies mid-body, or (TIMEOUT, "`what` within `timeout`")
+        when nothing comes for `timeout` seconds. Data already here is returned without any timer:
+        a stream relays every chunk through here."""
+        return await self._next_chunk(None, timeout, what)
+
+    async def _next_chunk(self, deadline: float | None, timeout: float | None, what: str) -> bytes | None:
+        """next_chunk until `deadline` (loop time), else for `timeout` seconds from the first wait."""
         while True:
             if self._chunks:
                 # Whatever has arrived goes on as one piece: fewer writes to the client, same bytes.
@@ -241,15 +247,25 @@ class UpstreamResponse:
                 return None
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None
+            if deadline is None and timeout is not None:
+                deadline = loop.time() + timeout
+            if deadline is not None:
+                timer = loop.call_at(deadline, _expire, waiter)  # see _exchange: cheaper than asyncio.timeout
             try:
-                await self._waiter
+                await waiter
+            except _Expired:
+                raise UpstreamFailure(FailureClass.TIMEOUT, f"{what} within {timeout:.3g} s") from None
             finally:
+                if timer is not None:
+                    timer.cancel()
                 self._waiter = None
 
-    async def first_chunk(self) -> bytes:
+    async def first_chunk(self, timeout: float | None = None, what: str = "no data") -> bytes:
         """The first piece of the body (b"" for an empty body)."""
-        return await self.next_chunk() or b""
+        return await self.next_chunk(timeout, what) or b""
 
     def body_if_complete(self) -> bytes | None:
         """The whole body when all of it has arrived already (the usual small answer, which comes in
@@ -262,10 +278,11 @@ class UpstreamResponse:
         self._buffered = 0
         return data
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, timeout: float | None = None, what: str = "no data") -> bytes:
+        """The whole body; `timeout` bounds the whole of it (see next_chunk)."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         parts = []
-        while (chunk := await self.next_chunk()) is not None:
+        while (chunk := await self._next_chunk(deadline, timeout, what)) is not None:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -477,7 +494,7 @@ class UpstreamClient:
         timer = None if deadline is None else loop.call_at(deadline, _expire, headers_done)
         try:
             await headers_done
-        except _HeadersTimeout:
+        except _Expired:
             self._abort_if_ours(conn, response)
             raise UpstreamFailure(FailureClass.TIMEOUT, "no response headers before the timeout") from None
         except asyncio.CancelledError:

@@ -184,6 +184,10 @@ class RoutingTable:
     def route_plan(self, route: Route, now: float, session: bytes | None = None) -> Plan:
         """`plan`, or the overflow order when the role's own targets are all saturated (routing.overflow);
         with a `session` key, that session's target of the role leads while it has room (routing.affinity)."""
+        if session is None and len(route.targets) == 1 and not route.fallbacks:
+            # One candidate, healthy or not (order_plan's panic order of one): the plan, without
+            # sorting health tiers on every request of the common one-target role.
+            return Plan([route.targets[0]])
         groups = self.groups(route)
         overflow = route.config.overflow
         if overflow is not None:

@@ -73,10 +73,24 @@ def stream_chunk(index: int, content: str | None, finish: str | None = None) -> 
 
 
 def sse_body(chunks: int = STREAM_CHUNKS) -> str:
-    """A whole chat stream: `chunks` content events, a finish event, and [DONE]."""
+    """A whole chat stream: `chunks` content events, a finish event, a usage event and [DONE].
+
+    The usage event is what vLLM sends last when a request asks for
+    `stream_options.include_usage`, which aifabric asks of a vLLM backend for its usage ledger (and
+    takes out of the client's stream unless the client asked too). Without it the ledger would count
+    the tokens itself, which is what a backend that cannot report usage costs, not a vLLM one."""
     words = ["The", " capital", " of", " France", " is", " Paris", ".", " Indeed"]
     parts = [stream_chunk(i, words[i % len(words)]) for i in range(chunks)]
     parts.append(stream_chunk(chunks, None, "stop"))
+    usage = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1767225600,
+        "model": SERVED_MODEL,
+        "choices": [],
+        "usage": {"prompt_tokens": 24, "completion_tokens": chunks, "total_tokens": 24 + chunks},
+    }
+    parts.append("data: " + json.dumps(usage, separators=(",", ":")) + "\n\n")
     parts.append("data: [DONE]\n\n")
     return "".join(parts)
 

@@ -1,10 +1,13 @@
 """Limits on a real gateway, seen the way an application sees them: the OpenAI SDK's RateLimitError,
-Retry-After and the x-ratelimit-* headers."""
+Retry-After and the x-ratelimit-* headers; on /v1/messages, Anthropic's SDK and anthropic-ratelimit-*."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 from tenancy_support import MASTER, fabric_text, keys_cli
@@ -54,6 +57,39 @@ def test_over_the_key_rpm_the_sdk_gets_a_429_with_openais_headers(tmp_path: Path
         assert fb.count("/v1/chat/completions") == 2, "the refused request never reached the backend"
         # Another key, and the master key, are not held back by this one's limit.
         assert gw.openai(MASTER).chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+    finally:
+        gw.stop()
+
+
+def test_on_anthropics_route_a_limited_key_reads_anthropics_rate_limit_headers(
+    tmp_path: Path, fb: FakeBackend
+) -> None:
+    gw, fabric_file = start(tmp_path, fb)
+    try:
+        key = keys_cli(fabric_file, "create", "--name", "agent", "--rpm", "2").stdout.strip()
+        wait_until(lambda: accepted(gw.openai(key)), "the key is accepted", 5)
+        with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as client:
+            first = client.messages.with_raw_response.create(model="chat-fast", max_tokens=5, messages=HI)  # type: ignore[arg-type]
+            assert first.parse().content
+            assert first.headers["anthropic-ratelimit-requests-limit"] == "2"
+            assert first.headers["anthropic-ratelimit-requests-remaining"] == "1"
+            # An RFC 3339 time, within the two minutes a per-minute window can hold a request.
+            reset = datetime.fromisoformat(first.headers["anthropic-ratelimit-requests-reset"]).timestamp()
+            assert time.time() - 1 <= reset <= time.time() + 121
+            client.messages.create(model="chat-fast", max_tokens=5, messages=HI)  # type: ignore[arg-type]
+            with pytest.raises(anthropic.RateLimitError) as refused:
+                client.messages.create(model="chat-fast", max_tokens=5, messages=HI)  # type: ignore[arg-type]
+        error = refused.value
+        assert error.status_code == 429
+        assert error.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        headers = error.response.headers
+        assert int(headers["retry-after"]) >= 1
+        assert headers["anthropic-ratelimit-requests-limit"] == "2"
+        assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert datetime.fromisoformat(headers["anthropic-ratelimit-requests-reset"]).timestamp() > time.time()
+        assert headers["x-ratelimit-remaining-requests"] == "0"  # OpenAI's names stay beside them
+        served = fb.count("/v1/messages") + fb.count("/v1/chat/completions")  # native or translated
+        assert served == 2, "the refused request never reached the backend"
     finally:
         gw.stop()
 

@@ -8,7 +8,7 @@ from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited
 from aifabric.tenancy.admission import Admission, estimate_tokens
 from aifabric.tenancy.principal import Principal
-from aifabric.tenancy.ratelimit import SlidingWindow, format_reset
+from aifabric.tenancy.ratelimit import SlidingWindow, anthropic_headers, format_reset, parse_reset
 
 T0 = 1_800_000_000.0 - (1_800_000_000.0 % 60)  # the start of a minute
 NO_ROLE_LIMITS = RoleLimits()
@@ -77,6 +77,34 @@ def test_reset_reads_like_openais() -> None:
         "2m59s",
     ]
     assert format_reset(179.6) == "3m0s" and format_reset(59.96) == "60s"
+
+
+def test_a_reset_read_back_is_the_duration_written_to_the_millisecond() -> None:
+    for seconds in (0.0, 0.02, 0.999, 1.5, 59.4, 60, 61.2, 119.6, 179.4, 360, 3725):
+        text = format_reset(seconds)
+        back = parse_reset(text)
+        assert back is not None and abs(back - seconds) <= 0.5, (seconds, text, back)
+    assert parse_reset("20ms") == 0.02 and parse_reset("6m0s") == 360.0
+    for junk in ("", "soon", "5", "1h", "-1s"):
+        assert parse_reset(junk) is None, junk
+
+
+def test_anthropics_route_gets_anthropics_names_and_absolute_reset_times() -> None:
+    now = 1_767_225_600.25  # 2026-01-01T00:00:00.25Z
+    admission = Admission(wall=lambda: now)
+    ticket = admission.admit(Principal("agent", rpm=5, tpm=1000), "chat", NO_ROLE_LIMITS, {"max_tokens": 10})
+    assert ticket is not None
+    got = dict(anthropic_headers([("content-type", "application/json"), *ticket.headers], now))
+    assert got == {
+        "anthropic-ratelimit-requests-limit": "5",
+        "anthropic-ratelimit-requests-remaining": "4",
+        # The window holds this request until the end of the next minute: 119.75 s from now.
+        "anthropic-ratelimit-requests-reset": "2026-01-01T00:02:00Z",
+        "anthropic-ratelimit-tokens-limit": "1000",
+        "anthropic-ratelimit-tokens-remaining": "989",
+        "anthropic-ratelimit-tokens-reset": "2026-01-01T00:02:00Z",
+    }
+    assert anthropic_headers([("x-ratelimit-reset-requests", "whenever")], now) == []
 
 
 class Clock:

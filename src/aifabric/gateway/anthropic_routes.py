@@ -3,11 +3,13 @@
 The gateway key may come as `x-api-key` (what Anthropic's SDKs send) or `Authorization: Bearer`;
 `anthropic-version` and `anthropic-beta` are accepted and not needed. Every error on these routes,
 the gateway's own and the backends', is in Anthropic's shape:
-`{"type": "error", "error": {"type": "not_found_error", "message": "..."}}`.
+`{"type": "error", "error": {"type": "not_found_error", "message": "..."}}`. A key's or role's limits
+are answered with Anthropic's `anthropic-ratelimit-*` headers as well as OpenAI's `x-ratelimit-*`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import orjson
@@ -26,6 +28,7 @@ from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import RoutingTable
 from aifabric.tenancy.admission import Admission
+from aifabric.tenancy.ratelimit import anthropic_headers
 
 __all__ = ["PATHS", "AnthropicRoutes", "anthropic_error_response"]
 
@@ -37,7 +40,9 @@ _COUNT_TOKENS = CountTokensDialect()
 def anthropic_error_response(exc: ApiError) -> Response:
     """An `ApiError` in Anthropic's error shape, its status and headers (Retry-After, ...) kept."""
     body = orjson.dumps(error_object(exc.status, exc.message))
-    return Response(exc.status, body, list(exc.headers.items()))
+    headers = list(exc.headers.items())
+    headers.extend(anthropic_headers(headers, time.time()))
+    return Response(exc.status, body, headers)
 
 
 class AnthropicRoutes:
@@ -53,8 +58,12 @@ class AnthropicRoutes:
         route = self._forwarding.resolve(payload.get("model"), ("chat",), what)
         check_request(payload, max_tokens_required=not counting)
         if counting:
-            return await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)
-        stream = payload.get("stream") is True
-        sent = tuple((h, request.headers[h]) for h in FORWARDED_HEADERS if h in request.headers)
-        dialect = MessagesDialect(sent) if sent else _MESSAGES
-        return await self._forwarding.forward(request, route, dialect, payload, stream=stream)
+            response = await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)
+        else:
+            stream = payload.get("stream") is True
+            sent = tuple((h, request.headers[h]) for h in FORWARDED_HEADERS if h in request.headers)
+            dialect = MessagesDialect(sent) if sent else _MESSAGES
+            response = await self._forwarding.forward(request, route, dialect, payload, stream=stream)
+        # A few headers to look at: only a limited key's or role's answer has x-ratelimit-* ones.
+        response.headers.extend(anthropic_headers(response.headers, time.time()))
+        return response

@@ -19,9 +19,11 @@ above; `reset` is when `used` reaches zero (OpenAI's `x-ratelimit-reset-*`).
 from __future__ import annotations
 
 import math
+import re
+import time
 from dataclasses import dataclass
 
-__all__ = ["WINDOW", "Decision", "SlidingWindow", "format_reset"]
+__all__ = ["WINDOW", "Decision", "SlidingWindow", "anthropic_headers", "format_reset", "parse_reset"]
 
 WINDOW = 60.0  # seconds: per-minute limits
 
@@ -154,3 +156,45 @@ def _format_reset(seconds: float) -> str:
 
 
 _MINUTES = tuple(_format_reset(float(s)) for s in range(60, 180))
+
+
+_DURATION = re.compile(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?")
+
+
+def parse_reset(text: str) -> float | None:
+    """Seconds from a duration `format_reset` wrote (`20ms`, `1.5s`, `6m0s`); None for anything else."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None or not any(found.groups()):
+        return None
+    minutes, seconds, millis = found.groups()
+    return int(minutes or 0) * 60 + float(seconds or 0) + int(millis or 0) / 1000
+
+
+# OpenAI's x-ratelimit-* names -> Anthropic's anthropic-ratelimit-* (the reset: a duration there, an
+# RFC 3339 time here).
+_ANTHROPIC = {
+    f"x-ratelimit-{field}-{what}": (f"anthropic-ratelimit-{what}-{field}", field == "reset")
+    for what in ("requests", "tokens")
+    for field in ("limit", "remaining", "reset")
+}
+
+
+def anthropic_headers(headers: list[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+    """The `anthropic-ratelimit-*` headers Anthropic's API sends, for the `x-ratelimit-*` ones among
+    `headers` (`now`: epoch seconds, for the absolute reset times). Anthropic's SDKs and agents read
+    these on /v1/messages; OpenAI's names stay beside them."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        mapped = _ANTHROPIC.get(name)
+        if mapped is None:
+            continue
+        anthropic_name, is_reset = mapped
+        if is_reset:
+            seconds = parse_reset(value)
+            if seconds is None:
+                continue
+            at = time.gmtime(round(now + seconds))  # as exact as the duration it is read from
+            out.append((anthropic_name, time.strftime("%Y-%m-%dT%H:%M:%SZ", at)))
+        else:
+            out.append((anthropic_name, value))
+    return out

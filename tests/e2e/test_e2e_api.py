@@ -104,6 +104,8 @@ def test_up_printed_the_url_and_the_runbook_commands(fabric: Up) -> None:
     out = fabric.output
     assert f"aifabric is up: http://127.0.0.1:{fabric.port}/v1" in out
     assert f"curl -s http://127.0.0.1:{fabric.port}/v1/models | jq -r '.data[].id'" in out
+    # On a port of its own (make up PORT=N), the live view must be asked there, not at :8000.
+    assert f"aifabric status --url http://127.0.0.1:{fabric.port}" in out
     assert f"logs in {fabric.log_dir}" in out
     assert sorted(p.name for p in fabric.log_dir.iterdir()) == [
         "local-chat-deep.log",

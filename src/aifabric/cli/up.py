@@ -214,6 +214,7 @@ def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -
     if embed:
         body = f'{{"model":"{embed}","input":"test"}}'
         lines.append(f"  curl -X POST {base}/v1/embeddings -H \"Content-Type: application/json\" -d '{body}'")
-    lines.append(f"status page: {base}/ui   checks: aifabric health, aifabric smoke --url {base}")
+    lines.append(f"status page: {base}/ui   live view: aifabric status --url {base}")
+    lines.append(f"checks: aifabric health, aifabric smoke --url {base}")
     lines.append("Ctrl-C stops everything.")
     console.print("\n".join(lines))

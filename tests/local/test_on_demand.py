@@ -3,8 +3,10 @@ processes (the fake backend speaking llama-cpp-python's API) behind a real gatew
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +20,21 @@ from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
 
 
-def spec(name: str, port: int, model: str) -> ProcessSpec:
-    argv = (sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port))
-    argv += ("--kind", "llama-cpp-python", "--model", model)
+def spec(name: str, port: int, model: str, *extra: str) -> ProcessSpec:
+    argv: tuple[str, ...] = (sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port))
+    argv += ("--kind", "llama-cpp-python", "--model", model, *extra)
     return ProcessSpec(name, argv, "127.0.0.1", port, "/v1/models", on_demand=True)
 
 
 @pytest.fixture
 def estate(tmp_path: Path) -> Iterator[tuple[Supervisor, RunningGateway]]:
+    with running_estate(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_estate(tmp_path: Path, *a_args: str) -> Iterator[tuple[Supervisor, RunningGateway]]:
+    """Backends a and b, models on demand, exclusive in group gpu; `a_args`: a's fake-backend flags."""
     pa, pb = free_port(), free_port()
     local = "engine: llama-cpp-python, model: m, start: on_demand, idle_stop: 3s, group: gpu, exclusive: true"
     config = load_config_text(
@@ -40,7 +49,8 @@ roles:
         "fabric.yaml",
         environ={},
     )
-    supervisor = Supervisor([spec("a", pa, "qa"), spec("b", pb, "qb")], log_dir=tmp_path, out=io.StringIO())
+    specs = [spec("a", pa, "qa", *a_args), spec("b", pb, "qb")]
+    supervisor = Supervisor(specs, log_dir=tmp_path, out=io.StringIO())
     supervisor.start()
     assert supervisor.wait_ready(timeout=30)  # on demand: nothing to wait for
     gw = RunningGateway(config, probe=True).start()
@@ -81,3 +91,29 @@ def test_models_start_on_demand_one_per_group_and_stop_when_idle(
     wait_until(lambda: supervisor.states()["b"] == "idle", timeout=20, what="b stopped when idle")
     wait_until(lambda: gw.state("b") == "asleep", what="the gateway to see b asleep")
     assert ask(gw, "chat-b") == "b"  # and started again by the next request
+
+
+def test_a_swap_waits_for_the_requests_the_running_model_is_answering(tmp_path: Path) -> None:
+    # a answers after 2.5 s: a request for b arriving meanwhile must not cut a's answer off.
+    with running_estate(tmp_path, "--latency-ms", "2500") as (supervisor, gw):
+        assert ask(gw, "chat-a") == "a"
+        answered: list[str] = []
+        failed: list[BaseException] = []
+
+        def ask_a() -> None:
+            try:
+                answered.append(ask(gw, "chat-a"))
+            except BaseException as exc:  # reported below: the assertion names it
+                failed.append(exc)
+
+        slow = threading.Thread(target=ask_a)
+        slow.start()
+        gateway = gw.gateway
+        assert gateway is not None
+        wait_until(lambda: gateway.checker.healths["a"].in_flight == 1, what="a answering a request")
+        assert ask(gw, "chat-b") == "b"  # held until a is done, then a is stopped and b started
+        slow.join(timeout=30)
+        assert not failed, f"a's request in flight was cut off by the swap: {failed}"
+        assert answered == ["a"]
+        wait_until(lambda: supervisor.states()["a"] == "idle", what="a stopped for b")
+        assert supervisor.states()["b"] == "ready"

@@ -44,7 +44,7 @@ from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
 from aifabric.health.checker import HealthChecker
-from aifabric.health.engine_sleep import EngineSleep, start_on_demand
+from aifabric.health.engine_sleep import EngineSleep, OnDemand
 from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
@@ -147,6 +147,7 @@ class Gateway:
         self.ops = OpsRoutes(self)
         self.admin: AdminRoutes | None = None  # only under `aifabric up`: see attach_local
         self.local_control: LocalControl | None = None
+        self.on_demand: OnDemand | None = None  # models on demand, under `aifabric up` (attach_local)
         # Re-reads the fabric file and applies it (set by `serve` and `up`; None: the embedded default).
         self.reloader: Callable[[], ReloadOutcome] | None = None
         self.reloads = Reloads(self)
@@ -222,8 +223,8 @@ class Gateway:
         long the request may be held for them."""
         backends = [t.backend.name for t in route.targets]
         hold = self.power.wake_for(backends, f"a request for role {route.name}")
-        if self.local_control is not None:
-            hold = max(hold, start_on_demand(self.config, self.checker.healths, self.local_control, backends))
+        if self.on_demand is not None:
+            hold = max(hold, self.on_demand.start(backends))
         return hold
 
     async def _announce_wake(self, event: WakeEvent) -> None:
@@ -315,6 +316,7 @@ class Gateway:
         """Under `aifabric up`: the supervisor of its local backends, behind the /admin/backends routes."""
         self.admin = AdminRoutes(self, control)
         self.local_control = control
+        self.on_demand = OnDemand(lambda: self.config, lambda: self.checker.healths, control)
         self.engine_sleep.stop_local = control.idle_backend  # idle_stop of models on demand
         for name, state in control.states().items():  # models on demand not started (before we listened)
             if state == "idle":
@@ -552,6 +554,8 @@ class Gateway:
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)  # what is queued is written before we return
         await self.power.aclose()
+        if self.on_demand is not None:
+            await self.on_demand.aclose()
         await self.client.aclose()
         await self.responses.store.close()
         if self.keys is not None:

@@ -14,15 +14,18 @@ so use this with one gateway process per sleeping backend's users (a wake is har
 another process sends requests makes them wait for its wake).
 
 Local models on demand (`local: {start: on_demand, idle_stop, group, exclusive}` under `aifabric up`) work
-the same way through the supervisor: `start_on_demand` (from the data plane, when a role's targets are
+the same way through the supervisor: `OnDemand.start` (from the data plane, when a role's targets are
 all asleep) starts one, first stopping the other members of its exclusive group, and the request waits
-as during loading; `tick` stops one unused for its `idle_stop`, which then shows as asleep.
+as during loading; `tick` stops one unused for its `idle_stop`, which then shows as asleep. A member
+still answering requests is not cut off: the swap waits until its requests in flight (this process's)
+are done, up to `SWAP_DRAIN` seconds, as llama-swap does; the new model's request is held meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +36,15 @@ from aifabric.core import BackendHealth, BackendState, FailureClass
 from aifabric.errors import UpstreamFailure
 from aifabric.http.client import UpstreamClient, split_url
 
-__all__ = ["EngineSleep", "LocalStarter", "start_on_demand"]
+__all__ = ["SWAP_DRAIN", "EngineSleep", "LocalStarter", "OnDemand"]
 
 log = logging.getLogger("aifabric.power")
 
 _CALL_TIMEOUT = 30.0
+# How long a model of an exclusive group may go on answering its requests in flight before the model
+# asked for takes its place anyway (what is still running is then cut off).
+SWAP_DRAIN = 30.0
+_DRAIN_POLL = 0.05
 
 
 class LocalStarter(Protocol):
@@ -50,30 +57,97 @@ class LocalStarter(Protocol):
     def idle_backend(self, name: str, why: str) -> None: ...
 
 
-def start_on_demand(
-    config: FabricConfig, healths: Mapping[str, BackendHealth], control: LocalStarter, backends: list[str]
-) -> float:
-    """From the data plane, when a role's targets are all asleep: start the first of `backends` that is a
-    model on demand not running (and, `exclusive` in a `group`, stop the group's others first); how long
-    the request may be held for it (retry.warmup_wait, as while a model loads), 0 when none is."""
-    for name in backends:
-        backend = config.backends.get(name)
-        health = healths.get(name)
-        local = backend.local if backend is not None else None
-        if local is None or local.start != "on_demand" or health is None:
-            continue
-        if health.state is not BackendState.ASLEEP:
-            continue
-        if local.exclusive and local.group is not None:
-            states = control.states()
-            for other, b in config.backends.items():
-                same = b.local is not None and b.local.group == local.group and other != name
-                if same and states.get(other) not in (None, "idle", "stopped", "failed"):
-                    control.idle_backend(other, f"stopped: {name} of group {local.group} started (exclusive)")
-        control.start_backend(name)
+class OnDemand:
+    """Starts local models on demand for the data plane (module docstring), one swap per group at a time."""
+
+    def __init__(
+        self,
+        config: Callable[[], FabricConfig],
+        healths: Callable[[], Mapping[str, BackendHealth]],
+        control: LocalStarter,
+        *,
+        drain: float = SWAP_DRAIN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._healths = healths
+        self._control = control
+        self._drain = drain
+        self._clock = clock
+        self._swaps: dict[str, asyncio.Task[None]] = {}  # by the name of the backend being started
+
+    def start(self, backends: list[str]) -> float:
+        """When a role's targets are all asleep: start the first of `backends` that is a model on demand
+        not running (an `exclusive` member of a `group`: once the group's others are stopped, each
+        after its requests in flight are done); how long the request may be held for it
+        (retry.warmup_wait, as while a model loads), 0 when none is."""
+        config = self._config()
+        healths = self._healths()
+        for name in backends:
+            backend = config.backends.get(name)
+            health = healths.get(name)
+            local = backend.local if backend is not None else None
+            if local is None or local.start != "on_demand" or health is None:
+                continue
+            if health.state is not BackendState.ASLEEP:
+                continue
+            if name in self._swaps:
+                return config.retry.warmup_wait  # its swap is under way: held like the request that asked
+            others: list[str] = []
+            if local.exclusive and local.group is not None:
+                states = self._control.states()
+                for other, b in config.backends.items():
+                    same = b.local is not None and b.local.group == local.group and other != name
+                    if same and states.get(other) not in (None, "idle", "stopped", "failed"):
+                        others.append(other)
+            busy = [o for o in others if (h := healths.get(o)) is not None and h.in_flight > 0]
+            if busy:
+                swap = self._swap_when_drained(name, others, local.group)
+                task = asyncio.get_running_loop().create_task(swap)
+                self._swaps[name] = task
+                task.add_done_callback(functools.partial(self._swap_done, name))
+                log.info(
+                    "backend %s: starts once %s finish their requests in flight (exclusive group %s)",
+                    name,
+                    ", ".join(busy),
+                    local.group,
+                )
+            else:
+                self._swap(name, others, local.group)
+            return config.retry.warmup_wait
+        return 0.0
+
+    def _swap_done(self, name: str, _task: asyncio.Task[None]) -> None:
+        self._swaps.pop(name, None)
+
+    async def _swap_when_drained(self, name: str, others: list[str], group: str | None) -> None:
+        deadline = self._clock() + self._drain
+        while self._clock() < deadline:
+            healths = self._healths()
+            if all((h := healths.get(o)) is None or h.in_flight == 0 for o in others):
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        else:
+            log.warning(
+                "backend %s: %s still had requests in flight after %g s; stopped anyway",
+                name,
+                ", ".join(others),
+                self._drain,
+            )
+        self._swap(name, others, group)
+
+    def _swap(self, name: str, others: list[str], group: str | None) -> None:
+        for other in others:
+            self._control.idle_backend(other, f"stopped: {name} of group {group} started (exclusive)")
+        self._control.start_backend(name)
         log.info("backend %s: started on demand for a request", name)
-        return config.retry.warmup_wait
-    return 0.0
+
+    async def aclose(self) -> None:
+        for task in list(self._swaps.values()):
+            task.cancel()
+        for task in list(self._swaps.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class EngineSleep:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -67,6 +69,21 @@ def test_embeddings_of_paraphrases_are_closer_than_of_unrelated_sentences(
 def test_a_chat_role_refuses_an_embeddings_request(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="chat-fast", input="hi")
+
+
+def test_status_without_url_asks_the_running_up(fabric: Up) -> None:
+    # `up` recorded its URL (cli.running): a bare `aifabric status` finds it on its own port.
+    env = {k: v for k, v in os.environ.items() if k != "AIFABRIC_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "aifabric", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.startswith(f"gateway http://127.0.0.1:{fabric.port}"), result.stdout + result.stderr
+    assert result.returncode in (0, 1)  # reached: all up, or one backend still warming (not 3, unreachable)
 
 
 def _sh(command: str) -> str:

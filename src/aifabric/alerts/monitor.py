@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from aifabric.alerts.rules import Alert, AlertEvent, AlertTracker, Severity, eva
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendHealth, exit_codes
+from aifabric.core.paths import state_dir
 from aifabric.http.client import UpstreamClient
 
 __all__ = ["GatewayCheck", "Monitor", "check_gateway", "default_state_path", "watch_gateway"]
@@ -195,8 +195,7 @@ def default_state_path(config: FabricConfig | None) -> Path:
     """Where the outside check remembers what it notified: the log dir, else the user's state dir."""
     if config is not None and config.monitoring.log_dir:
         return Path(config.monitoring.log_dir).expanduser() / "gateway-watch.json"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "aifabric" / "gateway-watch.json"
+    return state_dir() / "gateway-watch.json"
 
 
 async def watch_gateway(

@@ -6,6 +6,8 @@ import argparse
 import os
 from urllib.parse import urlsplit
 
+from aifabric.cli.running import running_url
+
 __all__ = ["add_gateway_arguments", "gateway_url", "port_number"]
 
 
@@ -40,8 +42,9 @@ def add_gateway_arguments(
     parser.add_argument(
         "--url",
         type=gateway_url,
-        default=os.environ.get("AIFABRIC_URL", "http://127.0.0.1:8000"),
-        help="the gateway (default: $AIFABRIC_URL or http://127.0.0.1:8000)",
+        default=os.environ.get("AIFABRIC_URL") or running_url() or "http://127.0.0.1:8000",
+        help="the gateway (default: $AIFABRIC_URL, else the running `aifabric up`'s, else "
+        "http://127.0.0.1:8000)",
     )
     key = os.environ.get("FABRIC_MASTER_KEY")
     if admin:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
+from aifabric.cli.running import forget_running, record_running
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         _serve(config, host, port, console, stop, args.local_port_base, supervisor)
         return 0
     finally:
+        forget_running()
         if specs:
             console.print("stopping local backends...")
         supervisor.stop()
@@ -154,7 +156,10 @@ def _serve(
                     gateway.attach_local(supervisor)  # POST /admin/backends/NAME/stop|start
                 if not config.source.startswith("<"):  # POST /admin/config/reload, watch: true
                     gateway.reloader = lambda: _reloader(config, gateway, port_base)
-                _print_ready(config, host, port, console)
+                # With --port 0, the port the listener got.
+                listening = gateway.server.port if gateway.server is not None else port
+                _print_ready(config, host, listening, console)
+                record_running(_base_url(host, listening))  # `aifabric status` without --url asks here
 
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))
             await serve_gateway(config, host, port, stop, ready=ready)
@@ -195,9 +200,13 @@ def _reloader(config: FabricConfig, gateway: Gateway, port_base: int | None) -> 
     )
 
 
-def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:
+def _base_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{shown}:{port}"
+    return f"http://{shown}:{port}"
+
+
+def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:
+    base = _base_url(host, port)
     chat = next((n for n, r in config.roles.items() if r.kind == "chat"), None)
     embed = next((n for n, r in config.roles.items() if r.kind == "embeddings"), None)
     lines = [

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
+from aifabric.core.paths import state_dir
 from aifabric.errors import LocalBackendError
 from aifabric.local.models import resolve_model
 
@@ -277,5 +278,4 @@ def default_log_dir(config: FabricConfig) -> Path:
     """Where `aifabric up` writes its local backends' logs: monitoring.log_dir, else the XDG state dir."""
     if config.monitoring.log_dir:
         return Path(config.monitoring.log_dir).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "aifabric" / "logs"
+    return state_dir() / "logs"

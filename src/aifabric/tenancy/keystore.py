@@ -27,6 +27,7 @@ import orjson
 
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
+from aifabric.core.paths import data_dir
 from aifabric.errors import StateStoreError
 from aifabric.tenancy.keys import KeyRecord
 
@@ -35,8 +36,7 @@ __all__ = ["KeyStore", "RedisKeyStore", "SqliteKeyStore", "default_keys_path", "
 
 def default_keys_path() -> Path:
     """`$XDG_DATA_HOME/aifabric/keys.db` (`~/.local/share/aifabric/keys.db`): durable, per user."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "aifabric" / "keys.db"
+    return data_dir() / "keys.db"
 
 
 def keys_url(config: FabricConfig) -> str:

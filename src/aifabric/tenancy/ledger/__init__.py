@@ -10,12 +10,12 @@ the request path in batches, to SQLite (default) or PostgreSQL (replicas sharing
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aifabric.config.schema import FabricConfig
+from aifabric.core.paths import state_dir
 from aifabric.tenancy.ledger.base import GROUPINGS, LedgerStore
 from aifabric.tenancy.ledger.record import COLUMNS, Pending, UsageRow
 from aifabric.tenancy.ledger.writer import Ledger
@@ -34,8 +34,7 @@ __all__ = [
 
 def default_ledger_path() -> Path:
     """Beside the gateway's other state: $XDG_STATE_HOME/aifabric/usage.db (~/.local/state/...)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "aifabric" / "usage.db"
+    return state_dir() / "usage.db"
 
 
 def ledger_opener(config: FabricConfig) -> Callable[[], LedgerStore] | None:

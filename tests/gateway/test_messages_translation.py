@@ -202,12 +202,23 @@ def test_answer_translation_keeps_unparseable_tool_arguments() -> None:
         ({"max_tokens": 1, "messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
         (
             {"max_tokens": 1, "messages": [{"role": "user", "content": [{"text": "no type"}]}]},
-            "messages.0.content",
+            "messages.0.content.0",
+        ),
+        (
+            {
+                "max_tokens": 1,
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "y"}, "z"]},
+                ],
+            },
+            "messages.1.content.1",
         ),
         ({"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
         ({"max_tokens": True, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
         ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "system": 5}, "system"),
-        ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools"),
+        ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools.0.name"),
+        ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": {"name": "f"}}, "tools"),
     ],
 )
 def test_request_checks(payload: dict[str, Any], param: str) -> None:

@@ -61,13 +61,13 @@ def check_request(payload: dict[str, Any], *, max_tokens_required: bool = True) 
             raise BadRequest(
                 f"messages.{i}.content: a string or a list of content blocks", param=f"messages.{i}.content"
             )
-        if isinstance(content, list) and not all(
-            isinstance(b, dict) and isinstance(b.get("type"), str) for b in content
-        ):
-            raise BadRequest(
-                f"messages.{i}.content: each content block is an object with a `type`",
-                param=f"messages.{i}.content",
-            )
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                    raise BadRequest(
+                        f"messages.{i}.content.{j}: a content block is an object with a `type`",
+                        param=f"messages.{i}.content.{j}",
+                    )
     max_tokens = payload.get("max_tokens")
     if max_tokens_required and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -77,10 +77,12 @@ def check_request(payload: dict[str, Any], *, max_tokens_required: bool = True) 
     if system is not None and not isinstance(system, str | list):
         raise BadRequest("system: a string or a list of text blocks", param="system")
     tools = payload.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)
-    ):
+    if tools is not None and not isinstance(tools, list):
         raise BadRequest("tools: a list of tools, each with a `name`", param="tools")
+    for k, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            message = f"tools.{k}.name: Field required (each tool has a `name`)"
+            raise BadRequest(message, param=f"tools.{k}.name")
 
 
 def _obj(value: Any) -> dict[str, Any]:

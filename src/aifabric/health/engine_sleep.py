@@ -45,6 +45,9 @@ _CALL_TIMEOUT = 30.0
 # asked for takes its place anyway (what is still running is then cut off).
 SWAP_DRAIN = 30.0
 _DRAIN_POLL = 0.05
+# A member started for a request and then up this long with nothing in flight has served it (the held
+# request goes within a probe interval) or its client gave up: the next swap may take the group.
+_SERVE_GRACE = 3.0
 
 
 class LocalStarter(Protocol):
@@ -58,7 +61,9 @@ class LocalStarter(Protocol):
 
 
 class OnDemand:
-    """Starts local models on demand for the data plane (module docstring), one swap per group at a time."""
+    """Starts local models on demand for the data plane (module docstring). In an exclusive group the
+    swaps run one after another: a request for another member while one is under way waits for it, then
+    for the member it started to serve what it was started for, then takes its turn."""
 
     def __init__(
         self,
@@ -74,13 +79,13 @@ class OnDemand:
         self._control = control
         self._drain = drain
         self._clock = clock
-        self._swaps: dict[str, asyncio.Task[None]] = {}  # by the name of the backend being started
+        # By exclusive group: the member being started and the task that starts it (the group's last).
+        self._swaps: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
     def start(self, backends: list[str]) -> float:
         """When a role's targets are all asleep: start the first of `backends` that is a model on demand
-        not running (an `exclusive` member of a `group`: once the group's others are stopped, each
-        after its requests in flight are done); how long the request may be held for it
-        (retry.warmup_wait, as while a model loads), 0 when none is."""
+        not running; how long the request may be held for it (retry.warmup_wait, as while a model
+        loads, plus the drain time when it has to wait for the group's others), 0 when none is."""
         config = self._config()
         healths = self._healths()
         for name in backends:
@@ -91,63 +96,98 @@ class OnDemand:
                 continue
             if health.state is not BackendState.ASLEEP:
                 continue
-            if name in self._swaps:
-                return config.retry.warmup_wait  # its swap is under way: held like the request that asked
-            others: list[str] = []
-            if local.exclusive and local.group is not None:
-                states = self._control.states()
-                for other, b in config.backends.items():
-                    same = b.local is not None and b.local.group == local.group and other != name
-                    if same and states.get(other) not in (None, "idle", "stopped", "failed"):
-                        others.append(other)
-            busy = [o for o in others if (h := healths.get(o)) is not None and h.in_flight > 0]
-            if busy:
-                swap = self._swap_when_drained(name, others, local.group)
-                task = asyncio.get_running_loop().create_task(swap)
-                self._swaps[name] = task
-                task.add_done_callback(functools.partial(self._swap_done, name))
-                log.info(
-                    "backend %s: starts once %s finish their requests in flight (exclusive group %s)",
-                    name,
-                    ", ".join(busy),
-                    local.group,
-                )
-            else:
-                self._swap(name, others, local.group)
-            return config.retry.warmup_wait
+            hold = config.retry.warmup_wait
+            if not local.exclusive or local.group is None:
+                self._control.start_backend(name)
+                log.info("backend %s: started on demand for a request", name)
+                return hold
+            group = local.group
+            pending = self._swaps.get(group)
+            if pending is not None and pending[0] == name:
+                return hold + self._drain  # its start is under way: held like the request that asked
+            prior = pending[1] if pending is not None else None
+            if prior is None and not self._busy(name, group):
+                self._swap(name, group)  # nothing to wait for: at once
+                return hold
+            task = asyncio.get_running_loop().create_task(self._swap_in_turn(name, group, prior))
+            self._swaps[group] = (name, task)
+            task.add_done_callback(functools.partial(self._swap_done, group, task))
+            return hold + (2 if prior is not None else 1) * self._drain
         return 0.0
 
-    def _swap_done(self, name: str, _task: asyncio.Task[None]) -> None:
-        self._swaps.pop(name, None)
+    def _running(self, name: str, group: str) -> list[str]:
+        """The group's members other than `name` that the supervisor runs (or is starting) now."""
+        states = self._control.states()
+        return [
+            other
+            for other, b in self._config().backends.items()
+            if b.local is not None
+            and b.local.group == group
+            and other != name
+            and states.get(other) not in (None, "idle", "stopped", "failed")
+        ]
 
-    async def _swap_when_drained(self, name: str, others: list[str], group: str | None) -> None:
+    def _busy(self, name: str, group: str) -> bool:
+        healths = self._healths()
+        return any((h := healths.get(o)) is not None and h.in_flight > 0 for o in self._running(name, group))
+
+    def _swap_done(self, group: str, task: asyncio.Task[None], _done: asyncio.Task[None]) -> None:
+        pending = self._swaps.get(group)
+        if pending is not None and pending[1] is task:
+            del self._swaps[group]
+
+    async def _swap_in_turn(self, name: str, group: str, prior: asyncio.Task[None] | None) -> None:
+        try:
+            if prior is not None:
+                await asyncio.wait({prior})  # its own errors are its own (logged there)
+                await self._until_served(name, group)
+            deadline = self._clock() + self._drain
+            while self._busy(name, group) and self._clock() < deadline:
+                await asyncio.sleep(_DRAIN_POLL)
+            if self._busy(name, group):
+                log.warning(
+                    "backend %s: %s still had requests in flight after %g s; stopped anyway",
+                    name,
+                    ", ".join(self._running(name, group)),
+                    self._drain,
+                )
+            self._swap(name, group)
+        except Exception:  # the supervisor refused: said, and the held request fails on its own terms
+            log.exception("backend %s: could not be started on demand", name)
+
+    async def _until_served(self, name: str, group: str) -> None:
+        """The member the previous swap started serves what it was started for before this swap takes
+        the group: until it is up and has had requests in flight and finished them (or a few seconds
+        up without any), within the drain time."""
         deadline = self._clock() + self._drain
+        seen_busy = False
+        up_since: float | None = None
         while self._clock() < deadline:
             healths = self._healths()
-            if all((h := healths.get(o)) is None or h.in_flight == 0 for o in others):
-                break
+            members = [healths[o] for o in self._running(name, group) if o in healths]
+            busy = any(h.in_flight > 0 for h in members)
+            seen_busy = seen_busy or busy
+            up = any(h.state in (BackendState.UP, BackendState.DEGRADED) for h in members)
+            now = self._clock()
+            if up and up_since is None:
+                up_since = now
+            if (seen_busy and not busy) or (up_since is not None and now - up_since >= _SERVE_GRACE):
+                return
             await asyncio.sleep(_DRAIN_POLL)
-        else:
-            log.warning(
-                "backend %s: %s still had requests in flight after %g s; stopped anyway",
-                name,
-                ", ".join(others),
-                self._drain,
-            )
-        self._swap(name, others, group)
 
-    def _swap(self, name: str, others: list[str], group: str | None) -> None:
-        for other in others:
+    def _swap(self, name: str, group: str) -> None:
+        """Stop what else of the group runs now (read now, not when the request came), start `name`."""
+        for other in self._running(name, group):
             self._control.idle_backend(other, f"stopped: {name} of group {group} started (exclusive)")
         self._control.start_backend(name)
         log.info("backend %s: started on demand for a request", name)
 
     async def aclose(self) -> None:
-        for task in list(self._swaps.values()):
+        tasks = [task for _, task in self._swaps.values()]
+        for task in tasks:
             task.cancel()
-        for task in list(self._swaps.values()):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 class EngineSleep:

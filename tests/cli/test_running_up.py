@@ -31,7 +31,9 @@ def dead_pid() -> int:
 def test_a_live_record_is_read_and_only_its_own_process_forgets_it(state: Path) -> None:
     assert running_url() is None
     record_running("http://127.0.0.1:8123")
-    assert json.loads(state.read_text()) == {"url": "http://127.0.0.1:8123", "pid": os.getpid()}
+    record = json.loads(state.read_text())
+    assert record["url"] == "http://127.0.0.1:8123" and record["pid"] == os.getpid()
+    assert isinstance(record["started"], int)
     assert running_url() == "http://127.0.0.1:8123"
     forget_running(pid=os.getpid() + 1)  # another `up`: not its record
     assert running_url() == "http://127.0.0.1:8123"
@@ -41,6 +43,13 @@ def test_a_live_record_is_read_and_only_its_own_process_forgets_it(state: Path) 
 
 def test_the_record_of_a_process_that_is_gone_is_ignored(state: Path) -> None:
     record_running("http://127.0.0.1:8123", pid=dead_pid())
+    assert running_url() is None
+
+
+def test_a_record_whose_pid_now_belongs_to_another_process_is_ignored(state: Path) -> None:
+    record_running("http://127.0.0.1:8123")
+    record = json.loads(state.read_text())
+    state.write_text(json.dumps({**record, "started": record["started"] - 1}))  # the pid, reused
     assert running_url() is None
 
 

@@ -4,7 +4,9 @@
 listens and removes it when it stops; `status`, `smoke`, `drill` and the other commands with `--url`
 default to that URL while its process lives, so `make up PORT=8080` then `aifabric status` asks :8080.
 Order of the default: `$AIFABRIC_URL`, then the running `up`, then http://127.0.0.1:8000. A record whose
-process is gone (killed with -9) is ignored; of two `up`s, the one started last is the one recorded.
+process is gone (killed with -9) is ignored, also when its pid has been reused since (the record keeps
+the process's start time). Of two `up`s at once, the one that became ready last is recorded; when it
+stops, the record goes, and the other is asked with `--url` again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def record_running(url: str, pid: int | None = None) -> None:
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"url": url, "pid": pid or os.getpid()}))
+        pid = pid or os.getpid()
+        tmp.write_text(json.dumps({"url": url, "pid": pid, "started": _started(pid)}))
         tmp.replace(path)  # whole or not at all, for a reader at the same moment
 
 
@@ -46,17 +49,24 @@ def running_url() -> str | None:
     record = _read()
     if record is None:
         return None
-    url, pid = record
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, another user's
+    url, pid, started = record
+    now = _started(pid)
+    if now is None or (started is not None and now != started):
+        return None  # gone, or its pid is another process's now
     return url
 
 
-def _read() -> tuple[str, int] | None:
+def _started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat), None when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def _read() -> tuple[str, int, int | None] | None:
     try:
         record = json.loads(_path().read_text())
     except (OSError, ValueError):
@@ -66,4 +76,5 @@ def _read() -> tuple[str, int] | None:
     url, pid = record.get("url"), record.get("pid")
     if not isinstance(url, str) or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
-    return url, pid
+    started = record.get("started")
+    return url, pid, started if isinstance(started, int) and not isinstance(started, bool) else None

@@ -158,8 +158,9 @@ def _serve(
                     gateway.reloader = lambda: _reloader(config, gateway, port_base)
                 # With --port 0, the port the listener got.
                 listening = gateway.server.port if gateway.server is not None else port
+                # Recorded before it is said: a script that reacts to the message finds the record.
+                record_running(_base_url(config, host, listening))  # `aifabric status` asks here
                 _print_ready(config, host, listening, console)
-                record_running(_base_url(host, listening))  # `aifabric status` without --url asks here
 
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))
             await serve_gateway(config, host, port, stop, ready=ready)
@@ -200,13 +201,14 @@ def _reloader(config: FabricConfig, gateway: Gateway, port_base: int | None) -> 
     )
 
 
-def _base_url(host: str, port: int) -> str:
+def _base_url(config: FabricConfig, host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{shown}:{port}"
+    scheme = "https" if config.gateway.tls is not None else "http"
+    return f"{scheme}://{shown}:{port}"
 
 
 def _print_ready(config: FabricConfig, host: str, port: int, console: Console) -> None:
-    base = _base_url(host, port)
+    base = _base_url(config, host, port)
     chat = next((n for n, r in config.roles.items() if r.kind == "chat"), None)
     embed = next((n for n, r in config.roles.items() if r.kind == "embeddings"), None)
     lines = [

@@ -100,9 +100,11 @@ def main() -> int:
     print(f"\nmedians over {args.rounds} rounds, --workers {args.workers}, this build's usage {args.usage}:")
     for name in WORKLOADS:
         new, old = (_medians(results[(b, name)]) for b in ("new", "old"))
+        rps_ratio = f"{new[0] / old[0]:.2f}x" if old[0] else "-"
+        cpu_ratio = f"{new[1] / old[1]:.2f}x" if old[1] else "-"  # no CPU figure: no ratio
         print(
-            f"  {name:>10}: RPS {new[0]:8,.0f} vs {old[0]:8,.0f} ({new[0] / old[0]:.2f}x), "
-            f"CPU/req {new[1]:5.1f} vs {old[1]:5.1f} µs ({new[1] / old[1]:.2f}x)"
+            f"  {name:>10}: RPS {new[0]:8,.0f} vs {old[0]:8,.0f} ({rps_ratio}), "
+            f"CPU/req {new[1]:5.1f} vs {old[1]:5.1f} µs ({cpu_ratio})"
         )
     return 0
 

@@ -4,16 +4,14 @@ for the same prompt non-streamed (it used to say 1 for a 31-token templated "hi"
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 from e2e_support import Up
 
-from aifabric.tenancy.ledger import UsageRow
+from aifabric.tenancy.ledger import UsageRow, default_ledger_path
 from aifabric.tenancy.ledger.sqlite import SqliteLedger
 from aifabric.testing.wait import wait_until
 
@@ -30,7 +28,7 @@ def client(fabric: Up) -> Iterator[openai.OpenAI]:
 
 def ledger_row(request_id: str) -> UsageRow | None:
     # `aifabric up` inherits the suite's XDG_STATE_HOME (tests/conftest.py): its default ledger is there.
-    path = Path(os.environ["XDG_STATE_HOME"]) / "aifabric" / "usage.db"
+    path = default_ledger_path()
     if not path.exists():
         return None
     store = SqliteLedger(path)

@@ -219,6 +219,11 @@ def test_answer_translation_keeps_unparseable_tool_arguments() -> None:
         ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "system": 5}, "system"),
         ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools.0.name"),
         ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": {"name": "f"}}, "tools"),
+        ({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [5]}, "tools.0"),
+        (
+            {"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"name": 5}]},
+            "tools.0.name",
+        ),
     ],
 )
 def test_request_checks(payload: dict[str, Any], param: str) -> None:

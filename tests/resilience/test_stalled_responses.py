@@ -102,3 +102,19 @@ def test_body_that_stalls_after_the_headers_fails_over(
     assert resp.status_code == 200
     assert (resp.headers["x-aifabric-backend"], resp.headers["x-aifabric-attempts"]) == ("healthy", "2")
     assert resp.json()["choices"][0]["message"]["content"] == "[m1] hi"
+
+
+ERROR_HEAD = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n"
+    b'{"error": '
+)
+
+
+def test_an_error_whose_body_stalls_fails_over_within_the_try_timeout(
+    start_gateway: StartGateway, backend: MakeBackend, stalling: Callable[[bytes], StallingServer]
+) -> None:
+    # A 500 whose body never comes: its body was read without a bound, and the request hung.
+    gw = start_gateway(pair(stalling(ERROR_HEAD).url, backend().url))
+    resp = post_chat(gw.url, timeout=10)
+    assert resp.status_code == 200
+    assert (resp.headers["x-aifabric-backend"], resp.headers["x-aifabric-attempts"]) == ("healthy", "2")

@@ -378,7 +378,9 @@ class Forwarder:
                 await self._engine_ready(target.backend.name)  # held while its engine wakes up
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:
-                err_body = await resp.read()
+                # Bounded like a good answer's body: an error whose body stalls must not hold the request.
+                left = max(0.0, try_timeout - (self._clock() - started))
+                err_body = await resp.read(left, "the error body stalled")
                 failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
                 raise UpstreamFailure(

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from aifabric.config.schema import FabricConfig
+from aifabric.core.paths import state_dir
 from aifabric.errors import CommandError
 
 __all__ = [
@@ -137,7 +138,8 @@ def render_systemd(
         log_dir = Path(os.path.abspath(os.path.expanduser(config.monitoring.log_dir)))
     if local:
         if log_dir is None:
-            log_dir = SYSTEM_LOG_DIR if not user else Path.home() / ".local" / "state" / "aifabric" / "logs"
+            # A user unit logs where that user's `aifabric up` would by default (core.paths).
+            log_dir = SYSTEM_LOG_DIR if not user else state_dir() / "logs"
         args += ["--log-dir", str(log_dir)]
     source = str(config_path.resolve()) if config_path is not None else "the embedded default fabric"
 

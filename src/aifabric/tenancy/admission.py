@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, NoReturn
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited
 from aifabric.tenancy.principal import Principal
-from aifabric.tenancy.ratelimit import Decision, SlidingWindow, format_reset
+from aifabric.tenancy.ratelimit import OPENAI_HEADERS, Decision, SlidingWindow, format_reset
 
 __all__ = ["Admission", "Scope", "Ticket", "estimate_tokens"]
 
@@ -32,12 +32,8 @@ Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
 
 
 _PLANS_MAX = 4096  # (key, role, limits) plans kept; past it the cache starts over
-_REQUESTS_HEADERS = (
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-)
-_TOKENS_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+_REQUESTS_HEADERS = OPENAI_HEADERS["requests"]
+_TOKENS_HEADERS = OPENAI_HEADERS["tokens"]
 
 
 class _Plan(NamedTuple):
@@ -229,9 +225,10 @@ def _headers(checks: list[tuple[SlidingWindow, Decision, float, Scope]]) -> list
         if not mine:
             continue
         tightest = min(mine, key=lambda d: (d.allowed, d.remaining))
-        out.append((f"x-ratelimit-limit-{what}", str(tightest.limit)))
-        out.append((f"x-ratelimit-remaining-{what}", str(tightest.remaining)))
-        out.append((f"x-ratelimit-reset-{what}", format_reset(tightest.reset)))
+        limit, remaining, reset = OPENAI_HEADERS[what]
+        out.append((limit, str(tightest.limit)))
+        out.append((remaining, str(tightest.remaining)))
+        out.append((reset, format_reset(tightest.reset)))
     return out
 
 

@@ -23,9 +23,23 @@ import re
 import time
 from dataclasses import dataclass
 
-__all__ = ["WINDOW", "Decision", "SlidingWindow", "anthropic_headers", "format_reset", "parse_reset"]
+__all__ = [
+    "OPENAI_HEADERS",
+    "WINDOW",
+    "Decision",
+    "SlidingWindow",
+    "anthropic_headers",
+    "format_reset",
+    "parse_reset",
+]
 
 WINDOW = 60.0  # seconds: per-minute limits
+
+# OpenAI's rate-limit headers, (limit, remaining, reset) names for "requests" and for "tokens".
+OPENAI_HEADERS: dict[str, tuple[str, str, str]] = {
+    what: (f"x-ratelimit-limit-{what}", f"x-ratelimit-remaining-{what}", f"x-ratelimit-reset-{what}")
+    for what in ("requests", "tokens")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +187,9 @@ def parse_reset(text: str) -> float | None:
 # OpenAI's x-ratelimit-* names -> Anthropic's anthropic-ratelimit-* (the reset: a duration there, an
 # RFC 3339 time here).
 _ANTHROPIC = {
-    f"x-ratelimit-{field}-{what}": (f"anthropic-ratelimit-{what}-{field}", field == "reset")
-    for what in ("requests", "tokens")
-    for field in ("limit", "remaining", "reset")
+    openai: (f"anthropic-ratelimit-{what}-{field}", field == "reset")
+    for what, names in OPENAI_HEADERS.items()
+    for field, openai in zip(("limit", "remaining", "reset"), names, strict=True)
 }
 
 

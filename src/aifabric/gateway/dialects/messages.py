@@ -80,9 +80,12 @@ def check_request(payload: dict[str, Any], *, max_tokens_required: bool = True) 
     if tools is not None and not isinstance(tools, list):
         raise BadRequest("tools: a list of tools, each with a `name`", param="tools")
     for k, tool in enumerate(tools or ()):
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            message = f"tools.{k}.name: Field required (each tool has a `name`)"
-            raise BadRequest(message, param=f"tools.{k}.name")
+        if not isinstance(tool, dict):
+            raise BadRequest(f"tools.{k}: Input should be a valid dictionary (a tool)", param=f"tools.{k}")
+        if "name" not in tool:
+            raise BadRequest(f"tools.{k}.name: Field required", param=f"tools.{k}.name")
+        if not isinstance(tool["name"], str):
+            raise BadRequest(f"tools.{k}.name: Input should be a valid string", param=f"tools.{k}.name")
 
 
 def _obj(value: Any) -> dict[str, Any]:

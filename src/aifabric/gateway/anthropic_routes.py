@@ -52,6 +52,9 @@ class AnthropicRoutes:
         self._forwarding = DialectForwarding(table, forwarder, admission)
 
     async def serve(self, request: Request, sub: str) -> Response | StreamingResponse:
+        # The x-ratelimit-* durations are counted from admission, just below: so are the absolute
+        # anthropic-ratelimit-*-reset times, not from the end of a long generation.
+        admitted_at = time.time()
         payload = parse_json_body(request.body)
         counting = sub == "/messages/count_tokens"
         what = "Anthropic's count_tokens" if counting else "Anthropic's Messages API"
@@ -65,5 +68,5 @@ class AnthropicRoutes:
             dialect = MessagesDialect(sent) if sent else _MESSAGES
             response = await self._forwarding.forward(request, route, dialect, payload, stream=stream)
         # A few headers to look at: only a limited key's or role's answer has x-ratelimit-* ones.
-        response.headers.extend(anthropic_headers(response.headers, time.time()))
+        response.headers.extend(anthropic_headers(response.headers, admitted_at))
         return response

@@ -68,7 +68,7 @@ class Pricing:
                 tokens_out,
                 estimated,
                 cost,
-                round(p.latency * 1000, 3),
+                int(p.latency * 1_000_000 + 0.5) / 1000,  # ms to the microsecond: round(x, 3), faster
                 p.status,
                 p.request_id,
             ),

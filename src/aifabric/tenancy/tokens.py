@@ -62,15 +62,18 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
 
 
 def _counts(usage: object) -> tuple[int, int] | None:
-    if not isinstance(usage, dict):
+    # `type(x) is` rather than isinstance: a bool is not a count, and this runs once per ledger row.
+    if type(usage) is not dict:
         return None
-    got_in = usage.get("prompt_tokens", usage.get("input_tokens"))
-    if not isinstance(got_in, int) or isinstance(got_in, bool) or got_in < 0:
+    got_in = usage.get("prompt_tokens")
+    if got_in is None:
+        got_in = usage.get("input_tokens")
+    if type(got_in) is not int or got_in < 0:
         return None
-    got_out = usage.get("completion_tokens", usage.get("output_tokens"))
-    return got_in, got_out if isinstance(got_out, int) and not isinstance(
-        got_out, bool
-    ) and got_out > 0 else 0
+    got_out = usage.get("completion_tokens")
+    if got_out is None:
+        got_out = usage.get("output_tokens")
+    return got_in, got_out if type(got_out) is int and got_out > 0 else 0
 
 
 def _loads(data: bytes) -> object:

@@ -159,7 +159,7 @@ class Admission:
                 )
             self.in_flight[principal.name] = self.in_flight.get(principal.name, 0) + 1
         for window, amount in takes:
-            window.take(now, amount)
+            window.add(amount)  # room() rolled each window to `now` above
         in_flight = principal.name if principal.concurrency is not None else None
         return Ticket(self, in_flight, plan.token_scopes, tokens, headers)
 

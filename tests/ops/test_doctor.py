@@ -295,6 +295,22 @@ def test_memory_is_weighed_against_the_models() -> None:
     assert memory_check(gib, None).verdict is Verdict.SKIP
 
 
+def test_the_memory_needed_counts_each_llama_server_kv_cache(tmp_path: Path) -> None:
+    # SmolLM2-135M: 23,040 B of f16 KV cache a token (30 layers x 3 KV heads x (64 + 64) x 2 B);
+    # 8 slots of 2,048 tokens: 16,384 tokens, 360 MiB, beyond the 94 MiB of weights.
+    extra = f"""\
+  local-chat:
+    kind: llamacpp
+    local: {{engine: llama-server, model: smollm2-135m-instruct, port: {free_port()},
+             context: 2048, parallel: 8}}
+"""
+    checks = by_name(diagnose(write_fabric(tmp_path, port=free_port(), extra=extra), environ={}))
+    assert "KV cache 360 MiB for 16,384 tokens" in checks["model of local-chat"].summary
+    weights_only = 94 + 200  # the weights and a process: what the memory check counted before
+    needed = int(checks["memory"].summary.split("need about ")[1].split(" MiB")[0].replace(",", ""))
+    assert needed >= weights_only + 360
+
+
 def test_short_memory_for_the_local_models_warns(tmp_path: Path) -> None:
     extra = LOCAL.format(model="smollm2-135m-instruct", port=free_port())
     fabric = write_fabric(tmp_path, port=free_port(), extra=extra)

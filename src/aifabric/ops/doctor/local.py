@@ -1,6 +1,6 @@
 """The checks of the local backends `aifabric up` runs: "model of BACKEND" (weights installed), "engine
 ENGINE" (it imports, in a fresh interpreter; llama-server: the binary runs), "memory" (enough free
-memory for the weights)."""
+memory for the weights, each llama.cpp process's KV cache, and a process each)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import LocalBackendError
+from aifabric.local.gguf import GgufError, kv_cache_bytes_per_token
 from aifabric.ops.doctor.report import Check, Verdict
 
 __all__ = ["engine_check", "local_checks", "memory_check"]
@@ -91,7 +92,7 @@ def _ran(
 
 
 def memory_check(needed: int, available: int | None) -> Check:
-    """Free memory against what the local models need (weights plus a process each): WARN if short."""
+    """Free memory against what the local models need (weights, KV caches, a process each): WARN if short."""
     mib = 1024 * 1024
     if available is None:
         return Check("memory", Verdict.SKIP, "MemAvailable is not readable from /proc/meminfo")
@@ -126,6 +127,7 @@ def local_checks(config: FabricConfig, available: int | None) -> list[Check]:
     lines = config.loaded.key_lines
     checks: list[Check] = []
     weights: dict[Path, int] = {}  # one file mmapped by several processes is in memory once
+    kv_caches = 0
     for backend in backends:
         local = backend.local
         assert local is not None
@@ -145,12 +147,21 @@ def local_checks(config: FabricConfig, available: int | None) -> list[Check]:
             continue
         size = model.path.stat().st_size
         weights[model.path.resolve()] = size
-        checks.append(
-            Check(f"model of {backend.name}", Verdict.PASS, f"{model.path} ({size / 1024 / 1024:,.0f} MiB)")
-        )
+        detail = f"{model.path} ({size / 1024 / 1024:,.0f} MiB)"
+        if local.engine in ("llama-server", "llama-cpp-python") and model.path.suffix == ".gguf":
+            # Each process holds its own KV cache: `context` tokens for each of its slots.
+            tokens = local.context * ((local.parallel or 1) if local.engine == "llama-server" else 1)
+            try:
+                cache = kv_cache_bytes_per_token(model.path) * tokens
+            except GgufError as exc:
+                detail += f"; KV cache not estimated: {exc}"
+            else:
+                kv_caches += cache
+                detail += f", KV cache {cache / 1024 / 1024:,.0f} MiB for {tokens:,} tokens"
+        checks.append(Check(f"model of {backend.name}", Verdict.PASS, detail))
     for engine in dict.fromkeys(b.local.engine for b in backends if b.local is not None):
         checks.append(engine_check(engine))
     if weights:
-        needed = sum(weights.values()) + _PROCESS_OVERHEAD * len(backends)
+        needed = sum(weights.values()) + kv_caches + _PROCESS_OVERHEAD * len(backends)
         checks.append(memory_check(needed, _available_memory() if available is None else available))
     return checks

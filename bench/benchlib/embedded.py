@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aifabric.testing.net import free_port_block
 from benchlib import procstat
 from benchlib.process import TargetProcess
 from benchlib.upstream import free_port, wait_for_status
@@ -129,7 +130,7 @@ class EmbeddedFabric:
 
     def __init__(self, workdir: Path, ready_timeout: float) -> None:
         self.port = free_port()
-        self.local_base = _free_block(3)
+        self.local_base = free_port_block(3)
         self.ready_timeout = ready_timeout
         argv = [
             sys.executable, "-m", "aifabric", "up",
@@ -232,28 +233,6 @@ def _gateway_sees_all_up(port: int) -> bool:
     if not isinstance(backends, list) or not backends:
         return False
     return all(isinstance(b, dict) and b.get("state") == "up" for b in backends)
-
-
-def _free_block(count: int) -> int:
-    import socket
-
-    for _ in range(200):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 def run_embedded(workdir: Path, *, quick: bool, duration: float, ready_timeout: float) -> dict[str, Any]:

@@ -12,31 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from aifabric.testing.net import free_port
+from aifabric.testing.net import free_port, free_port_block
 
 # "  local-embed  loading: pid 12, port 8103" while starting; "local-embed: loading: ..." on a restart.
 LOADING = re.compile(r"^\s*(\S+?):?\s+loading: pid (\d+), port (\d+)$", re.MULTILINE)
-
-
-def free_port_block(count: int) -> int:
-    """A base port B such that B .. B+count-1 are all free now (the local backends' ports)."""
-    for _ in range(200):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 def port_is_free(port: int) -> bool:

@@ -111,7 +111,7 @@ class OnDemand:
                 return hold
             task = asyncio.get_running_loop().create_task(self._swap_in_turn(name, group, prior))
             self._swaps[group] = (name, task)
-            task.add_done_callback(functools.partial(self._swap_done, group, task))
+            task.add_done_callback(functools.partial(self._swap_done, group))
             return hold + (2 if prior is not None else 1) * self._drain
         return 0.0
 
@@ -131,7 +131,7 @@ class OnDemand:
         healths = self._healths()
         return any((h := healths.get(o)) is not None and h.in_flight > 0 for o in self._running(name, group))
 
-    def _swap_done(self, group: str, task: asyncio.Task[None], _done: asyncio.Task[None]) -> None:
+    def _swap_done(self, group: str, task: asyncio.Task[None]) -> None:
         pending = self._swaps.get(group)
         if pending is not None and pending[1] is task:
             del self._swaps[group]

@@ -22,20 +22,21 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
+from aifabric.config.schema import FabricConfig
 from aifabric.errors import ApiError, MethodNotAllowed, StateStoreError
 from aifabric.gateway.admin_routes import check_admin_access
 from aifabric.gateway.errors import error_body
+from aifabric.gateway.operator_access import OperatorAccess
 from aifabric.gateway.reload import ReloadOutcome
 from aifabric.http.server import Request, Response
+from aifabric.state import StateSync
 
-if TYPE_CHECKING:
-    from aifabric.gateway.app import Gateway
-
-__all__ = ["RELOAD_PATH", "WATCH_INTERVAL", "Reloads"]
+__all__ = ["RELOAD_PATH", "WATCH_INTERVAL", "ReloadHost", "Reloads"]
 
 log = logging.getLogger("aifabric.gateway")
 
@@ -43,8 +44,26 @@ RELOAD_PATH = "/admin/config/reload"
 WATCH_INTERVAL = 2.0
 
 
+class ReloadHost(Protocol):
+    """What `Reloads` reads of the running gateway (the `Gateway` is one), so this module does not
+    import `gateway.app`, which imports it. Each member is read at the moment of use, never cached:
+    `reloader` and `state_sync` are set after construction, and a reload replaces `config` and `operator`."""
+
+    @property
+    def config(self) -> FabricConfig: ...
+
+    @property
+    def operator(self) -> OperatorAccess: ...
+
+    @property
+    def reloader(self) -> Callable[[], ReloadOutcome] | None: ...
+
+    @property
+    def state_sync(self) -> StateSync | None: ...
+
+
 class Reloads:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: ReloadHost) -> None:
         self._gw = gateway
 
     # -- asked over HTTP -------------------------------------------------------------------------

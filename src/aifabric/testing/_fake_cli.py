@@ -2,6 +2,8 @@
 
 Every switch is a flag (`fail_first_n` -> `--fail-first-n`), generated from the Switches fields so the
 CLI cannot fall behind them. Prints `ready http://HOST:PORT` once listening; exits 0 on SIGTERM/SIGINT.
+`fake_backend` runs `main` with its `FakeBackend` class: this module does not import `fake_backend`,
+which imports it (no import cycle).
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ import dataclasses
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aifabric.testing._fake_switches import ERROR_STYLES, FAULT_SCOPES, HELP, KINDS, Switches
-from aifabric.testing.fake_backend import FakeBackend
 
-__all__ = ["build_parser", "main"]
+__all__ = ["Served", "build_parser", "main"]
+
+
+class Served(Protocol):
+    """What the process needs of a fake backend (`FakeBackend` is one)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def astart(self) -> object: ...
+
+    async def astop(self) -> None: ...
 
 
 def _loading(value: str) -> bool | str:
@@ -79,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(backend: FakeBackend, out: Callable[[str], None]) -> int:
+async def _serve(backend: Served, out: Callable[[str], None]) -> int:
     await backend.astart()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,12 +103,13 @@ async def _serve(backend: FakeBackend, out: Callable[[str], None]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(backend_class: Callable[..., Served], argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, build `backend_class(kind, models, port, host=..., **switches)` and serve it."""
     args = vars(build_parser().parse_args(argv))
     host, port, kind, fast = args.pop("host"), args.pop("port"), args.pop("kind"), args.pop("uvloop")
     models = tuple(args.pop("models") or ("m",))
     try:
-        backend = FakeBackend(kind, models, port, host=host, **args)
+        backend = backend_class(kind, models, port, host=host, **args)
     except (TypeError, ValueError) as exc:
         print(f"fake_backend: {exc}", file=sys.stderr)
         return 2

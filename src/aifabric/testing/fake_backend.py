@@ -27,6 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from aifabric.testing import _fake_cli
 from aifabric.testing._fake_http import BadRequest, HttpRequest, read_request, write_response
 from aifabric.testing._fake_responder import Crashed, Responder
 from aifabric.testing._fake_state import FakeState, RecordedRequest
@@ -383,9 +384,7 @@ class FakeBackend:
 
 
 def _main() -> int:
-    from aifabric.testing._fake_cli import main
-
-    return main()
+    return _fake_cli.main(FakeBackend)
 
 
 if __name__ == "__main__":

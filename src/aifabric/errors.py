@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from aifabric.core import exit_codes
 from aifabric.core.failures import FailureClass
+from aifabric.core.openai_errors import openai_error_type
 
 __all__ = [
     "ApiError",
@@ -130,44 +131,46 @@ class ApiError(FabricError):
 
 class BadRequest(ApiError):
     status = 400
-    type = "invalid_request_error"
+    type = openai_error_type(status)
 
 
 class Unauthorized(ApiError):
     status = 401
-    type = "authentication_error"
+    type = openai_error_type(status)
     code = "invalid_api_key"
 
 
 class Forbidden(ApiError):
     status = 403
-    type = "permission_error"
+    type = openai_error_type(status)
     code = "forbidden"
 
 
 class ModelNotFound(ApiError):
     status = 404
-    type = "invalid_request_error"
+    type = openai_error_type(status)
     code = "model_not_found"
 
 
 class NotFound(ApiError):
     """No route for the request's method and path, or no such thing behind an operator route. Not a
-    model: an unknown model is `ModelNotFound` (OpenAI's `invalid_request_error`, code model_not_found)."""
+    model: an unknown model is `ModelNotFound` (code model_not_found). Both are OpenAI's
+    `invalid_request_error`, as api.openai.com answers an unknown URL; the Anthropic routes answer
+    `not_found_error` by their own table (`dialects.messages.ANTHROPIC_ERROR_TYPES`)."""
 
     status = 404
-    type = "not_found_error"
+    type = openai_error_type(status)
 
 
 class MethodNotAllowed(ApiError):
     status = 405
-    type = "invalid_request_error"
+    type = openai_error_type(status)
     code = "method_not_allowed"
 
 
 class PayloadTooLarge(ApiError):
     status = 413
-    type = "invalid_request_error"
+    type = openai_error_type(status)
     code = "request_too_large"
 
 

@@ -25,7 +25,17 @@ from aifabric.config.schema import (
     RoleConfig,
 )
 from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
-from aifabric.errors import ProblemKind
+from aifabric.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    ProblemKind,
+    Unauthorized,
+)
 from aifabric.gateway.dialects.messages import ANTHROPIC_ERROR_TYPES
 from aifabric.gateway.errors import status_error
 from aifabric.routing.balance import POLICIES
@@ -135,6 +145,14 @@ def test_one_error_type_per_status_for_gateway_and_backends(status: int) -> None
 
 def test_404_is_invalid_request_error_as_openai_answers() -> None:
     assert openai_error_type(404) == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    "error", [BadRequest, Unauthorized, Forbidden, ModelNotFound, NotFound, MethodNotAllowed, PayloadTooLarge]
+)
+def test_the_exception_tree_takes_its_types_from_the_table(error: type[ApiError]) -> None:
+    """An unknown route is OpenAI's `invalid_request_error` like an unknown model, not `not_found_error`."""
+    assert error("x").type == openai_error_type(error.status)
 
 
 def test_exit_codes() -> None:

@@ -95,6 +95,10 @@ def test_error_bodies_are_valid(gateway: RunningGateway) -> None:
     missing = httpx.get(gateway.url + "/v1/responses/resp_missing", timeout=10)
     assert missing.status_code == 404
     assert_valid("ErrorResponse", missing.json())
+    assert (missing.json()["error"]["type"], missing.json()["error"]["code"]) == (
+        "invalid_request_error",
+        "response_not_found",
+    )
 
 
 def test_models_are_valid(gateway: RunningGateway) -> None:

@@ -2,7 +2,9 @@
 backend errors normalized to OpenAI's shape.
 
 OpenAI answers `invalid_request_error` for every 4xx caused by the request, 404 included (an unknown
-model, an unknown URL); `not_found_error` is Anthropic's word, not OpenAI's.
+model, an unknown URL: api.openai.com's 404 for `POST /v1/nothing` is `invalid_request_error`, code
+`unknown_url`); `not_found_error` is Anthropic's word, not OpenAI's. The exception tree's classes
+(`aifabric.errors`) read their `type` here too.
 """
 
 from __future__ import annotations

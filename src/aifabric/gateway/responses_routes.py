@@ -88,7 +88,6 @@ class ResponsesRoutes:
                 f"No response found with id '{response_id}' (unknown, expired, or created with "
                 "`store: false`).",
                 code="response_not_found",
-                type="invalid_request_error",
             )
         return Response(200, orjson.dumps(record["response"]))
 

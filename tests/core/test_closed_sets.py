@@ -185,6 +185,42 @@ def test_no_module_defines_its_own_exit_codes_or_error_type_table() -> None:
     assert offenders == []
 
 
+def _int_literal(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return True
+    return isinstance(node, ast.IfExp) and (_int_literal(node.body) or _int_literal(node.orelse))
+
+
+def _literal_exit_status(node: ast.AST) -> str | None:
+    """What in `node` spells an exit status as a number, or None."""
+    if isinstance(node, ast.Return) and node.value is not None and _int_literal(node.value):
+        return "return"
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    if name in ("exit", "_exit", "SystemExit") and node.args and _int_literal(node.args[0]):
+        return name
+    if name == "CommandError" and len(node.args) > 1 and _int_literal(node.args[1]):
+        return name
+    if any(k.arg == "exit_code" and _int_literal(k.value) for k in node.keywords):
+        return "exit_code="
+    return None
+
+
+def test_commands_name_their_exit_statuses() -> None:
+    """cli/ and ops/ say `exit_codes.USAGE`, never `2`: a number returned, raised or exited with is a
+    second definition of what it means (every int a function there returns is an exit status)."""
+    offenders = []
+    for package in ("cli", "ops"):
+        for path in sorted((SRC / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                what = _literal_exit_status(node)
+                if what is not None:
+                    offenders.append(f"{path.relative_to(SRC)}:{getattr(node, 'lineno', '?')}: {what}")
+    assert offenders == []
+
+
 def test_core_imports_nothing_else_of_the_project() -> None:
     for info in pkgutil.iter_modules(importlib.import_module("aifabric.core").__path__):
         tree = ast.parse((SRC / "core" / f"{info.name}.py").read_text())

@@ -20,6 +20,7 @@ from aifabric.cli.console import Console
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import config_to_dict
+from aifabric.core import exit_codes
 
 __all__ = ["HELP", "NAME", "add_arguments", "run", "summary"]
 
@@ -61,14 +62,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config = load_config_or_default(args.file)
     if args.action == "validate":
         console.print(f"ok: {summary(config)}")
-        return 0
+        return exit_codes.OK
     data = config_to_dict(config)
     if args.json:
         console.json(data)
     else:
         console.print(f"# effective configuration of {config.source}; secrets redacted")
         console.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100).rstrip("\n"))
-    return 0
+    return exit_codes.OK
 
 
 def summary(config: FabricConfig) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aifabric.cli.console import Console
 from aifabric.config.defaults import load_config_or_default
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {line}")
     for note in rendered.notes:
         console.print(f"{note}")
-    return 0
+    return exit_codes.OK
 
 
 def _install(commands: list[list[str]], output: Path, *, user: bool, console: Console) -> int:
@@ -133,4 +134,4 @@ def _install(commands: list[list[str]], output: Path, *, user: bool, console: Co
         console.print(f"$ {shlex.join(command)}")
         if subprocess.run(command, check=False).returncode != 0:
             raise CommandError(f"failed: {shlex.join(command)}")
-    return 0
+    return exit_codes.OK

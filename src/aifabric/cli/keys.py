@@ -20,6 +20,7 @@ from aifabric.cli.console import Console
 from aifabric.config.durations import parse_duration
 from aifabric.config.money import parse_budget
 from aifabric.config.schema import FabricConfig
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 from aifabric.tenancy.keys import parse_expiry, validate_name
 from aifabric.tenancy.keystore import KeyStore
@@ -80,20 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rotate.add_argument("--json", action="store_true")
 
 
-def _load(path: str | None) -> FabricConfig:
-    from aifabric.config.load import load_config
-
-    if path is None:
-        from aifabric.config.defaults import default_config_path
-
-        return load_config(default_config_path())
-    return load_config(path)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
+    from aifabric.config.defaults import load_config_or_default
     from aifabric.tenancy.keystore import open_key_store
 
-    config = _load(args.config)
+    config = load_config_or_default(args.config)
     store = open_key_store(config)
     try:
         now = time.time()
@@ -106,7 +98,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
             revoke_key(store, args.name, now)
             console.error(f"revoked '{args.name}': running gateways refuse it within seconds")
-            return 0
+            return exit_codes.OK
         return _rotate(args, store, now, console)
     finally:
         store.close()
@@ -122,7 +114,7 @@ def _create(
         budget = parse_budget(args.budget) if args.budget else None
         expires = parse_expiry(args.expires, now) if args.expires else None
     except ValueError as exc:
-        raise CommandError(str(exc), exit_code=2) from None
+        raise CommandError(str(exc), exit_code=exit_codes.USAGE) from None
     roles = None
     if args.roles is not None:
         roles = tuple(dict.fromkeys(r.strip() for r in args.roles.split(",") if r.strip()))
@@ -132,7 +124,7 @@ def _create(
             raise CommandError(
                 f"--roles names no role of {config.source}: {', '.join(unknown) or '(empty)'}; "
                 f"roles there: {valid}",
-                exit_code=2,
+                exit_code=exit_codes.USAGE,
             )
         # An alias stands for its role: the gateway checks role names.
         roles = tuple(dict.fromkeys(config.resolve_role(r).name for r in roles))  # type: ignore[union-attr]
@@ -163,7 +155,7 @@ def _create(
             f"note: this is the first key in {store.describe()}: gateways that use this store (the "
             "fabric's `keys:`) now answer 401 to any /v1 request without a key; give every client a key"
         )
-    return 0
+    return exit_codes.OK
 
 
 def _list(args: argparse.Namespace, store: KeyStore, now: float, console: Console) -> int:
@@ -171,10 +163,10 @@ def _list(args: argparse.Namespace, store: KeyStore, now: float, console: Consol
     views = [r.view(now) for r in store.load()]
     if args.json:
         console.json(views)
-        return 0
+        return exit_codes.OK
     if not views:
         console.print(f"no keys in {store.describe()}: `aifabric keys create --name APP` makes one")
-        return 0
+        return exit_codes.OK
     header = ("NAME", "KEY", "STATUS", "ROLES", "RPM", "TPM", "BUDGET", "PRIORITY", "EXPIRES")
     rows = [header]
     for v in views:
@@ -194,7 +186,7 @@ def _list(args: argparse.Namespace, store: KeyStore, now: float, console: Consol
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         console.print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return 0
+    return exit_codes.OK
 
 
 def _rotate(args: argparse.Namespace, store: KeyStore, now: float, console: Console) -> int:
@@ -203,7 +195,7 @@ def _rotate(args: argparse.Namespace, store: KeyStore, now: float, console: Cons
     try:
         grace = parse_duration(args.grace)
     except ValueError as exc:
-        raise CommandError(f"--grace: {exc}", exit_code=2) from None
+        raise CommandError(f"--grace: {exc}", exit_code=exit_codes.USAGE) from None
     key, record = rotate_key(store, args.name, now, grace)
     if args.json:
         console.json({"key": key, **record.view(now)})
@@ -214,4 +206,4 @@ def _rotate(args: argparse.Namespace, store: KeyStore, now: float, console: Cons
             if grace > 0
             else f"rotated '{args.name}': the previous key stops working within seconds"
         )
-    return 0
+    return exit_codes.OK

@@ -15,6 +15,7 @@ from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 
 NAME = "serve"
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             ready=lambda gw: console.print(_ready_line(host, port, 1)),
             config_path=args.config,
         )
-        return 0
+        return exit_codes.OK
     return _run_workers(config, host, port, workers, console, args.config)
 
 
@@ -121,7 +122,7 @@ def _run_workers(
             try:
                 run_gateway(config, host, port, reuse_port=True, config_path=config_path)
             finally:
-                os._exit(0)
+                os._exit(exit_codes.OK)
         children[pid] = index
 
     def stop(signum: int, frame: object) -> None:
@@ -153,7 +154,7 @@ def _run_workers(
             log.warning("worker %d (pid %d) exited with status %d; starting a new one", index, pid, status)
             time.sleep(0.5)
             spawn(index)
-    return 0
+    return exit_codes.OK
 
 
 def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:

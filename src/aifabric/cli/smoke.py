@@ -6,6 +6,7 @@ import argparse
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import add_gateway_arguments
+from aifabric.core import exit_codes
 
 NAME = "smoke"
 HELP = "End-to-end check of a running gateway: every role and alias answers (exit 0 all pass, 1 otherwise)."
@@ -33,4 +34,4 @@ def run(args: argparse.Namespace, console: Console) -> int:
         failed = sum(not c.ok for c in report.checks)
         total = len(report.checks)
         console.print(f"all {total} checks passed" if not failed else f"{failed} of {total} checks FAILED")
-    return 0 if report.ok else 1
+    return exit_codes.OK if report.ok else exit_codes.FAILED

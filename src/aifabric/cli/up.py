@@ -22,6 +22,7 @@ from aifabric.cli.gateway_args import port_number
 from aifabric.cli.running import forget_running, record_running
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
+from aifabric.core import exit_codes
 from aifabric.errors import CommandError
 
 if TYPE_CHECKING:
@@ -112,11 +113,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
             supervisor.start()
             if not supervisor.wait_ready(stop, timeout=args.ready_timeout):
                 console.print("stopping")
-                return 0
+                return exit_codes.OK
         if stop.is_set():
-            return 0
+            return exit_codes.OK
         _serve(config, host, port, console, stop, args.local_port_base, supervisor)
-        return 0
+        return exit_codes.OK
     finally:
         forget_running()
         if specs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from aifabric.cli.console import Console
+from aifabric.core import exit_codes
 from aifabric.tenancy.ledger import GROUPINGS
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
@@ -24,11 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from aifabric.config.defaults import load_default_config
-    from aifabric.config.load import load_config
+    from aifabric.config.defaults import load_config_or_default
     from aifabric.ops.usage import parse_since, usage_report
 
-    config = load_config(args.config) if args.config else load_default_config()
+    config = load_config_or_default(args.config)
     report = usage_report(config, parse_since(args.since), args.by)
     if args.json:
         console.json(report.to_json())
@@ -37,4 +37,4 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         for line in report.lines():
             console.print(line)
-    return 0
+    return exit_codes.OK

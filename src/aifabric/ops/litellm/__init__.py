@@ -40,7 +40,8 @@ def import_litellm(config: str, out: str, env_file: str | None = None) -> Import
     could become a role (no file is written then)."""
     if Path(out).resolve() == Path(config).resolve():
         raise CommandError(
-            f"{out}: that is the LiteLLM config itself; write the fabric file elsewhere (--out)", 2
+            f"{out}: that is the LiteLLM config itself; write the fabric file elsewhere (--out)",
+            exit_codes.USAGE,
         )
     plan = convert(read_source(config), config)
     if not plan.roles:

@@ -536,7 +536,7 @@ class Forwarder:
         )
         return StreamingResponse(resp.status, relay, headers, content_type=content_type)
 
-    def _chat_body(self, req: ForwardRequest, endpoint: Any, target: TargetState) -> bytes:
+    def _chat_body(self, req: ForwardRequest, endpoint: Endpoint, target: TargetState) -> bytes:
         """The translated request for one target: built once per request, `model` set per target."""
         dialect = req.dialect
         assert dialect is not None
@@ -554,7 +554,7 @@ class Forwarder:
         self,
         req: ForwardRequest,
         dialect: Dialect,
-        endpoint: Any,
+        endpoint: Endpoint,
         target: TargetState,
         data: bytes,
         native: bool,

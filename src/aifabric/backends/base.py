@@ -181,6 +181,13 @@ class BackendAdapter:
     translated_streams: ClassVar[frozenset[ClientApi]] = frozenset()
     # Where the kind's native rerank route lives under its base URL's origin, when not `/v1/rerank`.
     rerank_path: ClassVar[str | None] = None
+    # Where the kind's tokenizer lives under its base URL's origin, when it has one that takes chat
+    # messages and applies the model's own template ({"count": N} back): token counts go there where
+    # the kind does not count natively.
+    tokenize_path: ClassVar[str | None] = None
+    # Whether the kind's native Anthropic count_tokens route counts a request translated to it (a
+    # Responses input_tokens count, where the kind's `apis:` leave out the native one).
+    counts_translated_messages: ClassVar[bool] = False
 
     async def probe(self, http: ProbeHttp, backend: BackendConfig, timeout: float) -> ProbeResult:
         """Check the backend without spending tokens. Never raises for a backend's failure."""

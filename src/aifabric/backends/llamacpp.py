@@ -73,6 +73,7 @@ class LlamaServerAdapter(BackendAdapter):
     # Its native /v1/responses *stream* lacks `content_index` on the text deltas, and the official
     # `openai` SDK's responses.stream() fails on it: streamed Responses requests are translated.
     translated_streams = frozenset({ClientApi.RESPONSES})
+    counts_translated_messages = True  # /v1/messages/count_tokens with Anthropic-shaped messages
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

@@ -54,6 +54,7 @@ class VllmAdapter(BackendAdapter):
     native_apis = frozenset(
         {ClientApi.RESPONSES, ClientApi.MESSAGES, ClientApi.RERANK, ClientApi.TRANSCRIPTION}
     )
+    tokenize_path = "/tokenize"
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

@@ -52,6 +52,12 @@ class Endpoint:
     def serves_natively(self, api: ClientApi, stream: bool) -> bool:
         return api in (self.native_streams if stream else self.native)
 
+    def beside_api(self, path: str) -> str:
+        """`path` under the base URL's path without its `/v1`: where an engine serves its own routes
+        beside the OpenAI API (vLLM's `/tokenize`, TEI's `/rerank`)."""
+        root = self.prefix[: -len("/v1")] if self.prefix.endswith("/v1") else self.prefix
+        return root + path
+
     @classmethod
     def from_config(cls, backend: BackendConfig) -> Endpoint:
         origin, path = split_url(backend.url)

@@ -24,9 +24,7 @@ from aifabric.gateway.dialects.messages import to_chat
 if TYPE_CHECKING:
     from aifabric.routing.table import Endpoint
 
-__all__ = ["CountTokensDialect", "estimate_tokens"]
-
-_TOKENIZE_KINDS = ("vllm",)
+__all__ = ["CountTokensDialect", "estimate_tokens", "tokenize_request"]
 
 
 def estimate_tokens(chat: dict[str, Any]) -> int:
@@ -46,6 +44,16 @@ def estimate_tokens(chat: dict[str, Any]) -> int:
     return max(1, chars // 4)
 
 
+def tokenize_request(endpoint: Endpoint, chat: dict[str, Any], model: str) -> tuple[str, bytes]:
+    """The request that counts `chat` with the endpoint's tokenizer (`adapter.tokenize_path`, set)."""
+    path = endpoint.adapter.tokenize_path
+    assert path is not None
+    tokenize = {"model": model, "messages": chat["messages"], "add_generation_prompt": True}
+    if chat.get("tools"):
+        tokenize["tools"] = chat["tools"]
+    return endpoint.beside_api(path), orjson.dumps(tokenize)
+
+
 class CountTokensDialect(Dialect):
     api: ClassVar[ClientApi] = ClientApi.COUNT_TOKENS
     native_path: ClassVar[str] = "/messages/count_tokens"
@@ -56,7 +64,7 @@ class CountTokensDialect(Dialect):
 
     @staticmethod
     def _tokenizes(endpoint: Endpoint) -> bool:
-        return endpoint.adapter.kind in _TOKENIZE_KINDS
+        return endpoint.adapter.tokenize_path is not None
 
     def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
         return endpoint.serves_natively(self.api, stream) or self._tokenizes(endpoint)
@@ -64,13 +72,7 @@ class CountTokensDialect(Dialect):
     def native_request(self, endpoint: Endpoint, body: BodyLike, model: str) -> tuple[str, bytes]:
         if endpoint.serves_natively(self.api, False):
             return super().native_request(endpoint, body, model)
-        chat = to_chat({**body.payload, "max_tokens": 1})
-        tokenize = {"model": model, "messages": chat["messages"], "add_generation_prompt": True}
-        if chat.get("tools"):
-            tokenize["tools"] = chat["tools"]
-        # vLLM serves /tokenize at its origin, beside /v1.
-        origin_path = endpoint.prefix[: -len("/v1")] if endpoint.prefix.endswith("/v1") else endpoint.prefix
-        return origin_path + "/tokenize", orjson.dumps(tokenize)
+        return tokenize_request(endpoint, to_chat({**body.payload, "max_tokens": 1}), model)
 
     def native_answer(self, endpoint: Endpoint, data: bytes, model: str) -> bytes:
         if endpoint.serves_natively(self.api, False):

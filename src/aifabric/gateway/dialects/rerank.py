@@ -155,8 +155,7 @@ class RerankDialect(Dialect):
         req = self.request
         own = endpoint.adapter.rerank_path
         if own is not None:  # TEI: its own route at the origin, its own field names
-            origin = endpoint.prefix[: -len("/v1")] if endpoint.prefix.endswith("/v1") else endpoint.prefix
-            return origin + own, orjson.dumps({"query": req.query, "texts": req.documents})
+            return endpoint.beside_api(own), orjson.dumps({"query": req.query, "texts": req.documents})
         sent: dict[str, Any] = {"model": model, "query": req.query, "documents": req.documents}
         if req.top_n is not None:
             sent["top_n"] = req.top_n

@@ -26,6 +26,7 @@ from aifabric.config.schema import ClientApi
 from aifabric.core import FailureClass
 from aifabric.errors import BadRequest, UpstreamFailure
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
+from aifabric.gateway.dialects.count_tokens import tokenize_request
 from aifabric.gateway.dialects.responses import (
     chat_to_response,
     input_items,
@@ -211,12 +212,6 @@ class NativeResponsesStream:
         return self._event(rest) if rest.strip() else b""
 
 
-# Kinds whose tokenizer the gateway can ask: vLLM's /tokenize takes chat messages (its template
-# applied). llama-server counts natively (/v1/responses/input_tokens), or, where `apis:` leaves that out,
-# Anthropic-shaped messages on its /v1/messages/count_tokens.
-_TOKENIZE_KINDS = ("vllm",)
-
-
 class InputTokensDialect(Dialect):
     """`POST /v1/responses/input_tokens`: native where the backend serves it (OpenAI, llama-server),
     else the backend's own tokenizer (vLLM's /tokenize, llama-server's count_tokens), never an estimate:
@@ -246,13 +241,14 @@ class InputTokensDialect(Dialect):
         """Whether `endpoint` can count this request: natively, or with its tokenizer."""
         if endpoint.serves_natively(ClientApi.INPUT_TOKENS, False):
             return True
-        return self.untranslatable is None and (
-            endpoint.adapter.kind in _TOKENIZE_KINDS
-            or (
-                endpoint.adapter.kind == "llamacpp"
-                and endpoint.serves_natively(ClientApi.COUNT_TOKENS, False)
-            )
-        )
+        # Else with its tokenizer (vLLM's /tokenize), or where `apis:` leaves input_tokens out of a
+        # kind that counts Anthropic-shaped messages natively (llama-server), on its count_tokens.
+        if self.untranslatable is not None:
+            return False
+        adapter = endpoint.adapter
+        if adapter.tokenize_path is not None:
+            return True
+        return adapter.counts_translated_messages and endpoint.serves_natively(ClientApi.COUNT_TOKENS, False)
 
     def native_request(self, endpoint: Endpoint, body: BodyLike, model: str) -> tuple[str, bytes]:
         if endpoint.serves_natively(ClientApi.INPUT_TOKENS, False):
@@ -262,17 +258,8 @@ class InputTokensDialect(Dialect):
                 native["input"] = [*self.history, *input_items(self.payload.get("input"))]
             return endpoint.prefix + self.native_path, orjson.dumps(native)
         chat = self._chat
-        if endpoint.adapter.kind in _TOKENIZE_KINDS:
-            tokenize: dict[str, Any] = {
-                "model": model,
-                "messages": chat["messages"],
-                "add_generation_prompt": True,
-            }
-            if chat.get("tools"):
-                tokenize["tools"] = chat["tools"]
-            # vLLM serves /tokenize at its origin, beside /v1.
-            origin = endpoint.prefix[: -len("/v1")] if endpoint.prefix.endswith("/v1") else endpoint.prefix
-            return origin + "/tokenize", orjson.dumps(tokenize)
+        if endpoint.adapter.tokenize_path is not None:
+            return tokenize_request(endpoint, chat, model)
         return endpoint.prefix + "/messages/count_tokens", orjson.dumps(_anthropic_count_body(chat, model))
 
     def native_answer(self, endpoint: Endpoint, data: bytes, model: str) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 
 from aifabric.config.load import load_config_text
 from aifabric.testing.gateway import RunningGateway
+from redis_support import RedisServer
 
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-data-")
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-state-")
@@ -41,3 +42,13 @@ def start_gateway() -> Iterator[StartGateway]:
     yield start
     for gw in running:
         gw.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real `redis-server` of its own (unix socket, nothing saved), removed after the test."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

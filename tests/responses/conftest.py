@@ -1,5 +1,6 @@
 """Fixtures: fake backends that serve /v1/responses natively or only chat completions, a gateway in front
-of them, the official `openai` client, and a real Redis (the state tests' helper) for the shared store."""
+of them, and the official `openai` client. A real Redis for the shared store: `redis_server`
+(tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from aifabric.testing.gateway import RunningGateway
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "state"))
 from responses_support import FABRIC, Estate
-from state_support import RedisServer
 
 
 @pytest.fixture
@@ -51,12 +51,3 @@ def gateway(estate: Estate) -> RunningGateway:
 @pytest.fixture
 def client(gateway: RunningGateway) -> openai.OpenAI:
     return gateway.openai()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()

@@ -8,13 +8,13 @@ from pathlib import Path
 import openai
 import pytest
 from responses_support import Estate
-from state_support import RedisServer
 
 from aifabric.config.load import load_config_text
 from aifabric.errors import StateStoreError
 from aifabric.state import open_response_store
 from aifabric.state.responses import FileResponseStore, MemoryResponseStore, RedisResponseStore
 from aifabric.testing.gateway import RunningGateway
+from redis_support import RedisServer
 
 
 class Clock:

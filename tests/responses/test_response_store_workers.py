@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from state_support import Serve, connection_owner
+from state_support import connection_owner, serve_workers
 
 from aifabric.state.responses import FileResponseStore
 from aifabric.testing.fake_backend import FakeBackend
@@ -41,8 +41,7 @@ roles:
 """
         )
         runtime = tmp_path / "run"
-        runtime.mkdir(mode=0o700)
-        serve = Serve(fabric_file, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)}).wait_ready()
+        serve = serve_workers(fabric_file, runtime).wait_ready()
         try:
             status, body, owner = post(serve.port, {"model": "r", "input": "turn 0"})
             assert status == 200, body

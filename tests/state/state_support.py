@@ -1,70 +1,19 @@
-"""A real Redis from Debian for the state tests, fabric files for them, and a wait helper."""
+"""Fabric files for the state tests, `aifabric serve` as a process, and a wait helper (the real Redis
+is tests/redis_support.py, with the `redis_server` fixture in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
-
-import redis
 
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
-
-
-class RedisServer:
-    """`redis-server` on a unix socket in a short private directory; stop() and start() keep the path
-    (a Redis outage and its return), and nothing is saved to disk."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="aifabric-redis-"))  # a unix socket path is short
-        self.socket = self.dir / "redis.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (make test installs it from Debian)"
-        self.proc = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client().ping():
-                    return self
-            except (redis.ConnectionError, FileNotFoundError):
-                pass
-            assert time.monotonic() < deadline, "redis-server did not start"
-            assert self.proc.poll() is None, "redis-server exited at start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def fabric(
@@ -148,6 +97,13 @@ class Serve:
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def serve_workers(fabric_file: Path, runtime: Path, workers: int = 2) -> Serve:
+    """`aifabric serve --workers N`, its workers sharing state under `runtime` (as XDG_RUNTIME_DIR: the
+    lease and health in runtime/aifabric/PORT), which is made if missing."""
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    return Serve(fabric_file, "--workers", str(workers), env={"XDG_RUNTIME_DIR": str(runtime)})
 
 
 def connection_owner(server_port: int, client_port: int) -> int | None:

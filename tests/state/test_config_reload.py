@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from state_support import RedisServer, Serve, connection_owner, fabric
+from state_support import Serve, connection_owner, fabric, serve_workers
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
@@ -23,6 +23,7 @@ from aifabric.gateway.reload import reload_from_file
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import eventually, wait_until
+from redis_support import RedisServer
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -52,12 +53,10 @@ def models_on_each_connection(port: int, n: int = 16) -> dict[int | None, set[st
 
 
 def test_every_worker_reloads_and_the_diff_is_printed(tmp_path: Path) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir()
     with FakeBackend(kind="vllm", models=("m",)) as backend:
         fabric_file = tmp_path / "fabric.yaml"
         fabric_file.write_text(fabric(backend.url))
-        serve = Serve(fabric_file, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)})
+        serve = serve_workers(fabric_file, tmp_path / "run")
         try:
             serve.wait_ready()
             workers = set(serve.workers())

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from state_support import RedisServer, config
+from state_support import config
 
 from aifabric.config.schema import FabricConfig
 from aifabric.core import BackendState
@@ -16,6 +16,7 @@ from aifabric.gateway.app import Gateway
 from aifabric.state import StateSync
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import eventually
+from redis_support import RedisServer
 
 CHAT = {"model": "r", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -9,10 +9,12 @@ import signal
 from pathlib import Path
 
 import orjson
-from state_support import RedisServer, Serve, connection_owner, fabric, wait_until
+from state_support import Serve, connection_owner, fabric, serve_workers
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.processes import alive
+from aifabric.testing.wait import wait_until
+from redis_support import RedisServer
 
 CHAT = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -26,11 +28,10 @@ def chat(conn: http.client.HTTPConnection) -> int:
 
 def test_workers_share_one_prober_both_serve_and_sigterm_stops_all(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
-    runtime.mkdir()
     with FakeBackend(kind="vllm", models=("m",)) as backend:
         fabric_file = tmp_path / "fabric.yaml"
         fabric_file.write_text(fabric(backend.url))
-        serve = Serve(fabric_file, "--workers", "2", env={"XDG_RUNTIME_DIR": str(runtime)})
+        serve = serve_workers(fabric_file, runtime)
         try:
             serve.wait_ready()
             workers = serve.workers()

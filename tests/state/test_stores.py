@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from state_support import RedisServer
 
 from aifabric.errors import StateStoreError
 from aifabric.state import LocalStore, MemoryStore, RedisStore, StateStore
+from redis_support import RedisServer
 
 Pair = tuple[StateStore, StateStore]
 

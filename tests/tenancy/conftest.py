@@ -24,17 +24,6 @@ def fb() -> Iterator[FakeBackend]:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[object]:
-    from state_support import RedisServer  # tests/state's real redis-server (path set by tenancy_support)
-
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
 def start() -> Iterator[Start]:
     """start(yaml) -> a running gateway; every one still running is stopped after the test."""
     running: list[RunningGateway] = []

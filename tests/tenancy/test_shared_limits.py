@@ -17,11 +17,12 @@ from typing import Any
 
 import openai
 import pytest
-from state_support import RedisServer, Serve
+from state_support import Serve, serve_workers
 from tenancy_support import MASTER, fabric_text, keys_cli
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
+from redis_support import RedisServer
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -176,7 +177,7 @@ def wait_for_every_worker(state_dir: Path, workers: int) -> None:
 def test_every_worker_honours_a_new_and_a_revoked_key(tmp_path: Path, fb: FakeBackend, workers: int) -> None:
     fabric_file = tmp_path / "fabric.yaml"
     fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
-    serve = Serve(fabric_file, "--workers", str(workers), env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    serve = serve_workers(fabric_file, tmp_path, workers)
     try:
         serve.wait_ready()
         key = keys_cli(fabric_file, "create", "--name", "app").stdout.strip()

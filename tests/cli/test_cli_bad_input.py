@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-
-def aifabric(*argv: str) -> subprocess.CompletedProcess[str]:
-    # A separate process: a command that wrongly starts serving is caught by the timeout.
-    return subprocess.run(
-        [sys.executable, "-m", "aifabric", *argv],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+from cli_process import aifabric
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 
 from aifabric.cli.running import forget_running, record_running, running_url
 from aifabric.testing.net import free_port
+from cli_process import aifabric
 
 
 @pytest.fixture
@@ -61,14 +62,7 @@ def test_a_garbled_record_is_ignored(state: Path, text: str) -> None:
 
 
 def status(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aifabric", "status", "--timeout", "2", *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return aifabric("status", "--timeout", "2", *argv, env=env)
 
 
 def test_status_asks_the_running_up_then_aifabric_url_then_url(state: Path, tmp_path: Path) -> None:

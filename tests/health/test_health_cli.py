@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.testing.fake_backend import FakeBackend
+from cli_process import aifabric
 
 
 @dataclass
@@ -150,12 +149,6 @@ def test_unknown_backend_names_the_known_ones(fabric: Estate) -> None:
 
 def test_the_installed_command_exits_with_the_status(fabric: Estate) -> None:
     fabric.deep.stop()
-    proc = subprocess.run(
-        [sys.executable, "-m", "aifabric", "health", "--config", str(fabric.file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = aifabric("health", "--config", str(fabric.file))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "asleep" in proc.stdout

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "state"))  # state_support: Redis, `serve`
+from cli_process import aifabric
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "state"))  # state_support: `serve` as a process
 
 MASTER = "sk-master-5d1c9e7a3b"
 
@@ -28,10 +30,4 @@ aliases:
 
 def keys_cli(fabric_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`aifabric keys ...` as an operator runs it: another process, the same fabric file."""
-    return subprocess.run(
-        [sys.executable, "-m", "aifabric", "keys", *args, "--config", str(fabric_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return aifabric("keys", *args, "--config", str(fabric_file))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ from tenancy_support import MASTER, fabric_text, keys_cli
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
+from cli_process import aifabric
 from redis_support import RedisServer
 
 HI = [{"role": "user", "content": "hi"}]
@@ -126,13 +125,7 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         view = status(a, ops)["tenancy"]
         assert view["limits"]["share"] == 0.5, view
         assert any("not shared" in line for line in a.output), "the log says so"
-        shown = subprocess.run(
-            [sys.executable, "-m", "aifabric", "status", "--url", a.url, "--api-key", ops],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        shown = aifabric("status", "--url", a.url, "--api-key", ops)
         assert "limits: not shared (redis unreachable), this process enforces 0.5" in shown.stdout, (
             shown.stdout
         )

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from aifabric.tenancy.ledger import UsageRow
 from aifabric.tenancy.ledger.sqlite import SqliteLedger
+from cli_process import aifabric
 
 FABRIC = """
 backends: {b: {kind: vllm, url: "http://127.0.0.1:9/v1"}}
@@ -23,13 +23,7 @@ usage: usage.db
 
 
 def usage(fabric: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aifabric", "usage", "--config", str(fabric), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return aifabric("usage", "--config", str(fabric), *args)
 
 
 @pytest.fixture

@@ -161,22 +161,13 @@ def _compose(text: str, source: str) -> yaml.Node:
 def _locate_env_file(root: yaml.Node, environ: Mapping[str, str], base: Path) -> tuple[Path, int] | None:
     """Where `gateway.env_file` points, found before the walk: every other `${VAR}` may need it. Its
     own references resolve from the environment only; the walk reports them if they do not."""
-    node = _child(_child(root, "gateway"), "env_file")
+    node = n.child(n.child(root, "gateway"), "env_file")
     if not isinstance(node, yaml.ScalarNode) or not isinstance(node.value, str) or not node.value:
         return None
     value = EnvResolver(environ).substitute(node.value, "gateway.env_file", None)
     if not value:
         return None
     return base / Path(value).expanduser(), n.line_of(node)
-
-
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-            return value_node  # type: ignore[no-any-return]
-    return None
 
 
 # -- sections --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from aifabric.config.env import EnvResolver
 from aifabric.config.schema import Secret
 from aifabric.errors import ConfigProblem, ProblemKind
 
-__all__ = ["INVALID", "Field", "Reader", "Scalar", "is_null", "suggest"]
+__all__ = ["INVALID", "Field", "Reader", "Scalar", "child", "is_null", "suggest"]
 
 
 class _Invalid:
@@ -80,6 +80,17 @@ def join(path: str, key: str) -> str:
 
 def where(path: str) -> str:
     return path or "the top level"
+
+
+def child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node under `key` of a mapping node (None: no such key, or `node` is not a mapping), for
+    the few places that read the file's nodes before or beside the loader (gateway.env_file, state)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node  # type: ignore[no-any-return]
+    return None
 
 
 def line_of(node: yaml.Node) -> int:

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from aifabric.config.env import EnvResolver
+from aifabric.config.nodes import child
 from aifabric.config.schema import FabricConfig
 from aifabric.errors import CommandError
 from aifabric.ops.deploy import (
@@ -176,13 +177,13 @@ def _rewrite(text: str, state: str | None, env_file: str | None) -> str:
     edits: list[tuple[int, int, str]] = []
     appended: list[str] = []
     if state is not None:
-        node = _child(root, "state")
+        node = child(root, "state")
         if node is not None:
             edits.append((node.start_mark.index, node.end_mark.index, _quoted(state)))
         else:
             appended.append(f"state: {_quoted(state)}  # added by aifabric deploy kubernetes")
     if env_file is not None:
-        node = _child(_child(root, "gateway"), "env_file")
+        node = child(child(root, "gateway"), "env_file")
         if node is not None:
             edits.append((node.start_mark.index, node.end_mark.index, _quoted(env_file)))
     for start, end, value in sorted(edits, reverse=True):
@@ -194,14 +195,6 @@ def _rewrite(text: str, state: str | None, env_file: str | None) -> str:
 
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v  # type: ignore[no-any-return]
-    return None
 
 
 def _labels(component: str = "gateway") -> dict[str, str]:

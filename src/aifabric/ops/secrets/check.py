@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from aifabric.config.env import EnvResolver, parse_env_file
+from aifabric.config.nodes import child
 from aifabric.core import exit_codes
 from aifabric.errors import ConfigError, ConfigProblem
 
@@ -99,8 +100,8 @@ def check_secrets(path: str | os.PathLike[str], *, environ: Mapping[str, str]) -
                     if m.group(2):
                         defaults.add(m.group(1))
         elif isinstance(node, yaml.SequenceNode):
-            for i, child in enumerate(node.value):
-                walk(child, f"{key_path}[{i}]")
+            for i, item in enumerate(node.value):
+                walk(item, f"{key_path}[{i}]")
         elif isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 name = str(key.value)
@@ -122,17 +123,9 @@ def check_secrets(path: str | os.PathLike[str], *, environ: Mapping[str, str]) -
 
 def env_file_of(path: str | os.PathLike[str], environ: Mapping[str, str]) -> Path | None:
     """Where the fabric file's `gateway.env_file` points (relative: to the file's directory), or None."""
-    node = _child(_child(_compose(str(path)), "gateway"), "env_file")
+    node = child(child(_compose(str(path)), "gateway"), "env_file")
     info = _env_file(node, environ, Path(path).parent)
     return Path(info.path) if info is not None else None
-
-
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v  # type: ignore[no-any-return]
-    return None
 
 
 def _compose(source: str) -> yaml.Node:

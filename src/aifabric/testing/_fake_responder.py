@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aifabric.testing import _fake_dialects as dialects
 from aifabric.testing import _fake_responses as responses
@@ -39,6 +40,31 @@ _FASTAPI_KINDS = ("vllm", "llama-cpp-python")  # their unknown routes answer {"d
 
 class Crashed(Exception):
     """A switch dropped the connection on purpose; there is nothing more to write on it."""
+
+
+class _Refused(Exception):
+    """The request is answered with an error before any work: `status` and `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _read_request(raw: bytes, sw: Switches, style: str) -> tuple[dict[str, Any], str]:
+    """The request's JSON object and the model that answers it: the asked one when served; an unknown
+    one is a 404 where the kind's servers refuse it, else the loaded model answers (llama.cpp-style)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _Refused(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if model in sw.models:
+        return body, str(model)
+    if model is not None and sw.resolved_unknown_model_404():
+        raise _Refused(404, shapes.unknown_model_message(style, str(model)))
+    return body, sw.models[0]
 
 
 def _retry_after(value: float) -> str:
@@ -181,18 +207,9 @@ class Responder:
             return keep
 
         try:
-            body = json.loads(request.body)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return fail(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if model in sw.models:
-            served = str(model)
-        elif model is not None and sw.resolved_unknown_model_404():
-            return fail(404, shapes.unknown_model_message(style, str(model)))
-        else:
-            served = sw.models[0]  # llama.cpp-style: whatever was asked, the loaded model answers
+            body, served = _read_request(request.body, sw, style)
+        except _Refused as exc:
+            return fail(exc.status, exc.message)
         crash = sw.crash_after_chunks if in_scope else None
         rid, created = f"fake-{self._state.next_id()}", int(time.time())
         path = request.path
@@ -279,18 +296,9 @@ class Responder:
             )
             return await self._send(writer, json.dumps({"text": text}).encode(), keep, crash)
         try:
-            body = json.loads(request.body)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return fail(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if model in sw.models:
-            served = str(model)
-        elif model is not None and sw.resolved_unknown_model_404():
-            return fail(404, shapes.unknown_model_message(style, str(model)))
-        else:
-            served = sw.models[0]
+            body, served = _read_request(request.body, sw, style)
+        except _Refused as exc:
+            return fail(exc.status, exc.message)
         if path.startswith("/v1/responses"):
             return await self._responses(request, writer, sw, body, served, rid, crash)
         if path in ("/v1/rerank", "/rerank"):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from aifabric.config.load import load_config_text
+from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from redis_support import RedisServer
 
@@ -42,6 +44,29 @@ def start_gateway() -> Iterator[StartGateway]:
     yield start
     for gw in running:
         gw.stop()
+
+
+@pytest.fixture
+def fb() -> Iterator[FakeBackend]:
+    """One vLLM-shaped fake backend serving `m1`."""
+    backend = FakeBackend(kind="vllm", models=("m1",)).start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture
+def backend() -> Iterator[Callable[..., FakeBackend]]:
+    """`backend(kind="vllm", models=("m1",), **switches)`: a started FakeBackend, stopped at the end."""
+    made: list[FakeBackend] = []
+
+    def make(kind: str = "vllm", models: tuple[str, ...] = ("m1",), **switches: Any) -> FakeBackend:
+        fake = FakeBackend(kind=kind, models=models, **switches).start()
+        made.append(fake)
+        return fake
+
+    yield make
+    for fake in made:
+        fake.stop()
 
 
 @pytest.fixture

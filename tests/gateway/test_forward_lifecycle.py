@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from aifabric.config.load import load_config_text
 from aifabric.testing.fake_backend import FakeBackend
@@ -101,13 +100,6 @@ def chat(stream: bool = False, **extra: Any) -> dict[str, Any]:
     body = {"model": "chat-fast", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     body.update(extra)
     return body
-
-
-@pytest.fixture
-def fb() -> Iterator[FakeBackend]:
-    backend = FakeBackend(kind="vllm", models=("m1",)).start()
-    yield backend
-    backend.stop()
 
 
 def test_an_odd_stream_through_the_usage_counter_still_ends_with_done(start_gateway: Start) -> None:

@@ -1,29 +1,12 @@
-"""Fixtures: fake backends, stopped after the test (the gateway: `start_gateway` in tests/conftest.py)."""
+"""Fixtures: a fake backend behind a link the test can cut (fake backends on loopback: `backend`, and the
+gateway: `start_gateway`, in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from netns_support import Partitionable, namespaced_host
-
-from aifabric.testing.fake_backend import FakeBackend
-
-
-@pytest.fixture
-def backend() -> Iterator[Callable[..., FakeBackend]]:
-    """`backend(kind="vllm", models=("m1",), **switches)`: a started FakeBackend, stopped at the end."""
-    made: list[FakeBackend] = []
-
-    def make(kind: str = "vllm", models: tuple[str, ...] = ("m1",), **switches: Any) -> FakeBackend:
-        fb = FakeBackend(kind=kind, models=models, **switches).start()
-        made.append(fb)
-        return fb
-
-    yield make
-    for fb in made:
-        fb.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ no candidate is left within budget the client gets 429 naming the budgets. The `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -28,10 +29,10 @@ def served_by(client: openai.OpenAI) -> str:
 
 
 def test_budget_exhaustion_moves_traffic_to_the_fallback_then_answers_429(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    paid = backends(kind="vllm", models=("m1",))
-    spare = backends(kind="vllm", models=("m1",))
+    paid = backend(kind="vllm", models=("m1",))
+    spare = backend(kind="vllm", models=("m1",))
     # One request costs ~(6 + 9) tokens at 1 per token-million: 0.000015, over a budget of 0.00001.
     gw = start(
         f"""
@@ -83,11 +84,11 @@ usage: {ledger_path}
 
 
 def test_a_key_over_its_budget_gets_429_and_other_keys_go_on(
-    backends: type[FakeBackend], tmp_path: Path, ledger_path: Path
+    backend: Callable[..., FakeBackend], tmp_path: Path, ledger_path: Path
 ) -> None:
     from aifabric.config.load import load_config
 
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     fabric_file = tmp_path / "fabric.yaml"
     fabric_file.write_text(
         fabric_text(fake.url, f"sqlite://{tmp_path}/keys.db", extra=f"usage: {ledger_path}\n").replace(

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,9 +26,9 @@ MESSAGES = [{"role": "user", "content": "count the words of this prompt please"}
 
 
 def test_a_request_is_recorded_with_the_backends_counts_and_its_cost(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     gw = start(fabric(fake.url, ledger_path))
     answer = gw.openai().chat.completions.create(model="chat", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
     [row] = ledger_rows(ledger_path, 1)
@@ -48,9 +49,9 @@ def test_a_request_is_recorded_with_the_backends_counts_and_its_cost(
 
 
 def test_a_stream_is_counted_by_the_backend_without_the_client_seeing_the_usage_chunk(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     gw = start(fabric(fake.url, ledger_path))
     chunks = list(
         gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
@@ -67,9 +68,9 @@ def test_a_stream_is_counted_by_the_backend_without_the_client_seeing_the_usage_
 
 
 def test_a_client_that_asks_for_usage_gets_it_and_the_ledger_the_same_figures(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     gw = start(fabric(fake.url, ledger_path))
     chunks = list(
         gw.openai().chat.completions.create(
@@ -90,10 +91,10 @@ def test_a_client_that_asks_for_usage_gets_it_and_the_ledger_the_same_figures(
 
 
 def test_a_stream_without_usage_is_counted_and_marked_estimated(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
     # llama-cpp-python's server ignores stream_options: no usage chunk ever comes.
-    fake = backends(kind="llama-cpp-python", models=("m1",))
+    fake = backend(kind="llama-cpp-python", models=("m1",))
     gw = start(fabric(fake.url, ledger_path, kind="llama-cpp-python"))
     chunks = list(
         gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
@@ -112,8 +113,10 @@ def test_a_stream_without_usage_is_counted_and_marked_estimated(
     )
 
 
-def test_embeddings_are_recorded(backends: type[FakeBackend], start: Start, ledger_path: Path) -> None:
-    fake = backends(kind="vllm", models=("e1",))
+def test_embeddings_are_recorded(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backend(kind="vllm", models=("e1",))
     gw = start(
         f"""
 backends:
@@ -129,9 +132,9 @@ usage: {ledger_path}
 
 
 def test_the_ledger_survives_a_restart_and_usage_reports_it(
-    backends: type[FakeBackend], start: Start, ledger_path: Path, tmp_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path, tmp_path: Path
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     text = fabric(fake.url, ledger_path)
     first = start(text)
     for _ in range(3):
@@ -155,9 +158,9 @@ def test_the_ledger_survives_a_restart_and_usage_reports_it(
 
 
 def test_metrics_carry_tokens_and_cost_by_key(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
     gw = start(fabric(fake.url, ledger_path))
     answer = gw.openai().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
     [row] = ledger_rows(ledger_path, 1)
@@ -171,9 +174,9 @@ def test_metrics_carry_tokens_and_cost_by_key(
 
 
 def test_a_stream_cut_mid_way_is_recorded_with_what_it_spent(
-    backends: type[FakeBackend], start: Start, ledger_path: Path
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:
-    fake = backends(kind="llama-cpp-python", models=("m1",), tokens=20, crash_after_chunks=4)
+    fake = backend(kind="llama-cpp-python", models=("m1",), tokens=20, crash_after_chunks=4)
     gw = start(fabric(fake.url, ledger_path, kind="llama-cpp-python"))
     received = []
     with pytest.raises(openai.APIError):
@@ -188,7 +191,7 @@ def test_a_stream_cut_mid_way_is_recorded_with_what_it_spent(
 
 @pytest.mark.parametrize(("kind", "translated"), [("llamacpp", False), ("openai", True)])
 def test_anthropic_messages_native_or_translated_are_recorded_with_the_backends_counts(
-    backends: type[FakeBackend],
+    backend: Callable[..., FakeBackend],
     start: Start,
     ledger_path: Path,
     kind: str,
@@ -197,7 +200,7 @@ def test_anthropic_messages_native_or_translated_are_recorded_with_the_backends_
 ) -> None:
     import anthropic
 
-    fake = backends(kind=kind, models=("m1",))
+    fake = backend(kind=kind, models=("m1",))
     gw = start(fabric(fake.url, ledger_path, kind=kind))
     client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
     request.addfinalizer(client.close)

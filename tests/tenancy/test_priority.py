@@ -98,15 +98,20 @@ async def _a_waiter_that_gives_up_loses_nothing() -> None:
     assert gate.in_use == 1
 
 
-def test_a_busy_backend_serves_waiting_interactive_requests_before_batch_ones(
-    tmp_path: Path, fb: FakeBackend
-) -> None:
+def capped_gateway(tmp_path: Path, fb: FakeBackend) -> RunningGateway:
+    """A started gateway (keys in tmp_path) in front of `fb` with one place: max_concurrency 1."""
     fabric_file = tmp_path / "fabric.yaml"
     text = fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db")
     fabric_file.write_text(
         text.replace("health: {interval: 1h}", "max_concurrency: 1, health: {interval: 1h}")
     )
-    gw = RunningGateway(load_config(fabric_file, environ={})).start()
+    return RunningGateway(load_config(fabric_file, environ={})).start()
+
+
+def test_a_busy_backend_serves_waiting_interactive_requests_before_batch_ones(
+    tmp_path: Path, fb: FakeBackend
+) -> None:
+    gw = capped_gateway(tmp_path, fb)
     try:
         fb.set(latency_ms=400)  # the first request holds the only place for a while
         order: list[str] = []
@@ -154,12 +159,7 @@ def test_a_busy_backend_serves_waiting_interactive_requests_before_batch_ones(
 def test_a_capped_backend_gets_its_place_back_after_streams_and_failures(
     tmp_path: Path, fb: FakeBackend
 ) -> None:
-    fabric_file = tmp_path / "fabric.yaml"
-    text = fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db")
-    fabric_file.write_text(
-        text.replace("health: {interval: 1h}", "max_concurrency: 1, health: {interval: 1h}")
-    )
-    gw = RunningGateway(load_config(fabric_file, environ={})).start()
+    gw = capped_gateway(tmp_path, fb)
     try:
         client = gw.openai(MASTER)
         hi = [{"role": "user", "content": "hi"}]

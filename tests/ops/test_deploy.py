@@ -317,3 +317,37 @@ def test_the_units_commands_start_reload_and_stop_a_gateway(tmp_path: Path) -> N
                 proc.wait()
             if proc.stderr:
                 proc.stderr.close()
+
+
+def image_extras(containerfile: str) -> list[str]:
+    """The extras the image's `pip install` asks for: `'/src[redis,otel]'` -> ["redis", "otel"]."""
+    (install,) = [line for line in containerfile.splitlines() if line.startswith("RUN pip install")]
+    spec = shlex.split(install)[4]  # RUN pip install --no-cache-dir SPEC ...
+    return spec.partition("[")[2].partition("]")[0].split(",") if "[" in spec else []
+
+
+@pytest.mark.parametrize(
+    ("section", "extras"),
+    [
+        ("", []),
+        ("state: redis://10.0.0.9:6379/0\n", ["redis"]),
+        ("keys: rediss://keys.lan:6380/1\n", ["redis"]),
+        ("keys: sqlite:///var/lib/aifabric/keys.db\n", []),
+        ("tracing: {endpoint: http://otel-collector:4318}\n", ["otel"]),
+        ("usage: postgresql://aifabric@db.lan:5432/usage\n", ["postgres"]),
+        ("usage: /var/lib/aifabric/usage.db\n", []),
+        (
+            "state: unix:///run/redis.sock\ntracing: {endpoint: http://c:4318}\nusage: postgres://db/u\n",
+            ["redis", "otel", "postgres"],
+        ),
+    ],
+)
+def test_the_compose_image_installs_the_extras_the_fabric_file_needs(
+    tmp_path: Path, section: str, extras: list[str]
+) -> None:
+    fabric = write_fabric(tmp_path, backend_url="http://10.0.0.5:8200/v1", extra=section)
+    code, text = run_cli("deploy", "compose", "--config", str(fabric), "--output", str(tmp_path / "o"))
+    assert code == 0, text
+    containerfile = (tmp_path / "o" / "Containerfile").read_text()
+    assert image_extras(containerfile) == extras
+    assert containerfile.splitlines()[0].endswith("rendered by `aifabric deploy compose`.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shlex
 import stat
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,22 @@ def test_a_secret_with_no_value_here_renders_nothing(tmp_path: Path) -> None:
 def test_kubernetes_needs_a_fabric_file(tmp_path: Path) -> None:
     code, text = run_cli("deploy", "kubernetes", "-o", str(tmp_path))
     assert code == 1 and "--config FILE" in text
+
+
+@pytest.mark.parametrize(
+    ("section", "extras"),
+    [
+        ("", ["redis"]),  # state: memory here, but the pods share the Redis rendered beside them
+        ("tracing: {endpoint: http://otel-collector.obs.svc:4318}\n", ["redis", "otel"]),
+        ("usage: postgresql://aifabric@pg.db.svc:5432/usage\n", ["redis", "postgres"]),
+    ],
+)
+def test_the_image_installs_the_extras_the_pods_need(tmp_path: Path, section: str, extras: list[str]) -> None:
+    fabric = write_fabric(tmp_path, FABRIC + section)
+    code, text = run_cli("deploy", "kubernetes", "-c", str(fabric), "-o", str(tmp_path / "o"))
+    assert code == 0, text
+    containerfile = (tmp_path / "o" / "Containerfile").read_text()
+    (install,) = [line for line in containerfile.splitlines() if line.startswith("RUN pip install")]
+    spec = shlex.split(install)[4]
+    assert spec.partition("[")[2].partition("]")[0].split(",") == extras
+    assert containerfile.splitlines()[0].endswith("rendered by `aifabric deploy kubernetes`.")

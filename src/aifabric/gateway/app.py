@@ -17,6 +17,7 @@ from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.rules import Alert, wake_alert
 from aifabric.alerts.sinks import Notifier, build_sinks
+from aifabric.config.extras import Extra, install_hint
 from aifabric.config.schema import FabricConfig, Secret
 from aifabric.config.show import config_secrets, redact_values
 from aifabric.core import BackendHealth, BackendState, Transition
@@ -595,7 +596,7 @@ def _tracer(config: FabricConfig) -> RequestTracer | None:
                     config.source,
                     config.loaded.key_lines.get("tracing"),
                     f"tracing needs OpenTelemetry, which is not installed ({exc.name})",
-                    "pip install 'aifabric[otel]', or remove the tracing: section",
+                    f"{install_hint(Extra.OTEL)}, or remove the tracing: section",
                 )
             ]
         ) from None

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from aifabric.config.extras import required_extras
 from aifabric.config.schema import FabricConfig
 from aifabric.core.paths import state_dir
 from aifabric.errors import CommandError
@@ -145,7 +146,8 @@ def render_systemd(
 
     lines = [
         f"# aifabric gateway, rendered by `aifabric deploy systemd` from {source}.",
-        "# Re-render after moving the venv or the fabric file; secrets stay in the EnvironmentFile.",
+        "# Re-render after moving the venv or the fabric file. No secret is written here: the gateway",
+        "# reads gateway.env_file itself, at start and on every reload.",
         "[Unit]",
         "Description=aifabric gateway (OpenAI-compatible, health-aware routing)",
         "Wants=network-online.target",
@@ -255,20 +257,25 @@ def _compose_value(value: str) -> str:
     return value.replace("$", "$$")
 
 
-def render_containerfile(root: Path | None, version: str) -> str:
-    """The gateway's image: this source tree installed on python:3.11-slim, or the released package."""
+def render_containerfile(config: FabricConfig, root: Path | None, version: str, *, command: str) -> str:
+    """The gateway's image: this source tree installed on python:3.11-slim, or the released package,
+    with exactly the extras serving `config` needs (`required_extras`: Redis state, tracing, a
+    PostgreSQL ledger). `command` names what rendered it, for the header."""
+    extras = required_extras(config)
+    wanted = f"[{','.join(extras)}]" if extras else ""
     install = (
         [
             "COPY pyproject.toml README.md /src/",
             "COPY src /src/src",
-            "RUN pip install --no-cache-dir /src && rm -rf /src",
+            f"RUN pip install --no-cache-dir '/src{wanted}' && rm -rf /src",
         ]
         if root is not None
-        else [f"RUN pip install --no-cache-dir aifabric=={version}"]
+        else [f"RUN pip install --no-cache-dir 'aifabric{wanted}=={version}'"]
     )
+    needs = f" with the extras it needs ({', '.join(extras)})" if extras else ""
     return "\n".join(
         [
-            "# The aifabric gateway alone (no local CPU backends), rendered by `aifabric deploy compose`.",
+            f"# The aifabric gateway alone (no local CPU backends){needs}, rendered by `aifabric {command}`.",
             "FROM docker.io/library/python:3.11-slim",
             *install,
             "USER 65534:65534",
@@ -377,7 +384,10 @@ def render_compose(
             f"the container runs the gateway only: the local backends ({', '.join(local)}) must run "
             "elsewhere (`aifabric up` on the host, or `aifabric deploy systemd`)"
         )
-    files = {COMPOSE_NAME: text, CONTAINERFILE_NAME: render_containerfile(root, version)}
+    files = {
+        COMPOSE_NAME: text,
+        CONTAINERFILE_NAME: render_containerfile(config, root, version, command="deploy compose"),
+    }
     return Rendered(files, commands, notes)
 
 

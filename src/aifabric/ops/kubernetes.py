@@ -28,6 +28,7 @@ What is rendered, and why:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.metadata
 import os
 from collections.abc import Mapping
@@ -119,7 +120,11 @@ def render_kubernetes(
             "# the env file's values: keep this file out of version control\n"
             + yaml.safe_dump(secret, sort_keys=False, width=1000)
         )
-    files[CONTAINERFILE_NAME] = render_containerfile(source_root(), version)
+    # The pods serve the rewritten file: its `state:` is Redis even when this one says memory.
+    served = dataclasses.replace(config, state=state or config.state)
+    files[CONTAINERFILE_NAME] = render_containerfile(
+        served, source_root(), version, command="deploy kubernetes"
+    )
     apply = ["kubectl", "apply"] + (["-n", namespace] if namespace else [])
     commands = [[*apply, "-f", name] for name in (SECRET_NAME, MANIFEST_NAME) if name in files]
     notes = [

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from aifabric.config.extras import Extra, install_hint
 from aifabric.errors import StateStoreError
 from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 
@@ -91,7 +92,7 @@ def require_redis() -> ModuleType:
         return importlib.import_module("redis.asyncio")
     except ImportError as exc:
         raise StateStoreError(
-            "state: redis://... needs the Redis client: pip install 'aifabric[redis]' "
+            f"state: redis://... needs the Redis client: {install_hint(Extra.REDIS)} "
             "(or set state: memory for a single gateway)"
         ) from exc
 

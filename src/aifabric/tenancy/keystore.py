@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from aifabric.config.extras import Extra, install_hint
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
 from aifabric.core.paths import data_dir
@@ -175,7 +176,7 @@ class RedisKeyStore(KeyStore):
             import redis
         except ImportError as exc:
             raise StateStoreError(
-                "keys in Redis need the redis package: pip install 'aifabric[redis]'"
+                f"keys in Redis need the redis package: {install_hint(Extra.REDIS)}"
             ) from exc
         clean, ours = split_state_url(url)
         prefix = ours.get("prefix", DEFAULT_PREFIX)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aifabric.config.extras import Extra, install_hint
 from aifabric.config.schema import FabricConfig
 from aifabric.ops.doctor.report import Check, Verdict
 
@@ -19,5 +20,5 @@ def state_checks(config: FabricConfig) -> list[Check]:
     try:
         check_state(config)
     except StateStoreError as exc:
-        return [Check("state store", Verdict.FAIL, f"{shown}: {exc}", "pip install 'aifabric[redis]'")]
+        return [Check("state store", Verdict.FAIL, f"{shown}: {exc}", install_hint(Extra.REDIS))]
     return [Check("state store", Verdict.PASS, f"{shown}: the redis client is installed (not connected)")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aifabric.config.extras import Extra, install_hint
 from aifabric.config.money import BudgetPeriod
 from aifabric.config.show import redact_url
 from aifabric.errors import StateStoreError
@@ -47,7 +48,7 @@ def _psycopg() -> Any:
         import psycopg
     except ImportError:
         raise StateStoreError(
-            "usage: postgresql:// needs psycopg 3: pip install 'aifabric[postgres]'"
+            f"usage: postgresql:// needs psycopg 3: {install_hint(Extra.POSTGRES)}"
         ) from None
     return psycopg
 

@@ -53,28 +53,26 @@ def as_promql(expr: str) -> str:
 def test_rules_pass_promtool_check() -> None:
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 5 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
 
 
-def series(name: str, values: str, **labels: str) -> dict[str, str]:
+def series(metric: str, values: str, /, **labels: str) -> dict[str, str]:
     """One input series of a promtool rule test, as a gateway (gw2) would export it."""
-    labels = labels if name == "up" else {"instance": "gw2:8000", **labels}
+    labels = labels if metric == "up" else {"instance": "gw2:8000", **labels}
     text = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    return {"series": f"{name}{{{text}}}", "values": values}
+    return {"series": f"{metric}{{{text}}}", "values": values}
 
 
 def test_the_rules_fire_as_the_built_in_ones(tmp_path: Path) -> None:
     """The runbook's thresholds, replayed in promtool's rule unit tests."""
     by_name = {r["alert"]: r for r in rules()}
 
-    def expected(alert: str, **labels: str) -> dict[str, Any]:
+    def expected(alert: str, _value: str = "", **labels: str) -> dict[str, Any]:
         rule = by_name[alert]
-        annotations = {
-            k: v.replace("{{ $labels.backend }}", labels.get("backend", ""))
-            .replace("{{ $labels.instance }}", labels.get("instance", ""))
-            .replace("{{ $value }}", labels.pop("_value", ""))
-            for k, v in rule["annotations"].items()
-        }
+        annotations = {}
+        for key, template in rule["annotations"].items():
+            text = re.sub(r"\{\{ \$labels\.([a-z_]+) \}\}", lambda m: labels.get(m.group(1), ""), template)
+            annotations[key] = re.sub(r"\{\{ \$value( \| humanizePercentage)? \}\}", _value, text)
         return {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}
 
     tests = {
@@ -96,6 +94,13 @@ def test_the_rules_fire_as_the_built_in_ones(tmp_path: Path) -> None:
                     series("aifabric_backend_always_on", "0x5", backend="armitage"),
                     series("aifabric_backend_model_mismatch", "1x5", backend="motoko-embed"),
                     series("aifabric_backend_model_mismatch", "0x5", backend="box"),
+                    # Budgets: box 85% spent (both replicas agree), key team-a over, key cheap at half.
+                    series("aifabric_budget_spent_ratio", "0.85x5", kind="backend", name="box", period="day"),
+                    {"series": 'aifabric_budget_spent_ratio{instance="gw1:8000", kind="backend", '
+                               'name="box", period="day"}', "values": "0.85x5"},
+                    series("aifabric_budget_spent_ratio", "1.25x5", kind="key", name="team-a",
+                           period="month"),
+                    series("aifabric_budget_spent_ratio", "0.5x5", kind="key", name="cheap", period="day"),
                 ],
                 "alert_rule_test": [
                     {"eval_time": "3m", "alertname": "AifabricGatewayDown",
@@ -109,6 +114,13 @@ def test_the_rules_fire_as_the_built_in_ones(tmp_path: Path) -> None:
                      "exp_alerts": [expected("AifabricWorkstationDown", backend="armitage")]},
                     {"eval_time": "3m", "alertname": "AifabricModelDrift",
                      "exp_alerts": [expected("AifabricModelDrift", backend="motoko-embed")]},
+                    # 80%: WARNING only; 100% and over: CRITICAL only; under 80%: nothing.
+                    {"eval_time": "1m", "alertname": "AifabricBudgetWarning",
+                     "exp_alerts": [expected("AifabricBudgetWarning", "85%", kind="backend", name="box",
+                                             period="day")]},
+                    {"eval_time": "1m", "alertname": "AifabricBudgetSpent",
+                     "exp_alerts": [expected("AifabricBudgetSpent", "125%", kind="key", name="team-a",
+                                             period="month")]},
                     # Nothing before `for` has passed: an alert does not fire on one bad scrape.
                     {"eval_time": "0m", "alertname": "AifabricBackendDown", "exp_alerts": []},
                 ],

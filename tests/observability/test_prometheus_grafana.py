@@ -155,6 +155,7 @@ def test_dashboard_is_importable_json() -> None:
         "role",
         "backend",
         "first byte",
+        "overhead",
         "error",
         "attempts",
         "flight",

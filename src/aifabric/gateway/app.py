@@ -34,7 +34,7 @@ from aifabric.gateway import anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_exception
-from aifabric.gateway.forward import Forwarder
+from aifabric.gateway.forward import Forwarder, ForwardRequest
 from aifabric.gateway.openai_routes import OpenAIRoutes
 from aifabric.gateway.operator_access import OperatorAccess
 from aifabric.gateway.ops_routes import OpsRoutes
@@ -377,7 +377,11 @@ class Gateway:
             if tag not in response.headers:  # forwarded answers carry it already (the same id)
                 response.headers.append(tag)
         elapsed = self.clock() - started
-        self.metrics.on_request(response, elapsed)
+        fwd = request.forwarded
+        if type(fwd) is ForwardRequest and fwd.attempts:  # a backend was asked: the gateway's own share
+            self.metrics.on_request(response, elapsed, elapsed - fwd.waited)
+        else:
+            self.metrics.on_request(response, elapsed)
         if self.access_log:
             _log_access(request, response, elapsed, principal)
         return response

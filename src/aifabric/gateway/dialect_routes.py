@@ -59,7 +59,7 @@ class DialectForwarding:
         retry/failover loop, natively or translated per target."""
         admitted = admit(self._admission, principal_of(request), route, payload, request.headers)
         sent = body if body is not None else RequestBody(request.body, payload)
-        req = ForwardRequest(
+        req = request.forwarded = ForwardRequest(
             route, dialect.native_path, sent, stream, request_id_of(request.headers), dialect=dialect
         )
         if route.config.affinity and len(route.targets) > 1:  # one target: nothing to choose

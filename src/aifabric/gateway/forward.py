@@ -89,6 +89,11 @@ class ForwardRequest:
     overflowed: bool = False
     # The conversation's affinity key (routing.affinity.session_key), when the role has several targets.
     session: bytes | None = None
+    # Seconds spent waiting on others: each attempt at a backend (to its whole body, or to a stream's
+    # first byte), a backend's max_concurrency queue, the waits between rounds. The rest of the
+    # request's time is the gateway's own (aifabric_gateway_overhead_seconds); summed from clock
+    # reads the forwarder takes anyway.
+    waited: float = 0.0
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -163,6 +168,7 @@ class Forwarder:
         gate = self.gate(backend.name, backend.max_concurrency, backend.max_queue)
         if gate is None:
             return None
+        queued = self._clock()  # only with a cap: the common case above reads no clock
         try:
             await gate.acquire(req.priority, timeout)
         except QueueFull:
@@ -173,6 +179,8 @@ class Forwarder:
             detail = f"no free place (max_concurrency {gate.capacity}) within {timeout:.3g} s"
             req.attempts.append(Attempt(_label(target), FailureClass.TIMEOUT, detail))
             raise UpstreamFailure(FailureClass.TIMEOUT, detail) from None
+        finally:
+            req.waited += self._clock() - queued
         return gate
 
     async def forward(self, req: ForwardRequest) -> Response | StreamingResponse:
@@ -275,6 +283,7 @@ class Forwarder:
                 delay = min(delay, deadline.remaining(now))
                 if delay > 0:
                     await asyncio.sleep(delay)
+                    req.waited += delay
             raise self._exhausted(req, last_error, deadline.expired(self._clock()))
 
         finally:
@@ -373,6 +382,7 @@ class Forwarder:
         if gate is not None:
             guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
+        ended: float | None = None  # when the backend's part was over (a clock read taken anyway)
         try:
             if self._engine_ready is not None and target.backend.idles:
                 await self._engine_ready(target.backend.name)  # held while its engine wakes up
@@ -397,7 +407,8 @@ class Forwarder:
             if req.stream:
                 # Wait for the first byte before committing: until then another candidate may still serve.
                 first = await resp.first_chunk(left, "no first byte of the stream")
-                ttfb = self._clock() - started
+                ended = self._clock()
+                ttfb = ended - started
                 tap = (
                     UsageTap(hide=add_usage, count=not endpoint.adapter.supports_include_usage)
                     if self._on_usage is not None
@@ -419,6 +430,8 @@ class Forwarder:
                 data = resp.body_if_complete()
                 if data is None:
                     data = await resp.read(left, "the response body stalled")
+                # Before the translation and the rest: those are the gateway's time, not the backend's.
+                ended = self._clock()
                 content_type = resp.headers.get("content-type", "application/json")
                 if dialect is not None:
                     data, content_type = self._dialect_answer(
@@ -428,7 +441,7 @@ class Forwarder:
                 if dialect is not None and not native:
                     served.append(("x-aifabric-translated", "chat"))
                 result = Response(resp.status, data, served, content_type=content_type)
-                guard.success(self._clock() - started, self._clock())
+                guard.success(ended - started, ended)
                 if self._on_usage is not None:
                     at = data.rfind(b'"usage"')
                     usage = data[at : at + 1024] if at >= 0 else None
@@ -455,7 +468,7 @@ class Forwarder:
                 resp.close()
             guard.abandon()
             raise
-        self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started)
+        self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started, ended)
         return result
 
     def _pending(
@@ -595,10 +608,19 @@ class Forwarder:
             headers.append(("x-aifabric-overflow", "saturated"))
         return headers
 
-    def _record(self, req: ForwardRequest, target: TargetState, attempt: Attempt, started: float) -> None:
+    def _record(
+        self,
+        req: ForwardRequest,
+        target: TargetState,
+        attempt: Attempt,
+        started: float,
+        ended: float | None = None,
+    ) -> None:
+        seconds = (self._clock() if ended is None else ended) - started
         req.attempts.append(attempt)
+        req.waited += seconds
         if self._on_attempt is not None:
-            self._on_attempt(req, target, attempt, self._clock() - started)
+            self._on_attempt(req, target, attempt, seconds)
 
     def _upstream_error(self, failure: UpstreamFailure) -> UpstreamError:
         """A backend's error answer as the client gets it: its words in OpenAI's shape, its status

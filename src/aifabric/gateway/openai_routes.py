@@ -95,7 +95,7 @@ class OpenAIRoutes:
         route = self.resolve(payload, endpoint)
         admitted = admit(self.admission, principal_of(request), route, payload, request.headers)
         stream = payload.get("stream") is True and endpoint != "/embeddings"
-        req = ForwardRequest(route, endpoint, body, stream, request_id(request.headers))
+        req = request.forwarded = ForwardRequest(route, endpoint, body, stream, request_id(request.headers))
         if route.config.affinity and len(route.targets) > 1:  # one target: nothing to choose
             req.session = session_key(request.headers, payload)
         return await admitted.forward(req, self._forwarder.forward)

@@ -88,6 +88,9 @@ class Request:
     # What the server's head hook said of the request on its head, before the body (the gateway's
     # principal); None without a hook.
     auth: object = None
+    # What the handler forwarded for it (the gateway's ForwardRequest, whose waits its metrics subtract
+    # from the request's time); None when nothing was.
+    forwarded: object = None
 
 
 @dataclass(slots=True)

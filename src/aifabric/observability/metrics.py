@@ -51,6 +51,8 @@ class AttemptOutcome(Protocol):
 
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# The gateway's own time per request is tens to hundreds of microseconds (bench/README.md).
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 def _escape(value: str) -> str:
@@ -64,28 +66,52 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 
 class _Histogram:
-    def __init__(self) -> None:
-        self.counts = [0] * (len(_BUCKETS) + 1)
+    __slots__ = ("buckets", "counts", "n", "total")
+
+    def __init__(self, buckets: tuple[float, ...] = _BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
         self.total = 0.0
         self.n = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(_BUCKETS, value)] += 1
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.n += 1
+
+    def lines(self, name: str, label: str, value: str) -> list[str]:
+        """The `_bucket`, `_sum` and `_count` samples, cumulative as Prometheus reads them."""
+        out = []
+        cumulative = 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f"{name}_bucket{_labels((label, 'le'), (value, le))} {cumulative}")
+        out.append(f"{name}_sum{_labels((label,), (value,))} {self.total}")
+        out.append(f"{name}_count{_labels((label,), (value,))} {self.n}")
+        return out
+
+
+def _overhead_histogram() -> _Histogram:
+    return _Histogram(_OVERHEAD_BUCKETS)
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.requests: defaultdict[tuple[str, str], int] = defaultdict(int)  # (role, status)
         self.latency: defaultdict[str, _Histogram] = defaultdict(_Histogram)  # role
+        self.overhead: defaultdict[str, _Histogram] = defaultdict(_overhead_histogram)  # role
         self.attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)  # (role, backend, outcome)
         self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)  # (type, status)
         self.transitions: defaultdict[tuple[str, str], int] = defaultdict(int)  # (backend, to)
         self.overflowed: defaultdict[str, int] = defaultdict(int)  # requested role
 
     # -- hooks ------------------------------------------------------------------------------------
-    def on_request(self, response: Response | StreamingResponse, seconds: float) -> None:
+    def on_request(
+        self, response: Response | StreamingResponse, seconds: float, overhead: float | None = None
+    ) -> None:
+        """One answered request: its time to response headers and, when a backend was asked, the
+        gateway's own share of it (`overhead`: the time not spent waiting on backends)."""
         role = ""
         for name, value in response.headers:
             if name == "x-aifabric-requested-role":
@@ -93,6 +119,8 @@ class GatewayMetrics:
                 break
         self.requests[(role, str(response.status))] += 1
         self.latency[role].observe(seconds)
+        if overhead is not None:
+            self.overhead[role].observe(overhead)
 
     def on_attempt(
         self, req: AttemptRequest, target: TargetState, attempt: AttemptOutcome, seconds: float
@@ -123,15 +151,16 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
         out.append(f"aifabric_requests_total{_labels(('role', 'status'), (role, status))} {n}")
     family("aifabric_request_duration_seconds", "histogram", "Time to response headers, by requested role.")
     for role, h in sorted(metrics.latency.items()):
-        cumulative = 0
-        for bound, count in zip((*_BUCKETS, float("inf")), h.counts, strict=True):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(
-                f"aifabric_request_duration_seconds_bucket{_labels(('role', 'le'), (role, le))} {cumulative}"
-            )
-        out.append(f"aifabric_request_duration_seconds_sum{_labels(('role',), (role,))} {h.total}")
-        out.append(f"aifabric_request_duration_seconds_count{_labels(('role',), (role,))} {h.n}")
+        out += h.lines("aifabric_request_duration_seconds", "role", role)
+    family(
+        "aifabric_gateway_overhead_seconds",
+        "histogram",
+        "The gateway's own time per forwarded request, by requested role: time to response headers less "
+        "the time spent waiting on backends (attempts, to the body or a stream's first byte; queues; retry "
+        "waits).",
+    )
+    for role, h in sorted(metrics.overhead.items()):
+        out += h.lines("aifabric_gateway_overhead_seconds", "role", role)
     family(
         "aifabric_upstream_attempts_total",
         "counter",

@@ -12,6 +12,7 @@ import pytest
 from otlp_receiver import OtlpReceiver
 
 from aifabric.config.load import load_config_text
+from aifabric.observability.tracing import provider_name
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 
@@ -83,6 +84,7 @@ def test_request_and_attempt_spans_with_genai_attributes(receiver: OtlpReceiver)
         assert attrs["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
         assert attrs["aifabric.attempts"] == 2 and attrs["aifabric.backend"] == "b"
         assert attrs["http.response.status_code"] == 200
+        assert attrs["gen_ai.provider.name"] == "vllm"  # the backend that served: b
 
         # One span per attempt, children of the request span: a failed with the failure class, then b.
         attempts = sorted((s for s in spans if s.parent_span_id == first.span_id), key=lambda s: s.name)
@@ -94,6 +96,11 @@ def test_request_and_attempt_spans_with_genai_attributes(receiver: OtlpReceiver)
         assert failed.attributes["error.type"] == "upstream_5xx" and failed.status_code == ERROR
         assert failed.attributes["http.response.status_code"] == 500
         assert served.attributes["gen_ai.request.model"] == "m2" and "error.type" not in served.attributes
+        assert served.attributes["gen_ai.response.model"] == "m2"  # as the answer's body says
+        for span, backend in ((failed, a), (served, b)):
+            assert span.attributes["gen_ai.provider.name"] == "vllm"
+            assert span.attributes["server.address"] == "127.0.0.1"
+            assert span.attributes["server.port"] == backend.port
 
         # Each backend got its own attempt's traceparent: its work joins the same trace.
         sent_a = a.requests[0].headers["traceparent"]
@@ -185,3 +192,79 @@ def test_responses_api_streams_are_chat_spans_with_their_usage(receiver: OtlpRec
     assert request.name == "chat chat" and request.attributes["aifabric.stream"] is True
     assert request.attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
     assert request.attributes["gen_ai.usage.output_tokens"] == usage.output_tokens
+
+
+def test_the_response_model_is_what_the_backend_answered(receiver: OtlpReceiver) -> None:
+    """A llama-server answers with the model it has loaded whatever the request asked: the attempt's
+    gen_ai.response.model says so when the answer is JSON; a stream's is the target's model id."""
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with (
+        FakeBackend(kind="llamacpp", models=(gguf,)) as a,
+        FakeBackend(kind="openai", models=("gpt-4o-mini",)) as b,
+    ):
+        config = load_config_text(
+            f"""
+backends:
+  box: {{kind: llamacpp, url: "{a.url}"}}
+  cloud: {{kind: openai, url: "{b.url}"}}
+roles:
+  small: {{kind: chat, targets: [{{backend: box, model: smol}}]}}
+  strong: {{kind: chat, targets: [{{backend: cloud, model: gpt-4o-mini}}]}}
+tracing: {{endpoint: "{receiver.endpoint}"}}
+""",
+            "f.yaml",
+            environ={},
+        )
+        gw = RunningGateway(config).start()
+        try:
+            client = gw.openai()
+            messages = [{"role": "user", "content": "hi"}]
+            answer = client.chat.completions.create(model="small", messages=messages)  # type: ignore[arg-type]
+            assert answer.model == gguf
+            assert list(client.chat.completions.create(model="small", messages=messages, stream=True))  # type: ignore[arg-type]
+            client.chat.completions.create(model="strong", messages=messages)  # type: ignore[arg-type]
+        finally:
+            gw.stop()
+    requests = {s.span_id: s for s in receiver.spans if s.kind == SERVER}
+    attempts = [s for s in receiver.spans if s.kind == CLIENT]
+    assert len(requests) == 3 and len(attempts) == 3
+    by_kind = {}
+    for attempt in attempts:
+        request = requests[attempt.parent_span_id]
+        by_kind[(attempt.attributes["aifabric.backend"], "aifabric.stream" in request.attributes)] = (
+            request,
+            attempt,
+        )
+    request, attempt = by_kind[("box", False)]
+    assert attempt.attributes["gen_ai.request.model"] == "smol"
+    assert attempt.attributes["gen_ai.response.model"] == gguf
+    assert request.attributes["gen_ai.response.model"] == gguf
+    assert (
+        attempt.attributes["gen_ai.provider.name"] == request.attributes["gen_ai.provider.name"] == "llamacpp"
+    )
+    assert (attempt.attributes["server.address"], attempt.attributes["server.port"]) == ("127.0.0.1", a.port)
+    _, streamed = by_kind[("box", True)]
+    assert streamed.attributes["gen_ai.response.model"] == "smol"  # the configured model id
+    request, attempt = by_kind[("cloud", False)]
+    assert (
+        attempt.attributes["gen_ai.provider.name"] == request.attributes["gen_ai.provider.name"] == "openai"
+    )
+    assert attempt.attributes["gen_ai.response.model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "provider"),
+    [
+        ("openai", "https://api.openai.com/v1", "openai"),
+        ("openai", "https://my-estate.openai.azure.com/openai/v1", "azure.ai.openai"),
+        ("openai", "https://my-hub.services.ai.azure.com/models", "azure.ai.inference"),
+        ("openai", "https://api.mistral.ai/v1", "mistral_ai"),
+        ("openai", "https://generativelanguage.googleapis.com/v1beta/openai", "gcp.gemini"),
+        ("openai", "http://10.0.0.7:8000/v1", "openai"),  # any other OpenAI-compatible API
+        ("openai", "https://notapi.mistral.ai.example.com/v1", "openai"),
+        ("vllm", "http://motoko:8000/v1", "vllm"),
+        ("ollama", "http://127.0.0.1:11434/v1", "ollama"),
+    ],
+)
+def test_provider_names_follow_the_genai_registry(kind: str, url: str, provider: str) -> None:
+    assert provider_name(kind, url) == provider

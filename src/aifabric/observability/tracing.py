@@ -8,9 +8,12 @@
 One span per request (kind SERVER, `chat chat-fast`) and, under it, one per attempt at a backend (kind
 CLIENT, `chat Qwen2.5-7B`), with the GenAI semantic conventions: `gen_ai.operation.name`,
 `gen_ai.request.model` (what was asked: the role or alias on the request span, the target's model id on
-an attempt), `gen_ai.response.model`, `gen_ai.usage.input_tokens` / `output_tokens` (from the answer's
-`usage`, streamed or not), `gen_ai.request.max_tokens` / `temperature`, `error.type` (the failure class of
-an attempt, the error type of a request), plus `aifabric.role`, `aifabric.backend`, `aifabric.attempts`.
+an attempt), `gen_ai.response.model` (the `model` a non-streamed answer names, else the target's model
+id), `gen_ai.provider.name` (`provider_name`: the backend that served, on both spans),
+`gen_ai.usage.input_tokens` / `output_tokens` (from the answer's `usage`, streamed or not),
+`gen_ai.request.max_tokens` / `temperature`, `error.type` (the failure class of an attempt, the error
+type of a request), `server.address` / `server.port` (the backend, on an attempt), plus `aifabric.role`,
+`aifabric.backend`, `aifabric.attempts`.
 
 A client's W3C `traceparent` (and `tracestate`) makes the request span its child; every attempt sends
 its own span's `traceparent` to the backend, so a traced vLLM continues the same trace. Off (no
@@ -23,8 +26,11 @@ Spans are batched and exported from a background thread; `shutdown()` (the gatew
 from __future__ import annotations
 
 import contextvars
+import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from opentelemetry import trace
@@ -42,7 +48,7 @@ from aifabric.errors import ApiError
 if TYPE_CHECKING:
     from aifabric.http.server import Request, Response, StreamingResponse
 
-__all__ = ["RequestTracer"]
+__all__ = ["RequestTracer", "backend_attributes", "provider_name"]
 
 _OPERATIONS = {
     "/chat/completions": "chat",
@@ -58,13 +64,69 @@ _CURRENT: contextvars.ContextVar[_RequestSpan | None] = contextvars.ContextVar("
 Proxy = Callable[["Request", str], Awaitable["Response | StreamingResponse"]]
 
 
+# gen_ai.provider.name of an OpenAI-compatible API by its host (the GenAI conventions' registry values);
+# any other host of the openai kind speaks OpenAI's API: "openai".
+_PROVIDER_HOSTS = (
+    (".openai.azure.com", "azure.ai.openai"),
+    (".cognitiveservices.azure.com", "azure.ai.openai"),
+    (".services.ai.azure.com", "azure.ai.inference"),
+    (".models.ai.azure.com", "azure.ai.inference"),
+    ("api.anthropic.com", "anthropic"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.x.ai", "x_ai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+)
+
+
+def provider_name(kind: str, url: str) -> str:
+    """`gen_ai.provider.name` for a backend: the conventions' value for the cloud an `openai`-kind
+    backend's URL names (`openai`, `azure.ai.openai`, ...); for the self-hosted engines, which the
+    registry does not list, the backend's kind (`vllm`, `llamacpp`, `ollama`, ...)."""
+    if kind != "openai":
+        return kind
+    host = (urlsplit(url).hostname or "").lower()
+    for suffix, name in _PROVIDER_HOSTS:
+        if host == suffix.lstrip(".") or host.endswith(suffix if suffix.startswith(".") else "." + suffix):
+            return name
+    return "openai"
+
+
+@functools.lru_cache(maxsize=256)
+def backend_attributes(kind: str, url: str) -> tuple[tuple[str, str | int], ...]:
+    """The attempt span's attributes of the backend it went to (computed once per backend)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (
+        ("gen_ai.provider.name", provider_name(kind, url)),
+        ("server.address", parts.hostname or ""),
+        ("server.port", port),
+    )
+
+
 class _RequestSpan:
-    __slots__ = ("attempts", "operation", "span")
+    __slots__ = ("answered", "attempts", "operation", "provider", "span")
 
     def __init__(self, span: trace.Span, operation: str) -> None:
         self.span = span
         self.operation = operation
         self.attempts: list[trace.Span] = []
+        self.provider = ""  # of the latest attempt's backend
+        # The served attempt of a non-streamed answer: its span, when it ended (ns) and the target's
+        # model id, kept open until the answer's body says which model answered.
+        self.answered: tuple[trace.Span, int, str] | None = None
+
+    def finish_answered(self, model: str | None = None) -> None:
+        if self.answered is not None:
+            span, ended, configured = self.answered
+            self.answered = None
+            span.set_attribute("gen_ai.response.model", model or configured)
+            span.end(end_time=ended)
 
 
 class RequestTracer:
@@ -94,22 +156,30 @@ class RequestTracer:
         try:
             response = await proxy(request, sub)
         except ApiError as exc:
+            state.finish_answered()
             span.set_attribute("http.response.status_code", exc.status)
             span.set_attribute("error.type", str(exc.code or exc.type))
             span.set_status(Status(StatusCode.ERROR, exc.message[:200]))
             span.end()
             raise
         except BaseException:
+            state.finish_answered()
             span.set_status(Status(StatusCode.ERROR))
             span.end()
             raise
         finally:
             _CURRENT.reset(token)
         _served(span, response.headers, response.status)
+        if state.provider:
+            span.set_attribute("gen_ai.provider.name", state.provider)
         if hasattr(response, "chunks"):  # a stream: its span ends when the stream does
+            state.finish_answered()
             response.chunks = _TracedStream(response.chunks, span)
         else:
-            _usage(span, response.body)
+            model = _usage(span, response.body)
+            if model is not None:
+                span.set_attribute("gen_ai.response.model", model)
+            state.finish_answered(model)
             span.end()
         return response
 
@@ -120,12 +190,15 @@ class RequestTracer:
         state = _CURRENT.get()
         if state is None:
             return []
+        backend = target.backend
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": state.operation,
             "gen_ai.request.model": target.model,
             "aifabric.role": target.role,
-            "aifabric.backend": target.backend.name,
+            "aifabric.backend": backend.name,
         }
+        attributes.update(backend_attributes(backend.kind, backend.url))
+        state.provider = attributes["gen_ai.provider.name"]
         span = self.tracer.start_span(
             f"{state.operation} {target.model}",
             context=trace.set_span_in_context(state.span),
@@ -147,8 +220,13 @@ class RequestTracer:
         if attempt.failure is not None:
             span.set_attribute("error.type", str(attempt.failure))
             span.set_status(Status(StatusCode.ERROR, str(attempt.detail)[:200]))
+        elif not req.stream:
+            # Ended now, but left open until the answer's body names the model that answered.
+            state.finish_answered()
+            state.answered = (span, time.time_ns(), target.model)
+            return
         else:
-            span.set_attribute("gen_ai.response.model", target.model)
+            span.set_attribute("gen_ai.response.model", target.model)  # a stream's first event may not say
         span.end()
 
     def shutdown(self) -> None:
@@ -194,20 +272,23 @@ def _served(span: trace.Span, headers: list[tuple[str, str]], status: int) -> No
         span.set_status(Status(StatusCode.ERROR))
 
 
-def _usage(span: trace.Span, body: bytes) -> None:
-    """`usage` of an OpenAI-shaped answer (a whole body, or one SSE event's data)."""
+def _usage(span: trace.Span, body: bytes) -> str | None:
+    """`usage` of an OpenAI-shaped answer (a whole body, or one SSE event's data) set on `span`; the
+    `model` the answer names, if it does."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return
+        return None
     if not isinstance(data, dict):
-        return
+        return None
+    model = data.get("model")
+    model = model if isinstance(model, str) and model else None
     usage = data.get("usage")
     if usage is None:  # nested in a stream's event: response.completed (Responses), message_start (Messages)
         inner = data.get("response") or data.get("message")
         usage = inner.get("usage") if isinstance(inner, dict) else None
     if not isinstance(usage, dict):
-        return
+        return model
     # OpenAI's names, then Anthropic's (its message_delta event carries output_tokens only).
     for keys, name in (
         (("prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
@@ -218,6 +299,7 @@ def _usage(span: trace.Span, body: bytes) -> None:
             span.set_attribute(name, value)
     if isinstance(data.get("id"), str):
         span.set_attribute("gen_ai.response.id", data["id"])
+    return model
 
 
 class _TracedStream:

@@ -25,6 +25,8 @@ ESTATE = HERE / "runbook_estate.yaml"
 
 # Not valid YAML (exit 2), and only providers without a kind (exit 1, nothing written): tested below.
 NOT_IMPORTABLE = ("hosted_litellm.yaml", "china_domestic_free_sources.yaml")
+# Examples aifabric carries whole (exit 0): two Azure deployments whose tpm becomes the role's limit.
+COMPLETE = ("azure_config_with_tpm.yaml",)
 
 # Values for the variables an imported file reads from the environment, so that it can be loaded here.
 PLACEHOLDERS = {
@@ -76,7 +78,8 @@ def test_every_example_imports_into_a_file_that_loads_and_holds_no_literal_secre
     source = EXAMPLES / name
     out = tmp_path / "fabric.yaml"
     code, report = import_json(source, out)
-    assert code == 1  # each of LiteLLM's examples has something aifabric has no equivalent for
+    # Each other example of LiteLLM's has something aifabric has no equivalent for.
+    assert code == (0 if name in COMPLETE else 1)
     config = load_imported(out, report)
     assert set(config.roles) == set(report["roles"])  # type: ignore[arg-type]
     text = out.read_text()
@@ -117,7 +120,10 @@ def test_load_balancer_three_deployments_one_role_literal_keys_to_the_env_file(t
     text = out.read_text()
     assert "sk-uj6F" not in text and "sk-Imn" not in text and "eYVX71" not in text
     assert "unknown provider 'mistralai'" in left_out(report)[23]
+    # The openrouter deployment sets no rpm or tpm: the role has no sum to take as its limit.
+    assert role.limits.rpm is None and role.limits.tpm is None
     assert "rate limit" in left_out(report)[11]
+    assert "(the deployment on line 18 sets no rpm)" in left_out(report)[11]
 
 
 def test_ollama_aliases_share_one_backend_and_request_defaults_are_reported(tmp_path: Path) -> None:
@@ -150,7 +156,34 @@ def test_azure_deployments_timeouts_and_what_has_no_equivalent(tmp_path: Path) -
     reported = left_out(report)
     assert reported[10].startswith("model_list[0].litellm_params.stream_timeout")
     assert reported[11].startswith("model_list[0].litellm_params.max_retries")
-    assert "api-version" in {n["line"]: n["why"] for n in report["notes"]}[6]  # type: ignore[index, union-attr]
+    notes = {n["line"]: n["why"] for n in report["notes"]}  # type: ignore[union-attr]
+    assert "api-version" in notes[6]
+    # One deployment per role: its tpm is the role's limit.
+    assert config.roles["gpt-4-team1"].limits.tpm == 20_000 and config.roles["gpt-4-team1"].limits.rpm is None
+    assert config.roles["gpt-4-team2"].limits.tpm == 100_000
+    assert notes[8].startswith("carried as roles.gpt-4-team1.limits.tpm: 20000, the sum over the role's")
+    assert 8 not in reported
+
+
+def test_deployment_limits_become_the_roles_limit_when_every_deployment_sets_one(tmp_path: Path) -> None:
+    out = tmp_path / "fabric.yaml"
+    code, report = import_json(EXAMPLES / "azure_config_with_tpm.yaml", out)
+    assert code == 0 and report["left_out"] == []
+    config = load_imported(out, report)
+    role = config.roles["gpt-3.5-turbo"]
+    assert (role.limits.tpm, role.limits.rpm) == (160_000, None)  # 80_000 + 80_000
+    assert [t.weight for t in role.targets] == [1.0, 1.0]  # equal shares: no weight written
+    notes = {n["line"]: n["why"] for n in report["notes"]}  # type: ignore[union-attr]
+    for line in (7, 13):
+        assert notes[line].startswith("carried as roles.gpt-3.5-turbo.limits.tpm: 160000, the sum")
+    # The fabric file says where the limit came from.
+    (limit_line,) = [line for line in out.read_text().splitlines() if "tpm: 160000" in line]
+    assert "# the sum of its deployments' tpm (lines 7, 13): LiteLLM limits each one" in limit_line
+    # The human report says it too.
+    code, printed, _ = run(
+        ["config", "import", "litellm", str(EXAMPLES / "azure_config_with_tpm.yaml"), "--out", str(out)]
+    )
+    assert code == 0 and "carried as roles.gpt-3.5-turbo.limits.tpm: 160000" in printed
 
 
 def test_embedding_mode_env_api_base_and_health_interval(tmp_path: Path) -> None:
@@ -471,7 +504,7 @@ def test_report_names_secrets_by_variable_never_by_value(tmp_path: Path) -> None
             str(tmp_path / "f.yaml"),
         ]
     )
-    assert code == 1
+    assert code == 0
     assert "73g" not in out and "9kj" not in out
     assert "line 6: model_list[0].litellm_params.api_key: a literal secret, moved there as FABRIC_" in out
 

@@ -3,7 +3,7 @@ timeout; whatever in it has no equivalent is reported at its line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aifabric.config.schema import ROLE_KINDS
@@ -101,6 +101,8 @@ class Entry:
     order: int = 1
     timeout: float | None = None
     backend: str = ""
+    # Where its rpm / tpm are written: the role step carries them as the role's limits, or reports them.
+    limit_items: dict[str, tuple[Item, str]] = field(default_factory=dict)
 
     def key_id(self) -> object:
         """Which key the backend is called with: entries that share a base URL and this share a backend."""
@@ -278,7 +280,13 @@ def _limit(ctx: Context, entry: Entry, key: str, item: Item, where: str) -> None
     value = _positive(ctx, item, where)
     setattr(entry, key, value)
     if value is not None:
-        ctx.left_out(item, where, _LIMIT_WHY)
+        entry.limit_items[key] = (item, where)
+
+
+def limits_left_out(ctx: Context, entry: Entry, why: str = "") -> None:
+    """The entry's rpm / tpm reported as having no equivalent (`why` adds the reason of the role)."""
+    for item, where in entry.limit_items.values():
+        ctx.left_out(item, where, _LIMIT_WHY + why)
 
 
 def _positive(ctx: Context, item: Item, where: str) -> float | None:

@@ -4,6 +4,8 @@ Entries are grouped by `model_name` into roles (file order kept); each entry bec
 backend its provider and `api_base` name, and entries that share a base URL (and key) share one
 backend. LiteLLM's `order` (lower first, higher only when the lower ones cannot serve) becomes a
 fallback role per further tier, tried before the role's own fallbacks: what aifabric's fallbacks do.
+Per-deployment `rpm` / `tpm` are the targets' weights (simple-shuffle's shares) and, when every
+deployment of a role sets one, the role's `limits:` (their sum: aifabric limits a role, not a target).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from urllib.parse import urlsplit
 
 from aifabric.ops.litellm.context import Context, duration
-from aifabric.ops.litellm.entries import Entry, read_entry
+from aifabric.ops.litellm.entries import Entry, limits_left_out, read_entry
 from aifabric.ops.litellm.plan import BackendPlan, HostPlan, RolePlan, Setting, TargetPlan
 from aifabric.ops.litellm.source import Item
 
@@ -148,6 +150,7 @@ def _roles(ctx: Context, entries: list[Entry]) -> None:
                     f"'{group}' is a {kind} role (line {members[0].item.line}), this "
                     f"entry serves {other.kind}: a role serves one kind of request",
                 )
+                limits_left_out(ctx, other)
         same = [m for m in members if m.kind == kind]
         weights, weighted_by = _weights(same)
         tiers = sorted({m.order for m in same})
@@ -163,9 +166,43 @@ def _roles(ctx: Context, entries: list[Entry]) -> None:
                 TargetPlan(m.backend, m.model, weights.get(id(m)), _target_comment(m, weighted_by))
                 for m in tier_members
             ]
-            ctx.plan.roles[name] = RolePlan(name, kind, targets, comment)
+            role = ctx.plan.roles[name] = RolePlan(name, kind, targets, comment)
+            _limits(ctx, role, tier_members)
         for later in names[1:]:
             ctx.plan.roles[group].fallbacks.append((later, "litellm_params.order"))
+
+
+def _limits(ctx: Context, role: RolePlan, members: list[Entry]) -> None:
+    """`roles.X.limits.rpm/tpm`: the sum of the deployments' own, when every one of them sets it
+    (LiteLLM limits each deployment; aifabric all keys together on the role). A limit that only some
+    deployments set has no such sum: reported, as having no equivalent."""
+    for key in ("rpm", "tpm"):
+        if not any(key in m.limit_items for m in members):
+            continue
+        setters = [m for m in members if key in m.limit_items]
+        if len(setters) < len(members):
+            unset = [m.item.line for m in members if m not in setters]
+            which = "the deployment on" if len(unset) == 1 else "the deployments on"
+            for m in setters:
+                ctx.left_out(
+                    *m.limit_items[key],
+                    "a rate limit of this deployment: aifabric has no per-target rate limit, and the "
+                    f"role's limit is their sum only when every deployment sets one ({which} "
+                    f"{_lines(unset)} sets no {key}); its share of traffic is the target's weight",
+                )
+            continue
+        total = max(1, round(sum(getattr(m, key) for m in members)))
+        lines = _lines([m.limit_items[key][0].line for m in members])
+        role.limits.append(
+            Setting(key, total, f"the sum of its deployments' {key} ({lines}): LiteLLM limits each one")
+        )
+        for m in members:
+            ctx.note(
+                *m.limit_items[key],
+                f"carried as roles.{role.name}.limits.{key}: {total}, the sum over the role's "
+                f"deployments (aifabric has no per-target rate limit; the target's share of traffic "
+                f"is its weight)",
+            )
 
 
 def _free_name(name: str, groups: dict[str, list[Entry]]) -> str:

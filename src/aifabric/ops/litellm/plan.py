@@ -74,6 +74,7 @@ class RolePlan:
     comment: str
     fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (role, where it came from)
     balance: Setting | None = None
+    limits: list[Setting] = field(default_factory=list)  # rpm / tpm
 
 
 @dataclass(frozen=True)

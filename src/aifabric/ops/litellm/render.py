@@ -136,6 +136,8 @@ def _role(role: RolePlan) -> list[str]:
         ]
     if role.balance is not None:
         lines.append(_line(4, "balance", role.balance.value, role.balance.comment))
+    if role.limits:
+        lines += ["    limits:", *_settings(6, role.limits)]
     return lines
 
 

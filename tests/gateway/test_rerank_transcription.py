@@ -35,7 +35,8 @@ backends:
   vllm: {{kind: vllm, url: "{f["vllm"].url}"}}
   llama: {{kind: llamacpp, url: "{f["llama"].url}"}}
   tei: {{kind: tei, url: "{f["tei"].url}"}}
-  cloud: {{kind: openai, url: "{f["cloud"].url}"}}
+  # OpenAI's own API serves transcription: the fake stands on loopback, so `apis:` says so.
+  cloud: {{kind: openai, url: "{f["cloud"].url}", apis: [responses, input_tokens, transcription]}}
 roles:
   rerank-vllm: {{kind: rerank, targets: [{{backend: vllm, model: bge-reranker}}]}}
   rerank-llama: {{kind: rerank, targets: [{{backend: llama, model: bge-reranker}}]}}

@@ -16,8 +16,9 @@ import pytest
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config
-from aifabric.config.schema import BACKEND_KINDS, ROLE_KINDS, FabricConfig
+from aifabric.config.schema import BACKEND_KINDS, ROLE_KINDS, ClientApi, FabricConfig
 from aifabric.ops.litellm.providers import PROVIDERS
+from aifabric.routing.table import RoutingTable
 
 HERE = Path(__file__).parent / "litellm"
 EXAMPLES = HERE / "examples"
@@ -595,3 +596,35 @@ model_list:
     assert "'speech' becomes a transcription role: 'whisper-1' is a speech-to-text model by its name" in out
     assert "'pictures' is left out: 'dall-e-3' is for image generation" in out
     assert code == 1  # dall-e has no role kind: reported, so the import is incomplete
+
+
+def test_imported_clouds_serve_natively_what_their_docs_say_without_an_apis_line(tmp_path: Path) -> None:
+    # Chat-only clouds get Responses and Messages translated; OpenAI and Azure's v1 API keep theirs.
+    source = write(
+        tmp_path,
+        """\
+model_list:
+  - model_name: ds
+    litellm_params: {model: deepseek/deepseek-chat, api_key: os.environ/DEEPSEEK_API_KEY}
+  - model_name: groq
+    litellm_params: {model: groq/llama-3.3-70b, api_key: os.environ/GROQ_API_KEY}
+  - model_name: gpt
+    litellm_params: {model: gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: az
+    litellm_params: {model: azure/chatgpt-v-2, api_base: "https://res.openai.azure.com", api_key: k}
+""",
+    )
+    _, report = import_json(source, tmp_path / "f.yaml")
+    assert "apis:" not in (tmp_path / "f.yaml").read_text()
+    config = load_imported(tmp_path / "f.yaml", report)
+    table = RoutingTable.build(config)
+    native = {
+        role: set(table.endpoints[config.roles[role].targets[0].backend].native)
+        for role in ("ds", "groq", "gpt", "az")
+    }
+    assert native == {
+        "ds": set(),
+        "groq": set(),
+        "gpt": {ClientApi.RESPONSES, ClientApi.INPUT_TOKENS, ClientApi.TRANSCRIPTION},
+        "az": {ClientApi.RESPONSES, ClientApi.TRANSCRIPTION},
+    }

@@ -17,7 +17,7 @@ FABRIC = """
 gateway: {{host: 127.0.0.1, port: 0}}
 retry: {{max_attempts: 2, try_timeout: 5s, deadline: 10s, backoff_base: 10ms, backoff_max: 50ms}}
 backends:
-  cloud: {{kind: openai, url: "{cloud}/v1", api_key: sk-test}}
+  cloud: {{kind: openai, url: "{cloud}/v1", api_key: sk-test, apis: [responses, input_tokens]}}
   vllm: {{kind: vllm, url: "{vllm}/v1"}}
   lcp: {{kind: llama-cpp-python, url: "{lcp}/v1"}}
   llama: {{kind: llamacpp, url: "{llama}/v1"}}

@@ -39,6 +39,50 @@ def test_a_kind_that_lacks_a_route_answers_404(kind: str, path: str) -> None:
         assert httpx.post(fb.base_url + path, json={"model": "m"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("vllm", b'{"detail":"Not Found"}'),
+        ("llamacpp", b'{"error":{"code":404,"message":"File Not Found","type":"not_found_error"}}'),
+        ("ollama", b"404 page not found"),
+        ("tei", b""),
+    ],
+)
+def test_routes_makes_a_chat_only_server_with_its_kinds_unknown_route_answer(kind: str, body: bytes) -> None:
+    with FakeBackend(kind=kind, models=("m",), routes=()) as fb:
+        missing = httpx.post(fb.url + "/responses", json={"model": "m", "input": "hi"})
+        assert (missing.status_code, missing.content) == (404, body)
+        chat = httpx.post(fb.url + "/chat/completions", json={"model": "m", "messages": HI})
+        assert chat.status_code == 200
+
+
+def test_an_openai_clouds_unknown_url_is_not_a_model_not_found() -> None:
+    with FakeBackend(kind="openai", models=("m",), routes=["/v1/responses"]) as fb:
+        missing = httpx.post(fb.url + "/messages", json={"model": "m"})
+        assert missing.json()["error"] == {
+            "message": "Invalid URL (POST /v1/messages)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+        assert httpx.post(fb.url + "/responses", json={"model": "m", "input": "x"}).status_code == 200
+        fb.set(missing_route_status=405)
+        refused = httpx.post(fb.url + "/messages", json={"model": "m"})
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+
+
+def test_routes_from_the_command_line() -> None:
+    from aifabric.testing._fake_cli import build_parser
+
+    argv = ["--routes", "/v1/rerank, /v1/messages", "--missing-route-status", "405"]
+    args = vars(build_parser().parse_args(argv))
+    switches = FakeBackend(routes=args["routes"], missing_route_status=args["missing_route_status"]).switches
+    assert (switches.routes, switches.missing_route_status) == (("/v1/rerank", "/v1/messages"), 405)
+    assert FakeBackend(routes="").switches.routes == ()
+    with pytest.raises(ValueError, match="routes must be paths"):
+        FakeBackend(routes=["v1/rerank"])
+
+
 def test_faults_apply_to_the_new_routes() -> None:
     with FakeBackend(kind="llamacpp", models=("m",), fail_first_n=1, fail_status=503) as fb:
         body = {"model": "m", "messages": HI}

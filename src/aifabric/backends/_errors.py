@@ -20,7 +20,7 @@ import orjson
 
 from aifabric.core import FailureClass, openai_error_type
 
-__all__ = ["classify_response", "error_message", "normalize_error_body", "parse_json"]
+__all__ = ["classify_response", "error_message", "normalize_error_body", "parse_json", "route_missing"]
 
 _MAX_MESSAGE = 1000
 _LOADING = re.compile(rb"loading", re.IGNORECASE)
@@ -76,6 +76,25 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> F
     if _MODEL_MISSING.search(body[:4096]):
         return FailureClass.MODEL_NOT_FOUND
     return FailureClass.CLIENT_ERROR
+
+
+def route_missing(status: int, body: bytes) -> bool:
+    """Whether the error answer to a native route beyond chat completions (/v1/responses, /v1/messages,
+    /v1/rerank, ...) means "no such route on this server" rather than "no such model".
+
+    405 is always a missing route: the path exists (or a catch-all matched) but not for a POST. A 404
+    is ambiguous: servers answer an unknown *route* with 404 (llama-server "File Not Found", FastAPI's
+    {"detail": "Not Found"}, OpenAI's "Invalid URL (POST /v1/...)", Go's "404 page not found", an
+    empty body, a proxy's HTML page) and an unknown *model* with 404 too (vLLM "The model `x` does not
+    exist.", Ollama 'model "x" not found', OpenAI's code "model_not_found"). The heuristic: a 404
+    whose body names a missing model (`_MODEL_MISSING`, the pattern the classifier already trusts for
+    model-not-found 400s) keeps its model-not-found meaning; any other 404 is a missing route. A
+    server that words its unknown-model 404 without the word "model" would be read as lacking the
+    route: the cost is one translated retry on the same target, not a wrong ejection.
+    """
+    if status == 405:
+        return True
+    return status == 404 and _MODEL_MISSING.search(body[:4096]) is None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -19,7 +19,12 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.backends._drift import check_models, closest_model, exact_match
-from aifabric.backends._errors import classify_response, normalize_error_body, parse_json
+from aifabric.backends._errors import (
+    classify_response,
+    normalize_error_body,
+    parse_json,
+    route_missing,
+)
 from aifabric.config.schema import BACKEND_KINDS, BackendConfig, ClientApi
 from aifabric.config.show import redact_url
 from aifabric.core import BackendState, FailureClass, ProbeResult
@@ -188,6 +193,17 @@ class BackendAdapter:
     # Whether the kind's native Anthropic count_tokens route counts a request translated to it (a
     # Responses input_tokens count, where the kind's `apis:` leave out the native one).
     counts_translated_messages: ClassVar[bool] = False
+
+    def native_apis_for(self, backend: BackendConfig) -> frozenset[ClientApi]:
+        """The APIs this backend serves natively when its `apis:` does not say: the kind's set, or,
+        for a kind that covers servers of different makes (`openai`), the set its URL's server
+        documents. Pure: read once, when the routing table is built."""
+        return self.native_apis
+
+    def route_missing(self, status: int, body: bytes) -> bool:
+        """Whether an error answer to a native non-chat route says that route does not exist there
+        (rather than that the model or the request is wrong): see `_errors.route_missing`."""
+        return route_missing(status, body)
 
     async def probe(self, http: ProbeHttp, backend: BackendConfig, timeout: float) -> ProbeResult:
         """Check the backend without spending tokens. Never raises for a backend's failure."""

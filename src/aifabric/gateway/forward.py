@@ -41,6 +41,7 @@ from aifabric.core import BackendState, FailureClass
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
+from aifabric.gateway.missing_routes import MissingRoutes
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
@@ -138,6 +139,8 @@ class Forwarder:
         self._waker = waker
         # Wakes a backend's engine from vLLM's sleep mode before an attempt (health.engine_sleep).
         self._engine_ready = engine_ready
+        # Native routes found missing on a backend (gateway.missing_routes): no failure, no ejection.
+        self._missing = MissingRoutes()
 
     def set_retry(self, retry: RetryConfig) -> None:
         """A reload's retry policy: for the requests that start from now on."""
@@ -234,13 +237,35 @@ class Forwarder:
                     endpoint = table.endpoints.get(target.backend.name)
                     if endpoint is None:
                         continue
-                    if req.dialect is not None and not req.dialect.can_serve(endpoint, req.stream):
-                        # e.g. rerank asked of a backend with no rerank route
-                        req.skipped = [*(req.skipped or ()), _label(target)]
-                        continue
+                    if req.dialect is not None:
+                        endpoint = self._missing.endpoint(endpoint, req.dialect.api)
+                        if not req.dialect.can_serve(endpoint, req.stream):
+                            # e.g. rerank asked of a backend with no rerank route
+                            req.skipped = [*(req.skipped or ()), _label(target)]
+                            continue
                     try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                     try:
-                        result = await self._attempt(req, target, endpoint, try_timeout, pending)
+                        try:
+                            result = await self._attempt(req, target, endpoint, try_timeout, pending)
+                        except _NoRoute as missing:
+                            # The native route does not exist there: no verdict on the target. Once
+                            # more on the same target, translated (or answered locally), if possible.
+                            assert req.dialect is not None
+                            dialect = req.dialect
+                            endpoint = self._missing.note(
+                                endpoint, dialect.api, missing.status, missing.path, dialect.translatable
+                            )
+                            if not dialect.can_serve(endpoint, req.stream) or (
+                                dialect.native_route(endpoint, req.stream)
+                                and dialect.native_request(endpoint, req.body, target.model)[0]
+                                == missing.path
+                            ):
+                                req.skipped = [*(req.skipped or ()), _label(target)]
+                                continue
+                            try_timeout = deadline.try_timeout(
+                                self._clock(), endpoint.try_timeout or cfg.try_timeout
+                            )
+                            result = await self._attempt(req, target, endpoint, try_timeout, pending)
                         for dropped in pending:
                             # Another target served the request the first one dropped: that was its fault.
                             dropped.failure(FailureClass.CONNECT, self._clock())
@@ -391,6 +416,8 @@ class Forwarder:
                 # Bounded like a good answer's body: an error whose body stalls must not hold the request.
                 left = max(0.0, try_timeout - (self._clock() - started))
                 err_body = await resp.read(left, "the error body stalled")
+                if native and endpoint.adapter.route_missing(resp.status, err_body):
+                    raise _NoRoute(resp.status, path)  # settled below as abandoned: no health signal
                 failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
                 raise UpstreamFailure(
@@ -717,6 +744,16 @@ class Forwarder:
             code="upstream_dropped_request",
             headers={"x-aifabric-attempts": str(len(req.attempts))},
         )
+
+
+class _NoRoute(Exception):
+    """A native route beyond chat completions answered "no such route" (404/405, see
+    `backends._errors.route_missing`): the target lacks that API, it is not failing."""
+
+    def __init__(self, status: int, path: str) -> None:
+        super().__init__(f"HTTP {status} on POST {path}")
+        self.status = status
+        self.path = path
 
 
 def _needs_wake(candidates: list[TargetState], route: Route) -> bool:

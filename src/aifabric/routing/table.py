@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -58,6 +58,10 @@ class Endpoint:
         root = self.prefix[: -len("/v1")] if self.prefix.endswith("/v1") else self.prefix
         return root + path
 
+    def without_native(self, api: ClientApi) -> Endpoint:
+        """This endpoint with `api` no longer native (the backend turned out to lack its route)."""
+        return replace(self, native=self.native - {api}, native_streams=self.native_streams - {api})
+
     @classmethod
     def from_config(cls, backend: BackendConfig) -> Endpoint:
         origin, path = split_url(backend.url)
@@ -66,7 +70,7 @@ class Endpoint:
             # The backend's own key; the client's Authorization header is never forwarded.
             headers.append(("authorization", f"Bearer {backend.api_key.reveal()}"))
         adapter = adapter_for(backend.kind)
-        native = adapter.native_apis if backend.apis is None else frozenset(backend.apis)
+        native = adapter.native_apis_for(backend) if backend.apis is None else frozenset(backend.apis)
         return cls(
             name=backend.name,
             origin=origin,

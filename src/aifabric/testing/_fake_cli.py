@@ -55,6 +55,7 @@ _BY_TYPE: dict[str, dict[str, Any]] = {
     "bool | None": {"action": argparse.BooleanOptionalAction},
     "bool | str": {"type": _loading, "metavar": "{true,false,refuse}"},
     "str | dict[str, Any] | None": {"type": str, "metavar": "BODY"},
+    "tuple[str, ...] | None": {"type": str, "metavar": "PATHS"},
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"fault_scope": FAULT_SCOPES, "error_style": ERROR_STYLES}
 

@@ -134,14 +134,38 @@ class Responder:
         if sw.sleeping and inference:
             return fail(503, "the engine is sleeping: POST /wake_up first", [])
         if inference and path in _DIALECT_ROUTES:
-            if sw.kind not in _DIALECT_ROUTES[path]:
-                return fail(404, f"File Not Found: {path}", [])
+            if not sw.serves_route(path, _DIALECT_ROUTES[path]):
+                return self._no_route(request, writer, sw)
             with self._state.serving():
                 return await self._dialect(request, writer, sw, style, in_scope)
         if inference:
             with self._state.serving():
                 return await self._inference(request, writer, sw, style, in_scope)
         return self._probe(request, writer, sw, style)
+
+    def _no_route(self, request: HttpRequest, writer: asyncio.StreamWriter, sw: Switches) -> bool:
+        """A route this server lacks, answered as the real one answers any unknown route."""
+        status = sw.missing_route_status
+        content_type, headers = "application/json", [("Allow", "GET")] if status == 405 else []
+        if status == 405:
+            body = b'{"detail":"Method Not Allowed"}'
+        elif sw.kind in _FASTAPI_KINDS:
+            body = b'{"detail":"Not Found"}'
+        elif sw.kind == "openai":
+            # OpenAI's answer to an unknown URL: no code, unlike its unknown model's "model_not_found"
+            message = f"Invalid URL ({request.method} {request.path})"
+            error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+            body = json.dumps({"error": error}).encode()
+        elif sw.kind == "llamacpp":
+            body = shapes.error_body("llama-server", 404, "File Not Found")
+        elif sw.kind == "ollama":  # Go's net/http
+            body, content_type = b"404 page not found", "text/plain"
+        else:  # TEI (axum): an empty 404
+            body = b""
+        write_response(
+            writer, status, body, content_type=content_type, headers=headers, keep_alive=request.keep_alive
+        )
+        return request.keep_alive
 
     def _probe(self, request: HttpRequest, writer: asyncio.StreamWriter, sw: Switches, style: str) -> bool:
         keep, kind, path = request.keep_alive, sw.kind, request.path

@@ -85,6 +85,11 @@ class Switches:
     slots_busy: int | None = None
     # vLLM's sleep mode (--enable-sleep-mode): POST /sleep sets it, POST /wake_up clears it
     sleeping: bool = False
+    # The routes served beyond chat/completions/embeddings (None: the kind's, as its real server); `()`
+    # imitates a chat-only server (an older vLLM, most OpenAI-compatible clouds)
+    routes: tuple[str, ...] | None = None
+    # How a route the server lacks answers: 404 (in the kind's "no such route" body) or 405
+    missing_route_status: int = 404
 
     @property
     def refuse(self) -> bool:
@@ -99,6 +104,10 @@ class Switches:
         if self.unknown_model_404 is not None:
             return self.unknown_model_404
         return _UNKNOWN_MODEL_404[self.kind]
+
+    def serves_route(self, path: str, kinds: tuple[str, ...]) -> bool:
+        """Whether a route beyond the OpenAI three is served: `routes` when set, else by kind."""
+        return path in self.routes if self.routes is not None else self.kind in kinds
 
     def resolved_include_usage(self) -> bool:
         if self.supports_include_usage is not None:
@@ -123,6 +132,8 @@ class Switches:
         """The switches as JSON-able data, with the api_key redacted (it is shown, never logged)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["models"] = list(self.models)
+        if self.routes is not None:
+            out["routes"] = list(self.routes)
         if self.api_key is not None:
             out["api_key"] = "***"
         return out
@@ -161,6 +172,9 @@ HELP = {
     "slots": "how many /slots entries (llama-server)",
     "slots_busy": "how many slots are processing (default: live in-flight count)",
     "sleeping": "vLLM sleep mode: inference answers 503 until POST /wake_up (POST /sleep sets it)",
+    "routes": "comma-separated routes served beyond the OpenAI three, e.g. /v1/rerank ('' = chat only; "
+    "default: the kind's)",
+    "missing_route_status": "status of a route not served: 404 (the kind's body) or 405",
 }
 
 
@@ -204,6 +218,16 @@ def _check_status(name: str, value: Any, *, optional: bool = False) -> int | Non
     return value
 
 
+def _check_routes(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
+    paths = tuple(p for p in items if p)
+    if not all(isinstance(p, str) and p.startswith("/") for p in paths):
+        raise ValueError(f"routes must be paths like /v1/rerank, got {value!r}")
+    return paths
+
+
 def _validate(name: str, value: Any) -> Any:
     """Return the value normalized, or raise ValueError naming the switch and what it takes."""
     if name == "kind":
@@ -242,6 +266,12 @@ def _validate(name: str, value: Any) -> Any:
     if name == "loading":
         if value not in (True, False, "refuse"):
             raise ValueError(f"loading must be true, false or 'refuse', got {value!r}")
+        return value
+    if name == "routes":
+        return _check_routes(value)
+    if name == "missing_route_status":
+        if value not in (404, 405):
+            raise ValueError(f"missing_route_status must be 404 or 405, got {value!r}")
         return value
     if name in ("hang", "crash_before_headers", "sleeping"):
         return _check_bool(name, value)

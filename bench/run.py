@@ -60,6 +60,7 @@ from benchlib.upstream import (  # noqa: E402
     SlowStreamUpstream,
     chat_request,
     embeddings_request,
+    messages_request,
     responses_request,
 )
 
@@ -84,6 +85,7 @@ class Bench:
                 "runs": {},
                 "ttft": [],
                 "ttft_responses": [],
+                "ttft_messages": [],
                 "ready_s": [],
                 "rss_max_mib": 0.0,
                 "rss_total_mib": 0.0,
@@ -169,13 +171,15 @@ class Bench:
                 stats = run_streams(port, path_chat, slow, headers, 1, a.ttft_requests, a.duration)
                 self.raw[target.name]["ttft"].append(stats.to_dict())
                 if target.is_aifabric:
-                    # The same upstream stream translated into the Responses API, chunk by chunk.
-                    translated = responses_request(SLOW_TRANSLATED_ROLE)
-                    run_streams(port, "/v1/responses", translated, headers, 1, 10, 5.0)
-                    stats = run_streams(
-                        port, "/v1/responses", translated, headers, 1, a.ttft_requests, a.duration
-                    )
-                    self.raw[target.name]["ttft_responses"].append(stats.to_dict())
+                    # The same upstream stream translated into the Responses API and into Anthropic's
+                    # Messages API, chunk by chunk.
+                    for path, body, key in (
+                        ("/v1/responses", responses_request(SLOW_TRANSLATED_ROLE), "ttft_responses"),
+                        ("/v1/messages", messages_request(SLOW_TRANSLATED_ROLE), "ttft_messages"),
+                    ):
+                        run_streams(port, path, body, headers, 1, 10, 5.0)
+                        stats = run_streams(port, path, body, headers, 1, a.ttft_requests, a.duration)
+                        self.raw[target.name][key].append(stats.to_dict())
             finally:
                 if target.per_upstream:
                     self._stop(target, proc)

@@ -92,9 +92,10 @@ class _StreamConn(asyncio.Protocol):
         if self.first_body is None:
             self.first_body = time.perf_counter()
         # Keep only a short tail: enough to see the end marker across chunk boundaries ("data: [DONE]",
-        # or a Responses stream's "response.completed" event, which has no [DONE] after it).
+        # or a Responses stream's "response.completed" / a Messages stream's "message_stop" event,
+        # which have no [DONE] after them).
         seen = self.tail + body
-        if b"[DONE]" in seen or b"event: response.completed" in seen:
+        if b"[DONE]" in seen or b"event: response.completed" in seen or b"event: message_stop" in seen:
             self.saw_done_event = True
         self.tail = seen[-64:]
 

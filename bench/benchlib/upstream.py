@@ -151,6 +151,19 @@ def responses_request(model: str) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def messages_request(model: str) -> str:
+    """The same question as a streamed Anthropic Messages request (`/v1/messages`)."""
+    body = {
+        "model": model,
+        "system": "You are a concise assistant.",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 16,
+        "temperature": 0,
+        "stream": True,
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
 def embeddings_request(model: str) -> str:
     return json.dumps({"model": model, "input": "The quick brown fox jumps over the lazy dog."})
 

@@ -265,6 +265,7 @@ def test_goals_are_judged_for_aifabric() -> None:
     assert judged["gateway CPU per request (c=64)"] is True
     assert judged["added time to first token"] is False  # 1.6 ms - 0.1 ms = 1.5 ms
     assert judged["added time to first token, /v1/responses translated"] is None  # not measured
+    assert judged["added time to first token, /v1/messages translated"] is None
     assert judged["peak RSS per worker"] is True
     report = summary.render(_raw())
     assert "**missed**" in report
@@ -336,10 +337,16 @@ def test_strace_summary_counts_calls_with_and_without_errors() -> None:
     assert parse_strace_summary(text) == {"write": 3859, "read": 3863, "close": 1}
 
 
-def test_translated_responses_time_to_first_token_is_judged() -> None:
+@pytest.mark.parametrize(
+    ("api", "runs"), [("/v1/responses", "ttft_responses"), ("/v1/messages", "ttft_messages")]
+)
+def test_translated_time_to_first_token_is_judged(api: str, runs: str) -> None:
     raw = _raw()
     aifabric = next(t for t in raw["targets"] if t["name"] == "aifabric-w2")
-    # direct's chat stream: 100 µs to the first token; the translated Responses stream: 600 µs
-    aifabric["ttft_responses"] = [{"count": 10, "errors": 0, "ttft_p50_us": 600.0, "total_p50_us": 9000.0}]
+    # direct's chat stream: 100 µs to the first token; the translated stream: 600 µs, then 1.6 ms
+    aifabric[runs] = [{"count": 10, "errors": 0, "ttft_p50_us": 600.0, "total_p50_us": 9000.0}]
     judged = {goal: (shown, ok) for goal, _, shown, ok in summary.goals(raw)}
-    assert judged["added time to first token, /v1/responses translated"] == ("0.500 ms", True)
+    assert judged[f"added time to first token, {api} translated"] == ("0.500 ms", True)
+    aifabric[runs] = [{"count": 10, "errors": 2, "ttft_p50_us": 1600.0, "total_p50_us": 9000.0}]
+    judged = {goal: (shown, ok) for goal, _, shown, ok in summary.goals(raw)}
+    assert judged[f"added time to first token, {api} translated"] == ("1.50 ms", False)

@@ -3,6 +3,8 @@ whatever the backend's dialect (vLLM, llama-server, TEI), with failover between 
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from aifabric.observability.logging import JsonFormatter
 from aifabric.testing.fake_backend import FakeBackend
 
 Start = Callable[..., Any]
@@ -48,6 +51,7 @@ roles:
   rerank-on-cloud: {{kind: rerank, targets: [{{backend: cloud, model: whisper-1}}]}}
   whisper: {{kind: transcription, targets: [{{backend: vllm, model: whisper-large}}]}}
   whisper-cloud: {{kind: transcription, targets: [{{backend: cloud, model: whisper-1}}]}}
+  whisper-llama: {{kind: transcription, targets: [{{backend: llama, model: whisper-small}}]}}
   chat: {{kind: chat, targets: [{{backend: vllm, model: bge-reranker}}]}}
 """
 
@@ -139,7 +143,11 @@ def test_rerank_errors(gw: Any) -> None:
 
 @pytest.mark.parametrize(
     ("role", "backend", "served"),
-    [("whisper", "vllm", "whisper-large"), ("whisper-cloud", "cloud", "whisper-1")],
+    [
+        ("whisper", "vllm", "whisper-large"),
+        ("whisper-cloud", "cloud", "whisper-1"),
+        ("whisper-llama", "llama", "whisper-small"),  # llama-server's /v1/audio/transcriptions
+    ],
 )
 def test_transcription_passes_the_upload_through(
     gw: Any, fakes: dict[str, FakeBackend], role: str, backend: str, served: str
@@ -167,3 +175,93 @@ def test_transcription_errors(gw: Any) -> None:
         resp = http.post("/v1/audio/transcriptions", json={"model": "whisper"})
     assert resp.status_code == 400
     assert "multipart/form-data" in resp.json()["error"]["message"]
+
+
+AUDIO = b"RIFF" + bytes(range(256)) * 4
+
+
+def test_transcription_streams_pass_through_as_the_backend_sends_them(
+    gw: Any, fakes: dict[str, FakeBackend]
+) -> None:
+    # OpenAI's transcript.text.delta / .done events, read by the official SDK.
+    client = gw.openai()
+    events = list(
+        client.audio.transcriptions.create(
+            model="whisper-cloud", file=("a.wav", AUDIO, "audio/wav"), stream=True
+        )
+    )
+    assert [e.type for e in events] == ["transcript.text.delta"] * 5 + ["transcript.text.done"]
+    assert (
+        "".join(e.delta for e in events[:-1]) == events[-1].text == f"[whisper-1] {len(AUDIO)} bytes of audio"
+    )
+    assert b'name="stream"\r\n\r\ntrue\r\n' in fakes["cloud"].requests[-1].body  # passed through
+    # vLLM's transcription chunks and [DONE], untouched.
+    with httpx.Client(base_url=gw.url) as http:
+        resp = http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper", "stream": "true"},
+            files={"file": ("a.wav", AUDIO, "audio/wav")},
+        )
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    chunks = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
+    assert chunks[-1] == "[DONE]"
+    deltas = [json.loads(c)["choices"][0]["delta"]["content"] for c in chunks[:-1]]
+    assert "".join(deltas) == f"[whisper-large] {len(AUDIO)} bytes of audio"
+
+
+def test_transcription_response_format_text_is_the_backends_plain_text(gw: Any) -> None:
+    client = gw.openai()
+    text = client.audio.transcriptions.create(
+        model="whisper", file=("a.wav", AUDIO, "audio/wav"), response_format="text"
+    )
+    assert text == f"[whisper-large] {len(AUDIO)} bytes of audio\n"
+
+
+def _rerank(http: httpx.Client, role: str) -> httpx.Response:
+    return http.post("/v1/rerank", json={"model": role, "query": QUERY, "documents": DOCS})
+
+
+def _transcribe(http: httpx.Client, role: str) -> httpx.Response:
+    return http.post("/v1/audio/transcriptions", data={"model": role}, files={"file": ("a.wav", AUDIO)})
+
+
+@pytest.mark.parametrize(("send", "role"), [(_rerank, "rerank-vllm"), (_transcribe, "whisper")])
+def test_a_loading_backend_holds_rerank_and_transcription_until_it_is_ready(
+    start_gateway: Start, fakes: dict[str, FakeBackend], send: Callable[..., httpx.Response], role: str
+) -> None:
+    # llama-server style 503 "Loading model" for a while: the request waits (warm-up), then succeeds.
+    fakes["vllm"].set(loading=True, loading_ms=600)
+    gw = start_gateway(fabric(fakes))
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        resp = send(http, role)
+    assert resp.status_code == 200, resp.text
+    assert int(resp.headers["x-aifabric-attempts"]) >= 2
+    assert fakes["vllm"].counters["injected_failures"] >= 1
+
+
+def test_metrics_and_access_log_count_rerank_and_transcription(
+    start_gateway: Start, fakes: dict[str, FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = start_gateway("gateway: {access_log: true}\n" + fabric(fakes))
+    caplog.set_level(logging.INFO, logger="aifabric.access")
+    with httpx.Client(base_url=gw.url, headers={"x-request-id": "rq-7"}) as http:
+        assert _rerank(http, "rerank-tei").status_code == 200
+        assert _transcribe(http, "whisper").status_code == 200
+        assert _rerank(http, "nope").status_code == 404
+        metrics = http.get("/metrics").text
+    for role, backend in (("rerank-tei", "tei"), ("whisper", "vllm")):
+        assert f'aifabric_requests_total{{role="{role}",status="200"}} 1' in metrics
+        assert (
+            f'aifabric_upstream_attempts_total{{role="{role}",backend="{backend}",outcome="ok"}} 1' in metrics
+        )
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "aifabric.access"]
+    served = [
+        (line["msg"].split()[1], line["role"], line["backend"], line["status"], line["request_id"])
+        for line in lines[:2]
+    ]
+    assert served == [
+        ("/v1/rerank", "rerank-tei", "tei", 200, "rq-7"),
+        ("/v1/audio/transcriptions", "whisper", "vllm", 200, "rq-7"),
+    ]
+    assert lines[2]["status"] == 404

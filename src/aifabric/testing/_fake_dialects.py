@@ -11,6 +11,7 @@ the user's words answers with one call of the first tool (or the one named) with
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aifabric.testing._fake_shapes import embed_vector, word_count
@@ -263,3 +264,17 @@ def multipart_fields(content_type: str, body: bytes) -> tuple[dict[str, str], in
         else:
             fields[name] = data.decode("utf-8", "replace")
     return fields, size
+
+
+def transcription_events(kind: str, text: str, rid: str) -> list[bytes]:
+    """A streamed transcription (`stream=true`), a word an event: OpenAI's `transcript.text.delta`
+    events and one `transcript.text.done`; vLLM's `transcription.chunk` objects, then `[DONE]`."""
+    words = [w.group(0) for w in re.finditer(r"\s*\S+", text)]
+    if kind == "openai":
+        deltas = [{"type": "transcript.text.delta", "delta": w} for w in words]
+        done = {"type": "transcript.text.done", "text": text}
+        return [f"data: {json.dumps(e)}\n\n".encode() for e in (*deltas, done)]
+    chunks = [
+        {"id": rid, "object": "transcription.chunk", "choices": [{"delta": {"content": w}}]} for w in words
+    ]
+    return [*(f"data: {json.dumps(c)}\n\n".encode() for c in chunks), b"data: [DONE]\n\n"]

@@ -318,6 +318,14 @@ class Responder:
                 if sw.reply is not None
                 else f"[{fields.get('model', sw.models[0])}] {size} bytes of audio"
             )
+            if fields.get("stream", "").strip().lower() == "true":
+                events = dialects.transcription_events(sw.kind, text, rid)
+                return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
+            if fields.get("response_format") == "text":
+                write_response(
+                    writer, 200, (text + "\n").encode(), content_type="text/plain", keep_alive=keep
+                )
+                return keep
             return await self._send(writer, json.dumps({"text": text}).encode(), keep, crash)
         try:
             body, served = _read_request(request.body, sw, style)

@@ -561,3 +561,74 @@ def test_claude_codes_beta_query_and_headers_are_accepted(
     assert resp.status_code == 200, resp.text
     assert resp.json()["content"][0]["text"] == "[gpt] hello there"
     assert "thinking" not in fakes["cloud"].requests[-1].json  # not carried to chat completions
+
+
+def _native_target(gw: Any) -> dict[str, Any]:
+    view = httpx.get(gw.url + "/status", headers={"authorization": f"Bearer {KEY}"}).json()
+    return dict(view["roles"]["native-then-translated"]["targets"][0])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failing_native_target_is_ejected_and_then_left_alone(
+    start_gateway: Start, fakes: dict[str, FakeBackend], stream: bool
+) -> None:
+    fakes["native"].set(status_override=500)
+    gw = start_gateway(
+        fabric(fakes).replace(f'api_keys: ["{KEY}"]', f'api_keys: ["{KEY}"], admin_keys: ["{KEY}"]')
+    )
+    with anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        for _ in range(3):  # health.consecutive_failures (3) failed attempts, each served by the fallback
+            if stream:
+                with c.messages.stream(model="native-then-translated", max_tokens=50, messages=HI) as s:
+                    assert "".join(s.text_stream) == "[gpt] hello there"
+            else:
+                reply = c.messages.create(model="native-then-translated", max_tokens=50, messages=HI)
+                assert reply.content[0].text == "[gpt] hello there"  # type: ignore[union-attr]
+        assert _native_target(gw)["outlier"] == "ejected"
+        tried = fakes["native"].count("/v1/messages")
+        for _ in range(3):
+            raw = c.messages.with_raw_response.create(
+                model="native-then-translated", max_tokens=50, messages=HI
+            )
+            assert raw.headers["x-aifabric-backend"] == "cloud"
+            assert raw.headers["x-aifabric-attempts"] == "1"  # the ejected target is not tried first
+    assert fakes["native"].count("/v1/messages") == tried
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_deadline_is_a_504_timeout_error_in_anthropics_shape(
+    start_gateway: Start, fakes: dict[str, FakeBackend], stream: bool
+) -> None:
+    fakes["native"].set(hang=True)
+    gw = start_gateway(fabric(fakes).replace("retry: {", "retry: {deadline: 400ms, try_timeout: 5s, "))
+    try:
+        with httpx.Client(base_url=gw.url, headers={"x-api-key": KEY}, timeout=30) as http:
+            resp = http.post(
+                "/v1/messages", json={"model": "native", "max_tokens": 5, "messages": HI, "stream": stream}
+            )
+    finally:
+        fakes["native"].set(hang=False)
+    assert resp.status_code == 504
+    assert resp.json()["type"] == "error"
+    assert resp.json()["error"]["type"] == "timeout_error"
+    assert "did not answer in time" in resp.json()["error"]["message"]
+    _strict_error(resp.json())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_native_backend_that_drops_the_request_fails_over_to_a_translated_one(
+    client: anthropic.Anthropic, fakes: dict[str, FakeBackend], stream: bool
+) -> None:
+    fakes["native"].set(crash_before_headers=True)
+    if stream:
+        with client.messages.stream(model="native-then-translated", max_tokens=50, messages=HI) as s:
+            assert "".join(s.text_stream) == "[gpt] hello there"
+        assert s.response.headers["x-aifabric-backend"] == "cloud"
+    else:
+        raw = client.messages.with_raw_response.create(
+            model="native-then-translated", max_tokens=50, messages=HI
+        )
+        assert raw.parse().content[0].text == "[gpt] hello there"  # type: ignore[union-attr]
+        assert raw.headers["x-aifabric-backend"] == "cloud"
+    assert fakes["native"].counters["crashes"] >= 1
+    assert [r.path for r in fakes["cloud"].requests] == ["/v1/chat/completions"]

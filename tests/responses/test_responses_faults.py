@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 from openai_schema import assert_valid
-from responses_support import Estate, events_of
+from responses_support import FABRIC, Estate, events_of
 
+from aifabric.config.load import load_config_text
 from aifabric.testing.gateway import RunningGateway
 
 
@@ -147,3 +148,45 @@ def test_a_loading_backend_holds_the_request_until_it_is_ready(
     backend.set(loading=True, loading_ms=600)  # llama-server style 503 "Loading model" for a while
     assert client.responses.create(model=role, input="ready?").output_text == "[m] ready?"
     assert backend.counters["injected_failures"] >= 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failing_native_target_is_ejected_and_then_left_alone(
+    estate: Estate, gateway: RunningGateway, stream: bool
+) -> None:
+    estate.flaky.set(status_override=500)
+    client = gateway.openai()
+    for _ in range(3):  # health.consecutive_failures (3) failed attempts, each served by the fallback
+        if stream:
+            with client.responses.stream(model="failover", input="hi") as s:
+                assert s.get_final_response().output_text == "[m] hi"
+        else:
+            assert client.responses.create(model="failover", input="hi").output_text == "[m] hi"
+    status = httpx.get(gateway.url + "/status", timeout=10).json()
+    assert status["roles"]["failover"]["targets"][0]["outlier"] == "ejected"
+    tried = estate.flaky.count("/v1/responses")
+    for _ in range(3):
+        raw = client.responses.with_raw_response.create(model="failover", input="hi")
+        assert (raw.headers["x-aifabric-backend"], raw.headers["x-aifabric-attempts"]) == ("tr", "1")
+    assert estate.flaky.count("/v1/responses") == tried
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_deadline_is_a_504_in_openais_shape(estate: Estate, stream: bool) -> None:
+    estate.nat.set(hang=True)
+    urls = {
+        name: fb.base_url for name, fb in zip(("nat", "tr", "llama", "flaky"), estate.backends, strict=True)
+    }
+    text = FABRIC.replace("deadline: 10s", "deadline: 400ms").format(state="memory", **urls)
+    gw = RunningGateway(load_config_text(text, "fabric.yaml", environ={})).start()
+    try:
+        reply = httpx.post(
+            gw.url + "/v1/responses", json={"model": "native", "input": "x", "stream": stream}, timeout=30
+        )
+    finally:
+        estate.nat.set(hang=False)
+        gw.stop()
+    assert reply.status_code == 504
+    assert_valid("ErrorResponse", reply.json())
+    assert reply.json()["error"]["code"] == "upstream_timeout"
+    assert "did not answer in time" in reply.json()["error"]["message"]

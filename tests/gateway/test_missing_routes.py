@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from aifabric.testing.fake_backend import FakeBackend
+from aifabric.testing.wait import wait_until
 
 Start = Callable[..., Any]
 HI = [{"role": "user", "content": "hello there"}]
@@ -56,10 +57,14 @@ roles:
 """
 
 
-def target_view(gw: Any, role: str) -> dict[str, Any]:
+def status(gw: Any) -> dict[str, Any]:
     with urllib.request.urlopen(gw.url + "/status", timeout=5) as resp:
         view: dict[str, Any] = json.loads(resp.read())
-    return dict(view["roles"][role]["targets"][0])
+    return view
+
+
+def target_view(gw: Any, role: str) -> dict[str, Any]:
+    return dict(status(gw)["roles"][role]["targets"][0])
 
 
 def assert_not_ejected(gw: Any, role: str) -> None:
@@ -91,17 +96,18 @@ def test_an_openai_kind_cloud_gets_responses_and_messages_translated_without_api
     assert_not_ejected(gw, "cloud")
 
 
-@pytest.mark.parametrize("status", [404, 405])
+@pytest.mark.parametrize("code", [404, 405])
 def test_a_missing_native_route_is_retried_translated_and_never_ejects(
     start_gateway: Start,
     fakes: dict[str, FakeBackend],
     caplog: pytest.LogCaptureFixture,
-    status: int,
+    code: int,
 ) -> None:
     for backend in fakes.values():
-        backend.set(missing_route_status=status)
+        backend.set(missing_route_status=code)
     # Declared wrongly: the fabric file says this cloud serves Responses and Messages itself.
-    gw = start_gateway(fabric(fakes, cloud_apis=", apis: [responses, messages]"))
+    gw = start_gateway(fabric(fakes, cloud_apis=", apis: [responses, messages]"), probe=True)
+    wait_until(lambda: all(status(gw)["backends"][b]["state"] == "up" for b in ("cloud", "old")), "probed up")
     caplog.set_level(logging.WARNING, logger="aifabric.gateway")
     client = gw.openai()
     with anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0) as c:
@@ -122,6 +128,7 @@ def test_a_missing_native_route_is_retried_translated_and_never_ejects(
             assert chat.choices[0].message.content == f"[{served}] x"
             assert_not_ejected(gw, role)
     for name in ("cloud", "old"):
+        assert status(gw)["backends"][name]["state"] == "up"  # healthy on /status, as before
         # One native try per API, then straight to chat completions: the finding is remembered.
         paths = [r.path for r in fakes[name].requests]
         assert paths.count("/v1/responses") == 1
@@ -129,7 +136,7 @@ def test_a_missing_native_route_is_retried_translated_and_never_ejects(
     warnings = [r.getMessage() for r in caplog.records if "has no native" in r.getMessage()]
     assert len(warnings) == 4, warnings  # once per backend and API
     assert any(
-        f"backend cloud has no native responses route (HTTP {status} on POST /v1/responses)" in w
+        f"backend cloud has no native responses route (HTTP {code} on POST /v1/responses)" in w
         and "backends.cloud.apis: [messages]" in w
         for w in warnings
     )

@@ -12,6 +12,9 @@ plan -> for each candidate: rewrite `model`, send, classify the outcome once (Fa
         a crash, or a body its parser chokes on (a JSON nesting bomb did that). One other attempt
         tells which: served there, the first target is charged with the failure; dropped again, the
         request is the cause: 502 at once, spread no further, and neither target is held to it
+     -> a native route beyond chat completions that the target lacks (404/405 "no such route",
+        `backends._errors.route_missing`): no verdict on the target; the request is translated on it,
+        or skipped there, and the finding kept (`gateway.missing_routes`)
      -> every candidate failed: the last answer, normalized (a 404 from a target the probes saw serving
         other ids says the fix in words), or 503/504 saying what was tried
 The per-try timeout bounds one attempt until something reaches the client: the response headers, then

@@ -32,9 +32,7 @@ R, N, T = ClientApi.RESPONSES, ClientApi.INPUT_TOKENS, ClientApi.TRANSCRIPTION
         ("http://127.0.0.1:8000/v1", set()),  # a vLLM or LM Studio declared as `openai`
     ],
 )
-def test_the_openai_kind_serves_natively_what_its_urls_server_documents(
-    url: str, native: set[ClientApi]
-) -> None:
+def test_the_openai_kinds_native_set_follows_its_url(url: str, native: set[ClientApi]) -> None:
     assert openai_native_apis(url) == native
     endpoint = Endpoint.from_config(BackendConfig(name="c", kind="openai", url=url))
     assert endpoint.native == native

@@ -26,7 +26,7 @@ HI = [{"role": "user", "content": "hello there"}]
 @pytest.fixture
 def fakes() -> Iterator[dict[str, FakeBackend]]:
     backends = {
-        # An OpenAI-compatible cloud (DeepSeek, Groq, ...): chat completions only, no /v1/responses.
+        # An OpenAI-compatible cloud (DeepSeek, Mistral, ...): chat completions only, no /v1/responses.
         "cloud": FakeBackend(kind="openai", models=("gpt",), routes=()).start(),
         # An older vLLM: its kind says /v1/responses, /v1/messages and /v1/rerank, it has none of them.
         "old": FakeBackend(kind="vllm", models=("qwen",), routes=()).start(),

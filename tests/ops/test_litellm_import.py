@@ -606,8 +606,8 @@ def test_imported_clouds_serve_natively_what_their_docs_say_without_an_apis_line
 model_list:
   - model_name: ds
     litellm_params: {model: deepseek/deepseek-chat, api_key: os.environ/DEEPSEEK_API_KEY}
-  - model_name: groq
-    litellm_params: {model: groq/llama-3.3-70b, api_key: os.environ/GROQ_API_KEY}
+  - model_name: mistral
+    litellm_params: {model: mistral/mistral-small-latest, api_key: os.environ/MISTRAL_API_KEY}
   - model_name: gpt
     litellm_params: {model: gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
   - model_name: az
@@ -620,11 +620,11 @@ model_list:
     table = RoutingTable.build(config)
     native = {
         role: set(table.endpoints[config.roles[role].targets[0].backend].native)
-        for role in ("ds", "groq", "gpt", "az")
+        for role in ("ds", "mistral", "gpt", "az")
     }
     assert native == {
         "ds": set(),
-        "groq": set(),
+        "mistral": set(),
         "gpt": {ClientApi.RESPONSES, ClientApi.INPUT_TOKENS, ClientApi.TRANSCRIPTION},
         "az": {ClientApi.RESPONSES, ClientApi.TRANSCRIPTION},
     }

@@ -4,10 +4,11 @@ Listing models costs no tokens and proves both reachability and that the api_key
 
 The kind covers servers of many makes, and what they serve beyond chat completions differs: OpenAI's
 own API serves the Responses API, its input-token count and transcription; Azure OpenAI's v1 API
-(`https://<resource>.openai.azure.com/openai/v1`) serves Responses and transcription; DeepSeek,
-Mistral, Groq, Together, OpenRouter, a vLLM or LM Studio declared as `openai`, ... document chat
-completions (and embeddings) only. So the native set is read from the URL (`openai_native_apis`): the
-others are translated, and a backend's `apis:` in the fabric file overrides the rule either way.
+(`https://<resource>.openai.azure.com/openai/v1`) serves Responses and transcription; what every
+compatible server serves is chat completions (and completions, embeddings): DeepSeek, Mistral,
+Together, a vLLM or LM Studio declared as `openai`, ... So the native set is read from the URL
+(`openai_native_apis`): any other URL gets the others translated, and a backend's `apis:` in the fabric
+file overrides the rule either way (a cloud that documents its own /v1/responses: `apis: [responses]`).
 """
 
 from __future__ import annotations

@@ -133,6 +133,14 @@ def test_a_missing_native_route_is_retried_translated_and_never_ejects(
         paths = [r.path for r in fakes[name].requests]
         assert paths.count("/v1/responses") == 1
         assert paths.count("/v1/messages") == 1
+    with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    for role in ("cloud", "old"):  # its Responses and its Messages route, once each
+        assert (
+            f'aifabric_upstream_attempts_total{{role="{role}",backend="{role}",outcome="route_missing"}} 2'
+            in metrics
+        )
+        assert f'backend="{role}",outcome="model_not_found"' not in metrics
     warnings = [r.getMessage() for r in caplog.records if "has no native" in r.getMessage()]
     assert len(warnings) == 4, warnings  # once per backend and API
     assert any(

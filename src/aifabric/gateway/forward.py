@@ -68,6 +68,8 @@ class Attempt:
     failure: FailureClass | None
     detail: str
     status: int | None = None
+    # Set when neither success nor a failure class says it: "route_missing" (gateway.missing_routes).
+    outcome: str | None = None
 
 
 @dataclass(slots=True)
@@ -420,6 +422,7 @@ class Forwarder:
                 left = max(0.0, try_timeout - (self._clock() - started))
                 err_body = await resp.read(left, "the error body stalled")
                 if native and endpoint.adapter.route_missing(resp.status, err_body):
+                    self._route_missing(req, target, resp.status, started)
                     raise _NoRoute(resp.status, path)  # settled below as abandoned: no health signal
                 failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
@@ -637,6 +640,16 @@ class Forwarder:
         if req.overflowed:
             headers.append(("x-aifabric-overflow", "saturated"))
         return headers
+
+    def _route_missing(self, req: ForwardRequest, target: TargetState, status: int, started: float) -> None:
+        """The hooks hear of an attempt that met a missing route (metrics: outcome `route_missing`; its
+        trace span ends), though it is no attempt of the request's (not in `req.attempts`)."""
+        seconds = self._clock() - started
+        req.waited += seconds  # time at the backend all the same, not the gateway's overhead
+        if self._on_attempt is not None:
+            detail = f"no native route (HTTP {status})"
+            attempt = Attempt(_label(target), None, detail, status, outcome="route_missing")
+            self._on_attempt(req, target, attempt, seconds)
 
     def _record(
         self,

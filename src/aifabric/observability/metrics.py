@@ -49,6 +49,9 @@ class AttemptOutcome(Protocol):
     @property
     def failure(self) -> FailureClass | None: ...
 
+    @property
+    def outcome(self) -> str | None: ...
+
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # The gateway's own time per request is tens to hundreds of microseconds (bench/README.md).
@@ -125,7 +128,7 @@ class GatewayMetrics:
     def on_attempt(
         self, req: AttemptRequest, target: TargetState, attempt: AttemptOutcome, seconds: float
     ) -> None:
-        outcome = "ok" if attempt.failure is None else str(attempt.failure)
+        outcome = attempt.outcome or ("ok" if attempt.failure is None else str(attempt.failure))
         self.attempts[(req.route.name, target.backend.name, outcome)] += 1
         if req.overflowed and len(req.attempts) == 1:  # once per request, at its first attempt
             self.overflowed[req.route.name] += 1
@@ -164,7 +167,7 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
     family(
         "aifabric_upstream_attempts_total",
         "counter",
-        "Attempts at backends, by outcome (ok or failure class).",
+        "Attempts at backends, by outcome (ok, failure class, or route_missing).",
     )
     for key, n in sorted(metrics.attempts.items()):
         out.append(f"aifabric_upstream_attempts_total{_labels(('role', 'backend', 'outcome'), key)} {n}")

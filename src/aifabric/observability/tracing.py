@@ -220,6 +220,8 @@ class RequestTracer:
         if attempt.failure is not None:
             span.set_attribute("error.type", str(attempt.failure))
             span.set_status(Status(StatusCode.ERROR, str(attempt.detail)[:200]))
+        elif getattr(attempt, "outcome", None):  # no failure, no answer: a route the backend lacks
+            span.set_attribute("aifabric.attempt.outcome", attempt.outcome)
         elif not req.stream:
             # Ended now, but left open until the answer's body names the model that answered.
             state.finish_answered()

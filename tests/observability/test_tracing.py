@@ -268,3 +268,34 @@ tracing: {{endpoint: "{receiver.endpoint}"}}
 )
 def test_provider_names_follow_the_genai_registry(kind: str, url: str, provider: str) -> None:
     assert provider_name(kind, url) == provider
+
+
+def test_a_missing_native_route_is_its_own_span_and_the_translated_retry_another(
+    receiver: OtlpReceiver,
+) -> None:
+    # An older vLLM without /v1/messages: the 404 attempt's span ends as such, the retry has its own.
+    with FakeBackend(kind="vllm", models=("m1",), routes=()) as a:
+        config = load_config_text(
+            FABRIC.format(a=a.url, b=a.url, otlp=receiver.endpoint), "f.yaml", environ={}
+        )
+        gw = RunningGateway(config).start()
+        try:
+            import anthropic
+
+            with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as client:
+                client.messages.create(
+                    model="chat", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+        finally:
+            gw.stop()
+    (request,) = [s for s in receiver.spans if s.kind == SERVER]
+    attempts = {
+        s.attributes["http.response.status_code"]: s
+        for s in receiver.spans
+        if s.parent_span_id == request.span_id
+    }
+    assert sorted(attempts) == [200, 404]
+    missing, translated = attempts[404], attempts[200]
+    assert missing.status_code != ERROR  # no failure of the backend's
+    assert missing.attributes["aifabric.attempt.outcome"] == "route_missing"
+    assert "aifabric.attempt.outcome" not in translated.attributes

@@ -80,7 +80,8 @@ def assert_not_ejected(gw: Any, role: str) -> None:
 def test_an_openai_kind_cloud_gets_responses_and_messages_translated_without_apis(
     start_gateway: Start, fakes: dict[str, FakeBackend]
 ) -> None:
-    gw = start_gateway(fabric(fakes))
+    gw = start_gateway(fabric(fakes), probe=True)
+    wait_until(lambda: status(gw)["backends"]["cloud"]["state"] == "up", "cloud probed up")
     client = gw.openai()
     for _ in range(3):  # more than health.consecutive_failures: nothing counts against it anyway
         assert client.responses.create(model="cloud", input="hi").output_text == "[gpt] hi"
@@ -92,8 +93,9 @@ def test_an_openai_kind_cloud_gets_responses_and_messages_translated_without_api
         with c.messages.stream(model="cloud", max_tokens=50, messages=HI) as s:
             assert "".join(s.text_stream) == "[gpt] hello there"
     # Translated from the start (the rule for non-OpenAI URLs): the cloud never saw a native route.
-    assert {r.path for r in fakes["cloud"].requests} == {"/v1/chat/completions"}
+    assert {r.path for r in fakes["cloud"].requests} == {"/v1/models", "/v1/chat/completions"}
     assert_not_ejected(gw, "cloud")
+    assert status(gw)["backends"]["cloud"]["state"] == "up"
 
 
 @pytest.mark.parametrize("code", [404, 405])

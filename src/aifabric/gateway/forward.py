@@ -44,7 +44,7 @@ from aifabric.core import BackendState, FailureClass
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
-from aifabric.gateway.missing_routes import MissingRoutes
+from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
@@ -252,25 +252,20 @@ class Forwarder:
                     try:
                         try:
                             result = await self._attempt(req, target, endpoint, try_timeout, pending)
-                        except _NoRoute as missing:
+                        except RouteMissing as missing:
                             # The native route does not exist there: no verdict on the target. Once
                             # more on the same target, translated (or answered locally), if possible.
                             assert req.dialect is not None
-                            dialect = req.dialect
-                            endpoint = self._missing.note(
-                                endpoint, dialect.api, missing.status, missing.path, dialect.translatable
-                            )
-                            if not dialect.can_serve(endpoint, req.stream) or (
-                                dialect.native_route(endpoint, req.stream)
-                                and dialect.native_request(endpoint, req.body, target.model)[0]
-                                == missing.path
-                            ):
+                            retry = self._missing.retry(endpoint, req.dialect, req.body, req.stream, missing)
+                            if retry is None:
                                 req.skipped = [*(req.skipped or ()), _label(target)]
                                 continue
+                            if deadline.expired(self._clock()):
+                                break
                             try_timeout = deadline.try_timeout(
-                                self._clock(), endpoint.try_timeout or cfg.try_timeout
+                                self._clock(), retry.try_timeout or cfg.try_timeout
                             )
-                            result = await self._attempt(req, target, endpoint, try_timeout, pending)
+                            result = await self._attempt(req, target, retry, try_timeout, pending)
                         for dropped in pending:
                             # Another target served the request the first one dropped: that was its fault.
                             dropped.failure(FailureClass.CONNECT, self._clock())
@@ -423,7 +418,7 @@ class Forwarder:
                 err_body = await resp.read(left, "the error body stalled")
                 if native and endpoint.adapter.route_missing(resp.status, err_body):
                     self._route_missing(req, target, resp.status, started)
-                    raise _NoRoute(resp.status, path)  # settled below as abandoned: no health signal
+                    raise RouteMissing(resp.status, path, target.model)  # abandoned below: no health signal
                 failure_class = endpoint.adapter.classify(resp.status, resp.headers, err_body)
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
                 raise UpstreamFailure(
@@ -760,16 +755,6 @@ class Forwarder:
             code="upstream_dropped_request",
             headers={"x-aifabric-attempts": str(len(req.attempts))},
         )
-
-
-class _NoRoute(Exception):
-    """A native route beyond chat completions answered "no such route" (404/405, see
-    `backends._errors.route_missing`): the target lacks that API, it is not failing."""
-
-    def __init__(self, status: int, path: str) -> None:
-        super().__init__(f"HTTP {status} on POST {path}")
-        self.status = status
-        self.path = path
 
 
 def _needs_wake(candidates: list[TargetState], route: Route) -> bool:

@@ -16,11 +16,23 @@ from __future__ import annotations
 import logging
 
 from aifabric.config.schema import ClientApi
+from aifabric.gateway.dialects.base import BodyLike, Dialect
 from aifabric.routing.table import Endpoint
 
-__all__ = ["MissingRoutes"]
+__all__ = ["MissingRoutes", "RouteMissing"]
 
 log = logging.getLogger("aifabric.gateway")
+
+
+class RouteMissing(Exception):
+    """A native route beyond chat completions answered "no such route" (404/405, see
+    `backends._errors.route_missing`): the target lacks that API, it is not failing."""
+
+    def __init__(self, status: int, path: str, model: str) -> None:
+        super().__init__(f"HTTP {status} on POST {path}")
+        self.status = status
+        self.path = path
+        self.model = model
 
 
 class MissingRoutes:
@@ -41,6 +53,20 @@ class MissingRoutes:
         if known is None or known[0] is not endpoint:
             return endpoint
         return known[1]
+
+    def retry(
+        self, endpoint: Endpoint, dialect: Dialect, body: BodyLike, stream: bool, missing: RouteMissing
+    ) -> Endpoint | None:
+        """Note the missing route; the endpoint to send the same request to once more (translated, or
+        answered locally), or None when this target cannot serve it at all (or only on that route)."""
+        reduced = self.note(endpoint, dialect.api, missing.status, missing.path, dialect.translatable)
+        if not dialect.can_serve(reduced, stream):
+            return None
+        if dialect.native_route(reduced, stream) and (
+            dialect.native_request(reduced, body, missing.model)[0] == missing.path
+        ):
+            return None  # the same route again (vLLM's /tokenize, say): nothing else to try here
+        return reduced
 
     def note(
         self, endpoint: Endpoint, api: ClientApi, status: int, path: str, translatable: bool

@@ -16,6 +16,10 @@ import anthropic
 import httpx
 import pytest
 
+from aifabric.config.schema import BackendConfig, ClientApi
+from aifabric.gateway.dialects.count_tokens import CountTokensDialect
+from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
+from aifabric.routing.table import Endpoint
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
 
@@ -190,3 +194,33 @@ def test_a_model_not_found_on_a_native_route_keeps_its_meaning(
     assert target["outlier"] == "ejected"  # consecutive_failures: 2, as for chat completions
     assert fakes["old"].count("/v1/chat/completions") == 0  # never retried translated
     assert client.responses.create(model="old", input="ok").output_text == "[qwen] ok"
+
+
+def test_the_finding_is_kept_per_backend_and_api_until_a_reload_rebuilds_the_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = BackendConfig(name="old", kind="vllm", url="http://127.0.0.1:9/v1")
+    endpoint = Endpoint.from_config(backend)
+    routes = MissingRoutes()
+    caplog.set_level(logging.WARNING, logger="aifabric.gateway")
+    reduced = routes.note(endpoint, ClientApi.MESSAGES, 404, "/v1/messages", True)
+    assert routes.note(endpoint, ClientApi.MESSAGES, 404, "/v1/messages", True) is reduced
+    assert len(caplog.records) == 1  # said once
+    assert routes.endpoint(endpoint, ClientApi.MESSAGES) is reduced
+    assert not reduced.serves_natively(ClientApi.MESSAGES, stream=False)
+    assert reduced.serves_natively(ClientApi.RESPONSES, stream=False)  # only that API
+    assert routes.endpoint(endpoint, ClientApi.RESPONSES) is endpoint
+    rebuilt = Endpoint.from_config(backend)  # a reload: the server may have been upgraded meanwhile
+    assert routes.endpoint(rebuilt, ClientApi.MESSAGES) is rebuilt
+    # count_tokens on a vLLM whose /tokenize answered 404: the same route again is not retried.
+    body = _Body({"model": "m", "messages": HI})
+    missing = RouteMissing(404, "/tokenize", "m")
+    assert routes.retry(endpoint, CountTokensDialect(), body, False, missing) is None
+
+
+class _Body:
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = payload
+
+    def with_model(self, model: str, *, drop: tuple[str, ...] = ()) -> bytes:
+        return json.dumps({**self.payload, "model": model}).encode()

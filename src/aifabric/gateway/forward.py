@@ -44,7 +44,7 @@ from aifabric.core import BackendState, FailureClass
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
-from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
+from aifabric.gateway.missing_routes import ROUTE_MISSING, MissingRoutes, RouteMissing
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
@@ -643,7 +643,7 @@ class Forwarder:
         req.waited += seconds  # time at the backend all the same, not the gateway's overhead
         if self._on_attempt is not None:
             detail = f"no native route (HTTP {status})"
-            attempt = Attempt(_label(target), None, detail, status, outcome="route_missing")
+            attempt = Attempt(_label(target), None, detail, status, outcome=ROUTE_MISSING)
             self._on_attempt(req, target, attempt, seconds)
 
     def _record(

@@ -14,7 +14,7 @@ import pytest
 import aifabric
 import aifabric.backends
 from aifabric.backends._errors import normalize_error_body
-from aifabric.backends.base import BackendAdapter, adapter_for
+from aifabric.backends.base import BackendAdapter, RequestField, adapter_for
 from aifabric.config.schema import (
     BACKEND_KINDS,
     BALANCE_POLICIES,
@@ -111,6 +111,11 @@ def test_client_apis_and_what_backends_may_declare() -> None:
         adapter = adapter_for(kind)
         assert adapter.native_apis <= set(NATIVE_APIS), kind
         assert adapter.translated_streams <= adapter.native_apis, kind
+        assert set(adapter.unhonoured) <= adapter.native_apis, kind  # only a native route can ignore
+
+
+def test_request_fields_a_native_route_may_ignore() -> None:
+    assert [str(f) for f in RequestField] == ["text.format"]
 
 
 def test_anthropic_error_types() -> None:

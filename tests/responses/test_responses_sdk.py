@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 from openai_schema import assert_valid
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from responses_support import Estate
 
 from aifabric.testing.gateway import RunningGateway
@@ -169,6 +169,45 @@ def test_structured_output(estate: Estate, client: openai.OpenAI, role: str) -> 
         assert fmt["type"] == "json_schema"
         assert fmt["json_schema"]["name"] == "City"
         assert fmt["json_schema"]["schema"]["required"] == ["name", "population"]
+
+
+def test_llama_server_structured_output_is_translated_its_plain_answers_native(
+    estate: Estate, client: openai.OpenAI
+) -> None:
+    """llama-server's native /v1/responses ignores `text.format`; its chat route enforces a schema."""
+    parsed = client.responses.parse(model="llama", input="Lyon", text_format=City)
+    assert parsed.output_parsed == City(name="Lyon", population=1)
+    sent = estate.llama.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["response_format"]["json_schema"]["name"] == "City"
+    json_object = client.responses.create(model="llama", input="x", text={"format": {"type": "json_object"}})
+    assert json_object.status == "completed"
+    sent = estate.llama.requests[-1]
+    assert (sent.path, sent.json["response_format"]) == ("/v1/chat/completions", {"type": "json_object"})
+    # Plain text asks nothing of the format: native, as without `text`.
+    plain = client.responses.create(model="llama", input="hi", text={"format": {"type": "text"}})
+    assert plain.output_text == "[m] hi"
+    assert estate.llama.requests[-1].path == "/v1/responses"
+
+
+def test_the_fake_llama_server_ignores_text_format_as_the_real_one_does(estate: Estate) -> None:
+    """Why structured output is translated for llama-server: its native answer, read by the SDK directly."""
+    with (
+        openai.OpenAI(base_url=estate.llama.url, api_key="x", max_retries=0) as direct,
+        pytest.raises(ValidationError),
+    ):
+        direct.responses.parse(model="m", input="Lyon", text_format=City)
+
+
+def test_a_backend_that_ignores_the_format_is_skipped_when_translation_cannot_carry_the_rest(
+    estate: Estate, client: openai.OpenAI
+) -> None:
+    """A built-in tool cannot be translated, and llama-server's native route would drop the schema:
+    no target of the role can do both, so the client hears why, and nothing is sent."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.parse(model="llama", input="x", text_format=City, tools=[{"type": "web_search"}])
+    assert caught.value.code == "unsupported_tool"
+    assert estate.llama.requests == []
 
 
 @pytest.mark.parametrize("role", ROLES)

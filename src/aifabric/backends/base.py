@@ -11,6 +11,7 @@ health routes of vLLM, llama-server, TEI and Ollama live at the origin ("http://
 from __future__ import annotations
 
 import asyncio
+import enum
 import importlib
 import inspect
 import time
@@ -35,6 +36,7 @@ __all__ = [
     "ProbeContext",
     "ProbeFailed",
     "ProbeHttp",
+    "RequestField",
     "adapter_for",
     "check_models",
     "closest_model",
@@ -162,6 +164,15 @@ class ProbeContext:
         return model_ids(parse_json(body))
 
 
+class RequestField(enum.StrEnum):
+    """The closed set of request fields a kind's native route may accept without honouring
+    (`BackendAdapter.unhonoured`). Each names a field of a client API's request and the values of it
+    that change the answer; the API's dialect says which of them a request sets (once per request)."""
+
+    # Responses `text.format` of type json_schema or json_object (structured output); "text" asks nothing.
+    TEXT_FORMAT = "text.format"
+
+
 class BackendAdapter:
     """Probe and error reading for one kind. Subclasses implement `_probe`."""
 
@@ -184,6 +195,10 @@ class BackendAdapter:
     # Of those, the ones whose native *stream* is broken for the official SDKs: streamed requests of
     # these APIs are translated even where the API is native (a non-streamed one still goes native).
     translated_streams: ClassVar[frozenset[ClientApi]] = frozenset()
+    # Per native API, the request fields its native route takes without a word but ignores (checked
+    # against the engine itself): a request that sets one is translated to chat completions for this
+    # kind, where the field is carried. Empty for most kinds: then the dialect does no work for it.
+    unhonoured: ClassVar[Mapping[ClientApi, frozenset[RequestField]]] = {}
     # Where the kind's native rerank route lives under its base URL's origin, when not `/v1/rerank`.
     rerank_path: ClassVar[str | None] = None
     # Where the kind's tokenizer lives under its base URL's origin, when it has one that takes chat

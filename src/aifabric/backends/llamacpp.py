@@ -14,7 +14,7 @@ from typing import Any
 
 from aifabric.backends._errors import parse_json
 from aifabric.backends._metrics import parse_samples
-from aifabric.backends.base import BackendAdapter, ProbeContext
+from aifabric.backends.base import BackendAdapter, ProbeContext, RequestField
 from aifabric.config.schema import ClientApi
 from aifabric.core import ProbeResult
 
@@ -74,6 +74,14 @@ class LlamaServerAdapter(BackendAdapter):
     # `openai` SDK's responses.stream() fails on it: streamed Responses requests are translated.
     translated_streams = frozenset({ClientApi.RESPONSES})
     counts_translated_messages = True  # /v1/messages/count_tokens with Anthropic-shaped messages
+    # Its /v1/responses turns the request into a chat-completions one but leaves `text` as it is, and
+    # the chat route reads only `response_format`: a JSON schema (or json_object) asked for is ignored,
+    # and the answer is free text (responses.parse() fails on it). Translated, the schema becomes
+    # `response_format` and llama-server enforces it with a grammar. The other fields of the Responses
+    # request go into its chat request under their chat names and act there as on chat completions
+    # (stop, temperature, top_p, max_output_tokens seen to; tools reach the prompt alike): checked by
+    # hand against the llama-server of llama-cpp-python 0.3.36, the one `aifabric up` builds.
+    unhonoured = {ClientApi.RESPONSES: frozenset({RequestField.TEXT_FORMAT})}
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

@@ -95,7 +95,7 @@ class ResponsesRoutes:
         """Whether a target of the role (or of its fallbacks) serves the Responses API itself."""
         table = self._table()
         endpoints = (table.endpoints.get(t.backend.name) for group in table.groups(route) for t in group)
-        return any(e is not None and e.serves_natively(dialect.api, stream) for e in endpoints)
+        return any(e is not None and dialect.native_route(e, stream) for e in endpoints)
 
     # -- input_tokens ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from aifabric.backends.base import BackendAdapter, adapter_for
+from aifabric.backends.base import BackendAdapter, RequestField, adapter_for
 from aifabric.config.schema import (
     BackendConfig,
     BalancePolicy,
@@ -48,6 +48,9 @@ class Endpoint:
     # them it may also stream natively; every other API is translated to chat completions for it.
     native: frozenset[ClientApi] = frozenset()
     native_streams: frozenset[ClientApi] = frozenset()
+    # (api, field) pairs its native routes accept but ignore (its kind's `unhonoured`): a request that
+    # sets one of them is translated for it instead.
+    unhonoured: frozenset[tuple[ClientApi, RequestField]] = frozenset()
 
     def serves_natively(self, api: ClientApi, stream: bool) -> bool:
         return api in (self.native_streams if stream else self.native)
@@ -61,6 +64,10 @@ class Endpoint:
     def without_native(self, api: ClientApi) -> Endpoint:
         """This endpoint with `api` no longer native (the backend turned out to lack its route)."""
         return replace(self, native=self.native - {api}, native_streams=self.native_streams - {api})
+
+    def honours(self, api: ClientApi, fields: frozenset[RequestField]) -> bool:
+        """Whether its native route of `api` acts on every one of `fields` (those a request sets)."""
+        return not fields or not any((api, f) in self.unhonoured for f in fields)
 
     @classmethod
     def from_config(cls, backend: BackendConfig) -> Endpoint:
@@ -80,6 +87,7 @@ class Endpoint:
             try_timeout=backend.timeout,
             native=native,
             native_streams=native - adapter.translated_streams,
+            unhonoured=frozenset((api, f) for api, fields in adapter.unhonoured.items() for f in fields),
         )
 
 

@@ -387,13 +387,14 @@ class Responder:
             return keep
         if request.path == "/v1/responses/input_tokens":
             return await self._send(writer, responses.input_tokens_body(messages), keep, crash)
-        turn = responses.native_turn(body, served, sw.reply, messages)
+        llama_server = sw.kind == "llamacpp"
+        turn = responses.native_turn(body, served, sw.reply, messages, text_format=not llama_server)
         parts, finish = responses.turn_parts(turn, sw.tokens, body.get("max_output_tokens"))
         prompt = shapes.prompt_tokens_of_messages(messages)
         created = int(time.time())
         if body.get("stream") is True:
             events = responses.responses_events(
-                body, rid, created, served, turn, parts, finish, prompt, content_index=sw.kind != "llamacpp"
+                body, rid, created, served, turn, parts, finish, prompt, content_index=not llama_server
             )
             return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
         payload = responses.responses_body(body, rid, created, served, turn, parts, finish, prompt)

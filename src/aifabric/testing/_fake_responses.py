@@ -12,7 +12,8 @@ The model, deterministic so that a test can predict it:
 
 Native `/v1/responses` answers in OpenAI's shape, streamed with OpenAI's event sequence; for kind
 `llamacpp` the text deltas lack `content_index`, as llama-server's do (the official SDK's
-`responses.stream()` fails on them, which is why the gateway translates those streams).
+`responses.stream()` fails on them, which is why the gateway translates those streams), and
+`text.format` is ignored, as llama-server ignores it there (the gateway translates such requests).
 Shares no code with the gateway's own translation.
 """
 
@@ -152,10 +153,17 @@ def _responses_schema(body: dict[str, Any]) -> Any:
     return fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
 
 
-def native_turn(body: dict[str, Any], served: str, reply: str | None, messages: list[dict[str, Any]]) -> Turn:
-    return decide(
-        served, messages, _responses_tools(body), _responses_choice(body), _responses_schema(body), reply
-    )
+def native_turn(
+    body: dict[str, Any],
+    served: str,
+    reply: str | None,
+    messages: list[dict[str, Any]],
+    *,
+    text_format: bool = True,
+) -> Turn:
+    """The model's turn on the native route; `text_format=False` ignores `text.format` (llama-server)."""
+    schema = _responses_schema(body) if text_format else None
+    return decide(served, messages, _responses_tools(body), _responses_choice(body), schema, reply)
 
 
 def _output(rid: str, turn: Turn, parts: list[str], finish: str) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@
     translated   any other chat backend: `responses.request_to_chat` -> /v1/chat/completions ->
                  `chat_to_response`, streams through `ResponsesStream`
     llama-server's native stream lacks `content_index` on its text deltas, which makes the official
-    SDK's `responses.stream()` fail: its adapter lists `responses` in `translated_streams`.
+    SDK's `responses.stream()` fail: its adapter lists `responses` in `translated_streams`. Its native
+    route also ignores `text.format` (structured output): a request that asks for a JSON schema or
+    json_object is translated for it (`BackendAdapter.unhonoured`, `set_fields` below).
 
 Either way `final` holds the finished Response object, which the route stores for a later
 `previous_response_id`.
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from aifabric.backends.base import RequestField
 from aifabric.config.schema import ClientApi
 from aifabric.core import FailureClass
 from aifabric.errors import BadRequest, UpstreamFailure
@@ -38,7 +41,24 @@ from aifabric.gateway.dialects.responses_stream import ResponsesStream
 if TYPE_CHECKING:
     from aifabric.routing.table import Endpoint
 
-__all__ = ["InputTokensDialect", "NativeResponsesStream", "ResponsesDialect"]
+__all__ = ["InputTokensDialect", "NativeResponsesStream", "ResponsesDialect", "set_fields"]
+
+_NO_FIELDS: frozenset[RequestField] = frozenset()
+_TEXT_FORMAT = frozenset({RequestField.TEXT_FORMAT})
+_JSON_FORMATS = ("json_schema", "json_object")
+
+
+def set_fields(payload: dict[str, Any]) -> frozenset[RequestField]:
+    """The fields of `RequestField` this Responses request sets (a native route might ignore them).
+    A request without `text` costs one dict lookup."""
+    text = payload.get("text")
+    if text is None:
+        return _NO_FIELDS
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS:
+        return _TEXT_FORMAT
+    return _NO_FIELDS
+
 
 _FINAL_EVENTS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 _SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
@@ -64,6 +84,7 @@ class ResponsesDialect(Dialect):
         self._created_at = int(clock())
         self.final: dict[str, Any] | None = None
         self._stream: ResponsesStream | NativeResponsesStream | None = None
+        self.fields = set_fields(payload)
         # Translated once, up front. What chat completions cannot carry (a built-in tool, a file input)
         # may still go to a backend that serves the Responses API itself: such a request is only sent
         # natively (`can_serve`), and the route answers the 400 when no target of the role can take it.
@@ -76,7 +97,11 @@ class ResponsesDialect(Dialect):
             self.untranslatable = exc
 
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
-        return self.untranslatable is None or endpoint.serves_natively(self.api, stream)
+        return self.untranslatable is None or self.native_route(endpoint, stream)
+
+    def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
+        # Natively only where the backend's route acts on what the request asks (structured output).
+        return endpoint.serves_natively(self.api, stream) and endpoint.honours(self.api, self.fields)
 
     def _skeleton(self, model: Any) -> dict[str, Any]:
         model = model if isinstance(model, str) and model else str(self.payload.get("model"))

@@ -7,16 +7,52 @@ both. Only `input_tokens` differs: llama-server counts, llama-cpp-python cannot 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from e2e_support import Up
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall, ResponseOutputMessage
+from pydantic import BaseModel, ConfigDict, Field
 
 pytestmark = pytest.mark.e2e
 
 QUESTION = "What is the capital of France?"
+
+# Small on purpose: a grammar holds the model to the schema, and short strings let a 135M model close
+# the object well within max_output_tokens (a cut would leave the JSON unfinished).
+CAPITAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "country": {"type": "string", "maxLength": 12},
+        "city": {"type": "string", "maxLength": 12},
+    },
+    "required": ["country", "city"],
+    "additionalProperties": False,
+}
+
+WEATHER_TOOL: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+class Capital(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    country: str = Field(max_length=12)
+    city: str = Field(max_length=12)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +111,55 @@ def test_input_tokens_and_errors_on_the_real_default(client: openai.OpenAI, fabr
     with pytest.raises(openai.BadRequestError) as wrong_kind:
         client.responses.create(model="embeddings-general", input="hi")
     assert wrong_kind.value.param == "model"
+
+
+def test_parse_with_a_pydantic_model_on_the_real_model(client: openai.OpenAI) -> None:
+    """`responses.parse(text_format=...)`: the answer is JSON of the model's schema, parsed by the SDK.
+    (llama-server's own /v1/responses would ignore the format: the gateway translates it there.)"""
+    parsed = client.responses.parse(
+        model="chat-fast", input=QUESTION, text_format=Capital, max_output_tokens=120, temperature=0
+    )
+    assert parsed.status == "completed", parsed.incomplete_details
+    assert isinstance(parsed.output_parsed, Capital)  # the SDK validated it against the model
+    jsonschema.validate(json.loads(parsed.output_text), Capital.model_json_schema())
+
+
+def test_json_schema_in_text_format_on_the_real_model(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model="chat-fast",
+        input=QUESTION,
+        text={"format": {"type": "json_schema", "name": "capital", "schema": CAPITAL_SCHEMA, "strict": True}},
+        max_output_tokens=120,
+        temperature=0,
+    )
+    assert response.status == "completed", response.incomplete_details
+    jsonschema.validate(json.loads(response.output_text), CAPITAL_SCHEMA)
+    assert response.text is not None and response.text.format is not None
+    assert response.text.format.type == "json_schema"
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+def test_a_function_tool_on_the_real_model(
+    client: openai.OpenAI, tool_choice: Literal["auto", "required"]
+) -> None:
+    """What a client can rely on with tools offered: a well-formed Response whose items are the SDK's
+    types, and arguments that parse as JSON if the model calls. SmolLM2-135M's ChatML template has no
+    tool-call format, so llama-server leaves the tools out of its prompt and even `required` forces no
+    call (docs/api.md): whether it calls is not asserted."""
+    response = client.responses.create(
+        model="chat-fast",
+        input="What is the weather in Paris?",
+        tools=[WEATHER_TOOL],
+        tool_choice=tool_choice,
+        max_output_tokens=48,
+        temperature=0,
+    )
+    assert response.status in ("completed", "incomplete")
+    assert response.output
+    for item in response.output:
+        assert isinstance(item, ResponseOutputMessage | ResponseFunctionToolCall), item
+        if isinstance(item, ResponseFunctionToolCall):
+            assert item.name == "get_weather"
+            assert isinstance(json.loads(item.arguments), dict)
+    if not any(isinstance(item, ResponseFunctionToolCall) for item in response.output):
+        assert response.output_text.strip()

@@ -59,6 +59,10 @@ def test_a_key_made_by_the_cli_works_within_seconds_and_only_for_its_roles(
         client.responses.create(model="chat-deep", input="hi")
     assert client.responses.create(model="local/chat", input="hi").output_text
     assert sorted(m.id for m in client.models.list()) == ["chat-fast", "local/chat"]
+    with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as claude:
+        assert [m.id for m in claude.models.list()] == ["chat-fast", "local/chat"]  # Anthropic's shape too
+        with pytest.raises(anthropic.NotFoundError):
+            claude.models.retrieve("chat-deep")
     assert client.models.retrieve("local/chat").id == "local/chat"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("chat-deep")

@@ -30,7 +30,7 @@ from aifabric.errors import (
     NotFound,
     StateStoreError,
 )
-from aifabric.gateway import anthropic_routes, responses_routes, task_routes
+from aifabric.gateway import anthropic_models, anthropic_routes, responses_routes, task_routes
 from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_exception
@@ -337,7 +337,7 @@ class Gateway:
             response = await self._route(request, path, sub, versioned)
         except ApiError as exc:
             self.metrics.on_error(exc)
-            return error_response(_tagged(exc, rid))
+            return self.error_for(path, _tagged(exc, rid), request.headers)
         response.headers.append(("x-request-id", rid))
         return response
 
@@ -396,6 +396,10 @@ class Gateway:
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"{path} accepts GET only.", headers={"allow": "GET, HEAD"})
             principal = _principal(request) or self.auth.check(request.headers)
+            if anthropic_models.HEADER in request.headers:  # Anthropic's SDKs: Anthropic's shape
+                if sub == "/models":
+                    return anthropic_models.models_page(self.table, principal, request.query)
+                return anthropic_models.model_info(self.table, unquote(sub[len("/models/") :]), principal)
             if sub == "/models":
                 return self.api.models(principal)
             # The SDKs percent-encode the id (`openai%2Fstrong`, `local%2Fchat`).
@@ -440,18 +444,22 @@ class Gateway:
             raise NotFound(f"No route for {shown(method, 20)} {shown(path)}.", code="unknown_route")
         except ApiError as exc:
             self.metrics.on_error(exc)
-            response = self.error_for(path, _tagged(exc, request_id(headers)))
+            response = self.error_for(path, _tagged(exc, request_id(headers)), headers)
             if api_route is not None:
                 self.metrics.on_request(response, 0.0)
                 if self.access_log:
                     _log_access(request, response, 0.0, None)
             return response
 
-    def error_for(self, path: str, exc: ApiError) -> Response:
-        """An error answered before a route ran, in the shape of the API the path belongs to
-        (Anthropic's on /v1/messages, OpenAI's elsewhere)."""
+    def error_for(self, path: str, exc: ApiError, headers: dict[str, str] | None = None) -> Response:
+        """An error in the shape of the API the path belongs to (Anthropic's on /v1/messages, and on
+        /v1/models for a request that says `anthropic-version`; OpenAI's elsewhere)."""
         route = self.api_routes.get(path[3:])
-        return route[1](exc) if route is not None else error_response(exc)
+        if route is not None:
+            return route[1](exc)
+        if headers is not None and anthropic_models.HEADER in headers and _is_models(path):
+            return anthropic_routes.anthropic_error_response(exc)
+        return error_response(exc)
 
     def listener_error(self, status: int, message: str, path: str) -> Response:
         """The listener's own errors (body too large, a timeout, a bug) in the shape of the path's API,
@@ -724,3 +732,8 @@ def run_gateway(
         await serve_gateway(config, host, port, stop, ready=on_ready, sock=sock, reuse_port=reuse_port)
 
     run_loop(main())
+
+
+def _is_models(path: str) -> bool:
+    sub = path[3:] if path.startswith("/v1/") else path
+    return sub == "/models" or sub.startswith("/models/")

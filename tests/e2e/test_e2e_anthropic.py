@@ -86,3 +86,11 @@ def test_a_tool_on_the_real_model(client: anthropic.Anthropic, tool_choice: Tool
     assert (message.stop_reason == "tool_use") == bool(calls)
     if not calls:
         assert "".join(b.text for b in message.content if isinstance(b, TextBlock)).strip()
+
+
+def test_models_list_in_anthropics_shape(client: anthropic.Anthropic) -> None:
+    """Claude Code and the SDK list models with `anthropic-version`: the chat roles and their aliases."""
+    ids = [m.id for m in client.models.list()]
+    assert "chat-fast" in ids and "local/chat" in ids
+    assert "embeddings-general" not in ids  # not a model of the Messages API
+    assert client.models.retrieve("local/chat").display_name == "local/chat (alias of chat-fast)"

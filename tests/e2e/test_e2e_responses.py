@@ -113,12 +113,15 @@ def test_input_tokens_and_errors_on_the_real_default(client: openai.OpenAI, fabr
     assert wrong_kind.value.param == "model"
 
 
-def test_parse_with_a_pydantic_model_on_the_real_model(client: openai.OpenAI) -> None:
+def test_parse_with_a_pydantic_model_on_the_real_model(client: openai.OpenAI, fabric: Up) -> None:
     """`responses.parse(text_format=...)`: the answer is JSON of the model's schema, parsed by the SDK.
     (llama-server's own /v1/responses would ignore the format: the gateway translates it there.)"""
-    parsed = client.responses.parse(
+    raw = client.responses.with_raw_response.parse(
         model="chat-fast", input=QUESTION, text_format=Capital, max_output_tokens=120, temperature=0
     )
+    parsed = raw.parse()
+    translated = chat_kind(fabric) == "llama-cpp-python" or raw.headers.get("x-aifabric-translated") == "chat"
+    assert translated, "structured output goes through chat completions, where the engine enforces it"
     assert parsed.status == "completed", parsed.incomplete_details
     assert isinstance(parsed.output_parsed, Capital)  # the SDK validated it against the model
     jsonschema.validate(json.loads(parsed.output_text), Capital.model_json_schema())
@@ -163,3 +166,20 @@ def test_a_function_tool_on_the_real_model(
             assert isinstance(json.loads(item.arguments), dict)
     if not any(isinstance(item, ResponseFunctionToolCall) for item in response.output):
         assert response.output_text.strip()
+
+
+def test_why_structured_output_is_translated_for_llama_server(fabric: Up) -> None:
+    """llama-server's own /v1/responses takes `text.format` and ignores it: the answer is free text.
+    The day it honours the schema, this fails, and `LlamaServerAdapter.unhonoured` can go."""
+    status = httpx.get(fabric.base_url + "/status", timeout=10).json()
+    backend = status["roles"]["chat-fast"]["targets"][0]["backend"]
+    if status["backends"][backend]["kind"] != "llamacpp":
+        pytest.skip("the default's chat engine is llama-cpp-python: no /v1/responses of its own")
+    port = fabric.backend_ports()[backend]
+    fmt = {"type": "json_schema", "name": "capital", "schema": CAPITAL_SCHEMA, "strict": True}
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as direct:
+        native = direct.responses.create(
+            model="chat-fast", input=QUESTION, text={"format": fmt}, max_output_tokens=24, temperature=0
+        )
+    with pytest.raises(ValueError):  # json.JSONDecodeError: not JSON at all
+        json.loads(native.output_text)

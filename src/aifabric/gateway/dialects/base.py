@@ -4,7 +4,8 @@ A dialect is fixed by the route a request came in on (`/v1/messages` -> Anthropi
 attempt, the forwarder asks the target's endpoint whether it serves that API natively
 (`Endpoint.serves_natively`):
 
-    native      the client's body goes to the backend's own route (`native_request`), `model` rewritten;
+    native      the client's body goes to the backend's own route (`native_request`), `model` rewritten,
+                unless the request sets a field that route would ignore (`fields`, `Endpoint.honours`);
                 the answer comes back as the backend wrote it (`native_answer` may normalize it)
     translated  `to_chat(payload)` -> POST /chat/completions -> `from_chat(answer)`; a stream goes through
                 a `StreamTranslator` chunk by chunk as the chat chunks arrive (nothing is buffered
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
+from aifabric.backends.base import RequestField
 from aifabric.config.schema import ClientApi
 
 if TYPE_CHECKING:
@@ -66,6 +68,9 @@ class Dialect:
     answers_locally: ClassVar[bool] = False  # local_answer is implemented
     # The Content-Type of the native request when it is not JSON (a multipart upload's, boundary and all).
     sent_content_type: str | None = None
+    # The fields of `RequestField` this request sets, found once per request by dialects whose API has
+    # such fields: a target whose native route ignores one of them gets the request translated.
+    fields: frozenset[RequestField] = frozenset()
 
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
         """Whether a request of this API may be sent to `endpoint` at all (natively or translated)."""
@@ -73,7 +78,9 @@ class Dialect:
 
     def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
         """Whether this attempt goes to the backend's own route (else translated, else local)."""
-        return endpoint.serves_natively(self.api, stream)
+        if not endpoint.serves_natively(self.api, stream):
+            return False
+        return not self.fields or endpoint.honours(self.api, self.fields)  # mostly none: no call
 
     # -- native ---------------------------------------------------------------------------------------
 

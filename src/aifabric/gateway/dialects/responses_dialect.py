@@ -84,7 +84,7 @@ class ResponsesDialect(Dialect):
         self._created_at = int(clock())
         self.final: dict[str, Any] | None = None
         self._stream: ResponsesStream | NativeResponsesStream | None = None
-        self.fields = set_fields(payload)
+        self.fields = set_fields(payload)  # structured output asked for: see Dialect.native_route
         # Translated once, up front. What chat completions cannot carry (a built-in tool, a file input)
         # may still go to a backend that serves the Responses API itself: such a request is only sent
         # natively (`can_serve`), and the route answers the 400 when no target of the role can take it.
@@ -97,11 +97,8 @@ class ResponsesDialect(Dialect):
             self.untranslatable = exc
 
     def can_serve(self, endpoint: Endpoint, stream: bool) -> bool:
+        # native_route: natively only where the backend's route acts on what the request asks.
         return self.untranslatable is None or self.native_route(endpoint, stream)
-
-    def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
-        # Natively only where the backend's route acts on what the request asks (structured output).
-        return endpoint.serves_natively(self.api, stream) and endpoint.honours(self.api, self.fields)
 
     def _skeleton(self, model: Any) -> dict[str, Any]:
         model = model if isinstance(model, str) and model else str(self.payload.get("model"))

@@ -42,6 +42,7 @@ EXPORTS = {
         "ProbeContext",
         "ProbeFailed",
         "ProbeHttp",
+        "RequestField",
         "adapter_for",
         "check_models",
         "closest_model",

@@ -113,6 +113,11 @@ def test_nested_usage_objects_and_total_tokens_read_from_the_tail() -> None:
     assert total_tokens(openai) == 16
     anthropic = b'"usage":{"input_tokens":3,"cache_creation":{"a":{"b":1}},"output_tokens":4}}'
     assert parse_usage(anthropic) == (3, 4)
+    # Anthropic's usage has no total: the tokens-per-minute limits count input plus output.
+    assert total_tokens(b'{"content":[],' + anthropic) == 7
+    responses = b'{"output":[],"usage":{"input_tokens":3,"output_tokens":4,"total_tokens":9}}'
+    assert total_tokens(responses) == 9
+    assert total_tokens(b'{"choices":[]}') == -1
     # One flat object (the fast path) and several (an Anthropic stream) read alike.
     start = b'"usage":{"input_tokens":25,"output_tokens":1}}}\n\ndata: {"type":"message_delta",'
     assert parse_usage(start + b'"usage":{"output_tokens":15}}') == (25, 15)

@@ -4,6 +4,7 @@ Retry-After and the x-ratelimit-* headers; on /v1/messages, Anthropic's SDK and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -151,5 +152,86 @@ def test_a_key_s_concurrency_is_given_back_when_its_stream_ends(tmp_path: Path, 
             lambda: gw.call(lambda: gw.gateway.api.admission.in_flight) == {},  # type: ignore[union-attr]
             "the stream's slot is given back",
         )
+    finally:
+        gw.stop()
+
+
+def tpm_key(fabric_file: Path, name: str) -> str:
+    """A key of 300 tokens a minute (with a concurrency limit, so its tickets can be watched)."""
+    return keys_cli(
+        fabric_file, "create", "--name", name, "--tpm", "300", "--concurrency", "9"
+    ).stdout.strip()
+
+
+def statuses(send: Callable[[], object], gw: RunningGateway, times: int = 5) -> list[int]:
+    """The status of each of `times` requests sent one after the other, each waited for to its end
+    (its admission ticket given back, so what it cost is counted before the next one is sent)."""
+    got: list[int] = []
+    for _ in range(times):
+        try:
+            send()
+            got.append(200)
+        except (openai.RateLimitError, anthropic.RateLimitError):
+            got.append(429)
+        wait_until(
+            lambda: gw.call(lambda: gw.gateway.api.admission.in_flight) == {},  # type: ignore[union-attr]
+            "the request's ticket is given back",
+        )
+    return got
+
+
+@pytest.mark.parametrize("ledger", ["on", "off"])
+def test_a_streamed_answer_counts_against_the_tpm_what_it_generated(
+    tmp_path: Path, fb: FakeBackend, ledger: str
+) -> None:
+    # Admitted on an estimate (the prompt: no max_tokens), each answer is 200 tokens: a key of 300
+    # tokens a minute gets two, streamed or not, and with or without the usage ledger.
+    gw, fabric_file = start(tmp_path, fb, extra="usage: 'off'" if ledger == "off" else "")
+    try:
+        fb.set(tokens=200)
+        key = tpm_key(fabric_file, "s")
+        client = gw.openai(key)
+        wait_until(lambda: accepted(client), "the key is accepted", 5)
+
+        def stream() -> None:
+            with client.chat.completions.create(model="chat-fast", messages=HI, stream=True) as chunks:  # type: ignore[arg-type]
+                assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 200
+
+        assert statuses(stream, gw) == [200, 200, 429, 429, 429]
+        key2 = tpm_key(fabric_file, "n")
+        other = gw.openai(key2)
+        wait_until(lambda: accepted(other), "the key is accepted", 5)
+        assert statuses(lambda: other.chat.completions.create(model="chat-fast", messages=HI), gw) == [  # type: ignore[arg-type]
+            200,
+            200,
+            429,
+            429,
+            429,
+        ]
+    finally:
+        gw.stop()
+
+
+def test_an_anthropic_answer_settles_the_tpm_with_input_plus_output(tmp_path: Path, fb: FakeBackend) -> None:
+    # max_tokens 140 is counted at admission (141 with the prompt); the answers are 10 tokens, and
+    # Anthropic's usage (input_tokens + output_tokens, no total) replaces the estimate: a key of 300
+    # tokens a minute sends five, streamed or not (on the estimate alone it would get two).
+    gw, fabric_file = start(tmp_path, fb)
+    try:
+        fb.set(tokens=10)
+        key = tpm_key(fabric_file, "a")
+        wait_until(lambda: accepted(gw.openai(key)), "the key is accepted", 5)
+        with anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0) as client:
+
+            def create() -> None:
+                assert client.messages.create(model="chat-fast", max_tokens=140, messages=HI).content  # type: ignore[arg-type]
+
+            assert statuses(create, gw) == [200] * 5
+
+            def stream() -> None:
+                with client.messages.stream(model="chat-fast", max_tokens=140, messages=HI) as events:  # type: ignore[arg-type]
+                    assert events.get_final_message().usage.output_tokens == 10
+
+            assert statuses(stream, gw) == [200] * 5
     finally:
         gw.stop()

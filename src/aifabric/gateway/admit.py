@@ -9,6 +9,8 @@ routes and for Anthropic's `/v1/messages`, each of which answers errors in its o
 `Retry-After` and `x-ratelimit-*`), and reads the priority (`x-aifabric-priority` may lower it).
 `forward` stamps the priority and principal on the request, adds the rate-limit headers to the answer
 and gives the ticket back when the answer is over (a stream: its last byte, or its client leaving).
+Under a tokens-per-minute limit the admission's estimate is replaced by what the answer cost: a
+non-streamed answer's usage, or for a stream the counts the forwarder saw pass when it ended.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route
 from aifabric.tenancy.admission import Admission, Ticket
 from aifabric.tenancy.principal import ANONYMOUS, Principal, Priority
-from aifabric.tenancy.tokens import total_tokens
+from aifabric.tenancy.tokens import stream_tokens, total_tokens
 
 __all__ = ["PRIORITY_HEADER", "Admitted", "admit", "check_role", "principal_of", "request_priority"]
 
@@ -43,9 +45,18 @@ class Admitted:
         the ticket is given back (no wrapper at all without one: the common case adds no frame)."""
         req.priority = self.priority
         req.principal = self.principal
-        if self.ticket is None:
+        ticket = self.ticket
+        if ticket is None:
             return send(req)
-        return _forward_with_ticket(req, send, self.ticket)
+        if req.stream and ticket.counts_tokens:
+            # A stream's tokens are known at its end only: the forwarder reports them there.
+            payload = req.body.payload
+
+            def settle(usage: bytes | None, counted_out: int) -> None:
+                ticket.settle(stream_tokens(usage, payload, counted_out))
+
+            req.on_tokens = settle
+        return _forward_with_ticket(req, send, ticket)
 
 
 async def _forward_with_ticket(req: ForwardRequest, send: Send, ticket: Ticket) -> Answer:

@@ -100,6 +100,9 @@ class ForwardRequest:
     # request's time is the gateway's own (aifabric_gateway_overhead_seconds); summed from clock
     # reads the forwarder takes anyway.
     waited: float = 0.0
+    # Told a stream's usage when it ends (its usage objects, else its counted content events): set
+    # when a tokens-per-minute limit must replace its admission estimate (gateway.admit).
+    on_tokens: Callable[[bytes | None, int], None] | None = None
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -365,7 +368,7 @@ class Forwarder:
             # The ledger wants a stream's token counts: asked of a backend that gives them, even when
             # the client did not ask (its usage chunk is then taken out of the stream on the way).
             add_usage = (
-                self._on_usage is not None
+                (self._on_usage is not None or req.on_tokens is not None)
                 and req.stream
                 and not client_usage
                 and endpoint.adapter.supports_include_usage
@@ -439,7 +442,7 @@ class Forwarder:
                 ttfb = ended - started
                 tap = (
                     UsageTap(hide=add_usage, count=not endpoint.adapter.supports_include_usage)
-                    if self._on_usage is not None
+                    if self._on_usage is not None or req.on_tokens is not None
                     else None
                 )
                 result: Response | StreamingResponse = self._stream(
@@ -558,10 +561,14 @@ class Forwarder:
                 headers.append(("x-aifabric-translated", "chat"))
         done: Callable[[int], None] | None = None
         hook = self._on_usage
-        if tap is not None and hook is not None:
+        settle = req.on_tokens
+        if tap is not None and (hook is not None or settle is not None):
 
             def done(status: int) -> None:
-                hook(self._pending(req, target, status, started, tap.usage, (0, tap.completion_tokens)))
+                if hook is not None:
+                    hook(self._pending(req, target, status, started, tap.usage, (0, tap.completion_tokens)))
+                if settle is not None:
+                    settle(tap.usage, tap.completion_tokens)
 
         relay = _Relay(
             guard,

@@ -22,6 +22,7 @@ __all__ = [
     "estimate_prompt",
     "parse_usage",
     "prompt_text",
+    "stream_tokens",
     "total_tokens",
 ]
 
@@ -111,12 +112,28 @@ def _object_after(data: bytes, at: int) -> object:
 
 
 def total_tokens(body: bytes) -> int:
-    """`usage.total_tokens` of a non-streamed answer, or -1 when it has none. Read from the answer's
-    last `"usage"` on, not by parsing the whole answer (it ends the body of every API that has it)."""
+    """The tokens a non-streamed answer reports, or -1 when it reports none: `usage.total_tokens`
+    (chat completions, Responses), else input plus output (Anthropic's `input_tokens` +
+    `output_tokens`, which has no total). Read from the answer's last `"usage"` on, not by parsing
+    the whole answer (it ends the body of every API that has it)."""
     at = body.rfind(b'"usage"')
     usage = _object_after(body, at) if at >= 0 else None
-    total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    return total if isinstance(total, int) and not isinstance(total, bool) else -1
+    if type(usage) is not dict:
+        return -1
+    if "total_tokens" in usage:
+        total = usage["total_tokens"]
+        return total if type(total) is int and total >= 0 else -1
+    counts = _counts(usage)
+    return -1 if counts is None else counts[0] + counts[1]
+
+
+def stream_tokens(usage: bytes | None, payload: dict[str, Any], counted_out: int) -> int:
+    """The tokens a streamed answer cost: from the usage objects it carried (`usage`, as the stream's
+    UsageTap kept them), else the prompt estimated and the content events counted (`counted_out`)."""
+    counts = parse_usage(usage) if usage is not None else None
+    if counts is None:
+        return estimate_prompt(payload) + counted_out
+    return counts[0] + counts[1]
 
 
 def prompt_text(payload: dict[str, Any]) -> str:

@@ -231,9 +231,13 @@ class UpstreamFailure(FabricError):
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
         request_suspect: bool = False,
+        sent: bool = False,
     ) -> None:
         super().__init__(f"{failure}: {detail}")
         self.request_suspect = request_suspect
+        # The request reached the backend before the failure (a timeout waiting for its answer), so
+        # it may have spent tokens on it; a failure with a response object says so by itself.
+        self.sent = sent
         self.failure = failure
         self.detail = detail
         self.status = status

@@ -289,3 +289,68 @@ def test_a_client_that_closes_after_the_last_event_got_its_answer_and_is_not_a_4
         assert (target["outstanding"], target["successes"]) == (0, 1)
     finally:
         upstream.close()
+
+
+def test_a_target_that_timed_out_before_the_failover_is_recorded_beside_the_one_that_served(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    # The priced backend got the request and worked on it past the per-try timeout: its tokens may
+    # be spent (and billed) though another backend served the answer.
+    slow = backend(kind="vllm", models=("m1",), latency_ms=1500)
+    spare = backend(kind="vllm", models=("m1",))
+    gw = start(f"""
+backends:
+  slow: {{kind: openai, url: "{slow.url}", timeout: 0.5s}}
+  spare: {{kind: vllm, url: "{spare.url}"}}
+roles:
+  chat:
+    kind: chat
+    targets: [{{backend: slow, model: m1, price: {{input: 2, output: 8}}}}]
+    fallbacks: [other]
+  other: {{kind: chat, targets: [{{backend: spare, model: m1}}]}}
+usage: {ledger_path}
+""")
+    answer = gw.openai().chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.headers["x-aifabric-backend"] == "spare"
+    assert slow.count("/v1/chat/completions") == 1
+    timed_out, served = sorted(ledger_rows(ledger_path, 2), key=lambda r: r.backend != "slow")
+    assert (timed_out.backend, timed_out.model, timed_out.status) == ("slow", "m1", 504)
+    assert timed_out.estimated and timed_out.tokens_in >= 7 and timed_out.tokens_out == 0
+    assert timed_out.cost == pytest.approx(2 * timed_out.tokens_in / 1e6)  # its estimated input
+    assert (served.backend, served.status, served.estimated) == ("spare", 200, False)
+    assert timed_out.request_id == served.request_id == answer.headers["x-request-id"]
+
+
+def test_a_client_that_gives_up_before_the_answer_leaves_an_estimated_row(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    fake = backend(kind="vllm", models=("m1",), latency_ms=1500)
+    gw = start(fabric(fake.url, ledger_path))
+    with pytest.raises(openai.APITimeoutError):
+        gw.openai(timeout=0.3).chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    [row] = ledger_rows(ledger_path, 1)
+    assert (row.backend, row.model, row.status) == ("fake", "m1", 499)
+    assert row.estimated and row.tokens_in >= 7 and row.tokens_out == 0
+    assert row.cost == pytest.approx(2 * row.tokens_in / 1e6)
+    assert fake.count("/v1/chat/completions") == 1
+
+
+def test_a_backend_that_refuses_the_connection_leaves_no_attempt_row(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    spare = backend(kind="vllm", models=("m1",))
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    gw = start(f"""
+backends:
+  dead: {{kind: vllm, url: "{dead}"}}
+  spare: {{kind: vllm, url: "{spare.url}"}}
+roles:
+  chat: {{kind: chat, targets: [{{backend: dead, model: m1}}], fallbacks: [other]}}
+  other: {{kind: chat, targets: [{{backend: spare, model: m1}}]}}
+usage: {ledger_path}
+""")
+    gw.openai().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    gw.stop()  # every queued row written
+    assert [(r.backend, r.status) for r in ledger_rows(ledger_path, 1)] == [("spare", 200)]

@@ -411,9 +411,11 @@ class Forwarder:
             guard.on_settle = gate.release
         resp: UpstreamResponse | None = None
         ended: float | None = None  # when the backend's part was over (a clock read taken anyway)
+        sending = False
         try:
             if self._engine_ready is not None and target.backend.idles:
                 await self._engine_ready(target.backend.name)  # held while its engine wakes up
+            sending = True
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)
             if resp.status >= 400:
                 # Bounded like a good answer's body: an error whose body stalls must not hold the request.
@@ -491,16 +493,38 @@ class Forwarder:
             attempt = Attempt(_label(target), failure.failure, failure.detail, failure.status)
             failure.backend = endpoint.name
             self._record(req, target, attempt, started)
+            # Our own per-try timeout after the request went (not a status the backend answered).
+            sent = resp is not None or failure.sent
+            if failure.failure is FailureClass.TIMEOUT and failure.status is None and sent:
+                self._spent(req, target, 504, started)
             raise
-        except (asyncio.CancelledError, Exception):
-            # The client went away (or a bug of ours): the upstream request is closed with it, and
-            # it says nothing of the target's health.
+        except asyncio.CancelledError:
+            # The client went away: the upstream request is closed with it, and it says nothing of
+            # the target's health.
             if resp is not None:
+                resp.close()
+            guard.abandon()
+            if sending:
+                self._spent(req, target, 499, started)
+            raise
+        except Exception:
+            if resp is not None:  # a bug of ours: as above, and nothing to say about tokens
                 resp.close()
             guard.abandon()
             raise
         self._record(req, target, Attempt(_label(target), None, "ok", resp.status), started, ended)
         return result
+
+    def _spent(self, req: ForwardRequest, target: TargetState, status: int, started: float) -> None:
+        """The ledger row of an attempt that failed after its request reached the backend, which may
+        have spent tokens on it: the per-try timeout ran out (504) or the client went away (499)
+        while the backend was working. Its prompt is counted off the path (estimated), its output is
+        unknown (0). Failures where the backend certainly spent nothing get no row: a connection
+        refused or timed out, and an error status it answered (it refused the request, or failed
+        without generating; no API bills those). A client that leaves while the connection is being
+        opened (milliseconds) cannot be told apart from one that leaves later: counted too."""
+        if self._on_usage is not None:
+            self._on_usage(self._pending(req, target, status, started, None, None))
 
     def _pending(
         self,

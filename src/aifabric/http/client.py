@@ -496,7 +496,9 @@ class UpstreamClient:
             await headers_done
         except _Expired:
             self._abort_if_ours(conn, response)
-            raise UpstreamFailure(FailureClass.TIMEOUT, "no response headers before the timeout") from None
+            raise UpstreamFailure(
+                FailureClass.TIMEOUT, "no response headers before the timeout", sent=True
+            ) from None
         except asyncio.CancelledError:
             # The client of the gateway went away: the backend must see the request cancelled.
             self._abort_if_ours(conn, response)

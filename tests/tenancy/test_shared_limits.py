@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from state_support import Serve, serve_workers
@@ -199,5 +201,45 @@ def test_every_worker_honours_a_new_and_a_revoked_key(tmp_path: Path, fb: FakeBa
             return not any(accepted(c) for c in clients)
 
         wait_until(all_refuse, "every worker refuses the revoked key", 5)
+    finally:
+        serve.stop()
+
+
+def test_a_backend_s_max_concurrency_holds_for_all_workers_together(tmp_path: Path, fb: FakeBackend) -> None:
+    # max_concurrency 2 over two workers: one request at the backend per worker, 2 at once in all
+    # (not 2 per worker); with no queue, the others are turned away at once.
+    fabric_file = tmp_path / "fabric.yaml"
+    text = fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db")
+    capped = text.replace(
+        "health: {interval: 1h}}", "health: {interval: 1h}, max_concurrency: 2, max_queue: 0}"
+    )
+    assert capped != text
+    fabric_file.write_text(capped)
+    serve = serve_workers(fabric_file, tmp_path, 2)
+    try:
+        serve.wait_ready()
+        fb.set(latency_ms=4000)  # every admitted request stays at the backend for 4 s
+        got: list[int] = []
+
+        def one() -> None:
+            # A connection of its own each: the kernel spreads them over both workers.
+            with httpx.Client(timeout=30) as http:
+                answer = http.post(
+                    serve.url + "/v1/chat/completions",
+                    json={"model": "chat-fast", "messages": HI},
+                    headers={"Authorization": f"Bearer {MASTER}"},
+                )
+            got.append(answer.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        # Every request either was turned away or is at the backend (none can have finished there).
+        wait_until(lambda: len(got) + fb.count("/v1/chat/completions") == 12, "every request placed")
+        at_once = fb.count("/v1/chat/completions")
+        for t in threads:
+            t.join()
+        assert 1 <= at_once <= 2, f"{at_once} requests at the backend at once"
+        assert sorted(got).count(200) == at_once
     finally:
         serve.stop()

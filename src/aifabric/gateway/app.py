@@ -127,6 +127,7 @@ class Gateway:
             prompt_counter=tokenizers.loaded,
             waker=self._wake_for,
             engine_ready=self.engine_sleep.ready,
+            concurrency_share=self._concurrency_share,
         )
         self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
@@ -187,9 +188,13 @@ class Gateway:
         return 1.0 / max(1, self.config.gateway.workers)
 
     def _concurrency_share(self) -> float:
-        """This process's part of a key's concurrent requests: 1/N of the processes sharing them."""
-        processes = self.limit_sync.processes if self.limit_sync is not None else self.config.gateway.workers
-        return 1.0 / max(1, processes)
+        """This process's part of a key's concurrent requests and of a backend's max_concurrency: 1/N
+        of the processes sharing them. Never more than 1/workers: this gateway's own workers share
+        them from the start, before the limit sync has seen each other's counts (a worker alone in
+        its first round would otherwise take the whole cap)."""
+        workers = self.config.gateway.workers
+        processes = self.limit_sync.processes if self.limit_sync is not None else workers
+        return 1.0 / max(1, workers, processes)
 
     def tenancy_view(self) -> dict[str, object]:
         """Where keys and limit counters live and whether they can be reached (for /status)."""

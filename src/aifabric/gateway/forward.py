@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -129,6 +130,7 @@ class Forwarder:
         prompt_counter: Callable[[str], Callable[[dict[str, Any]], int] | None] | None = None,
         waker: Callable[[Route], float] | None = None,
         engine_ready: Callable[[str], Awaitable[None]] | None = None,
+        concurrency_share: Callable[[], float] | None = None,
     ) -> None:
         self._table = table
         self._client = client
@@ -143,6 +145,9 @@ class Forwarder:
         # A local model's own tokenizer, by backend, once loaded: the usage a stream synthesizes.
         self._prompt_counter = prompt_counter
         self._gates: dict[str, BackendGate] = {}  # by backend name, for backends with max_concurrency
+        # This process's part of each backend's max_concurrency (1/N of the workers and replicas):
+        # the caps hold for the whole gateway, not for each of its processes.
+        self._concurrency_share = concurrency_share
         # Wakes the role's sleeping hosts (health.power); returns how long to hold the request for them.
         self._waker = waker
         # Wakes a backend's engine from vLLM's sleep mode before an attempt (health.engine_sleep).
@@ -159,6 +164,9 @@ class Forwarder:
         if capacity is None:
             self._gates.pop(name, None)
             return None
+        if self._concurrency_share is not None:
+            # At least one place per process: N processes under a cap below N still serve.
+            capacity = max(1, math.floor(capacity * self._concurrency_share() + 1e-9))
         gate = self._gates.get(name)
         if gate is None:
             gate = self._gates[name] = BackendGate(capacity, queue)

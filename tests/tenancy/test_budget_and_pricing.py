@@ -73,6 +73,9 @@ def test_the_budget_alert_warns_at_80_percent_and_goes_critical_at_100() -> None
     [warn] = tracker.update(budget_alerts([BudgetFact("key", "app", 0.85, 1.0, "day")]), 2.0)
     assert (warn.status, warn.alert.rule, warn.alert.severity.label) == ("firing", "budget", "warning")
     assert "85%" in warn.alert.summary and "at 100% its requests get 429" in warn.alert.fix
+    assert "`aifabric keys update app --budget AMOUNT/day`" in warn.alert.fix  # a command that exists
+    [backend] = budget_alerts([BudgetFact("backend", "cloud", 0.9, 1.0, "month")])
+    assert "`backends.cloud.budget` in the fabric file" in backend.fix
     resolved, critical = tracker.update(budget_alerts([BudgetFact("key", "app", 1.0, 1.0, "day")]), 3.0)
     assert (resolved.status, critical.status, critical.alert.severity.label) == (
         "resolved",

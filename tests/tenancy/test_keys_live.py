@@ -3,6 +3,7 @@ seen through the official OpenAI SDK."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -27,6 +28,14 @@ def works(client: openai.OpenAI, model: str = "chat-fast") -> bool:
     except openai.AuthenticationError:
         return False
     return True
+
+
+def allowed(client: openai.OpenAI, model: str) -> bool:
+    """Whether the key may use `model` now (403 while it may not)."""
+    try:
+        return works(client, model)
+    except openai.PermissionDeniedError:
+        return False
 
 
 @pytest.fixture
@@ -200,3 +209,81 @@ def test_the_first_key_says_that_it_closes_the_gateway_to_clients_without_one(
         assert "first key" not in second.stderr  # said once, when it happens
     finally:
         gw.stop()
+
+
+def test_a_key_updated_by_the_cli_keeps_its_secret_and_gets_its_new_settings_within_seconds(
+    live: tuple[RunningGateway, Path],
+) -> None:
+    gw, fabric_file = live
+    key = keys_cli(
+        fabric_file, "create", "--name", "app", "--roles", "chat-fast", "--rpm", "1"
+    ).stdout.strip()
+    client = gw.openai(key)
+    wait_until(lambda: works(client), "the key is accepted", HONOURED_WITHIN)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+
+    # The limit lifted, another role allowed, a budget and a concurrency limit set: the same key.
+    updated = keys_cli(
+        fabric_file,
+        "update",
+        "app",
+        "--rpm",
+        "none",
+        "--roles",
+        "chat-deep",
+        "--budget",
+        "5/day",
+        "--concurrency",
+        "3",
+    )
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout == "" and key not in updated.stderr, "no key is printed: it has not changed"
+    wait_until(lambda: allowed(client, "chat-deep"), "the key may use its new role", HONOURED_WITHIN)
+    assert [works(client, "chat-deep") for _ in range(3)] == [True] * 3, "no requests-per-minute limit now"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+    [view] = [v for v in json.loads(keys_cli(fabric_file, "list", "--json").stdout) if v["name"] == "app"]
+    assert (view["rpm"], view["roles"], view["budget"], view["concurrency"]) == (
+        None,
+        ["chat-deep"],
+        "5/day",
+        3,
+    )
+    listed = keys_cli(fabric_file, "list").stdout
+    assert "CONCURRENCY" in listed.splitlines()[0] and " 3 " in listed.splitlines()[1]
+
+    # Every role again, and a tokens-per-minute limit that the next requests meet.
+    keys_cli(fabric_file, "update", "app", "--roles", "*", "--tpm", "1")
+    wait_until(lambda: allowed(client, "chat-fast"), "the key may use every role again", HONOURED_WITHIN)
+    with pytest.raises(openai.RateLimitError, match="tokens per minute"):
+        for _ in range(3):
+            client.chat.completions.create(model="chat-fast", messages=HI, max_tokens=5)  # type: ignore[arg-type]
+
+
+def test_updating_what_cannot_be_updated_says_how(live: tuple[RunningGateway, Path]) -> None:
+    _, fabric_file = live
+    missing = keys_cli(fabric_file, "update", "nobody", "--rpm", "5")
+    assert missing.returncode == 1 and "keys list" in missing.stderr
+    keys_cli(fabric_file, "create", "--name", "app")
+    nothing = keys_cli(fabric_file, "update", "app")
+    assert nothing.returncode == 2 and "--rpm 600" in nothing.stderr
+    zero = keys_cli(fabric_file, "update", "app", "--rpm", "0")
+    assert zero.returncode == 2 and "not a positive number" in zero.stderr
+    bad_role = keys_cli(fabric_file, "update", "app", "--roles", "chat-fats")
+    assert bad_role.returncode == 2 and "chat-deep, chat-fast" in bad_role.stderr
+    keys_cli(fabric_file, "revoke", "app")
+    revoked = keys_cli(fabric_file, "update", "app", "--rpm", "5")
+    assert revoked.returncode == 1 and "revoked" in revoked.stderr
+    assert "Traceback" not in missing.stderr + nothing.stderr + zero.stderr + bad_role.stderr + revoked.stderr
+
+
+def test_the_list_shows_until_when_a_rotated_key_s_predecessor_works(
+    live: tuple[RunningGateway, Path],
+) -> None:
+    _, fabric_file = live
+    keys_cli(fabric_file, "create", "--name", "app")
+    keys_cli(fabric_file, "rotate", "app", "--grace", "2h")
+    header, row = keys_cli(fabric_file, "list").stdout.splitlines()
+    until = json.loads(keys_cli(fabric_file, "list", "--json").stdout)[0]["previous_valid_until"]
+    assert "OLD KEY UNTIL" in header and until is not None and row.rstrip().endswith(until)

@@ -54,8 +54,13 @@ def budget_alerts(facts: Iterable[BudgetFact]) -> list[Alert]:
                     f"{format_amount(f.amount)}/{f.period} ({100 * f.spent / f.amount:.0f}%)"
                 ),
                 fix=(
-                    f"{effect} until the {f.period} ends (UTC). Raise the budget (the fabric file's "
-                    f"`budget:` for a backend, `aifabric keys` for a key) or see who spent it: "
+                    f"{effect} until the {f.period} ends (UTC). Raise the budget ("
+                    + (
+                        f"`backends.{f.name}.budget` in the fabric file"
+                        if f.kind == "backend"
+                        else f"`aifabric keys update {f.name} --budget AMOUNT/{f.period}`"
+                    )
+                    + ") or see who spent it: "
                     f"`aifabric usage --by {'key' if f.kind == 'backend' else 'model'} --since 1d`."
                 ),
             )

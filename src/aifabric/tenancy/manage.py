@@ -1,4 +1,4 @@
-"""The key store's procedures, as `aifabric keys` runs them: create, list, revoke, rotate.
+"""The key store's procedures, as `aifabric keys` runs them: create, update, list, revoke, rotate.
 
 Each takes the store and the wall clock, and raises `CommandError` with the fix in words for an
 operator's mistake (a taken name, an unknown one). The key itself is returned by `create` and
@@ -7,21 +7,24 @@ operator's mistake (a taken name, an unknown one). The key itself is returned by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from aifabric.errors import CommandError
 from aifabric.tenancy.keys import KeyRecord, hash_key, new_key
 from aifabric.tenancy.keystore import KeyStore
 from aifabric.tenancy.principal import Budget, Priority
 
-__all__ = ["DEFAULT_GRACE", "KeySpec", "create_key", "revoke_key", "rotate_key"]
+__all__ = ["DEFAULT_GRACE", "KeySpec", "create_key", "revoke_key", "rotate_key", "update_key"]
 
 DEFAULT_GRACE = 24 * 3600.0  # seconds a rotated key keeps working
 
 
 @dataclass(frozen=True)
 class KeySpec:
-    """What `keys create` was asked for."""
+    """What `keys create` was asked for (`keys update` changes the same settings but the name and
+    scope)."""
 
     name: str
     roles: tuple[str, ...] | None = None
@@ -87,3 +90,29 @@ def rotate_key(store: KeyStore, name: str, now: float, grace: float = DEFAULT_GR
     rotated = record.rotated(hash_key(key), key[:8], grace, now)
     store.put(rotated)
     return key, rotated
+
+
+_SETTINGS = frozenset(f.name for f in fields(KeySpec)) - {"name", "admin"}
+
+
+def update_key(store: KeyStore, name: str, changes: Mapping[str, Any]) -> KeyRecord:
+    """The same key with some settings changed (KeySpec's field names; None lifts a limit, a budget,
+    an expiry or the roles restriction). Running gateways read it with the next store version."""
+    unknown = set(changes) - _SETTINGS
+    if unknown:
+        raise ValueError(f"not a key setting: {', '.join(sorted(unknown))}")
+    record = _existing(store, name)
+    if record.revoked is not None:
+        raise CommandError(
+            f"the key '{name}' is revoked: a revoked key is not brought back; create a new one"
+        )
+    new: dict[str, Any] = {k: v for k, v in changes.items() if k not in ("budget", "priority")}
+    if "budget" in changes:
+        budget: Budget | None = changes["budget"]
+        new["budget_amount"] = budget.amount if budget else None
+        new["budget_period"] = budget.period.value if budget else None
+    if "priority" in changes:
+        new["priority"] = Priority(changes["priority"]).value
+    updated = replace(record, **new)
+    store.put(updated)
+    return updated

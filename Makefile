@@ -61,6 +61,7 @@ system-deps:
 bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/affinity.py
+	$(BIN)/python bench/tenancy.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

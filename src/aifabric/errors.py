@@ -106,6 +106,8 @@ class ApiError(FabricError):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    # The role the request asked for, once the route knows it (the usage ledger's row of a refusal).
+    role: str = ""
 
     def __init__(
         self,

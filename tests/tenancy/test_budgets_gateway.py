@@ -73,6 +73,7 @@ usage: {ledger_path}
     rows = ledger_rows(ledger_path, 3)
     assert [(r.backend, r.status) for r in rows] == [("paid", 200), ("spare", 200), ("", 429)]
     assert rows[2].key == "anonymous" and rows[2].tokens_in == rows[2].tokens_out == 0
+    assert rows[2].role == "chat", "the refused request's row names the role it asked for"
 
     # The `budget` alert fires for both, CRITICAL (100%).
     assert gw.gateway is not None

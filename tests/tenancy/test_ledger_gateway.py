@@ -19,6 +19,8 @@ from ledger_support import Start, fabric, ledger_rows
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
+from aifabric.tenancy.keystore import SqliteKeyStore
+from aifabric.tenancy.manage import KeySpec, create_key
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
 
@@ -354,3 +356,31 @@ usage: {ledger_path}
     gw.openai().chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
     gw.stop()  # every queued row written
     assert [(r.backend, r.status) for r in ledger_rows(ledger_path, 1)] == [("spare", 200)]
+
+
+def test_refused_requests_are_recorded_with_the_role_they_asked_for(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path, tmp_path: Path
+) -> None:
+    store = SqliteKeyStore(tmp_path / "keys.db")
+    try:
+        key, _ = create_key(store, KeySpec(name="app", roles=("chat",)), time.time())
+    finally:
+        store.close()
+    fake = backend(kind="vllm", models=("m1",))
+    gw = start(
+        fabric(fake.url, ledger_path, extra=f'keys: "sqlite://{tmp_path}/keys.db"')
+        .replace("    kind: chat\n", "    kind: chat\n    limits: {rpm: 1}\n", 1)
+        .replace("roles:\n", "roles:\n  other: {kind: chat, targets: [{backend: fake, model: m1}]}\n", 1)
+    )
+    client = gw.openai(key)
+    client.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError):  # the role's 1 request per minute
+        client.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(openai.PermissionDeniedError):  # a role the key may not use
+        client.chat.completions.create(model="other", messages=MESSAGES)  # type: ignore[arg-type]
+    rows = ledger_rows(ledger_path, 3)
+    assert [(r.key, r.role, r.backend, r.status) for r in rows] == [
+        ("app", "chat", "fake", 200),
+        ("app", "chat", "", 429),
+        ("app", "other", "", 403),
+    ]

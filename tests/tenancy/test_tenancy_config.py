@@ -48,9 +48,12 @@ def test_a_wrong_limit_is_refused() -> None:
         load_config_text(BASE.replace("rpm: 60", "rpm: 0"), "fabric.yaml", environ={})
 
 
-def test_where_keys_live_by_default(tmp_path: Path) -> None:
+def test_where_keys_live_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config_text(BASE, "fabric.yaml", environ={})
-    assert keys_url(config) == "sqlite://" + str(default_keys_path())
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert keys_url(config) == f"sqlite://{tmp_path}/data/aifabric/keys.db"  # as docs/tenancy.md says
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_keys_path() == Path.home() / ".local" / "share" / "aifabric" / "keys.db"
     shared = load_config_text(BASE + "state: redis://127.0.0.1:1/0\n", "fabric.yaml", environ={})
     assert keys_url(shared) == "redis://127.0.0.1:1/0"
     assert isinstance(open_key_store(shared, create=False), RedisKeyStore)

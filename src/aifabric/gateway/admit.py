@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from aifabric.errors import BadRequest, Forbidden
+from aifabric.errors import ApiError, BadRequest, Forbidden
 from aifabric.gateway.forward import ForwardRequest
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import Route
@@ -83,9 +83,13 @@ def admit(
 ) -> Admitted:
     """Whether `principal` may send this request to `route` now; Forbidden, RateLimited or
     BadRequest (a bad priority header) otherwise."""
-    check_role(principal, route.name)
-    priority = request_priority(principal, headers)
-    ticket = admission.admit(principal, route.name, route.config.limits, payload)
+    try:
+        check_role(principal, route.name)
+        priority = request_priority(principal, headers)
+        ticket = admission.admit(principal, route.name, route.config.limits, payload)
+    except ApiError as exc:
+        exc.role = route.name  # the ledger's row of the refusal says which role was refused
+        raise
     return Admitted(principal, priority, ticket)
 
 

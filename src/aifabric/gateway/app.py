@@ -375,7 +375,7 @@ class Gateway:
                 # Refused or failed without an answer from a backend: who was refused, and why.
                 spent = self.clock() - started
                 self.ledger.record(
-                    Pending(time.time(), principal.name, "", "", "", sub, exc.status, spent, rid)
+                    Pending(time.time(), principal.name, exc.role, "", "", sub, exc.status, spent, rid)
                 )
         else:
             tag = ("x-request-id", rid)

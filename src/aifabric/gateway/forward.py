@@ -334,7 +334,9 @@ class Forwarder:
         kept = [t for t in candidates if t.backend.name not in blocked]
         if not kept and candidates:
             why = "; ".join(dict.fromkeys(blocked[t.backend.name] for t in candidates))
-            raise BudgetExceeded(f"no backend of role '{route.name}' is within its budget: {why}")
+            refused = BudgetExceeded(f"no backend of role '{route.name}' is within its budget: {why}")
+            refused.role = route.name
+            raise refused
         return kept
 
     def _warming(

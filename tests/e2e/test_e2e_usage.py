@@ -1,6 +1,9 @@
-"""Usage on the real local models: llama-cpp-python's server streams no usage, so the gateway counts the
-prompt with the model's own tokenizer and chat template, and gets the figure the server itself reports
-for the same prompt non-streamed (it used to say 1 for a 31-token templated "hi")."""
+"""Usage on the real local models of the embedded default (llama-server): a streamed chat reports, to the
+client and in the ledger, the prompt tokens the server itself counts for the same prompt non-streamed
+(its templated prompt: the gateway used to say 1 for a 31-token "hi"). llama-server streams its own
+usage when asked (`stream_options.include_usage`, which the gateway asks for), so what this proves is
+that those figures pass through and land in the ledger unestimated; the gateway's own counting with the
+model's tokenizer (for rows without usage) is tested in tests/tenancy/test_local_tokens.py."""
 
 from __future__ import annotations
 

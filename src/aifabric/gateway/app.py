@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -627,18 +627,24 @@ def _principal(request: Request) -> Principal | None:
 
 
 def _tokenizers(config: FabricConfig) -> LocalTokenizers:
-    """The prompt counters of local llama.cpp models (their GGUF), for streams that report no usage."""
+    """The prompt counters of local llama.cpp models (their server, or their GGUF), for rows without usage."""
     from aifabric.errors import LocalBackendError
     from aifabric.local.models import resolve_model
 
     paths: dict[str, str] = {}
+    servers: dict[str, str] = {}
     for name, backend in config.backends.items():
-        if backend.local is not None and backend.local.engine == "llama-cpp-python":
+        if backend.local is not None and backend.local.engine == "llama-server":
+            # It counts with its own template and tokenizer (/apply-template, /tokenize), asked by
+            # the ledger's writer for the rows it reported no usage for (a stream cut, a client gone).
+            url = urlsplit(backend.url)
+            servers[name] = f"{url.scheme}://{url.netloc}"
+        elif backend.local is not None and backend.local.engine == "llama-cpp-python":
             try:
                 paths[name] = str(resolve_model(backend.local.model, backend.local.engine).path)
             except LocalBackendError:
                 continue  # not installed here: its prompts are estimated
-    return LocalTokenizers(paths)
+    return LocalTokenizers(paths, servers)
 
 
 def _log_access(

@@ -1,16 +1,21 @@
 """Token counts for the usage ledger: the backend's own figures where it gave them, else counted.
 
 `parse_usage` reads the `usage` object a backend wrote (OpenAI's `prompt_tokens`/`completion_tokens`,
-or `input_tokens`/`output_tokens`). Where there is none (a stream without a usage chunk, a backend that
-does not report it), the prompt is counted with the model's own tokenizer when the model is local (the
-GGUF's vocabulary and chat template, see `LocalTokenizers`), else estimated at ~4 characters a token;
-such rows are marked estimated.
+or `input_tokens`/`output_tokens`). Where there is none (a stream without a usage chunk or cut before
+it, an attempt that timed out or whose client left, a backend that does not report it), the prompt is
+counted with the model's own tokenizer when the model is local (see `LocalTokenizers`: a local
+llama-server is asked, with its own chat template and tokenizer; a llama-cpp-python model's GGUF
+vocabulary and template are loaded beside the gateway), else estimated at ~4 characters a token; such
+rows are marked estimated.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +23,7 @@ import orjson
 
 __all__ = [
     "LocalTokenizers",
+    "ServerCounter",
     "estimate_completion",
     "estimate_prompt",
     "parse_usage",
@@ -179,11 +185,14 @@ def estimate_completion(output: bytes) -> int:
 
 
 class LocalTokenizers:
-    """Prompt counters for local llama.cpp models, by backend name: the GGUF's own vocabulary and chat
-    template, loaded lazily (vocabulary only, no weights) in the thread that asks first."""
+    """Prompt counters for local llama.cpp models, by backend name: a local llama-server's own count
+    (`servers`: backend -> its origin, asked over HTTP: for the ledger's writer thread only), or a
+    llama-cpp-python model's GGUF vocabulary and chat template (`gguf_paths`), loaded lazily
+    (vocabulary only, no weights) in the thread that asks first."""
 
-    def __init__(self, gguf_paths: dict[str, str]) -> None:
+    def __init__(self, gguf_paths: dict[str, str], servers: dict[str, str] | None = None) -> None:
         self._paths = gguf_paths
+        self._servers = {name: ServerCounter(origin) for name, origin in (servers or {}).items()}
         self._counters: dict[str, Counter | None] = {}
         self._lock = threading.Lock()
 
@@ -197,12 +206,83 @@ class LocalTokenizers:
             self.counter(backend)
 
     def counter(self, backend: str) -> Counter | None:
+        """The backend's counter (may block: loads a GGUF's vocabulary, or asks a server)."""
+        server = self._servers.get(backend)
+        if server is not None:
+            return server
         if backend not in self._paths:
             return None
         with self._lock:
             if backend not in self._counters:
                 self._counters[backend] = _load_gguf_counter(self._paths[backend])
             return self._counters[backend]
+
+
+class ServerCounter:
+    """A local llama-server's own count of a prompt: its chat template (`POST /apply-template`), then
+    its tokenizer (`POST /tokenize`, special tokens added as for a request): the figure it reports as
+    `prompt_tokens` for the same messages. Blocking HTTP, bounded by `timeout`: for the ledger's
+    writer thread, never the event loop. A server that cannot be reached is not asked again for
+    `pause` seconds (the rows meanwhile are estimated), so a stopped model does not slow the ledger."""
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        timeout: float = 2.0,
+        pause: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.origin = origin.rstrip("/")
+        self._timeout = timeout
+        self._pause = pause
+        self._clock = clock
+        self._away_until = 0.0
+
+    def __call__(self, payload: dict[str, Any]) -> int:
+        if self._away_until and self._clock() < self._away_until:
+            return estimate_prompt(payload)
+        try:
+            messages = payload.get("messages")
+            text: object = prompt_text(payload)
+            if isinstance(messages, list):
+                text = self._post("/apply-template", {"messages": messages}).get("prompt")
+                if not isinstance(text, str):
+                    raise ValueError("/apply-template answered no prompt")
+            tokens = self._post("/tokenize", {"content": text, "add_special": True}).get("tokens")
+            if not isinstance(tokens, list):
+                raise ValueError("/tokenize answered no tokens")
+        except urllib.error.HTTPError as exc:
+            if exc.code in (400, 422):  # it refused this prompt (a shape its template rejects)
+                log.info("llama-server %s refused to count a prompt (HTTP %s)", self.origin, exc.code)
+            else:  # no such route (not a llama-server), or failing: estimate for a while
+                self._away(f"HTTP {exc.code}")
+            return estimate_prompt(payload)
+        except (OSError, ValueError) as exc:  # away, or no llama-server answering: estimate for a while
+            self._away(str(exc))
+            return estimate_prompt(payload)
+        self._away_until = 0.0
+        return len(tokens)
+
+    def _away(self, why: str) -> None:
+        if not self._away_until:  # once per outage
+            log.warning(
+                "cannot count prompt tokens with the llama-server at %s (%s): estimated for %g s",
+                self.origin,
+                why,
+                self._pause,
+            )
+        self._away_until = self._clock() + self._pause
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.origin + path, orjson.dumps(body), {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=self._timeout) as answer:
+            data = orjson.loads(answer.read())
+        if not isinstance(data, dict):
+            raise ValueError("an answer that is not a JSON object")
+        return data
 
 
 def _load_gguf_counter(path: str) -> Counter | None:

@@ -1,6 +1,7 @@
 """A backend's concurrency cap with a bounded queue in which `interactive` requests go before `batch`.
 
-    backends.X.max_concurrency: N    at most N requests at X at once (none: no cap, no queue)
+    backends.X.max_concurrency: N    at most N requests at X at once (none: no cap, no queue); each
+                                     of W gateway processes gates N/W of them (gateway.forward)
     backends.X.max_queue: M          at most M more wait for a free place (default 100); beyond that,
                                      the request is not queued: it goes on to its next candidate
                                      (another target, a fallback role), or gets the 503/429 of none

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from ledger_support import Start
@@ -34,10 +35,10 @@ def count(url: str) -> int:
 
 
 def test_two_gateways_share_one_ledger_and_its_budgets(
-    backends: type[FakeBackend], start: Start, database: str
+    backend: Callable[..., FakeBackend], start: Start, database: str
 ) -> None:
-    fake = backends(kind="vllm", models=("m1",))
-    spare = backends(kind="vllm", models=("m1",))
+    fake = backend(kind="vllm", models=("m1",))
+    spare = backend(kind="vllm", models=("m1",))
     text = f"""
 backends:
   fake: {{kind: vllm, url: "{fake.url}", budget: 0.0001/month}}

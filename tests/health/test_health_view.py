@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from health_support import estate
 
-from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult
-from aifabric.health.report import exit_status, health_view, render_table
+from aifabric.config.load import load_config_text
+from aifabric.core import BackendHealth, BackendState, Dormancy, FailureClass, ProbeResult
+from aifabric.health.report import dormancy, exit_status, health_view, render_table
 from aifabric.routing.outlier import OutlierDetector
 from aifabric.routing.target import TargetState
 
@@ -60,3 +61,63 @@ def test_targets_show_their_ejection() -> None:
     assert seen["ejected_for_seconds"] == 6.0
     assert (seen["ejections"], seen["failures"], seen["outstanding"]) == (1, 1, 0)
     assert "targets" not in health_view({"gpu": gpu}, CONFIG, now=4.0)
+
+
+SLEEPERS = load_config_text(
+    """\
+hosts:
+  wintermute: {address: 127.0.0.1, always_on: false}
+backends:
+  workstation: {host: wintermute, kind: vllm, url: "http://127.0.0.1:9/v1"}
+  gpu: {kind: vllm, url: "http://127.0.0.1:8/v1", sleep_when_idle: 15m}
+  small: {kind: llama-cpp-python, local: {engine: llama-cpp-python, model: m, port: 18801, start: on_demand}}
+roles:
+  chat-deep: {kind: chat, targets: [{backend: workstation, model: big}]}
+  chat-fast: {kind: chat, targets: [{backend: gpu, model: qwen}]}
+  chat-small: {kind: chat, targets: [{backend: small, model: m}]}
+""",
+    "fabric.yaml",
+    environ={},
+)
+REFUSED = ProbeResult(False, BackendState.DOWN, "cannot connect", 0.001, failure=FailureClass.CONNECT)
+
+
+def test_the_three_sleeps_are_told_apart_in_the_view_and_the_table() -> None:
+    assert {str(d) for d in Dormancy} == {"host_off", "engine_asleep", "model_stopped"}
+    workstation = BackendHealth("workstation", always_on=False, unhealthy_threshold=1)
+    workstation.apply_probe(REFUSED, 1.0)
+    gpu = BackendHealth("gpu", state=BackendState.UP, reason="serving")
+    gpu.engine_asleep = True
+    small = BackendHealth("small")
+    small.mark_idle("not running: started when a request needs it", 1.0)
+    small.apply_probe(REFUSED, 2.0)  # a refused probe does not make it a powered-off host
+    healths = {"workstation": workstation, "gpu": gpu, "small": small}
+    view = health_view(healths, SLEEPERS, now=3.0)
+    assert {name: entry["state"] for name, entry in view["backends"].items()} == {
+        "workstation": "asleep",
+        "gpu": "up",
+        "small": "asleep",
+    }
+    assert {name: entry["dormant"] for name, entry in view["backends"].items()} == {
+        "workstation": "host_off",
+        "gpu": "engine_asleep",
+        "small": "model_stopped",
+    }
+    assert view["backends"]["small"]["on_demand"] == {
+        "start": "on_demand",
+        "idle_stop": None,
+        "group": None,
+        "exclusive": False,
+    }
+    table = "\n".join(render_table(view))
+    assert table.count("powered off") == 1
+    assert "(engine in sleep mode while idle (sleep_when_idle): the next request wakes it)" in table
+    assert "(a model on demand, not running: the next request for it starts it)" in table
+
+    # Another worker sees the model's state through the shared state, without the stop itself.
+    shared = BackendHealth("small", state=BackendState.ASLEEP, reason="not running")
+    assert dormancy(shared, SLEEPERS.backends["small"]) is Dormancy.MODEL_STOPPED
+    woken = BackendHealth("gpu", state=BackendState.UP)
+    assert dormancy(woken, SLEEPERS.backends["gpu"]) is None
+    down = BackendHealth("workstation", state=BackendState.DOWN)
+    assert dormancy(down, SLEEPERS.backends["workstation"]) is None

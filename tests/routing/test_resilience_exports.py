@@ -25,6 +25,7 @@ EXPORTS = {
         "ROUTABLE",
         "BackendHealth",
         "BackendState",
+        "Dormancy",
         "FailureClass",
         "ProbeResult",
         "Transition",
@@ -32,6 +33,7 @@ EXPORTS = {
     },
     "aifabric.health.checker": {"HealthChecker", "configured_models", "probe_backends", "probe_interval"},
     "aifabric.health.report": {
+        "dormancy",
         "exit_status",
         "health_view",
         "TargetView",

@@ -4,6 +4,7 @@ It imports nothing else of the project (import-linter checks it), so any module 
 
     FailureClass        why one attempt at one target failed (core.failures)
     BackendState        what the fabric believes of a backend; ROUTABLE, the states that get requests
+    Dormancy            why a backend not serving now is expected not to (host off, engine or model asleep)
     ProbeResult         what one active health check found (written by backends, read by health)
     BackendHealth       one backend's health and the pure state machine probes drive (core.health)
     Transition          a change of a backend's state, logged and alerted once
@@ -12,7 +13,14 @@ It imports nothing else of the project (import-linter checks it), so any module 
 """
 
 from aifabric.core.failures import FailureClass
-from aifabric.core.health import ROUTABLE, BackendHealth, BackendState, ProbeResult, Transition
+from aifabric.core.health import (
+    ROUTABLE,
+    BackendHealth,
+    BackendState,
+    Dormancy,
+    ProbeResult,
+    Transition,
+)
 from aifabric.core.openai_errors import OPENAI_ERROR_TYPES, openai_error_type
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "ROUTABLE",
     "BackendHealth",
     "BackendState",
+    "Dormancy",
     "FailureClass",
     "ProbeResult",
     "Transition",

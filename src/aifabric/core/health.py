@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from aifabric.core.failures import FailureClass
 
-__all__ = ["ROUTABLE", "BackendHealth", "BackendState", "ProbeResult", "Transition"]
+__all__ = ["ROUTABLE", "BackendHealth", "BackendState", "Dormancy", "ProbeResult", "Transition"]
 
 
 class BackendState(enum.StrEnum):
@@ -32,6 +32,21 @@ class BackendState(enum.StrEnum):
     DEGRADED = "degraded"  # serves, but saturated or otherwise impaired; `reason` says how
     DOWN = "down"
     ASLEEP = "asleep"  # a host that may be powered off does not answer
+
+
+class Dormancy(enum.StrEnum):
+    """Why a backend that does not serve now is expected not to: on purpose, not an incident.
+
+    The health view (`/status`, `aifabric health`) says which, and the status page words it: a
+    powered-off workstation, an idle vLLM engine in sleep mode and a model on demand that is not
+    running are all woken by the next request that needs them, but by different means.
+    """
+
+    HOST_OFF = "host_off"  # asleep: a host with always_on: false does not answer (maybe powered off)
+    ENGINE_ASLEEP = "engine_asleep"  # up, but its vLLM engine was put to sleep (sleep_when_idle)
+    # asleep: a local model on demand is not running (start: on_demand, idle_stop, or another member of
+    # its exclusive group started); the next request for it starts it
+    MODEL_STOPPED = "model_stopped"
 
 
 # States in which the data plane sends requests to a backend's targets in normal (non-panic) order.

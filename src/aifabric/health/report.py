@@ -14,14 +14,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from aifabric.backends.base import adapter_for
-from aifabric.config.schema import FabricConfig
+from aifabric.config.schema import BackendConfig, FabricConfig
 from aifabric.config.show import config_secrets, redact_url, redact_values
-from aifabric.core import BackendHealth, BackendState
+from aifabric.core import BackendHealth, BackendState, Dormancy
 from aifabric.core.exit_codes import ATTENTION, BROKEN, OK
 from aifabric.health.checker import configured_models
 
 __all__ = [
     "TargetView",
+    "dormancy",
     "exit_status",
     "health_view",
     "render_table",
@@ -41,6 +42,34 @@ def backend_status(health: BackendHealth) -> int:
 def exit_status(healths: Mapping[str, BackendHealth]) -> int:
     """0 all up, 1 degraded/loading/asleep, 2 down or mismatched (the worst backend decides)."""
     return max((backend_status(h) for h in healths.values()), default=OK)
+
+
+def dormancy(health: BackendHealth, backend: BackendConfig | None) -> Dormancy | None:
+    """Why the backend does not serve now on purpose (see `Dormancy`), or None when it serves or is
+    out of service for real (down, loading, unknown)."""
+    if health.engine_asleep:
+        return Dormancy.ENGINE_ASLEEP
+    if health.state is not BackendState.ASLEEP:
+        return None
+    if health.stopped is not None and health.stopped_state is BackendState.ASLEEP:
+        return Dormancy.MODEL_STOPPED  # the supervisor stopped it, here
+    local = backend.local if backend is not None else None
+    if local is not None and (local.start == "on_demand" or local.idle_stop is not None or local.exclusive):
+        return Dormancy.MODEL_STOPPED  # seen through the shared state of another worker or replica
+    return Dormancy.HOST_OFF
+
+
+def _on_demand(backend: BackendConfig) -> dict[str, Any] | None:
+    """A local model's on-demand settings, as the fabric file has them (None for one always running)."""
+    local = backend.local
+    if local is None or (local.start != "on_demand" and local.idle_stop is None and local.group is None):
+        return None
+    return {
+        "start": local.start,
+        "idle_stop": local.idle_stop,
+        "group": local.group,
+        "exclusive": local.exclusive,
+    }
 
 
 class TargetView(Protocol):
@@ -90,6 +119,10 @@ def health_view(
         entry.update(health.snapshot(now))
         if backend is not None and backend.sleep_when_idle is not None:
             entry["engine_asleep"] = health.engine_asleep  # vLLM sleep mode (health.engine_sleep)
+        if backend is not None and (on_demand := _on_demand(backend)) is not None:
+            entry["on_demand"] = on_demand
+        dormant = dormancy(health, backend)
+        entry["dormant"] = str(dormant) if dormant is not None else None
         entry["status"] = _OVERALL[backend_status(health)]
         backends[name] = entry
     status = exit_status(healths)
@@ -139,6 +172,14 @@ def _load(entry: Mapping[str, Any]) -> str:
     return " ".join(shown) or "-"
 
 
+# What the terminal table says under a backend that does not serve on purpose (the page words it alike).
+_DORMANT_NOTES: dict[str, str] = {
+    Dormancy.HOST_OFF: "(a host with always_on: false: expected when it is powered off)",
+    Dormancy.ENGINE_ASLEEP: "(engine in sleep mode while idle (sleep_when_idle): the next request wakes it)",
+    Dormancy.MODEL_STOPPED: "(a model on demand, not running: the next request for it starts it)",
+}
+
+
 def render_table(view: Mapping[str, Any]) -> list[str]:
     """Lines for a terminal: one row per backend, then why (when not plainly up) and any drift."""
     header = ("BACKEND", "HOST", "KIND", "STATE", "LATENCY", "MODELS SERVED", "LOAD")
@@ -159,8 +200,9 @@ def render_table(view: Mapping[str, Any]) -> list[str]:
         lines = []
         if entry["state"] != "up" or entry["reason"] != "serving":
             lines.append(f"why: {entry['reason']}")
-        if entry["state"] == "asleep":
-            lines.append("(a host with always_on: false: expected when it is powered off)")
+        note = _DORMANT_NOTES.get(entry.get("dormant") or "")
+        if note:
+            lines.append(note)
         lines.extend(f"MISMATCH: {m}" for m in entry["mismatches"])
         notes[name] = lines
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]

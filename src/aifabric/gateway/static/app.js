@@ -13,8 +13,14 @@
     degraded: { symbol: "▲", words: "serving, but impaired" },
     loading: { symbol: "◌", words: "answers, model not ready" },
     down: { symbol: "✕", words: "not serving" },
-    asleep: { symbol: "☾", words: "host may be powered off: expected" },
+    asleep: { symbol: "☾", words: "not running on purpose: expected" },
     unknown: { symbol: "?", words: "not probed yet" },
+  };
+  // Why a backend does not serve on purpose (/status `dormant`, core.health.Dormancy), in words.
+  const DORMANT = {
+    host_off: "a host that may be powered off: expected",
+    engine_asleep: "engine in sleep mode (idle): woken by the next request",
+    model_stopped: "model on demand, not running: the next request for it starts it",
   };
   const OVERALL = {
     ok: { symbol: "●", words: "ok: every backend is up" },
@@ -75,11 +81,12 @@
     return value < 10 ? `${value.toFixed(1)} ms` : `${Math.round(value)} ms`;
   }
 
-  function stateBadge(state) {
+  function stateBadge(state, dormant) {
     const known = Object.hasOwn(STATES, state) ? state : "unknown";
+    const words = dormant && Object.hasOwn(DORMANT, dormant) ? DORMANT[dormant] : STATES[known].words;
     return h(
       "span",
-      { class: `badge state-${known}`, "data-state": state, title: STATES[known].words },
+      { class: `badge state-${known}`, "data-state": state, title: words },
       h("span", { class: "sym", "aria-hidden": "true" }, STATES[known].symbol),
       ` ${state}`,
     );
@@ -171,6 +178,24 @@
     });
   }
 
+  // The line under a backend's reason when it does not serve on purpose: which of the three sleeps.
+  function dormantNote(b) {
+    // A gateway without `dormant` in /status knew only engine sleep and powered-off hosts.
+    const dormant = b.dormant ?? (b.engine_asleep ? "engine_asleep" : b.state === "asleep" ? "host_off" : null);
+    if (!dormant || !Object.hasOwn(DORMANT, dormant)) return null;
+    const attrs = { class: "muted", "data-dormant": dormant };
+    if (dormant === "engine_asleep") attrs["data-engine-asleep"] = "";
+    return h("div", attrs, DORMANT[dormant]);
+  }
+
+  // A local model's on-demand settings (`local: {start, idle_stop, group, exclusive}`), in words.
+  function onDemandWords(o) {
+    const parts = [o.start === "on_demand" ? "started on demand" : "started with the others"];
+    if (o.idle_stop !== null && o.idle_stop !== undefined) parts.push(`stopped after ${duration(o.idle_stop)} unused`);
+    if (o.group) parts.push(o.exclusive ? `one at a time in group ${o.group}` : `group ${o.group}`);
+    return parts.join("; ");
+  }
+
   function renderBackends(data) {
     const rows = [];
     const names = Object.keys(data.backends || {}); // the fabric file's order
@@ -182,16 +207,14 @@
           "tr",
           { "data-backend": name, class: `row-${b.state}` },
           h("th", { scope: "row", class: "name" }, name),
-          h("td", { class: "state" }, stateBadge(b.state), h("div", { class: "muted" }, since)),
+          h("td", { class: "state" }, stateBadge(b.state, b.dormant), h("div", { class: "muted" }, since)),
           h(
             "td",
             { class: "reason" },
             b.reason,
             b.failure ? h("span", { class: "muted" }, ` (${b.failure})`) : null,
-            b.state === "asleep" ? h("div", { class: "muted" }, "a host that may be powered off: expected") : null,
-            b.engine_asleep
-              ? h("div", { class: "muted", "data-engine-asleep": "" }, "engine in sleep mode (idle): woken by the next request")
-              : null,
+            dormantNote(b),
+            b.on_demand ? h("div", { class: "muted", "data-on-demand": "" }, onDemandWords(b.on_demand)) : null,
           ),
           h(
             "td",
@@ -276,7 +299,7 @@
         h(
           "tr",
           { "data-target": `${role.name}/${t.backend}/${t.model}`, "data-routing": r.key },
-          h("td", {}, h("span", { class: "name" }, t.backend), " ", backendState ? stateBadge(backendState) : null),
+          h("td", {}, h("span", { class: "name" }, t.backend), " ", backendState ? stateBadge(backendState, (backends[t.backend] || {}).dormant) : null),
           h("td", {}, code(t.model)),
           h("td", { class: "num" }, String(t.weight)),
           h("td", { class: `routing ${r.cls}` }, r.text),

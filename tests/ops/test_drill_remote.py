@@ -3,6 +3,7 @@ it, against a real probing gateway (as `aifabric serve` runs it) on fake backend
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
@@ -10,12 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config
+from aifabric.ops.drill_remote import run_command
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
-from aifabric.testing.wait import wait_until
+from aifabric.testing.processes import alive
+from aifabric.testing.wait import eventually, wait_until
 
 Start = Callable[..., RunningGateway]
 
@@ -139,3 +144,20 @@ def test_a_backend_without_drill_commands_is_a_usage_error(tmp_path: Path) -> No
     code, text = run_cli("drill", "--backend", "gpu", "--config", str(path), "--url", "http://127.0.0.1:9")
     assert code == 2
     assert "backend 'gpu' has no drill: section" in text
+
+
+def test_a_command_cut_off_by_ctrl_c_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    # A `fail` command still running when the operator hits Ctrl-C (a slow `ssh host podman stop`) must
+    # not finish behind the drill's back, after its restore: it is killed, and whatever it started.
+    pidfile, late = tmp_path / "pid", tmp_path / "late"
+
+    async def scenario() -> None:
+        task = asyncio.create_task(run_command(f"sleep 30 & echo $! > {pidfile}; wait; touch {late}"))
+        await eventually(lambda: pidfile.exists() and pidfile.read_text().strip() != "", "the command")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    wait_until(lambda: not alive(int(pidfile.read_text())), "the command's own child killed")
+    assert not late.exists()

@@ -23,6 +23,9 @@ Exit 0 only when every step held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,18 +40,34 @@ _COMMAND_TIMEOUT = 120.0
 
 async def run_command(command: str, timeout: float = _COMMAND_TIMEOUT) -> tuple[int | None, str]:
     """Run `command` with the shell: (exit status, or None when it did not finish in time; the end of its
-    output)."""
+    output).
+
+    The command runs in a process group of its own, killed whole when it overruns `timeout` or the drill
+    is interrupted (Ctrl-C cancels us): a `fail` command still running must not stop the backend after
+    the drill has restored it."""
     proc = await asyncio.create_subprocess_shell(
-        command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         async with asyncio.timeout(timeout):
             out, _ = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        await _kill(proc)
         return None, ""
+    except BaseException:
+        await _kill(proc)
+        raise
     return proc.returncode, out.decode("utf-8", "replace").strip()[-300:]
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command and whatever it started (its process group), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 def _outcome(what: str, code: int | None, output: str) -> tuple[bool, str]:

@@ -146,3 +146,22 @@ def test_tracker_survives_a_round_trip_through_its_state_file_format() -> None:
     [resolved] = again.update([], now=20.0)
     assert (resolved.status, resolved.alert.since) == ("resolved", 5.0)
     assert AlertTracker.from_json([{"rule": "x"}, "junk"]).active == []
+
+
+def test_a_model_on_demand_not_running_raises_nothing_but_one_that_fails_to_start_does() -> None:
+    config = load(
+        """
+backends:
+  small: {kind: llama-cpp-python, local: {engine: llama-cpp-python, model: m, port: 18801, start: on_demand}}
+roles:
+  chat-small: {kind: chat, targets: [{backend: small, model: m}]}
+""",
+        {},
+    )
+    small = BackendHealth("small")
+    small.mark_idle("stopped after 600s unused (idle_stop); started again on demand", 1.0)
+    assert evaluate({"small": small}, config) == []
+    small.mark_launching("started for a request", 2.0)
+    small.state, small.reason = BackendState.DOWN, "exited with status 1 while loading"
+    [alert] = evaluate({"small": small}, config)
+    assert (alert.key, alert.severity) == ("backend_down:small", Severity.WARNING)

@@ -11,6 +11,9 @@ The runbook's thresholds are the default rules:
       config sends it (drift)
     a key's or backend's budget 80% / 100% spent     WARNING / CRITICAL (`budget`, in alerts.budget)
 
+A local model on demand that is not running (asleep, `Dormancy.MODEL_STOPPED`) raises nothing: it was
+stopped on purpose and the next request starts it.
+
 `evaluate` says which conditions hold now; `AlertTracker.update` compares with what held before and
 returns events only on change: `firing` when a condition starts, `resolved` when it ends, nothing while
 it lasts. Every alert carries its severity, a one-line summary and the fix in words. The clock is
@@ -26,8 +29,9 @@ from typing import Any, Literal
 
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
-from aifabric.core import BackendHealth, BackendState
+from aifabric.core import BackendHealth, BackendState, Dormancy
 from aifabric.health.power import WakeEvent
+from aifabric.health.report import dormancy
 
 __all__ = [
     "Alert",
@@ -200,6 +204,8 @@ def evaluate(
     for name, health in sorted(healths.items()):
         if name not in config.backends:
             continue
+        if dormancy(health, config.backends[name]) is Dormancy.MODEL_STOPPED:
+            continue  # a model on demand not running: how it saves memory, not an incident
         _, always_on = _host_of(config, name)
         if health.state in (BackendState.DOWN, BackendState.ASLEEP):
             if always_on:

@@ -63,6 +63,8 @@ def estimate(t: TargetState) -> LoadEstimate:
     in_flight = float(max(health.in_flight, t.outstanding))
     slots = load.get("slots_total")
     if slots is not None and slots > 0:  # llama-server with /slots (and maybe /metrics' deferred count)
+        # Deferred requests are exactly those queued for a slot, other clients' too (checked on the real
+        # engine, docs/routing.md), but only as of the last probe: in_flight covers ours since then.
         reported = load.get("slots_busy", 0.0) + load.get("requests_waiting", 0.0)
         total = max(reported, in_flight)
         running = min(total, slots)

@@ -121,3 +121,12 @@ def test_the_three_sleeps_are_told_apart_in_the_view_and_the_table() -> None:
     assert dormancy(woken, SLEEPERS.backends["gpu"]) is None
     down = BackendHealth("workstation", state=BackendState.DOWN)
     assert dormancy(down, SLEEPERS.backends["workstation"]) is None
+
+
+def test_an_older_gateways_asleep_backend_still_reads_as_a_host_off() -> None:
+    """`aifabric status` against a gateway from before `dormant`: asleep meant a host off then."""
+    workstation = BackendHealth("workstation", always_on=False, unhealthy_threshold=1)
+    workstation.apply_probe(REFUSED, 1.0)
+    view = health_view({"workstation": workstation}, SLEEPERS, now=2.0)
+    del view["backends"]["workstation"]["dormant"]
+    assert "    (a host with always_on: false: expected when it is powered off)" in render_table(view)

@@ -200,7 +200,10 @@ def render_table(view: Mapping[str, Any]) -> list[str]:
         lines = []
         if entry["state"] != "up" or entry["reason"] != "serving":
             lines.append(f"why: {entry['reason']}")
-        note = _DORMANT_NOTES.get(entry.get("dormant") or "")
+        dormant = entry.get("dormant")
+        if "dormant" not in entry and entry["state"] == "asleep":  # a gateway before `dormant` existed
+            dormant = Dormancy.HOST_OFF
+        note = _DORMANT_NOTES.get(dormant or "")
         if note:
             lines.append(note)
         lines.extend(f"MISMATCH: {m}" for m in entry["mismatches"])

@@ -4,6 +4,7 @@ processes (the fake backend speaking llama-cpp-python's API) behind a real gatew
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import sys
 import threading
@@ -118,3 +119,38 @@ def test_a_swap_waits_for_the_requests_the_running_model_is_answering(tmp_path: 
         wait_until(lambda: supervisor.states()["a"] == "idle", what="a stopped for b")
         # b answered: its supervisor sees it ready on its next look (it polls; the gateway probed first)
         wait_until(lambda: supervisor.states()["b"] == "ready", what="the supervisor to see b ready")
+
+
+def test_a_model_started_with_the_others_and_stopped_when_idle_is_started_again_by_a_request(
+    tmp_path: Path,
+) -> None:
+    # start: always (started by `up`) with idle_stop: once stopped, it is a model on demand like the others.
+    port = free_port()
+    config = load_config_text(
+        f"""\
+backends:
+  a: {{kind: llama-cpp-python, local: {{engine: llama-cpp-python, model: m, port: {port}, idle_stop: 2s}}}}
+roles:
+  chat-a: {{kind: chat, targets: [{{backend: a, model: qa}}]}}
+""",
+        "fabric.yaml",
+        environ={},
+    )
+    always = dataclasses.replace(spec("a", port, "qa"), on_demand=False)
+    supervisor = Supervisor([always], log_dir=tmp_path, out=io.StringIO())
+    supervisor.start()
+    assert supervisor.wait_ready(timeout=30)
+    gw = RunningGateway(config, probe=True).start()
+    gateway = gw.gateway
+    assert gateway is not None
+    supervisor.on_state = gateway.local_backend_changed
+    gw.call(lambda: gateway.attach_local(supervisor))
+    try:
+        assert ask(gw, "chat-a") == "a"
+        wait_until(lambda: supervisor.states()["a"] == "idle", timeout=20, what="a stopped when idle")
+        wait_until(lambda: gw.state("a") == "asleep", what="the gateway to see a asleep")
+        assert ask(gw, "chat-a") == "a"  # started again, the request held meanwhile
+        wait_until(lambda: supervisor.states()["a"] == "ready", what="a running again")
+    finally:
+        gw.stop()
+        supervisor.stop()

@@ -232,6 +232,12 @@ class LocalLaunch:
     group: str | None = None
     exclusive: bool = False
 
+    @property
+    def on_demand(self) -> bool:
+        """Whether it may be stopped while the gateway runs (not started yet, idle_stop, or swapped out
+        of its exclusive group) and is then started again by the next request that needs it."""
+        return self.start == "on_demand" or self.idle_stop is not None or self.exclusive
+
 
 @dataclass(frozen=True)
 class DrillCommands:

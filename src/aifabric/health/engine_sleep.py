@@ -92,7 +92,8 @@ class OnDemand:
             backend = config.backends.get(name)
             health = healths.get(name)
             local = backend.local if backend is not None else None
-            if local is None or local.start != "on_demand" or health is None:
+            # start: always with idle_stop or exclusive too: once stopped, the next request restarts it
+            if local is None or not local.on_demand or health is None:
                 continue
             if health.state is not BackendState.ASLEEP:
                 continue

@@ -54,7 +54,7 @@ def dormancy(health: BackendHealth, backend: BackendConfig | None) -> Dormancy |
     if health.stopped is not None and health.stopped_state is BackendState.ASLEEP:
         return Dormancy.MODEL_STOPPED  # the supervisor stopped it, here
     local = backend.local if backend is not None else None
-    if local is not None and (local.start == "on_demand" or local.idle_stop is not None or local.exclusive):
+    if local is not None and local.on_demand:
         return Dormancy.MODEL_STOPPED  # seen through the shared state of another worker or replica
     return Dormancy.HOST_OFF
 

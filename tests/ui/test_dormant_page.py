@@ -229,3 +229,22 @@ def test_a_stopped_model_on_demand_reads_as_one_with_why_it_stopped(
     assert reason in row.one("td", **{"class": "reason"}).text
     assert row.one("div", data_on_demand="").text == settings
     assert "powered off" not in row.text and "may sleep" not in row.text
+
+
+def test_a_role_whose_model_on_demand_is_stopped_is_not_shown_as_failing(page: Node) -> None:
+    role = page.one("article", data_role="chat-c")
+    row = role.one("tr", data_target="chat-c/c/qc")
+    assert row.attrs["data-routing"] == "on-demand"
+    assert "☾ model on demand: the next request starts it" in row.text
+    banner = role.one("p", data_on_demand_role="")
+    assert banner.text == (
+        "No target of this role is running: "
+        "the next request starts its model on demand and waits while it loads."
+    )
+    assert "requests to it fail" not in role.text
+    (avail,) = [n for n in role.iter() if n.has_class("avail")]
+    assert avail.text == "0 of 1 target available" and avail.has_class("warn")
+    # A powered-off workstation with no fallback: its requests do fail, and the page says so.
+    deep = page.one("article", data_role="chat-deep")
+    assert "it has no fallback: requests to it fail." in deep.text
+    assert deep.one("tr", data_target="chat-deep/workstation/big").attrs["data-routing"] == "backend-asleep"

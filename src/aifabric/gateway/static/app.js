@@ -212,7 +212,8 @@
             "td",
             { class: "reason" },
             b.reason,
-            b.failure ? h("span", { class: "muted" }, ` (${b.failure})`) : null,
+            // A stopped model refuses connections because it is stopped: no failure worth naming.
+            b.failure && b.dormant !== "model_stopped" ? h("span", { class: "muted" }, ` (${b.failure})`) : null,
             dormantNote(b),
             b.on_demand ? h("div", { class: "muted", "data-on-demand": "" }, onDemandWords(b.on_demand)) : null,
           ),
@@ -250,9 +251,11 @@
 
   // ------------------------------------------------------------------------------------ roles
 
-  function routing(t, backendState) {
+  function routing(t, backendState, dormant) {
     if (t.available) return { key: "available", cls: "ok", text: ["✓ available"] };
     if (t.weight === 0) return { key: "off", cls: "muted", text: ["off (weight 0)"] };
+    if (backendState === "asleep" && dormant === "model_stopped")
+      return { key: "on-demand", cls: "muted", text: ["☾ model on demand: the next request starts it"] };
     if (t.outlier === "ejected") {
       const back = t.ejected_for_seconds;
       const at = back !== null && back !== undefined ? clock(new Date(Date.now() + back * 1000)) : null;
@@ -290,16 +293,19 @@
     const backends = data.backends || {};
     const total = role.targets.length;
     const avail = role.available_targets;
-    const availCls = avail === 0 ? "bad" : avail < total ? "warn" : "ok";
+    // Models on demand not running are started by the next request: nothing is broken.
+    const onDemand = role.targets.some((t) => (backends[t.backend] || {}).dormant === "model_stopped");
+    const availCls = avail === 0 && !onDemand ? "bad" : avail < total ? "warn" : "ok";
     const rows = [];
     for (const t of role.targets) {
       const backendState = (backends[t.backend] || {}).state;
-      const r = routing(t, backendState);
+      const dormant = (backends[t.backend] || {}).dormant;
+      const r = routing(t, backendState, dormant);
       rows.push(
         h(
           "tr",
           { "data-target": `${role.name}/${t.backend}/${t.model}`, "data-routing": r.key },
-          h("td", {}, h("span", { class: "name" }, t.backend), " ", backendState ? stateBadge(backendState, (backends[t.backend] || {}).dormant) : null),
+          h("td", {}, h("span", { class: "name" }, t.backend), " ", backendState ? stateBadge(backendState, dormant) : null),
           h("td", {}, code(t.model)),
           h("td", { class: "num" }, String(t.weight)),
           h("td", { class: `routing ${r.cls}` }, r.text),
@@ -344,15 +350,23 @@
       role.saturated
         ? h("p", { class: "warn", "data-overflowing": "" }, "Every target of this role is saturated: new requests overflow to its fallbacks until a queue drains.")
         : null,
-      avail === 0
+      avail === 0 && onDemand
         ? h(
             "p",
-            { class: "bad" },
+            { class: "muted", "data-on-demand-role": "" },
             role.fallbacks.length
-              ? "No target of this role can take requests: its fallbacks answer."
-              : "No target of this role can take requests, and it has no fallback: requests to it fail.",
+              ? "No target of this role is running: the next request starts its model on demand, and its fallbacks answer meanwhile."
+              : "No target of this role is running: the next request starts its model on demand and waits while it loads.",
           )
-        : null,
+        : avail === 0
+          ? h(
+              "p",
+              { class: "bad" },
+              role.fallbacks.length
+                ? "No target of this role can take requests: its fallbacks answer."
+                : "No target of this role can take requests, and it has no fallback: requests to it fail.",
+            )
+          : null,
       table(["Backend", "Model", "Weight", "Routing", "In flight", "Queued", "Latency (EWMA)", "OK / failed"], rows, {
         class: "targets",
       }),

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config
-from aifabric.observability.logging import JsonFormatter
+from aifabric.gateway.dialects.base import Dialect
+from aifabric.gateway.dialects.messages import MessagesDialect
+from aifabric.gateway.dialects.responses_dialect import ResponsesDialect
+from aifabric.observability.logging import JsonFormatter, register_secret
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
 
 GATEWAY_KEY = "sk-gw-7f3a9c1e5b2d4f6a8c0e"
 BACKEND_KEY = "sk-be-2b4d6f8a0c1e3a5c7e9b"
@@ -104,9 +108,34 @@ roles:
             )
             assert quoted.status_code == 400 and "Incorrect API key provided: ********" in quoted.text
             seen.append(("an upstream error quoting the key", quoted.text))
-            good.stop()  # a backend goes down: probes fail, alerts fire, reasons are written
-            time.sleep(0.6)
+            # The same upstream error on the other APIs, plain and streamed, in each API's own shape.
+            prompt = [{"role": "user", "content": "hi"}]
+            for stream in (False, True):
+                messages = httpx.post(
+                    gw.url + "/v1/messages",
+                    json={"model": "chat-cloud", "max_tokens": 8, "messages": prompt, "stream": stream},
+                    headers={"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"},
+                )
+                assert messages.status_code == 400, messages.text
+                assert messages.json()["type"] == "error", messages.text  # Anthropic's shape
+                assert "Incorrect API key provided: ********" in messages.text
+                seen.append((f"/v1/messages (stream={stream}) quoting the key", messages.text))
+                responses = httpx.post(
+                    gw.url + "/v1/responses",
+                    json={"model": "chat-cloud", "input": "hi", "stream": stream},
+                    headers=auth,
+                )
+                assert responses.status_code == 400, responses.text
+                assert "Incorrect API key provided: ********" in responses.json()["error"]["message"]
+                seen.append((f"/v1/responses (stream={stream}) quoting the key", responses.text))
             admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+            good.stop()  # a backend goes down: probes fail, alerts fire, reasons are written
+            wait_until(
+                lambda: (
+                    httpx.get(gw.url + "/health", headers=admin).json()["backends"]["good"]["state"] == "down"
+                ),
+                "the probes to find backend good down",
+            )
             for path in ("/metrics", "/health", "/status", "/alerts", "/health/ready", "/ui"):
                 if path != "/health/ready":  # open to all; the rest is for operators only
                     assert httpx.get(gw.url + path, headers=auth).status_code == 403, path
@@ -217,3 +246,22 @@ roles:
     for where, text in seen:
         assert key not in text, f"the key appears in {where}"
         assert key[:12] not in text, f"a prefix of the key beyond `keys list`'s appears in {where}"
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [MessagesDialect(), ResponsesDialect({"model": "chat-cloud", "input": "hi"}, "resp_1")],
+    ids=["messages", "responses"],
+)
+def test_a_stream_error_event_quoting_the_key_is_redacted(dialect: Dialect) -> None:
+    """A backend that fails mid-stream with an error event quoting the key it was sent: the event the
+    client reads (in the API's own shape) says what happened without the key."""
+    register_secret(BACKEND_KEY)
+    translator = dialect.stream_translator({"model": "chat-cloud", "messages": []}, upstream_usage=False)
+    first = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "he"}}]}\n\n'
+    error = {"error": {"message": f"Incorrect API key provided: {BACKEND_KEY}", "code": "invalid_api_key"}}
+    out = translator.feed(first) + translator.feed(b"data: " + orjson.dumps(error) + b"\n\n")
+    out += translator.finish()
+    text = out.decode()
+    assert "Incorrect API key provided: ********" in text, text
+    assert_no_secret(text, f"the {dialect.api} stream's error event")

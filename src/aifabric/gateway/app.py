@@ -49,7 +49,7 @@ from aifabric.health.engine_sleep import EngineSleep, OnDemand
 from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
-from aifabric.observability.logging import register_config_secrets
+from aifabric.observability.logging import redact, register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
@@ -588,8 +588,11 @@ _access_log = logging.getLogger("aifabric.access")
 
 
 def _tagged(exc: ApiError, rid: str) -> ApiError:
-    """`exc` naming the request's id, in its message and its headers, whatever shape renders it."""
-    exc.message = f"{exc.message} (request id {rid})"
+    """`exc` naming the request's id, in its message and its headers, whatever shape renders it.
+
+    Every API's errors pass here before their renderer (OpenAI's, Anthropic's): the one place a
+    secret quoted in the message (an upstream's "Incorrect API key provided: sk-...") is redacted."""
+    exc.message = f"{redact(exc.message)} (request id {rid})"
     exc.args = (exc.message,)
     exc.headers["x-request-id"] = rid
     return exc

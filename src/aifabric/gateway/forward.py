@@ -49,6 +49,7 @@ from aifabric.gateway.missing_routes import ROUTE_MISSING, MissingRoutes, RouteM
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
+from aifabric.observability.logging import redact
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Endpoint, Route, RoutingTable
 from aifabric.routing.target import AttemptGuard, TargetState
@@ -935,7 +936,7 @@ def _ends_stream(chunk: bytes) -> bool:
 
 def _interrupted(backend: str, detail: str) -> bytes:
     error = {
-        "message": f"the backend {backend} failed mid-stream: {detail}",
+        "message": redact(f"the backend {backend} failed mid-stream: {detail}"),
         "type": "upstream_error",
         "param": None,
         "code": "stream_interrupted",
@@ -945,7 +946,7 @@ def _interrupted(backend: str, detail: str) -> bytes:
 
 def _dialect_interrupted(dialect: Dialect) -> Callable[[str, str], bytes]:
     def interrupted(backend: str, detail: str) -> bytes:
-        return dialect.stream_error(f"the backend {backend} failed mid-stream: {detail}")
+        return dialect.stream_error(redact(f"the backend {backend} failed mid-stream: {detail}"))
 
     return interrupted
 

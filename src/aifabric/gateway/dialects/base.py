@@ -26,6 +26,7 @@ import orjson
 
 from aifabric.backends.base import RequestField
 from aifabric.config.schema import ClientApi
+from aifabric.observability.logging import redact
 
 if TYPE_CHECKING:
     from aifabric.routing.table import Endpoint
@@ -168,8 +169,13 @@ class ChatStreamTranslator:
         for obj in sse_events(self._buffer):
             if obj is None:
                 continue  # [DONE]: the end is written by finish(), once
-            if isinstance(obj.get("error"), dict):
-                out.append(self.on_error(obj["error"]))
+            error = obj.get("error")
+            if isinstance(error, dict):
+                # An upstream's error event may quote the key the gateway sent it: every dialect's
+                # error event is written from the redacted message.
+                if isinstance(error.get("message"), str):
+                    error = dict(error, message=redact(error["message"]))
+                out.append(self.on_error(error))
                 continue
             out.append(self.on_chunk(obj))
         return b"".join(out)

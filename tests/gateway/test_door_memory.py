@@ -99,6 +99,49 @@ def test_crowds_sending_huge_bodies_without_a_key_are_refused_on_the_head(
     assert fb.requests == []
 
 
+def test_huge_bodies_sent_to_admin_routes_are_refused_on_the_head(
+    start_gateway: Start, fb: FakeBackend
+) -> None:
+    """/admin/*: a caller without an admin key is 401 and a route `serve` does not have is 404, both
+    before a byte of the body: 10 such 31 MiB posts grew the gateway by ~230 MB, for good."""
+    admin_key = "sk-door-admin-0123456789"
+    text = fabric(fb.url, keys=True).replace("api_keys:", f'admin_keys: ["{admin_key}"], api_keys:')
+    gw = start_gateway(text)
+    server = gw.gateway.server
+    before = rss()
+    wrong: list[bytes] = []
+
+    def client(key: bytes, expected: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /admin/backends/b0/stop HTTP/1.1\r\nHost: x\r\n%bContent-Length: %d\r\n\r\n"
+                % (b"Authorization: Bearer " + key + b"\r\n" if key else b"", 31 * MIB)
+            )
+            try:
+                reply = sock.recv(4096)  # before a byte of the body
+            except TimeoutError:
+                reply = b"no answer before the body"
+            if not reply.startswith(b"HTTP/1.1 " + expected):
+                wrong.append(reply[:200])
+            with contextlib.suppress(OSError):
+                for _ in range(8):  # sent anyway: read and dropped, never held
+                    sock.sendall(b"x" * MIB)
+
+    # Without a key: 401; with the admin key: 404, as `serve` runs no local backends to stop.
+    callers = [(b"", b"401 "), (admin_key.encode(), b"404 ")] * 5
+    threads = [threading.Thread(target=client, args=caller) for caller in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    grown = rss() - before
+    print(f"10 clients x 8 MiB to /admin: RSS {before / MIB:.0f} -> {rss() / MIB:.0f} MiB")
+    assert wrong == []
+    assert server is not None and server.buffered == 0
+    assert grown < 40 * MIB  # buffered before the checks, it grew by ~230 MB
+    assert fb.requests == []
+
+
 def test_a_backend_refusing_the_gateways_key_is_502_naming_the_role_not_the_clients_401(
     start_gateway: Start, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -57,6 +57,19 @@ def check_admin_access(operator: OperatorAccess, request: Request) -> None:
     operator.check(request.headers, request.client, admin_route=True)
 
 
+def _parse(path: str) -> tuple[str | None, str | None] | None:
+    """(backend, action) of an /admin/backends path: (None, None) for the list; None: not a route."""
+    path = path.rstrip("/")
+    if path == _PREFIX:
+        return None, None
+    if not path.startswith(_PREFIX + "/"):
+        return None
+    name, _, action = path[len(_PREFIX) + 1 :].partition("/")
+    if not name or action not in _ACTIONS:
+        return None
+    return name, action
+
+
 class AdminRoutes:
     def __init__(self, gateway: GatewayView, control: LocalControl) -> None:
         self._gw = gateway
@@ -64,15 +77,16 @@ class AdminRoutes:
 
     def route(self, request: Request) -> Awaitable[Response] | None:
         """The handler for an /admin/backends path, or None (the gateway answers 404)."""
-        path = request.path.rstrip("/")
-        if path == _PREFIX:
-            return self._call(request, "GET", None, None)
-        if not path.startswith(_PREFIX + "/"):
+        parsed = _parse(request.path)
+        if parsed is None:
             return None
-        name, _, action = path[len(_PREFIX) + 1 :].partition("/")
-        if not name or action not in _ACTIONS:
-            return None
-        return self._call(request, "POST", name, action)
+        name, action = parsed
+        return self._call(request, "GET" if name is None else "POST", name, action)
+
+    @staticmethod
+    def serves(path: str) -> bool:
+        """Whether `path` is one of these routes (read on the head, before a body is buffered)."""
+        return _parse(path) is not None
 
     async def _call(self, request: Request, method: str, name: str | None, action: str | None) -> Response:
         self._check_access(request)  # before anything else: no backend names to a caller refused

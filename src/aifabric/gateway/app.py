@@ -31,7 +31,7 @@ from aifabric.errors import (
     StateStoreError,
 )
 from aifabric.gateway import anthropic_models, anthropic_routes, responses_routes, task_routes
-from aifabric.gateway.admin_routes import AdminRoutes, LocalControl
+from aifabric.gateway.admin_routes import AdminRoutes, LocalControl, check_admin_access
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.errors import error_response, status_exception
 from aifabric.gateway.forward import Forwarder, ForwardRequest
@@ -442,7 +442,14 @@ class Gateway:
                 or (versioned and sub.startswith("/responses/"))
             ):
                 return self.auth.check(headers)
-            if not versioned and (method in ("GET", "HEAD") or path.startswith("/admin/")):
+            if not versioned and path.startswith("/admin/"):
+                # Who may steer the gateway, and whether the route exists, are known from the head:
+                # a refused or misdirected body is never buffered (401/403/404 at once).
+                check_admin_access(self.operator, request)
+                if path != RELOAD_PATH and (self.admin is None or not self.admin.serves(path)):
+                    raise NotFound(f"No route for {shown(method, 20)} {shown(path)}.", code="unknown_route")
+                return None
+            if not versioned and method in ("GET", "HEAD"):
                 return None
             if "content-length" not in headers and "transfer-encoding" not in headers:
                 return None  # no body to spare: the route is answered as usual

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -26,6 +27,7 @@ from aifabric.gateway.dialects.responses_dialect import ResponsesDialect
 from aifabric.observability.logging import JsonFormatter, register_secret
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
 
 GATEWAY_KEY = "sk-gw-7f3a9c1e5b2d4f6a8c0e"
@@ -265,3 +267,67 @@ def test_a_stream_error_event_quoting_the_key_is_redacted(dialect: Dialect) -> N
     text = out.decode()
     assert "Incorrect API key provided: ********" in text, text
     assert_no_secret(text, f"the {dialect.api} stream's error event")
+
+
+def test_a_secret_in_any_url_valued_setting_is_never_shown(
+    tmp_path: Path, postgres: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Secrets in the query or userinfo of every URL-valued setting (tracing.endpoint, keys:, usage:,
+    a backend's url): masked by one rule in `config show` (text and JSON), /status, `status --json`
+    and `health --json`, the URLs still readable."""
+    caplog.set_level(logging.DEBUG)
+    planted = {
+        "tracing": "tracetoken-4f1e9a7c3b5d",
+        "keys": "redispass-8c2a6e4f0b1d",
+        "usage": "pgpassword-3e5c7a9b1d2f",
+        "backend": "backendtok-6a8c0e2b4d6f",
+    }
+    redis_port = free_port()  # nothing listens: the key store is unreachable, the gateway says so
+    ledger = postgres.create_database("secrets_in_urls")  # trusts local logins: the password is unused
+    usage_url = ledger.replace("aifabric@", f"aifabric:{planted['usage']}@", 1)
+    usage_url = f"{usage_url}?password={planted['usage']}&application_name=aifabric"
+    with FakeBackend(kind="vllm", models=("m1",)) as backend:
+        fabric = tmp_path / "fabric.yaml"
+        fabric.write_text(
+            f"""
+gateway: {{admin_keys: ["{ADMIN_KEY}"]}}
+tracing: {{endpoint: "http://127.0.0.1:9/otlp?token={planted["tracing"]}"}}
+keys: "redis://127.0.0.1:{redis_port}/0?password={planted["keys"]}"
+usage: "{usage_url}"
+backends:
+  b: {{kind: vllm, url: "{backend.url}?token={planted["backend"]}"}}
+roles:
+  chat-fast: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
+"""
+        )
+        seen: list[tuple[str, str]] = []
+        for argv in (["config", "show", str(fabric)], ["config", "show", str(fabric), "--json"]):
+            out, err = io.StringIO(), io.StringIO()
+            assert main(argv, console=Console(out, err)) == 0, err.getvalue()
+            shown = out.getvalue()
+            assert "token=********" in shown and "password=********" in shown, shown
+            seen.append((" ".join(argv[:2] + argv[3:]), shown + err.getvalue()))
+        gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
+        try:
+            admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+            status = httpx.get(gw.url + "/status", headers=admin)
+            assert status.status_code == 200
+            assert "password=********" in status.json()["tenancy"]["keys"]["store"]
+            assert "password=********" in status.json()["usage"]["ledger"]
+            seen.append(("/status", status.text))
+            out, err = io.StringIO(), io.StringIO()
+            main(["status", "--url", gw.url, "--api-key", ADMIN_KEY, "--json"], console=Console(out, err))
+            assert '"backends"' in out.getvalue()
+            seen.append(("status --json", out.getvalue() + err.getvalue()))
+        finally:
+            gw.stop()
+        out, err = io.StringIO(), io.StringIO()
+        main(["health", "--config", str(fabric), "--json"], console=Console(out, err))
+        assert "token=********" in out.getvalue()
+        seen.append(("health --json", out.getvalue() + err.getvalue()))
+    formatter = JsonFormatter()
+    seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
+    for where, text in seen:
+        for setting, secret in planted.items():
+            assert secret not in text, f"the secret of {setting} appears in {where}"
+            assert secret[:10] not in text, f"a prefix of the secret of {setting} appears in {where}"

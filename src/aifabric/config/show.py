@@ -7,49 +7,68 @@ config show` prints can be read back by the loader, secrets aside.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from collections.abc import Iterator
+from typing import Any, TypeGuard
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from aifabric.config.money import Budget
 from aifabric.config.schema import FabricConfig, Secret
 
-__all__ = ["REDACTED", "config_secrets", "config_to_dict", "redact_url", "redact_values"]
+__all__ = ["REDACTED", "config_secrets", "config_to_dict", "is_url", "redact_url", "redact_values"]
 
 REDACTED = "********"
 
 # Fields that are keys of their section in the file, or facts about the load rather than settings.
 _IMPLIED = {"name", "source", "loaded"}
-# Fields holding URLs that may carry a password (redis://:pw@host, https://user:pw@host/v1).
-_URL_FIELDS = {"url", "state", "target", "endpoint", "keys", "usage"}
 
-
-_MIN_QUERY_SECRET = 8  # shorter query values (`?v=1`) are not taken for secrets
+_MIN_QUERY_SECRET = 8  # shorter query values (`?v=1`) are not hunted for elsewhere by value
 
 
 def config_to_dict(cfg: FabricConfig, *, redact: bool = True) -> dict[str, Any]:
     """`cfg` as nested dicts/lists/scalars. With `redact` (the default) every `Secret` is `"********"`,
-    URL passwords are masked, and every secret value of the file is masked wherever else it appears
-    (a key in a URL's query, `?key=${X}`); never a prefix or a length of the value."""
+    every URL-valued setting goes through `redact_url`, and every secret value of the file is masked
+    wherever else it appears; never a prefix or a length of the value."""
     out = _value(cfg, redact)
     assert isinstance(out, dict)
     return redact_values(out, config_secrets(cfg)) if redact else out
 
 
 def config_secrets(cfg: FabricConfig) -> frozenset[str]:
-    """Every secret value a fabric file holds, for redaction by value: the gateway's API and admin
-    keys, backends' api keys, and the passwords and query values of the URLs it names (backends,
-    state, alert sinks)."""
+    """Every secret value a fabric file holds, for redaction by value: each `Secret` (gateway, admin
+    and backend keys) and the password and query values of each URL-valued setting, wherever it is
+    (backends, state, keys, usage, tracing, alert sinks): found by walking the config, not by a list
+    of fields that a new setting could miss."""
     found: set[str] = set()
-    for key in (*cfg.gateway.api_keys, *cfg.gateway.admin_keys):
-        found.add(key.reveal())
-    urls = [cfg.state, *(sink.target for sink in cfg.monitoring.sinks)]
-    for backend in cfg.backends.values():
-        if backend.api_key:
-            found.add(backend.api_key.reveal())
-        urls.append(backend.url)
-    for url in urls:
-        found.update(_url_secrets(url))
+    for value in _leaves(cfg):
+        if isinstance(value, Secret):
+            found.add(value.reveal())
+        elif is_url(value):
+            found.update(_url_secrets(value))
     return frozenset(s for s in found if len(s) >= 4)
+
+
+def is_url(value: object) -> TypeGuard[str]:
+    """The one rule for which settings are URLs: a string `scheme://...` (a sink's command is not)."""
+    if not isinstance(value, str):
+        return False
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and scheme[:1].isalpha() and scheme.replace("+", "").replace("-", "").isalnum()
+
+
+def _leaves(value: object) -> Iterator[object]:
+    """Every scalar of a config (dataclasses, dicts, lists), `Secret`s included."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if f.name not in _IMPLIED:
+                yield from _leaves(getattr(value, f.name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def _url_secrets(url: str) -> list[str]:
@@ -61,7 +80,7 @@ def _url_secrets(url: str) -> list[str]:
     found = [unquote(password), password] if password else []
     for _, value in parse_qsl(parts.query, keep_blank_values=False):
         if len(value) >= _MIN_QUERY_SECRET:
-            found.append(value)
+            found.extend((value, quote(value, safe=""), quote_plus(value, safe="")))
     return found
 
 
@@ -81,14 +100,14 @@ def redact_values(value: Any, secrets: frozenset[str]) -> Any:
     return value
 
 
-def _value(value: object, redact: bool, field: str = "") -> Any:
+def _value(value: object, redact: bool) -> Any:
     if isinstance(value, Secret):
         return REDACTED if redact else value.reveal()
     if isinstance(value, Budget):
         return str(value)  # as written in the file: 50/month
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _value(getattr(value, f.name), redact, f.name)
+            f.name: _value(getattr(value, f.name), redact)
             for f in dataclasses.fields(value)
             if f.name not in _IMPLIED
         }
@@ -96,20 +115,30 @@ def _value(value: object, redact: bool, field: str = "") -> Any:
         return {str(k): _value(v, redact) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_value(v, redact) for v in value]
-    if redact and isinstance(value, str) and field in _URL_FIELDS:
+    if redact and is_url(value):
         return redact_url(value)
     return value
 
 
 def redact_url(url: str) -> str:
-    """`url` with the password of its userinfo masked (`redis://:********@host:6379/0`)."""
+    """`url` safe to show: the password of its userinfo and every query value masked
+    (`redis://:********@host:6379/0?password=********`); host, path and query names stay readable."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # not a URL after all (a sink's command, say)
         return url
-    if password is None:
+    if password is None and not parts.query:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+    # Rebuilt by hand, not by urlunsplit, which turns `unix:///path` into `unix:/path`.
+    head, _, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    if password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        head = head.replace(parts.netloc, f"{user}:{REDACTED}@{host}", 1)
+    if not query:
+        return head + (f"?{query}{hash_}{fragment}" if rest else "")
+    fields = query.split("&")
+    query = "&".join(f"{f.partition('=')[0]}={REDACTED}" if "=" in f else f for f in fields)
+    return f"{head}?{query}{hash_}{fragment}"

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from aifabric.config.extras import Extra, install_hint
+from aifabric.config.show import redact_url
 from aifabric.errors import StateStoreError
 from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 
@@ -116,17 +117,6 @@ def split_state_url(url: str) -> tuple[str, dict[str, str]]:
     return rebuilt, ours
 
 
-def redacted_url(url: str) -> str:
-    """The URL without its password, for logs and status."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisStore(StateStore):
     kind = "redis"
 
@@ -134,7 +124,7 @@ class RedisStore(StateStore):
         aioredis = require_redis()
         retry_mod = importlib.import_module("redis.asyncio.retry")
         backoff = importlib.import_module("redis.backoff")
-        self._shown = redacted_url(url)
+        self._shown = redact_url(url)
         self.prefix = prefix
         # One quick retry (a pooled connection gone stale after a Redis restart), no backoff: the sync
         # loop's next round is the real retry, and a round must not stall on a dead Redis.

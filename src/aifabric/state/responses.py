@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aifabric.config.show import redact_url
 from aifabric.errors import StateStoreError
-from aifabric.state.redis import DEFAULT_PREFIX, redacted_url, require_redis
+from aifabric.state.redis import DEFAULT_PREFIX, require_redis
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -204,7 +205,7 @@ class RedisResponseStore(ResponseStore):
     ) -> None:
         aioredis = require_redis()
         self.ttl = ttl
-        self._shown = redacted_url(url)
+        self._shown = redact_url(url)
         self._prefix = prefix + "response:"
         self._client: Any = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout

@@ -196,6 +196,27 @@ def test_a_stop_whose_gateway_died_lapses() -> None:
         run(scenario)
 
 
+def test_an_idle_model_on_demand_stays_asleep_across_sync_rounds() -> None:
+    """An idle model on demand is stopped by its own gateway (`mark_idle`), not by an operator through
+    the store: a sync round that finds no stop in the store must not take it for one lifted."""
+    wall = [1_700_000_000.0]
+    store = MemoryStore()
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        cfg = config(backend.url)
+
+        async def scenario(client: UpstreamClient) -> None:
+            replica = Replica(cfg, store, client, wall)
+            why = "not running: started when a request needs it"
+            replica.checker.healths["b"].mark_idle(why, time.monotonic())  # as Gateway does
+            for _ in range(3):
+                await replica.sync.tick()
+                health = replica.checker.healths["b"]
+                assert (health.state, health.reason, health.launching) == (BackendState.ASLEEP, why, None)
+            await replica.sync.shutdown()
+
+        run(scenario)
+
+
 def test_state_memory_shares_nothing_with_one_worker_and_a_directory_with_several() -> None:
     cfg = config("http://127.0.0.1:9/v1")
     assert open_store(cfg, port=8000) is None, "the default: no store, no sync, no cost"

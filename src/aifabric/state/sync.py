@@ -91,6 +91,10 @@ class StateSync:
         # round, whose stop is lifted in the store.
         self._own_stops: dict[str, str] = {}
         self._lifted: set[str] = set()
+        # The stops this gateway took on from the store (backend -> reason): only these end when the
+        # store no longer holds them. A backend stopped here for another cause (a model on demand
+        # idled, `mark_idle`) is not the store's to start again.
+        self._from_store: dict[str, str] = {}
         self.store_reachable = True
         self.applied_version: str | None = None
         self.applied_from: str | None = None
@@ -282,9 +286,15 @@ class StateSync:
         held = await self.store.read_stops(wall)
         for name, health in self.checker.healths.items():
             why = held.get(name)
-            if why is not None and health.stopped != why:
+            if why is not None:
+                self._from_store[name] = why
+                if health.stopped == why:
+                    continue
                 transition = health.mark_stopped(why, now)
-            elif why is None and health.stopped is not None and name not in self._own_stops:
+            elif name in self._from_store:
+                taken = self._from_store.pop(name)
+                if health.stopped != taken or name in self._own_stops:
+                    continue  # stopped since for another reason (idle, by this gateway): that holds
                 # Started again by the gateway that stopped it: loading until a probe finds it serving.
                 transition = health.mark_launching("started again by its operator", now)
             else:

@@ -1,5 +1,6 @@
 """Schemathesis against a real gateway (a fake backend behind it), from OpenAI's own OpenAPI
-description cut to the operations the gateway serves (openapi/openai-served.json, see its NOTICE):
+description cut to the operations the gateway serves (openapi/openai-served.json, see its NOTICE:
+chat completions, completions, embeddings, models and the Responses API):
 cases that fit OpenAI's request shapes and cases that break them. Whatever comes: never a 5xx,
 always one `x-request-id`, every error OpenAI-shaped and naming the id, and every body the gateway
 writes itself (errors, the model list) conforming to the official description."""
@@ -7,7 +8,6 @@ writes itself (errors, the model list) conforming to the official description.""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from aifabric.config.load import load_config_text
-from aifabric.testing.fake_backend import FakeBackend
-from aifabric.testing.gateway import RunningGateway
-
 SCHEMA = schemathesis.openapi.from_path(Path(__file__).parent / "openapi" / "openai-served.json")
 OPERATIONS = {f"{op.method.upper()} {op.path}": op for op in (r.ok() for r in SCHEMA.get_all_operations())}
 # Cases per operation and mode: ~600 in all, well under a minute. Chat's request schema is OpenAI's
 # largest, slowest to generate.
-EXAMPLES = {"POST /chat/completions": 30}
+EXAMPLES = {
+    "POST /chat/completions": 30,
+    "POST /responses": 20,
+    "POST /responses/input_tokens": 20,
+    "GET /responses/{response_id}": 20,
+}
 DEFAULT_EXAMPLES = 60
 # Most generated `model` values name no role (404, which is worth testing too); half the cases are
 # given a role of the fabric instead, so that they are forwarded and the backend's answer relayed.
@@ -37,30 +38,6 @@ CASES = [
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     if mode is GenerationMode.POSITIVE or name.startswith("POST")  # a GET has no body to break
 ]
-
-
-@pytest.fixture(scope="module")
-def gateway_url() -> Iterator[str]:
-    with FakeBackend(kind="vllm", models=("m1", "e1")) as fb:
-        config = load_config_text(
-            f"""
-backends:
-  b1: {{kind: vllm, url: "{fb.url}"}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: b1, model: m1}}]}}
-  openai/strong: {{kind: chat, targets: [{{backend: b1, model: m1}}]}}
-  embeddings-general: {{kind: embeddings, targets: [{{backend: b1, model: e1}}]}}
-aliases:
-  local/chat: chat-fast
-""",
-            "fabric.yaml",
-            environ={},
-        )
-        gw = RunningGateway(config).start()
-        try:
-            yield gw.url + "/v1"  # the servers entry of OpenAI's description ends in /v1
-        finally:
-            gw.stop()
 
 
 @pytest.mark.parametrize(("name", "mode"), CASES)

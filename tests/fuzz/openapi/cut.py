@@ -1,5 +1,6 @@
 """Regenerate openai-served.json: the operations of OpenAI's OpenAPI description that aifabric serves
-(chat completions, completions, embeddings, models), with every schema they reference, nothing else.
+(chat completions, completions, embeddings, models, responses), with every schema they reference,
+nothing else.
 
     git -C openai-openapi show COMMIT:openapi.json > /tmp/openapi.json
     python tests/fuzz/openapi/cut.py /tmp/openapi.json COMMIT
@@ -20,6 +21,9 @@ SERVED = {
     "/embeddings": ("post",),
     "/models": ("get",),
     "/models/{model}": ("get",),
+    "/responses": ("post",),
+    "/responses/input_tokens": ("post",),
+    "/responses/{response_id}": ("get",),
 }
 
 

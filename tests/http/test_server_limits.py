@@ -62,11 +62,35 @@ def test_a_body_that_stalls_is_408_and_its_bytes_are_released() -> None:
         writer.write(post_head("/", 1000) + b"x" * 100)
         await eventually(lambda: server.buffered == 100, "the first bytes buffered")
         reply = await read_all(reader)
-        assert reply.startswith(b"HTTP/1.1 408 ") and b"stalled" in reply
+        assert reply.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.3 s" in reply
         assert server.buffered == 0
         writer.close()
 
     serve(check, body_timeout=0.3)
+
+
+def test_a_body_that_trickles_is_408_at_its_deadline_not_kept_open_byte_by_byte() -> None:
+    """One byte every 0.1 s never leaves a gap of `body_timeout`: the deadline counts from the head,
+    so the 408 comes while the client is still trickling (it measured the gaps: kept open 15 s+)."""
+
+    async def check(server: HttpServer) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(post_head("/", 200))
+        sent = 0
+        answer = asyncio.ensure_future(read_all(reader, limit=30))
+        while not answer.done() and sent < 200:  # 200 bytes would take 20 s at this pace
+            writer.write(b"x")
+            sent += 1
+            await asyncio.wait([answer], timeout=0.1)
+        if not answer.done():
+            answer.cancel()
+            raise AssertionError("the whole body was taken, byte by byte, with no 408")
+        reply = answer.result()
+        assert reply.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in reply, reply
+        assert server.buffered == 0
+        writer.close()
+
+    serve(check, body_timeout=1.0)
 
 
 def test_a_slowloris_crowd_is_cut_off_by_the_head_timeout() -> None:

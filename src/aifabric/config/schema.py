@@ -148,7 +148,7 @@ class GatewayConfig:
     max_connections: int = 10_000
     max_buffered_bytes: int = 256 * 1024 * 1024  # request bodies read and not yet answered, all clients
     head_timeout: float = 10.0  # a request's head must arrive within this
-    body_timeout: float = 30.0  # a request's body may not stall longer than this between reads
+    body_timeout: float = 30.0  # a request's whole body must arrive within this of its head
     env_file: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1

@@ -17,7 +17,7 @@ What it does against a client that means harm or is simply broken, before anyone
 a `head_hook` sees each request's head before its body is read (a refused key or an unknown route
 is answered at once, and the body is never buffered); the bytes of bodies being buffered across all
 connections are bounded (503 past `max_buffered_bytes`); a head must arrive within `head_timeout`
-and a body may not stall longer than `body_timeout` (408); answers queued for a client that does not
+and a whole body within `body_timeout` of its head (408); answers queued for a client that does not
 read stop the reading of its requests; and past `max_connections` a new connection gets 503 and is
 closed, with one log line when the cap is reached.
 """
@@ -133,6 +133,7 @@ class _Connection(asyncio.Protocol):
         "_body",
         "_body_held",
         "_body_size",
+        "_body_started",
         "_client",
         "_closing",
         "_completed",
@@ -176,6 +177,7 @@ class _Connection(asyncio.Protocol):
         self._in_head = False  # between a request's first byte and the end of its headers
         self._in_body = False  # between the end of a request's headers and the end of its body
         self._head_started = 0.0
+        self._body_started = 0.0  # when the head ended: the whole body must arrive by body_timeout
         self._head_bytes = 0  # raw bytes read while in a head (a head that never ends)
         self._head_parsed = 0  # bytes of the head's URL and headers as parsed (a head read in one go)
         self._completed = False  # a request ended in the data being fed
@@ -290,9 +292,13 @@ class _Connection(asyncio.Protocol):
                     408, f"the request head did not arrive within {server.head_timeout:g} s", ""
                 )
             )
-        elif self._in_body and now - self.last_active > server.body_timeout:
+        elif self._in_body and now - self._body_started > server.body_timeout:
+            # A deadline for the whole body, not for the gap between reads: a client trickling a
+            # byte at a time would otherwise hold the connection (and its buffer) indefinitely.
             self._fail(
-                self._error(408, f"the request body stalled: nothing received for {server.body_timeout:g} s")
+                self._error(
+                    408, f"the request body did not arrive within {server.body_timeout:g} s of its head"
+                )
             )
 
     def pause_writing(self) -> None:
@@ -365,6 +371,7 @@ class _Connection(asyncio.Protocol):
             self._refuse(self._too_large())
             return
         self._in_body = True
+        self._body_started = self.last_active
         if (
             headers.get("expect", "").lower() == "100-continue"
             and self._transport is not None
@@ -472,6 +479,8 @@ class _Connection(asyncio.Protocol):
                 item, keep_alive, legacy = self._pending.popleft()
                 if self._reading_paused and len(self._pending) < _MAX_PIPELINED // 2:
                     self._reading_paused = False
+                    # The time reading was paused is ours, not the client's: its deadlines restart.
+                    self._head_started = self._body_started = self._server.loop.time()
                     if self._transport is not None and not self._closing:
                         self._transport.resume_reading()
         except (asyncio.CancelledError, ConnectionError):

@@ -21,6 +21,7 @@ from aifabric.alerts.rules import AlertTracker, Severity, gateway_down
 from aifabric.alerts.sinks import CommandSink, FileSink, Notifier
 from aifabric.cli.console import Console
 from aifabric.cli.main import main as cli_main
+from aifabric.observability.logging import JsonFormatter
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
@@ -213,3 +214,50 @@ monitoring:
     assert (view["up"], view["alerts"]) == (True, [])
     events = [json.loads(x)["status"] for x in alerts_file.read_text().splitlines()]
     assert events == ["firing", "resolved"]
+
+
+def test_a_backend_refusing_the_gateways_key_fires_an_alert_naming_it_never_the_key(
+    start_gateway: StartGateway, backend: MakeBackend, webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cloud refuses the key the fabric file gives it, and quotes that key in its 401 (as OpenAI's
+    "Incorrect API key provided: sk-..." does): backend_down fires, says the key was rejected and
+    where to fix it, and neither the webhook, /alerts nor the log carries the key."""
+    secret = "sk-cloud-SECRET-7b9d1f3a5c7e"
+    refusal = {
+        "error": {
+            "message": f"Incorrect API key provided: {secret}",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    cloud = backend(
+        kind="openai",
+        models=("m1",),
+        fail_first_n=10_000,
+        fail_status=401,
+        fail_body=refusal,
+        fault_scope="all",  # probes too
+    )
+    gw = start_gateway(
+        f"""
+backends:
+  cloud: {{kind: openai, url: "{cloud.url}", api_key: "${{CLOUD_KEY}}", {PROBES}}}
+roles:
+  chat-cloud: {{kind: chat, targets: [{{backend: cloud, model: m1}}]}}
+monitoring:
+  interval: 200ms
+  sinks: [{{kind: webhook, target: "{webhook.url}"}}]
+""",
+        probe=True,
+        environ={"CLOUD_KEY": secret},
+    )
+    wait_until(lambda: len(webhook.received) >= 1, "the firing alert")
+    fired = webhook.received[0]
+    assert (fired["status"], fired["rule"], fired["subject"]) == ("firing", "backend_down", "cloud")
+    assert fired["summary"].startswith("backend cloud is down: api key rejected"), fired
+    assert "backends.cloud.api_key" in fired["fix"], fired  # what to change, not "restart its server"
+    shown = [json.dumps(webhook.received), httpx.get(gw.url + "/alerts").text]
+    shown += [JsonFormatter().format(record) for record in caplog.records]  # as the log is written
+    for text in shown:
+        assert secret not in text and secret[:12] not in text, text

@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aifabric.config.schema import FabricConfig
-from aifabric.config.show import redact_url
-from aifabric.core import BackendHealth, BackendState, Dormancy
+from aifabric.config.show import config_secrets, redact_url, redact_values
+from aifabric.core import BackendHealth, BackendState, Dormancy, FailureClass
 from aifabric.health.power import WakeEvent
 from aifabric.health.report import dormancy
 
@@ -136,16 +136,32 @@ def _backend_down(config: FabricConfig, name: str, health: BackendHealth) -> Ale
     host, _ = _host_of(config, name)
     backend = config.backends[name]
     where = f"on {host} " if host else ""
+    if health.stopped is not None and health.state is BackendState.DOWN:
+        # Stopped on purpose (a drill, /admin/backends/NAME/stop): not a fault to chase.
+        fix = (
+            f"it stays down until started again: POST /admin/backends/{name}/start on the gateway "
+            "that runs it (`aifabric drill` starts it at its end). "
+            "Requests go to its role's other targets and fallbacks meanwhile."
+        )
+    elif health.failure is FailureClass.AUTH:
+        # It answers, and refuses the gateway's key: restarting it would change nothing.
+        fix = (
+            f"the backend refused the gateway's credentials: set backends.{name}.api_key in the fabric "
+            "file to a key it accepts, then reload (`aifabric config reload`, or SIGHUP). Requests go "
+            "to its role's other targets and fallbacks meanwhile."
+        )
+    else:
+        fix = (
+            f"run `aifabric health {name}` to see why; restart the {backend.kind} server "
+            f"{where}({redact_url(backend.url)}) and check it answers again. "
+            "Requests go to its role's other targets and fallbacks meanwhile."
+        )
     return Alert(
         rule="backend_down",
         subject=name,
         severity=Severity.WARNING,
         summary=f"backend {name} {where}is down: {health.reason}",
-        fix=(
-            f"run `aifabric health {name}` to see why; restart the {backend.kind} server "
-            f"{where}({redact_url(backend.url)}) and check it answers again. "
-            "Requests go to its role's other targets and fallbacks meanwhile."
-        ),
+        fix=fix,
     )
 
 
@@ -219,7 +235,13 @@ def evaluate(
             alerts.append(_model_drift(name, health.mismatches))
     if len(down) >= down_threshold:
         alerts.append(_backends_down(down))
-    return alerts
+    # A reason may quote a backend's error, which may quote the key the gateway sent it ("Incorrect API
+    # key provided: sk-..."): every sink, the log and /alerts get the alert with its secrets masked.
+    secrets = config_secrets(config)
+    return [
+        replace(a, summary=redact_values(a.summary, secrets), fix=redact_values(a.fix, secrets))
+        for a in alerts
+    ]
 
 
 def gateway_down(url: str, detail: str) -> Alert:

@@ -104,15 +104,21 @@ def test_a_lone_surrogate_is_400_not_500(start_gateway: Start, fb: FakeBackend, 
         (rb'{"model":"chat-fast","mod\u0065l":"other","messages":[]}', "model"),
         (rb'{"model":"chat-fast","model":"openai/strong","messages":[]}', "model"),
         (rb'{"model":"chat-fast","stream":false,"str\u0065am":true,"messages":[]}', "stream"),
+        # Keys the gateway does not read: the backend's parser may take either spelling's value.
+        (rb'{"model":"chat-fast","max_tokens":1,"max_tok\u0065ns":4096,"messages":[]}', "max_tokens"),
+        (rb'{"model":"chat-fast","messages":[],"m\u0065ssages":[{"role":"user","content":"x"}]}', "messages"),
+        (rb'{"model":"chat-fast","messages":[],"a/b":1,"a\/b":2}', "a/b"),
     ],
 )
-def test_a_repeated_key_the_gateway_reads_is_400(
+def test_a_repeated_top_level_key_is_400_naming_it(
     start_gateway: Start, fb: FakeBackend, body: bytes, key: str
 ) -> None:
-    """Routed on one `model`, read by the backend as the other: a role restriction bypassed."""
+    """Routed on one `model`, read by the backend as the other: a role restriction bypassed; any other
+    key read differently by two parsers is one request with two meanings."""
     gw = start_gateway(fabric(fb.url))
     status, error, _ = status_and_error(post_raw(gw.port, body))
     assert status == 400 and error["code"] == "duplicate_key" and error["param"] == key
+    assert f"`{key}`" in error["message"]
     assert fb.requests == []
 
 

@@ -5,12 +5,13 @@ thing to the gateway and another to a backend, or what an upstream parser chokes
 - nesting deeper than `MAX_DEPTH` (orjson stops at 1,024 levels and the stdlib's parser recurses until
   the interpreter's limit; some backends drop the connection far sooner, which looked like an outage);
 - text that is not Unicode (a lone surrogate such as `"\\ud800"`: it cannot be encoded again);
-- `model` written twice at the top level, or a key the gateway reads (`model`, `stream`,
-  `stream_options`) repeated under a spelling with escapes (`"mod\\u0065l"`): the gateway would route
-  on one and the backend read the other. (A plain repeat of `stream` is read last-wins here as by the
-  backends' parsers; keys the gateway does not read are the backend's alone to give a meaning.)
-The checks cost two C-speed passes over an ordinary body (brackets, `\\u`) plus the `model` scan the
-rewrite needs anyway; a full decode with the key order kept runs only when those say it might find
+- `model` written twice at the top level, or any top-level key repeated where one spelling has
+  escapes (`"mod\\u0065l"`, `"max_tok\\u0065ns"`, `"a\\/b"`): the gateway would route on one and the
+  backend read the other, and backends' parsers disagree among themselves on which one wins (first,
+  last, or an error). A plain repeat without escapes (`"stream"` twice) is read last-wins here as by
+  common parsers; finding those would take a full decode of every body.
+The checks cost two C-speed passes over an ordinary body (brackets, a backslash) plus the `model` scan
+the rewrite needs anyway; a full decode with the key order kept runs only when those say it might find
 something (a key spelled with escapes, several `"model":` keys).
 
 Why not decode-modify-encode: re-encoding costs time on every request and is not faithful (a
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from aifabric.errors import BadRequest
+from aifabric.gateway.request_ids import shown
 
 __all__ = ["MAX_DEPTH", "READ_KEYS", "RequestBody", "parse_json_body"]
 
@@ -37,6 +39,7 @@ MAX_DEPTH = 64  # JSON nesting accepted; OpenAI's own limit for a structured-out
 READ_KEYS = ("model", "stream", "stream_options")  # the top-level keys the gateway interprets
 
 _MODEL_KEY = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+_KEY_ESCAPE = re.compile(rb"\\[u/]")  # the escapes that can spell one key two ways
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -55,8 +58,8 @@ def _too_deep(raw: bytes) -> bool:
     return bool(brackets)
 
 
-def _repeated_read_key(raw: bytes) -> str | None:
-    """The first key of READ_KEYS that the top-level object holds twice (after unescaping), or None."""
+def _repeated_key(raw: bytes) -> str | None:
+    """The first key the top-level object holds twice (after unescaping), or None."""
     top: list[list[tuple[str, Any]]] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -64,13 +67,15 @@ def _repeated_read_key(raw: bytes) -> str | None:
         return dict(items)
 
     json.loads(raw, object_pairs_hook=pairs)
+    items = top[-1] if top else ()
+    if len(items) == len({key for key, _ in items}):
+        return None
     seen: set[str] = set()
-    for key, _ in top[-1] if top else ():
-        if key in READ_KEYS:
-            if key in seen:
-                return key
-            seen.add(key)
-    return None
+    for key, _ in items:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None  # pragma: no cover - the sizes differ only when a key repeats
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
@@ -97,18 +102,20 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
             ) from None
     if not isinstance(payload, dict):
         raise BadRequest("The request body must be a JSON object.")
-    # A key may be spelled with escapes: only a full decode can tell. (The one-byte test first: most
-    # bodies have no backslash at all, and it is several times cheaper than the two-byte one.)
-    if b"\\" in body and b"\\u" in body:
-        _refuse_repeated(_repeated_read_key(body))
+    # A key may be spelled with escapes (`\\u0065`, or `\\/` for a slash): only a full decode can tell.
+    # (The one-byte test first: most bodies have no backslash at all, and it is several times cheaper
+    # than the regex, which looks for both escapes in one pass, as fast as `b"\\u" in body` alone.)
+    if b"\\" in body and _KEY_ESCAPE.search(body) is not None:
+        _refuse_repeated(_repeated_key(body))
     return payload
 
 
 def _refuse_repeated(key: str | None) -> None:
     if key is not None:
         raise BadRequest(
-            f"The key `{key}` appears more than once in the request body (perhaps spelled with "
-            "escapes); send it once.",
+            f"The key `{shown(key, 64)}` appears more than once at the top level of the request body "
+            "(perhaps spelled with escapes): the gateway and the backend could read different values; "
+            "send it once.",
             param=key,
             code="duplicate_key",
         )
@@ -131,7 +138,7 @@ class RequestBody:
             return
         if next(matches, None) is not None:
             # Several `"model":` (a tool schema's property, or the key twice): tell which.
-            _refuse_repeated(_repeated_read_key(raw))
+            _refuse_repeated(_repeated_key(raw))
             return
         self._span = first.span(1)
         if orjson.loads(raw[self._span[0] : self._span[1]]) != payload.get("model"):

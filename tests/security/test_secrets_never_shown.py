@@ -24,7 +24,7 @@ from aifabric.config.load import load_config
 from aifabric.gateway.dialects.base import Dialect
 from aifabric.gateway.dialects.messages import MessagesDialect
 from aifabric.gateway.dialects.responses_dialect import ResponsesDialect
-from aifabric.observability.logging import JsonFormatter, register_secret
+from aifabric.observability.logging import JsonFormatter, redact, register_secret
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
@@ -306,6 +306,7 @@ roles:
             assert main(argv, console=Console(out, err)) == 0, err.getvalue()
             shown = out.getvalue()
             assert "token=********" in shown and "password=********" in shown, shown
+            assert "application_name=********" in shown  # a URL shown masks every query value
             seen.append((" ".join(argv[:2] + argv[3:]), shown + err.getvalue()))
         gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
         try:
@@ -327,6 +328,8 @@ roles:
         seen.append(("health --json", out.getvalue() + err.getvalue()))
     formatter = JsonFormatter()
     seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
+    # Only credentials are hunted for by value: the product's name in a URL's query is not one.
+    assert "aifabric" in redact("run `aifabric up`")
     for where, text in seen:
         for setting, secret in planted.items():
             assert secret not in text, f"the secret of {setting} appears in {where}"

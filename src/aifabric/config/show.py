@@ -7,6 +7,7 @@ config show` prints can be read back by the loader, secrets aside.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
@@ -22,6 +23,11 @@ REDACTED = "********"
 _IMPLIED = {"name", "source", "loaded"}
 
 _MIN_QUERY_SECRET = 8  # shorter query values (`?v=1`) are not hunted for elsewhere by value
+# Query values hunted for by value everywhere (logs, error bodies, reasons): those whose name says
+# credential, and any long opaque one. (`redact_url` masks every query value of a URL it shows; hunting
+# `?application_name=aifabric` by value would mask the product's own name in every message.)
+_SECRET_QUERY_NAME = re.compile(r"(?i)key|token|secret|pass|pwd|auth|sig|credential|session|code")
+_LONG_QUERY_VALUE = 20
 
 
 def config_to_dict(cfg: FabricConfig, *, redact: bool = True) -> dict[str, Any]:
@@ -78,8 +84,10 @@ def _url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found = [unquote(password), password] if password else []
-    for _, value in parse_qsl(parts.query, keep_blank_values=False):
-        if len(value) >= _MIN_QUERY_SECRET:
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if len(value) >= _MIN_QUERY_SECRET and (
+            _SECRET_QUERY_NAME.search(name) is not None or len(value) >= _LONG_QUERY_VALUE
+        ):
             found.extend((value, quote(value, safe=""), quote_plus(value, safe="")))
     return found
 

@@ -203,8 +203,9 @@ def test_the_finding_is_kept_per_backend_and_api_until_a_reload_rebuilds_the_end
     endpoint = Endpoint.from_config(backend)
     routes = MissingRoutes()
     caplog.set_level(logging.WARNING, logger="aifabric.gateway")
-    reduced = routes.note(endpoint, ClientApi.MESSAGES, 404, "/v1/messages", True)
-    assert routes.note(endpoint, ClientApi.MESSAGES, 404, "/v1/messages", True) is reduced
+    on_messages = RouteMissing(404, "/v1/messages", "m")
+    reduced = routes.note(endpoint, endpoint, ClientApi.MESSAGES, on_messages, True)
+    assert routes.note(endpoint, endpoint, ClientApi.MESSAGES, on_messages, True) is reduced
     assert len(caplog.records) == 1  # said once
     assert routes.endpoint(endpoint, ClientApi.MESSAGES) is reduced
     assert not reduced.serves_natively(ClientApi.MESSAGES, stream=False)
@@ -212,10 +213,13 @@ def test_the_finding_is_kept_per_backend_and_api_until_a_reload_rebuilds_the_end
     assert routes.endpoint(endpoint, ClientApi.RESPONSES) is endpoint
     rebuilt = Endpoint.from_config(backend)  # a reload: the server may have been upgraded meanwhile
     assert routes.endpoint(rebuilt, ClientApi.MESSAGES) is rebuilt
-    # count_tokens on a vLLM whose /tokenize answered 404: the same route again is not retried.
+    # count_tokens on a vLLM whose /tokenize answered 404: not that route again, but the estimate.
     body = _Body({"model": "m", "messages": HI})
     missing = RouteMissing(404, "/tokenize", "m")
-    assert routes.retry(endpoint, CountTokensDialect(), body, False, missing) is None
+    without = routes.retry(endpoint, endpoint, CountTokensDialect(), body, False, missing)
+    assert without is not None and without.tokenize_path is None
+    assert not CountTokensDialect().native_route(without, False)  # answered by the gateway
+    assert routes.retry(without, without, CountTokensDialect(), body, False, missing) is None
 
 
 class _Body:
@@ -224,3 +228,46 @@ class _Body:
 
     def with_model(self, model: str, *, drop: tuple[str, ...] = ()) -> bytes:
         return json.dumps({**self.payload, "model": model}).encode()
+
+
+@pytest.mark.parametrize(
+    ("api", "path", "body"),
+    [
+        ("count_tokens", "/v1/messages/count_tokens", {"model": "chat", "messages": HI}),
+        ("input_tokens", "/v1/responses/input_tokens", {"model": "chat", "input": "hello there"}),
+    ],
+)
+def test_a_counting_route_and_the_tokenizer_both_missing_never_500(
+    start_gateway: Start,
+    caplog: pytest.LogCaptureFixture,
+    api: str,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    # A chat-only server declared to count natively: its native route and vLLM's /tokenize both 404.
+    with FakeBackend(kind="vllm", models=("m1",), routes=()) as fake:
+        gw = start_gateway(
+            f"""
+backends: {{b: {{kind: vllm, url: "{fake.url}", apis: [{api}]}}}}
+roles:
+  chat: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
+"""
+        )
+        caplog.set_level(logging.WARNING, logger="aifabric.gateway")
+        headers = {"anthropic-version": "2023-06-01"}
+        for _ in range(2):  # the second time, the findings are known: neither route is asked again
+            r = httpx.post(gw.url + path, json=body, headers=headers, timeout=10)
+            if api == "count_tokens":
+                # Anthropic's count has a local answer: the estimate, saying so.
+                assert r.status_code == 200, r.text
+                assert r.json()["estimated"] is True and r.json()["input_tokens"] > 0
+                assert r.headers["x-aifabric-token-count"] == "estimated"
+            else:
+                # input_tokens is never estimated: no target of the role counts, and the client is told.
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == "api_not_served"
+        asked = [q.path for q in fake.requests if q.path != "/v1/models"]
+        assert asked == [f"/v1/{path.removeprefix('/v1/')}", "/tokenize"], asked
+        assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+        said = [r.getMessage() for r in caplog.records if "has no" in r.getMessage()]
+        assert len(said) == 2 and "/tokenize" in said[1], said

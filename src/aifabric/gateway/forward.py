@@ -251,33 +251,46 @@ class Forwarder:
                     now = self._clock()
                     if deadline.expired(now):
                         break
-                    endpoint = table.endpoints.get(target.backend.name)
-                    if endpoint is None:
+                    origin = table.endpoints.get(target.backend.name)
+                    if origin is None:
                         continue
+                    endpoint = origin
                     if req.dialect is not None:
-                        endpoint = self._missing.endpoint(endpoint, req.dialect.api)
+                        endpoint = self._missing.endpoint(origin, req.dialect.api)
                         if not req.dialect.can_serve(endpoint, req.stream):
                             # e.g. rerank asked of a backend with no rerank route
                             req.skipped = [*(req.skipped or ()), _label(target)]
                             continue
                     try_timeout = deadline.try_timeout(now, endpoint.try_timeout or cfg.try_timeout)
                     try:
-                        try:
-                            result = await self._attempt(req, target, endpoint, try_timeout, pending)
-                        except RouteMissing as missing:
-                            # The native route does not exist there: no verdict on the target. Once
-                            # more on the same target, translated (or answered locally), if possible.
-                            assert req.dialect is not None
-                            retry = self._missing.retry(endpoint, req.dialect, req.body, req.stream, missing)
-                            if retry is None:
-                                req.skipped = [*(req.skipped or ()), _label(target)]
-                                continue
-                            if deadline.expired(self._clock()):
+                        result: Response | StreamingResponse | None = None
+                        expired = False
+                        sent: Endpoint | None = endpoint
+                        while sent is not None:
+                            try:
+                                result = await self._attempt(req, target, sent, try_timeout, pending)
                                 break
-                            try_timeout = deadline.try_timeout(
-                                self._clock(), retry.try_timeout or cfg.try_timeout
-                            )
-                            result = await self._attempt(req, target, retry, try_timeout, pending)
+                            except RouteMissing as missing:
+                                # The route does not exist there: no verdict on the target. Once more on
+                                # the same target, translated, on its other counting route (the
+                                # tokenizer) or answered locally, if possible; each time with one route
+                                # fewer, so this ends.
+                                assert req.dialect is not None
+                                sent = self._missing.retry(
+                                    origin, sent, req.dialect, req.body, req.stream, missing
+                                )
+                                if sent is not None:
+                                    now = self._clock()
+                                    expired = deadline.expired(now)
+                                    if expired:
+                                        break
+                                    per_try = sent.try_timeout or cfg.try_timeout
+                                    try_timeout = deadline.try_timeout(now, per_try)
+                        if result is None:
+                            if expired:
+                                break
+                            req.skipped = [*(req.skipped or ()), _label(target)]
+                            continue
                         for dropped in pending:
                             # Another target served the request the first one dropped: that was its fault.
                             dropped.failure(FailureClass.CONNECT, self._clock())

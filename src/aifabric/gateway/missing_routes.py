@@ -58,46 +58,63 @@ class MissingRoutes:
         return known[1]
 
     def retry(
-        self, endpoint: Endpoint, dialect: Dialect, body: BodyLike, stream: bool, missing: RouteMissing
+        self,
+        origin: Endpoint,
+        endpoint: Endpoint,
+        dialect: Dialect,
+        body: BodyLike,
+        stream: bool,
+        missing: RouteMissing,
     ) -> Endpoint | None:
-        """Note the missing route; the endpoint to send the same request to once more (translated, or
-        answered locally), or None when this target cannot serve it at all (or only on that route)."""
-        reduced = self.note(endpoint, dialect.api, missing.status, missing.path, dialect.translatable)
-        if not dialect.can_serve(reduced, stream):
-            return None
+        """Note the missing route (`endpoint` is the one the request was sent with, `origin` the routing
+        table's, whose finding it is); the endpoint to send the same request to once more (translated,
+        on its other counting route, or answered locally), or None when this target cannot serve it at
+        all. Each retry has one route fewer, so a request tries a target a bounded number of times."""
+        reduced = self.note(origin, endpoint, dialect.api, missing, dialect.translatable)
+        if reduced == endpoint or not dialect.can_serve(reduced, stream):
+            return None  # nothing left to try here
         if dialect.native_route(reduced, stream) and (
             dialect.native_request(reduced, body, missing.model)[0] == missing.path
         ):
-            return None  # the same route again (vLLM's /tokenize, say): nothing else to try here
+            return None  # the same route again: nothing else to try here
         return reduced
 
     def note(
-        self, endpoint: Endpoint, api: ClientApi, status: int, path: str, translatable: bool
+        self, origin: Endpoint, endpoint: Endpoint, api: ClientApi, missing: RouteMissing, translatable: bool
     ) -> Endpoint:
-        """The route of `api` answered `status` on `endpoint`: remember it (logged once), and return
-        the endpoint without that API native."""
-        key = (endpoint.name, api)
+        """The route `missing.path` of `api` answered "no such route" on `endpoint` (`origin` as the
+        routing table has it, or that with routes already found missing): remember it (logged once),
+        and return the endpoint without that route. Another request may have found it first."""
+        key = (origin.name, api)
         known = self._known.get(key)
-        if known is not None and known[0] is endpoint:
-            return known[1]
-        reduced = endpoint.without_native(api)
-        self._known[key] = (endpoint, reduced)
+        current = known[1] if known is not None and known[0] is origin else endpoint
+        tokenizer = current.tokenize_path
+        if tokenizer is not None and missing.path == current.beside_api(tokenizer):
+            reduced = current.without_tokenizer()
+            lost = f"{tokenizer} (its tokenizer) route"
+            then = "its token counts are answered another way (an estimate that says so, or not at all)"
+        else:
+            reduced = current.without_native(api)
+            lost = f"native {api} route"
+            then = (
+                "its requests are translated to chat completions for it"
+                if translatable
+                else "it is not asked for that API any more; other targets serve it"
+            )
+        if reduced == current:
+            return current  # known already
+        self._known[key] = (origin, reduced)
         apis = ", ".join(sorted(reduced.native)) if reduced.native else ""
-        then = (
-            "its requests are translated to chat completions for it"
-            if translatable
-            else "it is not asked for that API any more; other targets serve it"
-        )
         log.warning(
-            "backend %s has no native %s route (HTTP %s on POST %s), although its kind or `apis:` "
-            "says it serves it: %s (it is not counted as a failure). Declare what it serves: "
-            "backends.%s.apis: [%s] in the fabric file",
-            endpoint.name,
-            api,
-            status,
-            path,
+            "backend %s has no %s (HTTP %s on POST %s), although its kind or `apis:` says it serves "
+            "it: %s (it is not counted as a failure). Declare what it serves: backends.%s.apis: [%s] "
+            "in the fabric file",
+            origin.name,
+            lost,
+            missing.status,
+            missing.path,
             then,
-            endpoint.name,
+            origin.name,
             apis,
         )
         return reduced

@@ -51,6 +51,13 @@ class Endpoint:
     # (api, field) pairs its native routes accept but ignore (its kind's `unhonoured`): a request that
     # sets one of them is translated for it instead.
     unhonoured: frozenset[tuple[ClientApi, RequestField]] = frozenset()
+    # Its kind's tokenizer route (vLLM's /tokenize) turned out to be missing (gateway.missing_routes).
+    tokenizer_missing: bool = False
+
+    @property
+    def tokenize_path(self) -> str | None:
+        """The route that counts tokens with the model's own tokenizer (its kind's), unless missing."""
+        return None if self.tokenizer_missing else self.adapter.tokenize_path
 
     def serves_natively(self, api: ClientApi, stream: bool) -> bool:
         return api in (self.native_streams if stream else self.native)
@@ -64,6 +71,10 @@ class Endpoint:
     def without_native(self, api: ClientApi) -> Endpoint:
         """This endpoint with `api` no longer native (the backend turned out to lack its route)."""
         return replace(self, native=self.native - {api}, native_streams=self.native_streams - {api})
+
+    def without_tokenizer(self) -> Endpoint:
+        """This endpoint without its tokenizer route (the backend answered "no such route" there)."""
+        return replace(self, tokenizer_missing=True)
 
     def honours(self, api: ClientApi, fields: frozenset[RequestField]) -> bool:
         """Whether its native route of `api` acts on every one of `fields` (those a request sets)."""

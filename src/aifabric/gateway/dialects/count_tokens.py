@@ -45,8 +45,8 @@ def estimate_tokens(chat: dict[str, Any]) -> int:
 
 
 def tokenize_request(endpoint: Endpoint, chat: dict[str, Any], model: str) -> tuple[str, bytes]:
-    """The request that counts `chat` with the endpoint's tokenizer (`adapter.tokenize_path`, set)."""
-    path = endpoint.adapter.tokenize_path
+    """The request that counts `chat` with the endpoint's tokenizer (`endpoint.tokenize_path`, set)."""
+    path = endpoint.tokenize_path
     assert path is not None
     tokenize = {"model": model, "messages": chat["messages"], "add_generation_prompt": True}
     if chat.get("tools"):
@@ -64,7 +64,7 @@ class CountTokensDialect(Dialect):
 
     @staticmethod
     def _tokenizes(endpoint: Endpoint) -> bool:
-        return endpoint.adapter.tokenize_path is not None
+        return endpoint.tokenize_path is not None
 
     def native_route(self, endpoint: Endpoint, stream: bool) -> bool:
         return endpoint.serves_natively(self.api, stream) or self._tokenizes(endpoint)

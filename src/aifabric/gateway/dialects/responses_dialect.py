@@ -268,7 +268,7 @@ class InputTokensDialect(Dialect):
         if self.untranslatable is not None:
             return False
         adapter = endpoint.adapter
-        if adapter.tokenize_path is not None:
+        if endpoint.tokenize_path is not None:
             return True
         return adapter.counts_translated_messages and endpoint.serves_natively(ClientApi.COUNT_TOKENS, False)
 
@@ -280,7 +280,7 @@ class InputTokensDialect(Dialect):
                 native["input"] = [*self.history, *input_items(self.payload.get("input"))]
             return endpoint.prefix + self.native_path, orjson.dumps(native)
         chat = self._chat
-        if endpoint.adapter.tokenize_path is not None:
+        if endpoint.tokenize_path is not None:
             return tokenize_request(endpoint, chat, model)
         return endpoint.prefix + "/messages/count_tokens", orjson.dumps(_anthropic_count_body(chat, model))
 

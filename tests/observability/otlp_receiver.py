@@ -28,6 +28,7 @@ class Span:
     attributes: dict[str, Any]
     status_code: int  # 2 ERROR
     service: str
+    status_message: str = ""
 
 
 def _value(v: Any) -> Any:
@@ -39,6 +40,7 @@ def _value(v: Any) -> Any:
 class OtlpReceiver:
     spans: list[Span] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # every export as received (decompressed)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -62,6 +64,7 @@ class OtlpReceiver:
                     self.end_headers()
                     return
                 receiver.content_types.append(self.headers.get("Content-Type", ""))
+                receiver.bodies.append(body)
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 for resource_spans in request.resource_spans:
@@ -78,6 +81,7 @@ class OtlpReceiver:
                                     {a.key: _value(a.value) for a in s.attributes},
                                     s.status.code,
                                     str(resource.get("service.name")),
+                                    s.status.message,
                                 )
                             )
                 data = ExportTraceServiceResponse().SerializeToString()

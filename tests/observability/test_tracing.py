@@ -134,6 +134,36 @@ def test_an_unknown_model_is_an_error_span(receiver: OtlpReceiver) -> None:
         assert span.attributes["error.type"] == "model_not_found"
 
 
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_a_backend_error_quoting_its_key_is_never_exported(receiver: OtlpReceiver, status: int) -> None:
+    key = "sk-backend-7f3a9c2e1d"
+    quoted = {"error": {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error"}}
+    with FakeBackend(kind="openai", models=("m1",)) as a:
+        a.set(status_override=status, fail_body=quoted)
+        fabric = f"""
+backends:
+  a: {{kind: openai, url: "{a.url}", api_key: "{key}"}}
+roles:
+  chat: {{kind: chat, targets: [{{backend: a, model: m1}}]}}
+retry: {{max_attempts: 1}}
+tracing: {{endpoint: "{receiver.endpoint}", service_name: gw-test}}
+"""
+        gw = RunningGateway(load_config_text(fabric, "f.yaml", environ={})).start()
+        try:
+            import openai
+
+            with pytest.raises(openai.APIStatusError) as raised:
+                gw.openai().chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
+        finally:
+            gw.stop()
+    assert key not in str(raised.value.body)
+    request = next(s for s in receiver.spans if s.kind == SERVER)
+    assert request.status_code == ERROR
+    assert receiver.bodies and not any(key.encode() in body for body in receiver.bodies)
+    if status != 401:  # the backend's words are passed on, its key masked
+        assert "Incorrect API key provided: ********" in request.status_message
+
+
 def test_off_nothing_of_opentelemetry_is_imported() -> None:
     code = """
 import sys

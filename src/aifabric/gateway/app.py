@@ -597,8 +597,10 @@ _access_log = logging.getLogger("aifabric.access")
 def _tagged(exc: ApiError, rid: str) -> ApiError:
     """`exc` naming the request's id, in its message and its headers, whatever shape renders it.
 
-    Every API's errors pass here before their renderer (OpenAI's, Anthropic's): the one place a
-    secret quoted in the message (an upstream's "Incorrect API key provided: sk-...") is redacted."""
+    Every API's errors pass here before their renderer (OpenAI's, Anthropic's). A backend's words
+    are redacted where they enter (`Forwarder._upstream_error`, so traces never carry a key either);
+    this redacts again for the errors built from other text (a client's bearer token, say) before
+    any client sees it."""
     exc.message = f"{redact(exc.message)} (request id {rid})"
     exc.args = (exc.message,)
     exc.headers["x-request-id"] = rid

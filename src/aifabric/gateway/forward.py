@@ -717,7 +717,8 @@ class Forwarder:
 
     def _upstream_error(self, failure: UpstreamFailure) -> UpstreamError:
         """A backend's error answer as the client gets it: its words in OpenAI's shape, its status
-        and Retry-After kept."""
+        and Retry-After kept. Redacted here, where foreign text enters: a backend may quote a key
+        ("Incorrect API key provided: sk-..."), and traces, renderers and logs all read this message."""
         endpoint = self._table().endpoints.get(failure.backend or "")
         adapter = endpoint.adapter if endpoint is not None else None
         status = failure.status or 502
@@ -730,7 +731,7 @@ class Forwarder:
             headers["retry-after"] = str(max(1, round(failure.retry_after)))
         code = err.get("code")
         return UpstreamError(
-            str(err.get("message") or f"upstream returned HTTP {status}"),
+            redact(str(err.get("message") or f"upstream returned HTTP {status}")),
             status=status,
             type=str(err.get("type") or "upstream_error"),
             code=code if isinstance(code, str | int) else None,

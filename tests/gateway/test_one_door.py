@@ -108,6 +108,8 @@ def test_a_lone_surrogate_is_400_not_500(start_gateway: Start, fb: FakeBackend, 
         (rb'{"model":"chat-fast","max_tokens":1,"max_tok\u0065ns":4096,"messages":[]}', "max_tokens"),
         (rb'{"model":"chat-fast","messages":[],"m\u0065ssages":[{"role":"user","content":"x"}]}', "messages"),
         (rb'{"model":"chat-fast","messages":[],"a/b":1,"a\/b":2}', "a/b"),
+        # A slash escaped before a key spelled with \u: the first escape found is not the only one.
+        (rb'{"model":"chat-fast","url":"http:\/\/x","mod\u0065l":"other","messages":[]}', "model"),
     ],
 )
 def test_a_repeated_top_level_key_is_400_naming_it(
@@ -120,6 +122,15 @@ def test_a_repeated_top_level_key_is_400_naming_it(
     assert status == 400 and error["code"] == "duplicate_key" and error["param"] == key
     assert f"`{key}`" in error["message"]
     assert fb.requests == []
+
+
+def test_escaped_slashes_in_content_are_served(start_gateway: Start, fb: FakeBackend) -> None:
+    """PHP's json_encode escapes every slash: such a body is one request like any other."""
+    gw = start_gateway(fabric(fb.url))
+    body = rb'{"model":"chat-fast","messages":[{"role":"user","content":"see https:\/\/example.com\/a"}]}'
+    reply = post_raw(gw.port, body)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+    assert fb.requests[-1].json["messages"][0]["content"] == "see https://example.com/a"
 
 
 def test_a_model_key_nested_in_a_tool_schema_is_not_a_duplicate(

@@ -114,3 +114,39 @@ def test_a_row_without_usage_is_counted_by_the_local_server(
     [row] = ledger_rows(ledger_path, 1)
     assert (row.backend, row.status, row.estimated) == ("local-chat", 499, True)
     assert row.tokens_in == server_count(llama_server, LONGER), "the server's own count of the prompt"
+
+
+def test_a_server_started_with_an_api_key_counts_with_the_backends_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A llama-server run with --api-key wants the key on /apply-template and /tokenize too: the
+    counter sends `backends.NAME.api_key`, straight to the server whatever HTTP(S)_PROXY says."""
+    from aifabric.gateway.app import _tokenizers
+
+    key = "llama-key-5e7a9c1b3d"
+    port = free_port()
+    text = fabric(port).replace(
+        "threads: 1}", f'threads: 1, extra_args: ["--api-key", "{key}"]}}\n    api_key: "{key}"'
+    )
+    config = load_config_text(text, "fabric.yaml", environ={})
+    spec = process_spec(config.backends["local-chat"])
+    assert "--api-key" in spec.argv
+    proc = subprocess.Popen(list(spec.argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        up = f"http://127.0.0.1:{port}"
+        wait_until(lambda: ready(up) or proc.poll() is not None, "llama-server up", 60)
+        assert proc.poll() is None, "llama-server exited while loading"
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0) as direct:
+            answer = direct.chat.completions.create(model="m", messages=LONGER, max_tokens=1)  # type: ignore[arg-type]
+        assert answer.usage is not None
+        for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens: a proxied call fails
+        keyless = ServerCounter(f"http://127.0.0.1:{port}")
+        assert keyless({"messages": LONGER}) == estimate_prompt({"messages": LONGER}), "401 without it"
+        counter = _tokenizers(config).counter("local-chat")
+        assert counter is not None
+        assert counter({"messages": LONGER}) == answer.usage.prompt_tokens
+    finally:
+        proc.terminate()
+        proc.wait(10)

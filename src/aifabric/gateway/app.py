@@ -644,13 +644,14 @@ def _tokenizers(config: FabricConfig) -> LocalTokenizers:
     from aifabric.local.models import resolve_model
 
     paths: dict[str, str] = {}
-    servers: dict[str, str] = {}
+    servers: dict[str, tuple[str, str | None]] = {}
     for name, backend in config.backends.items():
         if backend.local is not None and backend.local.engine == "llama-server":
             # It counts with its own template and tokenizer (/apply-template, /tokenize), asked by
             # the ledger's writer for the rows it reported no usage for (a stream cut, a client gone).
             url = urlsplit(backend.url)
-            servers[name] = f"{url.scheme}://{url.netloc}"
+            key = backend.api_key.reveal() if backend.api_key else None
+            servers[name] = (f"{url.scheme}://{url.netloc}", key)
         elif backend.local is not None and backend.local.engine == "llama-cpp-python":
             try:
                 paths[name] = str(resolve_model(backend.local.model, backend.local.engine).path)

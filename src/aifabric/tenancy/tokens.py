@@ -190,9 +190,15 @@ class LocalTokenizers:
     llama-cpp-python model's GGUF vocabulary and chat template (`gguf_paths`), loaded lazily
     (vocabulary only, no weights) in the thread that asks first."""
 
-    def __init__(self, gguf_paths: dict[str, str], servers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, gguf_paths: dict[str, str], servers: dict[str, tuple[str, str | None]] | None = None
+    ) -> None:
         self._paths = gguf_paths
-        self._servers = {name: ServerCounter(origin) for name, origin in (servers or {}).items()}
+        # backend -> (its origin, its api_key: a llama-server started with --api-key wants it on
+        # /tokenize and /apply-template too)
+        self._servers = {
+            name: ServerCounter(origin, api_key=key) for name, (origin, key) in (servers or {}).items()
+        }
         self._counters: dict[str, Counter | None] = {}
         self._lock = threading.Lock()
 
@@ -218,6 +224,11 @@ class LocalTokenizers:
             return self._counters[backend]
 
 
+# Straight to the server, whatever HTTP(S)_PROXY says: it is a local process (often on loopback),
+# which a proxy would not reach, or would see the prompts and the key.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class ServerCounter:
     """A local llama-server's own count of a prompt: its chat template (`POST /apply-template`), then
     its tokenizer (`POST /tokenize`, special tokens added as for a request): the figure it reports as
@@ -229,11 +240,15 @@ class ServerCounter:
         self,
         origin: str,
         *,
+        api_key: str | None = None,
         timeout: float = 2.0,
         pause: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.origin = origin.rstrip("/")
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
         self._timeout = timeout
         self._pause = pause
         self._clock = clock
@@ -275,10 +290,8 @@ class ServerCounter:
         self._away_until = self._clock() + self._pause
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.origin + path, orjson.dumps(body), {"content-type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=self._timeout) as answer:
+        request = urllib.request.Request(self.origin + path, orjson.dumps(body), self._headers)
+        with _DIRECT.open(request, timeout=self._timeout) as answer:
             data = orjson.loads(answer.read())
         if not isinstance(data, dict):
             raise ValueError("an answer that is not a JSON object")

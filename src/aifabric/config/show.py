@@ -22,7 +22,7 @@ REDACTED = "********"
 # Fields that are keys of their section in the file, or facts about the load rather than settings.
 _IMPLIED = {"name", "source", "loaded"}
 
-_MIN_QUERY_SECRET = 8  # shorter query values (`?v=1`) are not hunted for elsewhere by value
+_MIN_SECRET = 4  # a secret shorter than this is not hunted for by value (it would mask common words)
 # Query values hunted for by value everywhere (logs, error bodies, reasons): those whose name says
 # credential, and any long opaque one. (`redact_url` masks every query value of a URL it shows; hunting
 # `?application_name=aifabric` by value would mask the product's own name in every message.)
@@ -50,7 +50,7 @@ def config_secrets(cfg: FabricConfig) -> frozenset[str]:
             found.add(value.reveal())
         elif is_url(value):
             found.update(_url_secrets(value))
-    return frozenset(s for s in found if len(s) >= 4)
+    return frozenset(s for s in found if len(s) >= _MIN_SECRET)
 
 
 def is_url(value: object) -> TypeGuard[str]:
@@ -85,8 +85,9 @@ def _url_secrets(url: str) -> list[str]:
         return []
     found = [unquote(password), password] if password else []
     for name, value in parse_qsl(parts.query, keep_blank_values=False):
-        if len(value) >= _MIN_QUERY_SECRET and (
-            _SECRET_QUERY_NAME.search(name) is not None or len(value) >= _LONG_QUERY_VALUE
+        # Named like a credential: as short as a userinfo password may be (`?password=hunter2`).
+        if len(value) >= _LONG_QUERY_VALUE or (
+            len(value) >= _MIN_SECRET and _SECRET_QUERY_NAME.search(name) is not None
         ):
             found.extend((value, quote(value, safe=""), quote_plus(value, safe="")))
     return found

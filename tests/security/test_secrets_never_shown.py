@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config
-from aifabric.gateway.dialects.base import Dialect
-from aifabric.gateway.dialects.messages import MessagesDialect
-from aifabric.gateway.dialects.responses_dialect import ResponsesDialect
-from aifabric.observability.logging import JsonFormatter, redact, register_secret
+from aifabric.observability import logging as aifabric_logging
+from aifabric.observability.logging import JsonFormatter, redact
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
@@ -41,6 +38,13 @@ def assert_no_secret(text: str, where: str) -> None:
     for secret in SECRETS:
         assert secret not in text, f"a secret appears in {where}"
         assert secret[:12] not in text, f"a prefix of a secret appears in {where}"
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secrets registered for redaction (a process-wide set each gateway adds its file's to) are
+    restored after each test here: no test's keys leak into later tests'."""
+    monkeypatch.setattr(aifabric_logging, "_secrets", set(aifabric_logging._secrets))
 
 
 def test_no_surface_shows_a_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -251,22 +255,37 @@ roles:
 
 
 @pytest.mark.parametrize(
-    "dialect",
-    [MessagesDialect(), ResponsesDialect({"model": "chat-cloud", "input": "hi"}, "resp_1")],
-    ids=["messages", "responses"],
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/messages", {"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"input": "hi"}),
+    ],
+    ids=["chat", "messages", "responses"],
 )
-def test_a_stream_error_event_quoting_the_key_is_redacted(dialect: Dialect) -> None:
-    """A backend that fails mid-stream with an error event quoting the key it was sent: the event the
-    client reads (in the API's own shape) says what happened without the key."""
-    register_secret(BACKEND_KEY)
-    translator = dialect.stream_translator({"model": "chat-cloud", "messages": []}, upstream_usage=False)
-    first = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "he"}}]}\n\n'
-    error = {"error": {"message": f"Incorrect API key provided: {BACKEND_KEY}", "code": "invalid_api_key"}}
-    out = translator.feed(first) + translator.feed(b"data: " + orjson.dumps(error) + b"\n\n")
-    out += translator.finish()
-    text = out.decode()
+def test_a_stream_error_event_quoting_the_key_is_redacted(
+    start_gateway: Any, path: str, body: dict[str, Any]
+) -> None:
+    """A backend that fails mid-stream with an error event quoting the key it was sent, relayed as it
+    streams (natively, not translated): the client reads what happened without the key."""
+    failing = f"Incorrect API key provided: {BACKEND_KEY}"
+    with FakeBackend(kind="vllm", models=("m1",), api_key=BACKEND_KEY, stream_error=failing) as fake:
+        gw = start_gateway(
+            f"""
+backends: {{b: {{kind: vllm, url: "{fake.url}", api_key: "{BACKEND_KEY}"}}}}
+roles:
+  chat: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
+"""
+        )
+        headers = {"anthropic-version": "2023-06-01"}
+        payload = {**body, "model": "chat", "stream": True}
+        with httpx.stream("POST", gw.url + path, json=payload, headers=headers, timeout=10) as r:
+            assert r.status_code == 200
+            assert "x-aifabric-translated" not in r.headers  # relayed as the backend streamed it
+            text = r.read().decode()
+        assert fake.requests[-1].path == path
     assert "Incorrect API key provided: ********" in text, text
-    assert_no_secret(text, f"the {dialect.api} stream's error event")
+    assert_no_secret(text, f"the {path} stream's error event")
 
 
 def test_a_secret_in_any_url_valued_setting_is_never_shown(

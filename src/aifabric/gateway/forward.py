@@ -887,6 +887,8 @@ class _Relay:
             if self._tap is not None:
                 first = self._tap.feed(first)
             out = first if counter is None else counter.feed(first)
+            if _ERROR_MARK in out:
+                out = _redacted(out)
             self._ended = _ends_stream(out)
             return out
         if self._attempt.settled:
@@ -907,6 +909,8 @@ class _Relay:
             if self._tap is not None:
                 chunk = self._tap.feed(chunk)
             out = chunk if counter is None else counter.feed(chunk)
+            if _ERROR_MARK in out:
+                out = _redacted(out)
             self._ended = self._ended or _ends_stream(out)
             return out
         self._attempt.success(self._ttfb, self._clock())
@@ -946,6 +950,17 @@ def _ends_stream(chunk: bytes) -> bool:
     start = at + 2 if at >= 0 else 0
     head = chunk[start : start + 48]
     return any(end in head for end in _STREAM_ENDS)
+
+
+# In every error event a backend streams (chat completions' `{"error": ...}`, Anthropic's and the
+# Responses API's `"type":"error"`, `response.failed`'s `"error": {...}`), and never in generated text,
+# whose quotes JSON escapes: a chunk without it is passed on untouched, at the cost of one scan.
+_ERROR_MARK = b'"error"'
+
+
+def _redacted(chunk: bytes) -> bytes:
+    """`chunk` with every secret masked: an error event may quote the key the backend was sent."""
+    return redact(chunk.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
 def _interrupted(backend: str, detail: str) -> bytes:

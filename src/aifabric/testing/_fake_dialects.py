@@ -24,6 +24,7 @@ __all__ = [
     "message_body",
     "message_events",
     "rerank_body",
+    "stream_error_events",
     "tokenize_body",
 ]
 
@@ -278,3 +279,18 @@ def transcription_events(kind: str, text: str, rid: str) -> list[bytes]:
         {"id": rid, "object": "transcription.chunk", "choices": [{"delta": {"content": w}}]} for w in words
     ]
     return [*(f"data: {json.dumps(c)}\n\n".encode() for c in chunks), b"data: [DONE]\n\n"]
+
+
+def stream_error_events(first: bytes, message: str) -> list[bytes]:
+    """The events a server sends when it fails mid-stream, in the API of the stream that began with
+    `first`: Anthropic's `error` event, the Responses API's `error` event, or (chat completions) vLLM's
+    `data: {"error": {...}}` followed by `[DONE]`."""
+    error: dict[str, Any]
+    if b"message_start" in first:
+        error = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return [b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"]
+    if b"event: response." in first:
+        error = {"type": "error", "code": "server_error", "message": message, "param": None}
+        return [b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"]
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": 500}}
+    return [b"data: " + json.dumps(error).encode() + b"\n\n", b"data: [DONE]\n\n"]

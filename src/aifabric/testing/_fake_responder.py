@@ -436,6 +436,9 @@ class Responder:
     ) -> bool:
         response = ChunkedResponse(writer)
         await response.start(200, "text/event-stream", [("Cache-Control", "no-cache")], keep_alive=keep)
+        failing = self._state.switches.stream_error
+        if failing is not None and events:
+            events = [events[0], *dialects.stream_error_events(events[0], failing)]
         for i, event in enumerate(events):
             if crash is not None and i == crash:
                 await self._flushed(writer)

@@ -70,6 +70,9 @@ class Switches:
     loading_ms: float | None = None
     hang: bool = False
     crash_after_chunks: int | None = None
+    # Streamed: after the first event, an error event carrying this message (in the stream's own API),
+    # then the stream's end: a server failing mid-generation, in its words
+    stream_error: str | None = None
     crash_before_headers: bool = False
     idle_timeout_ms: float | None = None
     # Kind-dependent behaviour (None: what the kind's real server does)
@@ -160,6 +163,7 @@ HELP = {
     "loading_ms": "the loading state ends by itself after this long",
     "hang": "read requests, never answer (until switched off or stopped)",
     "crash_after_chunks": "drop the connection after N stream events (non-streamed: half the body)",
+    "stream_error": "streamed: after the first event, an error event with this message, then the end",
     "crash_before_headers": "close the connection after reading the request, without answering",
     "idle_timeout_ms": "close a keep-alive connection idle for this long (as uvicorn does after 5 s)",
     "unknown_model_404": "404 for a model id not served (default: what the kind does)",
@@ -237,7 +241,7 @@ def _validate(name: str, value: Any) -> Any:
         if not items or not all(isinstance(m, str) and m for m in items):
             raise ValueError(f"models must be a non-empty list of model ids, got {value!r}")
         return items
-    if name in ("api_key", "reply"):
+    if name in ("api_key", "reply", "stream_error"):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be a string or null, got {value!r}")
         return value

@@ -113,10 +113,12 @@ def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_le
             async def chat(i: int) -> None:
                 # Long answers (ignore_eos) keep the slots busy while /status is read; they are cut off
                 # below as soon as it has been, so the test costs seconds of decoding, not the answers.
+                # Nearly a slot's whole 2k context: minutes of decoding on a loaded 2-core machine, far
+                # beyond the few probe intervals /status needs to show the slots full.
                 stream = await client.chat.completions.create(
                     model="chat-fast",
                     messages=[{"role": "user", "content": f"Count from {i} to one thousand."}],
-                    max_tokens=512,
+                    max_tokens=1900,
                     stream=True,
                     extra_body={"ignore_eos": True},
                 )

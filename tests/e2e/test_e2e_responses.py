@@ -173,8 +173,8 @@ def test_why_structured_output_is_translated_for_llama_server(fabric: Up) -> Non
     The day it honours the schema, this fails, and `LlamaServerAdapter.unhonoured` can go."""
     status = httpx.get(fabric.base_url + "/status", timeout=10).json()
     backend = status["roles"]["chat-fast"]["targets"][0]["backend"]
-    if status["backends"][backend]["kind"] != "llamacpp":
-        pytest.skip("the default's chat engine is llama-cpp-python: no /v1/responses of its own")
+    # The embedded default's chat engine is llama-server (llama-cpp-python has no /v1/responses).
+    assert status["backends"][backend]["kind"] == "llamacpp", status["backends"][backend]
     port = fabric.backend_ports()[backend]
     fmt = {"type": "json_schema", "name": "capital", "schema": CAPITAL_SCHEMA, "strict": True}
     with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as direct:

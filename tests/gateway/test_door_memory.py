@@ -92,6 +92,7 @@ def test_crowds_sending_huge_bodies_without_a_key_are_refused_on_the_head(
         thread.start()
     for thread in threads:
         thread.join(30)
+        assert not thread.is_alive(), "a client still sending after 30 s: the gateway held its body"
     grown = rss() - before
     print(f"20 clients x 8 MiB without a key: RSS {before / MIB:.0f} -> {rss() / MIB:.0f} MiB")
     assert server is not None and server.buffered == 0
@@ -134,6 +135,7 @@ def test_huge_bodies_sent_to_admin_routes_are_refused_on_the_head(
         thread.start()
     for thread in threads:
         thread.join(30)
+        assert not thread.is_alive(), "a client still sending after 30 s: the gateway held its body"
     grown = rss() - before
     print(f"10 clients x 8 MiB to /admin: RSS {before / MIB:.0f} -> {rss() / MIB:.0f} MiB")
     assert wrong == []

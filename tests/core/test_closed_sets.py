@@ -24,7 +24,14 @@ from aifabric.config.schema import (
     ClientApi,
     RoleConfig,
 )
-from aifabric.core import OPENAI_ERROR_TYPES, BackendState, FailureClass, exit_codes, openai_error_type
+from aifabric.core import (
+    OPENAI_ERROR_TYPES,
+    BackendState,
+    FailureClass,
+    Outcome,
+    exit_codes,
+    openai_error_type,
+)
 from aifabric.errors import (
     ApiError,
     BadRequest,
@@ -55,6 +62,16 @@ def test_failure_classes() -> None:
         "auth",
     }
     assert [f for f in FailureClass if not f.retryable] == [FailureClass.CLIENT_ERROR]
+
+
+def test_attempt_outcomes_beside_the_failure_classes() -> None:
+    """The `outcome` label of aifabric_upstream_attempts_total: a failure class, or one of these."""
+    assert {str(o) for o in Outcome} == {"ok", "route_missing"}
+    assert not {str(o) for o in Outcome} & {str(f) for f in FailureClass}
+    # Nowhere else is an outcome spelled: metrics and tracing read the enum.
+    for module in ("observability/metrics.py", "observability/tracing.py", "gateway/forward.py"):
+        text = (SRC / module).read_text()
+        assert '"route_missing"' not in text and "'route_missing'" not in text, module
 
 
 def test_config_problem_kinds() -> None:

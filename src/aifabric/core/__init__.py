@@ -3,6 +3,7 @@
 It imports nothing else of the project (import-linter checks it), so any module may import it:
 
     FailureClass        why one attempt at one target failed (core.failures)
+    Outcome             how an attempt that did not fail ended: ok, or a route the target lacks
     BackendState        what the fabric believes of a backend; ROUTABLE, the states that get requests
     Dormancy            why a backend not serving now is expected not to (host off, engine or model asleep)
     ProbeResult         what one active health check found (written by backends, read by health)
@@ -12,7 +13,7 @@ It imports nothing else of the project (import-linter checks it), so any module 
     exit codes          `aifabric.core.exit_codes`: the statuses every command exits with
 """
 
-from aifabric.core.failures import FailureClass
+from aifabric.core.failures import FailureClass, Outcome
 from aifabric.core.health import (
     ROUTABLE,
     BackendHealth,
@@ -30,6 +31,7 @@ __all__ = [
     "BackendState",
     "Dormancy",
     "FailureClass",
+    "Outcome",
     "ProbeResult",
     "Transition",
     "openai_error_type",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["FailureClass"]
+__all__ = ["FailureClass", "Outcome"]
 
 
 class FailureClass(enum.StrEnum):
@@ -32,3 +32,13 @@ class FailureClass(enum.StrEnum):
     def counts_against_target(self) -> bool:
         """Whether the failure says something about the target's health (passive outlier detection)."""
         return self is not FailureClass.CLIENT_ERROR
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt ended when it did not fail; a failed attempt's outcome is its `FailureClass`.
+    Metrics (`aifabric_upstream_attempts_total{outcome}`) and traces name attempts by these two sets."""
+
+    OK = "ok"  # answered (by the backend, or locally by the gateway in its place)
+    # The native route does not exist on the target (gateway.missing_routes): no verdict on its health,
+    # the request goes on translated or elsewhere
+    ROUTE_MISSING = "route_missing"

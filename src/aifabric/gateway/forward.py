@@ -41,11 +41,11 @@ from typing import Any
 import orjson
 
 from aifabric.config.schema import RetryConfig
-from aifabric.core import BackendState, FailureClass
+from aifabric.core import BackendState, FailureClass, Outcome
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
-from aifabric.gateway.missing_routes import ROUTE_MISSING, MissingRoutes, RouteMissing
+from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
@@ -70,8 +70,8 @@ class Attempt:
     failure: FailureClass | None
     detail: str
     status: int | None = None
-    # Set when neither success nor a failure class says it: "route_missing" (gateway.missing_routes).
-    outcome: str | None = None
+    # How it ended when `failure` is None: answered, or a route the target lacks (gateway.missing_routes).
+    outcome: Outcome = Outcome.OK
 
 
 @dataclass(slots=True)
@@ -698,7 +698,7 @@ class Forwarder:
         req.waited += seconds  # time at the backend all the same, not the gateway's overhead
         if self._on_attempt is not None:
             detail = f"no native route (HTTP {status})"
-            attempt = Attempt(_label(target), None, detail, status, outcome=ROUTE_MISSING)
+            attempt = Attempt(_label(target), None, detail, status, outcome=Outcome.ROUTE_MISSING)
             self._on_attempt(req, target, attempt, seconds)
 
     def _record(

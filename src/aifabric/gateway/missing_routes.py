@@ -19,12 +19,9 @@ from aifabric.config.schema import ClientApi
 from aifabric.gateway.dialects.base import BodyLike, Dialect
 from aifabric.routing.table import Endpoint
 
-__all__ = ["ROUTE_MISSING", "MissingRoutes", "RouteMissing"]
+__all__ = ["MissingRoutes", "RouteMissing"]
 
 log = logging.getLogger("aifabric.gateway")
-
-# The outcome such an attempt is counted under (metrics, traces): neither "ok" nor a failure class.
-ROUTE_MISSING = "route_missing"
 
 
 class RouteMissing(Exception):

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sized
 from typing import TYPE_CHECKING, Protocol
 
-from aifabric.core import FailureClass
+from aifabric.core import FailureClass, Outcome
 from aifabric.errors import ApiError
 from aifabric.routing.load import estimate
 from aifabric.routing.overflow import all_saturated
@@ -50,7 +50,7 @@ class AttemptOutcome(Protocol):
     def failure(self) -> FailureClass | None: ...
 
     @property
-    def outcome(self) -> str | None: ...
+    def outcome(self) -> Outcome: ...
 
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -128,7 +128,7 @@ class GatewayMetrics:
     def on_attempt(
         self, req: AttemptRequest, target: TargetState, attempt: AttemptOutcome, seconds: float
     ) -> None:
-        outcome = attempt.outcome or ("ok" if attempt.failure is None else str(attempt.failure))
+        outcome = str(attempt.outcome if attempt.failure is None else attempt.failure)
         self.attempts[(req.route.name, target.backend.name, outcome)] += 1
         if req.overflowed and len(req.attempts) == 1:  # once per request, at its first attempt
             self.overflowed[req.route.name] += 1

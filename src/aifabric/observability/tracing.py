@@ -43,6 +43,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aifabric.config.schema import TracingConfig
+from aifabric.core import Outcome
 from aifabric.errors import ApiError
 
 if TYPE_CHECKING:
@@ -220,8 +221,8 @@ class RequestTracer:
         if attempt.failure is not None:
             span.set_attribute("error.type", str(attempt.failure))
             span.set_status(Status(StatusCode.ERROR, str(attempt.detail)[:200]))
-        elif getattr(attempt, "outcome", None):  # no failure, no answer: a route the backend lacks
-            span.set_attribute("aifabric.attempt.outcome", attempt.outcome)
+        elif attempt.outcome is Outcome.ROUTE_MISSING:  # no failure, no answer: a route it lacks
+            span.set_attribute("aifabric.attempt.outcome", str(attempt.outcome))
         elif not req.stream:
             # Ended now, but left open until the answer's body names the model that answered.
             state.finish_answered()

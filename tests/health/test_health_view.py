@@ -82,6 +82,29 @@ roles:
 REFUSED = ProbeResult(False, BackendState.DOWN, "cannot connect", 0.001, failure=FailureClass.CONNECT)
 
 
+def test_on_demand_in_the_view_is_the_launchers_definition() -> None:
+    """Shown as on demand exactly when the supervisor treats it so (`LocalLaunch.on_demand`): a model
+    that shares a group but is not exclusive in it is never stopped, so it is not on demand."""
+    config = load_config_text(
+        """backends:
+  shared: {kind: llama-cpp-python, local: {engine: llama-cpp-python, model: m, port: 18811, group: g}}
+  swapped:
+    kind: llama-cpp-python
+    local: {engine: llama-cpp-python, model: m, port: 18812, group: g, exclusive: true}
+roles:
+  a: {kind: chat, targets: [{backend: shared, model: m}]}
+  b: {kind: chat, targets: [{backend: swapped, model: m}]}
+""",
+        "fabric.yaml",
+        environ={},
+    )
+    healths = {name: BackendHealth(name, state=BackendState.UP) for name in ("shared", "swapped")}
+    view = health_view(healths, config, now=1.0)
+    shown = {name: entry.get("on_demand") is not None for name, entry in view["backends"].items()}
+    assert shown == {"shared": False, "swapped": True}
+    assert all(config.backends[n].local.on_demand is shown[n] for n in shown)  # type: ignore[union-attr]
+
+
 def test_the_three_sleeps_are_told_apart_in_the_view_and_the_table() -> None:
     assert {str(d) for d in Dormancy} == {"host_off", "engine_asleep", "model_stopped"}
     workstation = BackendHealth("workstation", always_on=False, unhealthy_threshold=1)

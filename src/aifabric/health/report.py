@@ -60,9 +60,10 @@ def dormancy(health: BackendHealth, backend: BackendConfig | None) -> Dormancy |
 
 
 def _on_demand(backend: BackendConfig) -> dict[str, Any] | None:
-    """A local model's on-demand settings, as the fabric file has them (None for one always running)."""
+    """A local model's on-demand settings, as the fabric file has them (None for one always running:
+    `LocalLaunch.on_demand`, the one definition, which a group without `exclusive` does not make)."""
     local = backend.local
-    if local is None or (local.start != "on_demand" and local.idle_stop is None and local.group is None):
+    if local is None or not local.on_demand:
         return None
     return {
         "start": local.start,

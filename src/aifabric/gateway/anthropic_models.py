@@ -26,13 +26,14 @@ from aifabric.http.server import Response
 from aifabric.routing.table import RoutingTable
 from aifabric.tenancy.principal import Principal
 
-__all__ = ["HEADER", "model_info", "models_page"]
+__all__ = ["HEADER", "MESSAGES_KINDS", "model_info", "models_page"]
 
 HEADER = "anthropic-version"
 _DEFAULT_LIMIT = 20
 _MAX_LIMIT = 1000
-# The kinds of role Anthropic's Messages API is served on (anthropic_routes resolves only these).
-_MESSAGES_KINDS = ("chat",)
+# The kinds of role Anthropic's Messages API is served on: anthropic_routes resolves only these, and
+# only these are listed.
+MESSAGES_KINDS = ("chat",)
 
 # (the OpenAI /v1/models body) -> its chat models as Anthropic's ModelInfo objects, each with its role.
 # Keyed by the body itself, as openai_routes' filtered lists are: a reload renders a new one.
@@ -44,7 +45,7 @@ def _models(table: RoutingTable) -> list[tuple[str, dict[str, Any]]]:
     if models is None:
         models = []
         for entry in orjson.loads(table.models_body)["data"]:
-            if entry.get("kind") not in _MESSAGES_KINDS:
+            if entry.get("kind") not in MESSAGES_KINDS:
                 continue
             name, role = entry["id"], entry["role"]
             created = datetime.datetime.fromtimestamp(entry["created"], datetime.UTC)

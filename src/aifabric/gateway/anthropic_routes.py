@@ -15,6 +15,7 @@ from collections.abc import Callable
 import orjson
 
 from aifabric.errors import ApiError
+from aifabric.gateway.anthropic_models import MESSAGES_KINDS
 from aifabric.gateway.dialect_routes import DialectForwarding
 from aifabric.gateway.dialects.count_tokens import CountTokensDialect
 from aifabric.gateway.dialects.messages import (
@@ -58,7 +59,7 @@ class AnthropicRoutes:
         payload = parse_json_body(request.body)
         counting = sub == "/messages/count_tokens"
         what = "Anthropic's count_tokens" if counting else "Anthropic's Messages API"
-        route = self._forwarding.resolve(payload.get("model"), ("chat",), what)
+        route = self._forwarding.resolve(payload.get("model"), MESSAGES_KINDS, what)
         check_request(payload, max_tokens_required=not counting)
         if counting:
             response = await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)

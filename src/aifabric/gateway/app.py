@@ -189,7 +189,9 @@ class Gateway:
 
     def _concurrency_share(self) -> float:
         """This process's part of a key's concurrent requests and of a backend's max_concurrency: 1/N
-        of the processes sharing them. Never more than 1/workers: this gateway's own workers share
+        of the processes sharing them. (Not `_limit_share`: a minute's counts are exchanged, so a
+        fresh exchange lets each process spend the whole limit; requests in flight are not, so they
+        are always split.) Never more than 1/workers: this gateway's own workers share
         them from the start, before the limit sync has seen each other's counts (a worker alone in
         its first round would otherwise take the whole cap)."""
         workers = self.config.gateway.workers

@@ -3,13 +3,16 @@ Pure: no sockets, the clock is a number passed in."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from resilience_support import load
 
+from aifabric.alerts import rules
 from aifabric.alerts.rules import AlertTracker, Severity, evaluate, gateway_down
 from aifabric.core import BackendHealth, BackendState
 
-ESTATE = load(
-    """
+ESTATE_TEXT = """
 hosts:
   motoko:     {address: motoko.example, always_on: true}
   wintermute: {address: wintermute.example, always_on: false}
@@ -24,9 +27,8 @@ roles:
   chat-deep: {kind: chat, targets: [{backend: wintermute-vllm, model: Llama}], fallbacks: [openai/strong]}
   embeddings-general: {kind: embeddings, targets: [{backend: motoko-embed, model: bge-base-en-v1.5}]}
   openai/strong: {kind: chat, targets: [{backend: openai, model: gpt-4o}]}
-""",
-    {"OPENAI_API_KEY": "sk-secret-value"},
-)
+"""
+ESTATE = load(ESTATE_TEXT, {"OPENAI_API_KEY": "sk-secret-value"})
 
 
 def snapshot(**states: BackendState) -> dict[str, BackendHealth]:
@@ -165,3 +167,25 @@ roles:
     small.state, small.reason = BackendState.DOWN, "exited with status 1 while loading"
     [alert] = evaluate({"small": small}, config)
     assert (alert.key, alert.severity) == ("backend_down:small", Severity.WARNING)
+
+
+def test_the_configs_secrets_are_found_once_per_config_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate runs every probe round: the walk of the whole config for its secrets is done once per
+    loaded config (a reload's new config is walked again), and a reason quoting a key is masked."""
+    walks: list[object] = []
+    real = rules.config_secrets
+
+    def counted(config: Any) -> frozenset[str]:
+        walks.append(config)
+        return real(config)
+
+    monkeypatch.setattr(rules, "config_secrets", counted)
+    quoting = snapshot(motoko_embed=BackendState.DOWN)
+    quoting["motoko-embed"].reason = "HTTP 401: Incorrect API key provided: sk-secret-value"
+    for _ in range(3):
+        [alert] = evaluate(quoting, ESTATE)
+        assert "sk-secret-value" not in alert.summary and "********" in alert.summary
+    assert evaluate(snapshot(), ESTATE) == []
+    reloaded = load(ESTATE_TEXT, {"OPENAI_API_KEY": "sk-secret-value"})
+    evaluate(quoting, reloaded)
+    assert walks == [ESTATE, reloaded]

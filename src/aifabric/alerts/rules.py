@@ -235,13 +235,28 @@ def evaluate(
             alerts.append(_model_drift(name, health.mismatches))
     if len(down) >= down_threshold:
         alerts.append(_backends_down(down))
+    if not alerts:
+        return alerts
     # A reason may quote a backend's error, which may quote the key the gateway sent it ("Incorrect API
     # key provided: sk-..."): every sink, the log and /alerts get the alert with its secrets masked.
-    secrets = config_secrets(config)
+    secrets = _secrets_of(config)
     return [
         replace(a, summary=redact_values(a.summary, secrets), fix=redact_values(a.fix, secrets))
         for a in alerts
     ]
+
+
+# The last config's secrets: evaluate runs every probe round, and the walk of the whole config is done
+# once per loaded config (a reload makes a new object). Holding the config keeps its id from reuse.
+_last_secrets: tuple[FabricConfig, frozenset[str]] | None = None
+
+
+def _secrets_of(config: FabricConfig) -> frozenset[str]:
+    global _last_secrets
+    last = _last_secrets
+    if last is None or last[0] is not config:
+        last = _last_secrets = (config, config_secrets(config))
+    return last[1]
 
 
 def gateway_down(url: str, detail: str) -> Alert:

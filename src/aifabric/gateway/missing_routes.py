@@ -88,26 +88,36 @@ class MissingRoutes:
         tokenizer = current.tokenize_path
         if tokenizer is not None and missing.path == current.beside_api(tokenizer):
             reduced = current.without_tokenizer()
-            lost = f"{tokenizer} (its tokenizer) route"
-            then = "its token counts are answered another way (an estimate that says so, or not at all)"
-        else:
-            reduced = current.without_native(api)
-            lost = f"native {api} route"
-            then = (
-                "its requests are translated to chat completions for it"
-                if translatable
-                else "it is not asked for that API any more; other targets serve it"
+            if reduced == current:
+                return current
+            self._known[key] = (origin, reduced)
+            log.warning(
+                "backend %s has no tokenizer route (HTTP %s on POST %s), although its kind has one: "
+                "its %s counts are estimated where the API allows it, else other targets count them "
+                "(it is not counted as a failure). A server of its kind older than that route, or a "
+                "proxy in front of it, does this: give the role a target that counts",
+                origin.name,
+                missing.status,
+                missing.path,
+                api,
             )
+            return reduced
+        reduced = current.without_native(api)
         if reduced == current:
-            return current  # known already
+            return current  # known already (another request found it first)
         self._known[key] = (origin, reduced)
         apis = ", ".join(sorted(reduced.native)) if reduced.native else ""
+        then = (
+            "its requests are translated to chat completions for it"
+            if translatable
+            else "it is not asked for that API any more; other targets serve it"
+        )
         log.warning(
-            "backend %s has no %s (HTTP %s on POST %s), although its kind or `apis:` says it serves "
-            "it: %s (it is not counted as a failure). Declare what it serves: backends.%s.apis: [%s] "
-            "in the fabric file",
+            "backend %s has no native %s route (HTTP %s on POST %s), although its kind or `apis:` says "
+            "it serves it: %s (it is not counted as a failure). Declare what it serves: "
+            "backends.%s.apis: [%s] in the fabric file",
             origin.name,
-            lost,
+            api,
             missing.status,
             missing.path,
             then,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +16,9 @@ import pytest
 
 from aifabric.observability.logging import JsonFormatter
 from aifabric.testing.fake_backend import FakeBackend
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "responses"))
+from openai_schema import assert_valid
 
 Start = Callable[..., Any]
 
@@ -159,6 +164,10 @@ def test_transcription_passes_the_upload_through(
     )
     assert raw.parse().text == f"[{served}] {len(audio)} bytes of audio"
     assert raw.headers["x-aifabric-role"] == role
+    # One JSON shape: llama-server answers its `transcript.text.done` event, whose `type` is dropped.
+    answer = json.loads(raw.content)
+    assert "type" not in answer
+    assert_valid("CreateTranscriptionResponseJson", answer)
     sent = fakes[backend].requests[-1]
     assert sent.path == "/v1/audio/transcriptions"
     assert sent.headers["content-type"].startswith("multipart/form-data; boundary=")
@@ -175,39 +184,120 @@ def test_transcription_errors(gw: Any) -> None:
         resp = http.post("/v1/audio/transcriptions", json={"model": "whisper"})
     assert resp.status_code == 400
     assert "multipart/form-data" in resp.json()["error"]["message"]
+    # llama-server transcribes to JSON only: its 400 reaches the client as it said it.
+    with pytest.raises(openai.BadRequestError, match="Only 'json' response_format"):
+        client.audio.transcriptions.create(
+            model="whisper-llama", file=("a.wav", b"RIFF", "audio/wav"), response_format="text"
+        )
 
 
 AUDIO = b"RIFF" + bytes(range(256)) * 4
 
 
-def test_transcription_streams_pass_through_as_the_backend_sends_them(
-    gw: Any, fakes: dict[str, FakeBackend]
+ROLES = [
+    ("whisper", "vllm", "whisper-large"),
+    ("whisper-cloud", "cloud", "whisper-1"),
+    ("whisper-llama", "llama", "whisper-small"),
+]
+
+
+@pytest.mark.parametrize(("role", "backend", "served"), ROLES)
+def test_transcription_streams_are_openais_events_whatever_the_backend(
+    gw: Any, fakes: dict[str, FakeBackend], role: str, backend: str, served: str
 ) -> None:
-    # OpenAI's transcript.text.delta / .done events, read by the official SDK.
+    # vLLM streams chat-like `transcription.chunk` objects, llama-server and OpenAI `transcript.text.*`
+    # events: the official SDK reads the same events from all three.
     client = gw.openai()
     events = list(
-        client.audio.transcriptions.create(
-            model="whisper-cloud", file=("a.wav", AUDIO, "audio/wav"), stream=True
-        )
+        client.audio.transcriptions.create(model=role, file=("a.wav", AUDIO, "audio/wav"), stream=True)
     )
     assert [e.type for e in events] == ["transcript.text.delta"] * 5 + ["transcript.text.done"]
-    assert (
-        "".join(e.delta for e in events[:-1]) == events[-1].text == f"[whisper-1] {len(AUDIO)} bytes of audio"
-    )
-    assert b'name="stream"\r\n\r\ntrue\r\n' in fakes["cloud"].requests[-1].body  # passed through
-    # vLLM's transcription chunks and [DONE], untouched.
+    text = f"[{served}] {len(AUDIO)} bytes of audio"
+    assert "".join(e.delta for e in events[:-1]) == events[-1].text == text
+    assert b'name="stream"\r\n\r\ntrue\r\n' in fakes[backend].requests[-1].body  # passed through
+    # On the wire: each event valid per OpenAI's OpenAPI description, and no `[DONE]` (OpenAI sends none).
     with httpx.Client(base_url=gw.url) as http:
         resp = http.post(
             "/v1/audio/transcriptions",
-            data={"model": "whisper", "stream": "true"},
+            data={"model": role, "stream": "true"},
             files={"file": ("a.wav", AUDIO, "audio/wav")},
         )
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/event-stream")
-    chunks = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
-    assert chunks[-1] == "[DONE]"
-    deltas = [json.loads(c)["choices"][0]["delta"]["content"] for c in chunks[:-1]]
-    assert "".join(deltas) == f"[whisper-large] {len(AUDIO)} bytes of audio"
+    data = [line[6:] for line in resp.text.split("\n") if line.startswith("data: ")]
+    assert "[DONE]" not in data
+    for event in data:
+        assert_valid("CreateTranscriptionResponseStreamEvent", json.loads(event))
+    assert json.loads(data[-1])["type"] == "transcript.text.done"
+
+
+def test_streamed_transcription_usage_is_in_the_done_event(gw: Any) -> None:
+    # llama-server puts usage in its `done` event; vLLM sends a usage chunk (asked with its own form
+    # field `stream_include_usage`), which becomes the `done` event's usage in OpenAI's `tokens` shape.
+    client = gw.openai()
+    usages = []
+    for role, extra in (("whisper-llama", None), ("whisper", {"stream_include_usage": "true"})):
+        events = list(
+            client.audio.transcriptions.create(
+                model=role, file=("a.wav", AUDIO, "audio/wav"), stream=True, extra_body=extra
+            )
+        )
+        done = events[-1]
+        assert done.type == "transcript.text.done"
+        assert done.usage is not None, role
+        usages.append(done.usage)
+    for usage in usages:
+        assert usage.type == "tokens"
+        assert usage.input_tokens == len(AUDIO) // 64  # the fakes count an audio token per 64 bytes
+        assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usages[0].output_tokens == usages[1].output_tokens > 0
+    # Without the field vLLM counts nothing: the `done` event has no usage, rather than a made-up one.
+    plain = list(
+        client.audio.transcriptions.create(model="whisper", file=("a.wav", AUDIO, "audio/wav"), stream=True)
+    )
+    assert plain[-1].usage is None
+
+
+@pytest.mark.parametrize(("role", "backend"), [("whisper", "vllm"), ("whisper-llama", "llama")])
+@pytest.mark.parametrize("fault", ["error_event", "crash"])
+def test_a_transcription_stream_that_fails_midway_raises_in_the_sdk(
+    gw: Any, fakes: dict[str, FakeBackend], role: str, backend: str, fault: str
+) -> None:
+    # The backend's own error event, or a dropped connection: one delta, then an error the SDK raises
+    # (never a `done` event that would pass the first word off as the whole transcript).
+    fakes[backend].set(
+        **({"stream_error": "GPU fell over"} if fault == "error_event" else {"crash_after_chunks": 1})
+    )
+    client = gw.openai()
+    stream = client.audio.transcriptions.create(model=role, file=("a.wav", AUDIO, "audio/wav"), stream=True)
+    seen = []
+    with pytest.raises(openai.APIError, match="GPU fell over" if fault == "error_event" else "mid-stream"):
+        for event in stream:
+            seen.append(event.type)
+    assert seen == ["transcript.text.delta"]
+
+
+def test_transcription_stream_is_rewritten_as_the_chunks_arrive(
+    gw: Any, fakes: dict[str, FakeBackend]
+) -> None:
+    # A slow vLLM: its first chunk reaches the client as an OpenAI delta while it is still writing.
+    fakes["vllm"].set(token_delay_ms=400)
+    with (
+        httpx.Client(base_url=gw.url, timeout=30) as http,
+        http.stream(
+            "POST",
+            "/v1/audio/transcriptions",
+            data={"model": "whisper", "stream": "true"},
+            files={"file": ("a.wav", AUDIO, "audio/wav")},
+        ) as resp,
+    ):
+        seen = b""
+        for chunk in resp.iter_bytes():
+            seen += chunk
+            if b"transcript.text.delta" in seen:
+                break
+        assert fakes["vllm"].counters["inflight"] == 1  # the backend has not finished yet
+    assert seen.startswith(b'data: {"type":"transcript.text.delta","delta":"[whisper-large]"}')
 
 
 def test_transcription_response_format_text_is_the_backends_plain_text(gw: Any) -> None:

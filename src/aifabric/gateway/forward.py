@@ -941,7 +941,13 @@ class _Relay:
 
 
 # The last event of a stream, in each dialect a backend streams natively.
-_STREAM_ENDS = (b"data: [DONE]", b"message_stop", b"response.completed", b"response.incomplete")
+_STREAM_ENDS = (
+    b"data: [DONE]",
+    b"message_stop",
+    b"response.completed",
+    b"response.incomplete",
+    b"transcript.text.done",
+)
 
 
 def _ends_stream(chunk: bytes) -> bool:

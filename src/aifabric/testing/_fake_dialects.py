@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from aifabric.testing._fake_shapes import embed_vector, word_count
@@ -267,17 +268,63 @@ def multipart_fields(content_type: str, body: bytes) -> tuple[dict[str, str], in
     return fields, size
 
 
-def transcription_events(kind: str, text: str, rid: str) -> list[bytes]:
-    """A streamed transcription (`stream=true`), a word an event: OpenAI's `transcript.text.delta`
-    events and one `transcript.text.done`; vLLM's `transcription.chunk` objects, then `[DONE]`."""
+def _transcription_usage(text: str, size: int) -> tuple[int, int]:
+    """(input, output) tokens of a fake transcription: an audio token per 64 bytes, a token a word."""
+    return max(1, size // 64), word_count(text)
+
+
+def _llama_asr_done(text: str, size: int) -> dict[str, Any]:
+    """llama-server's `transcript.text.done` (`to_json_oaicompat_asr`): also its unstreamed answer."""
+    prompt, output = _transcription_usage(text, size)
+    usage = {
+        "type": "tokens",
+        "input_tokens": prompt,
+        "output_tokens": output,
+        "total_tokens": prompt + output,
+        "input_tokens_details": {"cached_tokens": 0},
+    }
+    return {"type": "transcript.text.done", "text": text, "usage": usage}
+
+
+def _llama_sse(obj: dict[str, Any]) -> bytes:
+    # nlohmann::json keeps its keys sorted and dumps them compact: llama-server's events look so.
+    return b"data: " + json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n\n"
+
+
+def transcription_body(kind: str, text: str, size: int) -> bytes:
+    """An unstreamed JSON transcription: `{"text"}`, or llama-server's `done` event with its usage."""
+    if kind == "llamacpp":
+        return json.dumps(_llama_asr_done(text, size), separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps({"text": text}).encode()
+
+
+def transcription_events(
+    kind: str, text: str, rid: str, *, model: str, size: int, include_usage: bool
+) -> list[bytes]:
+    """A streamed transcription (`stream=true`), a word an event, in each server's shape:
+
+    openai      `transcript.text.delta` events and one `transcript.text.done`
+    llamacpp    the same (sorted keys, usage in `done`), then `[DONE]`
+    vllm        `transcription.chunk` objects (`choices[0].delta.content`, `finish_reason` on the
+                last), a `usage` chunk with no choices when the form asks `stream_include_usage`,
+                then `[DONE]`
+    """
     words = [w.group(0) for w in re.finditer(r"\s*\S+", text)]
     if kind == "openai":
         deltas = [{"type": "transcript.text.delta", "delta": w} for w in words]
         done = {"type": "transcript.text.done", "text": text}
         return [f"data: {json.dumps(e)}\n\n".encode() for e in (*deltas, done)]
-    chunks = [
-        {"id": rid, "object": "transcription.chunk", "choices": [{"delta": {"content": w}}]} for w in words
-    ]
+    if kind == "llamacpp":
+        events = [_llama_sse({"type": "transcript.text.delta", "delta": w}) for w in words]
+        return [*events, _llama_sse(_llama_asr_done(text, size)), b"data: [DONE]\n\n"]
+    head = {"id": rid, "object": "transcription.chunk", "created": int(time.time()), "model": model}
+    chunks: list[dict[str, Any]] = [{**head, "choices": [{"delta": {"content": w}}]} for w in words]
+    if chunks:
+        chunks[-1]["choices"][0].update(finish_reason="stop", stop_reason=None)
+    if include_usage:
+        prompt, output = _transcription_usage(text, size)
+        usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+        chunks.append({**head, "choices": [], "usage": usage})
     return [*(f"data: {json.dumps(c)}\n\n".encode() for c in chunks), b"data: [DONE]\n\n"]
 
 

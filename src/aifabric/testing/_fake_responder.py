@@ -313,20 +313,23 @@ class Responder:
             fields, size = dialects.multipart_fields(request.headers.get("content-type", ""), request.body)
             if "file" not in fields:
                 return fail(400, "a `file` part is required")
-            text = (
-                sw.reply
-                if sw.reply is not None
-                else f"[{fields.get('model', sw.models[0])}] {size} bytes of audio"
-            )
+            model = fields.get("model", sw.models[0])
+            text = sw.reply if sw.reply is not None else f"[{model}] {size} bytes of audio"
+            response_format = fields.get("response_format", "json")
+            if sw.kind == "llamacpp" and response_format != "json":
+                return fail(400, "Only 'json' response_format is supported for transcription")
             if fields.get("stream", "").strip().lower() == "true":
-                events = dialects.transcription_events(sw.kind, text, rid)
+                usage = fields.get("stream_include_usage", "").strip().lower() == "true"
+                events = dialects.transcription_events(
+                    sw.kind, text, rid, model=model, size=size, include_usage=usage
+                )
                 return await self._stream(writer, events, keep, crash, sw.token_delay_ms)
-            if fields.get("response_format") == "text":
+            if response_format == "text":
                 write_response(
                     writer, 200, (text + "\n").encode(), content_type="text/plain", keep_alive=keep
                 )
                 return keep
-            return await self._send(writer, json.dumps({"text": text}).encode(), keep, crash)
+            return await self._send(writer, dialects.transcription_body(sw.kind, text, size), keep, crash)
         try:
             body, served = _read_request(request.body, sw, style)
         except _Refused as exc:

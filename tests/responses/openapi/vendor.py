@@ -21,6 +21,8 @@ ROOTS = (
     "TokenCountsResource",
     "ListModelsResponse",
     "Model",
+    "CreateTranscriptionResponseJson",
+    "CreateTranscriptionResponseStreamEvent",
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,68 @@ def test_metrics_and_access_log_count_rerank_and_transcription(
         ("/v1/audio/transcriptions", "whisper", "vllm", 200, "rq-7"),
     ]
     assert lines[2]["status"] == 404
+
+
+PAIRS = """
+  rerank-pair:
+    kind: rerank
+    targets: [{backend: vllm, model: bge-reranker}, {backend: llama, model: bge-reranker}]
+  whisper-pair:
+    kind: transcription
+    targets: [{backend: vllm, model: whisper-large}, {backend: llama, model: whisper-small}]
+"""
+
+
+def _status(gw: Any, role: str) -> dict[str, str]:
+    """The outlier state of each of `role`'s targets, by backend, from the gateway's /status."""
+    view = httpx.get(gw.url + "/status", timeout=10).json()
+    return {t["backend"]: t["outlier"] for t in view["roles"][role]["targets"]}
+
+
+@pytest.mark.parametrize(
+    ("send", "role", "path"),
+    [(_rerank, "rerank-pair", "/v1/rerank"), (_transcribe, "whisper-pair", "/v1/audio/transcriptions")],
+)
+def test_a_failing_target_is_ejected_while_the_other_serves(
+    start_gateway: Start,
+    fakes: dict[str, FakeBackend],
+    send: Callable[..., httpx.Response],
+    role: str,
+    path: str,
+) -> None:
+    fakes["vllm"].set(status_override=500)
+    gw = start_gateway(fabric(fakes) + PAIRS)
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        # health.consecutive_failures (3) failed attempts on vllm, each request served by llama all the same.
+        for _ in range(20):
+            resp = send(http, role)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-aifabric-backend"] == "llama"
+            if _status(gw, role)["vllm"] == "ejected":
+                break
+        assert _status(gw, role) == {"vllm": "ejected", "llama": "ok"}
+        tried = fakes["vllm"].count(path)
+        for _ in range(3):
+            resp = send(http, role)
+            assert (resp.headers["x-aifabric-backend"], resp.headers["x-aifabric-attempts"]) == ("llama", "1")
+    assert fakes["vllm"].count(path) == tried  # left alone while ejected
+
+
+@pytest.mark.parametrize(("send", "role"), [(_rerank, "rerank-vllm"), (_transcribe, "whisper")])
+def test_a_hung_backend_is_a_504_in_openais_shape_within_the_deadline(
+    start_gateway: Start, fakes: dict[str, FakeBackend], send: Callable[..., httpx.Response], role: str
+) -> None:
+    fakes["vllm"].set(hang=True)
+    gw = start_gateway(fabric(fakes).replace("retry: {", "retry: {deadline: 400ms, try_timeout: 20s, "))
+    try:
+        with httpx.Client(base_url=gw.url, timeout=30) as http:
+            started = time.monotonic()
+            resp = send(http, role)
+            took = time.monotonic() - started
+    finally:
+        fakes["vllm"].set(hang=False)
+    assert resp.status_code == 504
+    assert_valid("ErrorResponse", resp.json())
+    assert resp.json()["error"]["code"] == "upstream_timeout"
+    assert "did not answer in time" in resp.json()["error"]["message"]
+    assert took < 10  # the request's deadline cut it, not the 20 s per-try timeout

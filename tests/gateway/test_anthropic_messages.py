@@ -632,3 +632,34 @@ def test_a_native_backend_that_drops_the_request_fails_over_to_a_translated_one(
         assert raw.headers["x-aifabric-backend"] == "cloud"
     assert fakes["native"].counters["crashes"] >= 1
     assert [r.path for r in fakes["cloud"].requests] == ["/v1/chat/completions"]
+
+
+def test_a_404_lists_only_the_models_messages_serves_and_a_401_names_x_api_key(
+    start_gateway: Start, fakes: dict[str, FakeBackend]
+) -> None:
+    # Roles of other kinds (embeddings, rerank, transcription) and their aliases are no valid model for
+    # /v1/messages; a chat role's alias is.
+    extra = """
+  rr: {kind: rerank, targets: [{backend: native, model: bge}]}
+  stt: {kind: transcription, targets: [{backend: native, model: whisper}]}
+aliases: {claude/native: native, v/embed: embed, r/rr: rr}
+"""
+    gw = start_gateway(fabric(fakes) + extra)
+    with (
+        anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0) as c,
+        pytest.raises(anthropic.NotFoundError) as unknown,
+    ):
+        c.messages.create(model="nope", max_tokens=5, messages=HI)
+    chat = "claude/native, counted, llama, native, native-then-translated, translated"
+    assert f"Valid models: {chat}. " in unknown.value.body["error"]["message"]  # type: ignore[index]
+    with httpx.Client(base_url=gw.url) as http:
+        # No key: Anthropic's SDKs send it as x-api-key, which the 401 names first.
+        missing = http.post("/v1/messages", json={"model": "native", "max_tokens": 5, "messages": HI})
+        assert missing.status_code == 401
+        message = missing.json()["error"]["message"]
+        assert "send `x-api-key: <key>` (or `Authorization: Bearer <key>`)" in message
+        # The OpenAI routes keep naming Authorization: Bearer.
+        openai_missing = http.post("/v1/chat/completions", json={"model": "native", "messages": HI})
+        assert openai_missing.status_code == 401
+        assert "send `Authorization: Bearer <key>`" in openai_missing.json()["error"]["message"]
+        assert "x-api-key" not in openai_missing.json()["error"]["message"]

@@ -29,6 +29,7 @@ from aifabric.gateway.openai_routes import parse_json_body
 from aifabric.http.server import Request, Response, StreamingResponse
 from aifabric.routing.table import RoutingTable
 from aifabric.tenancy.admission import Admission
+from aifabric.tenancy.keyring import missing_key_message
 from aifabric.tenancy.ratelimit import anthropic_headers
 
 __all__ = ["PATHS", "AnthropicRoutes", "anthropic_error_response"]
@@ -40,7 +41,10 @@ _COUNT_TOKENS = CountTokensDialect()
 
 def anthropic_error_response(exc: ApiError) -> Response:
     """An `ApiError` in Anthropic's error shape, its status and headers (Retry-After, ...) kept."""
-    body = orjson.dumps(error_object(exc.status, exc.message))
+    message = exc.message
+    if exc.code == "missing_api_key":  # Anthropic's SDKs send the key as x-api-key: say so first
+        message = missing_key_message(anthropic=True)
+    body = orjson.dumps(error_object(exc.status, message))
     headers = list(exc.headers.items())
     headers.extend(anthropic_headers(headers, time.time()))
     return Response(exc.status, body, headers)
@@ -59,7 +63,8 @@ class AnthropicRoutes:
         payload = parse_json_body(request.body)
         counting = sub == "/messages/count_tokens"
         what = "Anthropic's count_tokens" if counting else "Anthropic's Messages API"
-        route = self._forwarding.resolve(payload.get("model"), MESSAGES_KINDS, what)
+        # An unknown model's 404 lists what Anthropic's model list shows: the chat roles and aliases.
+        route = self._forwarding.resolve(payload.get("model"), MESSAGES_KINDS, what, list_kinds=True)
         check_request(payload, max_tokens_required=not counting)
         if counting:
             response = await self._forwarding.forward(request, route, _COUNT_TOKENS, payload)

@@ -41,9 +41,10 @@ class DialectForwarding:
         self._forwarder = forwarder
         self._admission = admission or Admission()
 
-    def resolve(self, model: Any, kinds: tuple[str, ...], what: str) -> Route:
-        """The role `model` names, which must be of one of `kinds` (else a 400 naming its route)."""
-        return resolve_role(self._table(), model, kinds, what, _ROUTE_OF_KIND)
+    def resolve(self, model: Any, kinds: tuple[str, ...], what: str, *, list_kinds: bool = False) -> Route:
+        """The role `model` names, which must be of one of `kinds` (else a 400 naming its route; an
+        unknown one a 404 listing all names, or only those of `kinds` with `list_kinds`)."""
+        return resolve_role(self._table(), model, kinds, what, _ROUTE_OF_KIND, list_kinds=list_kinds)
 
     async def forward(
         self,

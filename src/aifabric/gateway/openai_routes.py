@@ -52,17 +52,28 @@ _SERVES = {
 
 
 def resolve_role(
-    table: RoutingTable, model: Any, kinds: Collection[str], what: str, routes_of_kind: dict[str, str]
+    table: RoutingTable,
+    model: Any,
+    kinds: Collection[str],
+    what: str,
+    routes_of_kind: dict[str, str],
+    *,
+    list_kinds: bool = False,
 ) -> Route:
     """The role `model` names, which must be of one of `kinds` (else a 400 that says where it is
-    served, from `routes_of_kind`); every API route resolves its `model` here. Long names are shown cut."""
+    served, from `routes_of_kind`); every API route resolves its `model` here. Long names are shown cut.
+    An unknown name is a 404 listing every role and alias (as /v1/models does), or with `list_kinds`
+    only those of `kinds` (Anthropic's API, whose model list shows only those)."""
     if model is None or model == "":
         raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
     if not isinstance(model, str):
         raise BadRequest("`model` must be a string.", param="model", code="invalid_model")
     route = table.resolve(model)
     if route is None:
-        valid = ", ".join(sorted(table.names))
+        listed = (n for n, r in table.names.items() if not list_kinds or r.kind in kinds)
+        valid = ", ".join(sorted(listed))
+        if not valid:
+            valid = f"none (no role of kind {' or '.join(kinds)} is configured)"
         message = f"The model '{shown(model)}' does not exist. Valid models: {valid}."
         raise ModelNotFound(message, param="model")
     if route.kind not in kinds:

@@ -23,7 +23,7 @@ from aifabric.errors import Unauthorized
 from aifabric.tenancy.keys import KeyRecord
 from aifabric.tenancy.principal import ANONYMOUS, MASTER, Principal
 
-__all__ = ["KeyRing", "presented_key"]
+__all__ = ["KeyRing", "missing_key_message", "presented_key"]
 
 
 _SEEN_MAX = 4096
@@ -42,6 +42,17 @@ def presented_key(headers: Mapping[str, str]) -> str:
     if value[:7].lower() == "bearer ":
         return value[7:].strip()
     return headers.get("x-api-key", "") or headers.get("api-key", "")
+
+
+def missing_key_message(*, anthropic: bool = False) -> str:
+    """The 401's words for a request without a key, naming the header its API's clients send
+    (`anthropic`: Anthropic's Messages API, whose SDKs send `x-api-key`)."""
+    how = (
+        "`x-api-key: <key>` (or `Authorization: Bearer <key>`)"
+        if anthropic
+        else "`Authorization: Bearer <key>`"
+    )
+    return f"Missing API key: send {how} (a key of gateway.api_keys, or one made by `aifabric keys create`)."
 
 
 class KeyRing:
@@ -77,11 +88,7 @@ class KeyRing:
             return ANONYMOUS
         presented = presented_key(headers)
         if not presented:
-            raise Unauthorized(
-                "Missing API key: send `Authorization: Bearer <key>` "
-                "(a key of gateway.api_keys, or one made by `aifabric keys create`).",
-                code="missing_api_key",
-            )
+            raise Unauthorized(missing_key_message(), code="missing_api_key")
         entry = self._seen.get(presented)
         if entry is None:
             entry = self._entries.get(_digest(presented))

@@ -88,6 +88,34 @@ def test_a_tool_on_the_real_model(client: anthropic.Anthropic, tool_choice: Tool
         assert "".join(b.text for b in message.content if isinstance(b, TextBlock)).strip()
 
 
+def test_a_tool_result_round_trip_on_the_real_model(client: anthropic.Anthropic) -> None:
+    """The second half of a tool round trip, as Claude Code sends it: the assistant's `tool_use` (here
+    given, as SmolLM2 cannot be made to call: docs/api.md) and the user's `tool_result`, answered."""
+    message = client.messages.create(
+        model="chat-fast",
+        max_tokens=32,
+        messages=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny, 24 C"}],
+            },
+        ],
+        tools=[WEATHER_TOOL],
+        extra_body={"temperature": 0},
+    )
+    assert message.type == "message" and message.role == "assistant"
+    assert message.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert all(isinstance(block, TextBlock | ToolUseBlock) for block in message.content)
+    assert message.content
+
+
 def test_models_list_in_anthropics_shape(client: anthropic.Anthropic) -> None:
     """Claude Code and the SDK list models with `anthropic-version`: the chat roles and their aliases."""
     ids = [m.id for m in client.models.list()]

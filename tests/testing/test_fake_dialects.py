@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -113,3 +115,46 @@ def test_tool_calls_on_chat_completions() -> None:
         after = [*HI, answer["message"], {"role": "tool", "tool_call_id": "x", "content": "42"}]
         reply = httpx.post(fb.url + "/chat/completions", json={**body, "messages": after}).json()
         assert reply["choices"][0]["message"]["content"] == "[m] tool said: 42"
+
+
+def _transcribe(fb: FakeBackend, **fields: str) -> httpx.Response:
+    return httpx.post(
+        fb.base_url + "/v1/audio/transcriptions",
+        data={"model": "whisper", **fields},
+        files={"file": ("a.wav", b"RIFF" + bytes(124), "audio/wav")},
+    )
+
+
+def test_transcription_as_llama_server_answers_it() -> None:
+    # llama-server's tools/server: `to_json_oaicompat_asr` (nlohmann::json: keys sorted, compact) for
+    # the unstreamed answer and the stream's last event, then `[DONE]`; JSON only.
+    with FakeBackend(kind="llamacpp", models=("m",)) as fb:
+        body = _transcribe(fb).content
+        assert body == (
+            b'{"text":"[whisper] 128 bytes of audio","type":"transcript.text.done","usage":{"input_tokens":2,'
+            b'"input_tokens_details":{"cached_tokens":0},"output_tokens":5,"total_tokens":7,"type":"tokens"}}'
+        )
+        events = _transcribe(fb, stream="true").text.split("\n\n")
+        assert events[0] == 'data: {"delta":"[whisper]","type":"transcript.text.delta"}'
+        assert events[-3] == "data: " + body.decode()
+        assert events[-2:] == ["data: [DONE]", ""]
+        refused = _transcribe(fb, response_format="text")
+        assert refused.status_code == 400
+        assert "Only 'json' response_format" in refused.text
+
+
+def test_transcription_as_vllm_streams_it() -> None:
+    # vLLM's transcription.chunk objects; a usage chunk (no choices) only when the form asks for it.
+    with FakeBackend(kind="vllm", models=("m",)) as fb:
+        plain = [e for e in _transcribe(fb, stream="true").text.split("\n\n") if e]
+        assert plain[-1] == "data: [DONE]"
+        chunks = [json.loads(e[6:]) for e in plain[:-1]]
+        assert {c["object"] for c in chunks} == {"transcription.chunk"}
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert all("usage" not in c for c in chunks)
+        counted = [
+            e for e in _transcribe(fb, stream="true", stream_include_usage="true").text.split("\n\n") if e
+        ]
+        last = json.loads(counted[-2][6:])
+        assert last["choices"] == []
+        assert last["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}

@@ -134,7 +134,8 @@ def _token_usage(usage: dict[str, Any]) -> dict[str, Any] | None:
 class TranscriptionStream:
     """A backend's transcription stream as OpenAI's events, one upstream event at a time.
 
-    OpenAI-shaped events (`transcript.text.*`: OpenAI, llama-server) go on as they came; a chat-like
+    OpenAI-shaped events (`transcript.text.*`: OpenAI, llama-server) go on as they came (`type` put
+    first, which is how a stream's end is recognized, `forward._ends_stream`); a chat-like
     chunk (vLLM) becomes a `transcript.text.delta` per non-empty `delta.content`, its `usage` kept for
     the `transcript.text.done` written at the upstream's `[DONE]` (or end) with the text seen. An error
     event is passed on (redacted) and ends the stream; `[DONE]` itself is not passed on.

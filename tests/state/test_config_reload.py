@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import io
 import logging
+import signal
 from pathlib import Path
 
 import httpx
@@ -194,5 +195,39 @@ def test_watch_reloads_when_the_file_changes(tmp_path: Path) -> None:
             fabric_file.write_text("roles: [broken")
             wait_until(lambda: any("refused" in line for line in serve.output), "a broken file is refused")
             assert models() == {"r", "local/chat"}
+        finally:
+            serve.stop()
+
+
+def test_a_reload_keeps_the_command_lines_overrides(tmp_path: Path) -> None:
+    """`serve --workers 2 --access-log` on a file that says neither: a reload of the unchanged file
+    (asked over HTTP, or SIGHUP) changes nothing, and access logging goes on."""
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        fabric_file = tmp_path / "fabric.yaml"
+        fabric_file.write_text(fabric(backend.url))  # workers: 1, no access_log
+        runtime = tmp_path / "run"
+        runtime.mkdir(mode=0o700)
+        serve = Serve(fabric_file, "--workers", "2", "--access-log", env={"XDG_RUNTIME_DIR": str(runtime)})
+        try:
+            serve.wait_ready()
+            code, out, err = run_cli("config", "reload", "--url", serve.url)
+            assert code == 0, err
+            assert "no changes" in out and "workers" not in out and "access_log" not in out, out
+            serve.signal(signal.SIGHUP)  # both workers re-read the file
+            wait_until(
+                lambda: sum("reloaded" in line and "no changes" in line for line in serve.output) >= 3,
+                "each worker reported its SIGHUP reload",
+            )
+            assert not any("workers: 2 -> 1" in line or "access_log" in line for line in serve.output)
+            # Still two workers sharing state: both answer, and each logs its requests.
+            seen = models_on_each_connection(serve.port)
+            assert len(seen) == 2, seen
+            chat = {"model": "r", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(8):  # a connection each: the kernel spreads them over both workers
+                assert httpx.post(serve.url + "/v1/chat/completions", json=chat).status_code == 200
+            wait_until(
+                lambda: sum("POST /v1/chat/completions 200" in line for line in serve.output) == 8,
+                "every request after the reloads was logged",
+            )
         finally:
             serve.stop()

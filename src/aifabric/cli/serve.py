@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import time
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
+from aifabric.cli.overrides import Overrides
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.core import exit_codes
@@ -44,8 +44,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     configure_logging(args.log_level)
     config = load_config_or_default(args.config)
-    if args.access_log:
-        config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, access_log=True))
     host = args.host or config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     workers = args.workers if args.workers is not None else config.gateway.workers
@@ -53,10 +51,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise CommandError("--workers must be at least 1")
     from aifabric.state import check_state
 
+    # The same overrides on every reloaded config: a reload keeps --access-log, and the worker count
+    # (which the gateway reads to know its workers share state) stays the number of processes running.
+    overrides = Overrides(access_log=args.access_log, workers=workers)
+    config = overrides.apply(config)
     check_state(config)  # before any fork: a missing Redis client must not crash-loop the workers
-    if workers != config.gateway.workers:
-        # The gateway reads the worker count to know its workers share state (state: memory).
-        config = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, workers=workers))
     _check_port(host, port)
     if workers == 1:
         from aifabric.gateway.app import run_gateway
@@ -67,9 +66,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
             port,
             ready=lambda gw: console.print(_ready_line(host, port, 1)),
             config_path=args.config,
+            adapt=overrides.apply,
         )
         return exit_codes.OK
-    return _run_workers(config, host, port, workers, console, args.config)
+    return _run_workers(config, host, port, workers, console, args.config, overrides)
 
 
 def _ready_line(host: str, port: int, workers: int) -> str:
@@ -104,7 +104,13 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
 
 
 def _run_workers(
-    config: FabricConfig, host: str, port: int, workers: int, console: Console, config_path: str | None
+    config: FabricConfig,
+    host: str,
+    port: int,
+    workers: int,
+    console: Console,
+    config_path: str | None,
+    overrides: Overrides,
 ) -> int:
     """Pre-fork: N processes, each with its own SO_REUSEPORT listener (the kernel spreads connections),
     supervised here: a worker that dies is replaced, SIGTERM/SIGINT stop them all."""
@@ -120,7 +126,9 @@ def _run_workers(
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
-                run_gateway(config, host, port, reuse_port=True, config_path=config_path)
+                run_gateway(
+                    config, host, port, reuse_port=True, config_path=config_path, adapt=overrides.apply
+                )
             finally:
                 os._exit(exit_codes.OK)
         children[pid] = index

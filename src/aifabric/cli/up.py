@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
+from aifabric.cli.overrides import Overrides
 from aifabric.cli.running import forget_running, record_running
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from aifabric.cli.serve import listen_error
-    from aifabric.local.launch import default_log_dir, local_backends, process_spec, with_local_ports
+    from aifabric.local.launch import default_log_dir, local_backends, process_spec
     from aifabric.local.ports import port_in_use, port_in_use_message
     from aifabric.local.supervisor import Supervisor
     from aifabric.observability.logging import configure_logging
@@ -83,7 +84,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 f"--local-port-base {args.local_port_base} would put the local backends on ports "
                 f"{args.local_port_base}-{last}: choose a base from 1 so that the last is at most 65535"
             )
-        config = with_local_ports(config, args.local_port_base)
+    # The same overrides on every reloaded config (SIGHUP, `config reload`, watch: true).
+    overrides = Overrides(local_port_base=args.local_port_base)
+    config = overrides.apply(config)
     host = args.host or config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     try:
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 return exit_codes.OK
         if stop.is_set():
             return exit_codes.OK
-        _serve(config, host, port, console, stop, args.local_port_base, supervisor)
+        _serve(config, host, port, console, stop, overrides, supervisor)
         return exit_codes.OK
     finally:
         forget_running()
@@ -135,7 +138,7 @@ def _serve(
     port: int,
     console: Console,
     stopped: threading.Event,
-    port_base: int | None = None,
+    overrides: Overrides | None = None,
     supervisor: Supervisor | None = None,
 ) -> None:
     from aifabric.gateway.app import run_loop, serve_gateway
@@ -156,14 +159,14 @@ def _serve(
                     supervisor.on_state = gateway.local_backend_changed
                     gateway.attach_local(supervisor)  # POST /admin/backends/NAME/stop|start
                 if not config.source.startswith("<"):  # POST /admin/config/reload, watch: true
-                    gateway.reloader = lambda: _reloader(config, gateway, port_base)
+                    gateway.reloader = lambda: _reloader(config, gateway, overrides)
                 # With --port 0, the port the listener got.
                 listening = gateway.server.port if gateway.server is not None else port
                 # Recorded before it is said: a script that reacts to the message finds the record.
                 record_running(_base_url(config, host, listening))  # `aifabric status` asks here
                 _print_ready(config, host, listening, console)
 
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, port_base))
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, overrides))
             await serve_gateway(config, host, port, stop, ready=ready)
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
@@ -175,19 +178,21 @@ def _serve(
     run_loop(main())  # the gateway's own choice of event loop, as `aifabric serve` runs it
 
 
-def _reload(config: FabricConfig, gateways: list[Gateway], console: Console, port_base: int | None) -> None:
+def _reload(
+    config: FabricConfig, gateways: list[Gateway], console: Console, overrides: Overrides | None
+) -> None:
     """SIGHUP: re-read the fabric file (see `_reloader`), said on the console."""
     if not gateways or config.source.startswith("<"):
         return
-    outcome = _reloader(config, gateways[0], port_base)
+    outcome = _reloader(config, gateways[0], overrides)
     (console.print if outcome.applied else console.error)(outcome.message)
 
 
-def _reloader(config: FabricConfig, gateway: Gateway, port_base: int | None) -> ReloadOutcome:
+def _reloader(config: FabricConfig, gateway: Gateway, overrides: Overrides | None) -> ReloadOutcome:
     """Re-read the fabric file. Roles, aliases and remote backends change in place; a change to the
     local backends themselves (what `up` launched) needs a restart, and is refused with that said."""
     from aifabric.gateway.reload import reload_from_file
-    from aifabric.local.launch import local_backends, with_local_ports
+    from aifabric.local.launch import local_backends
 
     def refuse(new: FabricConfig) -> str | None:
         if local_backends(new) != local_backends(config):
@@ -197,7 +202,7 @@ def _reloader(config: FabricConfig, gateway: Gateway, port_base: int | None) -> 
     return reload_from_file(
         gateway,
         config.source,
-        adapt=(lambda new: with_local_ports(new, port_base)) if port_base is not None else None,
+        adapt=overrides.apply if overrides is not None else None,
         refuse=refuse,
     )
 

@@ -725,11 +725,13 @@ def run_gateway(
     sock: object = None,
     reuse_port: bool = False,
     config_path: str | None = None,
+    adapt: Callable[[FabricConfig], FabricConfig] | None = None,
 ) -> None:
     """Blocking: serve until SIGINT or SIGTERM, then drain in-flight requests and return.
 
     With `config_path`, SIGHUP reloads the fabric file: a valid file replaces the routing table whole
     (health and ejection state carry over by name); a broken one is reported and the old table stays.
+    `adapt` is applied to every reloaded config as it was to `config` (the command line's overrides).
     """
     holder: list[Gateway] = []
 
@@ -738,7 +740,7 @@ def run_gateway(
         if config_path is not None:
             from aifabric.gateway.reload import reload_from_file
 
-            gateway.reloader = lambda: reload_from_file(gateway, config_path)
+            gateway.reloader = lambda: reload_from_file(gateway, config_path, adapt=adapt)
         if ready is not None:
             ready(gateway)
 

@@ -14,6 +14,7 @@ import httpx
 from aifabric.cli.console import Console
 from aifabric.cli.up import _reload
 from aifabric.config.load import load_config
+from aifabric.gateway.reload import ReloadOutcome
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
 
@@ -89,9 +90,18 @@ def test_reload_refuses_a_change_to_local_backends(tmp_path: Path) -> None:
     path.write_text(LOCAL.format(port=18901))
     running = load_config(path)
 
+    class Recorded:
+        """What the gateway's `Reloads.record` is told (shared with `config reload` through the state)."""
+
+        outcomes: list[ReloadOutcome] = []
+
+        def record(self, outcome: ReloadOutcome) -> None:
+            self.outcomes.append(outcome)
+
     class FakeGateway:
         reloaded: list[object] = []
         config = running  # what a reload diffs against
+        reloads = Recorded()
 
         def reload(self, config: object) -> None:
             self.reloaded.append(config)
@@ -102,6 +112,8 @@ def test_reload_refuses_a_change_to_local_backends(tmp_path: Path) -> None:
     _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
     assert gateway.reloaded == []
     assert "local backends changed" in err.getvalue() and "restart" in err.getvalue()
+    assert [o.applied for o in gateway.reloads.outcomes] == [False]
     path.write_text(LOCAL.format(port=18901) + "aliases: {local/embed: embeddings-general}\n")
     _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
     assert len(gateway.reloaded) == 1
+    assert [o.applied for o in gateway.reloads.outcomes] == [False, True]

@@ -9,6 +9,7 @@ import http.client
 import io
 import logging
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,9 @@ def test_every_worker_reloads_and_the_diff_is_printed(tmp_path: Path) -> None:
             assert code == 0, err
             assert "+ aliases.local/chat: -> r" in out
             assert "announced through local" in out
+            # The command waited for both workers: each one's own answer, named by its pid.
+            assert out.count("  ok   ") == 2, out
+            assert all(f"/{pid}/" in out for pid in workers), (workers, out)
             # The worker that answered reloaded at once; the other in its next sync round.
             wait_until(
                 lambda: (
@@ -231,3 +235,71 @@ def test_a_reload_keeps_the_command_lines_overrides(tmp_path: Path) -> None:
             )
         finally:
             serve.stop()
+
+
+def test_reload_reports_every_replica_and_fails_when_one_refuses(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two replicas share Redis; b's file is broken (a stale or bad ConfigMap): `config reload` asked of
+    a says a applied and b refused (with b's problem), and exits 1. A replica that is alive but never
+    answers (its record in the store, no reload) is named as not answering in time."""
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        state = redis_server.url + "?interval=50ms"
+        a_file, b_file = tmp_path / "a.yaml", tmp_path / "b.yaml"
+        for path in (a_file, b_file):
+            path.write_text(fabric(backend.url, state=state))
+
+        async def scenario() -> None:
+            gateways = [Gateway(load_config(path)) for path in (a_file, b_file)]
+            try:
+                for gw, path in zip(gateways, (a_file, b_file), strict=True):
+                    await gw.start("127.0.0.1", 0)
+                    gw.reloader = lambda gw=gw, path=path: reload_from_file(gw, str(path))
+                primed = lambda: all(g.state_sync and g.state_sync.config_primed for g in gateways)  # noqa: E731
+                await eventually(primed, "every replica has read the store once")
+                a, b = (g.state_sync for g in gateways)
+                assert a is not None and b is not None
+                url = f"http://127.0.0.1:{gateways[0].server.port}"  # type: ignore[union-attr]
+
+                a_file.write_text(with_alias(fabric(backend.url, state=state)))
+                b_file.write_text(with_alias(fabric(backend.url, state=state)))
+                code, out, err = await asyncio.to_thread(run_cli, "config", "reload", "--url", url)
+                assert code == 0, out + err
+                assert f"  ok   {a.holder}: applied" in out and f"  ok   {b.holder}: applied" in out
+
+                b_file.write_text(fabric(backend.url, state=state).replace("backend: b", "backend: gone"))
+                a_file.write_text(fabric(backend.url, state=state))
+                code, out, err = await asyncio.to_thread(run_cli, "config", "reload", "--url", url)
+                assert code == 1, out + err
+                assert f"  ok   {a.holder}: applied" in err
+                assert f"  FAIL {b.holder}: refused, still runs version" in err
+                assert f"{b_file}:" in err and "'gone'" in err, err
+                assert "1 of 2 gateways did not apply this reload" in err
+                assert "local/chat" in gateways[1].table.names, "b keeps its running table"
+
+                # A replica alive in the store that never takes the reload up: named, after --timeout.
+                async def ghost() -> None:  # renews its record every round, as a live replica does
+                    while True:
+                        await a.store.publish_member("ghost/1/000000", '{"announcement": null}', time.time())
+                        await asyncio.sleep(0.05)
+
+                renewing = asyncio.create_task(ghost())
+                b_file.write_text(fabric(backend.url, state=state))
+                try:
+                    code, out, err = await asyncio.to_thread(
+                        run_cli, "config", "reload", "--url", url, "--timeout", "1", "--json"
+                    )
+                finally:
+                    renewing.cancel()
+                body = orjson.loads(out)
+                states = {p["holder"]: p["state"] for p in body["processes"]}
+                assert code == 1 and states == {
+                    a.holder: "applied",
+                    b.holder: "applied",
+                    "ghost/1/000000": "no_answer",
+                }
+            finally:
+                for gw in gateways:
+                    await gw.close()
+
+        asyncio.run(scenario())

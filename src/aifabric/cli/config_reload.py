@@ -1,7 +1,9 @@
 """`aifabric config reload [--url URL] [--api-key KEY] [--json]`: a running gateway re-reads its fabric
 file (every worker, every replica sharing its state), and this prints the diff it applied or the
-problems that made it refuse (file, line, fix). Exit 0 applied, 1 refused (or not allowed), 3 the
-gateway did not answer. Registered by `cli.config_cmd` as the `reload` action of `aifabric config`.
+problems that made it refuse (file, line, fix), then what each worker and replica did, waiting up to
+--timeout seconds for all of them. Exit 0 applied everywhere, 1 refused (or not allowed) or any worker or
+replica refused, runs other files or did not answer in time, 3 the gateway did not answer.
+Registered by `cli.config_cmd` as the `reload` action of `aifabric config`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ def add_reload_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
         "reload",
         help="ask a running gateway (all workers and replicas) to reload its fabric file",
         description="Ask a running gateway to re-read its fabric file and env file: prints the diff it "
-        "applied, or every problem that made it refuse (the running configuration then stays). Exit 0 "
-        "applied, 1 refused, 3 the gateway did not answer.",
+        "applied, or every problem that made it refuse (the running configuration then stays), then what "
+        "each worker and replica sharing its state did (waiting up to --timeout seconds for all). Exit 0 "
+        "applied everywhere, 1 refused anywhere or not answered in time, 3 the gateway did not answer.",
     )
     add_gateway_arguments(
         parser,
-        timeout=30.0,
+        timeout=10.0,
         key_help="a key of gateway.admin_keys, needed when any key is set (default: $FABRIC_ADMIN_KEY, "
         "else $FABRIC_MASTER_KEY); without keys, loopback only",
         admin=True,
@@ -41,5 +44,5 @@ def run_reload(args: argparse.Namespace, console: Console) -> int:
         return answer.exit_code
     lines = render_reload(answer)
     for line in lines:
-        (console.print if answer.applied else console.error)(line)
+        (console.print if answer.exit_code == 0 else console.error)(line)
     return answer.exit_code

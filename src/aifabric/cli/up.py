@@ -185,6 +185,7 @@ def _reload(
     if not gateways or config.source.startswith("<"):
         return
     outcome = _reloader(config, gateways[0], overrides)
+    gateways[0].reloads.record(outcome)
     (console.print if outcome.applied else console.error)(outcome.message)
 
 

@@ -518,7 +518,7 @@ class Gateway:
                 on_transition=self.metrics.on_transition,
             )
             if self.state_sync is not None:  # a reload another worker or replica announced
-                self.state_sync.on_config_announced = self.reloads.on_announced
+                self.reloads.attach(self.state_sync)
             control = self.state_sync.run(self._stop) if self.state_sync else self.checker.run(self._stop)
             self._tasks.append(asyncio.create_task(control))
             # Alert rules over the same health the checker writes, every monitoring.interval.
@@ -749,6 +749,7 @@ def run_gateway(
         if reloader is None:
             return
         outcome = reloader()
+        holder[0].reloads.record(outcome)
         log.log(logging.WARNING if outcome.applied else logging.ERROR, "%s", outcome.message)
 
     async def main() -> None:

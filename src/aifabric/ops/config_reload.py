@@ -1,9 +1,15 @@
 """`aifabric config reload`: ask a running gateway to re-read its fabric file (`POST
 /admin/config/reload`), and say what it applied or why it refused.
 
-    answer = request_reload("http://127.0.0.1:8000", api_key=None)
+    answer = request_reload("http://127.0.0.1:8000", api_key=None, timeout=10)
     answer.applied, answer.body        # the gateway's own report: diff, problems, version
-    answer.exit_code                   # 0 applied, 1 refused or not allowed, 3 unreachable
+    answer.processes                   # what every worker and replica sharing its state did
+    answer.exit_code                   # 0 applied everywhere; 1 refused or not allowed, or another
+                                       # worker/replica refused, runs other files or did not answer
+                                       # within `timeout`; 3 unreachable
+
+The gateway waits (`?wait=`) up to `timeout` seconds for every live worker and replica to answer; the
+HTTP request itself may take that long plus a margin.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from aifabric.http.client import UpstreamClient
 
 __all__ = ["ReloadAnswer", "render_reload", "request_reload"]
 
+_MARGIN = 10.0  # seconds the HTTP request may take beyond the gateway's wait (its own reload, the network)
+
 
 @dataclass
 class ReloadAnswer:
@@ -34,16 +42,26 @@ class ReloadAnswer:
         return self.status == 200 and bool(self.body.get("applied"))
 
     @property
+    def processes(self) -> list[dict[str, Any]]:
+        found = self.body.get("processes")
+        return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+    @property
+    def laggards(self) -> list[dict[str, Any]]:
+        """The workers and replicas that refused, did not answer, or applied files other than these."""
+        return [p for p in self.processes if p.get("state") != "applied" or not p.get("same_files")]
+
+    @property
     def exit_code(self) -> int:
         if self.status is None:
             return exit_codes.UNREACHABLE
-        return exit_codes.OK if self.applied else exit_codes.FAILED
+        return exit_codes.OK if self.applied and not self.laggards else exit_codes.FAILED
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "status": self.status, "error": self.error, **self.body}
 
 
-def request_reload(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> ReloadAnswer:
+def request_reload(url: str, *, api_key: str | None = None, timeout: float = 10.0) -> ReloadAnswer:
     return asyncio.run(_request(url, api_key, timeout))
 
 
@@ -56,7 +74,7 @@ async def _request(url: str, api_key: str | None, timeout: float) -> ReloadAnswe
     client = UpstreamClient(connect_timeout=min(timeout, 3.0))
     try:
         status, _, body = await client.fetch(
-            "POST", base + "/admin/config/reload", headers, b"", timeout=timeout
+            "POST", f"{base}/admin/config/reload?wait={timeout:g}", headers, b"", timeout=timeout + _MARGIN
         )
     except UpstreamFailure as exc:
         answer.error = f"unreachable ({exc.failure}: {exc.detail})"
@@ -96,19 +114,51 @@ def render_reload(answer: ReloadAnswer) -> list[str]:
             if shared
             else "this gateway shares no state: other replicas (if any) need their own reload"
         )
+        lines += [_process_line(p) for p in answer.processes]
+        for process in answer.processes:
+            for problem in process.get("problems") or []:
+                if isinstance(problem, dict):
+                    lines += _problem_lines(problem, "    ")
+        laggards = answer.laggards
+        if laggards:
+            lines.append(
+                f"{len(laggards)} of {len(answer.processes)} gateways did not apply this reload: "
+                "see above (their own logs say more)"
+            )
         return lines
     reload = body.get("reload") if isinstance(body.get("reload"), dict) else None
     if reload is None:
         return [f"{answer.url}: {answer.error or 'no answer'}"]
     lines = [str(reload.get("message", "")).split("\n", 1)[0]]
     for problem in reload.get("problems") or []:
-        where = f"{problem.get('file')}:{problem.get('line')}" if problem.get("line") else problem.get("file")
-        lines.append(f"  {where}: {problem.get('message')}")
-        if problem.get("fix"):
-            lines.append(f"    fix: {problem.get('fix')}")
+        lines += _problem_lines(problem, "  ")
     if not reload.get("problems"):
         lines = [str(reload.get("message", ""))]
     return lines
+
+
+def _problem_lines(problem: dict[str, Any], indent: str) -> list[str]:
+    where = f"{problem.get('file')}:{problem.get('line')}" if problem.get("line") else problem.get("file")
+    lines = [f"{indent}{where}: {problem.get('message')}"]
+    if problem.get("fix"):
+        lines.append(f"{indent}  fix: {problem.get('fix')}")
+    return lines
+
+
+def _process_line(process: dict[str, Any]) -> str:
+    """One worker or replica: `  ok   host/pid/id: applied (version v)`."""
+    holder, state, version = process.get("holder"), process.get("state"), process.get("version")
+    if state == "no_answer":
+        return f"  FAIL {holder}: did not answer in time (down, or its state sync is stalled: see its log)"
+    if state == "refused":
+        first = str(process.get("message", "")).split("\n", 1)[0]
+        return f"  FAIL {holder}: refused, still runs version {version}: {first}"
+    if not process.get("same_files"):
+        return (
+            f"  FAIL {holder}: applied version {version}, other files than this gateway's: "
+            "copy the same fabric file and env file to every replica"
+        )
+    return f"  ok   {holder}: applied (version {version})"
 
 
 def _diff(data: Any) -> ConfigDiff:

@@ -9,8 +9,10 @@
                   stopped it renews the stop every round, so a stop whose gateway died lapses
     config        the latest config reload announced by one gateway (`aifabric config reload`): the
                   others notice a new announcement in their next round and reload their own file
+    members       every live gateway, renewed every round, with what it did about the latest reload
+                  (applied or refused, its files' version): `config reload` waits for all to answer
 
-Every store keeps these five things and nothing of the hot path: the data plane never calls a store,
+Every store keeps these six things and nothing of the hot path: the data plane never calls a store,
 the `StateSync` task beside the health checker does, once a round. Times that cross process or machine
 boundaries are wall-clock epoch seconds; each process converts them to its own monotonic clock.
 
@@ -101,6 +103,18 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def read_config(self) -> str | None:
         """The latest reload announcement, or None when none was made."""
+
+    @abc.abstractmethod
+    async def publish_member(self, holder: str, record: str, now: float) -> None:
+        """Say that `holder` is alive at `now` (epoch seconds), with its record (an opaque string)."""
+
+    @abc.abstractmethod
+    async def read_members(self, since: float) -> dict[str, str]:
+        """The records of the gateways that published since `since` (epoch seconds), by holder."""
+
+    @abc.abstractmethod
+    async def leave(self, holder: str) -> None:
+        """`holder` stops (a clean shutdown): it is no longer a member."""
 
     @abc.abstractmethod
     async def close(self) -> None:

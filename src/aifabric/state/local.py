@@ -8,6 +8,8 @@
     <dir>/ejections.json    target -> [until, count], merged under flock(<dir>/ejections.lock).
     <dir>/stops.json        backend -> [reason, until], changed under flock(<dir>/stops.lock).
     <dir>/config            the latest config reload announcement, replaced whole (rename).
+    <dir>/members/<id>      one file per live worker: [seen, record], replaced whole every round;
+                            a worker that died leaves a file nobody renews (ignored, then removed).
 
 The directory is `$XDG_RUNTIME_DIR/aifabric/<port>` (a per-user tmpfs) or `/tmp/aifabric-<uid>/<port>`,
 mode 0700, so the workers of one `aifabric serve --port P --workers N` find each other by the port they
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 import time
@@ -35,6 +38,7 @@ from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 
 __all__ = ["LocalStore", "default_state_dir"]
 
+_FORGET_MEMBER = 600.0  # seconds a dead worker's member file stays before a reader removes it
 _FileKey = tuple[int, int, int]  # inode, mtime_ns, size: a renamed-in file always has a new inode
 
 
@@ -196,17 +200,53 @@ class LocalStore(StateStore):
             except FileNotFoundError:
                 return None
 
+    # -- members ---------------------------------------------------------------------------------
+
+    def _member_path(self, holder: str) -> Path:
+        return self.directory / "members" / hashlib.sha256(holder.encode()).hexdigest()[:16]
+
+    async def publish_member(self, holder: str, record: str, now: float) -> None:
+        with _translated("say this worker is alive"):
+            (self.directory / "members").mkdir(mode=0o700, exist_ok=True)
+            self._write(f"members/{self._member_path(holder).name}", orjson.dumps([now, holder, record]))
+
+    async def read_members(self, since: float) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with _translated("read the live workers"):
+            try:
+                paths = list((self.directory / "members").iterdir())
+            except FileNotFoundError:
+                return out
+            for path in paths:
+                if path.name.startswith("."):
+                    continue
+                try:
+                    seen, holder, record = orjson.loads(path.read_bytes())
+                except (FileNotFoundError, orjson.JSONDecodeError, ValueError, TypeError):
+                    continue
+                if float(seen) >= since:
+                    out[str(holder)] = str(record)
+                elif float(seen) < since - _FORGET_MEMBER:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()  # a worker long gone (an earlier run on this port)
+        return out
+
+    async def leave(self, holder: str) -> None:
+        with _translated("leave the workers"), contextlib.suppress(FileNotFoundError):
+            self._member_path(holder).unlink()
+
     # -- files -----------------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._release()
 
     def _write(self, name: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
+        target = self.directory / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, self.directory / name)
+            os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -30,6 +30,7 @@ class MemoryStore(StateStore):
         self._ejections: dict[str, Ejection] = {}
         self._stops: dict[str, tuple[str, float]] = {}
         self._config: str | None = None
+        self._members: dict[str, tuple[float, str]] = {}
 
     def _current_holder(self) -> str | None:
         if self._holder is not None and self._clock() >= self._lease_until:
@@ -82,6 +83,15 @@ class MemoryStore(StateStore):
 
     async def read_config(self) -> str | None:
         return self._config
+
+    async def publish_member(self, holder: str, record: str, now: float) -> None:
+        self._members[holder] = (now, record)
+
+    async def read_members(self, since: float) -> dict[str, str]:
+        return {h: record for h, (seen, record) in self._members.items() if seen >= since}
+
+    async def leave(self, holder: str) -> None:
+        self._members.pop(holder, None)
 
     async def close(self) -> None:
         """Nothing to release: the store lives as long as the gateways that share it."""

@@ -9,6 +9,8 @@
     <prefix>ejections        hash: target -> "<until> <count>"; the later `until` wins; the hash expires
                              when its last ejection is over
     <prefix>config           string: the latest config reload announcement (`aifabric config reload`)
+    <prefix>members          hash: holder -> "<seen> <record>", renewed every round by each live
+                             replica (fields older than 10 minutes are removed by readers)
     <prefix>stops            hash: backend -> json [reason, until], renewed every round by the gateway
                              that stopped it; the hash expires a while after its last renewal
 
@@ -37,6 +39,7 @@ from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 __all__ = ["RedisStore", "require_redis", "split_state_url"]
 
 DEFAULT_PREFIX = "aifabric:"
+_FORGET_MEMBER = 600  # seconds: a replica not seen for this long is removed from <prefix>members
 
 # KEYS: lease. ARGV: holder, ttl ms. Take a free lease, or renew our own; 1 when we hold it.
 _LEAD = """
@@ -149,6 +152,7 @@ class RedisStore(StateStore):
         self._k_ejections = prefix + "ejections"
         self._k_stops = prefix + "stops"
         self._k_config = prefix + "config"
+        self._k_members = prefix + "members"
 
     def describe(self) -> str:
         return f"redis ({self._shown}, prefix {self.prefix!r})"
@@ -255,6 +259,43 @@ class RedisStore(StateStore):
         except self._errors as exc:
             raise self._failed("read the config announcement", exc) from exc
         return None if raw is None else bytes(raw).decode(errors="replace")
+
+    async def publish_member(self, holder: str, record: str, now: float) -> None:
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k_members, holder, f"{now!r} {record}")
+                pipe.expire(self._k_members, _FORGET_MEMBER)
+                await pipe.execute()
+        except self._errors as exc:
+            raise self._failed("say this replica is alive", exc) from exc
+
+    async def read_members(self, since: float) -> dict[str, str]:
+        try:
+            raw = await self._client.hgetall(self._k_members)
+        except self._errors as exc:
+            raise self._failed("read the live replicas", exc) from exc
+        out: dict[str, str] = {}
+        gone: list[bytes] = []
+        for key, value in raw.items():
+            seen_text, _, record = bytes(value).decode(errors="replace").partition(" ")
+            try:
+                seen = float(seen_text)
+            except ValueError:
+                continue
+            if seen >= since:
+                out[bytes(key).decode(errors="replace")] = record
+            elif seen < since - _FORGET_MEMBER:
+                gone.append(key)
+        if gone:
+            with contextlib.suppress(*self._errors):
+                await self._client.hdel(self._k_members, *gone)
+        return out
+
+    async def leave(self, holder: str) -> None:
+        try:
+            await self._client.hdel(self._k_members, holder)
+        except self._errors as exc:
+            raise self._failed("leave the replicas", exc) from exc
 
     async def close(self) -> None:
         # Closing the connections to a Redis that is gone: nothing is left to release.

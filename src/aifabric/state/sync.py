@@ -13,7 +13,10 @@ Once a round (`interval`, 1 s by default) every gateway:
 5. looks for a config reload another gateway announced (`aifabric config reload` reaches one worker
    of one replica): a new announcement makes this gateway reload its own fabric file
    (`on_config_announced`). The announcement current at the first round is old news: it is noted, not
-   acted on (this gateway has just loaded its file).
+   acted on (this gateway has just loaded its file);
+6. says it is alive, with what it did about the latest announcement (`config_report`, set by the
+   gateway: applied or refused, its files' version): `aifabric config reload` waits until every live
+   gateway has answered (`members`).
 
 The data plane is untouched: it keeps reading the same objects, and nothing on the request path waits
 for the store. When the store cannot be reached, the gateway probes for itself (logged once) and goes
@@ -34,6 +37,8 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from aifabric.core import Transition
 from aifabric.errors import StateStoreError
@@ -106,6 +111,9 @@ class StateSync:
         self.on_config_announced: Callable[[str], None] | None = None
         self._seen_config: str | None = None
         self._config_primed = False
+        # What this gateway did about its configuration last (JSON-ready; the gateway sets it at start
+        # and after every reload), shared with the announcement it answers in every round.
+        self.config_report: dict[str, Any] | None = None
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -141,6 +149,7 @@ class StateSync:
             # already hold a stopped backend down.
             await self._sync_stops(now, wall)
             await self._follow_config()
+            await self.publish_member()
             leader = await self.store.try_lead(self.holder, self.ttl)
             if leader:
                 self._start_probing()
@@ -166,6 +175,8 @@ class StateSync:
             with contextlib.suppress(StateStoreError):
                 await self.store.resign(self.holder)
             self.leader = False
+        with contextlib.suppress(StateStoreError):
+            await self.store.leave(self.holder)
         await self.store.close()
 
     def status(self) -> dict[str, Any]:
@@ -265,6 +276,24 @@ class StateSync:
         self._seen_config = current
         if self.on_config_announced is not None:
             self.on_config_announced(current)
+
+    # -- members ---------------------------------------------------------------------------------
+
+    async def publish_member(self) -> None:
+        """Say this gateway is alive, with the announcement it last answered and its `config_report`
+        (every round; at once after a reload, so nobody waits a round for it). Raises StateStoreError."""
+        record = {"announcement": self._seen_config, "report": self.config_report}
+        await self.store.publish_member(self.holder, orjson.dumps(record).decode(), self._wall())
+
+    async def members(self) -> dict[str, dict[str, Any]]:
+        """Every gateway seen alive within the lease's ttl: holder -> {"announcement", "report"}."""
+        out: dict[str, dict[str, Any]] = {}
+        for holder, raw in (await self.store.read_members(self._wall() - self.ttl)).items():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(raw)
+                if isinstance(record, dict):
+                    out[holder] = record
+        return out
 
     def stopped(self, backend: str, why: str) -> None:
         """This gateway's supervisor stopped `backend` on purpose: every gateway sharing the state holds

@@ -128,6 +128,27 @@ def test_imported_estate_serves_roles_aliases_embeddings_and_fallback(
         stranger = openai.OpenAI(base_url=url + "/v1", api_key="sk-wrong", max_retries=0)
         with stranger, pytest.raises(openai.AuthenticationError):
             stranger.models.list()
+
+        # And it is the operator's key, as LiteLLM's master key is its admin key: the views and the
+        # commands docs/migrating.md tells them to run accept it.
+        master = {"authorization": f"Bearer {KEYS['LITELLM_MASTER_KEY']}"}
+        for view in ("/metrics", "/status", "/health", "/ui"):
+            assert httpx.get(url + view, headers=master).status_code == 200, view
+        status = subprocess.run(
+            [exe, "status", "--url", url, "--api-key", KEYS["LITELLM_MASTER_KEY"]],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        # 0/1/2 say how healthy the estate is (armitage is down here); 3 would be no answer.
+        assert status.returncode in (0, 1, 2) and "403" not in status.stdout + status.stderr, status.stderr
+        assert "chat-fast" in status.stdout, status.stdout
+        reload = subprocess.run(
+            [exe, "config", "reload", "--url", url], capture_output=True, text=True, check=False,
+            env={**env, "FABRIC_MASTER_KEY": KEYS["LITELLM_MASTER_KEY"]},
+        )  # fmt: skip
+        assert reload.returncode == 0, reload.stderr
     finally:
         gateway.terminate()
         _, err = gateway.communicate(timeout=15)

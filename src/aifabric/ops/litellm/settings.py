@@ -116,12 +116,18 @@ def import_general(ctx: Context, section: Item, path: str) -> None:
         if key == "master_key":
             secret = ctx.secret(item, where, "MASTER_KEY")
             if secret is not None:
+                # LiteLLM's master key is its admin key too (/health, the UI, key management): both
+                # lists, the same ${VAR}, so the operator commands keep working with it.
+                origin = f"line {item.line}: {where} (LiteLLM's master key is also its admin key)"
                 ctx.plan.gateway.append(Setting("api_keys", [secret], f"line {item.line}: {where}"))
+                ctx.plan.gateway.append(Setting("admin_keys", [secret], origin))
                 ctx.note(
                     item,
                     where,
-                    "clients keep sending it as `Authorization: Bearer`; LiteLLM's virtual "
-                    "keys (kept in its database) are not carried",
+                    "in gateway.api_keys and gateway.admin_keys (it is LiteLLM's admin key too: /metrics, "
+                    "/status, /health, /ui and `aifabric status` / `config reload` accept it); clients "
+                    "keep sending it as `Authorization: Bearer`; LiteLLM's virtual keys (kept in its "
+                    "database) are not carried",
                 )
         elif key in ("host", "port"):
             _set(ctx, ctx.plan.gateway, item, where, key, "where the gateway listens")

@@ -628,3 +628,16 @@ model_list:
         "gpt": {ClientApi.RESPONSES, ClientApi.INPUT_TOKENS, ClientApi.TRANSCRIPTION},
         "az": {ClientApi.RESPONSES, ClientApi.TRANSCRIPTION},
     }
+
+
+def test_out_in_a_missing_directory_is_made_and_an_unwritable_one_is_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "p1" / "deeper" / "fabric.yaml"
+    code, _, err = run(["config", "import", "litellm", str(ESTATE), "--out", str(out)])
+    assert code == 1, err  # written, with the estate's parts that have no equivalent left out
+    assert out.exists() and out.with_suffix(".env").exists()
+    assert out.with_suffix(".env").stat().st_mode & 0o777 == 0o600
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    code, _, err = run(["config", "import", "litellm", str(ESTATE), "--out", str(blocker / "fabric.yaml")])
+    assert code == 2, (code, err)
+    assert err.startswith("cannot write") and str(blocker) in err and "Traceback" not in err

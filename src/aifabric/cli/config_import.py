@@ -30,7 +30,8 @@ def add_import_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
         description="Turn a LiteLLM proxy config.yaml into a fabric file: model_list into backends and "
         "roles, fallbacks, aliases, master key, retries and timeouts; literal secrets into an env file "
         "(mode 0600). Exit 0 when everything was carried, 1 when parts were left out (listed with their "
-        "lines; the file is still written), 2 when the config cannot be read.",
+        "lines; the file is still written), 2 when the config cannot be read or the result cannot be "
+        "written (missing directories of --out and --env-file are made).",
     )
     litellm.add_argument("config", metavar="CONFIG.yaml", help="the LiteLLM config to import")
     litellm.add_argument(

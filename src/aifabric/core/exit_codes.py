@@ -24,6 +24,7 @@ __all__ = [
     "OK",
     "UNREACHABLE",
     "UNREADABLE",
+    "UNWRITABLE",
     "USAGE",
 ]
 
@@ -37,3 +38,6 @@ FAILED = ATTENTION  # a check or a drill did not pass; a command error the opera
 NOT_RUN = BROKEN  # a drill that could not start (nothing was changed)
 USAGE = BROKEN  # no command given, or an argument that names nothing
 UNREADABLE = BROKEN  # an input file (a LiteLLM config to import) cannot be read at all
+# An output file cannot be written (no result at all, like an unreadable input; not ATTENTION, which
+# says "written, with parts left out").
+UNWRITABLE = BROKEN

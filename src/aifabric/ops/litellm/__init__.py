@@ -36,8 +36,8 @@ class ImportResult:
 def import_litellm(config: str, out: str, env_file: str | None = None) -> ImportResult:
     """Import the LiteLLM config at `config` into the fabric file `out` (replaced if it exists). Secrets
     and `environment_variables` go to `env_file` (default: `out` with the suffix `.env`), which keeps
-    its other lines. Raises `CommandError`: exit 2 when `config` cannot be read, 1 when nothing in it
-    could become a role (no file is written then)."""
+    its other lines; missing directories are made. Raises `CommandError`: exit 2 when `config` cannot be
+    read or a file cannot be written, 1 when nothing in it could become a role (no file is written then)."""
     if Path(out).resolve() == Path(config).resolve():
         raise CommandError(
             f"{out}: that is the LiteLLM config itself; write the fabric file elsewhere (--out)",
@@ -57,11 +57,17 @@ def import_litellm(config: str, out: str, env_file: str | None = None) -> Import
         reference = _relative(env_path, out_path.parent)
     text = render(plan, reference)
     try:
+        # Missing directories are made, as `deploy kubernetes --out` makes its own.
+        for path in (env_path, out_path):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
         if env_path is not None:
             _write_env(env_path, plan)
         out_path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}", exit_codes.FAILED) from None
+        # Exit 2, not 1: 1 says "written, with parts left out", and nothing usable was written here.
+        where = exc.filename or out_path
+        raise CommandError(f"cannot write {where}: {exc.strerror or exc}", exit_codes.UNWRITABLE) from None
     return ImportResult(plan, out_path, env_path, text)
 
 

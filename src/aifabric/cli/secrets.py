@@ -1,6 +1,8 @@
 """`aifabric secrets check [--config FILE] [--json]` and
 `aifabric secrets sync --map secrets-map.yml [--env-file PATH] [--dry-run] [--json]`.
 
+sync writes --env-file, else gateway.env_file of --config, else that of ./fabric.yaml, else ./.env.
+
 check: exit 0 when every `${VAR}` resolves, 1 when one is missing or the env file cannot be read.
 sync: exit 0 when the env file holds the map's values (written or already so), 1 when a source failed
 (the file is left untouched). Names only, never a value, in either.
@@ -20,6 +22,9 @@ from aifabric.ops.secrets import SecretsReport, check_secrets, load_secrets_map,
 from aifabric.ops.secrets.check import env_file_of
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
+
+DEFAULT_FABRIC_FILE = "fabric.yaml"  # where `config import` writes, and the unit's working directory holds
+DEFAULT_ENV_FILE = ".env"  # the runbook's name for the gateway's env file
 
 NAME = "secrets"
 HELP = "Where each ${VAR} of the fabric file comes from; fill the env file from a secrets map."
@@ -43,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sync.add_argument(
         "--env-file",
         metavar="PATH",
-        help="the env file to write (default: gateway.env_file of --config)",
+        help="the env file to write (default: gateway.env_file of --config, else of ./fabric.yaml, "
+        "else ./.env)",
     )
     sync.add_argument("--config", metavar="FILE", help="the fabric file whose gateway.env_file to fill")
     sync.add_argument("--dry-run", action="store_true", help="read every source, say what would change")
@@ -95,7 +101,7 @@ def _print_check(report: SecretsReport, console: Console) -> None:
 
 def _sync(args: argparse.Namespace, console: Console) -> int:
     secrets_map = load_secrets_map(args.map)
-    env_file = _target(args)
+    env_file = _target(args, console)
     result = sync_secrets(secrets_map, env_file, environ=os.environ, dry_run=args.dry_run)
     changes = result.changes
     if args.json:
@@ -141,7 +147,11 @@ def _sync(args: argparse.Namespace, console: Console) -> int:
     return exit_codes.OK
 
 
-def _target(args: argparse.Namespace) -> Path:
+def _target(args: argparse.Namespace, console: Console) -> Path:
+    """The env file to write: --env-file; else gateway.env_file of --config; else, with neither (the
+    runbook's bare `secrets sync --map secrets-map.yml`, run where the gateway's files are), the
+    gateway.env_file of ./fabric.yaml (the file `config import` writes) when it names one, else ./.env.
+    Said on stderr when it was not named, so the operator sees which file changes."""
     if args.env_file:
         return Path(args.env_file)
     if args.config:
@@ -151,6 +161,12 @@ def _target(args: argparse.Namespace) -> Path:
         raise CommandError(
             f"{args.config} has no gateway.env_file: name the file to write with --env-file", exit_codes.USAGE
         )
-    raise CommandError(
-        "name the env file to write: --env-file PATH (or --config with gateway.env_file)", exit_codes.USAGE
+    local = Path(DEFAULT_FABRIC_FILE)
+    env = env_file_of(local, os.environ) if local.is_file() else None
+    if env is not None:
+        console.error(f"env file: {env} (gateway.env_file of ./{DEFAULT_FABRIC_FILE}; --env-file to choose)")
+        return env
+    console.error(
+        f"env file: ./{DEFAULT_ENV_FILE} (no --env-file, --config or ./{DEFAULT_FABRIC_FILE} naming one)"
     )
+    return Path(DEFAULT_ENV_FILE)

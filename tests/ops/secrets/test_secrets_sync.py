@@ -251,3 +251,23 @@ def test_cli_map_mistake_is_file_line_and_fix(tmp_path: Path) -> None:
     assert code == 1
     assert f"{smap}:1" in err and "vault: https://NAME.vault.azure.net" in err
     assert "Traceback" not in err
+
+
+def test_the_bare_command_of_the_issue_writes_the_gateways_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aifabric secrets sync --map secrets-map.yml`, exactly so, where the gateway's files are: the env
+    file of ./fabric.yaml when it names one, else ./.env; the command says which."""
+    monkeypatch.chdir(tmp_path)
+    Path("secrets-map.yml").write_text("FABRIC_MASTER_KEY: {env: FABRIC_MASTER_KEY}\n")
+    code, out, err = run_cli("secrets", "sync", "--map", "secrets-map.yml", env={"FABRIC_MASTER_KEY": MASTER})
+    assert code == 0, err
+    assert "env file: ./.env" in err and "wrote .env" in out and MASTER not in out + err
+    assert parse_env_file(".env")[0] == {"FABRIC_MASTER_KEY": MASTER}
+    assert stat.S_IMODE(os.stat(".env").st_mode) == 0o600
+
+    Path("fabric.yaml").write_text("gateway: {env_file: fabric.env}\n")
+    code, out, err = run_cli("secrets", "sync", "--map", "secrets-map.yml", env={"FABRIC_MASTER_KEY": MASTER})
+    assert code == 0, err
+    assert f"env file: {tmp_path / 'fabric.env'} (gateway.env_file of ./fabric.yaml" in err
+    assert parse_env_file(tmp_path / "fabric.env")[0] == {"FABRIC_MASTER_KEY": MASTER}

@@ -155,8 +155,11 @@ def test_azure_deployments_timeouts_and_what_has_no_equivalent(tmp_path: Path) -
     assert team1.api_key is not None and team1.api_key.reveal() == "placeholder-value"  # ${AZURE_API_KEY}
     assert "${AZURE_API_KEY}" in out.read_text()
     reported = left_out(report)
-    assert reported[10].startswith("model_list[0].litellm_params.stream_timeout")
+    # LiteLLM's stream_timeout (the streamed calls' read timeout): the gateway's stream idle timeout.
+    assert 10 not in reported and config.retry.stream_idle_timeout == 0.5
+    assert "retry:\n" in out.read_text() and "stream_idle_timeout: 0.5s" in out.read_text()
     assert reported[11].startswith("model_list[0].litellm_params.max_retries")
+    assert "no retry count per backend or per role" in reported[11]
     notes = {n["line"]: n["why"] for n in report["notes"]}  # type: ignore[union-attr]
     assert "api-version" in notes[6]
     # One deployment per role: its tpm is the role's limit.
@@ -641,3 +644,15 @@ def test_out_in_a_missing_directory_is_made_and_an_unwritable_one_is_exit_2(tmp_
     code, _, err = run(["config", "import", "litellm", str(ESTATE), "--out", str(blocker / "fabric.yaml")])
     assert code == 2, (code, err)
     assert err.startswith("cannot write") and str(blocker) in err and "Traceback" not in err
+
+
+def test_stream_timeouts_that_differ_keep_the_longest(tmp_path: Path) -> None:
+    """LiteLLM's proxy example: stream_timeout 60 on two deployments, 0.001 on two fakes; aifabric has one
+    stream idle timeout for the gateway, so the longest is kept and the others are noted."""
+    out = tmp_path / "fabric.yaml"
+    _, report = import_json(EXAMPLES / "proxy_server_config.yaml", out)
+    config = load_imported(out, report)
+    assert config.retry.stream_idle_timeout == 60.0
+    notes = [n for n in report["notes"] if "stream_timeout" in n["key"]]  # type: ignore[union-attr]
+    assert notes and all("the longest, 60s, kept" in n["why"] for n in notes), notes
+    assert not [k for k in left_out(report).values() if "stream_timeout" in k]

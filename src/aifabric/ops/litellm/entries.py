@@ -16,6 +16,7 @@ from aifabric.ops.litellm.providers import (
     mode_role_kind,
     split_model,
 )
+from aifabric.ops.litellm.settings import stream_timeout
 from aifabric.ops.litellm.source import Item
 
 __all__ = ["Entry", "read_entry"]
@@ -68,10 +69,10 @@ _COSTS = frozenset(
 )
 _COSTS_WHY = "a price for LiteLLM's spend tracking: aifabric has no prices or spend tracking yet"
 _PARAMS_WHY = {
-    "stream_timeout": "aifabric has one per-attempt timeout for streamed and whole answers "
-    "(backends.NAME.timeout, until the first byte of a stream)",
-    "max_retries": "the OpenAI client's retries on this one deployment: aifabric retries across the "
-    "role's targets and fallbacks instead, within retry.max_attempts",
+    "max_retries": "the retries of the OpenAI client LiteLLM builds for this one deployment: aifabric has "
+    "no retry count per backend or per role; a request's attempts are counted across the role's targets "
+    "and fallbacks by retry.max_attempts, one setting for the gateway (carried from router_settings."
+    "num_retries when set), each failed attempt going on to the next candidate",
     "tags": "tag-based routing: aifabric has no request tags",
     "region_name": "region-based routing: aifabric has no regions",
     "organization": "aifabric sends a backend only its key (no OpenAI-Organization header)",
@@ -262,6 +263,8 @@ def _params(ctx: Context, entry: Entry, params: Item | None) -> None:
                 entry.order = order
             else:
                 ctx.left_out(child, where, "order must be a whole number from 1: ignored")
+        elif key == "stream_timeout":
+            stream_timeout(ctx, child, where)
         elif key == "timeout":
             entry.timeout = seconds(child)
             if entry.timeout is None:

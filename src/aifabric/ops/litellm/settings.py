@@ -26,8 +26,11 @@ _ROUTER_WHY = {
     "max_budget": "budgets: aifabric has none yet",
     "budget_duration": "budgets: aifabric has none yet",
     "default_team_settings": "LiteLLM teams: aifabric has no teams",
-    "context_window_fallbacks": "aifabric never fails over on the client's own error (a prompt over "
-    "the context window is a 400), so these could never trigger; use a role with a longer context",
+    "context_window_fallbacks": "aifabric never fails over on the client's own error: a backend's 400 "
+    "for a prompt over its context window is classified client_error, which by design is never retried, "
+    "never sent to a fallback and never ejects the target (docs/resilience.md), and aifabric does not "
+    "count a prompt's tokens before sending it; the client gets the 400. Have it name the longer-context "
+    "role itself",
     "content_policy_fallbacks": "aifabric never fails over on the client's own error (a refused "
     "prompt is a 400)",
     "enable_pre_call_checks": "context-window checks before the call: aifabric does not count tokens",
@@ -64,6 +67,8 @@ def import_router(ctx: Context, section: Item, path: str) -> None:
             _num_retries(ctx, item, where)
         elif key in ("timeout", "request_timeout"):
             _timeout(ctx, item, where)
+        elif key == "stream_timeout":
+            stream_timeout(ctx, item, where)
         elif key == "retry_after":
             _set(ctx, ctx.plan.retry, item, where, "backoff_base", "the first pause between attempts")
         elif key == "allowed_fails":
@@ -190,6 +195,45 @@ def _num_retries(ctx: Context, item: Item, where: str) -> None:
         f"line {item.line}: {where}: {value} (one try, then up to {value} more, across targets and fallbacks)"
     )
     ctx.plan.retry.append(Setting("max_attempts", value + 1, comment))
+
+
+def stream_timeout(ctx: Context, item: Item, where: str) -> None:
+    """LiteLLM's `stream_timeout` (a deployment's, or the router's) -> `retry.stream_idle_timeout`.
+
+    LiteLLM hands it to the OpenAI client of streamed calls as its timeout, which httpx applies to every
+    read: a stream ends when the backend sends nothing for that long. That is what aifabric's
+    `retry.stream_idle_timeout` does once a stream has begun (the wait for the first byte is the
+    backend's `timeout` / `retry.try_timeout`, from LiteLLM's `timeout`). aifabric has one for the
+    gateway: when deployments differ, the longest is kept, so no stream LiteLLM let run is cut sooner.
+    """
+    value = seconds(item)
+    if value is None:
+        ctx.left_out(item, where, "not a positive number of seconds")
+        return
+    comment = (
+        f"line {item.line}: {where} (LiteLLM's read timeout of streamed calls: no byte for this long "
+        "ends the stream; the first byte is waited for as long as the backend's timeout)"
+    )
+    current = next((s for s in ctx.plan.retry if s.key == "stream_idle_timeout"), None)
+    if current is None:
+        ctx.plan.retry.append(Setting("stream_idle_timeout", duration(value), comment))
+        return
+    kept = float(str(current.value).removesuffix("s"))
+    if value > kept:
+        ctx.plan.retry[ctx.plan.retry.index(current)] = Setting(
+            "stream_idle_timeout", duration(value), comment
+        )
+        ctx.note(
+            item,
+            where,
+            f"retry.stream_idle_timeout is one for the gateway: the longest, {duration(value)}, kept",
+        )
+    elif value < kept:
+        ctx.note(
+            item,
+            where,
+            f"retry.stream_idle_timeout is one for the gateway: the longest, {current.value}, kept",
+        )
 
 
 def _timeout(ctx: Context, item: Item, where: str) -> None:

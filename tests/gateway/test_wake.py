@@ -103,6 +103,7 @@ def test_a_request_for_a_sleeping_host_is_served_by_the_fallback_and_wakes_the_h
     assert event["summary"].startswith("woke host ws for a request for role chat-fast: magic packet")
     recent = alerts(gw)["recent"]
     assert isinstance(recent, list) and recent[0]["rule"] == "host_woken"
+    assert wakes(gw) == {"sent": 1, "failed": 0}  # Prometheus's AifabricHostWoken reads this
 
     workstation.start()  # the machine boots; the gateway probes it every second after a wake
     wait_until(lambda: gw.state("ws-vllm") == "up", "the woken host to be probed up", limit=20)
@@ -144,3 +145,31 @@ def test_with_no_wake_wait_and_no_fallback_the_request_fails_at_once_but_the_hos
         ask(gw)
     assert info.value.status_code == 503
     wait_until(pressed.exists, "the wake command to run")
+
+
+def wakes(gw: RunningGateway) -> dict[str, int]:
+    """aifabric_host_wakes_total of the ws host on /metrics, by result."""
+    with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith('aifabric_host_wakes_total{host="ws",'):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            found[result] = int(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_wakes_are_counted_on_metrics_by_host_and_result(
+    start_gateway: StartGateway, workstation: FakeBackend, tmp_path: Path
+) -> None:
+    """What the Prometheus rules AifabricHostWoken / AifabricHostWakeFailed read: the counter exists at 0
+    from the start, a failing wake command counts `failed`, a wake that was sent counts `sent`."""
+    pressed = tmp_path / "power-button"
+    command = f"touch {pressed}; exit 1"  # the smart plug does not answer: host_wake_failed
+    gw = start_gateway(fabric(workstation, f'{{command: "{command}", min_interval: 1s}}'))
+    assert wakes(gw) == {"sent": 0, "failed": 0}
+    probe(gw, "ws-vllm")
+    with pytest.raises(openai.APIStatusError):
+        ask(gw)
+    wait_until(lambda: wakes(gw) == {"sent": 0, "failed": 1}, "the failed wake counted")
+    assert any(a["rule"] == "host_wake_failed" for a in alerts(gw)["recent"])  # type: ignore[union-attr]

@@ -53,7 +53,7 @@ def as_promql(expr: str) -> str:
 def test_rules_pass_promtool_check() -> None:
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
 
 
 def series(metric: str, values: str, /, **labels: str) -> dict[str, str]:
@@ -101,6 +101,14 @@ def test_the_rules_fire_as_the_built_in_ones(tmp_path: Path) -> None:
                     series("aifabric_budget_spent_ratio", "1.25x5", kind="key", name="team-a",
                            period="month"),
                     series("aifabric_budget_spent_ratio", "0.5x5", kind="key", name="cheap", period="day"),
+                    # Wakes: ws woken once at 1m (on gw2); lab's wake failed once at 2m (on gw1), and
+                    # nothing else: the alerts last 15 minutes after the last wake, then resolve.
+                    series("aifabric_host_wakes_total", "0 1x30", host="ws", result="sent"),
+                    series("aifabric_host_wakes_total", "0x30", host="ws", result="failed"),
+                    {"series": 'aifabric_host_wakes_total{instance="gw1:8000", host="lab", result="failed"}',
+                     "values": "0 0 1x30"},
+                    {"series": 'aifabric_host_wakes_total{instance="gw1:8000", host="lab", result="sent"}',
+                     "values": "0x30"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "3m", "alertname": "AifabricGatewayDown",
@@ -121,6 +129,13 @@ def test_the_rules_fire_as_the_built_in_ones(tmp_path: Path) -> None:
                     {"eval_time": "1m", "alertname": "AifabricBudgetSpent",
                      "exp_alerts": [expected("AifabricBudgetSpent", "125%", kind="key", name="team-a",
                                              period="month")]},
+                    {"eval_time": "0m", "alertname": "AifabricHostWakeFailed", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "AifabricHostWakeFailed",
+                     "exp_alerts": [expected("AifabricHostWakeFailed", host="lab")]},
+                    {"eval_time": "25m", "alertname": "AifabricHostWakeFailed", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "AifabricHostWoken",
+                     "exp_alerts": [expected("AifabricHostWoken", host="ws")]},
+                    {"eval_time": "25m", "alertname": "AifabricHostWoken", "exp_alerts": []},
                     # Nothing before `for` has passed: an alert does not fire on one bad scrape.
                     {"eval_time": "0m", "alertname": "AifabricBackendDown", "exp_alerts": []},
                 ],
@@ -162,6 +177,7 @@ def test_dashboard_is_importable_json() -> None:
         "overflow",
         "tokens",
         "cost",
+        "wake",
     ):
         assert topic in titles, topic
 
@@ -173,7 +189,7 @@ def exported() -> dict[str, set[str]]:
     with FakeBackend(kind="vllm", models=("m1",)) as backend:
         config = load_config_text(
             f"""
-hosts: {{ws: {{address: 127.0.0.1, always_on: false}}}}
+hosts: {{ws: {{address: 127.0.0.1, always_on: false, wake: {{command: "true"}}}}}}
 backends: {{b: {{host: ws, kind: vllm, url: "{backend.url}", health: {{interval: 100ms}}, budget: 5/day}}}}
 roles:
   chat:

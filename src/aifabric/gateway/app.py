@@ -95,6 +95,7 @@ class Gateway:
         self.clock = clock
         self.client = client or UpstreamClient(connect_timeout=config.gateway.connect_timeout)
         self.metrics = GatewayMetrics()
+        self.metrics.expect_wakes(n for n, h in config.hosts.items() if h.wake is not None)
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
         self.table = RoutingTable.build(config, healths=self.checker.healths, clock=clock)
         # vLLM sleep mode for backends with sleep_when_idle: asleep when idle, woken by the next request.
@@ -236,6 +237,7 @@ class Gateway:
         return hold
 
     async def _announce_wake(self, event: WakeEvent) -> None:
+        self.metrics.on_wake(event.host, event.ok)
         await self.monitor.announce(wake_alert(event))
 
     def reload(self, config: FabricConfig) -> None:
@@ -256,6 +258,7 @@ class Gateway:
             self._switches.add(switch)  # held until done: the loop keeps only weak references to tasks
             switch.add_done_callback(self._switches.discard)
         self.budgets.update_config(config)
+        self.metrics.expect_wakes(n for n, h in config.hosts.items() if h.wake is not None)
         if self.ledger is not None:
             self.ledger.pricing = Pricing.from_config(config, self.ledger.pricing.tokenizers)
         self.access_log = config.gateway.access_log

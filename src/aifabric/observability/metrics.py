@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Sized
+from collections.abc import Iterable, Sized
 from typing import TYPE_CHECKING, Protocol
 
 from aifabric.core import FailureClass, Outcome
@@ -56,6 +56,9 @@ class AttemptOutcome(Protocol):
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # The gateway's own time per request is tens to hundreds of microseconds (bench/README.md).
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+WAKE_RESULTS = ("sent", "failed")  # the `result` label of aifabric_host_wakes_total
 
 
 def _escape(value: str) -> str:
@@ -108,6 +111,9 @@ class GatewayMetrics:
         self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)  # (type, status)
         self.transitions: defaultdict[tuple[str, str], int] = defaultdict(int)  # (backend, to)
         self.overflowed: defaultdict[str, int] = defaultdict(int)  # requested role
+        # Wakes of sleeping hosts (the built-in host_woken / host_wake_failed): (host, "sent" | "failed").
+        # Every host with `wake:` has both series from the start (at 0), for increase() in the rules.
+        self.wakes: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_request(
@@ -135,6 +141,16 @@ class GatewayMetrics:
 
     def on_error(self, exc: ApiError) -> None:
         self.errors[(exc.type, str(exc.status))] += 1
+
+    def expect_wakes(self, hosts: Iterable[str]) -> None:
+        """The hosts that may be woken (`hosts.NAME.wake`): their counters exist at 0 from now on."""
+        for host in hosts:
+            for result in WAKE_RESULTS:
+                self.wakes[(host, result)] += 0
+
+    def on_wake(self, host: str, ok: bool) -> None:
+        """The gateway tried to wake `host`: the packet or command was sent (`ok`), or failed."""
+        self.wakes[(host, WAKE_RESULTS[0] if ok else WAKE_RESULTS[1])] += 1
 
     def on_transition(self, transition: object) -> None:
         backend = getattr(transition, "backend", "")
@@ -188,6 +204,14 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
     overflowed.update(metrics.overflowed)
     for role, n in sorted(overflowed.items()):
         out.append(f"aifabric_overflow_total{_labels(('role',), (role,))} {n}")
+    family(
+        "aifabric_host_wakes_total",
+        "counter",
+        "Wakes of sleeping hosts the gateway made, by host and result (sent, failed): host_woken, "
+        "host_wake_failed.",
+    )
+    for wake_key, n in sorted(metrics.wakes.items()):
+        out.append(f"aifabric_host_wakes_total{_labels(('host', 'result'), wake_key)} {n}")
     family(
         "aifabric_role_saturated",
         "gauge",

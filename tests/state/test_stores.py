@@ -132,6 +132,24 @@ def test_config_announcements_are_shared_and_the_latest_wins(pair: Pair) -> None
     run(pair, scenario)
 
 
+def test_members_are_shared_renewed_forgotten_when_stale_and_leave(pair: Pair) -> None:
+    async def scenario(a: StateStore, b: StateStore) -> None:
+        assert await b.read_members(since=0.0) == {}
+        await a.publish_member("host/1/aa", '{"report": 1}', 1000.0)
+        await b.publish_member("host/2/bb", '{"report": 2}', 1000.0)
+        assert await a.read_members(since=999.0) == {
+            "host/1/aa": '{"report": 1}',
+            "host/2/bb": '{"report": 2}',
+        }
+        await a.publish_member("host/1/aa", '{"report": 3}', 1010.0)  # renewed, with a new record
+        # Since 1005: b has not renewed, so it is no live member any more.
+        assert await b.read_members(since=1005.0) == {"host/1/aa": '{"report": 3}'}
+        await a.leave("host/1/aa")
+        assert await b.read_members(since=0.0) == {"host/2/bb": '{"report": 2}'}
+
+    run(pair, scenario)
+
+
 def test_memory_lease_expires_after_its_ttl() -> None:
     clock = [0.0]
     store = MemoryStore(clock=lambda: clock[0])

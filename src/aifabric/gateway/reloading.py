@@ -235,7 +235,7 @@ async def _answers(
                 "holder": holder,
                 "state": state,
                 "message": str(report.get("message", "")) if state != "no_answer" else "",
-                "problems": report.get("problems") or [] if state != "no_answer" else [],
+                "problems": (report.get("problems") or []) if state != "no_answer" else [],
                 "version": report.get("version"),
                 "at": report.get("at"),
                 "same_files": state == "applied" and report.get("version") == version,

@@ -27,6 +27,7 @@ EXPORTS = {
         "BackendState",
         "Dormancy",
         "FailureClass",
+        "Outcome",
         "ProbeResult",
         "Transition",
         "openai_error_type",

@@ -43,7 +43,8 @@ def anthropic_error_response(exc: ApiError) -> Response:
     """An `ApiError` in Anthropic's error shape, its status and headers (Retry-After, ...) kept."""
     message = exc.message
     if exc.code == "missing_api_key":  # Anthropic's SDKs send the key as x-api-key: say so first
-        message = missing_key_message(anthropic=True)
+        # Only the words change: what `_tagged` appended (the request id) stays.
+        message = message.replace(missing_key_message(), missing_key_message(anthropic=True), 1)
     body = orjson.dumps(error_object(exc.status, message))
     headers = list(exc.headers.items())
     headers.extend(anthropic_headers(headers, time.time()))

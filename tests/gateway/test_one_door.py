@@ -104,6 +104,11 @@ def test_a_lone_surrogate_is_400_not_500(start_gateway: Start, fb: FakeBackend, 
         (rb'{"model":"chat-fast","mod\u0065l":"other","messages":[]}', "model"),
         (rb'{"model":"chat-fast","model":"openai/strong","messages":[]}', "model"),
         (rb'{"model":"chat-fast","stream":false,"str\u0065am":true,"messages":[]}', "stream"),
+        # Written twice plainly: the gateway read the last `stream` and answered a stream, both reached
+        # the backend, whose parser may take the first.
+        (rb'{"model":"chat-fast","stream":false,"stream":true,"messages":[]}', "stream"),
+        (rb'{"model":"chat-fast","max_tokens":1,"max_tokens":5,"messages":[]}', "max_tokens"),
+        (b'{"model":"chat-fast", "messages" :[], "max_tokens": 1, "messages"\n:[]}', "messages"),
         # Keys the gateway does not read: the backend's parser may take either spelling's value.
         (rb'{"model":"chat-fast","max_tokens":1,"max_tok\u0065ns":4096,"messages":[]}', "max_tokens"),
         (rb'{"model":"chat-fast","messages":[],"m\u0065ssages":[{"role":"user","content":"x"}]}', "messages"),
@@ -122,6 +127,28 @@ def test_a_repeated_top_level_key_is_400_naming_it(
     assert status == 400 and error["code"] == "duplicate_key" and error["param"] == key
     assert f"`{key}`" in error["message"]
     assert fb.requests == []
+
+
+def test_key_names_inside_values_are_not_duplicates(start_gateway: Start, fb: FakeBackend) -> None:
+    """The cheap pass counts `"name":`; text quoting a key, a value equal to a key's name and a nested
+    key of the same name are one request like any other."""
+    gw = start_gateway(fabric(fb.url))
+    body = json.dumps(
+        {
+            "model": "chat-fast",
+            "messages": [
+                {"role": "user", "content": 'send {"model": "x", "stream": true}'},
+                {"role": "user", "content": "user"},
+            ],
+            "user": "u1",
+            "metadata": {"stream": "no", "user": "x"},
+        }
+    ).encode()
+    reply = post_raw(gw.port, body)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+    sent = fb.requests[-1].json
+    assert sent["model"] == "m1" and sent["metadata"] == {"stream": "no", "user": "x"}
+    assert sent["messages"][0]["content"] == 'send {"model": "x", "stream": true}'
 
 
 def test_escaped_slashes_in_content_are_served(start_gateway: Start, fb: FakeBackend) -> None:

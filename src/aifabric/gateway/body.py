@@ -5,14 +5,14 @@ thing to the gateway and another to a backend, or what an upstream parser chokes
 - nesting deeper than `MAX_DEPTH` (orjson stops at 1,024 levels and the stdlib's parser recurses until
   the interpreter's limit; some backends drop the connection far sooner, which looked like an outage);
 - text that is not Unicode (a lone surrogate such as `"\\ud800"`: it cannot be encoded again);
-- `model` written twice at the top level, or any top-level key repeated where one spelling has
-  escapes (`"mod\\u0065l"`, `"max_tok\\u0065ns"`, `"a\\/b"`): the gateway would route on one and the
-  backend read the other, and backends' parsers disagree among themselves on which one wins (first,
-  last, or an error). A plain repeat without escapes (`"stream"` twice) is read last-wins here as by
-  common parsers; finding those would take a full decode of every body.
-The checks cost two C-speed passes over an ordinary body (brackets, a backslash) plus the `model` scan
-the rewrite needs anyway; a full decode with the key order kept runs only when those say it might find
-something (a key spelled with escapes, several `"model":` keys).
+- any top-level key written twice, plainly (`"stream"` twice) or where one spelling has escapes
+  (`"mod\\u0065l"`, `"max_tok\\u0065ns"`, `"a\\/b"`): the gateway would route on one and the backend
+  read the other, and backends' parsers disagree among themselves on which one wins (first, last, or an
+  error).
+The checks cost two C-speed passes over an ordinary body (brackets, a backslash) here, and in
+`RequestBody` one regex pass counting each top-level key's `"name":` (it replaced the search for
+`"model":` the rewrite needs anyway); a full decode with the key order kept runs only when those say it
+might find something (a key spelled with escapes, a top-level key's name found twice).
 
 Why not decode-modify-encode: re-encoding costs time on every request and is not faithful (a
 64-bit-overflowing integer, a float's spelling, key order, a vendor's odd field). The body is parsed
@@ -121,6 +121,27 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     return payload
 
 
+_EXACT = re.compile(rb"(?!)")  # the marker of key sets only the exact decode checks
+_KEY_PATTERNS: dict[tuple[str, ...], re.Pattern[bytes]] = {}
+_MAX_PATTERNS = 256  # distinct key sets remembered; clients send a handful, a flood only recompiles
+_MAX_PATTERN_KEYS = 64
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _key_pattern(keys: tuple[str, ...]) -> re.Pattern[bytes]:
+    """The regex finding `"key":` for each of `keys` (compiled once per key set), or `_EXACT` for
+    sets the plain spelling cannot stand for: many keys, or a key only escapes can write."""
+    if len(keys) > _MAX_PATTERN_KEYS or any(not key or _NEEDS_ESCAPE.search(key) for key in keys):
+        pattern = _EXACT
+    else:
+        names = b"|".join(re.escape(key.encode()) for key in keys)
+        pattern = re.compile(rb'"(?:' + names + rb')"\s*:')
+    if len(_KEY_PATTERNS) >= _MAX_PATTERNS:
+        _KEY_PATTERNS.clear()
+    _KEY_PATTERNS[keys] = pattern
+    return pattern
+
+
 def _refuse_repeated(key: str | None) -> None:
     if key is not None:
         raise BadRequest(
@@ -134,8 +155,8 @@ def _refuse_repeated(key: str | None) -> None:
 
 class RequestBody:
     """A parsed body (`parse_json_body`) ready to be sent with another `model`. Raises BadRequest
-    when `model` is written twice at the top level (the splice would rewrite one, the backend read
-    the other)."""
+    when any key is written twice at the top level (the gateway and the backend could read
+    different values; the splice would rewrite one `model`, the backend read the other)."""
 
     __slots__ = ("_span", "payload", "raw")
 
@@ -143,19 +164,31 @@ class RequestBody:
         self.raw = raw
         self.payload = payload
         self._span: tuple[int, int] | None = None
-        matches = _MODEL_KEY.finditer(raw)
-        first = next(matches, None)
-        if first is None:
-            return
-        if next(matches, None) is not None:
-            # Several `"model":` (a tool schema's property, or the key twice): tell which.
+        keys = tuple(payload)
+        pattern = _KEY_PATTERNS.get(keys) or _key_pattern(keys)
+        # One pass finds every `"key":` of a top-level key's name, at any depth. Each top-level key is
+        # there at least once (its spelling is plain: `parse_json_body` has already decoded exactly the
+        # bodies with `\u`/`\/` escapes), so as many finds as keys means each key is written once.
+        # More finds: a repeat, or the same name nested (a tool schema's `model` property): the exact
+        # decode tells which.
+        if pattern is _EXACT or len(pattern.findall(raw)) != len(keys):
             _refuse_repeated(_repeated_key(raw))
+            return  # no repeat, but a key's name is also nested: with_model re-encodes (rare)
+        if "model" not in payload:
             return
-        self._span = first.span(1)
-        if orjson.loads(raw[self._span[0] : self._span[1]]) != payload.get("model"):
-            # The one literal `"model":` is not the value the body means: another spelling of the key
-            # (with escapes) comes after it, and the backend would read that one.
-            _refuse_repeated("model")
+        # `"model"` is written once as a key: find it (as clients write it: `"model":"x"` or
+        # `"model": "x"`) and its value without a regex call, which costs more than the search.
+        at = raw.find(b'"model":')
+        start = at + 8
+        if at >= 0 and raw.startswith(b' "', start):
+            start += 1
+        end = raw.find(b'"', start + 1) if at >= 0 and raw.startswith(b'"', start) else -1
+        if end > 0 and raw.find(b"\\", start, end) < 0:
+            self._span = (start, end + 1)
+        elif (match := _MODEL_KEY.search(raw)) is not None:  # other spacing, or escapes in the value
+            self._span = match.span(1)
+        # (Not a string: no span, with_model re-encodes.) A second spelling with escapes
+        # (`"mod\\u0065l"`) was refused by parse_json_body's exact decode.
 
     def with_model(self, model: str, *, drop: tuple[str, ...] = (), include_usage: bool = False) -> bytes:
         """The body to send upstream: `model` replaced, the `drop` keys removed, all else as sent.

@@ -12,6 +12,7 @@ import httpx
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
+from aifabric.testing.wait import wait_until
 
 FABRIC = """
 gateway: {{host: 127.0.0.1, port: {port}}}
@@ -44,26 +45,25 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_old_table(tmp_path: Path) ->
         path = tmp_path / "fabric.yaml"
         path.write_text(FABRIC.format(port=port, url=fb.url, role="chat-fast"))
         exe = Path(sys.executable).with_name("aifabric")
-        proc = subprocess.Popen([str(exe), "serve", "--config", str(path)], stderr=subprocess.PIPE)
+        log_path = tmp_path / "serve.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen([str(exe), "serve", "--config", str(path)], stderr=log_file)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, proc)
             assert model_ids(url) == {"chat-fast"}
             path.write_text(FABRIC.format(port=port, url=fb.url, role="chat-deep"))
             proc.send_signal(signal.SIGHUP)
-            for _ in range(100):
-                if model_ids(url) == {"chat-deep"}:
-                    break
-                time.sleep(0.05)
-            assert model_ids(url) == {"chat-deep"}
+            wait_until(lambda: model_ids(url) == {"chat-deep"}, "the reloaded roles served")
             path.write_text("roles: [this is: not valid")
             proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+            # The refusal is logged once the reload was processed: only then does the old table count.
+            wait_until(lambda: "refused" in log_path.read_text(), "the broken reload refused")
             assert model_ids(url) == {"chat-deep"}
             assert proc.poll() is None
         finally:
             proc.terminate()
-            _, err = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
         assert proc.returncode == 0
-        log = err.decode()
+        log = log_path.read_text()
         assert "reload of" in log and "refused" in log and "fabric.yaml" in log

@@ -180,7 +180,10 @@ def test_a_backend_refusing_our_key_falls_over_to_another_backend(
         assert len(cloud.requests) <= 4  # at most once per request, never retried on it
 
 
-def test_a_request_two_backends_drop_is_not_spread_further_and_ejects_nothing(start_gateway: Start) -> None:
+def test_a_request_two_backends_drop_is_not_spread_further_and_ejects_nothing(
+    start_gateway: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aifabric.gateway")
     with (
         FakeBackend(kind="vllm", models=("m1",), crash_before_headers=True) as a,
         FakeBackend(kind="vllm", models=("m1",), crash_before_headers=True) as b,
@@ -188,13 +191,40 @@ def test_a_request_two_backends_drop_is_not_spread_further_and_ejects_nothing(st
     ):
         gw = start_gateway(fabric(a.url, b.url, c.url))
         chat = {"model": "chat-fast", "messages": [{"role": "user", "content": "hi"}]}
+        ids = []
         for _ in range(4):
             r = httpx.post(gw.url + "/v1/chat/completions", json=chat)
+            ids.append(r.headers["x-request-id"])
             assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_dropped_request"
             assert r.headers["x-aifabric-attempts"] == "2"
         assert len(a.requests) + len(b.requests) + len(c.requests) == 8
         targets = gw.gateway.table.routes["chat-fast"].targets
         assert all(t.failures == 0 and t.detector.available(time.monotonic()) for t in targets)
+    # The operator hears of it: one line per backend (not per request), naming a request id.
+    lines = [r.getMessage() for r in caplog.records if "the request is the cause" in r.getMessage()]
+    named = {name for name in ("b0", "b1", "b2") for line in lines if line.startswith(f"backend {name} ")}
+    assert len(lines) == len(named) >= 2, lines
+    assert all("of role chat-fast" in line and "upstream_dropped_request" in line for line in lines)
+    assert any(f"request {rid} " in lines[0] for rid in ids), (lines[0], ids)
+
+
+def test_a_backend_that_drops_a_request_another_serves_is_named_once(
+    start_gateway: Start, fb: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aifabric.gateway")
+    with FakeBackend(kind="vllm", models=("m1",), crash_before_headers=True) as crashing:
+        gw = start_gateway(fabric(crashing.url, fb.url))
+        chat = {"model": "chat-fast", "messages": [{"role": "user", "content": "hi"}]}
+        for n in range(100):  # until the balancer has sent two requests to b0 first
+            r = httpx.post(gw.url + "/v1/chat/completions", json=chat, headers={"x-request-id": f"drop-{n}"})
+            assert r.status_code == 200
+            if len(crashing.requests) >= 2:
+                break
+        assert len(crashing.requests) >= 2
+    lines = [r.getMessage() for r in caplog.records if "the backend is the cause" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited: once a minute per backend
+    assert lines[0].startswith("backend b0 closed the connection without answering request drop-")
+    assert "which backend b1 then served" in lines[0]
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from aifabric.core import BackendState, FailureClass, Outcome
 from aifabric.errors import BudgetExceeded, NoHealthyTarget, UpstreamError, UpstreamFailure
 from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
+from aifabric.gateway.dropped import DropWarnings
 from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
@@ -137,6 +138,7 @@ class Forwarder:
         self._client = client
         self._retry = retry
         self._clock = clock
+        self._drops = DropWarnings(clock)
         self._rng = rng or random.Random()
         self._on_attempt = on_attempt
         self._on_attempt_start = on_attempt_start
@@ -294,12 +296,17 @@ class Forwarder:
                         for dropped in pending:
                             # Another target served the request the first one dropped: that was its fault.
                             dropped.failure(FailureClass.CONNECT, self._clock())
+                            self._drops.backend_caused(
+                                dropped.target.backend.name, target.backend.name, req.request_id, route.name
+                            )
                         return result
                     except UpstreamFailure as failure:
                         if failure.failure is FailureClass.CLIENT_ERROR:
                             # The backend says the request itself is wrong: the client sees its words.
                             raise self._upstream_error(failure) from None
                         if failure.request_suspect and len(pending) > 1:
+                            names = (guard.target.backend.name for guard in pending)
+                            self._drops.request_caused(names, req.request_id, route.name)
                             raise self._dropped(req, failure) from None
                         if failure.failure is FailureClass.AUTH:
                             refused.add(target.backend.name)

@@ -48,6 +48,7 @@ from aifabric.health.checker import HealthChecker
 from aifabric.health.engine_sleep import EngineSleep, OnDemand
 from aifabric.health.power import PowerManager, WakeEvent
 from aifabric.http.client import UpstreamClient
+from aifabric.http.fdlimit import connection_cap
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import redact, register_config_secrets
 from aifabric.observability.metrics import GatewayMetrics
@@ -500,7 +501,7 @@ class Gateway:
             max_buffered_bytes=gw.max_buffered_bytes,
             head_timeout=gw.head_timeout,
             body_timeout=gw.body_timeout,
-            max_connections=gw.max_connections,
+            max_connections=connection_cap(gw.max_connections),
             ssl=server_tls_context(gw.tls) if gw.tls is not None else None,
         )
         await self.server.start(host, port, sock=sock, reuse_port=reuse_port)  # type: ignore[arg-type]

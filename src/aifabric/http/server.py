@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -204,7 +205,15 @@ class _Connection(asyncio.Protocol):
             self._discard = True
             server.cap_reached()
             self._write(server.error_factory(503, server.cap_message(), ""), keep_alive=False)
-            self.close()
+            if len(server.refusing) < max(8, server.max_connections // 8):
+                # Lingering, so that the client's request bytes, arriving after our close, do not make
+                # the kernel reset the connection and destroy the 503 before it is read; a few at a
+                # time only (each holds a descriptor for a moment), the rest are closed at once.
+                server.refusing.add(self)
+                self._linger_close()
+            else:
+                self._drain_unread()  # a close with unread bytes is a reset that destroys the 503
+                self.close()
             return
         peer = transport.get_extra_info("peername")
         self._client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
@@ -213,6 +222,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._server.connections.discard(self)
+        self._server.refusing.discard(self)
         self._unhold(self._held)
         if self._task is not None and not self._task.done():
             # The client went away: cancelling the handler closes the upstream request with it.
@@ -583,6 +593,15 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _drain_unread(self) -> None:
+        """Read and drop what the client has sent so far, without waiting (a crowd's head bytes)."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing more for now
+            while os.read(sock.fileno(), 65536):
+                pass
+
     def _linger_close(self) -> None:
         """Close after an error answered while the client may still be sending (413, 431, 400).
 
@@ -646,6 +665,7 @@ class HttpServer:
         self.ssl = ssl
         self._at_cap = False
         self.connections: set[_Connection] = set()
+        self.refusing: set[_Connection] = set()  # answered 503 at the cap, closing (lingering)
         self._server: asyncio.base_events.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from load_support import StartGateway, ask, probe
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
+from aifabric.testing.wait import wait_until
 
 FABRIC = """\
 backends:
@@ -22,6 +24,18 @@ roles:
     affinity: {affinity}
 """
 
+# Ollama reports no load: only the gateway's own in-flight count, held against each backend's cap.
+CAPPED = """\
+backends:
+  a: {{kind: ollama, url: "{a}", max_concurrency: 1}}
+  b: {{kind: ollama, url: "{b}", max_concurrency: 1}}
+roles:
+  chat-fast:
+    kind: chat
+    targets: [{{backend: a, model: qwen}}, {{backend: b, model: qwen}}]
+retry: {{try_timeout: 10s}}
+"""
+
 
 @pytest.fixture
 def engines() -> Iterator[tuple[FakeBackend, FakeBackend]]:
@@ -30,10 +44,13 @@ def engines() -> Iterator[tuple[FakeBackend, FakeBackend]]:
 
 
 def start(
-    start_gateway: StartGateway, engines: tuple[FakeBackend, FakeBackend], affinity: bool
+    start_gateway: StartGateway,
+    engines: tuple[FakeBackend, FakeBackend],
+    affinity: bool,
+    fabric: str = FABRIC,
 ) -> RunningGateway:
     a, b = engines
-    gw = start_gateway(FABRIC.format(a=a.url, b=b.url, affinity=str(affinity).lower()))
+    gw = start_gateway(fabric.format(a=a.url, b=b.url, affinity=str(affinity).lower()))
     probe(gw, "a", "b")
     return gw
 
@@ -129,3 +146,27 @@ def test_anthropic_metadata_user_id_is_a_key_on_v1_messages(
             for i in range(6)
         }
     assert len(served) == 1
+
+
+def test_a_pin_without_load_signals_yields_at_max_concurrency_and_comes_back(
+    start_gateway: StartGateway,
+) -> None:
+    with FakeBackend(kind="ollama", models=("qwen",)) as a, FakeBackend(kind="ollama", models=("qwen",)) as b:
+        gw = start(start_gateway, (a, b), True, CAPPED)
+        messages = conversation(1, "a long story")[0]
+        home = ask(gw, messages=messages)["x-aifabric-backend"]
+        engine = {"a": a, "b": b}[home]
+        target = gw.target("chat-fast", home)
+        engine.set(hang=True)
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(ask, gw, messages=messages)  # takes the home engine's one place
+            wait_until(lambda: gw.call(lambda: target.health.in_flight) == 1, "a turn held at home")
+            # The next turn goes to the other engine at once, not after a wait in the gateway's queue for
+            # home (which would end in a timed-out attempt there, then the other engine).
+            headers = ask(gw, messages=messages)
+            assert headers["x-aifabric-backend"] != home
+            assert headers["x-aifabric-attempts"] == "1"
+            engine.set(hang=False)
+            assert held.result(10)["x-aifabric-backend"] == home
+        wait_until(lambda: gw.call(lambda: target.health.in_flight) == 0, "the held turn to settle")
+        assert ask(gw, messages=messages)["x-aifabric-backend"] == home  # its place is free: back home

@@ -26,12 +26,18 @@ def target_factory() -> MakeTarget:
         served: tuple[str, ...] = (),
         outstanding: int = 0,
         latency: float = 0.0,
+        max_concurrency: int | None = None,
     ) -> TargetState:
         health = healths.setdefault(backend, BackendHealth(backend))
         health.state = state
         if served:
             health.served_models = served
-        cfg = BackendConfig(name=backend, kind=kind, url=f"http://127.0.0.1:9/{backend}/v1")  # type: ignore[arg-type]
+        cfg = BackendConfig(
+            name=backend,
+            kind=kind,  # type: ignore[arg-type]
+            url=f"http://127.0.0.1:9/{backend}/v1",
+            max_concurrency=max_concurrency,
+        )
         t = TargetState(
             role=role,
             backend=cfg,

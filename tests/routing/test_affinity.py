@@ -106,10 +106,62 @@ def test_the_pinned_target_leads_while_it_is_available_and_has_room(make_target:
     assert candidates[0] is a
 
 
-def test_a_kind_without_load_signals_keeps_its_pin_under_concurrency(make_target: MakeTarget) -> None:
-    cloud = make_target("cloud", kind="openai")
-    cloud.health.in_flight = 5
-    assert not overloaded(cloud)
+def test_a_target_at_its_max_concurrency_is_overloaded_whatever_its_kind(make_target: MakeTarget) -> None:
+    for kind in ("openai", "ollama", "tei", "vllm"):
+        t = make_target(f"capped-{kind}", kind=kind, max_concurrency=2)
+        t.health.in_flight = 1
+        assert not overloaded(t), kind
+        t.health.in_flight = 2
+        assert overloaded(t), kind
+        # Two gateway processes share the cap: this one's part (1) is in flight already.
+        t.health.in_flight = 1
+        assert overloaded(t, share=0.5), kind
+    # Under its cap, a kind without signals keeps the pin even while the other target idles.
+    capped = make_target("capped", kind="openai", max_concurrency=20)
+    idle = make_target("idle", kind="openai")
+    capped.health.in_flight = 12
+    assert not overloaded(capped, [capped, idle])
+
+
+def test_without_a_cap_a_kind_without_signals_yields_only_to_a_marked_imbalance(
+    make_target: MakeTarget,
+) -> None:
+    home, other = make_target("home", kind="ollama"), make_target("other", kind="ollama")
+    role = [home, other]
+    home.health.in_flight = 3  # the unevenness of hashing a few conversations: the pin holds
+    assert not overloaded(home, role)
+    home.health.in_flight = 4  # four more than an idle other: the fifth goes there
+    assert overloaded(home, role)
+    assert not overloaded(home, [home])  # no other target to go to: nothing to compare with
+    other.health.in_flight = 4  # the other is busy too: twice its load is needed (8)
+    assert not overloaded(home, role)
+    home.health.in_flight = 8
+    assert overloaded(home, role)
+    # Weights: a target of weight 3 is meant to carry three times the load.
+    heavy, light = make_target("heavy", kind="openai", weight=3.0), make_target("light", kind="openai")
+    light.health.in_flight = 2
+    heavy.health.in_flight = 11
+    assert not overloaded(heavy, [heavy, light])
+    heavy.health.in_flight = 12
+    assert overloaded(heavy, [heavy, light])
+
+
+def test_the_pin_of_a_kind_without_signals_moves_when_it_is_overloaded_and_comes_back(
+    make_target: MakeTarget,
+) -> None:
+    a, b = (make_target(name, kind="openai", max_concurrency=1) for name in "ab")
+    key = next(k for k in (f"s{i}".encode() for i in range(100)) if rendezvous(k, [a, b]) is a)
+    candidates = [b, a]
+    assert pin(key, [a, b], candidates, 0.0)
+    assert candidates[0] is a
+    a.health.in_flight = 1  # its one place is taken: the request goes to b rather than queue for a
+    candidates = [b, a]
+    assert not pin(key, [a, b], candidates, 0.0)
+    assert candidates == [b, a]
+    a.health.in_flight = 0
+    candidates = [b, a]
+    assert pin(key, [a, b], candidates, 0.0)
+    assert candidates[0] is a
 
 
 def test_responses_input_items_and_instructions_are_a_conversation_too() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -51,6 +50,7 @@ from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
 from aifabric.observability.logging import redact
+from aifabric.routing.load import process_cap
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Endpoint, Route, RoutingTable
 from aifabric.routing.target import AttemptGuard, TargetState
@@ -168,14 +168,19 @@ class Forwarder:
             self._gates.pop(name, None)
             return None
         if self._concurrency_share is not None:
-            # At least one place per process: N processes under a cap below N still serve.
-            capacity = max(1, math.floor(capacity * self._concurrency_share() + 1e-9))
+            capacity = process_cap(capacity, self._concurrency_share())
         gate = self._gates.get(name)
         if gate is None:
             gate = self._gates[name] = BackendGate(capacity, queue)
         elif gate.capacity != capacity or gate.waiting.bound != queue:
             gate.resize(capacity, queue)
         return gate
+
+    def _share(self, req: ForwardRequest) -> float:
+        """This process's part of the backends' caps, for a pinned request's check of its target."""
+        if req.session is None or self._concurrency_share is None:
+            return 1.0
+        return self._concurrency_share()
 
     def gates(self) -> dict[str, BackendGate]:
         return dict(self._gates)
@@ -234,7 +239,7 @@ class Forwarder:
                 if holding:
                     table = self._table()
                     route = table.names.get(req.route.name, route)
-                plan = table.route_plan(route, self._clock(), req.session)
+                plan = table.route_plan(route, self._clock(), req.session, self._share(req))
                 candidates = plan.candidates
                 if round_no == 0:
                     req.overflowed = plan.overflowed

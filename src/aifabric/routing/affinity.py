@@ -14,8 +14,8 @@ The target is chosen by rendezvous hashing (highest random weight, weighted): ea
 Adding or losing a target moves only the keys it wins or won; nothing else is remapped. The hash is
 BLAKE2b, not Python's `hash()`, so every worker and replica of the gateway picks the same target.
 
-The pin holds while its target is available and not overloaded (its engine queues requests, by the
-load estimate of routing.load); otherwise the balancer's order stands. Pure, O(targets) per request.
+The pin holds while its target is available and not overloaded (see `overloaded`); otherwise the
+balancer's order stands. Pure, O(targets) per request.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from aifabric.routing.load import estimate
+from aifabric.routing.load import estimate, in_flight, process_cap
 from aifabric.routing.target import TargetState
 
 __all__ = ["SESSION_HEADER", "overloaded", "pin", "rendezvous", "session_key"]
@@ -91,18 +91,55 @@ def rendezvous(key: bytes, targets: Sequence[TargetState]) -> TargetState | None
     return best
 
 
-def overloaded(t: TargetState) -> bool:
-    """Its engine reports requests waiting: a pinned request would queue there, so it goes elsewhere.
-    Kinds without a load signal are never overloaded by this measure (failures still move the pin)."""
+# A pinned target of a kind that reports no load (a cloud, Ollama, TEI) and has no `max_concurrency`
+# yields only to a marked imbalance of this gateway's own requests: at least twice, and at least this
+# many more than, the least busy other target of the role would carry at its weight. A follow-up turn
+# that moves loses its cached prefix, so the statistical unevenness of hashing a handful of
+# conversations onto a few targets must not move it; one hot session (an agent's parallel calls under
+# one key) piling up on one target while another idles must.
+IMBALANCE_FACTOR = 2.0
+IMBALANCE_EXCESS = 4.0
+
+
+def overloaded(t: TargetState, others: Sequence[TargetState] = (), share: float = 1.0) -> bool:
+    """Whether a request pinned to `t` would queue there, so it goes elsewhere:
+
+    - its backend has a `max_concurrency` and this process's part of it (`share`) is all in flight:
+      the request would wait in the gateway's own queue;
+    - its engine reports requests waiting (the load estimate of routing.load);
+    - a kind without a load signal and without a cap: this gateway has markedly more requests in
+      flight there than at the least busy of `others` (the role's other available targets), by
+      IMBALANCE_FACTOR and IMBALANCE_EXCESS, per weight.
+    """
+    cap = t.backend.max_concurrency
+    busy = in_flight(t)
+    if cap is not None and busy >= process_cap(cap, share):
+        return True
     est = estimate(t)
-    return est.signal and est.waiting > 0
+    if est.signal:
+        return est.waiting > 0
+    if cap is not None or busy < IMBALANCE_EXCESS or t.weight <= 0:
+        return False  # under its cap: the operator said it takes that many at once
+    least = min((in_flight(o) / o.weight for o in others if o is not t and o.weight > 0), default=None)
+    if least is None:
+        return False
+    fair = least * t.weight  # what it would carry at the least busy other's load per weight
+    return busy >= max(IMBALANCE_FACTOR * fair, fair + IMBALANCE_EXCESS)
 
 
-def pin(key: bytes, own: Sequence[TargetState], candidates: list[TargetState], now: float) -> bool:
+def pin(
+    key: bytes,
+    own: Sequence[TargetState],
+    candidates: list[TargetState],
+    now: float,
+    share: float = 1.0,
+) -> bool:
     """Move the key's target among the role's own targets (`own`) to the front of `candidates` when
-    it is available and not overloaded; True when it did (the request is pinned)."""
-    chosen = rendezvous(key, [t for t in own if t.available(now)])
-    if chosen is None or overloaded(chosen):
+    it is available and not overloaded (`share`: this process's part of the backends' caps); True
+    when it did (the request is pinned)."""
+    available = [t for t in own if t.available(now)]
+    chosen = rendezvous(key, available)
+    if chosen is None or overloaded(chosen, available, share):
         return False
     try:
         candidates.remove(chosen)

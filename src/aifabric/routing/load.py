@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from aifabric.config.schema import OverflowConfig
 from aifabric.routing.target import TargetState
 
-__all__ = ["LoadEstimate", "estimate", "least_load", "load_view", "saturated"]
+__all__ = ["LoadEstimate", "estimate", "in_flight", "least_load", "load_view", "process_cap", "saturated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +56,33 @@ class LoadEstimate:
         return self.wait_rounds * service_time
 
 
+def in_flight(t: TargetState) -> int:
+    """The requests this process has in flight to the target's backend (every role's), live."""
+    return max(t.health.in_flight, t.outstanding)
+
+
+def process_cap(max_concurrency: int, share: float) -> int:
+    """This process's part of a backend's `max_concurrency` when `share` (1/N) of it is this process's:
+    at least one place, so N processes under a cap below N still serve."""
+    return max(1, math.floor(max_concurrency * share + 1e-9))
+
+
 def estimate(t: TargetState) -> LoadEstimate:
     """The target's load (see the module docstring): engine signals merged with the live in-flight count."""
-    health = t.health
-    load = health.load
-    in_flight = float(max(health.in_flight, t.outstanding))
+    load = t.health.load
+    in_flight_now = float(in_flight(t))
     slots = load.get("slots_total")
     if slots is not None and slots > 0:  # llama-server with /slots (and maybe /metrics' deferred count)
         # Deferred requests are exactly those queued for a slot, other clients' too (checked on the real
         # engine, docs/routing.md), but only as of the last probe: in_flight covers ours since then.
         reported = load.get("slots_busy", 0.0) + load.get("requests_waiting", 0.0)
-        total = max(reported, in_flight)
+        total = max(reported, in_flight_now)
         running = min(total, slots)
         return LoadEstimate(running, total - running, slots, running / slots, True)
     if "requests_running" in load or "requests_waiting" in load:  # vLLM, llama-server with /metrics only
         running = load.get("requests_running", 0.0)
         waiting = load.get("requests_waiting", 0.0)
-        fresh = max(0.0, in_flight - running - waiting)  # sent since the probe: queued if it queues
+        fresh = max(0.0, in_flight_now - running - waiting)  # sent since the probe: queued if it queues
         capacity = running if waiting > 0 and running > 0 else None
         if waiting > 0:
             waiting += fresh
@@ -80,7 +90,7 @@ def estimate(t: TargetState) -> LoadEstimate:
             running += fresh
         kv = load.get("kv_cache_usage", 0.0)
         return LoadEstimate(running, waiting, capacity, min(1.0, max(0.0, kv)), True)
-    return LoadEstimate(0.0, in_flight, None, 0.0, False)
+    return LoadEstimate(0.0, in_flight_now, None, 0.0, False)
 
 
 def load_view(t: TargetState) -> dict[str, object]:

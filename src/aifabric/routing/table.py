@@ -210,9 +210,10 @@ class RoutingTable:
         """Ordered candidates: healthy targets of the role by the balancer, then its fallbacks'."""
         return self.route_plan(route, now).candidates
 
-    def route_plan(self, route: Route, now: float, session: bytes | None = None) -> Plan:
+    def route_plan(self, route: Route, now: float, session: bytes | None = None, share: float = 1.0) -> Plan:
         """`plan`, or the overflow order when the role's own targets are all saturated (routing.overflow);
-        with a `session` key, that session's target of the role leads while it has room (routing.affinity)."""
+        with a `session` key, that session's target of the role leads while it has room (routing.affinity;
+        `share` is this process's part of the backends' `max_concurrency`)."""
         if session is None and len(route.targets) == 1 and not route.fallbacks:
             # One candidate, healthy or not (order_plan's panic order of one): the plan, without
             # sorting health tiers on every request of the common one-target role.
@@ -224,7 +225,7 @@ class RoutingTable:
             if ordered is not None:
                 return Plan(ordered, overflowed=True)
         candidates = order_plan(groups, now, self.rng, route.balance)
-        pinned = session is not None and pin(session, route.targets, candidates, now)
+        pinned = session is not None and pin(session, route.targets, candidates, now, share)
         return Plan(candidates, pinned=pinned)
 
     def only_loading(self, route: Route, now: float) -> bool:

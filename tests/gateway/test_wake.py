@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from load_support import StartGateway, ask, probe
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.wait import wait_until
+from cli_process import aifabric
 
 MAC = "52:54:00:12:34:56"
 
@@ -68,8 +70,11 @@ roles:
     return text + extra + "\n"
 
 
-def alerts(gw: RunningGateway) -> dict[str, object]:
-    with urllib.request.urlopen(gw.url + "/alerts", timeout=5) as resp:
+def alerts(gw: RunningGateway, key: str | None = None) -> dict[str, object]:
+    request = urllib.request.Request(gw.url + "/alerts")
+    if key is not None:
+        request.add_header("authorization", f"Bearer {key}")
+    with urllib.request.urlopen(request, timeout=5) as resp:
         body: dict[str, object] = json.loads(resp.read())
     return body
 
@@ -173,3 +178,89 @@ def test_wakes_are_counted_on_metrics_by_host_and_result(
         ask(gw)
     wait_until(lambda: wakes(gw) == {"sent": 0, "failed": 1}, "the failed wake counted")
     assert any(a["rule"] == "host_wake_failed" for a in alerts(gw)["recent"])  # type: ignore[union-attr]
+
+
+def post(
+    gw: RunningGateway, path: str, key: str | None = None, method: str = "POST"
+) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(gw.url + path, method=method, data=b"" if method == "POST" else None)
+    if key is not None:
+        request.add_header("authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=40) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_aifabric_wake_goes_through_the_gateway_which_sends_the_packet_and_raises_the_alert(
+    start_gateway: StartGateway, receiver: socket.socket, workstation: FakeBackend, tmp_path: Path
+) -> None:
+    sink = tmp_path / "alerts.jsonl"
+    wake = f'{{mac: "{MAC}", broadcast: 127.0.0.1, port: {receiver.getsockname()[1]}}}'
+    extra = f'monitoring: {{sinks: [{{kind: file, target: "{sink}"}}]}}'
+    gw = start_gateway(fabric(workstation, wake, extra=extra))
+    probe(gw, "ws-vllm")
+    # No --config: the gateway's fabric file is the one that counts.
+    result = aifabric("wake", "ws", "--url", gw.url)
+    assert result.returncode == 0, result.stderr
+    packet, _ = receiver.recvfrom(1024)
+    assert packet == b"\xff" * 6 + bytes.fromhex(MAC.replace(":", "")) * 16
+    port = receiver.getsockname()[1]
+    assert result.stdout.splitlines() == [
+        f"woke ws: magic packet for {MAC} sent to 127.0.0.1:{port}",
+        f"sent by the gateway at {gw.url}, which raised the INFO alert host_woken",
+    ]
+    wait_until(lambda: sink.exists() and "host_woken" in sink.read_text(), "the INFO alert in the file sink")
+    event = json.loads(sink.read_text().splitlines()[0])
+    assert event["severity"] == "info"
+    assert event["summary"] == (
+        f"woke host ws by hand (aifabric wake): magic packet for {MAC} sent to 127.0.0.1:{port}"
+    )
+    recent = alerts(gw)["recent"]
+    assert isinstance(recent, list) and recent[0]["rule"] == "host_woken"
+    # A request right after does not wake it again: the manual wake counts for the rate limit.
+    with pytest.raises(openai.APIStatusError):
+        ask(gw)
+    receiver.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        receiver.recvfrom(1024)
+    # The gateway probes the woken host every second, as after a request's wake.
+    workstation.start()
+    wait_until(lambda: gw.state("ws-vllm") == "up", "the woken host to be probed up", limit=20)
+
+
+def test_the_wake_route_says_what_is_wrong_and_is_for_operators_only(
+    start_gateway: StartGateway, workstation: FakeBackend
+) -> None:
+    failing = '{command: "echo plug offline >&2; exit 3"}'
+    text = fabric(workstation, failing, extra='gateway: {api_keys: ["sk-app-1"], admin_keys: ["sk-admin-2"]}')
+    gw = start_gateway(text.replace("backends:\n", "  rack: {address: 127.0.0.2}\nbackends:\n"))
+    for key in (None, "sk-app-1"):  # no key, an application's key: refused, nothing run
+        status, body = post(gw, "/admin/hosts/ws/wake", key)
+        assert status in (401, 403), (key, status, body)
+    assert alerts(gw, "sk-admin-2")["recent"] == []
+    status, body = post(gw, "/admin/hosts/nope/wake", "sk-admin-2")
+    assert (status, error(body)["code"]) == (404, "host_not_found")
+    assert "Hosts: ws, rack" in error(body)["message"]
+    status, body = post(gw, "/admin/hosts/rack/wake", "sk-admin-2")
+    assert (status, error(body)["code"]) == (409, "no_wake_config")
+    status, body = post(gw, "/admin/hosts/ws/wake", "sk-admin-2")
+    assert (status, error(body)["code"]) == (502, "wake_failed")
+    assert "exited with 3: plug offline" in error(body)["message"]
+    assert alerts(gw, "sk-admin-2")["recent"][0]["rule"] == "host_wake_failed"  # type: ignore[index]
+    status, body = post(gw, "/admin/hosts/ws/wake", "sk-admin-2", method="GET")
+    assert status == 405
+    # The CLI follows the gateway's answer: the wake failed there, so it fails here (not sent twice).
+    failed = aifabric("wake", "ws", "--url", gw.url, env={"FABRIC_ADMIN_KEY": "sk-admin-2"})
+    assert failed.returncode == 1 and "exited with 3: plug offline" in failed.stderr
+    refused = aifabric("wake", "ws", "--url", gw.url, "--api-key", "sk-app-1")
+    assert refused.returncode == 1 and "pass an admin key with --api-key" in refused.stderr
+    for result in (failed, refused):
+        assert "Traceback" not in result.stderr
+
+
+def error(body: dict[str, object]) -> dict[str, str]:
+    err = body["error"]
+    assert isinstance(err, dict)
+    return err

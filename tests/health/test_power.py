@@ -99,11 +99,13 @@ def test_the_manager_wakes_only_when_every_backend_is_asleep_once_per_interval(
 
     async def scenario() -> None:
         power = PowerManager(config, lambda: healths, probe, on_wake=on_wake, clock=lambda: now[0])
-        assert power.wake_for(["ws-vllm"], "a request for role chat-fast") == 0.0  # not asleep: nothing
+        assert power.wake_for(["ws-vllm"], "for a request for role chat-fast") == 0.0  # not asleep: nothing
         healths["ws-vllm"].state = BackendState.ASLEEP
         assert power.wake_for(["ws-vllm", "other"], "x") == 0.0  # another backend is awake
-        assert power.wake_for(["ws-vllm"], "a request for role chat-fast") == 30.0  # hold up to wake_wait
-        assert power.wake_for(["ws-vllm"], "a request for role chat-fast") == 30.0  # rate-limited: no send
+        assert power.wake_for(["ws-vllm"], "for a request for role chat-fast") == 30.0  # hold up to wake_wait
+        assert (
+            power.wake_for(["ws-vllm"], "for a request for role chat-fast") == 30.0
+        )  # rate-limited: no send
         while not probed:
             await asyncio.sleep(0.05)
         await power.aclose()
@@ -114,5 +116,5 @@ def test_the_manager_wakes_only_when_every_backend_is_asleep_once_per_interval(
     receiver.settimeout(0.3)
     with pytest.raises(TimeoutError):
         receiver.recvfrom(1024)  # one packet, not two
-    assert [(e.host, e.ok, e.why) for e in events] == [("ws", True, "a request for role chat-fast")]
+    assert [(e.host, e.ok, e.why) for e in events] == [("ws", True, "for a request for role chat-fast")]
     assert probed == ["ws-vllm"]

@@ -281,7 +281,7 @@ def wake_alert(event: WakeEvent) -> Alert:
             rule="host_woken",
             subject=event.host,
             severity=Severity.INFO,
-            summary=f"woke host {event.host} for {event.why}: {event.how}",
+            summary=f"woke host {event.host} {event.why}: {event.how}",
             fix=(
                 f"nothing to do: requests go to {event.host} once its backends serve (fallbacks meanwhile). "
                 f"To keep it off, remove wake: from hosts.{event.host}"
@@ -291,7 +291,7 @@ def wake_alert(event: WakeEvent) -> Alert:
         rule="host_wake_failed",
         subject=event.host,
         severity=Severity.WARNING,
-        summary=f"could not wake host {event.host} for {event.why}: {event.how}",
+        summary=f"could not wake host {event.host} {event.why}: {event.how}",
         fix=f"check hosts.{event.host}.wake in the fabric file, then `aifabric wake {event.host}` by hand",
     )
 

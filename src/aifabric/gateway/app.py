@@ -18,7 +18,7 @@ from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.rules import Alert, wake_alert
 from aifabric.alerts.sinks import Notifier, build_sinks
 from aifabric.config.extras import Extra, install_hint
-from aifabric.config.schema import FabricConfig, Secret
+from aifabric.config.schema import FabricConfig, HostConfig, Secret
 from aifabric.config.show import config_secrets, redact_values
 from aifabric.core import BackendHealth, BackendState, Transition
 from aifabric.errors import (
@@ -44,6 +44,7 @@ from aifabric.gateway.request_ids import new_request_id, request_id, shown
 from aifabric.gateway.responses_routes import ResponsesRoutes
 from aifabric.gateway.tls import server_tls_context
 from aifabric.gateway.ui import UI_PATHS
+from aifabric.gateway.wake_routes import WakeRoutes
 from aifabric.health.checker import HealthChecker
 from aifabric.health.engine_sleep import EngineSleep, OnDemand
 from aifabric.health.power import PowerManager, WakeEvent
@@ -171,6 +172,7 @@ class Gateway:
             on_wake=self._announce_wake,
             clock=clock,
         )
+        self.wake_routes = WakeRoutes(self)  # POST /admin/hosts/NAME/wake: `aifabric wake HOST`
         self.probe = probe
         self.access_log = config.gateway.access_log
         if self.access_log:
@@ -232,7 +234,7 @@ class Gateway:
         """The role's targets are all asleep: wake their hosts, start their models on demand; how
         long the request may be held for them."""
         backends = [t.backend.name for t in route.targets]
-        hold = self.power.wake_for(backends, f"a request for role {route.name}")
+        hold = self.power.wake_for(backends, f"for a request for role {route.name}")
         if self.on_demand is not None:
             hold = max(hold, self.on_demand.start(backends))
         return hold
@@ -240,6 +242,10 @@ class Gateway:
     async def _announce_wake(self, event: WakeEvent) -> None:
         self.metrics.on_wake(event.host, event.ok)
         await self.monitor.announce(wake_alert(event))
+
+    async def wake_by_hand(self, host: HostConfig) -> WakeEvent:
+        """`aifabric wake HOST` through this gateway: sent now, announced (gateway.wake_routes)."""
+        return await self.power.wake_by_hand(host)
 
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
@@ -423,6 +429,8 @@ class Gateway:
                 return Response(200, orjson.dumps(view))
             if sub == RELOAD_PATH:
                 return await self.reloads.route(request)
+            if self.wake_routes.serves(sub):
+                return await self.wake_routes.route(request)
             if self.admin is not None and sub.startswith("/admin/"):
                 admin = self.admin.route(request)
                 if admin is not None:
@@ -452,7 +460,11 @@ class Gateway:
                 # Who may steer the gateway, and whether the route exists, are known from the head:
                 # a refused or misdirected body is never buffered (401/403/404 at once).
                 check_admin_access(self.operator, request)
-                if path != RELOAD_PATH and (self.admin is None or not self.admin.serves(path)):
+                if (
+                    path != RELOAD_PATH
+                    and not self.wake_routes.serves(path)
+                    and (self.admin is None or not self.admin.serves(path))
+                ):
                     raise NotFound(f"No route for {shown(method, 20)} {shown(path)}.", code="unknown_route")
                 return None
             if not versioned and method in ("GET", "HEAD"):

@@ -5,7 +5,9 @@ request needs a role whose targets are all asleep, the gateway asks `PowerManage
 data plane; it never waits there): each asleep host with a `wake:` is woken once per
 `wake.min_interval`, an INFO alert says who woke what, and the host's backends are probed every
 second until they serve (or `max(retry.wake_wait, 2 min)` passes), so requests route back to it as
-soon as it is up instead of at the next probe interval. `aifabric wake HOST` uses `wake_host` directly.
+soon as it is up instead of at the next probe interval. `aifabric wake HOST` asks the running gateway
+(`POST /admin/hosts/HOST/wake`, `wake_by_hand`: the same send, alert and probing, at once); with no
+gateway to ask it uses `wake_host` directly, and no alert is raised.
 
     asleep ──request, wake due──> waking (packet sent / command run) ──probe ok──> up
                                    └── nothing for a while: asleep again; the next request wakes again
@@ -19,20 +21,23 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aifabric.config.schema import FabricConfig, HostConfig, WakeConfig
 from aifabric.core import BackendHealth, BackendState
 from aifabric.errors import CommandError
 
-__all__ = ["PowerManager", "WakeEvent", "WakeLimiter", "magic_packet", "wake_host"]
+__all__ = ["BY_HAND", "PowerManager", "WakeEvent", "WakeLimiter", "magic_packet", "wake_host"]
 
 log = logging.getLogger("aifabric.power")
 
 _COMMAND_TIMEOUT = 30.0
 _FAST_PROBE_EVERY = 1.0
 _FAST_PROBE_FOR = 120.0
+
+BY_HAND = "by hand (aifabric wake)"  # who woke the host, when an operator asked the gateway to
 
 
 def magic_packet(mac: str) -> bytes:
@@ -102,6 +107,10 @@ class WakeLimiter:
         self._last[host.name] = now
         return True
 
+    def note(self, host: HostConfig, now: float) -> None:
+        """A wake sent now whatever was due (by hand): the next request's wake waits min_interval."""
+        self._last[host.name] = now
+
     def last(self, host: str) -> float | None:
         return self._last.get(host)
 
@@ -112,7 +121,7 @@ class WakeEvent:
 
     host: str
     how: str
-    why: str
+    why: str  # what it was for, after the host's name: "for a request for role X", or BY_HAND
     ok: bool
 
 
@@ -156,19 +165,39 @@ class PowerManager:
 
     def wake_for(self, backends: Iterable[str], why: str) -> float:
         """From the data plane: wake the hosts of `backends` if all are asleep (each at most once per
-        min_interval, in the background); how long a request may be held for them (0: not asleep)."""
+        min_interval, in the background); how long a request may be held for them (0: not asleep).
+        `why` follows the host's name in the alert: "for a request for role X"."""
         hosts = self.asleep_hosts(backends)
         if not hosts:
             return 0.0
         now = self._clock()
         for host in hosts:
             if self.limiter.due(host, now):
-                task = asyncio.get_running_loop().create_task(self._wake(host, why))
-                self._tasks.add(task)  # held until done: the loop keeps only weak references
-                task.add_done_callback(self._tasks.discard)
+                self._background(self._wake(host, why))
         return self.config.retry.wake_wait
 
+    async def wake_by_hand(self, host: HostConfig) -> WakeEvent:
+        """An operator's wake (`aifabric wake HOST` through the gateway): sent now, whatever the rate
+        limit, announced like the gateway's own (the INFO alert names BY_HAND); then the host's
+        backends are probed every second in the background until they serve."""
+        self.limiter.note(host, self._clock())
+        event = await self._send(host, BY_HAND)
+        if event.ok:
+            self._background(self._probe_until_up(host))
+        return event
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
+
     async def _wake(self, host: HostConfig, why: str) -> None:
+        event = await self._send(host, why)
+        if event.ok:
+            await self._probe_until_up(host)
+
+    async def _send(self, host: HostConfig, why: str) -> WakeEvent:
+        """The packet or the command, once; the event remembered, logged and announced."""
         try:
             how = await wake_host(host)
             ok = True
@@ -176,11 +205,13 @@ class PowerManager:
             how, ok = str(exc), False
         event = WakeEvent(host.name, how, why, ok)
         self.woken[host.name] = event
-        log.log(logging.INFO if ok else logging.WARNING, "woke host %s (%s) for %s", host.name, how, why)
+        if ok:
+            log.info("woke host %s %s (%s)", host.name, why, how)
+        else:
+            log.warning("could not wake host %s %s: %s", host.name, why, how)
         if self._on_wake is not None:
             await self._on_wake(event)
-        if ok:
-            await self._probe_until_up(host)
+        return event
 
     async def _probe_until_up(self, host: HostConfig) -> None:
         """Probe the host's backends every second until each serves: requests route back at once."""

@@ -6,6 +6,8 @@ test's requests run:
 
     chat-fast   local-chat-fast                          (the default's role: slots filled, then drained)
     chat-pair   local-chat-fast, local-chat-fast-twin    (two targets of one role: session affinity)
+    chat-spill  local-chat-fast, overflow {queue_depth: 1}, fallbacks [chat-twin]  (overflow on purpose)
+    chat-twin   local-chat-fast-twin
 
 Everything is asserted through what an operator or a client sees: `GET /status`, the response headers,
 and the engine's own `usage.prompt_tokens_details.cached_tokens` (prompt tokens served from its KV cache).
@@ -14,7 +16,7 @@ and the engine's own `usage.prompt_tokens_details.cached_tokens` (prompt tokens 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,13 @@ def fabric_file(path: Path) -> Path:
         "roles": {
             "chat-fast": {"kind": "chat", "targets": [target]},
             "chat-pair": {"kind": "chat", "targets": [target, {"backend": TWIN, "model": MODEL}]},
+            "chat-spill": {
+                "kind": "chat",
+                "targets": [target],
+                "overflow": {"queue_depth": 1},
+                "fallbacks": ["chat-twin"],
+            },
+            "chat-twin": {"kind": "chat", "targets": [{"backend": TWIN, "model": MODEL}]},
         },
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -93,9 +102,9 @@ def idle(view: dict[str, Any]) -> bool:
     )
 
 
-def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_leave(twins: Up) -> None:
-    wait_until(lambda: idle(status(twins)), "chat-fast's engine probed, idle", limit=60)
-    extra = 4  # beyond the slots: these wait in llama-server's own queue
+def fill_slots(up: Up, extra: int, meanwhile: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Fill chat-fast's engine (every slot decoding, `extra` more in its queue), run `meanwhile` once
+    /status shows it full, then let the clients go; the /status view that showed it full."""
     seen: list[dict[str, Any]] = []
 
     def full(view: dict[str, Any]) -> bool:
@@ -107,7 +116,7 @@ def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_le
 
     async def scenario() -> None:
         async with openai.AsyncOpenAI(
-            base_url=twins.base_url + "/v1", api_key="unused", max_retries=0, timeout=300
+            base_url=up.base_url + "/v1", api_key="unused", max_retries=0, timeout=300
         ) as client:
 
             async def chat(i: int) -> None:
@@ -130,10 +139,12 @@ def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_le
                 async with httpx.AsyncClient(timeout=10) as http:
 
                     async def poll() -> None:
-                        while not full((await http.get(twins.base_url + "/status")).json()):
+                        while not full((await http.get(up.base_url + "/status")).json()):
                             await asyncio.sleep(0.1)
 
                     await asyncio.wait_for(poll(), timeout=120)
+                if meanwhile is not None:
+                    await asyncio.to_thread(meanwhile)
             finally:
                 for task in clients:  # the clients go away: the gateway closes the upstream streams
                     task.cancel()
@@ -141,7 +152,13 @@ def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_le
             assert all(task.cancelled() for task in clients), "an answer finished before /status showed it"
 
     asyncio.run(scenario())
-    view = seen[-1]
+    return seen[-1]
+
+
+def test_filled_slots_show_as_the_engines_own_load_and_drain_when_the_clients_leave(twins: Up) -> None:
+    wait_until(lambda: idle(status(twins)), "chat-fast's engine probed, idle", limit=60)
+    extra = 4  # beyond the slots: these wait in llama-server's own queue
+    view = fill_slots(twins, extra)
     load, target = engine_load(view), fast_target(view)
     # The engine's own signals: every slot busy (/slots), requests queued behind them (/metrics'
     # llamacpp:requests_deferred), as the probe read them...
@@ -210,3 +227,62 @@ def test_follow_up_turns_of_a_session_go_to_the_engine_that_holds_its_context(tw
 def notes(session: str) -> str:
     words = ("river", "stone", "lantern", "orbit", "copper", "meadow", "signal", "harbor", "velvet", "quartz")
     return " ".join(words[(i * 7 + len(session) * 3 + ord(session[0])) % len(words)] for i in range(24))
+
+
+def spill(up: Up) -> dict[str, str]:
+    """One short request for chat-spill; the gateway's response headers."""
+    with openai.OpenAI(base_url=up.base_url + "/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="chat-spill", messages=[{"role": "user", "content": "Say ok."}], max_tokens=2
+        )
+        raw.parse()
+        return {k.lower(): v for k, v in raw.headers.items()}
+
+
+def overflow_total(up: Up, role: str) -> float:
+    for line in httpx.get(up.base_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'aifabric_overflow_total{{role="{role}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no aifabric_overflow_total for {role} in /metrics")
+
+
+def test_a_saturated_engine_overflows_to_the_fallback_and_traffic_returns_when_its_queue_drains(
+    twins: Up,
+) -> None:
+    wait_until(
+        lambda: idle(status(twins)) and status(twins)["backends"][TWIN]["state"] == "up",
+        "both engines probed, chat-fast's idle",
+        limit=60,
+    )
+    # Not saturated: chat-spill's own engine serves, nothing overflows.
+    before = status(twins)["roles"]["chat-spill"]
+    assert before["overflow"] == {"queue_depth": 1, "estimated_wait": None}, before
+    assert not before["saturated"]
+    home = spill(twins)
+    assert home["x-aifabric-backend"] == FAST and "x-aifabric-overflow" not in home, home
+    counted = overflow_total(twins, "chat-spill")
+    spilled: list[dict[str, str]] = []
+    during: list[dict[str, Any]] = []
+
+    def meanwhile() -> None:
+        # Every slot busy and requests queued at the engine (>= queue_depth 1): new requests for
+        # chat-spill go to its fallback's engine at once rather than queue behind them.
+        during.append(status(twins)["roles"]["chat-spill"])
+        spilled.extend(spill(twins) for _ in range(3))
+
+    fill_slots(twins, extra=2, meanwhile=meanwhile)
+    assert during[0]["saturated"] is True, during
+    for headers in spilled:
+        assert headers["x-aifabric-backend"] == TWIN, headers
+        assert headers["x-aifabric-overflow"] == "saturated", headers
+        assert headers["x-aifabric-role"] == "chat-twin", headers
+    view = status(twins)["roles"]["chat-spill"]
+    assert view["overflowed"] >= 3, view
+    assert overflow_total(twins, "chat-spill") == counted + 3
+
+    # The clients left: the queue drains, and chat-spill is served by its own engine again.
+    wait_until(lambda: idle(status(twins)), "chat-fast's engine idle again", limit=60)
+    back = spill(twins)
+    assert back["x-aifabric-backend"] == FAST and "x-aifabric-overflow" not in back, back
+    assert overflow_total(twins, "chat-spill") == counted + 3
+    assert status(twins)["roles"]["chat-spill"]["saturated"] is False

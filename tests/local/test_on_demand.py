@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +13,10 @@ import pytest
 from local_support import wait_until
 
 from aifabric.config.load import load_config_text
-from aifabric.local.launch import ProcessSpec
 from aifabric.local.supervisor import Supervisor
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
-
-
-def spec(name: str, port: int, model: str, *extra: str) -> ProcessSpec:
-    argv: tuple[str, ...] = (sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port))
-    argv += ("--kind", "llama-cpp-python", "--model", model, *extra)
-    return ProcessSpec(name, argv, "127.0.0.1", port, "/v1/models", on_demand=True)
+from supervised import on_demand_spec, supervised_gateway
 
 
 @pytest.fixture
@@ -50,20 +42,9 @@ roles:
         "fabric.yaml",
         environ={},
     )
-    specs = [spec("a", pa, "qa", *a_args), spec("b", pb, "qb")]
-    supervisor = Supervisor(specs, log_dir=tmp_path, out=io.StringIO())
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=30)  # on demand: nothing to wait for
-    gw = RunningGateway(config, probe=True).start()
-    gateway = gw.gateway
-    assert gateway is not None
-    supervisor.on_state = gateway.local_backend_changed
-    gw.call(lambda: gateway.attach_local(supervisor))
-    try:
-        yield supervisor, gw
-    finally:
-        gw.stop()
-        supervisor.stop()
+    specs = [on_demand_spec("a", pa, "qa", *a_args), on_demand_spec("b", pb, "qb")]
+    with supervised_gateway(config, specs, tmp_path) as running:
+        yield running
 
 
 def ask(gw: RunningGateway, role: str) -> str:
@@ -136,21 +117,10 @@ roles:
         "fabric.yaml",
         environ={},
     )
-    always = dataclasses.replace(spec("a", port, "qa"), on_demand=False)
-    supervisor = Supervisor([always], log_dir=tmp_path, out=io.StringIO())
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=30)
-    gw = RunningGateway(config, probe=True).start()
-    gateway = gw.gateway
-    assert gateway is not None
-    supervisor.on_state = gateway.local_backend_changed
-    gw.call(lambda: gateway.attach_local(supervisor))
-    try:
+    always = dataclasses.replace(on_demand_spec("a", port, "qa"), on_demand=False)
+    with supervised_gateway(config, [always], tmp_path) as (supervisor, gw):
         assert ask(gw, "chat-a") == "a"
         wait_until(lambda: supervisor.states()["a"] == "idle", timeout=20, what="a stopped when idle")
         wait_until(lambda: gw.state("a") == "asleep", what="the gateway to see a asleep")
         assert ask(gw, "chat-a") == "a"  # started again, the request held meanwhile
         wait_until(lambda: supervisor.states()["a"] == "ready", what="a running again")
-    finally:
-        gw.stop()
-        supervisor.stop()

@@ -21,6 +21,7 @@ from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.net import free_port
 from aifabric.testing.processes import alive
 from aifabric.testing.wait import wait_until
+from serve_process import Serve
 
 # The remote machine's service manager, for the fake vLLM: `start` launches it in the background (the
 # command returns at once, as `podman start` does) and `stop` kills it and waits until it is gone.
@@ -94,53 +95,6 @@ def cloud() -> Iterator[FakeBackend]:
         yield backend
 
 
-class Serve:
-    """`aifabric serve` as a real process on a free port; its output collected in `output`."""
-
-    def __init__(self, fabric_file: Path) -> None:
-        self.port = free_port()
-        argv = [sys.executable, "-m", "aifabric", "serve", "--config", str(fabric_file),
-                "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def state(self, backend: str) -> str:
-        return str(httpx.get(self.url + "/status", timeout=5).json()["backends"][backend]["state"])
-
-    def wait_up(self, *backends: str) -> None:
-        """Until it serves and has probed every backend up (the drill's baseline wants that)."""
-        wait_until(
-            lambda: any("gateway ready" in line for line in self.lines) or self.proc.poll() is not None,
-            "aifabric serve printed that it is ready",
-        )
-        assert self.proc.poll() is None, "".join(self.lines)
-        for name in backends:
-            wait_until(lambda name=name: self.state(name) == "up", f"{name} probed up")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def serve() -> Iterator[list[Serve]]:
     started: list[Serve] = []
@@ -186,7 +140,7 @@ def test_the_drill_command_runs_against_an_aifabric_serve_process(
     remote: Remote, cloud: FakeBackend, serve: list[Serve]
 ) -> None:
     path = fabric(remote, cloud, gpu_interval="0.2s")
-    gateway = Serve(path)
+    gateway = Serve(path, "--host", "127.0.0.1")
     serve.append(gateway)
     gateway.wait_up("gpu", "cloud")
     first = remote.pid
@@ -219,7 +173,7 @@ def test_an_interrupted_drill_still_restores_the_backend_and_fails(
     # gpu is probed every 30 s: once the fail command has run, detection waits for the next probe,
     # which is when the operator loses patience.
     path = fabric(remote, cloud, gpu_interval="30s")
-    gateway = Serve(path)
+    gateway = Serve(path, "--host", "127.0.0.1")
     serve.append(gateway)
     gateway.wait_up("gpu", "cloud")
     first = remote.pid

@@ -34,6 +34,26 @@ URL_KEY = "urlkey-8e6c4a2e0c8a6e4c2a0e"
 SECRETS = (GATEWAY_KEY, BACKEND_KEY, ADMIN_KEY, URL_KEY)
 
 
+def cli(*argv: str) -> tuple[int, str, str]:
+    """`aifabric ARGV` in this process: its exit status, what it printed on stdout and on stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), console=Console(out, err))
+    return code, out.getvalue(), err.getvalue()
+
+
+def status_shown(url: str) -> tuple[str, str]:
+    """`aifabric status --json` against a running gateway, as an operator reads it."""
+    _, out, err = cli("status", "--url", url, "--api-key", ADMIN_KEY, "--json")
+    assert '"backends"' in out
+    return ("status --json", out + err)
+
+
+def health_shown(fabric: Path) -> tuple[str, str]:
+    """`aifabric health --config FILE --json`: its own probes of the file's backends."""
+    _, out, err = cli("health", "--config", str(fabric), "--json")
+    return ("health --json", out + err)
+
+
 def assert_no_secret(text: str, where: str) -> None:
     for secret in SECRETS:
         assert secret not in text, f"a secret appears in {where}"
@@ -151,22 +171,16 @@ roles:
             health = httpx.get(gw.url + "/health", headers=admin).text
             assert "Incorrect API key provided: ********" in health  # the probe's reason, redacted
             assert "key=********" in health  # the URL stays useful, its key does not show
-            out, err = io.StringIO(), io.StringIO()
-            main(["status", "--url", gw.url, "--api-key", ADMIN_KEY, "--json"], console=Console(out, err))
-            assert '"backends"' in out.getvalue()
-            seen.append(("status --json", out.getvalue() + err.getvalue()))
+            seen.append(status_shown(gw.url))
         finally:
             gw.stop()
-    out, err = io.StringIO(), io.StringIO()
-    main(["health", "--config", str(fabric), "--json"], console=Console(out, err))
-    assert '"keyed"' in out.getvalue()
-    seen.append(("health --json", out.getvalue() + err.getvalue()))
-    out, err = io.StringIO(), io.StringIO()
-    assert main(["config", "show", str(fabric)], console=Console(out, err)) == 0
-    seen.append(("config show", out.getvalue() + err.getvalue()))
-    out, err = io.StringIO(), io.StringIO()
-    main(["config", "show", str(fabric), "--json"], console=Console(out, err))
-    seen.append(("config show --json", out.getvalue() + err.getvalue()))
+    seen.append(health_shown(fabric))
+    assert '"keyed"' in seen[-1][1]
+    code, out, err = cli("config", "show", str(fabric))
+    assert code == 0
+    seen.append(("config show", out + err))
+    _, out, err = cli("config", "show", str(fabric), "--json")
+    seen.append(("config show --json", out + err))
     formatter = JsonFormatter()
     seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
     log_text = seen[-1][1]
@@ -193,15 +207,15 @@ roles:
   chat-deep: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
 """
         )
-        out, err = io.StringIO(), io.StringIO()
-        create = ["keys", "create", "--name", "app", "--roles", "chat-fast", "--rpm", "1", "-c", str(fabric)]
-        assert main(create, console=Console(out, err)) == 0
-        key = out.getvalue().strip()
-        seen: list[tuple[str, str]] = [("what keys create says besides the key", err.getvalue())]
-        out = io.StringIO()
-        ops = ["keys", "create", "--name", "ops", "--scope", "admin", "-c", str(fabric)]
-        assert main(ops, console=Console(out, io.StringIO())) == 0
-        admin = {"authorization": f"Bearer {out.getvalue().strip()}"}  # operator views need an admin key
+        code, out, err = cli(
+            "keys", "create", "--name", "app", "--roles", "chat-fast", "--rpm", "1", "-c", str(fabric)
+        )
+        assert code == 0
+        key = out.strip()
+        seen: list[tuple[str, str]] = [("what keys create says besides the key", err)]
+        code, out, _ = cli("keys", "create", "--name", "ops", "--scope", "admin", "-c", str(fabric))
+        assert code == 0
+        admin = {"authorization": f"Bearer {out.strip()}"}  # operator views need an admin key
         gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
         try:
             auth = {"authorization": f"Bearer {key}"}
@@ -236,11 +250,9 @@ roles:
         ["keys", "rotate", "app"],
         ["keys", "revoke", "app"],
     ):
-        out, err = io.StringIO(), io.StringIO()
-        assert main([*argv, "-c", str(fabric)], console=Console(out, err)) == 0
-        shown = out.getvalue() + err.getvalue()
-        if argv[1] == "rotate":
-            shown = err.getvalue()  # stdout is the new key, printed once
+        code, out, err = cli(*argv, "-c", str(fabric))
+        assert code == 0
+        shown = err if argv[1] == "rotate" else out + err  # rotate's stdout is the new key, printed once
         seen.append((" ".join(argv), shown))
     formatter = JsonFormatter()
     seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
@@ -321,12 +333,11 @@ roles:
         )
         seen: list[tuple[str, str]] = []
         for argv in (["config", "show", str(fabric)], ["config", "show", str(fabric), "--json"]):
-            out, err = io.StringIO(), io.StringIO()
-            assert main(argv, console=Console(out, err)) == 0, err.getvalue()
-            shown = out.getvalue()
+            code, shown, err = cli(*argv)
+            assert code == 0, err
             assert "token=********" in shown and "password=********" in shown, shown
             assert "application_name=********" in shown  # a URL shown masks every query value
-            seen.append((" ".join(argv[:2] + argv[3:]), shown + err.getvalue()))
+            seen.append((" ".join(argv[:2] + argv[3:]), shown + err))
         gw = RunningGateway(load_config(fabric, environ={}), probe=True).start()
         try:
             admin = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -335,16 +346,11 @@ roles:
             assert "password=********" in status.json()["tenancy"]["keys"]["store"]
             assert "password=********" in status.json()["usage"]["ledger"]
             seen.append(("/status", status.text))
-            out, err = io.StringIO(), io.StringIO()
-            main(["status", "--url", gw.url, "--api-key", ADMIN_KEY, "--json"], console=Console(out, err))
-            assert '"backends"' in out.getvalue()
-            seen.append(("status --json", out.getvalue() + err.getvalue()))
+            seen.append(status_shown(gw.url))
         finally:
             gw.stop()
-        out, err = io.StringIO(), io.StringIO()
-        main(["health", "--config", str(fabric), "--json"], console=Console(out, err))
-        assert "token=********" in out.getvalue()
-        seen.append(("health --json", out.getvalue() + err.getvalue()))
+        seen.append(health_shown(fabric))
+        assert "token=********" in seen[-1][1]
     formatter = JsonFormatter()
     seen.append(("the log", "\n".join(formatter.format(r) for r in caplog.records)))
     # Only credentials are hunted for by value: the product's name in a URL's query is not one.

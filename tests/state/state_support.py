@@ -1,19 +1,17 @@
-"""Fabric files for the state tests, `aifabric serve` as a process, and a wait helper (the real Redis
-is tests/redis_support.py, with the `redis_server` fixture in tests/conftest.py)."""
+"""Fabric files for the state tests, `aifabric serve` with workers (the process itself is
+tests/serve_process.py; the real Redis is tests/redis_support.py, with the `redis_server` fixture in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
-from aifabric.testing.net import free_port
-from aifabric.testing.wait import wait_until
+from serve_process import Serve
+
+__all__ = ["Serve", "config", "connection_owner", "fabric", "serve_workers"]
 
 
 def fabric(
@@ -42,61 +40,6 @@ roles:
 
 def config(backend_url: str, **kwargs: object) -> FabricConfig:
     return load_config_text(fabric(backend_url, **kwargs), "<state test>")  # type: ignore[arg-type]
-
-
-class Serve:
-    """`aifabric serve` as a real process; what it prints is collected in `output`."""
-
-    def __init__(self, fabric_file: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        argv = [sys.executable, "-m", "aifabric", "serve", "--config", str(fabric_file),
-                "--port", str(self.port), *args]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def wait_ready(self) -> Serve:
-        wait_until(
-            lambda: any("gateway ready" in line for line in self.output) or self.proc.poll() is not None,
-            "aifabric serve printed that it is ready",
-        )
-        assert self.proc.poll() is None, "".join(self.output)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def workers(self) -> list[int]:
-        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in text.split()]
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def serve_workers(fabric_file: Path, runtime: Path, workers: int = 2) -> Serve:

@@ -14,8 +14,6 @@ supervisor starts and stops, as under `aifabric up`.
 from __future__ import annotations
 
 import contextlib
-import io
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +24,11 @@ import pytest
 from ui_support import Node, dump_dom, wait_for_status
 
 from aifabric.config.load import load_config_text
-from aifabric.local.launch import ProcessSpec
 from aifabric.local.supervisor import Supervisor
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
+from supervised import on_demand_spec, supervised_gateway
 
 NO_KEYS: dict[str, str] = {}  # no keys configured: operator views answer this machine
 ON_DEMAND = "engine: llama-cpp-python, model: m, start: on_demand"
@@ -61,12 +59,6 @@ class Sleepers:
         return raw.headers["x-aifabric-backend"]
 
 
-def spec(name: str, port: int, model: str) -> ProcessSpec:
-    argv = (sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port))
-    argv += ("--kind", "llama-cpp-python", "--model", model)
-    return ProcessSpec(name, argv, "127.0.0.1", port, "/v1/models", on_demand=True)
-
-
 def fabric(gpu: FakeBackend, ports: dict[str, int]) -> str:
     probe = "health: {interval: 0.5s}"
     group = "group: gpu0, exclusive: true"
@@ -94,20 +86,9 @@ def running(logs: Path) -> Iterator[Sleepers]:
     with FakeBackend(kind="vllm", models=("qwen",)) as gpu:
         config = load_config_text(fabric(gpu, ports), "fabric.yaml", environ={})
         models = {"a": "qa", "b": "qb", "c": "qc"}
-        specs = [spec(name, ports[name], model) for name, model in models.items()]
-        supervisor = Supervisor(specs, log_dir=logs, out=io.StringIO())
-        supervisor.start()
-        assert supervisor.wait_ready(timeout=30)  # on demand: nothing to wait for
-        gw = RunningGateway(config, probe=True).start()
-        gateway = gw.gateway
-        assert gateway is not None
-        supervisor.on_state = gateway.local_backend_changed
-        gw.call(lambda: gateway.attach_local(supervisor))
-        try:
+        specs = [on_demand_spec(name, ports[name], model) for name, model in models.items()]
+        with supervised_gateway(config, specs, logs) as (supervisor, gw):
             yield Sleepers(gw, supervisor, gpu)
-        finally:
-            gw.stop()
-            supervisor.stop()
 
 
 def backends_where(sleepers: Sleepers, want: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:

@@ -44,6 +44,15 @@ def fabric(*urls: str, keys: bool = False, extra: str = "") -> str:
     return f"{gateway}backends:\n{backends}roles:\n  chat-fast: {{kind: chat, targets: [{targets}]}}\n{extra}"
 
 
+def run_all(clients: list[threading.Thread]) -> None:
+    """Start every client, then wait for each: none may still be sending after 30 s."""
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(30)
+        assert not thread.is_alive(), "a client still sending after 30 s: the gateway held its body"
+
+
 def test_a_client_pipelining_without_reading_is_stopped_not_buffered(
     start_gateway: Start, fb: FakeBackend
 ) -> None:
@@ -88,11 +97,7 @@ def test_crowds_sending_huge_bodies_without_a_key_are_refused_on_the_head(
                     sock.sendall(b"x" * MIB)
 
     threads = [threading.Thread(target=client) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-        assert not thread.is_alive(), "a client still sending after 30 s: the gateway held its body"
+    run_all(threads)
     grown = rss() - before
     print(f"20 clients x 8 MiB without a key: RSS {before / MIB:.0f} -> {rss() / MIB:.0f} MiB")
     assert server is not None and server.buffered == 0
@@ -131,11 +136,7 @@ def test_huge_bodies_sent_to_admin_routes_are_refused_on_the_head(
     # Without a key: 401; with the admin key: 404, as `serve` runs no local backends to stop.
     callers = [(b"", b"401 "), (admin_key.encode(), b"404 ")] * 5
     threads = [threading.Thread(target=client, args=caller) for caller in callers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-        assert not thread.is_alive(), "a client still sending after 30 s: the gateway held its body"
+    run_all(threads)
     grown = rss() - before
     print(f"10 clients x 8 MiB to /admin: RSS {before / MIB:.0f} -> {rss() / MIB:.0f} MiB")
     assert wrong == []

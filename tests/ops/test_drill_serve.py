@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +96,16 @@ def cloud() -> Iterator[FakeBackend]:
 
 
 @pytest.fixture
-def serve() -> Iterator[list[Serve]]:
+def serve() -> Iterator[Callable[[Path], Serve]]:
+    """Starts `aifabric serve` on a fabric file and waits until it has probed gpu and cloud up."""
     started: list[Serve] = []
-    yield started
+
+    def start(path: Path) -> Serve:
+        gateway = Serve(path, "--host", "127.0.0.1")
+        started.append(gateway)
+        return gateway.wait_up("gpu", "cloud")
+
+    yield start
     for gateway in started:
         gateway.stop()
 
@@ -137,12 +144,10 @@ def drill(path: Path, gateway: Serve, *extra: str) -> subprocess.Popen[str]:
 
 
 def test_the_drill_command_runs_against_an_aifabric_serve_process(
-    remote: Remote, cloud: FakeBackend, serve: list[Serve]
+    remote: Remote, cloud: FakeBackend, serve: Callable[[Path], Serve]
 ) -> None:
     path = fabric(remote, cloud, gpu_interval="0.2s")
-    gateway = Serve(path, "--host", "127.0.0.1")
-    serve.append(gateway)
-    gateway.wait_up("gpu", "cloud")
+    gateway = serve(path)
     first = remote.pid
 
     proc = drill(path, gateway, "--json")
@@ -168,14 +173,12 @@ def test_the_drill_command_runs_against_an_aifabric_serve_process(
 
 
 def test_an_interrupted_drill_still_restores_the_backend_and_fails(
-    remote: Remote, cloud: FakeBackend, serve: list[Serve]
+    remote: Remote, cloud: FakeBackend, serve: Callable[[Path], Serve]
 ) -> None:
     # gpu is probed every 30 s: once the fail command has run, detection waits for the next probe,
     # which is when the operator loses patience.
     path = fabric(remote, cloud, gpu_interval="30s")
-    gateway = Serve(path, "--host", "127.0.0.1")
-    serve.append(gateway)
-    gateway.wait_up("gpu", "cloud")
+    gateway = serve(path)
     first = remote.pid
 
     proc = drill(path, gateway)

@@ -5,9 +5,12 @@ share when the exchange fails."""
 from __future__ import annotations
 
 import asyncio
+import random
+
+import pytest
 
 from aifabric.config.schema import RoleLimits
-from aifabric.errors import StateStoreError
+from aifabric.errors import RateLimited, StateStoreError
 from aifabric.tenancy.admission import Admission
 from aifabric.tenancy.limitsync import Counts, LimitExchange, LimitSync
 from aifabric.tenancy.principal import Principal
@@ -25,12 +28,13 @@ class Peers(LimitExchange):
         self.others: Counts = {}
         self.published: list[Counts] = []
         self.down = False
+        self.rank = 0
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         if self.down:
             raise StateStoreError("the store is away")
         self.published.append(mine)
-        return 3, self.others
+        return 3, self.rank, self.others
 
     async def close(self) -> None:
         pass
@@ -53,6 +57,9 @@ def test_a_round_publishes_this_process_counts_and_applies_the_others() -> None:
     assert sync.share() == 1 / 3, "before the first round: this process's share"
     assert admission.admit(key, "r", RoleLimits(), {}) is not None
     peers.others = {KEY: {index: 4.0}, ("key", "other", "tokens"): {index: 9.0}}
+    # This process's turn: its first request after the round needs only the room left (1 of 6), not
+    # its third of it (tenancy.ratelimit).
+    peers.rank = ((round(now[0] / 0.25) * 0x9E3779B1 & 0xFFFFFFFF) >> 16) % 3
     asyncio.run(sync.round())
     assert peers.published[-1] == {KEY: {index: 1.0, index - 1: 0.0}}
     assert sync.share() == 1.0 and sync.processes == 3
@@ -69,3 +76,133 @@ def test_a_round_publishes_this_process_counts_and_applies_the_others() -> None:
     peers.down = False
     asyncio.run(sync.round())
     assert sync.reachable and sync.share() == 1.0
+
+
+class Board:
+    """The exchange of N simulated processes whose rounds fall at the same instants (as the gateway's
+    do: rounds are aligned to the clock): each publishes, then reads what all published in that round."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = sorted(names)
+        self.published: dict[str, Counts] = {}
+        self.barrier: asyncio.Barrier | None = None  # made in the round's event loop (run_rounds)
+
+    def exchange(self, name: str) -> LimitExchange:
+        board = self
+
+        class Member(LimitExchange):
+            kind = "test"
+
+            async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+                board.published[name] = mine
+                assert board.barrier is not None
+                await board.barrier.wait()
+                others: Counts = {}
+                for other, counts in board.published.items():
+                    if other != name:
+                        for scope, by_index in counts.items():
+                            into = others.setdefault(scope, {})
+                            for index, count in by_index.items():
+                                into[index] = into.get(index, 0.0) + count
+                await board.barrier.wait()  # everyone read this round before anyone publishes again
+                return len(board.names), board.names.index(name), others
+
+            async def close(self) -> None:
+                pass
+
+        return Member()
+
+
+class Process:
+    """One simulated gateway process: its admission and its limit sync, on the test's clock."""
+
+    def __init__(self, board: Board, name: str, clock: list[float]) -> None:
+        def share() -> float:  # as the gateway wires it: the sync, made after the admission, decides
+            return self.sync.share()
+
+        self.admission = Admission(wall=lambda: clock[0], share=share)
+        self.sync = LimitSync(self.admission, board.exchange(name), wall=lambda: clock[0], processes=2)
+
+    def request(self, key: Principal, payload: dict[str, object]) -> bool:
+        try:
+            ticket = self.admission.admit(key, "r", RoleLimits(), payload)
+        except RateLimited:
+            return False
+        assert ticket is not None
+        return True
+
+    def used(self, scope: tuple[str, str, str], now: float) -> float:
+        """What this process itself counted in the sliding window at `now` (no one else's)."""
+        window = self.admission.windows.get(scope)
+        if window is None:
+            return 0.0
+        window.used(now)
+        fraction = now / window.window - window.index
+        return window.mine_prev * (1.0 - fraction) + window.mine_cur
+
+
+def run_rounds(board: Board, processes: list[Process]) -> None:
+    async def together() -> None:
+        board.barrier = asyncio.Barrier(len(processes))
+        await asyncio.gather(*(p.sync.round() for p in processes))
+
+    asyncio.run(together())
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5, 10])
+def test_two_processes_never_admit_more_than_the_rpm_together_across_syncs(limit: int) -> None:
+    clock = [T0 + 0.001]
+    board = Board(["a", "b"])
+    a, b = Process(board, "a", clock), Process(board, "b", clock)
+    key = Principal("app", rpm=limit)
+    scope = ("key", "app", "requests")
+    rng = random.Random(limit)
+    admitted = 0
+    run_rounds(board, [a, b])  # the first round: both know of each other
+    # Three minutes of bursts on both, 4 rounds a second, the window sliding across two boundaries.
+    for step in range(3 * 60 * 4):
+        for _ in range(rng.randrange(0, 6)):
+            clock[0] += 0.001
+            admitted += (a if rng.random() < 0.5 else b).request(key, {})
+            together = a.used(scope, clock[0]) + b.used(scope, clock[0])
+            assert together <= limit + 1e-9, f"{together} counted by both at step {step}, limit {limit}"
+        clock[0] = T0 + 0.001 + (step + 1) * 0.25
+        run_rounds(board, [a, b])
+    # A sliding window lets about the limit through per minute (an admission early in a minute
+    # fades out only by the end of the next): over three minutes, at least twice the limit.
+    assert admitted >= 2 * limit, f"only {admitted} admitted in 3 minutes, limit {limit}"
+
+
+def test_one_busy_process_of_two_reaches_the_whole_rpm_within_a_few_rounds() -> None:
+    clock = [T0 + 0.001]
+    board = Board(["a", "b"])
+    a, b = Process(board, "a", clock), Process(board, "b", clock)
+    key = Principal("app", rpm=5)
+    run_rounds(board, [a, b])
+    admitted = 0
+    for step in range(12):  # 3 s of a client that keeps asking the same process
+        for _ in range(5):
+            admitted += a.request(key, {})
+        clock[0] = T0 + 0.001 + (step + 1) * 0.25
+        run_rounds(board, [a, b])
+    assert admitted == 5
+
+
+def test_two_processes_keep_the_tpm_within_one_request_of_the_limit() -> None:
+    """Tokens are not counted one by one: the process in turn may take one request beyond its part
+    (tenancy.ratelimit), so together they stay within the limit plus one request's tokens."""
+    clock = [T0 + 0.001]
+    board = Board(["a", "b"])
+    a, b = Process(board, "a", clock), Process(board, "b", clock)
+    key = Principal("app", tpm=1000)
+    scope = ("key", "app", "tokens")
+    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}  # 101 tokens
+    rng = random.Random(7)
+    run_rounds(board, [a, b])
+    for _ in range(2 * 60 * 4):
+        for _ in range(rng.randrange(0, 12)):
+            clock[0] += 0.001
+            (a if rng.random() < 0.5 else b).request(key, payload)
+            assert a.used(scope, clock[0]) + b.used(scope, clock[0]) <= 1000 + 101 + 1e-9
+        clock[0] = (clock[0] // 0.25 + 1) * 0.25 + 0.001
+        run_rounds(board, [a, b])

@@ -112,15 +112,26 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         # list is no chat request: it counts against no limit).
         wait_until(lambda: accepted(client(a, alone)) and accepted(client(a, ops)), "A has every key", 5)
 
-        assert [answered(on_a) for _ in range(3)] == [200, 200, 200]
+        # Between two exchanges a replica spends its half of the headroom (tenancy.ratelimit): one
+        # round each, A's three requests pass.
+        got = []
+        for _ in range(3):
+            got.append(answered(on_a))
+            wait_for_a_whole_round(redis, a)
+        assert got == [200, 200, 200]
         pushed = redis.get  # the three requests of A reach the shared counter...
         wait_until(
             lambda: sum(float(pushed(k) or 0) for k in redis.keys("aifabric:rl:key:shared:requests:*")) >= 3,
             "replica A pushed its count",
         )
         wait_for_a_whole_round(redis, b)  # B read the shared counts
-        # ...so B admits the one request left of the 4 per minute, not 4 of its own.
-        assert [answered(on_b) for _ in range(2)] == [200, 429]
+        # ...so B admits the one request left of the 4 per minute, not 4 of its own. (The last
+        # request's worth goes to one replica a round, in turn: B may wait a round or two for it.)
+        got = []
+        for _ in range(8):
+            got.append(answered(on_b))
+            wait_for_a_whole_round(redis, b)
+        assert got.count(200) == 1, got
 
         redis_server.stop()
         wait_until(lambda: not status(a, ops)["tenancy"]["limits"]["reachable"], "A notices Redis is away")
@@ -190,10 +201,13 @@ def test_every_worker_honours_a_new_and_a_revoked_key(tmp_path: Path, fb: FakeBa
         wait_until(lambda: all(accepted(c) for c in fresh), "every worker accepts the limited key", 5)
         state_dir = tmp_path / "aifabric" / str(serve.port)
         statuses = []
-        for c in fresh[:5]:
+        for c in fresh * 2:
             statuses.append(answered(c))
             wait_for_every_worker(state_dir, workers)  # the count reached every worker
-        assert statuses == [200, 200, 200, 429, 429]
+        # Near the limit a worker may refuse for a round (the last request's worth of headroom goes
+        # to one worker a round, in turn: tenancy.ratelimit); over 16 tries the third gets through.
+        assert statuses.count(200) == 3, statuses
+        assert statuses[:2] == [200, 200], statuses
 
         keys_cli(fabric_file, "revoke", "app")
 
@@ -241,5 +255,62 @@ def test_a_backend_s_max_concurrency_holds_for_all_workers_together(tmp_path: Pa
             t.join()
         assert 1 <= at_once <= 2, f"{at_once} requests at the backend at once"
         assert sorted(got).count(200) == at_once
+    finally:
+        serve.stop()
+
+
+def burst(serve: Serve, fb: FakeBackend, key: str, n: int, payload: dict[str, Any]) -> list[int]:
+    """`n` requests of `key` at once, each on a connection of its own (the kernel spreads them over
+    the workers), while the backend holds each for seconds: the statuses, once every one is answered."""
+    fb.set(latency_ms=3000)
+    before = fb.count("/v1/chat/completions")
+    got: list[int] = []
+
+    def one() -> None:
+        with httpx.Client(timeout=30) as http:
+            answer = http.post(
+                serve.url + "/v1/chat/completions",
+                json={"model": "chat-fast", **payload},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        got.append(answer.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    # No admitted request can have finished (so given back tokens) before every one was decided.
+    wait_until(lambda: len(got) + fb.count("/v1/chat/completions") - before == n, "every request decided")
+    for t in threads:
+        t.join()
+    fb.set(latency_ms=0)
+    return got
+
+
+@pytest.mark.parametrize("limit", ["--rpm", "--tpm"])
+def test_a_burst_over_two_workers_stays_within_the_key_s_limit(
+    tmp_path: Path, fb: FakeBackend, limit: str
+) -> None:
+    """40 requests at once, spread by the kernel over both workers: each worker spends only its part
+    of the headroom until the next exchange of counts (tenancy.ratelimit), so together they admit the
+    key's limit, not a limit each (10 of 40 before).
+
+    One request more is allowed: the workers' rounds fall on the same clock ticks but not at the same
+    instant, and a worker busy with the burst may read the other's counts of the tick before; what
+    the other admitted in between came out of the older, larger headroom (seen here: 6 of 5, never
+    more; the simulated processes of test_limitsync, whose rounds are simultaneous, never pass it)."""
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
+    serve = serve_workers(fabric_file, tmp_path, 2)
+    try:
+        serve.wait_ready()
+        # rpm 5; or tpm 55: each request is estimated at 11 tokens ("hi": 1, max_tokens: 10), 5 fit.
+        key = keys_cli(fabric_file, "create", "--name", "burst", limit, "5" if limit == "--rpm" else "55")
+        secret = key.stdout.strip()
+        fresh = [client(serve, secret) for _ in range(8)]
+        wait_until(lambda: all(accepted(c) for c in fresh), "every worker accepts the key", 5)
+        wait_for_every_worker(tmp_path / "aifabric" / str(serve.port), 2)  # they know of each other
+        statuses = burst(serve, fb, secret, 40, {"messages": HI, "max_tokens": 10})
+        assert set(statuses) <= {200, 429}, statuses
+        assert 1 <= statuses.count(200) <= 5 + 1, f"{statuses.count(200)} of 40 admitted, limit 5"
     finally:
         serve.stop()

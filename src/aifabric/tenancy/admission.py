@@ -10,8 +10,10 @@ reports it. Nothing is counted unless every limit allows the request.
 
 The counters live in this process. Shared across workers and replicas, `share()` says which fraction
 of each per-minute limit this process may use: 1 while tenancy.limitsync keeps the other processes'
-counts current, 1/N (N workers or replicas) while it cannot. Requests in flight are not exchanged:
-`concurrency_share()` is always this process's 1/N. Nothing here does I/O; the clock is passed in.
+counts current (each window then also bounds what this process admits between two exchanges to its
+part of the headroom: tenancy.ratelimit), 1/N (N workers or replicas) while it cannot. Requests in
+flight are not exchanged: `concurrency_share()` is always this process's 1/N. Nothing here does I/O;
+the clock is passed in.
 """
 
 from __future__ import annotations
@@ -95,13 +97,21 @@ class Admission:
         # Requests in flight are not exchanged between processes: each allows its share, always.
         self._concurrency_share = concurrency_share
         self.windows: dict[Scope, SlidingWindow] = {}
+        # How many processes share the limits, as the last exchange of counts saw (tenancy.limitsync
+        # sets it): a window first used between two exchanges gets its part of the limit at once.
+        self.processes = 1
         self._plans: dict[tuple[str, str, int | None, int | None, int | None, int | None], _Plan] = {}
         self.in_flight: dict[str, int] = {}
 
-    def _window(self, scope: Scope, limit: int) -> SlidingWindow:
+    def _window(self, scope: Scope, limit: int, now: float) -> SlidingWindow:
         window = self.windows.get(scope)
-        if window is None:
-            window = self.windows[scope] = SlidingWindow(limit)
+        if window is None or not window.limit:  # new, or known so far only by the others' counts
+            if window is None:
+                window = self.windows[scope] = SlidingWindow(limit)
+            window.limit = limit
+            # Until the next exchange: its part of the headroom, the first request not excepted
+            # (whose turn it is, the exchange says).
+            window.resplit(now, self.processes, turn=False)
         elif window.limit != limit:
             window.limit = limit  # the key or the role was changed: the new limit, the same counts
         return window
@@ -121,7 +131,7 @@ class Admission:
             return None
         now = self._wall()
         share = self._share()
-        plan = self._plan(principal, role, limits)
+        plan = self._plan(principal, role, limits, now)
         tokens = estimate_tokens(payload) if plan.tokens else 0
         # The fast path: every window has room. It counts nothing until all said yes, and builds no
         # Decision; a refusal is worked out again below by `peek`, which also counts nothing.
@@ -163,7 +173,7 @@ class Admission:
         in_flight = principal.name if principal.concurrency is not None else None
         return Ticket(self, in_flight, plan.token_scopes, tokens, headers)
 
-    def _plan(self, principal: Principal, role: str, limits: RoleLimits) -> _Plan:
+    def _plan(self, principal: Principal, role: str, limits: RoleLimits, now: float) -> _Plan:
         """The windows a request of `principal` to `role` is checked against, made once per key, role
         and limits (not per request: a key's or role's new limit makes a new plan)."""
         ident = (principal.name, role, principal.rpm, principal.tpm, limits.rpm, limits.tpm)
@@ -179,11 +189,11 @@ class Admission:
         ):
             if rpm is not None:
                 scope = (kind, name, "requests")
-                checks.append((self._window(scope, rpm), False, rpm))
+                checks.append((self._window(scope, rpm, now), False, rpm))
                 scopes.append(scope)
             if tpm is not None:
                 scope = (kind, name, "tokens")
-                checks.append((self._window(scope, tpm), True, tpm))
+                checks.append((self._window(scope, tpm, now), True, tpm))
                 scopes.append(scope)
                 token_scopes.append(scope)
         if len(self._plans) >= _PLANS_MAX:

@@ -1,9 +1,11 @@
 """Rate-limit counters shared by the gateway's processes, off the request path.
 
-Every `interval` (250 ms) each process publishes what it counted in the current and the previous
-minute and learns what the others counted; its sliding windows add the others' counts to their own
-(tenancy.ratelimit). A request never waits for this: between two rounds a process decides on counts at
-most one round old, so a burst may pass a limit by what the others admitted within that round.
+Every `interval` (250 ms, rounds aligned to the wall clock so that the processes exchange at about
+the same instants) each process publishes what it counted in the current and the previous minute and
+learns what the others counted; its sliding windows add the others' counts to their own
+(tenancy.ratelimit). A request never waits for this. Between two rounds a process does not see what
+the others admit, so after each round it may spend only 1/N of the headroom it saw (N the processes
+the exchange saw; `SlidingWindow.resplit`): a burst spread over the processes stays within the limit.
 
     state: redis://...       replicas: RedisExchange
         <prefix>rl:<key|role>:<name>:<requests|tokens>:<minute>   INCRBYFLOAT, expires after 3 minutes
@@ -52,9 +54,10 @@ class LimitExchange(abc.ABC):
     kind = "abstract"
 
     @abc.abstractmethod
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
-        """Publish this process's counts; the number of live processes and the others' counts.
-        StateStoreError (or the store's own errors) when it cannot."""
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+        """Publish this process's counts; the number of live processes, this process's rank among
+        them (0..N-1, an order every process sees alike) and the others' counts. StateStoreError (or
+        the store's own errors) when it cannot."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -78,13 +81,13 @@ class RedisExchange(LimitExchange):
         self._member = f"{socket.gethostname()}/{os.getpid()}/{os.urandom(3).hex()}"
         self._pushed: dict[tuple[Scope, int], float] = {}
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         # Round trip 1: this process's news (deltas since the last round), and every live scope.
         pipe = self._redis.pipeline(transaction=False)
         members, scopes = self._prefix + "members", self._prefix + "scopes"
         pipe.zadd(members, {self._member: now})
         pipe.zremrangebyscore(members, "-inf", now - _MEMBER_TTL)
-        pipe.zcard(members)
+        pipe.zrange(members, 0, -1)
         pushing: dict[tuple[Scope, int], float] = {}
         for scope, by_index in mine.items():
             base = self._prefix + ":".join(scope) + ":"
@@ -120,7 +123,9 @@ class RedisExchange(LimitExchange):
         current = {(s, i) for s in mine for i in (index, index - 1)}
         for stale in [k for k in self._pushed if k not in current]:
             del self._pushed[stale]
-        return max(1, int(results[2])), others
+        live_members = sorted(m.decode() for m in results[2])
+        rank = live_members.index(self._member) if self._member in live_members else 0
+        return max(1, len(live_members)), rank, others
 
     async def close(self) -> None:
         with contextlib.suppress(*self.errors):
@@ -140,16 +145,17 @@ class FileExchange(LimitExchange):
         self.directory = directory
         self._mine = directory / f"rl-{os.getpid()}.json"
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         return await asyncio.to_thread(self._exchange, mine, now)
 
-    def _exchange(self, mine: Counts, now: float) -> tuple[int, Counts]:
+    def _exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         data = {":".join(s): {str(i): c for i, c in by.items()} for s, by in mine.items()}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".rl-")
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps({"at": now, "counts": data}))
         os.replace(tmp, self._mine)
         processes = 1
+        rank = 0  # by file name: the workers with a name before this one's
         others: Counts = {}
         for path in self.directory.glob("rl-*.json"):
             if path == self._mine:
@@ -164,11 +170,12 @@ class FileExchange(LimitExchange):
                         path.unlink()  # a worker that died long ago
                 continue
             processes += 1
+            rank += path.name < self._mine.name
             for raw, by_index in other.get("counts", {}).items():
                 counts = others.setdefault(_scope(raw), {})
                 for index, count in by_index.items():
                     counts[int(index)] = counts.get(int(index), 0.0) + float(count)
-        return processes, others
+        return processes, rank, others
 
     async def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -215,13 +222,15 @@ class LimitSync:
         now = self._wall()
         windows = self._admission.windows
         mine: Counts = {}
+        spent: dict[Scope, float] = {}  # each window's count since the last split, as published
         for scope, window in windows.items():
             window.used(now)  # roll to the current minute first
+            spent[scope] = window.since
             if window.limit or window.mine_cur or window.mine_prev:  # not a placeholder of others' counts
                 mine[scope] = {window.index: window.mine_cur, window.index - 1: window.mine_prev}
         try:
             async with asyncio.timeout(2.0):
-                processes, others = await self._exchange.exchange(mine, now)
+                processes, rank, others = await self._exchange.exchange(mine, now)
         except self._failures as exc:
             if self.reachable:
                 log.warning(
@@ -233,6 +242,9 @@ class LimitSync:
                 )
             self.reachable = False
             self.error = str(exc) or type(exc).__name__
+            self._admission.processes = 1
+            for window in windows.values():
+                window.unsplit()  # the admission's share (1/N of each limit) bounds this process now
             return
         if not self.reachable:
             log.warning("rate-limit counters are shared again (%s reachable)", self._exchange.kind)
@@ -244,17 +256,30 @@ class LimitSync:
             if scope not in windows:
                 # Its limit is set by the first request that uses it; until then it only counts.
                 windows[scope] = SlidingWindow(0)
+        # One process a round, in turn, may admit a first request beyond its part (ratelimit).
+        # The round's number, mixed (Fibonacci hashing) so that a client asking at a steady rhythm
+        # does not always meet the same process's turn.
+        mixed = (round(now / self._interval) * 0x9E3779B1 & 0xFFFFFFFF) >> 16
+        turn = rank == mixed % max(1, processes)
+        self._admission.processes = processes
         for scope, window in windows.items():
             window.used(now)
             counts = others.get(scope, {})
             window.shared_cur = counts.get(window.index, 0.0)
             window.shared_prev = counts.get(window.index - 1, 0.0)
+            if window.limit:
+                # What it admitted while the exchange ran is not in the others' counts: it is spent
+                # from the new part.
+                window.resplit(now, processes, window.since - spent.get(scope, 0.0), turn=turn)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.round()
+            # To the next multiple of the interval: every process's rounds fall at the same instants,
+            # so what one admits after a round is in the others' next one.
+            delay = self._interval - self._wall() % self._interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+                await asyncio.wait_for(stop.wait(), delay)
 
     async def close(self) -> None:
         await self._exchange.close()

@@ -14,6 +14,18 @@ replicas agree on which window a request fell in and can add up their counts (te
 
 `retry_after` is exactly when `used + amount` first fits under the limit again, from the formula
 above; `reset` is when `used` reaches zero (OpenAI's `x-ratelimit-reset-*`).
+
+Between two exchanges of counts a process does not see what the others admit, so each may spend only
+its part of what was left at the last exchange (`resplit`):
+
+    since <= (limit - used at the last exchange) / N          N: the processes the exchange saw
+
+so N processes together stay within the limit however a burst falls on them; each exchange splits the
+headroom again. One exception keeps a small limit reachable (with a headroom of 1 request and 2
+processes, each part is half a request): after each exchange one process, in turn (`turn`), may admit
+its first request with only the room it sees. Requests then never pass the limit together (the
+process in turn takes 1 where the others' parts are under one request each); tokens may pass it by
+at most that one request's tokens beyond the part.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ __all__ = [
 ]
 
 WINDOW = 60.0  # seconds: per-minute limits
+_RESPLIT = 1.0  # seconds a request refused for its process's part waits: exchanges are 4 a second
 
 # OpenAI's rate-limit headers, (limit, remaining, reset) names for "requests" and for "tokens".
 OPENAI_HEADERS: dict[str, tuple[str, str, str]] = {
@@ -52,7 +65,18 @@ class Decision:
 
 
 class SlidingWindow:
-    __slots__ = ("index", "limit", "mine_cur", "mine_prev", "shared_cur", "shared_prev", "window")
+    __slots__ = (
+        "allowance",
+        "index",
+        "limit",
+        "mine_cur",
+        "mine_prev",
+        "shared_cur",
+        "shared_prev",
+        "since",
+        "turn",
+        "window",
+    )
 
     def __init__(self, limit: int, window: float = WINDOW) -> None:
         self.limit = limit
@@ -63,6 +87,11 @@ class SlidingWindow:
         # What other replicas counted in the windows `index` and `index - 1` (set by the sync).
         self.shared_cur = 0.0
         self.shared_prev = 0.0
+        # This process's part of the headroom between two exchanges, and what it counted since the
+        # last one (`resplit`); no bound of its own while alone or while nothing is exchanged.
+        self.allowance = math.inf
+        self.since = 0.0
+        self.turn = True  # whether its first request after an exchange needs only the room
 
     def _roll(self, now: float) -> float:
         """Move to the window of `now`; its elapsed fraction."""
@@ -81,11 +110,35 @@ class SlidingWindow:
         return (self.mine_prev + self.shared_prev) * (1.0 - fraction) + self.mine_cur + self.shared_cur
 
     def room(self, now: float, cap: float) -> float:
-        """`cap` minus what is used now (negative when over): the admission's fast path, which builds
-        a `Decision` only for a refusal."""
+        """`cap` minus what is used now (negative when over), or less: what is left of this process's
+        part since the last exchange. The admission's fast path, which builds a `Decision` only for a
+        refusal."""
         fraction = self._roll(now)
         used = (self.mine_prev + self.shared_prev) * (1.0 - fraction) + self.mine_cur + self.shared_cur
-        return cap - used
+        left = cap - used
+        if self.since > 0 or not self.turn:  # in turn, the first request needs only the room
+            part = self.allowance - self.since
+            if part < left:
+                return part
+        return left
+
+    def resplit(self, now: float, processes: int, since: float = 0.0, *, turn: bool = True) -> None:
+        """An exchange of counts just ended: this process may now spend 1/`processes` of the headroom
+        it sees (the shared counts are current), the others the same; alone, the whole limit.
+        `since`: what it counted after it published its counts, spent from the new part; `turn`:
+        whether its first request until the next exchange needs only the room (one process a round)."""
+        self.since = max(0.0, since)
+        self.turn = turn
+        if processes <= 1:
+            self.allowance = math.inf
+            return
+        self.allowance = max(0.0, self.limit - self.used(now)) / processes
+
+    def unsplit(self) -> None:
+        """Counts are no longer exchanged: the admission enforces a share of the limit instead."""
+        self.since = 0.0
+        self.turn = True
+        self.allowance = math.inf
 
     def peek(self, now: float, amount: float = 1.0, *, limit: float | None = None) -> Decision:
         """Whether `amount` fits under the limit (or under `limit`, this replica's share when the
@@ -97,8 +150,14 @@ class SlidingWindow:
         cur = self.mine_cur + self.shared_cur
         used = prev * (1.0 - fraction) + cur
         amount = min(amount, cap)
+        part = self.allowance - self.since if self.since > 0 or not self.turn else math.inf
         if used + amount <= cap + 1e-9:
-            return Decision(True, self.limit, _floor(cap - used - amount), self._reset(now, amount), 0.0)
+            if amount <= part + 1e-9:
+                left = min(cap - used, part) - amount
+                return Decision(True, self.limit, _floor(left), self._reset(now, amount), 0.0)
+            # The limit has room, this process's part of it until the next exchange has not: the
+            # next exchange (a fraction of a second) splits the headroom again.
+            return Decision(False, self.limit, _floor(part), self._reset(now, 0.0), _RESPLIT)
         return Decision(
             False,
             self.limit,
@@ -110,11 +169,13 @@ class SlidingWindow:
     def take(self, now: float, amount: float = 1.0) -> None:
         self._roll(now)
         self.mine_cur += amount
+        self.since += amount
 
     def add(self, amount: float) -> None:
         """`take` right after `room` at the same instant: the window is rolled already (the admission's
         fast path reads then counts every window of a request, thousands of times a second)."""
         self.mine_cur += amount
+        self.since += amount
 
     def try_take(self, now: float, amount: float = 1.0, *, limit: float | None = None) -> Decision:
         decision = self.peek(now, amount, limit=limit)
@@ -127,6 +188,7 @@ class SlidingWindow:
         the backend at the end); never below zero."""
         self._roll(now)
         self.mine_cur = max(0.0, self.mine_cur + delta)
+        self.since = max(0.0, self.since + delta)
 
     def reset(self, now: float, adding: float) -> float:
         """Seconds until the window is empty again, once `adding` is counted (`x-ratelimit-reset-*`)."""

@@ -15,11 +15,15 @@ Targets, each `aifabric serve --workers N` on the bench's fabric file:
 and vllm-router (Rust) as the bar. Per target: RPS, CPU per request (the whole process tree), and for
 `on` the ledger's rows against the requests wrk counted (every request must be there: no lost rows)
 and its peak RSS (the ledger's queue is bounded).
+
+Writes bench/results/tenancy-latest.md and .json (`--out`): the medians, every round's line and the
+machine's conditions (cores, load before and after), like the other sections of the bench.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import statistics
@@ -30,7 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from benchlib import procstat  # noqa: E402
+from benchlib import machine, procstat  # noqa: E402
 from benchlib.measure import load_run  # noqa: E402
 from benchlib.process import TargetProcess  # noqa: E402
 from benchlib.targets import CHAT_ROLE, Upstreams, aifabric_config, aifabric_exe, make_vllm_router  # noqa: E402
@@ -105,10 +109,15 @@ def main() -> int:
         help="also run each mode on another build: the src/ of a checkout (`git worktree add DIR COMMIT`), "
         "interleaved with this one in every round, shown as MODE@base",
     )
+    ap.add_argument("--out", type=Path, default=BENCH / "results" / "tenancy-latest.md")
     args = ap.parse_args()
     body = chat_request(CHAT_ROLE)
     results: dict[str, list[tuple[float, float]]] = {}
     checks: list[str] = []
+    rounds: list[dict[str, object]] = []  # every target's figures per round, for the .json
+    lines: list[str] = []  # and as printed, for the .md
+    info = machine.describe(sys.executable)
+    info["busy_before"] = machine.busy_fraction()
     with tempfile.TemporaryDirectory(prefix="aifabric-bench-tenancy-") as tmp, NginxUpstream() as nginx:
         workdir = Path(tmp)
         up = Upstreams(nginx.json_port, nginx.sse_port, nginx.json_port)
@@ -132,6 +141,15 @@ def main() -> int:
                 cpu = run.cpu_us_per_request or 0.0
                 line = f"round {rnd} {label:>3}: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
                 line += f", errors {errors}, peak RSS {rss[1]:.0f} MiB in {rss[2]} processes"
+                figures: dict[str, object] = {
+                    "round": rnd,
+                    "target": label,
+                    "rps": run.wrk.rps,
+                    "cpu_us_per_request": cpu,
+                    "errors": errors,
+                    "peak_rss_mib": rss[1],
+                    "processes": rss[2],
+                }
                 if mode in ("on", "ledger"):
                     sent = warm.wrk.requests + run.wrk.requests
                     rows = ledger_rows(ledger)
@@ -139,7 +157,10 @@ def main() -> int:
                     # still have been answered (and recorded) by the gateway: rows >= sent.
                     line += f", ledger rows {rows:,} for {sent:,} requests"
                     checks.append("ok" if rows >= sent else f"LOST {sent - rows} rows in round {rnd}")
+                    figures |= {"ledger_rows": rows, "requests": sent}
                 print(line, flush=True)
+                lines.append(line)
+                rounds.append(figures)
             if not args.no_router:
                 router = make_vllm_router().launch(up, workdir)
                 assert router is not None
@@ -152,22 +173,75 @@ def main() -> int:
                     router.stop()
                 results.setdefault("vllm-router", []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
                 cpu = run.cpu_us_per_request or 0.0
-                print(f"round {rnd} vllm-router: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req", flush=True)
+                line = f"round {rnd} vllm-router: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
+                print(line, flush=True)
+                lines.append(line)
+                rounds.append({"round": rnd, "target": "vllm-router", "rps": run.wrk.rps,
+                               "cpu_us_per_request": cpu, "errors": run.wrk.errors})  # fmt: skip
+    info["loadavg_1m_at_end"] = os.getloadavg()[0]
     med = {
         k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
         for k, v in results.items()
     }
-    print(f"\nmedians over {args.rounds} rounds, c={args.concurrency}, --workers {args.workers}:")
-    for name, (rps, cpu) in med.items():
-        print(f"  {name:>12}: {rps:8,.0f} RPS  {cpu:6.0f} µs CPU/req")
+    ratios: dict[str, float] = {}
     if "on" in med and "off" in med:
-        print(f"  CPU/req on/off: {med['on'][1] / med['off'][1]:.3f} (goal <= 1.10)")
+        ratios["cpu_per_request_on_off"] = med["on"][1] / med["off"][1]
     if "on@base" in med and "off@base" in med:
-        print(f"  CPU/req on/off of the baseline: {med['on@base'][1] / med['off@base'][1]:.3f}")
+        ratios["cpu_per_request_on_off_baseline"] = med["on@base"][1] / med["off@base"][1]
     if "on" in med and "vllm-router" in med:
-        print(f"  RPS on/vllm-router: {med['on'][0] / med['vllm-router'][0]:.3f}x (goal >= 1.0)")
-    print(f"  ledger: {', '.join(dict.fromkeys(checks)) or 'not run'}")
+        ratios["rps_on_vllm_router"] = med["on"][0] / med["vllm-router"][0]
+    ledger_check = ", ".join(dict.fromkeys(checks)) or "not run"
+    summary = [f"medians over {args.rounds} rounds, c={args.concurrency}, --workers {args.workers}:"]
+    for name, (rps, cpu) in med.items():
+        summary.append(f"  {name:>12}: {rps:8,.0f} RPS  {cpu:6.0f} µs CPU/req")
+    goals = {
+        "cpu_per_request_on_off": "CPU/req on/off: {:.3f} (goal <= 1.10)",
+        "cpu_per_request_on_off_baseline": "CPU/req on/off of the baseline: {:.3f}",
+        "rps_on_vllm_router": "RPS on/vllm-router: {:.3f}x (goal >= 1.0)",
+    }
+    summary += [f"  {goals[name].format(value)}" for name, value in ratios.items()]
+    summary.append(f"  ledger: {ledger_check}")
+    print("\n" + "\n".join(summary))
+    raw: dict[str, object] = {
+        "machine": info,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "rounds": rounds,
+        "medians": {k: {"rps": rps, "cpu_us_per_request": cpu} for k, (rps, cpu) in med.items()},
+        "ratios": ratios,
+        "ledger": ledger_check,
+    }
+    write_results(args.out, raw, lines, summary)
     return 0 if all(c == "ok" for c in checks) else 1
+
+
+def write_results(out: Path, raw: dict[str, object], lines: list[str], summary: list[str]) -> None:
+    """`out` (.md) and its .json: what the run printed, with the machine it ran on and how busy it was."""
+    info = raw["machine"]
+    assert isinstance(info, dict)
+    busy = float(info["busy_before"])
+    text = [
+        "# Benchmark: tenancy (keys, limits, budgets, usage ledger), latest run",
+        "",
+        f"Machine: {machine.describe_line(info)}; busy before the run {busy:.0%}, load average "
+        f"{info['loadavg_1m_at_start']:.2f} at the start, {info['loadavg_1m_at_end']:.2f} at the end.",
+        "",
+        "Command: `" + " ".join(["bench/tenancy.py", *sys.argv[1:]]) + "`",
+        "",
+        "```",
+        *summary,
+        "```",
+        "",
+        "Every round:",
+        "",
+        "```",
+        *lines,
+        "```",
+        "",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(text))
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(f"written to {out} and {out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

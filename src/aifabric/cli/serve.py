@@ -115,6 +115,8 @@ def _run_workers(
     """Pre-fork: N processes, each with its own SO_REUSEPORT listener (the kernel spreads connections),
     supervised here: a worker that dies is replaced, SIGTERM/SIGINT stop them all."""
     from aifabric.gateway.app import run_gateway
+    from aifabric.observability.merged import clear as clear_shared_metrics
+    from aifabric.state import default_state_dir
 
     log = logging.getLogger("aifabric.serve")
     children: dict[int, int] = {}
@@ -127,7 +129,13 @@ def _run_workers(
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
                 run_gateway(
-                    config, host, port, reuse_port=True, config_path=config_path, adapt=overrides.apply
+                    config,
+                    host,
+                    port,
+                    reuse_port=True,
+                    config_path=config_path,
+                    adapt=overrides.apply,
+                    worker=index,
                 )
             finally:
                 os._exit(exit_codes.OK)
@@ -148,6 +156,8 @@ def _run_workers(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hangup)
+    # The workers' counters of an earlier gateway on this port: /metrics sums the files of this one.
+    clear_shared_metrics(default_state_dir(port))
     for i in range(workers):
         spawn(i)
     _wait_listening(host, port)

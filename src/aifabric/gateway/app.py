@@ -52,7 +52,8 @@ from aifabric.http.client import UpstreamClient
 from aifabric.http.fdlimit import connection_cap
 from aifabric.http.server import HttpServer, Request, Response, StreamingResponse
 from aifabric.observability.logging import redact, register_config_secrets
-from aifabric.observability.metrics import GatewayMetrics
+from aifabric.observability.merged import SharedMetrics
+from aifabric.observability.metrics import GatewayMetrics, render_metrics
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
@@ -63,6 +64,7 @@ from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, R
 from aifabric.tenancy.pricing import Pricing
 from aifabric.tenancy.principal import Principal
 from aifabric.tenancy.tokens import LocalTokenizers
+from aifabric.tenancy.usage_view import usage_metrics
 from aifabric.tenancy.watch import KeyWatcher
 
 if TYPE_CHECKING:
@@ -107,6 +109,9 @@ class Gateway:
         self.tracer = _tracer(config)  # None unless `tracing:` is set (OpenTelemetry imported only then)
         self.keys: KeyWatcher | None = None  # set by start(): the key store's records, kept current
         self.limit_sync: LimitSync | None = None  # set by start() when counts are shared
+        # Under `serve --workers N`: this worker's index (0..N-1), and its side of the merged /metrics.
+        self.worker: int | None = None
+        self.shared_metrics: SharedMetrics | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._switches: set[asyncio.Future[None]] = set()
         # The usage ledger and the budgets it feeds (none when `usage: off`).
@@ -522,6 +527,8 @@ class Gateway:
             # continues on whichever worker takes its next request; the port names the directory.
             self.responses.store = open_response_store(self.config, port=port or self.server.port)
         self._start_limits(port or self.server.port)
+        if self.worker is not None and self.config.gateway.workers > 1:
+            self._start_shared_metrics(port or self.server.port)
         if self.probe:
             # With workers or replicas sharing state, the sync task runs the checker while it holds
             # the probe lease and applies the holder's health otherwise; alone, the checker just runs.
@@ -586,6 +593,29 @@ class Gateway:
             self.limit_sync = LimitSync(self.admission, exchange, processes=self.config.gateway.workers)
             self._tasks.append(asyncio.create_task(self.limit_sync.run(self._stop)))
 
+    def exposition(self) -> str:
+        """This process's own Prometheus exposition (its counters, its view of the gauges)."""
+        body = render_metrics(self.metrics, self.table, self.clock()).decode()
+        usage = usage_metrics(self.ledger, self.budgets)
+        return body + ("\n".join(usage) + "\n" if usage else "")
+
+    def _start_shared_metrics(self, port: int) -> None:
+        """Write this worker's counters beside the others' every second, for whoever answers a scrape
+        (observability.merged); rendering is on the loop, the file I/O in a thread."""
+        directory = default_state_dir(port)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        assert self.worker is not None
+        shared = self.shared_metrics = SharedMetrics(directory, self.worker)
+
+        async def publish() -> None:
+            while not self._stop.is_set():
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(shared.publish, self.exposition())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), METRICS_PUBLISH_INTERVAL)
+
+        self._tasks.append(asyncio.create_task(publish()))
+
     async def close(self) -> None:
         self._stop.set()
         if self.server is not None:
@@ -605,9 +635,14 @@ class Gateway:
             self.keys.close()
         if self.limit_sync is not None:
             await self.limit_sync.close()
+        if self.shared_metrics is not None:  # the last counts, for a worker that replaces this one
+            with contextlib.suppress(OSError):
+                self.shared_metrics.publish(self.exposition())
         if self.tracer is not None:  # the spans still queued are exported before the process ends
             await asyncio.to_thread(self.tracer.shutdown)
 
+
+METRICS_PUBLISH_INTERVAL = 1.0  # seconds between a worker's writes of its counters (observability.merged)
 
 _access_log = logging.getLogger("aifabric.access")
 
@@ -710,9 +745,11 @@ async def serve_gateway(
     ready: Callable[[Gateway], None] | None = None,
     sock: object = None,
     reuse_port: bool = False,
+    worker: int | None = None,
 ) -> None:
-    """Serve until `stop` is set."""
+    """Serve until `stop` is set (`worker`: this worker's index under `serve --workers N`)."""
     gateway = Gateway(config)
+    gateway.worker = worker
     await gateway.start(host, port, sock=sock, reuse_port=reuse_port)
     if ready is not None:
         ready(gateway)
@@ -742,6 +779,7 @@ def run_gateway(
     reuse_port: bool = False,
     config_path: str | None = None,
     adapt: Callable[[FabricConfig], FabricConfig] | None = None,
+    worker: int | None = None,
 ) -> None:
     """Blocking: serve until SIGINT or SIGTERM, then drain in-flight requests and return.
 
@@ -774,7 +812,9 @@ def run_gateway(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
-        await serve_gateway(config, host, port, stop, ready=on_ready, sock=sock, reuse_port=reuse_port)
+        await serve_gateway(
+            config, host, port, stop, ready=on_ready, sock=sock, reuse_port=reuse_port, worker=worker
+        )
 
     run_loop(main())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
 import orjson
@@ -9,8 +10,7 @@ import orjson
 from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
 from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response, StreamingResponse
-from aifabric.observability.metrics import render_metrics
-from aifabric.tenancy.usage_view import usage_metrics, usage_view
+from aifabric.tenancy.usage_view import usage_view
 
 __all__ = ["OpsRoutes"]
 
@@ -64,8 +64,10 @@ class OpsRoutes:
         return ui_response(path)
 
     async def metrics(self) -> Response:
-        body = render_metrics(self._gw.metrics, self._gw.table, self._gw.clock())
-        usage = usage_metrics(self._gw.ledger, self._gw.budgets)
-        if usage:
-            body += ("\n".join(usage) + "\n").encode()
-        return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")
+        """Prometheus text: under `serve --workers N` every worker's counters summed (whichever worker
+        the scrape reaches: observability.merged), else this process's."""
+        text = self._gw.exposition()
+        shared = self._gw.shared_metrics
+        if shared is not None:
+            text = await asyncio.to_thread(shared.merged, text)
+        return Response(200, text.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")

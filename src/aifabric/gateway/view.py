@@ -13,6 +13,7 @@ from typing import Protocol
 from aifabric.config.schema import FabricConfig
 from aifabric.gateway.auth import Authenticator
 from aifabric.gateway.operator_access import OperatorAccess
+from aifabric.observability.merged import SharedMetrics
 from aifabric.observability.metrics import GatewayMetrics
 from aifabric.routing.table import RoutingTable
 from aifabric.tenancy.budget import BudgetTracker
@@ -45,6 +46,13 @@ class GatewayView(Protocol):
 
     @property
     def budgets(self) -> BudgetTracker: ...
+
+    @property
+    def shared_metrics(self) -> SharedMetrics | None: ...
+
+    def exposition(self) -> str:
+        """This process's own Prometheus exposition."""
+        ...
 
     def tenancy_view(self) -> dict[str, object]:
         """Where keys and rate-limit counters live, and whether they can be reached."""

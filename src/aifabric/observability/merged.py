@@ -1,0 +1,148 @@
+"""`/metrics` of `aifabric serve --workers N`: every worker's counters, summed, whoever answers.
+
+The kernel hands each scrape to one worker; without this each would show its own counts, and
+Prometheus would see the counters jump between the workers' values (resets, wrong rates). Like
+prometheus_client's multiprocess mode under gunicorn, each worker writes its exposition to the
+workers' state directory, off the request path (every second, and when it answers a scrape), and the
+one answering sums the counters and histograms of all of them; gauges (health, queues) are its own
+view, which the workers share through the state already.
+
+    <state dir>/metrics-<worker index>.prom     one per worker, replaced atomically
+
+A worker's file is named by its index (0..N-1), not its pid: a worker that is replaced reads its
+predecessor's file when it starts and counts on from there, so the sums never go backwards while the
+gateway runs (`aifabric serve` removes the files when it starts: a new gateway starts from zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["SharedMetrics", "merge_expositions"]
+
+_SUMMED = frozenset({"counter", "histogram"})
+_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _family(name: str, types: dict[str, str]) -> str:
+    if name in types:
+        return name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in types:
+            return name[: -len(suffix)]
+    return name
+
+
+def _samples(text: str) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """The families' types, and the summed families' samples (series -> value) by family."""
+    types: dict[str, str] = {}
+    samples: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        family = _family(series.partition("{")[0], types)
+        if types.get(family) in _SUMMED:
+            with contextlib.suppress(ValueError):
+                by = samples.setdefault(family, {})
+                by[series] = by.get(series, 0.0) + float(value)
+    return types, samples
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def merge_expositions(own: str, others: list[str]) -> str:
+    """`own` (Prometheus text) with every counter and histogram sample of `others` added to the same
+    series, and the series only the others have added to their family; gauges are `own`'s."""
+    types: dict[str, str] = {}
+    extra: dict[str, dict[str, float]] = {}
+    for text in others:
+        their_types, their_samples = _samples(text)
+        types.update(their_types)
+        for family, by in their_samples.items():
+            into = extra.setdefault(family, {})
+            for series, count in by.items():
+                into[series] = into.get(series, 0.0) + count
+    out: list[str] = []
+    own_types: dict[str, str] = {}
+    current = ""
+
+    def flush(family: str) -> None:
+        for series, value in extra.pop(family, {}).items():
+            out.append(f"{series} {_number(value)}")
+
+    for line in own.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            own_types[name] = kind
+        if line.startswith("# "):
+            name = line.split(" ", 3)[2] if line.count(" ") >= 2 else ""
+            if name != current:
+                flush(current)
+                current = name
+            out.append(line)
+            continue
+        if not line:
+            continue
+        series, _, value = line.rpartition(" ")
+        family = _family(series.partition("{")[0], own_types)
+        added = extra.get(family, {}).pop(series, None)
+        summed = line
+        if added is not None and own_types.get(family) in _SUMMED:
+            with contextlib.suppress(ValueError):
+                summed = f"{series} {_number(float(value) + added)}"
+        out.append(summed)
+    flush(current)
+    for family in list(extra):  # families this worker has no sample of yet
+        if extra[family]:
+            out.append(f"# TYPE {family} {types.get(family, 'counter')}")
+            flush(family)
+    return "\n".join(out) + "\n"
+
+
+class SharedMetrics:
+    """One worker's side: its file, what its predecessor counted, and the others' files."""
+
+    def __init__(self, directory: Path, index: int) -> None:
+        self.directory = directory
+        self.path = directory / f"metrics-{index}.prom"
+        try:  # a worker that replaces one that died counts on from its counts
+            self.carried = self.path.read_text()
+        except OSError:
+            self.carried = ""
+
+    def publish(self, own: str) -> str:
+        """Write this worker's counts (`own`, plus its predecessor's); what it wrote."""
+        text = merge_expositions(own, [self.carried]) if self.carried else own
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".metrics-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path)
+        return text
+
+    def merged(self, own: str) -> str:
+        """The exposition a scrape gets: `own` published first (so a later scrape answered by another
+        worker sees at least these counts), then every other worker's file added."""
+        mine = self.publish(own)
+        others = []
+        for path in sorted(self.directory.glob("metrics-*.prom")):
+            if path != self.path:
+                with contextlib.suppress(OSError):
+                    others.append(path.read_text())
+        return merge_expositions(mine, others)
+
+
+def clear(directory: Path) -> None:
+    """Remove the workers' files of an earlier gateway on this port (at `aifabric serve`'s start)."""
+    for path in directory.glob("metrics-*.prom"):
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -314,3 +314,22 @@ def test_a_burst_over_two_workers_stays_within_the_key_s_limit(
         assert 1 <= statuses.count(200) <= 5 + 1, f"{statuses.count(200)} of 40 admitted, limit 5"
     finally:
         serve.stop()
+
+
+def test_a_key_s_concurrency_holds_for_all_workers_together(tmp_path: Path, fb: FakeBackend) -> None:
+    """`--concurrency 1` over two workers: one request of the key in flight in the whole gateway
+    (before, each worker allowed its share, at least 1: two at once)."""
+    fabric_file = tmp_path / "fabric.yaml"
+    fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
+    serve = serve_workers(fabric_file, tmp_path, 2)
+    try:
+        serve.wait_ready()
+        secret = keys_cli(fabric_file, "create", "--name", "one", "--concurrency", "1").stdout.strip()
+        fresh = [client(serve, secret) for _ in range(8)]
+        wait_until(lambda: all(accepted(c) for c in fresh), "every worker accepts the key", 5)
+        statuses = burst(serve, fb, secret, 12, {"messages": HI})
+        assert sorted(statuses) == [200] + [429] * 11, statuses
+        # Given back when it ends: the next request passes, on whichever worker.
+        assert [answered(c) for c in fresh[:4]] == [200] * 4
+    finally:
+        serve.stop()

@@ -59,6 +59,7 @@ from aifabric.state import StateSync, default_state_dir, open_response_store, op
 from aifabric.tenancy.admission import Admission
 from aifabric.tenancy.budget import BudgetTracker
 from aifabric.tenancy.keystore import keys_url, open_key_store
+from aifabric.tenancy.leases import FileLeases
 from aifabric.tenancy.ledger import Ledger, Pending, ledger_opener
 from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, RedisExchange
 from aifabric.tenancy.pricing import Pricing
@@ -112,6 +113,7 @@ class Gateway:
         # Under `serve --workers N`: this worker's index (0..N-1), and its side of the merged /metrics.
         self.worker: int | None = None
         self.shared_metrics: SharedMetrics | None = None
+        self.leases: FileLeases | None = None  # set by start() under `serve --workers N`
         self._keys_task: asyncio.Task[None] | None = None
         self._switches: set[asyncio.Future[None]] = set()
         # The usage ledger and the budgets it feeds (none when `usage: off`).
@@ -197,7 +199,8 @@ class Gateway:
         return 1.0 / max(1, self.config.gateway.workers)
 
     def _concurrency_share(self) -> float:
-        """This process's part of a key's concurrent requests and of a backend's max_concurrency: 1/N
+        """This process's part of a backend's max_concurrency, and of a key's concurrent requests
+        between replicas (the workers of one machine count those together: tenancy.leases): 1/N
         of the processes sharing them. (Not `_limit_share`: a minute's counts are exchanged, so a
         fresh exchange lets each process spend the whole limit; requests in flight are not, so they
         are always split.) Never more than 1/workers: this gateway's own workers share
@@ -589,6 +592,11 @@ class Gateway:
             exchange = RedisExchange(self.config.state)
         elif self.config.gateway.workers > 1:
             exchange = FileExchange(default_state_dir(port))
+        if self.config.state == "memory" and self.config.gateway.workers > 1:
+            # A key's requests in flight: counted by the workers together (file locks), not split.
+            directory = default_state_dir(port)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.admission.leases = self.leases = FileLeases(directory)
         if exchange is not None:
             self.limit_sync = LimitSync(self.admission, exchange, processes=self.config.gateway.workers)
             self._tasks.append(asyncio.create_task(self.limit_sync.run(self._stop)))
@@ -635,6 +643,8 @@ class Gateway:
             self.keys.close()
         if self.limit_sync is not None:
             await self.limit_sync.close()
+        if self.leases is not None:
+            self.leases.close()
         if self.shared_metrics is not None:  # the last counts, for a worker that replaces this one
             with contextlib.suppress(OSError):
                 self.shared_metrics.publish(self.exposition())

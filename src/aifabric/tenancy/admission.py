@@ -12,8 +12,9 @@ The counters live in this process. Shared across workers and replicas, `share()`
 of each per-minute limit this process may use: 1 while tenancy.limitsync keeps the other processes'
 counts current (each window then also bounds what this process admits between two exchanges to its
 part of the headroom: tenancy.ratelimit), 1/N (N workers or replicas) while it cannot. Requests in
-flight are not exchanged: `concurrency_share()` is always this process's 1/N. Nothing here does I/O;
-the clock is passed in.
+flight are not exchanged: `concurrency_share()` is this process's 1/N, unless `leases` (the workers of
+one machine: tenancy.leases) count them across the processes. Nothing here does I/O but the leases
+given to it; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited
 from aifabric.tenancy.principal import Principal
 from aifabric.tenancy.ratelimit import OPENAI_HEADERS, Decision, SlidingWindow, format_reset
 
-__all__ = ["Admission", "Scope", "Ticket", "estimate_tokens"]
+__all__ = ["Admission", "Leases", "Scope", "Ticket", "estimate_tokens"]
 
 Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
 
@@ -48,10 +49,18 @@ class _Plan(NamedTuple):
         return bool(self.token_scopes)
 
 
+class Leases(Protocol):
+    """Requests in flight counted across processes (tenancy.leases): a slot of a key's limit, or None."""
+
+    def acquire(self, name: str, limit: int) -> int | None: ...
+
+    def release(self, name: str, slot: int) -> None: ...
+
+
 class Ticket:
     """One admitted request: its rate-limit headers, and what to give back when it ends."""
 
-    __slots__ = ("_admission", "_estimate", "_in_flight", "_token_scopes", "headers")
+    __slots__ = ("_admission", "_estimate", "_in_flight", "_lease", "_token_scopes", "headers")
 
     def __init__(
         self,
@@ -60,9 +69,11 @@ class Ticket:
         token_scopes: tuple[Scope, ...],
         estimate: int,
         headers: list[tuple[str, str]],
+        lease: int | None = None,
     ) -> None:
         self._admission = admission
         self._in_flight = in_flight
+        self._lease = lease
         self._token_scopes = token_scopes
         self._estimate = estimate
         self.headers = headers
@@ -80,7 +91,7 @@ class Ticket:
     def release(self) -> None:
         """The request is over (answered, failed, or its client went away). Idempotent."""
         if self._in_flight is not None:
-            self._admission.leave(self._in_flight)
+            self._admission.leave(self._in_flight, self._lease)
             self._in_flight = None
 
 
@@ -102,6 +113,8 @@ class Admission:
         self.processes = 1
         self._plans: dict[tuple[str, str, int | None, int | None, int | None, int | None], _Plan] = {}
         self.in_flight: dict[str, int] = {}
+        # Set under `serve --workers N`: a key's requests in flight counted across the workers.
+        self.leases: Leases | None = None
 
     def _window(self, scope: Scope, limit: int, now: float) -> SlidingWindow:
         window = self.windows.get(scope)
@@ -158,9 +171,16 @@ class Admission:
                 headers.append((names[0], str(window.limit)))
                 headers.append((names[1], str(remaining)))
                 headers.append((names[2], format_reset(window.reset(now, amount))))
+        lease = None
         if principal.concurrency is not None:
-            cap = max(1, math.floor(principal.concurrency * self._concurrency_share()))
-            if self.in_flight.get(principal.name, 0) >= cap:
+            if self.leases is not None:  # the whole limit, held by the workers together
+                cap = principal.concurrency
+                lease = self.leases.acquire(principal.name, cap)
+                full = lease is None
+            else:
+                cap = max(1, math.floor(principal.concurrency * self._concurrency_share()))
+                full = self.in_flight.get(principal.name, 0) >= cap
+            if full:
                 raise RateLimited(
                     f"The API key '{principal.name}' has {cap} requests in flight, its limit of "
                     "concurrent requests; retry when one of them is done.",
@@ -171,7 +191,7 @@ class Admission:
         for window, amount in takes:
             window.add(amount)  # room() rolled each window to `now` above
         in_flight = principal.name if principal.concurrency is not None else None
-        return Ticket(self, in_flight, plan.token_scopes, tokens, headers)
+        return Ticket(self, in_flight, plan.token_scopes, tokens, headers, lease)
 
     def _plan(self, principal: Principal, role: str, limits: RoleLimits, now: float) -> _Plan:
         """The windows a request of `principal` to `role` is checked against, made once per key, role
@@ -219,7 +239,9 @@ class Admission:
             if window is not None:
                 window.adjust(now, delta)
 
-    def leave(self, name: str) -> None:
+    def leave(self, name: str, lease: int | None = None) -> None:
+        if lease is not None and self.leases is not None:
+            self.leases.release(name, lease)
         left = self.in_flight.get(name, 0) - 1
         if left > 0:
             self.in_flight[name] = left

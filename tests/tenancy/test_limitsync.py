@@ -12,7 +12,7 @@ import pytest
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited, StateStoreError
 from aifabric.tenancy.admission import Admission
-from aifabric.tenancy.limitsync import Counts, LimitExchange, LimitSync
+from aifabric.tenancy.limitsync import Counts, LimitExchange, LimitSync, turn_of
 from aifabric.tenancy.principal import Principal
 
 T0 = 1_800_000_000.0 - (1_800_000_000.0 % 60)
@@ -59,7 +59,7 @@ def test_a_round_publishes_this_process_counts_and_applies_the_others() -> None:
     peers.others = {KEY: {index: 4.0}, ("key", "other", "tokens"): {index: 9.0}}
     # This process's turn: its first request after the round needs only the room left (1 of 6), not
     # its third of it (tenancy.ratelimit).
-    peers.rank = ((round(now[0] / 0.25) * 0x9E3779B1 & 0xFFFFFFFF) >> 16) % 3
+    peers.rank = turn_of(round(now[0] / 0.25), 3)
     asyncio.run(sync.round())
     assert peers.published[-1] == {KEY: {index: 1.0, index - 1: 0.0}}
     assert sync.share() == 1.0 and sync.processes == 3

@@ -128,7 +128,7 @@ def test_replicas_share_keys_and_counters_and_carry_on_without_redis(
         # ...so B admits the one request left of the 4 per minute, not 4 of its own. (The last
         # request's worth goes to one replica a round, in turn: B may wait a round or two for it.)
         got = []
-        for _ in range(8):
+        for _ in range(12):
             got.append(answered(on_b))
             wait_for_a_whole_round(redis, b)
         assert got.count(200) == 1, got
@@ -291,13 +291,9 @@ def test_a_burst_over_two_workers_stays_within_the_key_s_limit(
     tmp_path: Path, fb: FakeBackend, limit: str
 ) -> None:
     """40 requests at once, spread by the kernel over both workers: each worker spends only its part
-    of the headroom until the next exchange of counts (tenancy.ratelimit), so together they admit the
-    key's limit, not a limit each (10 of 40 before).
-
-    One request more is allowed: the workers' rounds fall on the same clock ticks but not at the same
-    instant, and a worker busy with the burst may read the other's counts of the tick before; what
-    the other admitted in between came out of the older, larger headroom (seen here: 6 of 5, never
-    more; the simulated processes of test_limitsync, whose rounds are simultaneous, never pass it)."""
+    of the headroom until the next exchange of counts (tenancy.ratelimit), and every worker's round
+    reads the others' counts of the same tick (tenancy.limitsync), so together they admit the key's
+    limit, not a limit each (10 of 40 before), and at least one."""
     fabric_file = tmp_path / "fabric.yaml"
     fabric_file.write_text(fabric_text(fb.url, f"sqlite://{tmp_path}/keys.db"))
     serve = serve_workers(fabric_file, tmp_path, 2)
@@ -311,7 +307,7 @@ def test_a_burst_over_two_workers_stays_within_the_key_s_limit(
         wait_for_every_worker(tmp_path / "aifabric" / str(serve.port), 2)  # they know of each other
         statuses = burst(serve, fb, secret, 40, {"messages": HI, "max_tokens": 10})
         assert set(statuses) <= {200, 429}, statuses
-        assert 1 <= statuses.count(200) <= 5 + 1, f"{statuses.count(200)} of 40 admitted, limit 5"
+        assert 1 <= statuses.count(200) <= 5, f"{statuses.count(200)} of 40 admitted, limit 5"
     finally:
         serve.stop()
 

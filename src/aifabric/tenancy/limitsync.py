@@ -13,7 +13,9 @@ the exchange saw; `SlidingWindow.resplit`): a burst spread over the processes st
         <prefix>rl:scopes      sorted set: limit -> last counted (so a process knows the others' counts
                                for a key before its own first request with it)
     state: memory, --workers N    the workers of one port: FileExchange
-        <state dir>/rl-<pid>.json   each worker's counts, replaced atomically every round
+        <state dir>/rl-<pid>.json   each worker's counts, replaced atomically every round; a round
+                                    waits (a few ms, at most 40% of the interval) for the others'
+                                    files of the same tick, so that every worker splits one view
 
 When the exchange fails (Redis away), each process enforces its share of every limit (1/N, N the
 processes seen in the last rounds), says so once in the log and in `/status`, and shares counts again
@@ -40,7 +42,7 @@ from aifabric.errors import StateStoreError
 from aifabric.tenancy.admission import Admission, Scope
 from aifabric.tenancy.ratelimit import WINDOW, SlidingWindow
 
-__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange"]
+__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange", "turn_of"]
 
 log = logging.getLogger("aifabric.tenancy")
 
@@ -141,9 +143,10 @@ class FileExchange(LimitExchange):
     kind = "local"
     errors: tuple[type[BaseException], ...] = (OSError, ValueError)
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, interval: float = SYNC_INTERVAL) -> None:
         self.directory = directory
         self._mine = directory / f"rl-{os.getpid()}.json"
+        self._interval = interval
 
     async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         return await asyncio.to_thread(self._exchange, mine, now)
@@ -154,8 +157,22 @@ class FileExchange(LimitExchange):
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps({"at": now, "counts": data}))
         os.replace(tmp, self._mine)
+        # The rounds fall on the same ticks: a worker busy with requests may publish this tick's
+        # counts a few milliseconds after this one. Read its counts of this tick, not of the one
+        # before (what it admitted in between would be missing from the headroom split now), waiting
+        # a little for them; a worker that does not come (stopped, stuck) is read as it is.
+        tick = round(now / self._interval)
+        deadline = time.monotonic() + 0.4 * self._interval
+        while True:
+            processes, rank, others, late = self._read(now, tick)
+            if not late or time.monotonic() >= deadline:
+                return processes, rank, others
+            time.sleep(0.005)
+
+    def _read(self, now: float, tick: int) -> tuple[int, int, Counts, bool]:
         processes = 1
         rank = 0  # by file name: the workers with a name before this one's
+        late = False
         others: Counts = {}
         for path in self.directory.glob("rl-*.json"):
             if path == self._mine:
@@ -171,11 +188,12 @@ class FileExchange(LimitExchange):
                 continue
             processes += 1
             rank += path.name < self._mine.name
+            late = late or round(float(other["at"]) / self._interval) < tick
             for raw, by_index in other.get("counts", {}).items():
                 counts = others.setdefault(_scope(raw), {})
                 for index, count in by_index.items():
                     counts[int(index)] = counts.get(int(index), 0.0) + float(count)
-        return processes, rank, others
+        return processes, rank, others, late
 
     async def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -257,10 +275,7 @@ class LimitSync:
                 # Its limit is set by the first request that uses it; until then it only counts.
                 windows[scope] = SlidingWindow(0)
         # One process a round, in turn, may admit a first request beyond its part (ratelimit).
-        # The round's number, mixed (Fibonacci hashing) so that a client asking at a steady rhythm
-        # does not always meet the same process's turn.
-        mixed = (round(now / self._interval) * 0x9E3779B1 & 0xFFFFFFFF) >> 16
-        turn = rank == mixed % max(1, processes)
+        turn = rank == turn_of(round(now / self._interval), processes)
         self._admission.processes = processes
         for scope, window in windows.items():
             window.used(now)
@@ -283,6 +298,18 @@ class LimitSync:
 
     async def close(self) -> None:
         await self._exchange.close()
+
+
+_M64 = (1 << 64) - 1
+
+
+def turn_of(tick: int, processes: int) -> int:
+    """Which rank has the turn in round `tick`: the tick mixed (splitmix64's finalizer), so that a
+    client asking at a steady rhythm (every 4th round, say) does not always meet the same one."""
+    z = (tick + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return (z ^ (z >> 31)) % max(1, processes)
 
 
 def _scope(raw: str) -> Scope:

@@ -15,6 +15,19 @@ def body(obj: object) -> bytes:
     return json.dumps(obj).encode()
 
 
+LLAMA_SERVER_CONTEXT_MESSAGE = (
+    "request (3012 tokens) exceeds the available context size (2048 tokens), try increasing it"
+)
+LLAMA_SERVER_CONTEXT_EXCEEDED = {
+    "error": {
+        "code": 400,
+        "message": LLAMA_SERVER_CONTEXT_MESSAGE,
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 3012,
+        "n_ctx": 2048,
+    }
+}
+
 # (kind, status, headers, body, failure class, normalized message, normalized code)
 CASES = [
     # vLLM (>= 0.6): OpenAI-like envelope with an integer code
@@ -52,7 +65,7 @@ CASES = [
         ),
         FailureClass.CLIENT_ERROR,
         "This model's maximum context length is 4096 tokens.",
-        None,
+        "context_length_exceeded",
     ),
     (
         "vllm",
@@ -88,6 +101,33 @@ CASES = [
         ),
         FailureClass.CLIENT_ERROR,
         "the request exceeds the context size",
+        "context_length_exceeded",
+    ),
+    # llama-server's own words for a prompt over a slot's context (ERROR_TYPE_EXCEED_CONTEXT_SIZE)
+    (
+        "llamacpp",
+        400,
+        {},
+        body(LLAMA_SERVER_CONTEXT_EXCEEDED),
+        FailureClass.CLIENT_ERROR,
+        LLAMA_SERVER_CONTEXT_MESSAGE,
+        "context_length_exceeded",
+    ),
+    (
+        "llamacpp",
+        400,
+        {},
+        body(
+            {
+                "error": {
+                    "code": 400,
+                    "message": "'messages' must be an array",
+                    "type": "invalid_request_error",
+                }
+            }
+        ),
+        FailureClass.CLIENT_ERROR,
+        "'messages' must be an array",
         None,
     ),
     # llama-cpp-python: FastAPI's detail for errors raised outside its OpenAI wrapper
@@ -246,6 +286,16 @@ def test_classify_and_normalize(
     assert err["message"] == message
     assert err["code"] == code
     assert isinstance(err["type"], str) and err["type"].islower()
+
+
+def test_a_prompt_over_the_context_is_openais_context_length_exceeded() -> None:
+    # llama-server's type is its own; clients that trim and resend key on OpenAI's type and code.
+    err = adapter_for("llamacpp").normalize_error(400, body(LLAMA_SERVER_CONTEXT_EXCEEDED))
+    assert (err["type"], err["code"]) == ("invalid_request_error", "context_length_exceeded")
+    assert "2048 tokens" in err["message"]
+    # The same words in a 5xx are the backend's failure, not the request's: no client-error code.
+    failed = adapter_for("llamacpp").normalize_error(500, body(LLAMA_SERVER_CONTEXT_EXCEEDED))
+    assert failed["code"] is None
 
 
 def test_backend_type_kept_when_openai_shaped_otherwise_derived_from_status() -> None:

@@ -30,6 +30,15 @@ _MODEL_MISSING = re.compile(
     re.IGNORECASE,
 )
 _OPENAI_TYPE = re.compile(r"^[a-z][a-z_]*_error$")
+# A prompt longer than the model's context is the request's fault (a 400, CLIENT_ERROR: never retried,
+# never a failover, never an ejection), and it is said with OpenAI's own code, which clients that trim
+# and resend key on. llama-server: type "exceed_context_size_error", "request (N tokens) exceeds the
+# available context size (C tokens)"; vLLM and OpenAI: "This model's maximum context length is C tokens".
+_CONTEXT_EXCEEDED = re.compile(
+    rb"exceed_context_size_error|context_length_exceeded|maximum context length"
+    rb"|exceeds the (?:available )?context size",
+    re.IGNORECASE,
+)
 
 _CODE_BY_FAILURE = {
     FailureClass.MODEL_NOT_FOUND: "model_not_found",
@@ -141,6 +150,8 @@ def normalize_error_body(status: int, body: bytes, failure: FailureClass) -> dic
     # Integer codes (vLLM's `"code": 404`) repeat the status; a string code is more useful to clients.
     if not isinstance(code, str) or not code:
         code = _CODE_BY_FAILURE.get(failure)
+    if failure is FailureClass.CLIENT_ERROR and _CONTEXT_EXCEEDED.search(body[:4096]):
+        type_, code = "invalid_request_error", "context_length_exceeded"
     return {
         "message": message,
         "type": type_,

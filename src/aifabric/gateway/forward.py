@@ -641,6 +641,7 @@ class Forwarder:
             interrupted,
             tap,
             done,
+            redacts=target.backend.api_key is not None,
         )
         return StreamingResponse(resp.status, relay, headers, content_type=content_type)
 
@@ -856,6 +857,7 @@ class _Relay:
         "_first",
         "_idle",
         "_interrupted",
+        "_redacts",
         "_resp",
         "_tap",
         "_ttfb",
@@ -873,7 +875,12 @@ class _Relay:
         interrupted: Callable[[str, str], bytes] | None = None,
         tap: UsageTap | None = None,
         done: Callable[[int], None] | None = None,
+        redacts: bool = True,
     ) -> None:
+        # Whether an error event may quote a secret: only a backend the gateway sends a key to can echo
+        # one (the client's own Authorization never goes upstream). Others' chunks skip the scan, which
+        # costs ~0.8 µs per 2 KB chunk.
+        self._redacts = redacts
         self._tap = tap
         self._done = done  # the ledger's record, called once when the stream ends (with its status)
         # The stream's last event went to the client ([DONE], message_stop, response.completed): a
@@ -899,7 +906,7 @@ class _Relay:
             if self._tap is not None:
                 first = self._tap.feed(first)
             out = first if counter is None else counter.feed(first)
-            if _ERROR_MARK in out:
+            if self._redacts and _ERROR_MARK in out:
                 out = _redacted(out)
             self._ended = _ends_stream(out)
             return out
@@ -921,7 +928,7 @@ class _Relay:
             if self._tap is not None:
                 chunk = self._tap.feed(chunk)
             out = chunk if counter is None else counter.feed(chunk)
-            if _ERROR_MARK in out:
+            if self._redacts and _ERROR_MARK in out:
                 out = _redacted(out)
             self._ended = self._ended or _ends_stream(out)
             return out

@@ -14,16 +14,12 @@ HTTP request itself may take that long plus a margin.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from aifabric.config.diff import Change, ConfigDiff
 from aifabric.core import exit_codes
-from aifabric.errors import UpstreamFailure
-from aifabric.http.client import UpstreamClient
+from aifabric.ops.admin_call import post_admin
 
 __all__ = ["ReloadAnswer", "render_reload", "request_reload"]
 
@@ -62,40 +58,13 @@ class ReloadAnswer:
 
 
 def request_reload(url: str, *, api_key: str | None = None, timeout: float = 10.0) -> ReloadAnswer:
-    return asyncio.run(_request(url, api_key, timeout))
-
-
-async def _request(url: str, api_key: str | None, timeout: float) -> ReloadAnswer:
-    base = url.rstrip("/").removesuffix("/v1")
-    answer = ReloadAnswer(base)
-    headers: list[tuple[str, str]] = []
-    if api_key:
-        headers.append(("authorization", f"Bearer {api_key}"))
-    client = UpstreamClient(connect_timeout=min(timeout, 3.0))
-    try:
-        status, _, body = await client.fetch(
-            "POST", f"{base}/admin/config/reload?wait={timeout:g}", headers, b"", timeout=timeout + _MARGIN
-        )
-    except UpstreamFailure as exc:
-        answer.error = f"unreachable ({exc.failure}: {exc.detail})"
-        return answer
-    finally:
-        await client.aclose()
-    answer.status = status
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        answer.error = f"answered HTTP {status} with something that is not JSON"
-        return answer
-    answer.body = parsed
-    if status != 200:
-        error = parsed.get("error")
-        message = error.get("message") if isinstance(error, dict) else None
-        answer.error = f"HTTP {status}: {message or 'no message'}"
-        if status == 404:
-            answer.error += " (a gateway older than `config reload`: send it SIGHUP instead)"
+    """POST /admin/config/reload (through `post_admin`, the one admin-route client), waiting up to
+    `timeout` for every worker and replica to answer."""
+    path = f"/admin/config/reload?wait={timeout:g}"
+    call = post_admin(url, path, api_key=api_key, timeout=timeout + _MARGIN)
+    answer = ReloadAnswer(call.url, call.status, call.body, call.error)
+    if call.status == 404 and answer.error is not None:
+        answer.error += " (a gateway older than `config reload`: send it SIGHUP instead)"
     return answer
 
 

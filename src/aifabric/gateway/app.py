@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -769,6 +770,24 @@ async def serve_gateway(
         await gateway.close()
 
 
+# The cyclic collector's first generation, in container allocations between two collections (Python's
+# default is 700). A request allocates dozens of short-lived containers that reference counting frees,
+# so at the default a collection ran every few requests, each also walking the survivors; at this
+# threshold it runs every few hundred, and at worst holds ~10,000 objects of garbage cycles (a few MB)
+# a moment longer. bench/compare.py: ~3 µs of CPU per request less.
+_GC_GEN0 = 10_000
+
+
+def _settle_heap() -> None:
+    """Once the gateway serves: what startup built (modules, the config, the routing table) lives as long
+    as the process, so it is moved out of the collector's sight (`gc.freeze`: never traversed again),
+    and the first generation is collected less often (_GC_GEN0)."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(_GC_GEN0, gen1, gen2)
+
+
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
     """uvloop where it exists (a dependency on Linux): the listener's and client's I/O is its hot path."""
     try:
@@ -801,6 +820,7 @@ def run_gateway(
 
     def on_ready(gateway: Gateway) -> None:
         holder.append(gateway)
+        _settle_heap()
         if config_path is not None:
             from aifabric.gateway.reload import reload_from_file
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -959,13 +960,12 @@ class _Relay:
             done(status)
 
 
-# The last event of a stream, in each dialect a backend streams natively.
-_STREAM_ENDS = (
-    b"data: [DONE]",
-    b"message_stop",
-    b"response.completed",
-    b"response.incomplete",
-    b"transcript.text.done",
+# The last event of a stream, in each dialect a backend streams natively: chat completions' `[DONE]`,
+# Anthropic's `message_stop`, the Responses API's `response.completed` / `response.incomplete`, a
+# streamed transcription's `transcript.text.done`. One compiled alternation, searched in place: it is
+# read on every relayed chunk, and an `any()` over the names cost twice as much (~1 µs a chunk).
+_STREAM_END = re.compile(
+    rb"data: \[DONE\]|message_stop|response\.(?:completed|incomplete)|transcript\.text\.done"
 )
 
 
@@ -973,8 +973,7 @@ def _ends_stream(chunk: bytes) -> bool:
     """Whether `chunk`'s last event is a stream's last (only the start of that event is looked at)."""
     at = chunk.rfind(b"\n\n", 0, len(chunk) - 2)
     start = at + 2 if at >= 0 else 0
-    head = chunk[start : start + 48]
-    return any(end in head for end in _STREAM_ENDS)
+    return _STREAM_END.search(chunk, start, start + 48) is not None
 
 
 # In every error event a backend streams (chat completions' `{"error": ...}`, Anthropic's and the

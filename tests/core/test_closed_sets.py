@@ -132,7 +132,7 @@ def test_client_apis_and_what_backends_may_declare() -> None:
 
 
 def test_request_fields_a_native_route_may_ignore() -> None:
-    assert [str(f) for f in RequestField] == ["text.format"]
+    assert [str(f) for f in RequestField] == ["text.format", "max_output_tokens"]
 
 
 def test_anthropic_error_types() -> None:

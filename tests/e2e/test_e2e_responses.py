@@ -61,10 +61,15 @@ def client(fabric: Up) -> Iterator[openai.OpenAI]:
         yield c
 
 
-def chat_kind(fabric: Up) -> str:
+def chat_backend(fabric: Up) -> tuple[str, str]:
+    """(name, kind) of the backend behind chat-fast."""
     status = httpx.get(fabric.base_url + "/status", timeout=10).json()
     backend = status["roles"]["chat-fast"]["targets"][0]["backend"]
-    return str(status["backends"][backend]["kind"])
+    return backend, str(status["backends"][backend]["kind"])
+
+
+def chat_kind(fabric: Up) -> str:
+    return chat_backend(fabric)[1]
 
 
 def test_create_and_continue_on_the_real_model(client: openai.OpenAI) -> None:
@@ -78,6 +83,25 @@ def test_create_and_continue_on_the_real_model(client: openai.OpenAI) -> None:
     assert second.output_text.strip()
     assert second.previous_response_id == first.id
     assert client.responses.retrieve(second.id).output_text == second.output_text
+
+
+def test_an_answer_cut_by_max_output_tokens_says_incomplete(client: openai.OpenAI, fabric: Up) -> None:
+    """What an agent SDK checks for a cut answer. llama-server's own /v1/responses says `completed` of
+    it: the day it says `incomplete`, the last assertion fails, and MAX_OUTPUT_TOKENS can leave
+    `LlamaServerAdapter.unhonoured`."""
+    story = "Write a long story about a dragon who learns to fly."
+    cut = client.responses.create(model="chat-fast", input=story, max_output_tokens=8, temperature=0)
+    assert cut.status == "incomplete", (cut.status, cut.output_text)
+    assert cut.incomplete_details is not None and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.output_text.strip()
+    backend, kind = chat_backend(fabric)
+    if kind != "llamacpp":  # llama-cpp-python has no /v1/responses: always translated
+        return
+    port = fabric.backend_ports()[backend]
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0) as direct:
+        native = direct.responses.create(model="chat-fast", input=story, max_output_tokens=8, temperature=0)
+    assert native.usage is not None and native.usage.output_tokens == 8  # cut, as the gateway's was
+    assert native.status == "completed"
 
 
 def test_stream_on_the_real_model(client: openai.OpenAI) -> None:

@@ -199,6 +199,53 @@ def test_the_fake_llama_server_ignores_text_format_as_the_real_one_does(estate: 
         direct.responses.parse(model="m", input="Lyon", text_format=City)
 
 
+def test_llama_server_answers_with_max_output_tokens_are_translated_and_say_when_cut(
+    estate: Estate, client: openai.OpenAI
+) -> None:
+    """llama-server's native /v1/responses says `completed` of an answer `max_output_tokens` cut; its
+    chat route says `finish_reason: length`, which the translation turns into `incomplete`."""
+    raw = client.responses.with_raw_response.create(
+        model="llama", input="one two three four five", max_output_tokens=2
+    )
+    assert_valid("Response", raw.http_response.json())
+    cut = raw.parse()
+    assert (cut.status, cut.output_text) == ("incomplete", "[m] one")
+    assert cut.incomplete_details is not None and cut.incomplete_details.reason == "max_output_tokens"
+    sent = estate.llama.requests[-1]
+    assert (sent.path, sent.json["max_tokens"]) == ("/v1/chat/completions", 2)
+    whole = client.responses.create(model="llama", input="one two", max_output_tokens=64)
+    assert (whole.status, whole.incomplete_details, whole.output_text) == ("completed", None, "[m] one two")
+    assert estate.llama.requests[-1].path == "/v1/chat/completions"
+    # No limit set, nothing to report: native, as before.
+    plain = client.responses.create(model="llama", input="one two three four five")
+    assert (plain.status, plain.output_text) == ("completed", "[m] one two three four five")
+    assert estate.llama.requests[-1].path == "/v1/responses"
+
+
+def test_a_llama_server_stream_cut_by_max_output_tokens_ends_incomplete(
+    estate: Estate, client: openai.OpenAI
+) -> None:
+    with client.responses.create(
+        model="llama", input="one two three four five", max_output_tokens=2, stream=True
+    ) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.incomplete"
+    final = events[-1].response
+    assert (final.status, final.output_text) == ("incomplete", "[m] one")
+    assert final.incomplete_details is not None and final.incomplete_details.reason == "max_output_tokens"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "[m] one"
+    sent = estate.llama.requests[-1]
+    assert (sent.path, sent.json["max_tokens"], sent.json["stream"]) == ("/v1/chat/completions", 2, True)
+
+
+def test_the_fake_llama_server_says_completed_when_cut_as_the_real_one_does(estate: Estate) -> None:
+    """Why requests with `max_output_tokens` are translated for llama-server: its native answer, cut,
+    read by the SDK directly."""
+    with openai.OpenAI(base_url=estate.llama.url, api_key="x", max_retries=0) as direct:
+        native = direct.responses.create(model="m", input="one two three four five", max_output_tokens=2)
+    assert (native.status, native.incomplete_details, native.output_text) == ("completed", None, "[m] one")
+
+
 def test_a_backend_that_ignores_the_format_is_skipped_when_translation_cannot_carry_the_rest(
     estate: Estate, client: openai.OpenAI
 ) -> None:
@@ -206,6 +253,12 @@ def test_a_backend_that_ignores_the_format_is_skipped_when_translation_cannot_ca
     no target of the role can do both, so the client hears why, and nothing is sent."""
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.parse(model="llama", input="x", text_format=City, tools=[{"type": "web_search"}])
+    assert caught.value.code == "unsupported_tool"
+    # Likewise a token limit, whose cut llama-server's native route would call complete.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="llama", input="x", max_output_tokens=16, tools=[{"type": "web_search"}]
+        )
     assert caught.value.code == "unsupported_tool"
     assert estate.llama.requests == []
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from aifabric.backends.base import RequestField
 from aifabric.errors import BadRequest
 from aifabric.gateway.dialects.responses import request_to_chat, response_skeleton
+from aifabric.gateway.dialects.responses_dialect import set_fields
 from aifabric.gateway.dialects.responses_stream import ResponsesStream
 
 
@@ -189,3 +191,27 @@ def test_the_stream_translation_does_not_depend_on_where_chunks_are_cut() -> Non
     assert whole[-1]["response"]["usage"]["input_tokens"] == 5
     assert whole[-3]["arguments"] == '{"a": 1}'
     assert [e["output_index"] for e in whole if "output_index" in e] == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+
+
+JSON_OBJECT = {"format": {"type": "json_object"}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        ({"input": "x"}, set()),
+        ({"input": "x", "max_output_tokens": 8}, {"max_output_tokens"}),
+        ({"input": "x", "max_output_tokens": None}, set()),
+        ({"input": "x", "max_output_tokens": True}, set()),  # not an integer: no limit the route acts on
+        ({"input": "x", "text": {"format": {"type": "text"}}}, set()),
+        ({"input": "x", "text": JSON_OBJECT}, {"text.format"}),
+        ({"input": "x", "text": JSON_OBJECT, "max_output_tokens": 8}, {"text.format", "max_output_tokens"}),
+        ({"input": "x", "text": {"format": {"type": "text"}}, "max_output_tokens": 8}, {"max_output_tokens"}),
+    ],
+)
+def test_the_fields_a_request_sets_that_a_native_route_may_not_honour(
+    payload: dict[str, Any], fields: set[str]
+) -> None:
+    found = set_fields(payload)
+    assert {str(f) for f in found} == fields
+    assert all(isinstance(f, RequestField) for f in found)

@@ -166,11 +166,15 @@ class ProbeContext:
 
 class RequestField(enum.StrEnum):
     """The closed set of request fields a kind's native route may accept without honouring
-    (`BackendAdapter.unhonoured`). Each names a field of a client API's request and the values of it
-    that change the answer; the API's dialect says which of them a request sets (once per request)."""
+    (`BackendAdapter.unhonoured`): it ignores the field, or acts on it but answers as if it had not
+    (a cut answer said to be complete). Each names a field of a client API's request and the values
+    of it that matter; the API's dialect says which of them a request sets (once per request)."""
 
     # Responses `text.format` of type json_schema or json_object (structured output); "text" asks nothing.
     TEXT_FORMAT = "text.format"
+    # Responses `max_output_tokens` set to an integer: an answer it cuts must say `status: incomplete`
+    # with `incomplete_details.reason: max_output_tokens` (and a stream end with response.incomplete).
+    MAX_OUTPUT_TOKENS = "max_output_tokens"
 
 
 class BackendAdapter:

@@ -77,11 +77,14 @@ class LlamaServerAdapter(BackendAdapter):
     # Its /v1/responses turns the request into a chat-completions one but leaves `text` as it is, and
     # the chat route reads only `response_format`: a JSON schema (or json_object) asked for is ignored,
     # and the answer is free text (responses.parse() fails on it). Translated, the schema becomes
-    # `response_format` and llama-server enforces it with a grammar. The other fields of the Responses
-    # request go into its chat request under their chat names and act there as on chat completions
-    # (stop, temperature, top_p, max_output_tokens seen to; tools reach the prompt alike): checked by
-    # hand against the llama-server of llama-cpp-python 0.3.36, the one `aifabric up` builds.
-    unhonoured = {ClientApi.RESPONSES: frozenset({RequestField.TEXT_FORMAT})}
+    # `response_format` and llama-server enforces it with a grammar. `max_output_tokens` does cut the
+    # answer, but the native Response says `status: completed` all the same (it has no "incomplete"),
+    # so a client cannot tell a cut answer from a whole one; translated, `finish_reason: length`
+    # becomes `incomplete`. The other fields of the Responses request go into its chat request under
+    # their chat names and act there as on chat completions (stop, temperature, top_p seen to; tools
+    # reach the prompt alike): checked by hand against the llama-server of llama-cpp-python 0.3.36,
+    # the one `aifabric up` builds.
+    unhonoured = {ClientApi.RESPONSES: frozenset({RequestField.TEXT_FORMAT, RequestField.MAX_OUTPUT_TOKENS})}
 
     async def _probe(self, ctx: ProbeContext) -> ProbeResult:
         await ctx.get_ok(f"{ctx.origin}/health", "GET /health", self)

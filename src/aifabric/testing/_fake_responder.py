@@ -393,6 +393,8 @@ class Responder:
         llama_server = sw.kind == "llamacpp"
         turn = responses.native_turn(body, served, sw.reply, messages, text_format=not llama_server)
         parts, finish = responses.turn_parts(turn, sw.tokens, body.get("max_output_tokens"))
+        if llama_server and finish == "length":
+            finish = "stop"  # cut all the same, but llama-server's Response says `completed`
         prompt = shapes.prompt_tokens_of_messages(messages)
         created = int(time.time())
         if body.get("stream") is True:

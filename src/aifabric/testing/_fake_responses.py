@@ -12,8 +12,9 @@ The model, deterministic so that a test can predict it:
 
 Native `/v1/responses` answers in OpenAI's shape, streamed with OpenAI's event sequence; for kind
 `llamacpp` the text deltas lack `content_index`, as llama-server's do (the official SDK's
-`responses.stream()` fails on them, which is why the gateway translates those streams), and
-`text.format` is ignored, as llama-server ignores it there (the gateway translates such requests).
+`responses.stream()` fails on them, which is why the gateway translates those streams),
+`text.format` is ignored, and an answer cut by `max_output_tokens` says `status: completed` (ending
+with `response.completed`), as llama-server's do there (the gateway translates such requests).
 Shares no code with the gateway's own translation.
 """
 

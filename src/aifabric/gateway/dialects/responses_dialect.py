@@ -8,8 +8,9 @@
                  `chat_to_response`, streams through `ResponsesStream`
     llama-server's native stream lacks `content_index` on its text deltas, which makes the official
     SDK's `responses.stream()` fail: its adapter lists `responses` in `translated_streams`. Its native
-    route also ignores `text.format` (structured output): a request that asks for a JSON schema or
-    json_object is translated for it (`BackendAdapter.unhonoured`, `set_fields` below).
+    route also ignores `text.format` (structured output), and says `completed` of an answer that
+    `max_output_tokens` cut: a request that asks for a JSON schema or json_object, or sets
+    `max_output_tokens`, is translated for it (`BackendAdapter.unhonoured`, `set_fields` below).
 
 Either way `final` holds the finished Response object, which the route stores for a later
 `previous_response_id`.
@@ -45,19 +46,24 @@ __all__ = ["InputTokensDialect", "NativeResponsesStream", "ResponsesDialect", "s
 
 _NO_FIELDS: frozenset[RequestField] = frozenset()
 _TEXT_FORMAT = frozenset({RequestField.TEXT_FORMAT})
+_MAX_OUTPUT_TOKENS = frozenset({RequestField.MAX_OUTPUT_TOKENS})
+_BOTH = _TEXT_FORMAT | _MAX_OUTPUT_TOKENS
 _JSON_FORMATS = ("json_schema", "json_object")
 
 
 def set_fields(payload: dict[str, Any]) -> frozenset[RequestField]:
-    """The fields of `RequestField` this Responses request sets (a native route might ignore them).
-    A request without `text` costs one dict lookup."""
+    """The fields of `RequestField` this Responses request sets (a native route might not honour them).
+    A request with neither `text` nor `max_output_tokens` costs two dict lookups."""
+    limit = payload.get("max_output_tokens")
     text = payload.get("text")
-    if text is None:
+    if limit is None and text is None:
         return _NO_FIELDS
-    fmt = text.get("format") if isinstance(text, dict) else None
-    if isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS:
-        return _TEXT_FORMAT
-    return _NO_FIELDS
+    limited = type(limit) is int  # a bool or a float sets no limit
+    if text is not None:
+        fmt = text.get("format") if isinstance(text, dict) else None
+        if isinstance(fmt, dict) and fmt.get("type") in _JSON_FORMATS:
+            return _BOTH if limited else _TEXT_FORMAT
+    return _MAX_OUTPUT_TOKENS if limited else _NO_FIELDS
 
 
 _FINAL_EVENTS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
@@ -84,7 +90,7 @@ class ResponsesDialect(Dialect):
         self._created_at = int(clock())
         self.final: dict[str, Any] | None = None
         self._stream: ResponsesStream | NativeResponsesStream | None = None
-        self.fields = set_fields(payload)  # structured output asked for: see Dialect.native_route
+        self.fields = set_fields(payload)  # structured output, a token limit: see Dialect.native_route
         # Translated once, up front. What chat completions cannot carry (a built-in tool, a file input)
         # may still go to a backend that serves the Responses API itself: such a request is only sent
         # natively (`can_serve`), and the route answers the 400 when no target of the role can take it.

@@ -5,6 +5,7 @@ No timing assertions: slowness is shown by a client timeout that fires with the 
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -278,3 +279,21 @@ def test_wait_for_requests_returns_once_they_arrived(fb: FakeBackend) -> None:
     assert len(arrived) == 3
     with pytest.raises(TimeoutError, match="3 of 4 requests to /v1/chat/completions"):
         fb.wait_for_requests(4, "/v1/chat/completions", timeout=0.05)
+
+
+def test_split_at_cuts_the_streamed_body_without_changing_it(fb: FakeBackend) -> None:
+    from aifabric.testing._fake_cli import build_parser
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two"}], "stream": True}
+    whole = httpx.post(fb.url + "/chat/completions", json=body).content
+    fb.set(split_at=[3, 40, 41], token_delay_ms=20)
+    cut = httpx.post(fb.url + "/chat/completions", json=body).content
+    same = re.compile(rb'"created":\d+')  # another second, maybe
+    assert same.sub(b"", cut.replace(b"fake-2", b"fake-1")) == same.sub(b"", whole)
+    assert fb.switches.split_at == (3, 40, 41)
+    assert vars(build_parser().parse_args(["--split-at", "40,3"]))["split_at"] == "40,3"
+    assert FakeBackend(split_at="40, 3").switches.split_at == (3, 40)
+    with pytest.raises(ValueError, match="split_at must be byte offsets"):
+        fb.set(split_at=[0])
+    with pytest.raises(ValueError, match="split_at must be byte offsets"):
+        fb.set(split_at="x")

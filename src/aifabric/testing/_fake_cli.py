@@ -56,6 +56,7 @@ _BY_TYPE: dict[str, dict[str, Any]] = {
     "bool | str": {"type": _loading, "metavar": "{true,false,refuse}"},
     "str | dict[str, Any] | None": {"type": str, "metavar": "BODY"},
     "tuple[str, ...] | None": {"type": str, "metavar": "PATHS"},
+    "tuple[int, ...] | None": {"type": str, "metavar": "OFFSETS"},
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"fault_scope": FAULT_SCOPES, "error_style": ERROR_STYLES}
 

@@ -7,6 +7,7 @@ loading llama-server answers 503 before checking the key; the key is checked bef
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -444,6 +445,8 @@ class Responder:
         failing = self._state.switches.stream_error
         if failing is not None and events:
             events = [events[0], *dialects.stream_error_events(events[0], failing)]
+        if self._state.switches.split_at is not None:
+            events = _cut(b"".join(events), self._state.switches.split_at)
         for i, event in enumerate(events):
             if crash is not None and i == crash:
                 await self._flushed(writer)
@@ -453,3 +456,9 @@ class Responder:
             await response.send(event)
         await response.end()
         return keep
+
+
+def _cut(body: bytes, offsets: tuple[int, ...]) -> list[bytes]:
+    """`body` in pieces cut at `offsets` (those past its end ignored)."""
+    bounds = [0, *(o for o in offsets if o < len(body)), len(body)]
+    return [body[a:b] for a, b in itertools.pairwise(bounds)]

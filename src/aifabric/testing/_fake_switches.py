@@ -73,6 +73,9 @@ class Switches:
     # Streamed: after the first event, an error event carrying this message (in the stream's own API),
     # then the stream's end: a server failing mid-generation, in its words
     stream_error: str | None = None
+    # Streamed: the body re-cut at these byte offsets (from its first byte), each piece a chunk of its
+    # own: an event, or a key inside one, split across two reads (with token_delay_ms between pieces)
+    split_at: tuple[int, ...] | None = None
     crash_before_headers: bool = False
     idle_timeout_ms: float | None = None
     # Kind-dependent behaviour (None: what the kind's real server does)
@@ -137,6 +140,8 @@ class Switches:
         out["models"] = list(self.models)
         if self.routes is not None:
             out["routes"] = list(self.routes)
+        if self.split_at is not None:
+            out["split_at"] = list(self.split_at)
         if self.api_key is not None:
             out["api_key"] = "***"
         return out
@@ -164,6 +169,8 @@ HELP = {
     "hang": "read requests, never answer (until switched off or stopped)",
     "crash_after_chunks": "drop the connection after N stream events (non-streamed: half the body)",
     "stream_error": "streamed: after the first event, an error event with this message, then the end",
+    "split_at": "streamed: comma-separated byte offsets where the body is cut into chunks of its own "
+    "(pair with token_delay_ms so each is read apart)",
     "crash_before_headers": "close the connection after reading the request, without answering",
     "idle_timeout_ms": "close a keep-alive connection idle for this long (as uvicorn does after 5 s)",
     "unknown_model_404": "404 for a model id not served (default: what the kind does)",
@@ -232,6 +239,19 @@ def _check_routes(value: Any) -> tuple[str, ...] | None:
     return paths
 
 
+def _check_offsets(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+    try:
+        offsets = tuple(int(p) if isinstance(p, str) else p for p in items)
+    except ValueError:
+        offsets = ()
+    if not offsets or not all(isinstance(o, int) and not isinstance(o, bool) and o > 0 for o in offsets):
+        raise ValueError(f"split_at must be byte offsets > 0, like 17,40, got {value!r}")
+    return tuple(sorted(set(offsets)))
+
+
 def _validate(name: str, value: Any) -> Any:
     """Return the value normalized, or raise ValueError naming the switch and what it takes."""
     if name == "kind":
@@ -273,6 +293,8 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name == "routes":
         return _check_routes(value)
+    if name == "split_at":
+        return _check_offsets(value)
     if name == "missing_route_status":
         if value not in (404, 405):
             raise ValueError(f"missing_route_status must be 404 or 405, got {value!r}")

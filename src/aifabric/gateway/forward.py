@@ -50,7 +50,7 @@ from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
 from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
-from aifabric.observability.logging import redact
+from aifabric.observability.logging import redact, redact_cut
 from aifabric.routing.load import process_cap
 from aifabric.routing.retry import Deadline, backoff, parse_retry_after, retry_delay
 from aifabric.routing.table import Endpoint, Route, RoutingTable
@@ -856,6 +856,7 @@ class _Relay:
         "_done",
         "_ended",
         "_first",
+        "_held",
         "_idle",
         "_interrupted",
         "_redacts",
@@ -882,6 +883,10 @@ class _Relay:
         # one (the client's own Authorization never goes upstream). Others' chunks skip the scan, which
         # costs ~0.8 µs per 2 KB chunk.
         self._redacts = redacts
+        # For those, the incomplete event a chunk ends with (its bytes after the last blank line), held
+        # until the rest of it arrives: an error event, or the key quoted in it, cut between two chunks
+        # would match in neither. The client loses nothing by the wait: SSE clients act on whole events.
+        self._held = b""
         self._tap = tap
         self._done = done  # the ledger's record, called once when the stream ends (with its status)
         # The stream's last event went to the client ([DONE], message_stop, response.completed): a
@@ -907,8 +912,8 @@ class _Relay:
             if self._tap is not None:
                 first = self._tap.feed(first)
             out = first if counter is None else counter.feed(first)
-            if self._redacts and _ERROR_MARK in out:
-                out = _redacted(out)
+            if self._redacts:
+                out = self._whole_events(out)
             self._ended = _ends_stream(out)
             return out
         if self._attempt.settled:
@@ -921,7 +926,7 @@ class _Relay:
             self._resp.close()
             self._attempt.failure(failure.failure, self._clock())
             self._record(502)  # the tokens generated so far were spent all the same
-            return self._interrupted(self._attempt.target.backend.name, failure.detail)
+            return self._rest() + self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
             raise
@@ -929,19 +934,51 @@ class _Relay:
             if self._tap is not None:
                 chunk = self._tap.feed(chunk)
             out = chunk if counter is None else counter.feed(chunk)
-            if self._redacts and _ERROR_MARK in out:
-                out = _redacted(out)
+            if self._redacts:
+                out = self._whole_events(out)
             self._ended = self._ended or _ends_stream(out)
             return out
         self._attempt.success(self._ttfb, self._clock())
         self._record(self._resp.status)
+        rest = self._rest()
         if counter is None:
+            if rest:
+                return rest  # the next call finds the attempt settled: the end
             raise StopAsyncIteration
-        return counter.finish()
+        end = counter.finish()  # a translator's last events, or a native watcher's unterminated one
+        if self._redacts and _ERROR_MARK in end:
+            end = _redacted(end)
+        return rest + end
+
+    def _whole_events(self, out: bytes) -> bytes:
+        """`out`, after the tail held from the last chunk, up to its last complete event (the rest is
+        held), with every secret masked when an error event is among them. A chunk that ends an event,
+        as nearly all do, costs one `endswith` more than before."""
+        if self._held:
+            out = self._held + out
+            self._held = b""
+        if not out.endswith(_EVENT_ENDS):
+            lf = out.rfind(b"\n\n")
+            crlf = out.rfind(b"\n\r\n")
+            cut = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+            self._held = out[cut:]
+            out = out[:cut]
+        if _ERROR_MARK in out:
+            out = _redacted(out)
+        return out
+
+    def _rest(self) -> bytes:
+        """The held tail, once no more of it will come (the stream ended or broke off), masked
+        whether or not it reads as an error event, and a key cut short at its end too."""
+        held, self._held = self._held, b""
+        if not held:
+            return held
+        return redact_cut(held.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
     async def aclose(self) -> None:
         """The listener is done with the stream before its end: a client that hangs up says nothing
         for or against the backend's health."""
+        self._held = b""  # the client is gone: an incomplete event is of no use to anyone
         if self._attempt.settled:
             return
         if self._resp.complete or self._ended:
@@ -980,6 +1017,9 @@ def _ends_stream(chunk: bytes) -> bool:
 # Responses API's `"type":"error"`, `response.failed`'s `"error": {...}`), and never in generated text,
 # whose quotes JSON escapes: a chunk without it is passed on untouched, at the cost of one scan.
 _ERROR_MARK = b'"error"'
+
+# How a chunk that ends at an event boundary ends: a blank line after LF or CRLF lines.
+_EVENT_ENDS = (b"\n\n", b"\n\r\n")
 
 
 def _redacted(chunk: bytes) -> bytes:

@@ -17,7 +17,14 @@ import orjson
 if TYPE_CHECKING:
     from aifabric.config.schema import FabricConfig
 
-__all__ = ["JsonFormatter", "configure_logging", "redact", "register_config_secrets", "register_secret"]
+__all__ = [
+    "JsonFormatter",
+    "configure_logging",
+    "redact",
+    "redact_cut",
+    "register_config_secrets",
+    "register_secret",
+]
 
 _secrets: set[str] = set()
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
@@ -41,6 +48,18 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "********")
     return _BEARER.sub(r"\1********", text)
+
+
+def redact_cut(text: str) -> str:
+    """`redact`, and also a secret's beginning (4 characters or more) at the very end of `text`: for
+    text cut short, as the last bytes of a stream that broke off in the middle of a quoted key."""
+    text = redact(text)
+    for secret in _secrets:
+        for n in range(len(secret) - 1, 3, -1):
+            if text.endswith(secret[:n]):
+                text = text[:-n] + "********"
+                break
+    return text
 
 
 class JsonFormatter(logging.Formatter):

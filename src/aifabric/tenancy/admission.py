@@ -42,11 +42,7 @@ _TOKENS_HEADERS = OPENAI_HEADERS["tokens"]
 class _Plan(NamedTuple):
     checks: tuple[tuple[SlidingWindow, bool, int], ...]  # (window, counts tokens, limit)
     scopes: tuple[Scope, ...]  # the scope of each check
-    token_scopes: tuple[Scope, ...]
-
-    @property
-    def tokens(self) -> bool:
-        return bool(self.token_scopes)
+    token_windows: tuple[SlidingWindow, ...]  # the windows that count tokens (settled at the end)
 
 
 class Leases(Protocol):
@@ -60,13 +56,13 @@ class Leases(Protocol):
 class Ticket:
     """One admitted request: its rate-limit headers, and what to give back when it ends."""
 
-    __slots__ = ("_admission", "_estimate", "_in_flight", "_lease", "_token_scopes", "headers")
+    __slots__ = ("_admission", "_estimate", "_in_flight", "_lease", "_token_windows", "headers")
 
     def __init__(
         self,
         admission: Admission,
         in_flight: str | None,
-        token_scopes: tuple[Scope, ...],
+        token_windows: tuple[SlidingWindow, ...],
         estimate: int,
         headers: list[tuple[str, str]],
         lease: int | None = None,
@@ -74,19 +70,22 @@ class Ticket:
         self._admission = admission
         self._in_flight = in_flight
         self._lease = lease
-        self._token_scopes = token_scopes
+        self._token_windows = token_windows
         self._estimate = estimate
         self.headers = headers
 
     @property
     def counts_tokens(self) -> bool:
-        return bool(self._token_scopes)
+        return bool(self._token_windows)
 
     def settle(self, tokens: int) -> None:
         """The backend reported `tokens` for the request: correct the estimate counted at admission."""
-        if self._token_scopes and tokens >= 0:
-            self._admission.adjust(self._token_scopes, tokens - self._estimate)
-            self._token_scopes = ()
+        if self._token_windows and tokens >= 0:
+            now = self._admission.wall()
+            delta = tokens - self._estimate
+            for window in self._token_windows:
+                window.adjust(now, delta)
+            self._token_windows = ()
 
     def release(self) -> None:
         """The request is over (answered, failed, or its client went away). Idempotent."""
@@ -103,7 +102,7 @@ class Admission:
         share: Callable[[], float] = lambda: 1.0,
         concurrency_share: Callable[[], float] = lambda: 1.0,
     ) -> None:
-        self._wall = wall
+        self.wall = wall
         self._share = share
         # Requests in flight are not exchanged between processes: each allows its share, always.
         self._concurrency_share = concurrency_share
@@ -142,35 +141,38 @@ class Admission:
             and limits.tpm is None
         ):
             return None
-        now = self._wall()
+        now = self.wall()
         share = self._share()
         plan = self._plan(principal, role, limits, now)
-        tokens = estimate_tokens(payload) if plan.tokens else 0
+        tokens = estimate_tokens(payload) if plan.token_windows else 0
         # The fast path: every window has room. It counts nothing until all said yes, and builds no
-        # Decision; a refusal is worked out again below by `peek`, which also counts nothing.
-        takes: list[tuple[SlidingWindow, float]] = []
-        tight: dict[bool, tuple[int, SlidingWindow, float]] = {}
+        # Decision; a refusal is worked out again below by `peek`, which also counts nothing. Of each
+        # kind (requests, tokens), the tightest window gives the headers; of equals, the first (key's).
+        requests: tuple[int, SlidingWindow, float] | None = None
+        tokens_tight: tuple[int, SlidingWindow, float] | None = None
         for window, is_tokens, limit in plan.checks:
             if window.limit != limit:  # a plan made before the key's or role's limit changed back
                 window.limit = limit
             cap = limit * share
-            amount = min(tokens if is_tokens else 1, cap)
+            amount = min(float(tokens if is_tokens else 1), cap)
             left = window.room(now, cap) - amount
             if left < -1e-9:
                 return self._refuse(principal, plan, now, share, tokens)
-            takes.append((window, amount))
             remaining = max(0, math.floor(left + 1e-9))
-            best = tight.get(is_tokens)
-            if best is None or remaining < best[0]:  # the tightest; of equals, the first (key's)
-                tight[is_tokens] = (remaining, window, amount)
+            if is_tokens:
+                if tokens_tight is None or remaining < tokens_tight[0]:
+                    tokens_tight = (remaining, window, amount)
+            elif requests is None or remaining < requests[0]:
+                requests = (remaining, window, amount)
         headers: list[tuple[str, str]] = []
-        for is_tokens, names in ((False, _REQUESTS_HEADERS), (True, _TOKENS_HEADERS)):
-            best = tight.get(is_tokens)
-            if best is not None:
-                remaining, window, amount = best
-                headers.append((names[0], str(window.limit)))
-                headers.append((names[1], str(remaining)))
-                headers.append((names[2], format_reset(window.reset(now, amount))))
+        for tight, names in ((requests, _REQUESTS_HEADERS), (tokens_tight, _TOKENS_HEADERS)):
+            if tight is not None:
+                remaining, window, amount = tight
+                headers += (
+                    (names[0], str(window.limit)),
+                    (names[1], str(remaining)),
+                    (names[2], format_reset(window.reset(now, amount))),
+                )
         lease = None
         if principal.concurrency is not None:
             if self.leases is not None:  # the whole limit, held by the workers together
@@ -188,10 +190,10 @@ class Admission:
                     headers={"retry-after": "1"},
                 )
             self.in_flight[principal.name] = self.in_flight.get(principal.name, 0) + 1
-        for window, amount in takes:
-            window.add(amount)  # room() rolled each window to `now` above
+        for window, is_tokens, limit in plan.checks:  # room() rolled each window to `now` above
+            window.add(min(float(tokens if is_tokens else 1), limit * share))
         in_flight = principal.name if principal.concurrency is not None else None
-        return Ticket(self, in_flight, plan.token_scopes, tokens, headers, lease)
+        return Ticket(self, in_flight, plan.token_windows, tokens, headers, lease)
 
     def _plan(self, principal: Principal, role: str, limits: RoleLimits, now: float) -> _Plan:
         """The windows a request of `principal` to `role` is checked against, made once per key, role
@@ -202,7 +204,7 @@ class Admission:
             return plan
         checks: list[tuple[SlidingWindow, bool, int]] = []
         scopes: list[Scope] = []
-        token_scopes: list[Scope] = []
+        token_windows: list[SlidingWindow] = []
         for kind, name, rpm, tpm in (
             ("key", principal.name, principal.rpm, principal.tpm),
             ("role", role, limits.rpm, limits.tpm),
@@ -213,12 +215,13 @@ class Admission:
                 scopes.append(scope)
             if tpm is not None:
                 scope = (kind, name, "tokens")
-                checks.append((self._window(scope, tpm, now), True, tpm))
+                window = self._window(scope, tpm, now)
+                checks.append((window, True, tpm))
                 scopes.append(scope)
-                token_scopes.append(scope)
+                token_windows.append(window)
         if len(self._plans) >= _PLANS_MAX:
             self._plans.clear()
-        plan = self._plans[ident] = _Plan(tuple(checks), tuple(scopes), tuple(token_scopes))
+        plan = self._plans[ident] = _Plan(tuple(checks), tuple(scopes), tuple(token_windows))
         return plan
 
     def _refuse(self, principal: Principal, plan: _Plan, now: float, share: float, tokens: int) -> NoReturn:
@@ -231,13 +234,6 @@ class Admission:
         refused = [c for c in checks if not c[1].allowed]
         _, decision, _, scope = max(refused, key=lambda c: c[1].retry_after)
         raise _rate_limited(principal, scope, decision, headers)
-
-    def adjust(self, scopes: tuple[Scope, ...], delta: float) -> None:
-        now = self._wall()
-        for scope in scopes:
-            window = self.windows.get(scope)
-            if window is not None:
-                window.adjust(now, delta)
 
     def leave(self, name: str, lease: int | None = None) -> None:
         if lease is not None and self.leases is not None:

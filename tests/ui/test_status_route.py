@@ -111,5 +111,6 @@ def test_requests_are_summarised_from_the_metrics_hooks() -> None:
         "errors": 2,
         "by_role": {"(no role)": {"total": 1, "errors": 1}, "chat-fast": {"total": 3, "errors": 1}},
         "by_status": {"200": 2, "404": 1, "502": 1},
+        "workers": 1,  # one process: its own counters
     }
     assert status_view(gw.table, None, now=100.0)["requests"]["total"] == 0

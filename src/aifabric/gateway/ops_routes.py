@@ -10,6 +10,7 @@ import orjson
 from aifabric.gateway.ui import UI_PATHS, status_view, ui_response
 from aifabric.gateway.view import GatewayView
 from aifabric.http.server import Request, Response, StreamingResponse
+from aifabric.observability.merged import SummedCounters
 from aifabric.tenancy.usage_view import usage_view
 
 __all__ = ["OpsRoutes"]
@@ -52,8 +53,15 @@ class OpsRoutes:
         return Response(200, orjson.dumps(view))
 
     async def status(self) -> Response:
-        """The health view plus roles, targets and request counters: what the status page polls."""
-        view = status_view(self._gw.table, self._gw.metrics, self._gw.clock())
+        """The health view plus roles, targets and request counters: what the status page polls.
+        Under `serve --workers N` the counters are every worker's summed, read from the files
+        `/metrics` sums (observability.merged), so a refresh shows the same whichever worker answers."""
+        summed = None
+        shared = self._gw.shared_metrics
+        if shared is not None:
+            text, workers = await asyncio.to_thread(shared.summed, self._gw.exposition())
+            summed = SummedCounters.from_exposition(text, workers)
+        view = status_view(self._gw.table, self._gw.metrics, self._gw.clock(), summed)
         view["tenancy"] = self._gw.tenancy_view()
         # Keys may come from the key store as well as gateway.api_keys: the live answer.
         view["gateway"]["auth_required"] = self._gw.auth.enabled

@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import importlib.resources
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aifabric.health.report import health_view
 from aifabric.http.server import Response
@@ -28,7 +28,9 @@ from aifabric.routing.load import load_view
 from aifabric.routing.overflow import all_saturated
 
 if TYPE_CHECKING:
-    from aifabric.observability.metrics import GatewayMetrics
+    from collections.abc import Mapping
+
+    from aifabric.observability.merged import SummedCounters
     from aifabric.routing.table import RoutingTable
 
 __all__ = ["UI_PATHS", "status_view", "ui_response"]
@@ -72,8 +74,28 @@ def ui_response(path: str) -> Response:
     return Response(200, _asset(filename), headers=list(_HEADERS), content_type=content_type)
 
 
-def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float) -> dict[str, Any]:
+class Counters(Protocol):
+    """What the view reads of the request counters: one process's (`GatewayMetrics`), or every
+    worker's summed (`observability.merged.SummedCounters`)."""
+
+    @property
+    def requests(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def overflowed(self) -> Mapping[str, int]: ...
+
+
+def status_view(
+    table: RoutingTable,
+    metrics: Counters | None,
+    now: float,
+    summed: SummedCounters | None = None,
+) -> dict[str, Any]:
     """Everything the status page shows, from one routing table snapshot.
+
+    `summed`: under `serve --workers N`, every worker's counters added up; then the request counters,
+    `overflowed` and the targets' `successes`/`failures` are those sums, and `requests.workers` says how
+    many processes they are from (1 when `summed` is None: this process's own).
 
     The keys of `health_view` (status, exit_code, counts, backends, targets) plus:
       gateway   the fabric file it serves, whether clients need a key, workers, this process's pid
@@ -81,8 +103,10 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
                 `target_view` entries with their weight and load estimate; overflow (its bounds),
                 saturated (they hold now), overflowed (requests this process sent to the fallbacks)
       aliases   alias -> role
-      requests  counters of this process: total, errors (status >= 400), by role and by status
+      requests  counters: total, errors (status >= 400), by role and by status; workers (counted in)
     """
+    if summed is not None:
+        metrics = summed
     config = table.config
     targets = [t for route in table.routes.values() for t in route.targets]
     view = health_view(table.healths, config, now, targets=targets)
@@ -100,6 +124,9 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
     roles: dict[str, Any] = {}
     for route in table.routes.values():
         shown = [{**t.view(now), "weight": t.weight, "load": load_view(t)} for t in route.targets]
+        if summed is not None:
+            for t in shown:
+                _sum_results(t, summed)
         overflow = route.config.overflow
         roles[route.name] = {
             "name": route.name,
@@ -118,12 +145,23 @@ def status_view(table: RoutingTable, metrics: GatewayMetrics | None, now: float)
         }
     view["roles"] = roles
     view["aliases"] = dict(config.aliases)
-    view["requests"] = _requests(metrics)
+    if summed is not None:
+        for t in view.get("targets", {}).values():
+            _sum_results(t, summed)
+    view["requests"] = {**_requests(metrics), "workers": summed.workers if summed is not None else 1}
     return view
 
 
-def _requests(metrics: GatewayMetrics | None) -> dict[str, Any]:
-    """API requests answered by this process, from the same counters `/metrics` exports."""
+def _sum_results(target: dict[str, Any], summed: SummedCounters) -> None:
+    """A target's `successes` and `failures` as every worker counted them (the view has this one's)."""
+    key = (target["role"], target["backend"], target["model"])
+    target["successes"] = summed.results.get((*key, "success"), target["successes"])
+    target["failures"] = summed.results.get((*key, "failure"), target["failures"])
+
+
+def _requests(metrics: Counters | None) -> dict[str, Any]:
+    """API requests answered (by this process, or every worker: `status_view`), from the same counters
+    `/metrics` exports."""
     total = errors = 0
     by_role: dict[str, dict[str, int]] = {}
     by_status: dict[str, int] = {}

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SharedMetrics", "merge_expositions"]
+__all__ = ["SharedMetrics", "SummedCounters", "counter_samples", "merge_expositions"]
 
 _SUMMED = frozenset({"counter", "histogram"})
 _SUFFIXES = ("_bucket", "_sum", "_count")
@@ -132,13 +134,69 @@ class SharedMetrics:
     def merged(self, own: str) -> str:
         """The exposition a scrape gets: `own` published first (so a later scrape answered by another
         worker sees at least these counts), then every other worker's file added."""
+        return self.summed(own)[0]
+
+    def summed(self, own: str) -> tuple[str, int]:
+        """`merged(own)`, and how many workers' counts are in it (this one and each file read)."""
         mine = self.publish(own)
         others = []
         for path in sorted(self.directory.glob("metrics-*.prom")):
             if path != self.path:
                 with contextlib.suppress(OSError):
                     others.append(path.read_text())
-        return merge_expositions(mine, others)
+        return merge_expositions(mine, others), 1 + len(others)
+
+
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def counter_samples(text: str, family: str) -> dict[tuple[str, ...], int]:
+    """The samples of one counter family of an exposition: its label values, in the order the
+    exposition writes them, -> the count (the shape `GatewayMetrics` keeps its counters in)."""
+    out: dict[tuple[str, ...], int] = {}
+    prefix = family + "{"
+    for line in text.splitlines():
+        if not (line.startswith(prefix) or line.startswith(family + " ")):
+            continue
+        series, _, value = line.rpartition(" ")
+        values = tuple(
+            re.sub(r"\\.", lambda m: _UNESCAPE.get(m.group(0), m.group(0)), v)
+            for _, v in _LABEL.findall(series.partition("{")[2])
+        )
+        with contextlib.suppress(ValueError):
+            out[values] = out.get(values, 0) + round(float(value))
+    return out
+
+
+@dataclass(slots=True)
+class SummedCounters:
+    """The counters `/status` shows, summed over the workers of `serve --workers N` (from `merged`):
+    the same shapes as `GatewayMetrics`' and the targets' own, so the view reads either alike."""
+
+    workers: int
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (role, status)
+    overflowed: dict[str, int] = field(default_factory=dict)  # role
+    results: dict[tuple[str, str, str, str], int] = field(
+        default_factory=dict
+    )  # (role, backend, model, result)
+
+    @classmethod
+    def from_exposition(cls, text: str, workers: int) -> SummedCounters:
+        requests = {
+            (k[0], k[1]): n
+            for k, n in counter_samples(text, "aifabric_requests_total").items()
+            if len(k) == 2
+        }
+        overflowed = {
+            k[0]: n for k, n in counter_samples(text, "aifabric_overflow_total").items() if len(k) == 1
+        }
+        results = {
+            (k[0], k[1], k[2], k[3]): n
+            for k, n in counter_samples(text, "aifabric_target_results_total").items()
+            if len(k) == 4
+        }
+        return cls(workers, requests, overflowed, results)
 
 
 def clear(directory: Path) -> None:

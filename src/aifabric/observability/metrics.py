@@ -251,4 +251,21 @@ def render_metrics(metrics: GatewayMetrics, table: RoutingTable, now: float) -> 
             out.append(f"aifabric_target_available{labels} {1 if t.available(now) else 0}")
             out.append(f"aifabric_target_outstanding{labels} {t.outstanding}")
             out.append(f"aifabric_target_queue{labels} {estimate(t).waiting:g}")
+    # The targets' own success and failure counts (what /status shows per target), as counters so that
+    # `serve --workers N` sums them like the others (observability.merged). Keyed by the target's role:
+    # /status names it so.
+    family(
+        "aifabric_target_results_total",
+        "counter",
+        "Attempts at the target settled as a success or a failure (the outlier detector's verdicts).",
+    )
+    seen: set[tuple[str, str, str]] = set()
+    for route in table.routes.values():
+        for t in route.targets:
+            key = (t.role, t.backend.name, t.model)
+            if key not in seen:
+                seen.add(key)
+                for result, n in (("success", t.successes), ("failure", t.failures)):
+                    labels = _labels(("role", "backend", "model", "result"), (*key, result))
+                    out.append(f"aifabric_target_results_total{labels} {n}")
     return ("\n".join(out) + "\n").encode()

@@ -4,6 +4,7 @@ refresh shows all the traffic, whichever worker answers it."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import httpx
 import openai
 import pytest
 
+from aifabric.cli.console import Console
+from aifabric.cli.main import main
 from aifabric.config.load import load_config_text
 from aifabric.gateway.app import Gateway
 from aifabric.gateway.ui import status_view
@@ -130,5 +133,9 @@ def test_every_status_refresh_counts_every_worker_s_requests(tmp_path: Path, fb:
             target = view["targets"]["chat-fast/b/m1"]  # type: ignore[index]
             assert (target["successes"], target["failures"]) == (answered, 0), target
             assert view["gateway"]["workers"] == 2  # type: ignore[index]
+        for _ in range(4):  # `aifabric status`, a connection each: the same line whichever answers
+            out, err = io.StringIO(), io.StringIO()
+            main(["status", "--url", serve.url, "--api-key", ADMIN], console=Console(out, err))
+            assert "requests: 40 answered, 4 errors (all 2 workers)" in out.getvalue(), out.getvalue()
     finally:
         serve.stop()

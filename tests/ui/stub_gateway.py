@@ -112,7 +112,7 @@ def minimal_status(**overrides: Any) -> dict[str, Any]:
         },
         "roles": {},
         "aliases": {},
-        "requests": {"total": 0, "errors": 0, "by_role": {}, "by_status": {}},
+        "requests": {"total": 0, "errors": 0, "by_role": {}, "by_status": {}, "workers": 1},
     }
     view.update(overrides)
     return view

@@ -149,6 +149,22 @@ def test_requests_are_counted(page: Node, estate: Estate) -> None:
     assert "HTTP 404: 1" in summary and "(no role)" in summary
 
 
+def test_the_requests_of_several_workers_are_said_to_be_summed() -> None:
+    """`serve --workers 2` sums its workers' counts in /status (`requests.workers`); an older gateway's
+    answer without it is read as the answering worker's own, as it was."""
+    gateway = {**minimal_status()["gateway"], "workers": 2, "pid": 41}
+    counted = {"total": 40, "errors": 4, "by_role": {}, "by_status": {"200": 36, "404": 4}}
+    notes = []
+    for requests in ({**counted, "workers": 2}, counted):
+        view = minimal_status(gateway=gateway, requests=requests)
+        with StubGateway(status=lambda n, v=view: v) as stub:  # type: ignore[misc]
+            notes.append(dump_dom(stub.url + "/ui").by_id("requests-body").text)
+    assert "40 requests, 4 errors" in notes[0]
+    assert "Counted by all 2 workers of this gateway since they started" in notes[0]
+    assert "(this refresh answered by pid 41)" in notes[0]
+    assert "Counted by this gateway process (pid 41) since it started; it is one of 2 workers" in notes[1]
+
+
 def test_no_secret_is_shown_anywhere(page: Node, estate: Estate) -> None:
     raw = run_chromium(estate.page_url + "/ui", "--dump-dom").stdout
     seen = {

@@ -253,7 +253,9 @@ def render_status(status: GatewayStatus) -> list[str]:
     out = [f"gateway {status.url}" + (f" ({', '.join(about)})" if about else "")]
     requests = view.get("requests")
     if isinstance(requests, dict) and "total" in requests:
-        out.append(f"requests: {requests['total']} answered, {requests.get('errors', 0)} errors")
+        workers = requests.get("workers")
+        summed = f" (all {workers} workers)" if isinstance(workers, int) and workers > 1 else ""
+        out.append(f"requests: {requests['total']} answered, {requests.get('errors', 0)} errors{summed}")
     out.append("")
     table = render_table(view)
     # render_table ends with a blank line and its verdict: keep the verdict for the very end.

@@ -442,11 +442,15 @@
       ),
       statuses.length ? h("p", {}, statuses) : null,
       rows.length ? table(["role", "requests", "errors"], rows, { class: "by-role" }) : null,
+      // `requests.workers`: how many processes' counters are summed here (serve --workers N); an older
+      // gateway does not say, and shows its answering worker's own.
       h(
         "p",
         { class: "muted" },
-        `Counted by this gateway process (pid ${gw.pid}) since it started`,
-        gw.workers > 1 ? `; it is one of ${gw.workers} workers, each counts its own.` : ".",
+        req.workers > 1
+          ? `Counted by all ${req.workers} workers of this gateway since they started (this refresh answered by pid ${gw.pid}).`
+          : `Counted by this gateway process (pid ${gw.pid}) since it started` +
+              (gw.workers > 1 ? `; it is one of ${gw.workers} workers, each counts its own.` : "."),
       ),
     );
   }

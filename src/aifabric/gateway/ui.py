@@ -101,7 +101,7 @@ def status_view(
       gateway   the fabric file it serves, whether clients need a key, workers, this process's pid
       roles     per role: kind, description, balance, aliases, fallbacks, and its targets as
                 `target_view` entries with their weight and load estimate; overflow (its bounds),
-                saturated (they hold now), overflowed (requests this process sent to the fallbacks)
+                saturated (they hold now), overflowed (requests sent to the fallbacks)
       aliases   alias -> role
       requests  counters: total, errors (status >= 400), by role and by status; workers (counted in)
     """

@@ -12,6 +12,9 @@ view, which the workers share through the state already.
 A worker's file is named by its index (0..N-1), not its pid: a worker that is replaced reads its
 predecessor's file when it starts and counts on from there, so the sums never go backwards while the
 gateway runs (`aifabric serve` removes the files when it starts: a new gateway starts from zero).
+
+`GET /status` reads the same sums (`SharedMetrics.summed`, then `SummedCounters`): its request counts,
+overflows and the targets' successes and failures are the whole gateway's, whichever worker answers.
 """
 
 from __future__ import annotations
@@ -177,9 +180,8 @@ class SummedCounters:
     workers: int
     requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (role, status)
     overflowed: dict[str, int] = field(default_factory=dict)  # role
-    results: dict[tuple[str, str, str, str], int] = field(
-        default_factory=dict
-    )  # (role, backend, model, result)
+    # (role, backend, model, "success" | "failure"): the targets' own counts, aifabric_target_results_total
+    results: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
     @classmethod
     def from_exposition(cls, text: str, workers: int) -> SummedCounters:

@@ -69,6 +69,40 @@ def test_a_stream_is_counted_by_the_backend_without_the_client_seeing_the_usage_
     assert row.tokens_out == len(text.split())
 
 
+def _usage_cuts(upstream: bytes) -> dict[str, int]:
+    """Where to cut a stream's usage-only event: inside its `"usage"`, inside the usage object, and
+    between the two newlines that end it."""
+    at = upstream.rindex(b'"usage"')
+    end = upstream.index(b"\n\n", at)
+    return {"in-usage-mark": at + 3, "in-usage-object": at + 12, "in-blank-line": end + 1}
+
+
+def test_a_usage_chunk_cut_between_reads_is_still_taken_out_whole(
+    backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
+) -> None:
+    """The usage-only event the gateway asked for on the ledger's behalf, arriving in two reads, is
+    taken out whole: the client gets neither half (a chunk without choices breaks `choices[0]`), and
+    the ledger still gets the backend's figures."""
+    fake = backend(kind="vllm", models=("m1",))
+    gw = start(fabric(fake.url, ledger_path))
+    asked = {"model": "m1", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    upstream = httpx.post(fake.url + "/chat/completions", json=asked, timeout=10).content
+    for n, (where, at) in enumerate(_usage_cuts(upstream).items(), start=1):
+        fake.set(split_at=[at], token_delay_ms=100)  # the gateway reads the two pieces apart
+        raw = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "chat", "messages": MESSAGES, "stream": True},
+            timeout=20,
+        ).content
+        assert b'"usage"' not in raw and raw.endswith(b"data: [DONE]\n\n"), f"cut {where}: {raw!r}"
+        chunks = list(
+            gw.openai().chat.completions.create(model="chat", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        )
+        assert all(c.usage is None and c.choices for c in chunks), f"cut {where}"
+        rows = ledger_rows(ledger_path, 2 * n)[-2:]
+        assert all(not r.estimated and r.tokens_in == 7 for r in rows), f"cut {where}: {rows}"
+
+
 def test_a_client_that_asks_for_usage_gets_it_and_the_ledger_the_same_figures(
     backend: Callable[..., FakeBackend], start: Start, ledger_path: Path
 ) -> None:

@@ -47,7 +47,7 @@ from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.gateway.dropped import DropWarnings
 from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
-from aifabric.gateway.stream_usage import UsageCounter, UsageTap, wants_usage
+from aifabric.gateway.stream_usage import UsageCounter, UsageTap, complete_events, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
 from aifabric.observability.logging import redact, redact_cut
@@ -925,8 +925,10 @@ class _Relay:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._resp.close()
             self._attempt.failure(failure.failure, self._clock())
+            tail = self._tap_rest(counter)
             self._record(502)  # the tokens generated so far were spent all the same
-            return self._rest() + self._interrupted(self._attempt.target.backend.name, failure.detail)
+            rest = tail + self._rest()
+            return rest + self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
             raise
@@ -938,9 +940,10 @@ class _Relay:
                 out = self._whole_events(out)
             self._ended = self._ended or _ends_stream(out)
             return out
+        tail = self._tap_rest(counter)  # before the record: a usage object may be in it
         self._attempt.success(self._ttfb, self._clock())
         self._record(self._resp.status)
-        rest = self._rest()
+        rest = tail + self._rest()
         if counter is None:
             if rest:
                 return rest  # the next call finds the attempt settled: the end
@@ -950,6 +953,18 @@ class _Relay:
             end = _redacted(end)
         return rest + end
 
+    def _tap_rest(self, counter: StreamTranslator | None) -> bytes:
+        """What the usage tap held of the stream's last event, once no more will come, on its way to
+        the client like any chunk."""
+        if self._tap is None:
+            return b""
+        tail = self._tap.flush()
+        if tail and counter is not None:
+            tail = counter.feed(tail)
+        if tail and self._redacts:
+            tail = self._whole_events(tail)
+        return tail
+
     def _whole_events(self, out: bytes) -> bytes:
         """`out`, after the tail held from the last chunk, up to its last complete event (the rest is
         held), with every secret masked when an error event is among them. A chunk that ends an event,
@@ -957,12 +972,10 @@ class _Relay:
         if self._held:
             out = self._held + out
             self._held = b""
-        if not out.endswith(_EVENT_ENDS):
-            lf = out.rfind(b"\n\n")
-            crlf = out.rfind(b"\n\r\n")
-            cut = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
-            self._held = out[cut:]
-            out = out[:cut]
+        whole = complete_events(out)
+        if whole < len(out):
+            self._held = out[whole:]
+            out = out[:whole]
         if _ERROR_MARK in out:
             out = _redacted(out)
         return out
@@ -1017,9 +1030,6 @@ def _ends_stream(chunk: bytes) -> bool:
 # Responses API's `"type":"error"`, `response.failed`'s `"error": {...}`), and never in generated text,
 # whose quotes JSON escapes: a chunk without it is passed on untouched, at the cost of one scan.
 _ERROR_MARK = b'"error"'
-
-# How a chunk that ends at an event boundary ends: a blank line after LF or CRLF lines.
-_EVENT_ENDS = (b"\n\n", b"\n\r\n")
 
 
 def _redacted(chunk: bytes) -> bytes:

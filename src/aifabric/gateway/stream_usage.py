@@ -15,9 +15,23 @@ from typing import Any
 
 import orjson
 
-__all__ = ["UsageCounter", "UsageTap", "wants_usage"]
+__all__ = ["UsageCounter", "UsageTap", "complete_events", "wants_usage"]
 
 _DONE = b"data: [DONE]\n\n"
+
+# How bytes that end at an event boundary end: a blank line after LF or CRLF lines.
+_EVENT_ENDS = (b"\n\n", b"\n\r\n")
+
+
+def complete_events(data: bytes) -> int:
+    """How many bytes of `data` are whole server-sent events: up to the end of its last blank line (all
+    of it when it ends one, as nearly every read of a stream does: then one `endswith`)."""
+    if data.endswith(_EVENT_ENDS):
+        return len(data)
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
@@ -28,7 +42,7 @@ class UsageTap:
     takes its chunk out when only the gateway asked for it), else counts the content events (one
     token each, as llama.cpp's servers stream them). No JSON is parsed here."""
 
-    __slots__ = ("count", "events", "hide", "tokens", "usage")
+    __slots__ = ("_held", "count", "events", "hide", "tokens", "usage")
 
     def __init__(self, *, hide: bool, count: bool) -> None:
         self.hide = hide
@@ -36,6 +50,10 @@ class UsageTap:
         self.tokens = 0
         self.events = 0
         self.usage: bytes | None = None
+        # While hiding: the incomplete event a read ended with, until its rest comes. The usage-only
+        # event is taken out whole or not at all; cut between two reads, neither read holds it whole
+        # and the client would get the event (or its second half) it never asked for.
+        self._held = b""
 
     @property
     def completion_tokens(self) -> int:
@@ -44,6 +62,24 @@ class UsageTap:
         return self.tokens if self.count else max(0, self.events - 3)
 
     def feed(self, chunk: bytes) -> bytes:
+        """`chunk` as the client gets it: whole events only while hiding (see `flush`)."""
+        if self.hide:
+            if self._held:
+                chunk = self._held + chunk
+                self._held = b""
+            whole = complete_events(chunk)
+            if whole < len(chunk):
+                self._held = chunk[whole:]
+                chunk = chunk[:whole]
+        return self._watch(chunk)
+
+    def flush(self) -> bytes:
+        """The stream is over (ended, or broke off): what was held of its last event, looked at and
+        passed on as it came (an event the backend did not end with a blank line is still one)."""
+        held, self._held = self._held, b""
+        return self._watch(held) if held else held
+
+    def _watch(self, chunk: bytes) -> bytes:
         self.events += chunk.count(b"data:")
         if self.count:
             self.tokens += len(_CONTENT.findall(chunk))

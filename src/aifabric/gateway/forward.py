@@ -925,9 +925,9 @@ class _Relay:
             # Mid-stream: too late to fail over. The client gets a well-formed end, never a hang.
             self._resp.close()
             self._attempt.failure(failure.failure, self._clock())
-            tail = self._tap_rest(counter)
+            tail = self._tap_rest(counter) if self._tap is not None and self._tap.held else b""
             self._record(502)  # the tokens generated so far were spent all the same
-            rest = tail + self._rest()
+            rest = tail + self._rest() if self._held else tail
             return rest + self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
             await self.aclose()  # the client went away: close the upstream too
@@ -940,10 +940,11 @@ class _Relay:
                 out = self._whole_events(out)
             self._ended = self._ended or _ends_stream(out)
             return out
-        tail = self._tap_rest(counter)  # before the record: a usage object may be in it
+        # What the tap held of the last event: before the record, a usage object may be in it.
+        tail = self._tap_rest(counter) if self._tap is not None and self._tap.held else b""
         self._attempt.success(self._ttfb, self._clock())
         self._record(self._resp.status)
-        rest = tail + self._rest()
+        rest = tail + self._rest() if self._held else tail
         if counter is None:
             if rest:
                 return rest  # the next call finds the attempt settled: the end
@@ -956,8 +957,7 @@ class _Relay:
     def _tap_rest(self, counter: StreamTranslator | None) -> bytes:
         """What the usage tap held of the stream's last event, once no more will come, on its way to
         the client like any chunk."""
-        if self._tap is None:
-            return b""
+        assert self._tap is not None
         tail = self._tap.flush()
         if tail and counter is not None:
             tail = counter.feed(tail)

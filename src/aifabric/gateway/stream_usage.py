@@ -42,7 +42,7 @@ class UsageTap:
     takes its chunk out when only the gateway asked for it), else counts the content events (one
     token each, as llama.cpp's servers stream them). No JSON is parsed here."""
 
-    __slots__ = ("_held", "count", "events", "hide", "tokens", "usage")
+    __slots__ = ("count", "events", "held", "hide", "tokens", "usage")
 
     def __init__(self, *, hide: bool, count: bool) -> None:
         self.hide = hide
@@ -53,7 +53,7 @@ class UsageTap:
         # While hiding: the incomplete event a read ended with, until its rest comes. The usage-only
         # event is taken out whole or not at all; cut between two reads, neither read holds it whole
         # and the client would get the event (or its second half) it never asked for.
-        self._held = b""
+        self.held = b""
 
     @property
     def completion_tokens(self) -> int:
@@ -61,25 +61,17 @@ class UsageTap:
         less the role and finish ones (a rough figure: the row is marked estimated either way)."""
         return self.tokens if self.count else max(0, self.events - 3)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """`chunk` as the client gets it: whole events only while hiding (see `flush`)."""
-        if self.hide:
-            if self._held:
-                chunk = self._held + chunk
-                self._held = b""
+    def feed(self, chunk: bytes, last: bool = False) -> bytes:
+        """`chunk` as the client gets it: whole events only while hiding (`last`: what `flush` passes
+        on, held no longer). A read that ends an event, as nearly all do, costs one `endswith`."""
+        if self.hide and not last and (self.held or not chunk.endswith(_EVENT_ENDS)):
+            if self.held:
+                chunk = self.held + chunk
+                self.held = b""
             whole = complete_events(chunk)
             if whole < len(chunk):
-                self._held = chunk[whole:]
+                self.held = chunk[whole:]
                 chunk = chunk[:whole]
-        return self._watch(chunk)
-
-    def flush(self) -> bytes:
-        """The stream is over (ended, or broke off): what was held of its last event, looked at and
-        passed on as it came (an event the backend did not end with a blank line is still one)."""
-        held, self._held = self._held, b""
-        return self._watch(held) if held else held
-
-    def _watch(self, chunk: bytes) -> bytes:
         self.events += chunk.count(b"data:")
         if self.count:
             self.tokens += len(_CONTENT.findall(chunk))
@@ -96,6 +88,12 @@ class UsageTap:
             elif len(self.usage) < 4096:
                 self.usage += b"\n" + chunk[at : at + 1024]
         return chunk if hide_at < 0 else _without_event(chunk, hide_at)
+
+    def flush(self) -> bytes:
+        """The stream is over (ended, or broke off): what was held of its last event, looked at and
+        passed on as it came (an event the backend did not end with a blank line is still one)."""
+        held, self.held = self.held, b""
+        return self.feed(held, last=True) if held else held
 
 
 def _without_event(chunk: bytes, at: int) -> bytes:

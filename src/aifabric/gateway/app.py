@@ -781,7 +781,9 @@ _GC_GEN0 = 10_000
 def _settle_heap() -> None:
     """Once the gateway serves: what startup built (modules, the config, the routing table) lives as long
     as the process, so it is moved out of the collector's sight (`gc.freeze`: never traversed again),
-    and the first generation is collected less often (_GC_GEN0)."""
+    and the first generation is collected less often (_GC_GEN0). Again after each applied reload (the
+    heap unfrozen first: a frozen object in a reference cycle is never freed, and the replaced config
+    and routing table hold some)."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
@@ -824,7 +826,14 @@ def run_gateway(
         if config_path is not None:
             from aifabric.gateway.reload import reload_from_file
 
-            gateway.reloader = lambda: reload_from_file(gateway, config_path, adapt=adapt)
+            def reload_and_settle() -> ReloadOutcome:
+                outcome = reload_from_file(gateway, config_path, adapt=adapt)
+                if outcome.applied:  # the old config and table are garbage now: let them go
+                    gc.unfreeze()
+                    _settle_heap()
+                return outcome
+
+            gateway.reloader = reload_and_settle
         if ready is not None:
             ready(gateway)
 

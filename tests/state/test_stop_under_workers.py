@@ -10,8 +10,6 @@ Which worker answers is the kernel's choice (SO_REUSEPORT): each connection's ow
 from __future__ import annotations
 
 import http.client
-import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,12 @@ import pytest
 from state_support import Serve, connection_owner, serve_workers
 
 from aifabric.config.load import load_config_text
-from aifabric.local.launch import ProcessSpec
-from aifabric.local.restart import RestartPolicy
 from aifabric.local.supervisor import Supervisor
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
 from redis_support import RedisServer
+from supervised import QUICK_RESTARTS, always_on_spec, attach, running_supervisor
 
 WHY = "stopped by a drill/operator"
 
@@ -63,22 +60,10 @@ def views_by_worker(serve: Serve, workers: set[int]) -> dict[int, dict[str, Any]
 @pytest.fixture
 def supervised(tmp_path: Path) -> Iterator[tuple[Supervisor, int]]:
     port = free_port()
-    spec = ProcessSpec(
-        name="chat",
-        argv=(sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port), "--model", "m"),
-        host="127.0.0.1",
-        port=port,
-        ready_path="/health",
-    )
-    supervisor = Supervisor(
-        [spec], log_dir=tmp_path / "logs", out=io.StringIO(), policy=RestartPolicy(base=0.1, max_delay=0.5)
-    )
-    supervisor.start()
-    try:
-        assert supervisor.wait_ready(timeout=60)
+    with running_supervisor(
+        [always_on_spec("chat", port, "m")], tmp_path / "logs", QUICK_RESTARTS
+    ) as supervisor:
         yield supervisor, port
-    finally:
-        supervisor.stop()
 
 
 def test_an_operator_stop_holds_in_every_worker_until_started(
@@ -87,10 +72,7 @@ def test_an_operator_stop_holds_in_every_worker_until_started(
     supervisor, port = supervised
     text = FABRIC.format(state=redis_server.url + "?interval=50ms", port=port)
     local = RunningGateway(load_config_text(text, "fabric.yaml", environ={}), probe=True).start()
-    gateway = local.gateway
-    assert gateway is not None
-    supervisor.on_state = gateway.local_backend_changed
-    gateway.attach_local(supervisor)
+    attach(local, supervisor)
     fabric_file = tmp_path / "fabric.yaml"
     fabric_file.write_text(text)
     serve = serve_workers(fabric_file, tmp_path / "run", 2)

@@ -6,7 +6,6 @@ backend, as under `aifabric up`; the gateway probes it and evaluates its alert r
 from __future__ import annotations
 
 import io
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,12 +17,11 @@ from ui_support import Node, dump_dom
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
 from aifabric.config.load import load_config_text
-from aifabric.local.launch import ProcessSpec
-from aifabric.local.restart import RestartPolicy
 from aifabric.local.supervisor import Supervisor
 from aifabric.testing.gateway import RunningGateway
 from aifabric.testing.net import free_port
 from aifabric.testing.wait import wait_until
+from supervised import QUICK_RESTARTS, always_on_spec, attach, running_supervisor
 
 WHY = "stopped by a drill/operator"
 
@@ -38,21 +36,12 @@ class Stopped:
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
     """`chat` runs under a supervisor, is stopped through the admin route, and stays stopped."""
     port = free_port()
-    spec = ProcessSpec(
-        name="chat",
-        argv=(sys.executable, "-m", "aifabric.testing.fake_backend", "--port", str(port), "--model", "m"),
-        host="127.0.0.1",
-        port=port,
-        ready_path="/health",
-    )
-    supervisor = Supervisor(
-        [spec],
-        log_dir=tmp_path_factory.mktemp("logs"),
-        out=io.StringIO(),
-        policy=RestartPolicy(base=0.1, max_delay=0.5),
-    )
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=60)
+    logs = tmp_path_factory.mktemp("logs")
+    with running_supervisor([always_on_spec("chat", port, "m")], logs, QUICK_RESTARTS) as supervisor:
+        yield from _stopped(port, supervisor)
+
+
+def _stopped(port: int, supervisor: Supervisor) -> Iterator[Stopped]:
     config = load_config_text(
         f"""
 monitoring: {{interval: 200ms}}
@@ -69,8 +58,7 @@ roles:
     running = RunningGateway(config, probe=True).start()
     gateway = running.gateway
     assert gateway is not None
-    supervisor.on_state = gateway.local_backend_changed
-    gateway.attach_local(supervisor)
+    attach(running, supervisor)
     try:
         wait_until(lambda: str(gateway.table.healths["chat"].state) == "up", "chat probed up")
         assert httpx.post(running.url + "/admin/backends/chat/stop").status_code == 202
@@ -83,7 +71,6 @@ roles:
         yield Stopped(running.url, supervisor)
     finally:
         running.stop()
-        supervisor.stop()
 
 
 def test_the_status_page_shows_the_stop_and_its_reason(stopped: Stopped) -> None:

@@ -47,7 +47,7 @@ from aifabric.gateway.body import RequestBody
 from aifabric.gateway.dialects.base import BodyLike, Dialect, StreamTranslator
 from aifabric.gateway.dropped import DropWarnings
 from aifabric.gateway.missing_routes import MissingRoutes, RouteMissing
-from aifabric.gateway.stream_usage import UsageCounter, UsageTap, complete_events, wants_usage
+from aifabric.gateway.stream_usage import UsageCounter, UsageTap, split_events, wants_usage
 from aifabric.http.client import UpstreamClient, UpstreamResponse
 from aifabric.http.server import Response, StreamingResponse
 from aifabric.observability.logging import redact, redact_cut
@@ -969,13 +969,7 @@ class _Relay:
         """`out`, after the tail held from the last chunk, up to its last complete event (the rest is
         held), with every secret masked when an error event is among them. A chunk that ends an event,
         as nearly all do, costs one `endswith` more than before."""
-        if self._held:
-            out = self._held + out
-            self._held = b""
-        whole = complete_events(out)
-        if whole < len(out):
-            self._held = out[whole:]
-            out = out[:whole]
+        out, self._held = split_events(self._held, out)
         if _ERROR_MARK in out:
             out = _redacted(out)
         return out

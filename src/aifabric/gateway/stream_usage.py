@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["UsageCounter", "UsageTap", "complete_events", "wants_usage"]
+__all__ = ["UsageCounter", "UsageTap", "split_events", "wants_usage"]
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -23,14 +23,18 @@ _DONE = b"data: [DONE]\n\n"
 _EVENT_ENDS = (b"\n\n", b"\n\r\n")
 
 
-def complete_events(data: bytes) -> int:
-    """How many bytes of `data` are whole server-sent events: up to the end of its last blank line (all
-    of it when it ends one, as nearly every read of a stream does: then one `endswith`)."""
+def split_events(held: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """`held` (what an earlier read left incomplete) and `data`, split into their whole server-sent
+    events and the incomplete rest to hold until more comes: the cut is after the last blank line.
+    A read that ends an event, as nearly every read of a stream does, costs one `endswith`."""
+    if held:
+        data = held + data
     if data.endswith(_EVENT_ENDS):
-        return len(data)
+        return data, b""
     lf = data.rfind(b"\n\n")
     crlf = data.rfind(b"\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+    whole = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+    return data[:whole], data[whole:]
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
@@ -65,13 +69,7 @@ class UsageTap:
         """`chunk` as the client gets it: whole events only while hiding (`last`: what `flush` passes
         on, held no longer). A read that ends an event, as nearly all do, costs one `endswith`."""
         if self.hide and not last and (self.held or not chunk.endswith(_EVENT_ENDS)):
-            if self.held:
-                chunk = self.held + chunk
-                self.held = b""
-            whole = complete_events(chunk)
-            if whole < len(chunk):
-                self.held = chunk[whole:]
-                chunk = chunk[:whole]
+            chunk, self.held = split_events(self.held, chunk)
         self.events += chunk.count(b"data:")
         if self.count:
             self.tokens += len(_CONTENT.findall(chunk))

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import openai
+from workers_support import ADMIN, MASTER, Serve, fabric_text, serve_workers
 
 from aifabric.observability.merged import merge_expositions
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "state"))
-from state_support import Serve, serve_workers
-
-MASTER = "sk-master-metrics-4e1d"
-ADMIN = "sk-admin-metrics-9b2c"
 
 OWN = """# HELP aifabric_requests_total API requests answered.
 # TYPE aifabric_requests_total counter
@@ -68,16 +62,6 @@ def test_counters_and_histograms_are_summed_gauges_are_the_answering_worker_s() 
     assert "# TYPE aifabric_usage_tokens_total counter" in lines
     assert 'aifabric_usage_tokens_total{key="app",direction="in"} 12' in lines
     assert merge_expositions(OWN, []) == OWN
-
-
-def fabric_text(backend_url: str) -> str:
-    return f"""
-gateway: {{host: 127.0.0.1, port: 0, api_keys: ["{MASTER}"], admin_keys: ["{ADMIN}"]}}
-backends:
-  b: {{kind: vllm, url: "{backend_url}", health: {{interval: 1h}}}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
-"""
 
 
 def scrape(serve: Serve) -> dict[str, float]:

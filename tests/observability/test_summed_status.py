@@ -5,12 +5,12 @@ refresh shows all the traffic, whichever worker answers it."""
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from workers_support import ADMIN, MASTER, fabric_text, serve_workers
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
@@ -21,22 +21,6 @@ from aifabric.observability.merged import SummedCounters, counter_samples, merge
 from aifabric.observability.metrics import render_metrics
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.wait import wait_until
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "state"))
-from state_support import serve_workers
-
-MASTER = "sk-master-status-7a3f"
-ADMIN = "sk-admin-status-1c9e"
-
-
-def fabric_text(backend_url: str) -> str:
-    return f"""
-gateway: {{host: 127.0.0.1, port: 0, api_keys: ["{MASTER}"], admin_keys: ["{ADMIN}"]}}
-backends:
-  b: {{kind: vllm, url: "{backend_url}", health: {{interval: 1h}}}}
-roles:
-  chat-fast: {{kind: chat, targets: [{{backend: b, model: m1}}]}}
-"""
 
 
 def test_counter_samples_read_back_what_the_exposition_wrote() -> None:

@@ -329,3 +329,54 @@ def test_a_key_s_concurrency_holds_for_all_workers_together(tmp_path: Path, fb: 
         assert [answered(c) for c in fresh[:4]] == [200] * 4
     finally:
         serve.stop()
+
+
+def test_a_key_s_concurrency_holds_for_replicas_on_redis_together(
+    tmp_path: Path, fb: FakeBackend, redis_server: RedisServer
+) -> None:
+    """`--concurrency 1` over two replicas on one Redis: one request of the key in flight in all (before,
+    each replica allowed its share, at least 1: two at once). Redis away: each replica allows its
+    share, says so, and every request still gets an answer."""
+    fabric_file = tmp_path / "fabric.yaml"
+    text = fabric_text(fb.url, "", state=redis_server.url).replace('keys: ""\n', "")
+    fabric_file.write_text(text.replace("api_keys: [", f'admin_keys: ["{FILE_ADMIN}"], api_keys: ['))
+    a, b = Serve(fabric_file), Serve(fabric_file)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        secret = keys_cli(fabric_file, "create", "--name", "one", "--concurrency", "1").stdout.strip()
+        on_a, on_b = client(a, secret), client(b, secret)
+        wait_until(lambda: accepted(on_a) and accepted(on_b), "both replicas accept the new key", 5)
+        shared = {"shared": "redis", "reachable": True, "error": ""}
+        assert status(a, FILE_ADMIN)["tenancy"]["concurrency"] == shared
+
+        fb.set(token_delay_ms=200, tokens=5)  # a stream that lasts about a second
+        with on_a.chat.completions.create(model="chat-fast", messages=HI, stream=True) as held:  # type: ignore[arg-type]
+            for replica in (on_b, on_a):  # the one slot is A's: refused on B, and on A itself
+                with pytest.raises(openai.RateLimitError) as busy:
+                    replica.chat.completions.create(model="chat-fast", messages=HI)  # type: ignore[arg-type]
+                assert busy.value.code == "concurrency_limit_exceeded"
+                assert busy.value.response.headers["retry-after"] == "1"
+            assert list(held)
+        fb.set(token_delay_ms=0)
+        # Given back when the stream ended (not awaited by it): B gets the slot once that landed.
+        wait_until(lambda: answered(on_b) == 200, "the slot is free again, for the other replica")
+
+        redis_server.stop()
+        # Each replica now allows its share (1 of 1, at least 1): answered, never a 5xx.
+        assert answered(on_a) == 200
+        assert answered(on_b) == 200
+        view = status(a, FILE_ADMIN)["tenancy"]["concurrency"]
+        assert view["shared"] == "redis" and view["reachable"] is False, view
+        assert any("concurrency limits are not shared" in line for line in a.output), "the log says so"
+        shown = aifabric("status", "--url", a.url, "--api-key", FILE_ADMIN)
+        assert "concurrency: not shared (redis unreachable)" in shown.stdout, shown.stdout
+
+        redis_server.start()
+        wait_until(
+            lambda: status(a, FILE_ADMIN)["tenancy"]["concurrency"]["reachable"], "A notices Redis is back"
+        )
+        assert any("concurrency limits are shared again" in line for line in a.output)
+    finally:
+        a.stop()
+        b.stop()

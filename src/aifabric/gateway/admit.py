@@ -7,8 +7,10 @@ routes and for Anthropic's `/v1/messages`, each of which answers errors in its o
 
 `admit` checks the key's roles (403 `model_not_allowed`), its and the role's limits (429 with
 `Retry-After` and `x-ratelimit-*`), and reads the priority (`x-aifabric-priority` may lower it).
-`forward` stamps the priority and principal on the request, adds the rate-limit headers to the answer
-and gives the ticket back when the answer is over (a stream: its last byte, or its client leaving).
+`forward` stamps the priority and principal on the request, takes the key's lease of its concurrency
+limit where every replica counts it (Redis: a round trip, so here rather than in `admit`), adds the
+rate-limit headers to the answer and gives the ticket back when the answer is over (a stream: its
+last byte, or its client leaving).
 Under a tokens-per-minute limit the admission's estimate is replaced by what the answer cost: a
 non-streamed answer's usage, or for a stream the counts the forwarder saw pass when it ended.
 """
@@ -60,6 +62,12 @@ class Admitted:
 
 
 async def _forward_with_ticket(req: ForwardRequest, send: Send, ticket: Ticket) -> Answer:
+    if ticket.pending is not None:  # a key's concurrency counted on the shared state: its lease first
+        try:
+            await ticket.hold()
+        except ApiError as exc:
+            exc.role = req.route.name  # as admit's refusals: the ledger's row says which role
+            raise
     try:
         response = await send(req)
     except BaseException:

@@ -65,6 +65,7 @@ from aifabric.tenancy.ledger import Ledger, Pending, ledger_opener
 from aifabric.tenancy.limitsync import FileExchange, LimitExchange, LimitSync, RedisExchange
 from aifabric.tenancy.pricing import Pricing
 from aifabric.tenancy.principal import Principal
+from aifabric.tenancy.redis_leases import RedisLeases
 from aifabric.tenancy.tokens import LocalTokenizers
 from aifabric.tenancy.usage_view import usage_metrics
 from aifabric.tenancy.watch import KeyWatcher
@@ -115,6 +116,7 @@ class Gateway:
         self.worker: int | None = None
         self.shared_metrics: SharedMetrics | None = None
         self.leases: FileLeases | None = None  # set by start() under `serve --workers N`
+        self.shared_leases: RedisLeases | None = None  # set by start() when state is Redis
         self._keys_task: asyncio.Task[None] | None = None
         self._switches: set[asyncio.Future[None]] = set()
         # The usage ledger and the budgets it feeds (none when `usage: off`).
@@ -201,7 +203,8 @@ class Gateway:
 
     def _concurrency_share(self) -> float:
         """This process's part of a backend's max_concurrency, and of a key's concurrent requests
-        between replicas (the workers of one machine count those together: tenancy.leases): 1/N
+        while they cannot be counted together (on Redis: tenancy.redis_leases; the workers of one
+        machine: tenancy.leases): 1/N
         of the processes sharing them. (Not `_limit_share`: a minute's counts are exchanged, so a
         fresh exchange lets each process spend the whole limit; requests in flight are not, so they
         are always split.) Never more than 1/workers: this gateway's own workers share
@@ -218,7 +221,17 @@ class Gateway:
             if self.limit_sync is not None
             else {"shared": "no", "share": round(self._limit_share(), 3)}
         )
-        return {"keys": self.keys.status.to_dict() if self.keys else None, "limits": limits}
+        concurrency: dict[str, object]
+        if self.shared_leases is not None:
+            concurrency = self.shared_leases.status()
+        else:
+            kind = "local" if self.leases is not None else "no"  # the workers' file locks, or none
+            concurrency = {"shared": kind, "reachable": True, "error": ""}
+        return {
+            "keys": self.keys.status.to_dict() if self.keys else None,
+            "limits": limits,
+            "concurrency": concurrency,
+        }
 
     def _budget_alerts(self) -> list[Alert]:
         if self.ledger is None:
@@ -598,6 +611,10 @@ class Gateway:
             directory = default_state_dir(port)
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.admission.leases = self.leases = FileLeases(directory)
+        if self.config.state != "memory":
+            # A key's requests in flight: counted by every replica and worker together, on Redis.
+            self.admission.shared_leases = self.shared_leases = RedisLeases(self.config.state)
+            self._tasks.append(asyncio.create_task(self.shared_leases.run(self._stop)))
         if exchange is not None:
             self.limit_sync = LimitSync(self.admission, exchange, processes=self.config.gateway.workers)
             self._tasks.append(asyncio.create_task(self.limit_sync.run(self._stop)))
@@ -646,6 +663,8 @@ class Gateway:
             await self.limit_sync.close()
         if self.leases is not None:
             self.leases.close()
+        if self.shared_leases is not None:
+            await self.shared_leases.close()
         if self.shared_metrics is not None:  # the last counts, for a worker that replaces this one
             with contextlib.suppress(OSError):
                 self.shared_metrics.publish(self.exposition())

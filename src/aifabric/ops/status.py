@@ -229,6 +229,12 @@ def _tenancy(view: object) -> list[str]:
             f"limits: not shared ({limits.get('shared')} unreachable), this process enforces "
             f"{limits.get('share')} of every limit: {limits.get('error')}"
         )
+    concurrency = view.get("concurrency")
+    if isinstance(concurrency, dict) and not concurrency.get("reachable", True):
+        out.append(
+            f"concurrency: not shared ({concurrency.get('shared')} unreachable), this process allows "
+            f"its share of each key's requests in flight: {concurrency.get('error')}"
+        )
     return ["", *out] if out else []
 
 

@@ -12,9 +12,11 @@ The counters live in this process. Shared across workers and replicas, `share()`
 of each per-minute limit this process may use: 1 while tenancy.limitsync keeps the other processes'
 counts current (each window then also bounds what this process admits between two exchanges to its
 part of the headroom: tenancy.ratelimit), 1/N (N workers or replicas) while it cannot. Requests in
-flight are not exchanged: `concurrency_share()` is this process's 1/N, unless `leases` (the workers of
-one machine: tenancy.leases) count them across the processes. Nothing here does I/O but the leases
-given to it; the clock is passed in.
+flight are not exchanged: `concurrency_share()` is this process's 1/N, unless they are counted across
+the processes: by `leases` (the workers of one machine: tenancy.leases), or by `shared_leases` (every
+replica on Redis: tenancy.redis_leases; taking one is a round trip, so `admit` leaves it pending and
+`Ticket.hold` takes it before the request is forwarded). Nothing here does I/O but the leases given
+to it; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn, Protocol
 
 from aifabric.config.schema import RoleLimits
-from aifabric.errors import RateLimited
+from aifabric.errors import RateLimited, StateStoreError
 from aifabric.tenancy.principal import Principal
 from aifabric.tenancy.ratelimit import OPENAI_HEADERS, Decision, SlidingWindow, format_reset
 
-__all__ = ["Admission", "Leases", "Scope", "Ticket", "estimate_tokens"]
+__all__ = ["Admission", "Leases", "Scope", "SharedLeases", "Ticket", "estimate_tokens"]
 
 Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
 
@@ -53,10 +55,30 @@ class Leases(Protocol):
     def release(self, name: str, slot: int) -> None: ...
 
 
+class SharedLeases(Protocol):
+    """Requests in flight counted by every process on the shared state (tenancy.redis_leases): taking a
+    lease is a round trip, so it is awaited before forwarding (`Ticket.hold`), not in `admit`."""
+
+    reachable: bool
+
+    async def acquire(self, name: str, limit: int) -> str | None: ...
+
+    def release(self, name: str, lease: str) -> None: ...
+
+
 class Ticket:
     """One admitted request: its rate-limit headers, and what to give back when it ends."""
 
-    __slots__ = ("_admission", "_estimate", "_in_flight", "_lease", "_token_windows", "headers")
+    __slots__ = (
+        "_admission",
+        "_estimate",
+        "_in_flight",
+        "_lease",
+        "_shared",
+        "_token_windows",
+        "headers",
+        "pending",
+    )
 
     def __init__(
         self,
@@ -73,6 +95,10 @@ class Ticket:
         self._token_windows = token_windows
         self._estimate = estimate
         self.headers = headers
+        # A lease of the shared state still to take (`hold`): the key, its limit, and what admission
+        # counted in each window (given back if the lease is refused).
+        self.pending: tuple[str, int, tuple[tuple[SlidingWindow, float], ...]] | None = None
+        self._shared: tuple[str, str] | None = None  # the key and its lease on the shared state
 
     @property
     def counts_tokens(self) -> bool:
@@ -87,11 +113,44 @@ class Ticket:
                 window.adjust(now, delta)
             self._token_windows = ()
 
+    async def hold(self) -> None:
+        """Take the pending lease of the key's concurrency limit on the shared state. RateLimited when
+        the key has its limit of requests in flight in all the processes together; then, as for any
+        refusal, the request counts against nothing. Redis away: this process's share of the limit."""
+        if self.pending is None:
+            return
+        name, limit, counted = self.pending
+        self.pending = None
+        admission = self._admission
+        shared = admission.shared_leases
+        try:
+            if shared is None:
+                raise StateStoreError("no shared state")
+            lease = await shared.acquire(name, limit)
+            if lease is None:
+                raise _concurrency_refused(name, limit)
+            self._shared = (name, lease)
+        except StateStoreError:
+            try:
+                self._lease = admission.enter(name, limit)
+            except RateLimited:
+                admission.give_back(counted)
+                raise
+            self._in_flight = name
+        except RateLimited:
+            admission.give_back(counted)
+            raise
+
     def release(self) -> None:
         """The request is over (answered, failed, or its client went away). Idempotent."""
         if self._in_flight is not None:
             self._admission.leave(self._in_flight, self._lease)
             self._in_flight = None
+        elif self._shared is not None:
+            shared = self._admission.shared_leases
+            if shared is not None:
+                shared.release(*self._shared)
+            self._shared = None
 
 
 class Admission:
@@ -114,6 +173,8 @@ class Admission:
         self.in_flight: dict[str, int] = {}
         # Set under `serve --workers N`: a key's requests in flight counted across the workers.
         self.leases: Leases | None = None
+        # Set when state is shared (Redis): counted by every replica and worker together.
+        self.shared_leases: SharedLeases | None = None
 
     def _window(self, scope: Scope, limit: int, now: float) -> SlidingWindow:
         window = self.windows.get(scope)
@@ -174,26 +235,45 @@ class Admission:
                     (names[2], format_reset(window.reset(now, amount))),
                 )
         lease = None
-        if principal.concurrency is not None:
-            if self.leases is not None:  # the whole limit, held by the workers together
-                cap = principal.concurrency
-                lease = self.leases.acquire(principal.name, cap)
-                full = lease is None
-            else:
-                cap = max(1, math.floor(principal.concurrency * self._concurrency_share()))
-                full = self.in_flight.get(principal.name, 0) >= cap
-            if full:
-                raise RateLimited(
-                    f"The API key '{principal.name}' has {cap} requests in flight, its limit of "
-                    "concurrent requests; retry when one of them is done.",
-                    code="concurrency_limit_exceeded",
-                    headers={"retry-after": "1"},
-                )
-            self.in_flight[principal.name] = self.in_flight.get(principal.name, 0) + 1
+        in_flight = None
+        concurrency = principal.concurrency
+        shared = concurrency is not None and self.shared_leases is not None and self.shared_leases.reachable
+        if concurrency is not None and not shared:
+            lease = self.enter(principal.name, concurrency)
+            in_flight = principal.name
         for window, is_tokens, limit in plan.checks:  # room() rolled each window to `now` above
             window.add(min(float(tokens if is_tokens else 1), limit * share))
-        in_flight = principal.name if principal.concurrency is not None else None
-        return Ticket(self, in_flight, plan.token_windows, tokens, headers, lease)
+        ticket = Ticket(self, in_flight, plan.token_windows, tokens, headers, lease)
+        if shared:
+            assert concurrency is not None
+            counted = tuple(
+                (window, min(float(tokens if is_tokens else 1), limit * share))
+                for window, is_tokens, limit in plan.checks
+            )
+            ticket.pending = (principal.name, concurrency, counted)
+        return ticket
+
+    def enter(self, name: str, concurrency: int) -> int | None:
+        """One more request in flight of key `name` in this process (the workers' lease of it, when
+        they count together), or RateLimited when it has `concurrency` (or this process's share)."""
+        lease = None
+        if self.leases is not None:  # the whole limit, held by the workers together
+            cap = concurrency
+            lease = self.leases.acquire(name, cap)
+            full = lease is None
+        else:
+            cap = max(1, math.floor(concurrency * self._concurrency_share()))
+            full = self.in_flight.get(name, 0) >= cap
+        if full:
+            raise _concurrency_refused(name, cap)
+        self.in_flight[name] = self.in_flight.get(name, 0) + 1
+        return lease
+
+    def give_back(self, counted: tuple[tuple[SlidingWindow, float], ...]) -> None:
+        """Uncount a request refused after admission counted it (its shared lease was refused)."""
+        now = self.wall()
+        for window, amount in counted:
+            window.adjust(now, -amount)
 
     def _plan(self, principal: Principal, role: str, limits: RoleLimits, now: float) -> _Plan:
         """The windows a request of `principal` to `role` is checked against, made once per key, role
@@ -243,6 +323,15 @@ class Admission:
             self.in_flight[name] = left
         else:
             self.in_flight.pop(name, None)
+
+
+def _concurrency_refused(name: str, cap: int) -> RateLimited:
+    return RateLimited(
+        f"The API key '{name}' has {cap} requests in flight, its limit of "
+        "concurrent requests; retry when one of them is done.",
+        code="concurrency_limit_exceeded",
+        headers={"retry-after": "1"},
+    )
 
 
 def _headers(checks: list[tuple[SlidingWindow, Decision, float, Scope]]) -> list[tuple[str, str]]:

@@ -53,19 +53,20 @@ class OpsRoutes:
         return Response(200, orjson.dumps(view))
 
     async def status(self) -> Response:
-        """The health view plus roles, targets and request counters: what the status page polls.
-        Under `serve --workers N` the counters are every worker's summed, read from the files
-        `/metrics` sums (observability.merged), so a refresh shows the same whichever worker answers."""
+        """The health view plus roles, targets, request counters and usage: what the status page polls.
+        Under `serve --workers N` the counters (requests, and the usage per key and the ledger's rows)
+        are every worker's summed, read from the files `/metrics` sums (observability.merged), so a
+        refresh shows the same whichever worker answers."""
         summed = None
         shared = self._gw.shared_metrics
         if shared is not None:
-            text, workers = await asyncio.to_thread(shared.summed, self._gw.exposition())
-            summed = SummedCounters.from_exposition(text, workers)
+            texts = await asyncio.to_thread(shared.expositions, self._gw.exposition())
+            summed = SummedCounters.from_expositions(texts)
         view = status_view(self._gw.table, self._gw.metrics, self._gw.clock(), summed)
         view["tenancy"] = self._gw.tenancy_view()
         # Keys may come from the key store as well as gateway.api_keys: the live answer.
         view["gateway"]["auth_required"] = self._gw.auth.enabled
-        view["usage"] = usage_view(self._gw.ledger, self._gw.budgets)
+        view["usage"] = usage_view(self._gw.ledger, self._gw.budgets, summed)
         return Response(200, orjson.dumps(view))
 
     async def ui(self, path: str) -> Response:

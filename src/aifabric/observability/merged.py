@@ -13,8 +13,9 @@ A worker's file is named by its index (0..N-1), not its pid: a worker that is re
 predecessor's file when it starts and counts on from there, so the sums never go backwards while the
 gateway runs (`aifabric serve` removes the files when it starts: a new gateway starts from zero).
 
-`GET /status` reads the same sums (`SharedMetrics.summed`, then `SummedCounters`): its request counts,
-overflows and the targets' successes and failures are the whole gateway's, whichever worker answers.
+`GET /status` reads the same files (`SharedMetrics.expositions`, then `SummedCounters`): its request
+counts, overflows, the targets' successes and failures, and the usage per key and the ledger's row
+counts are the whole gateway's, whichever worker answers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SharedMetrics", "SummedCounters", "counter_samples", "merge_expositions"]
+__all__ = ["SharedMetrics", "SummedCounters", "counter_samples", "merge_expositions", "samples"]
 
 _SUMMED = frozenset({"counter", "histogram"})
 _SUFFIXES = ("_bucket", "_sum", "_count")
@@ -137,27 +138,29 @@ class SharedMetrics:
     def merged(self, own: str) -> str:
         """The exposition a scrape gets: `own` published first (so a later scrape answered by another
         worker sees at least these counts), then every other worker's file added."""
-        return self.summed(own)[0]
+        mine, *others = self.expositions(own)
+        return merge_expositions(mine, others)
 
-    def summed(self, own: str) -> tuple[str, int]:
-        """`merged(own)`, and how many workers' counts are in it (this one and each file read)."""
+    def expositions(self, own: str) -> list[str]:
+        """Every worker's counts, this one's first: `own` as published (with its predecessor's), then
+        each other worker's file. What `merged` sums, and `SummedCounters.from_expositions` reads."""
         mine = self.publish(own)
         others = []
         for path in sorted(self.directory.glob("metrics-*.prom")):
             if path != self.path:
                 with contextlib.suppress(OSError):
                     others.append(path.read_text())
-        return merge_expositions(mine, others), 1 + len(others)
+        return [mine, *others]
 
 
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
-def counter_samples(text: str, family: str) -> dict[tuple[str, ...], int]:
-    """The samples of one counter family of an exposition: its label values, in the order the
-    exposition writes them, -> the count (the shape `GatewayMetrics` keeps its counters in)."""
-    out: dict[tuple[str, ...], int] = {}
+def samples(text: str, family: str) -> dict[tuple[str, ...], float]:
+    """The samples of one family of an exposition: its label values, in the order the exposition
+    writes them, -> the value (summed, should a series appear twice)."""
+    out: dict[tuple[str, ...], float] = {}
     prefix = family + "{"
     for line in text.splitlines():
         if not (line.startswith(prefix) or line.startswith(family + " ")):
@@ -168,20 +171,43 @@ def counter_samples(text: str, family: str) -> dict[tuple[str, ...], int]:
             for _, v in _LABEL.findall(series.partition("{")[2])
         )
         with contextlib.suppress(ValueError):
-            out[values] = out.get(values, 0) + round(float(value))
+            out[values] = out.get(values, 0.0) + float(value)
     return out
+
+
+def counter_samples(text: str, family: str) -> dict[tuple[str, ...], int]:
+    """`samples` of a counter of whole numbers, as ints (the shape `GatewayMetrics` keeps its
+    counters in)."""
+    return {values: round(value) for values, value in samples(text, family).items()}
 
 
 @dataclass(slots=True)
 class SummedCounters:
     """The counters `/status` shows, summed over the workers of `serve --workers N` (from `merged`):
-    the same shapes as `GatewayMetrics`' and the targets' own, so the view reads either alike."""
+    the same shapes as `GatewayMetrics`' and the targets' own, so the view reads either alike.
+
+    `exposition` is the summed text itself and `each` every worker's own (this one's first), for the
+    views of the layers above that read their own families from them (tenancy.usage_view)."""
 
     workers: int
     requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (role, status)
     overflowed: dict[str, int] = field(default_factory=dict)  # role
     # (role, backend, model, "success" | "failure"): the targets' own counts, aifabric_target_results_total
     results: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    exposition: str = ""
+    each: tuple[str, ...] = ()
+
+    @classmethod
+    def from_expositions(cls, texts: list[str]) -> SummedCounters:
+        """From every worker's exposition, the answering worker's first (`SharedMetrics.expositions`)."""
+        summed = cls.from_exposition(merge_expositions(texts[0], texts[1:]), len(texts))
+        summed.each = tuple(texts)
+        return summed
+
+    def gauge_total(self, family: str) -> float:
+        """A gauge without labels added up over the workers (each worker's own value: the summed
+        exposition holds the answering worker's only), e.g. the rows each one has queued."""
+        return sum(samples(text, family).get((), 0.0) for text in self.each)
 
     @classmethod
     def from_exposition(cls, text: str, workers: int) -> SummedCounters:
@@ -198,7 +224,7 @@ class SummedCounters:
             for k, n in counter_samples(text, "aifabric_target_results_total").items()
             if len(k) == 4
         }
-        return cls(workers, requests, overflowed, results)
+        return cls(workers, requests, overflowed, results, text)
 
 
 def clear(directory: Path) -> None:

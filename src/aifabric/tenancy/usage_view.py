@@ -2,32 +2,68 @@
 
 Key names are labels: their number is bounded by the key store (and the ledger folds any past
 MAX_KEYS into "other"), never by what clients send.
+
+Under `aifabric serve --workers N` each worker's ledger writer counts the rows it wrote; `/metrics`
+sums the counters below over the workers (observability.merged), and `usage_view` reads the same sums
+back (`summed`), so `/status` shows the whole gateway's usage whichever worker answers. Nothing is
+added on the request path: the totals are the ones the writer keeps anyway, summed when read.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aifabric.observability.merged import SummedCounters, counter_samples, samples
 from aifabric.tenancy.budget import BudgetTracker
-from aifabric.tenancy.ledger.writer import Ledger
+from aifabric.tenancy.ledger.writer import KeyTotals, Ledger
 
 __all__ = ["usage_metrics", "usage_view"]
 
 
-def usage_view(ledger: Ledger | None, budgets: BudgetTracker) -> dict[str, Any]:
-    """`/status`'s `usage`: this process's totals per key since it started, the ledger's health, and
-    every budget with its spend in the current period."""
+# The metric families, written by `usage_metrics` and read back from the workers' sums by `usage_view`.
+REQUESTS = "aifabric_usage_requests_total"
+TOKENS = "aifabric_usage_tokens_total"
+COST = "aifabric_usage_cost_total"
+ROWS = "aifabric_usage_ledger_rows_total"
+WRITE_FAILURES = "aifabric_usage_ledger_write_failures_total"
+PENDING = "aifabric_usage_ledger_pending"
+
+
+def usage_view(
+    ledger: Ledger | None, budgets: BudgetTracker, summed: SummedCounters | None = None
+) -> dict[str, Any]:
+    """`/status`'s `usage`: the totals per key since the gateway started, the ledger's health, and
+    every budget with its spend in the current period.
+
+    `summed`: under `serve --workers N`, every worker's counters (observability.merged); then `by_key`,
+    `written`, `dropped`, `write_failures` and `pending` are the workers' sums, and `workers` says how
+    many they are (1 when `summed` is None: this process's own). `ledger` and `last_error` are this
+    process's; `spend_today` and `budgets` come from the ledger's store, which all workers share."""
     if ledger is None:
         return {"enabled": False}
     stats = ledger.stats
+    by_key, written, dropped, failures, pending = (
+        stats.by_key,
+        stats.written,
+        stats.dropped,
+        stats.write_failures,
+        ledger.pending,
+    )
+    if summed is not None:
+        by_key = _summed_by_key(summed.exposition)
+        rows = counter_samples(summed.exposition, ROWS)
+        written, dropped = rows.get(("written",), 0), rows.get(("dropped",), 0)
+        failures = counter_samples(summed.exposition, WRITE_FAILURES).get((), 0)
+        pending = round(summed.gauge_total(PENDING))
     return {
         "enabled": True,
         "ledger": ledger.where,
-        "written": stats.written,
-        "pending": ledger.pending,
-        "dropped": stats.dropped,
-        "write_failures": stats.write_failures,
+        "written": written,
+        "pending": pending,
+        "dropped": dropped,
+        "write_failures": failures,
         "last_error": stats.last_error,
+        "workers": summed.workers if summed is not None else 1,
         "by_key": {
             name: {
                 "requests": t.requests,
@@ -35,7 +71,7 @@ def usage_view(ledger: Ledger | None, budgets: BudgetTracker) -> dict[str, Any]:
                 "tokens_out": t.tokens_out,
                 "cost": round(t.cost, 6),
             }
-            for name, t in sorted(stats.by_key.items())
+            for name, t in sorted(by_key.items())
         },
         "spend_today": {k: round(v, 6) for k, v in sorted(budgets.spend_today().items())},
         "budgets": [
@@ -54,35 +90,58 @@ def usage_view(ledger: Ledger | None, budgets: BudgetTracker) -> dict[str, Any]:
     }
 
 
+def _summed_by_key(exposition: str) -> dict[str, KeyTotals]:
+    """The totals per key, as the workers' summed counters have them."""
+    out: dict[str, KeyTotals] = {}
+    for (key,), n in counter_samples(exposition, REQUESTS).items():
+        out[key] = KeyTotals(requests=n)
+    for (key, direction), n in counter_samples(exposition, TOKENS).items():
+        totals = out.setdefault(key, KeyTotals())
+        if direction == "in":
+            totals.tokens_in = n
+        else:
+            totals.tokens_out = n
+    for (key,), cost in samples(exposition, COST).items():
+        out.setdefault(key, KeyTotals()).cost = cost
+    return out
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def usage_metrics(ledger: Ledger | None, budgets: BudgetTracker) -> list[str]:
-    """Prometheus lines: tokens and cost by key (this process's, since it started), ledger health,
-    budget spend."""
+    """Prometheus lines: requests, tokens and cost by key (this process's, since it started), ledger
+    health, budget spend."""
     if ledger is None:
         return []
-    out = [
-        "# HELP aifabric_usage_tokens_total Tokens used, by key and direction (in: prompt, out: completion).",
-        "# TYPE aifabric_usage_tokens_total counter",
-    ]
-    totals = sorted(ledger.stats.by_key.items())
+    stats = ledger.stats
+    totals = sorted(stats.by_key.items())
+    out = [f"# HELP {REQUESTS} Requests written to the ledger, by key.", f"# TYPE {REQUESTS} counter"]
+    for name, t in totals:
+        out.append(f'{REQUESTS}{{key="{_escape(name)}"}} {t.requests}')
+    out.append(f"# HELP {TOKENS} Tokens used, by key and direction (in: prompt, out: completion).")
+    out.append(f"# TYPE {TOKENS} counter")
     for name, t in totals:
         key = _escape(name)
-        out.append(f'aifabric_usage_tokens_total{{key="{key}",direction="in"}} {t.tokens_in}')
-        out.append(f'aifabric_usage_tokens_total{{key="{key}",direction="out"}} {t.tokens_out}')
-    out.append("# HELP aifabric_usage_cost_total Cost of the requests, by key, at the fabric file's prices.")
-    out.append("# TYPE aifabric_usage_cost_total counter")
+        out.append(f'{TOKENS}{{key="{key}",direction="in"}} {t.tokens_in}')
+        out.append(f'{TOKENS}{{key="{key}",direction="out"}} {t.tokens_out}')
+    out.append(f"# HELP {COST} Cost of the requests, by key, at the fabric file's prices.")
+    out.append(f"# TYPE {COST} counter")
     for name, t in totals:
-        out.append(f'aifabric_usage_cost_total{{key="{_escape(name)}"}} {t.cost:.6f}')
-    out.append("# HELP aifabric_usage_ledger_rows_total Ledger rows written, and dropped (queue full).")
-    out.append("# TYPE aifabric_usage_ledger_rows_total counter")
-    out.append(f'aifabric_usage_ledger_rows_total{{outcome="written"}} {ledger.stats.written}')
-    out.append(f'aifabric_usage_ledger_rows_total{{outcome="dropped"}} {ledger.stats.dropped}')
-    out.append("# HELP aifabric_usage_ledger_pending Rows waiting for the ledger's writer.")
-    out.append("# TYPE aifabric_usage_ledger_pending gauge")
-    out.append(f"aifabric_usage_ledger_pending {ledger.pending}")
+        out.append(f'{COST}{{key="{_escape(name)}"}} {t.cost:.6f}')
+    out.append(f"# HELP {ROWS} Ledger rows written, and dropped (queue full).")
+    out.append(f"# TYPE {ROWS} counter")
+    out.append(f'{ROWS}{{outcome="written"}} {stats.written}')
+    out.append(f'{ROWS}{{outcome="dropped"}} {stats.dropped}')
+    out.append(
+        f"# HELP {WRITE_FAILURES} Writes and refreshes the ledger's store failed (rows are kept, retried)."
+    )
+    out.append(f"# TYPE {WRITE_FAILURES} counter")
+    out.append(f"{WRITE_FAILURES} {stats.write_failures}")
+    out.append(f"# HELP {PENDING} Rows waiting for the ledger's writer.")
+    out.append(f"# TYPE {PENDING} gauge")
+    out.append(f"{PENDING} {ledger.pending}")
     out.append("# HELP aifabric_budget_spent_ratio Spend of a budget in its current period over its amount.")
     out.append("# TYPE aifabric_budget_spent_ratio gauge")
     for use in budgets.uses():

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stub_gateway import StubGateway, minimal_status
 from ui_support import Node, dump_dom, wait_for_status
 
 from aifabric.config.load import load_config_text
@@ -86,3 +87,38 @@ usage: "off"
         finally:
             gw.stop()
     assert "The usage ledger is off" in page.by_id("usage-body").text
+
+
+def test_the_usage_of_several_workers_is_said_to_be_summed() -> None:
+    """`serve --workers 2` sums its workers' usage in /status (`usage.workers`); an older gateway's
+    answer without it is read as the answering worker's own, as it was."""
+    gateway = {**minimal_status()["gateway"], "workers": 2, "pid": 41}
+    counted = {
+        "enabled": True,
+        "ledger": "/var/lib/aifabric/usage.db",
+        "written": 30,
+        "pending": 0,
+        "dropped": 0,
+        "write_failures": 0,
+        "last_error": "",
+        "by_key": {
+            "team-a": {"requests": 20, "tokens_in": 200, "tokens_out": 100, "cost": 0.5},
+            "master": {"requests": 10, "tokens_in": 50, "tokens_out": 40, "cost": 0.25},
+        },
+        "spend_today": {},
+        "budgets": [],
+    }
+    panels = []
+    for usage in ({**counted, "workers": 2}, counted):
+        view = minimal_status(gateway=gateway, usage=usage)
+        with StubGateway(status=lambda n, v=view: v) as stub:  # type: ignore[misc]
+            panels.append(dump_dom(stub.url + "/ui").by_id("usage-body"))
+    cells = [c.text for c in panels[0].one("tr", data_key="team-a").find_all("td")]
+    assert cells[:5] == ["team-a", "20", "200", "100", "0.5000"]
+    assert "30 rows written, 0 waiting" in panels[0].text
+    assert "Totals per key and row counts are all 2 workers' since they started" in panels[0].text
+    assert "(this refresh answered by pid 41)" in panels[0].text
+    assert (
+        "Totals per key are this process's (pid 41) since it started; it is one of 2 workers"
+        in panels[1].text
+    )

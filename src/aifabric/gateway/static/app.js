@@ -463,6 +463,7 @@
 
   function renderUsage(data) {
     const usage = data.usage || { enabled: false };
+    const gw = data.gateway || {};
     if (!usage.enabled) {
       fill($("usage-body"), h("p", { class: "muted" }, "The usage ledger is off (usage: off in the fabric file)."));
       return;
@@ -503,7 +504,13 @@
         `Ledger ${usage.ledger}: ${usage.written} rows written, ${usage.pending} waiting`,
         usage.dropped ? `, ${usage.dropped} DROPPED (queue full)` : "",
         usage.last_error ? `; last error: ${usage.last_error}` : "",
-        ". Totals per key are this process's since it started; `aifabric usage` reports the whole ledger.",
+        // `usage.workers`: how many processes' totals and row counts are summed here (serve --workers N);
+        // an older gateway does not say, and shows its answering worker's own.
+        usage.workers > 1
+          ? `. Totals per key and row counts are all ${usage.workers} workers' since they started (this refresh answered by pid ${gw.pid})`
+          : `. Totals per key are this process's (pid ${gw.pid}) since it started` +
+              (gw.workers > 1 ? `; it is one of ${gw.workers} workers, each counts its own` : ""),
+        "; `aifabric usage` reports the whole ledger.",
       ),
     );
   }

@@ -91,18 +91,22 @@ def usage_view(
 
 
 def _summed_by_key(exposition: str) -> dict[str, KeyTotals]:
-    """The totals per key, as the workers' summed counters have them."""
+    """The totals per key, as the workers' summed counters have them (a sample with other labels than
+    `usage_metrics` writes is passed over: /status never fails on a worker's file)."""
     out: dict[str, KeyTotals] = {}
-    for (key,), n in counter_samples(exposition, REQUESTS).items():
-        out[key] = KeyTotals(requests=n)
-    for (key, direction), n in counter_samples(exposition, TOKENS).items():
-        totals = out.setdefault(key, KeyTotals())
-        if direction == "in":
-            totals.tokens_in = n
-        else:
-            totals.tokens_out = n
-    for (key,), cost in samples(exposition, COST).items():
-        out.setdefault(key, KeyTotals()).cost = cost
+    for labels, n in counter_samples(exposition, REQUESTS).items():
+        if len(labels) == 1:
+            out.setdefault(labels[0], KeyTotals()).requests = n
+    for labels, n in counter_samples(exposition, TOKENS).items():
+        if len(labels) == 2 and labels[1] in ("in", "out"):
+            totals = out.setdefault(labels[0], KeyTotals())
+            if labels[1] == "in":
+                totals.tokens_in = n
+            else:
+                totals.tokens_out = n
+    for labels, cost in samples(exposition, COST).items():
+        if len(labels) == 1:
+            out.setdefault(labels[0], KeyTotals()).cost = cost
     return out
 
 

@@ -25,11 +25,13 @@ $(VENV)/.created:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-# The chat engine, llama.cpp's llama-server, is built once per version and CPU flags into
+# The chat engine, llama.cpp's llama-server (and llama-quantize beside it, for local.requantize), is
+# built once per version and CPU flags into
 # ~/.cache/aifabric/llama-server (about 7 minutes on 2 cores, cmake's progress on the console) and
 # linked into the venv, where `aifabric up` looks first. Two `make` runs at once build it once.
 $(BIN)/llama-server: scripts/llama-server.sh | $(VENV)/.created
-	dir=$$(scripts/llama-server.sh $(BIN)/python) && ln -sfn "$$dir/llama-server" $@
+	dir=$$(scripts/llama-server.sh $(BIN)/python) && ln -sfn "$$dir/llama-quantize" $(BIN)/llama-quantize \
+	  && ln -sfn "$$dir/llama-server" $@
 
 $(VENV)/.local-installed: $(VENV)/.created pyproject.toml $(BIN)/llama-server
 	@echo "installing aifabric with its local backends (onnxruntime, tokenizers) into $(VENV)..."

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prints the directory of a llama.cpp `llama-server` built with portable CPU flags, building it once.
+# Prints the directory of a llama.cpp `llama-server` built with portable CPU flags, building it once,
+# with `llama-quantize` beside it (local.requantize re-encodes a GGUF with it: src/aifabric/local/requantize.py).
 #
 # Where from: PyPI has no llama-server binary, but the sdist of the pinned llama-cpp-python vendors
 # llama.cpp (vendor/llama.cpp, with tools/server). We build only the `llama-server` target from it.
@@ -15,11 +16,12 @@ flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 flags="$flags -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 flags="$flags -DCMAKE_BUILD_TYPE=Release -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON"
 python="${1:-python3}"
-key=$(printf '%s %s' "$version" "$flags" | sha256sum | cut -c1-12)
+targets="llama-server llama-quantize"
+key=$(printf '%s %s %s' "$version" "$flags" "$targets" | sha256sum | cut -c1-12)
 cache="${AIFABRIC_LLAMA_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aifabric/llama-server}"
 dir="$cache/llama.cpp-$version-$key"
 
-if [ -x "$dir/llama-server" ]; then
+if [ -x "$dir/llama-server" ] && [ -x "$dir/llama-quantize" ]; then
   echo "$dir"
   exit 0
 fi
@@ -30,7 +32,7 @@ if ! flock -n 9; then
   echo "llama-server is being built by another process; waiting for it (lock: $dir.lock)..." >&2
   flock 9
 fi
-if [ -x "$dir/llama-server" ]; then  # built by whoever held the lock
+if [ -x "$dir/llama-server" ] && [ -x "$dir/llama-quantize" ]; then  # built by whoever held the lock
   echo "$dir"
   exit 0
 fi
@@ -54,16 +56,17 @@ tmp="$dir.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 rm -rf "$tmp"
 mkdir -p "$tmp/src"
-echo "building llama.cpp's llama-server from llama-cpp-python $version with portable CPU flags" \
+echo "building llama.cpp's llama-server and llama-quantize from llama-cpp-python $version with portable CPU flags" \
   "(once; about 7 minutes on 2 cores; cached in $dir)..." >&2
 "$python" -m pip download --quiet --no-deps --no-binary :all: -d "$tmp/sdist" "llama-cpp-python==$version" >&2
 tar -xzf "$tmp"/sdist/*.tar.gz -C "$tmp/src" --strip-components=1
 # shellcheck disable=SC2086  # $flags is a list of words
 "$cmake" -S "$tmp/src/vendor/llama.cpp" -B "$tmp/build" $flags >"$tmp/configure.log" 2>&1 \
   || { tail -n 40 "$tmp/configure.log" >&2; echo "error: cmake configure failed (log above)" >&2; exit 1; }
-"$cmake" --build "$tmp/build" --target llama-server -j "$(nproc)" >&2
+# shellcheck disable=SC2086  # $targets is a list of words
+"$cmake" --build "$tmp/build" --target $targets -j "$(nproc)" >&2
 mkdir -p "$tmp/out"
-cp -a "$tmp/build/bin/llama-server" "$tmp/build/bin/"*.so* "$tmp/out/"
+cp -a "$tmp/build/bin/llama-server" "$tmp/build/bin/llama-quantize" "$tmp/build/bin/"*.so* "$tmp/out/"
 "$tmp/out/llama-server" --version >/dev/null 2>&1 \
   || { echo "error: the built llama-server does not run:" >&2; "$tmp/out/llama-server" --version >&2; exit 1; }
 rm -rf "$dir"

@@ -432,3 +432,30 @@ def test_parallel_slots_on_an_engine_that_serves_one_request_at_a_time(problems:
     assert problem.line == line_of(text, "parallel: 4")
     assert "local.parallel applies to the llama-server engine only" in problem.message
     assert problem.fix == "remove parallel, or use engine: llama-server"
+
+
+def test_requantize_on_another_engine_and_an_unknown_type(problems: Problems) -> None:
+    text = BASE.replace(
+        "backends:\n",
+        "backends:\n"
+        "  local-chat:\n"
+        "    kind: llama-cpp-python\n"
+        "    local: {engine: llama-cpp-python, model: m.gguf, port: 8101,\n"
+        "            requantize: q8_0}\n",
+    )
+    problem = only(problems(text))
+    assert problem.line == line_of(text, "requantize: q8_0")
+    assert "local.requantize applies to the llama-server engine only" in problem.message
+    assert problem.fix == "remove requantize, or use engine: llama-server"
+
+    text = BASE.replace(
+        "backends:\n",
+        "backends:\n"
+        "  local-chat:\n"
+        "    kind: llamacpp\n"
+        "    local: {engine: llama-server, model: m.gguf, port: 8101,\n"
+        "            requantize: q4_0}\n",
+    )
+    problem = only(problems(text))
+    assert problem.line == line_of(text, "requantize: q4_0")
+    assert "q8_0" in problem.message + (problem.fix or ""), problem

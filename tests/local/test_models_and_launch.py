@@ -70,7 +70,8 @@ def test_the_default_chat_roles_run_on_llama_server_with_their_context_per_reque
         spec = process_spec(config.backends[name])
         argv = list(spec.argv)
         assert argv[0] == str(find_llama_server())
-        assert Path(argv[argv.index("--model") + 1]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        # The bundled Q4_1 GGUF, re-encoded as Q8_0 for batched decoding (tests/local/test_requantize.py).
+        assert Path(argv[argv.index("--model") + 1]).name.startswith("SmolLM2-135M-Instruct.Q4_1.Q8_0-")
         assert argv[argv.index("--alias") + 1] == "smollm2-135m-instruct"
         # llama-server splits --ctx-size evenly over its slots: each request keeps the role's context.
         assert argv[argv.index("--parallel") + 1] == str(slots)
@@ -115,7 +116,9 @@ def test_a_llama_cpp_python_backend_runs_the_server_with_safe_flags(
     deep = load_default_config().backends["local-chat-deep"]
     assert deep.local is not None
     backend = replace(
-        deep, kind="llama-cpp-python", local=replace(deep.local, engine="llama-cpp-python", parallel=None)
+        deep,
+        kind="llama-cpp-python",
+        local=replace(deep.local, engine="llama-cpp-python", parallel=None, requantize=None),
     )
     spec = process_spec(backend)
     argv = list(spec.argv)

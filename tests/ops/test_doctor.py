@@ -385,3 +385,25 @@ def test_a_reference_in_a_comment_is_not_a_secret_to_check(tmp_path: Path) -> No
     check = by_name(diagnose(fabric, environ={}))["secrets"]
     assert check.verdict is Verdict.PASS
     assert check.details == ("${OPENAI_API_KEY}: from env file",)
+
+
+def test_re_encoded_weights_are_weighed_at_their_served_size(tmp_path: Path) -> None:
+    """`requantize: q8_0` serves a copy of the GGUF in 8 bits a weight: the memory check counts that
+    copy's size (bounded from above), not the 94 MiB Q4_1 file."""
+
+    def needed(requantize: str) -> tuple[int, str]:
+        extra = f"""\
+  local-chat:
+    kind: llamacpp
+    local: {{engine: llama-server, model: smollm2-135m-instruct, port: {free_port()}{requantize}}}
+"""
+        checks = by_name(diagnose(write_fabric(tmp_path, port=free_port(), extra=extra), environ={}))
+        summary = checks["memory"].summary
+        return int(summary.split("need about ")[1].split(" MiB")[0].replace(",", "")), checks[
+            "model of local-chat"
+        ].summary
+
+    as_is, _ = needed("")
+    served, detail = needed(", requantize: q8_0")
+    assert "served as Q8_0 (at most ~" in detail, detail
+    assert served - as_is >= 145 - 94, "at least what the Q8_0 copy measures beyond the Q4_1 file"

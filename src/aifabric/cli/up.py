@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if port and in_use:
         raise CommandError(f"{port_in_use_message(host, port)}; stop it or choose another with --port")
 
-    specs = [process_spec(b) for b in local_backends(config)]  # resolves models: a missing one fails here
+    # Resolves models (a missing one fails here) and makes re-encoded weights once (local.requantize).
+    specs = [process_spec(b, say=console.print) for b in local_backends(config)]
     clash = next((s.name for s in specs if s.port == port), None)
     if clash:
         raise CommandError(f"the gateway and local backend {clash!r} are both given port {port}")

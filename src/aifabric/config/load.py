@@ -43,6 +43,7 @@ from aifabric.config.schema import (
     LocalLaunch,
     MonitoringConfig,
     OverflowConfig,
+    RequantizeType,
     RetryConfig,
     RoleConfig,
     RoleLimits,
@@ -63,6 +64,7 @@ def _literal(cls: type, name: str) -> tuple[str, ...]:
 
 
 LOCAL_ENGINES = _literal(LocalLaunch, "engine")
+REQUANTIZE: tuple[str, ...] = typing.get_args(RequantizeType)
 SINK_KINDS = _literal(AlertSink, "kind")
 SEVERITIES = _literal(AlertSink, "min_severity")
 STATE_SCHEMES = ("redis", "rediss", "unix")
@@ -214,6 +216,7 @@ _LOCAL = {
     "threads": Field(n.integer(1)),
     "context": Field(n.integer(1)),
     "parallel": Field(n.integer(1, 256)),
+    "requantize": Field(n.choice(REQUANTIZE)),
     "alias": Field(n.text),
     "extra_args": Field(n.list_of(n.text)),
     "start": Field(n.choice(("always", "on_demand"))),
@@ -503,6 +506,13 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
             f"{path}.local.parallel applies to the llama-server engine only (this one is {local.engine}, "
             "which serves one request at a time)",
             "remove parallel, or use engine: llama-server",
+        )
+        return INVALID
+    if local is not None and local.requantize is not None and local.engine != "llama-server":
+        r.problem(
+            r.lines[f"{path}.local.requantize"],
+            f"{path}.local.requantize applies to the llama-server engine only (this one is {local.engine})",
+            "remove requantize, or use engine: llama-server",
         )
         return INVALID
     if values.get("sleep_when_idle") is not None and values["kind"] != "vllm":

@@ -211,6 +211,8 @@ class HostConfig:
 
 # The programs `aifabric up` can run for a backend (local.launch turns each into a command line).
 LocalEngine = Literal["llama-server", "llama-cpp-python", "aifabric-embed"]
+# The types `local.requantize` re-encodes a GGUF's weights to (local.requantize).
+RequantizeType = Literal["q8_0"]
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ class LocalLaunch:
     threads: int | None = None
     context: int = 2048  # tokens one request may use (prompt and answer)
     parallel: int | None = None  # llama-server: requests decoded together (slots), each with `context`
+    # llama-server: serve the GGUF re-encoded as this type (local.requantize: batched kernels).
+    requantize: RequantizeType | None = None
     alias: str | None = None
     extra_args: tuple[str, ...] = ()
     # Models on demand (like llama-swap): not started with `up` but by the first request that needs it;

@@ -23,6 +23,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +32,7 @@ from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
 from aifabric.core.paths import state_dir
 from aifabric.errors import LocalBackendError
 from aifabric.local.models import resolve_model
+from aifabric.local.requantize import find_quantizer, requantized
 
 __all__ = [
     "ProcessSpec",
@@ -182,8 +184,9 @@ def _require_engine(backend: str, engine: str) -> None:
         )
 
 
-def process_spec(backend: BackendConfig) -> ProcessSpec:
-    """The command for a local backend. Resolves the model first, so a missing package is named now."""
+def process_spec(backend: BackendConfig, say: Callable[[str], None] | None = None) -> ProcessSpec:
+    """The command for a local backend. Resolves the model first, so a missing package is named now;
+    with `local.requantize`, the re-encoded weights are made now too (once, cached), said by `say`."""
     local = backend.local
     if local is None:
         raise LocalBackendError(f"backend {backend.name!r} has no `local:` launch spec")
@@ -197,10 +200,14 @@ def process_spec(backend: BackendConfig) -> ProcessSpec:
         model = resolve_model(local.model, "llama-server")
         binary = find_llama_server()
         assert binary is not None  # _require_engine said so
+        weights = model.path
+        if local.requantize is not None:
+            quantizer = find_quantizer(binary)
+            weights = requantized(backend.name, model.path, local.requantize, quantizer, say=say)
         slots = local.parallel or 1
         argv = [
             str(binary),
-            "--model", str(model.path),
+            "--model", str(weights),
             "--alias", local.alias or local.model,
             "--ctx-size", str(local.context * slots),  # split evenly: `context` tokens per slot
             "--parallel", str(slots),

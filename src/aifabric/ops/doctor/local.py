@@ -30,6 +30,8 @@ _ENGINE_IMPORTS = {
 _PROCESS_OVERHEAD = 200 * 1024 * 1024  # a Python engine process beyond its weights (measured ~150 MB)
 
 
+_REQUANTIZED_GROWTH = 8.5 / 4.5  # Q8_0's bits a weight over Q4_0's, the smallest source it re-encodes
+
 def engine_check(engine: str, python: Sequence[str] = (sys.executable,), timeout: float = 120.0) -> Check:
     """Whether the interpreter (`python`: its command, the venv's by default) imports what `engine` needs;
     for llama-server, whether the binary `aifabric up` would start runs (`--version`)."""
@@ -146,8 +148,13 @@ def local_checks(config: FabricConfig, available: int | None) -> list[Check]:
             )
             continue
         size = model.path.stat().st_size
-        weights[model.path.resolve()] = size
         detail = f"{model.path} ({size / 1024 / 1024:,.0f} MiB)"
+        if local.requantize is not None:
+            # Served re-encoded (local.requantize): 8.5 bits a weight, from as few as 4.5; what is
+            # 8-bit already stays as it is, so this bounds the copy from above.
+            size = int(size * _REQUANTIZED_GROWTH)
+            detail += f", served as {local.requantize.upper()} (at most ~{size / 1024 / 1024:,.0f} MiB)"
+        weights[model.path.resolve()] = size
         if local.engine in ("llama-server", "llama-cpp-python") and model.path.suffix == ".gguf":
             # Each process holds its own KV cache: `context` tokens for each of its slots.
             tokens = local.context * ((local.parallel or 1) if local.engine == "llama-server" else 1)

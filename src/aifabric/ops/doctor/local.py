@@ -32,6 +32,7 @@ _PROCESS_OVERHEAD = 200 * 1024 * 1024  # a Python engine process beyond its weig
 
 _REQUANTIZED_GROWTH = 8.5 / 4.5  # Q8_0's bits a weight over Q4_0's, the smallest source it re-encodes
 
+
 def engine_check(engine: str, python: Sequence[str] = (sys.executable,), timeout: float = 120.0) -> Check:
     """Whether the interpreter (`python`: its command, the venv's by default) imports what `engine` needs;
     for llama-server, whether the binary `aifabric up` would start runs (`--version`)."""

@@ -43,6 +43,9 @@ from benchlib.upstream import SERVED_MODEL, NginxUpstream, chat_request, free_po
 KEY = "sk-bench-tenancy-0b7e"
 
 
+ROUTER_TRIES = 3  # runs of vllm-router a round, the best kept (see where it is measured)
+
+
 def fabric(up: Upstreams, port: int, mode: str, ledger: Path) -> str:
     text = aifabric_config(up, port)
     if mode == "off":
@@ -168,12 +171,23 @@ def main() -> int:
                 try:
                     url = f"http://127.0.0.1:{router.port}/v1/chat/completions"
                     load_run("warmup", url, body, 16, 1, None)
-                    run = load_run("chat", url, body, args.concurrency, args.duration, router)
+                    # vllm-router on this machine runs in one of two steady states from one run to
+                    # the next (~18k RPS at ~70 µs CPU a request, or ~30k at ~37 µs; seen with the
+                    # same process, runs back to back). The bar is what it can do: its best of a few.
+                    tries = [
+                        load_run("chat", url, body, args.concurrency, args.duration, router)
+                        for _ in range(ROUTER_TRIES)
+                    ]
+                    run = max(tries, key=lambda t: t.wrk.rps)
                 finally:
                     router.stop()
                 results.setdefault("vllm-router", []).append((run.wrk.rps, run.cpu_us_per_request or 0.0))
                 cpu = run.cpu_us_per_request or 0.0
-                line = f"round {rnd} vllm-router: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req"
+                every = ", ".join(f"{t.wrk.rps:,.0f}" for t in tries)
+                line = (
+                    f"round {rnd} vllm-router: {run.wrk.rps:8,.0f} RPS, {cpu:6.0f} µs CPU/req "
+                    f"(best of {ROUTER_TRIES} runs: {every} RPS)"
+                )
                 print(line, flush=True)
                 lines.append(line)
                 rounds.append({"round": rnd, "target": "vllm-router", "rps": run.wrk.rps,
@@ -189,7 +203,9 @@ def main() -> int:
     if "on@base" in med and "off@base" in med:
         ratios["cpu_per_request_on_off_baseline"] = med["on@base"][1] / med["off@base"][1]
     if "on" in med and "vllm-router" in med:
-        ratios["rps_on_vllm_router"] = med["on"][0] / med["vllm-router"][0]
+        # Against the router's best round: its two steady states (above) must not make a goal look met.
+        best_router = max(rps for rps, _ in results["vllm-router"])
+        ratios["rps_on_vllm_router"] = med["on"][0] / best_router
     ledger_check = ", ".join(dict.fromkeys(checks)) or "not run"
     summary = [f"medians over {args.rounds} rounds, c={args.concurrency}, --workers {args.workers}:"]
     for name, (rps, cpu) in med.items():
@@ -197,7 +213,7 @@ def main() -> int:
     goals = {
         "cpu_per_request_on_off": "CPU/req on/off: {:.3f} (goal <= 1.10)",
         "cpu_per_request_on_off_baseline": "CPU/req on/off of the baseline: {:.3f}",
-        "rps_on_vllm_router": "RPS on/vllm-router: {:.3f}x (goal >= 1.0)",
+        "rps_on_vllm_router": "RPS on/vllm-router (its best round): {:.3f}x (goal >= 1.0)",
     }
     summary += [f"  {goals[name].format(value)}" for name, value in ratios.items()]
     summary.append(f"  ledger: {ledger_check}")

@@ -133,7 +133,11 @@ class RedisLeases:
         leases.discard(lease)
         if not leases:
             del self.held[name]
-        task = asyncio.get_running_loop().create_task(self._zrem(name, lease))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the gateway's loop (it is shutting down): the lease expires
+            return
+        task = loop.create_task(self._zrem(name, lease))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 

@@ -164,3 +164,52 @@ def test_a_request_its_lease_refuses_counts_against_nothing(redis_server: RedisS
         return True
 
     asyncio.run(scenario())
+
+
+BUSY = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+repeat
+  t = redis.call('TIME')
+until tonumber(t[1]) * 1000000 + tonumber(t[2]) >= until_
+return 1
+"""
+
+
+def test_a_lease_whose_request_left_during_the_round_trip_is_not_kept(redis_server: RedisServer) -> None:
+    """A client that goes away while its request waits for Redis: the lease the script still adds
+    afterwards would be held by no one until it expires. It is removed instead."""
+
+    async def scenario() -> None:
+        leases, other = RedisLeases(redis_server.url), RedisLeases(redis_server.url)
+        busy = redis_server.client()
+        try:
+            assert await leases.acquire("app", 1) is not None  # connections and script loaded
+            leases.release("app", next(iter(leases.held["app"])))
+            await eventually(lambda: _free(other), "the first lease given back")
+            # Redis runs one script at a time: a busy one holds the next request's script back.
+            blocker = asyncio.get_running_loop().run_in_executor(None, busy.eval, BUSY, 0, 600_000)
+            await asyncio.sleep(0.15)
+            waiting = asyncio.create_task(leases.acquire("app", 1))
+            await asyncio.sleep(0.15)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await blocker
+            # The script ran once Redis was free; the lease it added is gone again.
+            await eventually(lambda: _free(other), "the slot is free for another process", 5)
+            assert leases.held == {}
+        finally:
+            busy.close()
+            await leases.close()
+            await other.close()
+
+    async def _free(leases: RedisLeases) -> bool:
+        lease = await leases.acquire("app", 1)
+        if lease is None:
+            return False
+        leases.release("app", lease)
+        await asyncio.sleep(0.05)  # the give-back lands before the next check
+        return True
+
+    asyncio.run(scenario())

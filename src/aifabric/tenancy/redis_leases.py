@@ -120,6 +120,11 @@ class RedisLeases:
         except self.errors as exc:
             self._lost(exc)
             raise StateStoreError(f"cannot take a concurrency lease on Redis: {self.error}") from exc
+        except asyncio.CancelledError:
+            # The client went away during the round trip: the script may have added the lease, which
+            # no one would renew or give back. Remove it (a no-op if it was not added).
+            self._forget(name, lease)
+            raise
         if not taken:
             return None
         self.held.setdefault(name, set()).add(lease)
@@ -133,6 +138,10 @@ class RedisLeases:
         leases.discard(lease)
         if not leases:
             del self.held[name]
+        self._forget(name, lease)
+
+    def _forget(self, name: str, lease: str) -> None:
+        """Remove `lease` from Redis without waiting for it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on the gateway's loop (it is shutting down): the lease expires

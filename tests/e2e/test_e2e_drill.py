@@ -22,6 +22,7 @@ from e2e_support import Up
 from aifabric.ops.drill import DrillStep, run_drill
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.processes import alive
+from aifabric.testing.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +112,10 @@ def test_the_drill_passes_reports_detection_fallbacks_and_recovery(small: Small)
     # The backend runs again: a new process, ready, and the gateway routes to it.
     after = small.up.backend_pids()["emb"]
     assert after != before and alive(after) and not alive(before)
+    # The gateway's probe and the supervisor's own readiness check (each tick) see the new process
+    # ready independently: the drill's "recovered" is the gateway's; the supervisor may follow a tick
+    # later (seen on a fresh clone: process "loading" while the gateway already served it).
+    wait_until(lambda: small.local()["emb"]["process"] == "ready", "the supervisor sees it ready")
     assert small.local() == {"emb": {"process": "ready", "pid": after, "state": "up", "reason": "serving"}}
     served = httpx.post(
         small.up.base_url + "/v1/embeddings", json={"model": "embeddings-alone", "input": "back"}

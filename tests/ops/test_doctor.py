@@ -407,3 +407,30 @@ def test_re_encoded_weights_are_weighed_at_their_served_size(tmp_path: Path) -> 
     served, detail = needed(", requantize: q8_0")
     assert "served as Q8_0 (at most ~" in detail, detail
     assert served - as_is >= 145 - 94, "at least what the Q8_0 copy measures beyond the Q4_1 file"
+
+
+def test_requantize_checks_that_llama_quantize_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = f"""\
+  local-chat:
+    kind: llamacpp
+    local: {{engine: llama-server, model: smollm2-135m-instruct, port: {free_port()}, requantize: q8_0}}
+"""
+    fabric = write_fabric(tmp_path, port=free_port(), extra=extra)
+    check = by_name(diagnose(fabric, environ={}))["llama-quantize"]
+    assert check.verdict is Verdict.PASS and "runs" in check.summary, check
+    # Without requantize nothing asks for it.
+    bundled = LOCAL.format(model="smollm2-135m-instruct", port=free_port())
+    (tmp_path / "plain").mkdir()
+    plain = write_fabric(tmp_path / "plain", port=free_port(), extra=bundled)  # its own file
+    assert "llama-quantize" not in by_name(diagnose(plain, environ={}))
+
+    # Where it cannot be found: FAIL, with the fix (llama-server alone, beside a stand-in interpreter).
+    lone = tmp_path / "bin"
+    lone.mkdir()
+    (lone / "llama-server").write_text("#!/bin/sh\n")
+    (lone / "llama-server").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(lone / "python"))
+    monkeypatch.setenv("PATH", str(lone))
+    missing = by_name(diagnose(fabric, environ={}))["llama-quantize"]
+    assert missing.verdict is Verdict.FAIL and "not beside llama-server" in missing.summary
+    assert missing.fix is not None and "make up" in missing.fix and "remove requantize" in missing.fix

@@ -15,7 +15,7 @@ from aifabric.errors import LocalBackendError
 from aifabric.local.gguf import GgufError, kv_cache_bytes_per_token
 from aifabric.ops.doctor.report import Check, Verdict
 
-__all__ = ["engine_check", "local_checks", "memory_check"]
+__all__ = ["engine_check", "local_checks", "memory_check", "quantizer_check"]
 
 
 # What each engine needs to import, checked in a fresh interpreter: a broken native build (llama.cpp
@@ -67,6 +67,25 @@ def engine_check(engine: str, python: Sequence[str] = (sys.executable,), timeout
         crashed="importing it crashed the interpreter",
         failed=f"does not import in {shown}",
     )
+
+
+def quantizer_check(timeout: float = 60.0) -> Check:
+    """`local.requantize` needs llama.cpp's llama-quantize (beside llama-server): whether it runs."""
+    from aifabric.local.launch import find_llama_server
+    from aifabric.local.requantize import find_quantizer
+
+    fix = "run make up (it builds llama-quantize beside llama-server), or remove requantize from local:"
+    found = find_quantizer(find_llama_server())
+    if found is None:
+        return Check("llama-quantize", Verdict.FAIL, "not beside llama-server, in the venv, nor on PATH", fix)
+    # It prints its usage and exits 1 without arguments: what it says shows that it runs.
+    try:
+        proc = subprocess.run([str(found)], capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("llama-quantize", Verdict.FAIL, f"{found} does not run: {exc}", fix)
+    if proc.returncode < 0 or "usage" not in (proc.stdout + proc.stderr):
+        return Check("llama-quantize", Verdict.FAIL, f"{found} does not run (exit {proc.returncode})", fix)
+    return Check("llama-quantize", Verdict.PASS, f"{found} runs (local.requantize re-encodes with it)")
 
 
 def _ran(
@@ -169,6 +188,8 @@ def local_checks(config: FabricConfig, available: int | None) -> list[Check]:
         checks.append(Check(f"model of {backend.name}", Verdict.PASS, detail))
     for engine in dict.fromkeys(b.local.engine for b in backends if b.local is not None):
         checks.append(engine_check(engine))
+    if any(b.local is not None and b.local.requantize is not None for b in backends):
+        checks.append(quantizer_check())
     if weights:
         needed = sum(weights.values()) + kv_caches + _PROCESS_OVERHEAD * len(backends)
         checks.append(memory_check(needed, _available_memory() if available is None else available))

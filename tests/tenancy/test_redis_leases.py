@@ -61,8 +61,11 @@ def _only_set(redis_server: RedisServer, name: str) -> str:
 
 def test_a_renewed_lease_outlives_its_lifetime_and_a_dead_one_expires(redis_server: RedisServer) -> None:
     async def scenario() -> None:
-        live, dead = RedisLeases(redis_server.url, ttl=0.6), RedisLeases(redis_server.url, ttl=0.6)
-        other = RedisLeases(redis_server.url, ttl=0.6)
+        # Lifetimes of 2 s (renewed every 0.67 s): long enough that a loaded machine's pauses do not
+        # expire a live lease, short enough to watch a dead one expire.
+        live, dead, other = (RedisLeases(redis_server.url, ttl=2.0) for _ in range(3))
+        for leases in (live, dead, other):  # connected, scripts loaded: no first-call delay below
+            assert await leases.acquire("warm-up", 3) is not None
         stop = asyncio.Event()
         renewing = asyncio.create_task(live.run(stop))  # `dead` never renews: its process is gone
         try:
@@ -71,9 +74,9 @@ def test_a_renewed_lease_outlives_its_lifetime_and_a_dead_one_expires(redis_serv
             assert await other.acquire("streamer", 1) is None
             assert await other.acquire("crashed", 1) is None
             # Past its lifetime the dead process's lease expires...
-            await eventually(lambda: _took(other, "crashed"), "the dead process's slot comes free", 5)
-            # ...and the live one's does not: well past 0.6 s, renewed meanwhile, it still holds.
-            await asyncio.sleep(1.2)
+            await eventually(lambda: _took(other, "crashed"), "the dead process's slot comes free", 10)
+            # ...and the live one's does not: well past 2 s, renewed meanwhile, it still holds.
+            await asyncio.sleep(2.5)
             assert await other.acquire("streamer", 1) is None
         finally:
             stop.set()

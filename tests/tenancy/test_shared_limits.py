@@ -350,7 +350,8 @@ def test_a_key_s_concurrency_holds_for_replicas_on_redis_together(
         shared = {"shared": "redis", "reachable": True, "error": ""}
         assert status(a, FILE_ADMIN)["tenancy"]["concurrency"] == shared
 
-        fb.set(token_delay_ms=200, tokens=5)  # a stream that lasts about a second
+        # A stream that lasts about 3 s: the two refusals below fit in it even on a loaded machine.
+        fb.set(token_delay_ms=200, tokens=15)
         with on_a.chat.completions.create(model="chat-fast", messages=HI, stream=True) as held:  # type: ignore[arg-type]
             for replica in (on_b, on_a):  # the one slot is A's: refused on B, and on A itself
                 with pytest.raises(openai.RateLimitError) as busy:

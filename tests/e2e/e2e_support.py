@@ -28,6 +28,16 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def port_outside(base: int, count: int) -> int:
+    """A free port for the gateway that is not one of the local backends' `base .. base+count-1`.
+    Both are ports the kernel had free a moment ago, asked for separately: it may hand out the same
+    one twice, and `up` then refuses to start ("both given port P"; seen on a rerun of the e2e tests)."""
+    while True:
+        port = free_port()
+        if not base <= port < base + count:
+            return port
+
+
 class Up:
     """One `aifabric up` process; its stdout and stderr are collected into `output`."""
 
@@ -39,8 +49,8 @@ class Up:
         local_base: int | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.port = port if port is not None else free_port()
         self.local_base = local_base if local_base is not None else free_port_block(3)
+        self.port = port if port is not None else port_outside(self.local_base, 3)
         self.log_dir = tmp / "logs"
         argv = [
             sys.executable, "-m", "aifabric", "up",

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from e2e_support import Up, free_port_block, port_is_free
+from e2e_support import Up, free_port_block, port_is_free, port_outside
 
 from aifabric.testing.net import free_port
 from aifabric.testing.processes import alive
@@ -109,7 +109,7 @@ def test_a_local_port_already_in_use_is_reported_with_the_holders_pid(tmp_path: 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", base + 2))  # where the embeddings backend would listen
         holder.listen()
-        result = _run_up(tmp_path, "--port", str(free_port()), "--local-port-base", str(base))
+        result = _run_up(tmp_path, "--port", str(port_outside(base, 3)), "--local-port-base", str(base))
     assert result.returncode == 1
     assert f"port {base + 2} on 127.0.0.1 is already in use by pid {os.getpid()} (" in result.stderr
     assert "--local-port-base" in result.stderr  # and how to get out of the way

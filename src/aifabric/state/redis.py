@@ -36,7 +36,7 @@ from aifabric.config.show import redact_url
 from aifabric.errors import StateStoreError
 from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 
-__all__ = ["RedisStore", "require_redis", "split_state_url", "unreachable_errors"]
+__all__ = ["RedisStore", "require_redis", "split_state_url"]
 
 DEFAULT_PREFIX = "aifabric:"
 _FORGET_MEMBER = 600  # seconds: a replica not seen for this long is removed from <prefix>members

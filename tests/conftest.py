@@ -16,12 +16,21 @@ from typing import Any
 import pytest
 
 from aifabric.config.load import load_config_text
+from aifabric.native import check as native_check
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.gateway import RunningGateway
 from redis_support import RedisServer
 
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-data-")
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="aifabric-test-state-")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A compiled module older than its source would test yesterday's code: stop and say so."""
+    status = native_check()
+    if status.stale:
+        pytest.exit(f"{status.summary} (the suite tests the code as it is)", returncode=4)
+
 
 # start_gateway(yaml_text, *, probe=False, environ=None, port=0) -> a started RunningGateway
 StartGateway = Callable[..., RunningGateway]

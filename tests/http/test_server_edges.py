@@ -4,6 +4,7 @@ handlers' bugs: every exchange ends well-formed or with the connection closed, n
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from http_support import run as run_on_loop
@@ -124,6 +125,24 @@ def test_a_stream_that_raises_midway_closes_the_connection() -> None:
         # The server still serves.
         again = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert again.endswith(b'{"path":"/ok"}')
+
+    run(check)
+
+
+def test_a_stream_that_raised_leaves_no_exception_set_for_what_runs_next() -> None:
+    # The server's coroutines run compiled (aifabric.native): an `await` while an exception was being
+    # handled there once left the stream's error set on the thread, and a later request on the loop
+    # raised it again: this stream and the request pipelined behind it went unanswered.
+    async def check(port: int) -> None:
+        await exchange(port, b"GET /stream-bug HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sys.exc_info() == (None, None, None)
+        data = await exchange(
+            port,
+            b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert b"data: 2\n\n\r\n0\r\n\r\n" in data
+        assert data.endswith(b'{"path":"/after"}')
 
     run(check)
 

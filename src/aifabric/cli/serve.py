@@ -57,6 +57,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config = overrides.apply(config)
     check_state(config)  # before any fork: a missing Redis client must not crash-loop the workers
     _check_port(host, port)
+    _say_native()
     if workers == 1:
         from aifabric.gateway.app import run_gateway
 
@@ -187,3 +188,16 @@ def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     print(f"warning: workers not listening on {host}:{port} after {timeout:g}s", file=sys.stderr)
+
+
+def _say_native() -> None:
+    """Log how the request path runs: compiled (nothing to say), interpreted (slower), or a compiled
+    module older than its source (an edited checkout not rebuilt: it runs the last build's code)."""
+    from aifabric.native import check
+
+    status = check()
+    log = logging.getLogger("aifabric.serve")
+    if status.stale:
+        log.warning("%s: this gateway runs the code of the last build", status.summary)
+    elif status.interpreted:
+        log.info("%s: the same behaviour, more CPU per request", status.summary)

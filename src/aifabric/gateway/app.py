@@ -783,10 +783,16 @@ async def serve_gateway(
     await gateway.start(host, port, sock=sock, reuse_port=reuse_port)
     if ready is not None:
         ready(gateway)
+    # Closed after the `try`, not in a `finally`: see _Connection._write_stream (aifabric.http.server)
+    # on awaiting while an exception is handled, in code compiled by mypyc.
+    error: BaseException | None = None
     try:
         await stop.wait()
-    finally:
-        await gateway.close()
+    except BaseException as exc:
+        error = exc
+    await gateway.close()
+    if error is not None:
+        raise error
 
 
 # The cyclic collector's first generation, in container allocations between two collections (Python's

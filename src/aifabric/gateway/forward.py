@@ -930,7 +930,7 @@ class _Relay:
             rest = tail + self._rest() if self._held else tail
             return rest + self._interrupted(self._attempt.target.backend.name, failure.detail)
         except BaseException:
-            await self.aclose()  # the client went away: close the upstream too
+            self._close()  # the client went away: close the upstream too (no await in an except)
             raise
         if chunk is not None:
             if self._tap is not None:
@@ -985,6 +985,9 @@ class _Relay:
     async def aclose(self) -> None:
         """The listener is done with the stream before its end: a client that hangs up says nothing
         for or against the backend's health."""
+        self._close()
+
+    def _close(self) -> None:
         self._held = b""  # the client is gone: an incomplete event is of no use to anyone
         if self._attempt.settled:
             return

@@ -33,6 +33,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httptools
 
@@ -88,10 +89,11 @@ class Request:
     client: str = ""
     # What the server's head hook said of the request on its head, before the body (the gateway's
     # principal); None without a hook.
-    auth: object = None
+    # (Any, not object: mypyc, which compiles this module, cannot take `object` as a dataclass field.)
+    auth: Any = None
     # What the handler forwarded for it (the gateway's ForwardRequest, whose waits its metrics subtract
     # from the request's time); None when nothing was.
-    forwarded: object = None
+    forwarded: Any = None
 
 
 @dataclass(slots=True)
@@ -351,7 +353,9 @@ class _Connection(asyncio.Protocol):
         if self._head_parsed > server.max_head_bytes:
             self._refuse(self._head_too_large())
             return
-        url = httptools.parse_url(self._url)
+        # Any: httptools' stubs say bytes where the URL has no such part and it gives None, which
+        # code compiled by mypyc would refuse.
+        url: Any = httptools.parse_url(self._url)
         headers = self._headers
         request = self._request = Request(
             self._parser.get_method().decode("latin-1"),
@@ -545,43 +549,55 @@ class _Connection(asyncio.Protocol):
     async def _write_stream(
         self, response: StreamingResponse, keep_alive: bool, head_only: bool = False, legacy: bool = False
     ) -> None:
-        chunks = response.chunks
+        error: BaseException | None = None
         try:
-            if self._transport is None or self._closing:
-                return
-            status = response.status
-            head = self._head(status, response.content_type, response.headers, keep_alive)
-            if head_only or _bodiless(status):
-                head.append("\r\n")
+            await self._send_stream(response, keep_alive, head_only, legacy)
+        except BaseException as exc:
+            error = exc
+        # The stream is closed here, after the `except` rather than in a `finally`: in code compiled by
+        # mypyc, an `await` while an exception is being handled leaves that exception set for whatever
+        # the loop runs next (a later request on the connection saw it raised again).
+        aclose = getattr(response.chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):  # a stream that failed already: its error is the one
+                await aclose()
+        if error is not None:
+            raise error
+
+    async def _send_stream(
+        self, response: StreamingResponse, keep_alive: bool, head_only: bool, legacy: bool
+    ) -> None:
+        chunks = response.chunks
+        if self._transport is None or self._closing:
+            return
+        status = response.status
+        head = self._head(status, response.content_type, response.headers, keep_alive)
+        if head_only or _bodiless(status):
+            head.append("\r\n")
+            self._head_sent = True
+            self._transport.write(_status_line(status) + "".join(head).encode("latin-1"))
+            return
+        head.append("\r\n" if legacy else "transfer-encoding: chunked\r\n\r\n")
+        # The head waits for the first chunk and goes out with it: one write (one packet) where
+        # the first token is usually ready already (the forwarder waited for it before committing).
+        pending = _status_line(status) + "".join(head).encode("latin-1")
+        async for chunk in chunks:
+            if self._closing:
+                raise ConnectionResetError("client disconnected")
+            if chunk:
                 self._head_sent = True
-                self._transport.write(_status_line(status) + "".join(head).encode("latin-1"))
-                return
-            head.append("\r\n" if legacy else "transfer-encoding: chunked\r\n\r\n")
-            # The head waits for the first chunk and goes out with it: one write (one packet) where
-            # the first token is usually ready already (the forwarder waited for it before committing).
-            pending = _status_line(status) + "".join(head).encode("latin-1")
-            async for chunk in chunks:
-                if self._closing:
-                    raise ConnectionResetError("client disconnected")
-                if chunk:
-                    self._head_sent = True
-                    if legacy:
-                        self._transport.write(pending + chunk)
-                    else:
-                        self._transport.write(pending + b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                    pending = b""
-                    if self._paused:
-                        loop = self._server.loop
-                        self._drain = loop.create_future()
-                        await self._drain
-            if not self._closing:
-                self._head_sent = True
-                self._transport.write(pending if legacy else pending + b"0\r\n\r\n")
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+                if legacy:
+                    self._transport.write(pending + chunk)
+                else:
+                    self._transport.write(pending + b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                pending = b""
+                if self._paused:
+                    loop = self._server.loop
+                    self._drain = loop.create_future()
+                    await self._drain
+        if not self._closing:
+            self._head_sent = True
+            self._transport.write(pending if legacy else pending + b"0\r\n\r\n")
 
     def close(self) -> None:
         """Close the connection now (an error, an idle keep-alive reaped, the server shutting down)."""
@@ -696,8 +712,12 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._server is not None
+        # Read as Any: uvloop's server gives a list where the stubs say tuple, which code compiled by
+        # mypyc would refuse.
+        sockets: Any = cast(Any, self._server).sockets
+        assert sockets
+        port: int = sockets[0].getsockname()[1]
         return port
 
     def cap_message(self) -> str:

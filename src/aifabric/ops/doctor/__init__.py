@@ -13,12 +13,14 @@ and, unless it passed, says the fix in words. What the runbook did by hand, and 
     is the host online (ping)   "dns NAME": the host name resolves; nothing is sent to the host
     model not loaded            "model", "engine", "memory": local weights installed, engine imports,
                                 enough free memory for them
+    (slow gateway)              "compiled request path": the hot modules run compiled (mypyc), none
+                                older than its source
 
 Quiet on the network by design: a host is looked up in DNS, never contacted, unless `probe=True`,
 which runs the health checker's probes (the same as `aifabric health`) against every backend.
 Values of secrets are never read into the report: only names, paths and file modes.
 
-One module per check (fabric_file, env_file, ports, state_store, dns, local, log_dir, probes); each
+One module per check (fabric_file, env_file, ports, state_store, dns, local, log_dir, native, probes); each
 takes the loaded config (whose `loaded.key_lines` says where each key is written) and returns Checks.
 """
 
@@ -32,6 +34,7 @@ from aifabric.ops.doctor.env_file import env_file_checks
 from aifabric.ops.doctor.fabric_file import load
 from aifabric.ops.doctor.local import engine_check, local_checks, memory_check
 from aifabric.ops.doctor.log_dir import log_dir_check, log_dir_checks
+from aifabric.ops.doctor.native import native_check
 from aifabric.ops.doctor.ports import port_check, port_checks
 from aifabric.ops.doctor.probes import probe_checks
 from aifabric.ops.doctor.report import Check, DoctorReport, Verdict
@@ -80,6 +83,7 @@ def diagnose(
     report.checks.extend(dns_checks(config, dns_timeout))
     report.checks.extend(local_checks(config, available_memory))
     report.checks.extend(log_dir_checks(config))
+    report.checks.append(native_check())
     if probe:
         report.checks.extend(probe_checks(config, probe_timeout))
     else:

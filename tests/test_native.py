@@ -87,8 +87,9 @@ def _awaits_while_handling(path: Path) -> list[str]:
 
 
 def test_no_compiled_module_awaits_while_an_exception_is_handled() -> None:
-    # In a coroutine compiled by mypyc, an await inside `except` or `finally` leaves the exception set
-    # on the thread for whatever the loop runs next (tests/http/test_server_edges.py shows the harm):
+    # In a coroutine compiled by mypyc, an await in a `finally` that an exception passes through leaves
+    # that exception set on the thread for whatever the loop runs next (mypyc/mypyc#1114; the harm:
+    # tests/http/test_server_edges.py). `except` blocks are held to the same rule, to keep it simple:
     # such code keeps the error, leaves the block, then awaits (aifabric.http.server._write_stream).
     found = [hit for path in sources() for hit in _awaits_while_handling(path)]
     assert found == []

@@ -54,7 +54,8 @@ def busy_fraction(interval_s: float = 1.0) -> float:
 
 
 def describe(python: str) -> dict[str, object]:
-    """nproc, CPU model, memory, kernel, Python, wrk and nginx versions, load average."""
+    """nproc, CPU model, memory, kernel, Python, wrk and nginx versions, load average, and whether
+    aifabric's request path runs compiled."""
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -64,6 +65,7 @@ def describe(python: str) -> dict[str, object]:
         "wrk": tool_version(["wrk", "-v"]).split(" [")[0],
         "nginx": tool_version(["nginx", "-v"]),
         "loadavg_1m_at_start": os.getloadavg()[0],
+        "aifabric_build": aifabric_build(python),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
 
@@ -71,5 +73,12 @@ def describe(python: str) -> dict[str, object]:
 def describe_line(info: dict[str, object]) -> str:
     return (
         f"{info['nproc']} cores ({info['cpu_model']}), {info['memory_gib']} GiB, Linux {info['kernel']}, "
-        f"{info['python']}, {info['wrk']}, {info['nginx']}; {info['date']}"
+        f"{info['python']}, {info['wrk']}, {info['nginx']}; aifabric: {info['aifabric_build']}; "
+        f"{info['date']}"
     )
+
+
+def aifabric_build(python: str) -> str:
+    """Whether the aifabric under test runs its request path compiled (aifabric.native)."""
+    code = "from aifabric.native import check; print(check().summary)"
+    return tool_version([python, "-c", code])

@@ -24,16 +24,25 @@ __all__ = ["COMPILED", "NativeStatus", "check", "is_stale", "sources"]
 
 # The one list of compiled modules (setup.py and the Makefile read it from here).
 COMPILED = (
+    "aifabric.http.client",
     "aifabric.http.server",
     "aifabric.gateway.admit",
     "aifabric.gateway.app",
+    "aifabric.gateway.auth",
     "aifabric.gateway.body",
     "aifabric.gateway.forward",
     "aifabric.gateway.openai_routes",
+    "aifabric.gateway.request_ids",
     "aifabric.observability.metrics",
+    "aifabric.routing.retry",
     "aifabric.routing.table",
     "aifabric.routing.target",
     "aifabric.tenancy.admission",
+    "aifabric.tenancy.budget",
+    "aifabric.tenancy.keyring",
+    "aifabric.tenancy.ledger.record",
+    "aifabric.tenancy.ledger.writer",
+    "aifabric.tenancy.pricing",
     "aifabric.tenancy.ratelimit",
     "aifabric.tenancy.tokens",
 )

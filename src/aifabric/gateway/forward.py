@@ -345,8 +345,11 @@ class Forwarder:
                     break  # out of attempts, or a Retry-After longer than we may hold a request
                 delay = min(delay, deadline.remaining(now))
                 if delay > 0:
+                    # The time slept, by the clock the request's time is measured with: the loop's
+                    # timers are coarser than `delay` and may wake it a little early.
+                    slept = self._clock()
                     await asyncio.sleep(delay)
-                    req.waited += delay
+                    req.waited += self._clock() - slept
             raise self._exhausted(req, last_error, deadline.expired(self._clock()))
 
         finally:

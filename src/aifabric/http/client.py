@@ -286,15 +286,33 @@ class UpstreamResponse:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises UpstreamFailure if the backend dies mid-body."""
-        while (chunk := await self.next_chunk()) is not None:
-            yield chunk
+        return _Body(self)
 
     def close(self) -> None:
         """Give up on the rest of the body: the connection cannot be reused and is closed."""
         if not self.complete:
             self._conn.abort()
+
+
+class _Body:
+    """UpstreamResponse.iter_bytes: an iterator class rather than an async generator, which mypyc
+    (it compiles this module: aifabric.native) does not compile."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: UpstreamResponse) -> None:
+        self._response = response
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._response.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
 
 
 class _Pool:

@@ -555,8 +555,9 @@ class _Connection(asyncio.Protocol):
         except BaseException as exc:
             error = exc
         # The stream is closed here, after the `except` rather than in a `finally`: in code compiled by
-        # mypyc, an `await` while an exception is being handled leaves that exception set for whatever
-        # the loop runs next (a later request on the connection saw it raised again).
+        # mypyc, an `await` in a `finally` that an exception passes through leaves that exception set
+        # for whatever the loop runs next (a later request on the connection saw it raised again;
+        # mypyc/mypyc#1114). tests/test_native.py keeps such awaits out of every compiled module.
         aclose = getattr(response.chunks, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):  # a stream that failed already: its error is the one

@@ -75,7 +75,8 @@ class Ledger:
         self.stats = LedgerStats()
         self._queue: collections.deque[Pending] = collections.deque()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Not `_thread`: mypyc (aifabric.native) would name its C field `__thread`, a keyword of C.
+        self._writer: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self.where = ""
 
@@ -107,15 +108,15 @@ class Ledger:
         self.where = self._store.where
         if self.budgets is not None:
             self.budgets.refresh(self._store)
-        self._thread = threading.Thread(target=self._run, name="aifabric-usage-ledger", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="aifabric-usage-ledger", daemon=True)
+        self._writer.start()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then close the store."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self._writer is not None:
+            self._writer.join(timeout)
+            self._writer = None
 
     # -- the writer thread -------------------------------------------------------------------------
 

@@ -213,13 +213,17 @@ def test_compose_mounts_the_fabric_file_read_only_and_passes_the_env_file(tmp_pa
         assert SECRET not in shown and MASTER not in shown
     assert f"podman-compose -f {out / 'compose.yaml'} up -d --build" in text
 
-    # What the Containerfile copies exists in the build context.
+    # What the Containerfile copies exists in the build context (setup.py among it: the wheel stage
+    # compiles the request path); a COPY --from= copies the wheels from that stage, not the context.
     context = Path(service["build"]["context"])
     assert service["build"]["dockerfile"] == str(out / "Containerfile")
     if source_root() is not None:
         copied = [
-            line for line in (out / "Containerfile").read_text().splitlines() if line.startswith("COPY ")
+            line
+            for line in (out / "Containerfile").read_text().splitlines()
+            if line.startswith("COPY ") and not line.startswith("COPY --from=")
         ]
+        assert any("setup.py" in line for line in copied)
         assert copied, "the image is built from this source tree"
         for line in copied:
             for src in line.split()[1:-1]:

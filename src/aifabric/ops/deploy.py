@@ -258,26 +258,30 @@ def _compose_value(value: str) -> str:
 
 
 def render_containerfile(config: FabricConfig, root: Path | None, version: str, *, command: str) -> str:
-    """The gateway's image: this source tree installed on python:3.11-slim, or the released package,
-    with exactly the extras serving `config` needs (`required_extras`: Redis state, tracing, a
-    PostgreSQL ledger). `command` names what rendered it, for the header."""
+    """The gateway's image: this source tree, or the released package, built into wheels (its request
+    path compiled) and installed on python:3.11-slim, with exactly the extras serving `config` needs
+    (`required_extras`: Redis state, tracing, a PostgreSQL ledger). `command` names what rendered it,
+    for the header."""
     extras = required_extras(config)
     wanted = f"[{','.join(extras)}]" if extras else ""
-    install = (
-        [
-            "COPY pyproject.toml README.md /src/",
-            "COPY src /src/src",
-            f"RUN pip install --no-cache-dir '/src{wanted}' && rm -rf /src",
-        ]
+    # Wheels are built in a stage with a C compiler (python:3.11, not -slim), so that the package's
+    # request path is compiled (setup.py, docs/performance.md); the image installs them, and no compiler.
+    source = (
+        ["COPY pyproject.toml setup.py README.md /src/", "COPY src /src/src", f"ARG SPEC='/src{wanted}'"]
         if root is not None
-        else [f"RUN pip install --no-cache-dir 'aifabric{wanted}=={version}'"]
+        else [f"ARG SPEC='aifabric{wanted}=={version}'"]
     )
     needs = f" with the extras it needs ({', '.join(extras)})" if extras else ""
     return "\n".join(
         [
             f"# The aifabric gateway alone (no local CPU backends){needs}, rendered by `aifabric {command}`.",
+            "FROM docker.io/library/python:3.11 AS wheels",
+            *source,
+            'RUN pip wheel --no-cache-dir --wheel-dir /wheels "$SPEC"',
             "FROM docker.io/library/python:3.11-slim",
-            *install,
+            "COPY --from=wheels /wheels /wheels",
+            f"RUN pip install --no-cache-dir 'aifabric{wanted}' --no-index --find-links /wheels"
+            " && rm -rf /wheels",
             "USER 65534:65534",
             'ENTRYPOINT ["aifabric"]',
             f'CMD ["serve", "--config", "{CONTAINER_CONFIG}"]',

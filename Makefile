@@ -67,7 +67,10 @@ $(VENV)/.native: $(NATIVE_SOURCES) setup.py | $(VENV)/.local-installed
 	fi
 	touch $@
 
-native: $(VENV)/.native
+# Compile again now (or, with AIFABRIC_COMPILE=0, remove the compiled modules), whatever the stamp says.
+native: | $(VENV)/.local-installed
+	rm -f $(VENV)/.native
+	$(MAKE) --no-print-directory $(VENV)/.native
 
 install: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
@@ -84,11 +87,11 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-bench: $(VENV)/.dev-installed system-deps
+bench: $(VENV)/.dev-installed $(VENV)/.native system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/affinity.py
 	$(BIN)/python bench/tenancy.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/*__mypyc*.so
-	find src -name '*.so' -delete
+	rm -rf $(VENV) build dist src/*.egg-info
+	find src -name '*.so' -delete  # the compiled request path (make native)

@@ -170,6 +170,24 @@ def test_bad_requests_get_400_in_the_kinds_shape(fb: FakeBackend) -> None:
     assert no_messages.json()["error"]["type"] == "BadRequestError"
 
 
+@pytest.mark.parametrize("spec", [[], 1.0, "x", None])
+def test_a_malformed_json_schema_or_tool_choice_is_answered_not_a_closed_connection(
+    fb: FakeBackend, spec: object
+) -> None:
+    # The gateway's fuzz tests send such bodies through to the fake backend: a crash there closed the
+    # connection, and the gateway rightly answered 502 (a generated case found it).
+    body = {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": spec},
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": {"type": "function", "function": spec},
+    }
+    answer = httpx.post(fb.url + "/chat/completions", json=body)
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"
+
+
 # ------------------------------------------------------------------------------------ probes per kind
 
 

@@ -38,6 +38,12 @@ def _event(obj: dict[str, Any]) -> bytes:
     return f"event: {obj['type']}\ndata: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
 
 
+def _get(value: Any, key: str, default: Any = None) -> Any:
+    """`value[key]` when `value` is an object that has it, else `default`: the fake backend answers any
+    body the fuzz tests send through the gateway (a malformed field is not a crash)."""
+    return value.get(key, default) if isinstance(value, dict) else default
+
+
 def _blocks_text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -57,9 +63,9 @@ def chat_tool_call(body: dict[str, Any], last_text: str) -> tuple[str, str] | No
         return None
     if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
         return None
-    name = str(((tools[0] or {}).get("function") or {}).get("name", ""))
+    name = str(_get(_get(tools[0], "function"), "name", ""))
     if isinstance(choice, dict):
-        name = str((choice.get("function") or {}).get("name", name))
+        name = str(_get(choice.get("function"), "name", name))
     return name, json.dumps({"query": last_text})
 
 
@@ -132,7 +138,7 @@ def anthropic_tool(body: dict[str, Any], text: str, after_tool: bool) -> tuple[s
     choice: dict[str, Any] = raw_choice if isinstance(raw_choice, dict) else {}
     if after_tool or not isinstance(tools, list) or not tools or choice.get("type") == "none":
         return None
-    name = str(choice.get("name") or (tools[0] or {}).get("name", ""))
+    name = str(choice.get("name") or _get(tools[0], "name", ""))
     return name, {"query": text}
 
 

@@ -342,7 +342,10 @@ class Responder:
             documents = body.get("documents", body.get("texts"))
             if not isinstance(query, str) or not isinstance(documents, list) or not documents:
                 return fail(400, "query (a string) and documents (a non-empty list) are required")
-            texts = [d if isinstance(d, str) else str((d or {}).get("text", "")) for d in documents]
+            texts = [
+                d if isinstance(d, str) else str(d.get("text", "")) if isinstance(d, dict) else ""
+                for d in documents
+            ]
             answer = dialects.rerank_body(sw.kind, served, query, texts, body.get("top_n"), rid)
             return await self._send(writer, answer, keep, crash)
         if path == "/tokenize":

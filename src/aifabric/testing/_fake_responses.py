@@ -84,8 +84,8 @@ def decide(
     ]
     if functions and tool_choice != "none":
         chosen = functions[0]
-        if isinstance(tool_choice, dict):
-            forced = (tool_choice.get("function") or {}).get("name")
+        if isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
+            forced = tool_choice["function"].get("name")
             chosen = next((f for f in functions if f.get("name") == forced), chosen)
         return Turn(None, str(chosen.get("name")), json.dumps({"query": user}))
     if isinstance(schema, dict):
@@ -95,9 +95,12 @@ def decide(
 
 def chat_schema(body: dict[str, Any]) -> Any:
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        return (fmt.get("json_schema") or {}).get("schema")
-    return None
+    # Whatever a client sends, well formed or not (the fuzz tests send both): the fake backend answers,
+    # it does not crash on a `json_schema` that is not an object.
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    return spec.get("schema") if isinstance(spec, dict) else None
 
 
 # ------------------------------------------------------------------------------ native /v1/responses

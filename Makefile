@@ -54,7 +54,8 @@ $(VENV)/.dev-installed: $(VENV)/.local-installed
 
 # The request path compiled with mypyc (setup.py), the extensions beside their sources in src/. Python
 # imports an extension before the .py of the same name, so an edited source is compiled again here;
-# `aifabric doctor` and the test suite refuse to run a compiled module older than its source.
+# `aifabric doctor` and the test suite refuse to run a compiled module older than its source. The
+# build skips what did not change; its extensions are then stamped as of now, as current as it found them.
 $(VENV)/.native: $(NATIVE_SOURCES) setup.py | $(VENV)/.local-installed
 	@if [ "$${AIFABRIC_COMPILE:-1}" = 0 ]; then \
 	  echo "AIFABRIC_COMPILE=0: the request path runs interpreted (its compiled modules removed)"; \
@@ -64,6 +65,7 @@ $(VENV)/.native: $(NATIVE_SOURCES) setup.py | $(VENV)/.local-installed
 	  $(BIN)/python setup.py -q build_ext --inplace > $(VENV)/native-build.log 2>&1 \
 	  || { tail -30 $(VENV)/native-build.log; \
 	    echo "compiling failed (log: $(VENV)/native-build.log); AIFABRIC_COMPILE=0 make ... runs it interpreted"; exit 1; }; \
+	  find src -name '*.so' -exec touch {} +; \
 	fi
 	touch $@
 

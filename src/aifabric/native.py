@@ -71,7 +71,7 @@ class NativeStatus:
         if not self.interpreted:
             return f"request path compiled ({len(self.compiled)} modules, mypyc)"
         if not self.compiled:
-            return "request path interpreted (no compiled modules: installed without a C compiler?)"
+            return "request path interpreted (installed without a C compiler, or with AIFABRIC_COMPILE=0)"
         return f"request path partly compiled: {', '.join(self.interpreted)} interpreted"
 
 

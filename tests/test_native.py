@@ -27,29 +27,30 @@ def test_the_suite_runs_the_request_path_compiled() -> None:
     assert native_check().verdict is Verdict.PASS
 
 
-def test_every_compiled_module_has_its_source(tmp_path: Path) -> None:
+def test_every_compiled_module_has_its_source() -> None:
     assert [p.name for p in sources()] == [name.rpartition(".")[2] + ".py" for name in COMPILED]
     assert all(p.is_file() for p in sources())
 
 
-def _tree(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A compiled module's files as a build leaves them: source, shim extension, shared library."""
+def _built(tmp_path: Path, *, source: int, shim: int, shared: int) -> tuple[Path, Path]:
+    """A compiled module's files as a build leaves them, each with its mtime: the source, the shim
+    extension and the shared library. Returns (source, shim)."""
     package = tmp_path / "aifabric" / "http"
     package.mkdir(parents=True)
-    source = package / "server.py"
-    source.write_text("# source\n")
-    shim = package / "server.cpython-311-x86_64-linux-gnu.so"
-    shim.write_bytes(b"")
-    shared = tmp_path / "0a1b2c__mypyc.cpython-311-x86_64-linux-gnu.so"
-    shared.write_bytes(b"")
-    return source, shim, shared
+    files = {
+        package / "server.py": source,
+        package / "server.cpython-311-x86_64-linux-gnu.so": shim,
+        tmp_path / "0a1b2c__mypyc.cpython-311-x86_64-linux-gnu.so": shared,
+    }
+    for path, when in files.items():
+        path.write_bytes(b"")
+        os.utime(path, (when, when))
+    source_path, shim_path, _ = files
+    return source_path, shim_path
 
 
 def test_a_source_changed_after_the_build_is_stale(tmp_path: Path) -> None:
-    source, shim, shared = _tree(tmp_path)
-    os.utime(source, (1000, 1000))
-    os.utime(shim, (1000, 1000))
-    os.utime(shared, (2000, 2000))
+    source, shim = _built(tmp_path, source=1000, shim=1000, shared=2000)
     assert not is_stale("aifabric.http.server", shim)
     os.utime(source, (3000, 3000))  # edited after the last link
     assert is_stale("aifabric.http.server", shim)
@@ -57,10 +58,7 @@ def test_a_source_changed_after_the_build_is_stale(tmp_path: Path) -> None:
 
 def test_an_old_shim_beside_a_new_shared_library_is_current(tmp_path: Path) -> None:
     # A rebuild relinks the shared library; a shim whose C did not change keeps its old time.
-    source, shim, shared = _tree(tmp_path)
-    os.utime(shim, (1000, 1000))
-    os.utime(source, (2000, 2000))
-    os.utime(shared, (3000, 3000))
+    _, shim = _built(tmp_path, source=2000, shim=1000, shared=3000)
     assert not is_stale("aifabric.http.server", shim)
 
 

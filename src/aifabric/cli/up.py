@@ -142,7 +142,7 @@ def _serve(
     overrides: Overrides | None = None,
     supervisor: Supervisor | None = None,
 ) -> None:
-    from aifabric.gateway.app import run_loop, serve_gateway
+    from aifabric.gateway.app import run_loop, serve_gateway, settle_heap, settled
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -156,18 +156,19 @@ def _serve(
 
             def ready(gateway: Gateway) -> None:
                 gateways.append(gateway)
+                settle_heap()  # as `aifabric serve` does: startup's objects out of the collector's way
                 if supervisor is not None:
                     supervisor.on_state = gateway.local_backend_changed
                     gateway.attach_local(supervisor)  # POST /admin/backends/NAME/stop|start
                 if not config.source.startswith("<"):  # POST /admin/config/reload, watch: true
-                    gateway.reloader = lambda: _reloader(config, gateway, overrides)
+                    gateway.reloader = settled(lambda: _reloader(config, gateway, overrides))
                 # With --port 0, the port the listener got.
                 listening = gateway.server.port if gateway.server is not None else port
                 # Recorded before it is said: a script that reacts to the message finds the record.
                 record_running(_base_url(config, host, listening))  # `aifabric status` asks here
                 _print_ready(config, host, listening, console)
 
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(config, gateways, console, overrides))
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(gateways, console))
             await serve_gateway(config, host, port, stop, ready=ready)
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
@@ -179,13 +180,12 @@ def _serve(
     run_loop(main())  # the gateway's own choice of event loop, as `aifabric serve` runs it
 
 
-def _reload(
-    config: FabricConfig, gateways: list[Gateway], console: Console, overrides: Overrides | None
-) -> None:
+def _reload(gateways: list[Gateway], console: Console) -> None:
     """SIGHUP: re-read the fabric file (see `_reloader`), said on the console."""
-    if not gateways or config.source.startswith("<"):
+    reloader = gateways[0].reloader if gateways else None
+    if reloader is None:  # not serving yet, or a fabric that is not a file
         return
-    outcome = _reloader(config, gateways[0], overrides)
+    outcome = reloader()
     gateways[0].reloads.record(outcome)
     (console.print if outcome.applied else console.error)(outcome.message)
 

@@ -55,6 +55,7 @@ from aifabric.http.server import HttpServer, Request, Response, StreamingRespons
 from aifabric.observability.logging import redact, register_config_secrets
 from aifabric.observability.merged import SharedMetrics
 from aifabric.observability.metrics import GatewayMetrics, render_metrics
+from aifabric.observability.process import process_lines
 from aifabric.routing.table import Route, RoutingTable
 from aifabric.state import StateSync, default_state_dir, open_response_store, open_sync
 from aifabric.tenancy.admission import Admission
@@ -73,7 +74,7 @@ from aifabric.tenancy.watch import KeyWatcher
 if TYPE_CHECKING:
     from aifabric.observability.tracing import RequestTracer
 
-__all__ = ["Gateway", "run_gateway", "serve_gateway"]
+__all__ = ["Gateway", "run_gateway", "serve_gateway", "settle_heap", "settled"]
 
 log = logging.getLogger("aifabric.gateway")
 
@@ -622,8 +623,8 @@ class Gateway:
     def exposition(self) -> str:
         """This process's own Prometheus exposition (its counters, its view of the gauges)."""
         body = render_metrics(self.metrics, self.table, self.clock()).decode()
-        usage = usage_metrics(self.ledger, self.budgets)
-        return body + ("\n".join(usage) + "\n" if usage else "")
+        extra = usage_metrics(self.ledger, self.budgets) + process_lines()
+        return body + "\n".join(extra) + "\n"
 
     def _start_shared_metrics(self, port: int) -> None:
         """Write this worker's counters beside the others' every second, for whoever answers a scrape
@@ -803,16 +804,30 @@ async def serve_gateway(
 _GC_GEN0 = 10_000
 
 
-def _settle_heap() -> None:
+def settle_heap() -> None:
     """Once the gateway serves: what startup built (modules, the config, the routing table) lives as long
     as the process, so it is moved out of the collector's sight (`gc.freeze`: never traversed again),
-    and the first generation is collected less often (_GC_GEN0). Again after each applied reload (the
-    heap unfrozen first: a frozen object in a reference cycle is never freed, and the replaced config
-    and routing table hold some)."""
+    and the first generation is collected less often (_GC_GEN0). Again after each applied reload (see
+    `settled`). For the process that runs the gateway (`serve`, `up`), not for one that embeds it (a
+    test's): freezing would keep that process's garbage cycles for good."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(_GC_GEN0, gen1, gen2)
+
+
+def settled(reloader: Callable[[], ReloadOutcome]) -> Callable[[], ReloadOutcome]:
+    """`reloader`, and once a reload applied, the heap settled again: unfrozen first, since a frozen
+    object in a reference cycle is never freed, and the replaced config and routing table hold some."""
+
+    def reload_and_settle() -> ReloadOutcome:
+        outcome = reloader()
+        if outcome.applied:  # the old config and table are garbage now: let them go
+            gc.unfreeze()
+            settle_heap()
+        return outcome
+
+    return reload_and_settle
 
 
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
@@ -847,18 +862,12 @@ def run_gateway(
 
     def on_ready(gateway: Gateway) -> None:
         holder.append(gateway)
-        _settle_heap()
+        settle_heap()
         if config_path is not None:
             from aifabric.gateway.reload import reload_from_file
 
-            def reload_and_settle() -> ReloadOutcome:
-                outcome = reload_from_file(gateway, config_path, adapt=adapt)
-                if outcome.applied:  # the old config and table are garbage now: let them go
-                    gc.unfreeze()
-                    _settle_heap()
-                return outcome
-
-            gateway.reloader = reload_and_settle
+            path = config_path
+            gateway.reloader = settled(lambda: reload_from_file(gateway, path, adapt=adapt))
         if ready is not None:
             ready(gateway)
 

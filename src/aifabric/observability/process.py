@@ -1,0 +1,86 @@
+"""The gateway process's own figures for `/metrics`: CPU, memory, file descriptors and the cyclic
+garbage collector, under the names Prometheus' client libraries give them (`process_*`, `python_gc_*`),
+so the dashboards made for those read them as they are.
+
+`aifabric_gc_frozen_objects` is ours: the objects `settle_heap` (gateway.app) moved out of the
+collector's sight once the gateway served. 0 in a process that never settled (a gateway embedded in
+another program) says why its collections cost more.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+
+__all__ = ["process_lines"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _start_time() -> float:
+    """When this process started, in seconds since the epoch: from /proc (boot time plus the process's
+    start in clock ticks after boot), else when this module was imported, as the gateway started."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return time.time()
+
+
+_STARTED = _start_time()
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):  # not Linux: the peak is what is there
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def process_lines() -> list[str]:
+    """Prometheus text lines (HELP, TYPE, samples) of this process's own figures."""
+    out = [
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+        "# TYPE process_cpu_seconds_total counter",
+        f"process_cpu_seconds_total {time.process_time():.3f}",  # every thread's, user and system
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+        "# TYPE process_resident_memory_bytes gauge",
+        f"process_resident_memory_bytes {_resident_bytes()}",
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {_STARTED:.2f}",
+    ]
+    fds = _open_fds()
+    if fds is not None:
+        out += [
+            "# HELP process_open_fds Number of open file descriptors.",
+            "# TYPE process_open_fds gauge",
+            f"process_open_fds {fds}",
+        ]
+    stats = list(enumerate(gc.get_stats()))
+    out += [
+        "# HELP python_gc_collections_total Number of times this generation was collected.",
+        "# TYPE python_gc_collections_total counter",
+        *(f'python_gc_collections_total{{generation="{g}"}} {s["collections"]}' for g, s in stats),
+        "# HELP python_gc_objects_collected_total Objects collected during gc.",
+        "# TYPE python_gc_objects_collected_total counter",
+        *(f'python_gc_objects_collected_total{{generation="{g}"}} {s["collected"]}' for g, s in stats),
+        "# HELP aifabric_gc_frozen_objects Objects moved out of the garbage collector's sight once the "
+        "gateway served (gc.freeze): what startup built, never traversed again.",
+        "# TYPE aifabric_gc_frozen_objects gauge",
+        f"aifabric_gc_frozen_objects {gc.get_freeze_count()}",
+    ]
+    return out

@@ -61,14 +61,16 @@ class LedgerStore(abc.ABC):
     def close(self) -> None: ...
 
 
-def summary_sql(group: str, since_param: str) -> str:
-    """The usage report's query over `group` (a column, or an expression for days)."""
+def summary_sql(group: str, since_param: str, also: str = "") -> str:
+    """The usage report's query over `group` (a column, or an expression for days); `also`: a further
+    condition on the rows (the SQLite store's bound on rowids)."""
+    where = f"ts >= {since_param}" + (f" AND {also}" if also else "")
     return (
         f"SELECT {group} AS grp, COUNT(*), COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), "
         "COALESCE(SUM(cost), 0), "
         "COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0), "
         "COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) "
-        f"FROM {TABLE} WHERE ts >= {since_param} GROUP BY grp ORDER BY grp"
+        f"FROM {TABLE} WHERE {where} GROUP BY grp ORDER BY grp"
     )
 
 

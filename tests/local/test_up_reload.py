@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from aifabric.cli.console import Console
-from aifabric.cli.up import _reload
+from aifabric.cli.up import _reload, _reloader
 from aifabric.config.load import load_config
 from aifabric.gateway.reload import ReloadOutcome
 from aifabric.testing.fake_backend import FakeBackend
@@ -106,14 +107,18 @@ def test_reload_refuses_a_change_to_local_backends(tmp_path: Path) -> None:
         def reload(self, config: object) -> None:
             self.reloaded.append(config)
 
+        reloader: Callable[[], ReloadOutcome] | None = None
+
     gateway = FakeGateway()
+    # As `up` wires it once serving (less the heap's settling, which is for the gateway's own process).
+    gateway.reloader = lambda: _reloader(running, gateway, None)  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     path.write_text(LOCAL.format(port=18902))  # the launched backend's port changed
-    _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
+    _reload([gateway], Console(out, err))  # type: ignore[list-item]
     assert gateway.reloaded == []
     assert "local backends changed" in err.getvalue() and "restart" in err.getvalue()
     assert [o.applied for o in gateway.reloads.outcomes] == [False]
     path.write_text(LOCAL.format(port=18901) + "aliases: {local/embed: embeddings-general}\n")
-    _reload(running, [gateway], Console(out, err), None)  # type: ignore[list-item]
+    _reload([gateway], Console(out, err))  # type: ignore[list-item]
     assert len(gateway.reloaded) == 1
     assert [o.applied for o in gateway.reloads.outcomes] == [False, True]

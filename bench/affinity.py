@@ -215,7 +215,7 @@ def render(raw: dict[str, Any]) -> str:
     for mode in raw["modes"]:
         lines.append(
             f"| {'on' if mode['affinity'] else 'off'} | {mode['follow_up_median_ms']} ms | "
-            f"{mode['follow_up_same_engine']} | {statistics.median(mode['first_turn_ttft_ms'])} ms |"
+            f"{mode['follow_up_same_engine']} | {statistics.median(mode['first_turn_ttft_ms']):.1f} ms |"
         )
     lines += ["", "Where each conversation's turns landed:", ""]
     for mode in raw["modes"]:

@@ -577,20 +577,25 @@ class Forwarder:
         output: bytes | None = None,
     ) -> Pending:
         # Without the backend's usage, the request (and answer) are kept to count from, off the path.
-        return Pending(
-            time.time(),
-            req.principal.name,
-            req.route.name,
-            target.backend.name,
-            target.model,
-            req.path,
-            status,
-            self._clock() - started,
-            req.request_id,
-            usage,
-            counted,
-            req.body.payload if usage is None else None,
-            output if usage is None else None,
+        # tuple.__new__: a NamedTuple's own constructor is Python code (collections builds it with
+        # exec), an interpreted call per request even in the compiled forwarder; this is a tuple's cost.
+        return tuple.__new__(
+            Pending,
+            (
+                time.time(),
+                req.principal.name,
+                req.route.name,
+                target.backend.name,
+                target.model,
+                req.path,
+                status,
+                self._clock() - started,
+                req.request_id,
+                usage,
+                counted,
+                req.body.payload if usage is None else None,
+                output if usage is None else None,
+            ),
         )
 
     def _stream(

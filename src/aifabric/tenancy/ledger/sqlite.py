@@ -57,8 +57,9 @@ CREATE TABLE IF NOT EXISTS {SPANS} (first_rowid INTEGER NOT NULL, max_ts REAL NO
 CREATE INDEX IF NOT EXISTS {SPANS}_max_ts ON {SPANS} (max_ts);
 """
 _OLD_INDEX = f"{TABLE}_ts"
-# The rowids from which rows at or after a time (the parameter) lie; 0 (every row) before any span.
-_FROM = f"rowid >= (SELECT COALESCE(MIN(first_rowid), 0) FROM {SPANS} WHERE max_ts >= ?)"
+# The rowids from which rows at or after a time (the parameter) lie. Every row lies in a span, so when
+# no span reaches that time no row does either: past the last rowid, not a scan of the whole table.
+_FROM = f"rowid >= (SELECT COALESCE(MIN(first_rowid), {2**63 - 1}) FROM {SPANS} WHERE max_ts >= ?)"
 
 _CHUNK_MAX = 256  # rows per INSERT statement, at most
 
@@ -102,13 +103,11 @@ class SqliteLedger(LedgerStore):
     def write(self, rows: Sequence[UsageRow], deltas: SpendDelta | None = None) -> None:
         if deltas is None:
             deltas = spend_deltas(rows)
-        if not rows and not deltas:
-            return
-        # Read before the transaction takes the write lock: another worker may append in between, so
-        # this is a bound at or below our first rowid, which is all a span needs.
-        first = self._db.execute(f"SELECT COALESCE(MAX(rowid), 0) + 1 FROM {TABLE}").fetchone()[0]
         with self._db:
             if rows:
+                # Read before the insert takes the write lock: another worker may append in between, so
+                # this is a bound at or below our first rowid, which is all a span needs.
+                first = self._db.execute(f"SELECT COALESCE(MAX(rowid), 0) + 1 FROM {TABLE}").fetchone()[0]
                 self._insert(rows)
                 latest = max([row.ts for row in rows])
                 self._db.execute(f"INSERT INTO {SPANS} VALUES (?, ?)", (first, latest))

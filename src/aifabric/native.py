@@ -34,6 +34,7 @@ COMPILED = (
     "aifabric.gateway.openai_routes",
     "aifabric.gateway.request_ids",
     "aifabric.observability.metrics",
+    "aifabric.routing.outlier",
     "aifabric.routing.retry",
     "aifabric.routing.table",
     "aifabric.routing.target",
@@ -43,6 +44,7 @@ COMPILED = (
     "aifabric.tenancy.ledger.record",
     "aifabric.tenancy.ledger.writer",
     "aifabric.tenancy.pricing",
+    "aifabric.tenancy.principal",
     "aifabric.tenancy.ratelimit",
     "aifabric.tenancy.tokens",
 )

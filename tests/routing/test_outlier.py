@@ -94,14 +94,19 @@ def test_abandoned_trial_frees_the_slot_and_a_lost_one_expires() -> None:
     assert d.available(70.0), "a trial that never reported back must not block the target forever"
 
 
+# Every field an event changes (not `__slots__`: the class is compiled, aifabric.native, and a compiled
+# class has none to list).
+_STATE = ("_ejected_until", "_ejections", "_failures", "_streak", "_trial_started")
+
+
 def test_asking_changes_nothing() -> None:
     """state() and available() are queries: asking at a late time neither starts a trial nor moves a
     clock that a later event would read."""
     d = OutlierDetector(consecutive_failures=1, base_ejection=10.0)
     d.record_failure(F5, 0.0)
-    before = {name: getattr(d, name) for name in d.__slots__}
+    before = {name: getattr(d, name) for name in _STATE}
     assert (d.state(12.0), d.available(12.0), d.state(5.0)) == ("half_open", True, "ejected")
-    assert {name: getattr(d, name) for name in d.__slots__} == before
+    assert {name: getattr(d, name) for name in _STATE} == before
     d.begin_attempt(12.0)
     assert not d.available(12.0)
 

@@ -453,7 +453,7 @@ class Forwarder:
         ended: float | None = None  # when the backend's part was over (a clock read taken anyway)
         sending = False
         try:
-            if self._engine_ready is not None and target.backend.idles:
+            if self._engine_ready is not None and target.idles:
                 await self._engine_ready(target.backend.name)  # held while its engine wakes up
             sending = True
             resp = await self._client.send(endpoint.origin, "POST", path, headers, body, try_timeout)

@@ -36,6 +36,11 @@ class TargetState:
     failures: int = 0
     _mismatch_for: tuple[str, ...] | None = field(default=None, repr=False)
     _mismatch: str | None = field(default=None, repr=False)
+    # `backend.idles`, read once here: a property of the (interpreted) config, asked per request.
+    idles: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.idles = self.backend.idles
 
     @classmethod
     def from_config(

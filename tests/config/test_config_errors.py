@@ -69,7 +69,51 @@ SECRET_BACKEND = BASE.replace(
     'kind: openai, url: "https://x/v1", api_key: "${EMBED_KEY}"',
 )
 
+VLLM_LINE = 'box-vllm: {host: box, kind: vllm, url: "http://box.example:8000/v1"}'
+
+
+def unix_socket(value: str, url: str = "http://box.example:8000/v1") -> str:
+    """BASE with box-vllm reached through `unix_socket: value` (its url `url`)."""
+    return BASE.replace(
+        VLLM_LINE, f'box-vllm: {{host: box, kind: vllm, url: "{url}",\n    unix_socket: {value}}}'
+    )
+
+
 CASES = [
+    case(
+        "unix_socket is an absolute path",
+        unix_socket("run/vllm.sock"),
+        "unix_socket: run/vllm.sock",
+        "backends.box-vllm.unix_socket is 'run/vllm.sock': a Unix socket is given by its absolute path",
+        "write the full path, e.g. unix_socket: /run/vllm/vllm.sock",
+    ),
+    case(
+        "unix_socket fits in sun_path",
+        unix_socket("/run/" + "x" * 103 + ".sock"),
+        "unix_socket: /run/",
+        "backends.box-vllm.unix_socket is 113 bytes long: the path of a Unix socket is at most 107",
+        "choose a shorter path, e.g. under /run or /tmp",
+    ),
+    case(
+        "unix_socket speaks plain http",
+        unix_socket("/run/vllm.sock", url="https://box.example:8000/v1"),
+        "unix_socket: /run/vllm.sock",
+        "backends.box-vllm.unix_socket is set with an https url: the gateway speaks plain HTTP on a Unix "
+        "socket",
+        "write url: http://... (the socket is on this machine), or remove unix_socket",
+    ),
+    case(
+        "unix_socket on a local llama-server",
+        BASE.replace(
+            VLLM_LINE,
+            "box-vllm: {host: box, kind: llamacpp, unix_socket: /run/x.sock,\n"
+            "    local: {engine: llama-server, model: m, port: 8101}}",
+        ),
+        "unix_socket: /run/x.sock",
+        "backends.box-vllm.unix_socket: `aifabric up` serves only its embeddings server (engine "
+        "aifabric-embed) on a Unix socket, and this backend runs llama-server",
+        "remove unix_socket (the gateway reaches it over TCP on its port)",
+    ),
     case(
         "exclusive needs a group",
         BASE.replace(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,6 +68,52 @@ def test_embeddings_of_paraphrases_are_closer_than_of_unrelated_sentences(
     v = np.array([d.embedding for d in result.data])
     assert v.shape == (3, 384)
     assert v[0] @ v[1] > 0.8 and v[0] @ v[2] < 0.3
+
+
+def _tcp_peer_ports(pid: int) -> set[int]:
+    """The remote ports of the TCP connections process `pid` holds (its fds' inodes in /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_gateway_reaches_the_embeddings_server_on_its_unix_socket(
+    fabric: Up, client: openai.OpenAI
+) -> None:
+    with urllib.request.urlopen(fabric.base_url + "/status", timeout=10) as resp:
+        embed = json.loads(resp.read())["backends"]["local-embed"]
+    path = embed["unix_socket"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # only this user may connect
+    # The server answers there (and on its port, for clients that go to it straight).
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in answer
+    # A chat request and an embedding through the gateway, whose connections stay pooled a few
+    # seconds: the one to llama-server is TCP to its port, the one to the embeddings server is not.
+    client.chat.completions.create(
+        model="chat-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+    )
+    assert len(client.embeddings.create(model="embeddings-general", input="pooled").data[0].embedding) == 384
+    peers = _tcp_peer_ports(fabric.proc.pid)
+    ports = fabric.backend_ports()
+    assert ports["local-chat-fast"] in peers
+    assert ports["local-embed"] not in peers
 
 
 def test_a_chat_role_refuses_an_embeddings_request(client: openai.OpenAI) -> None:

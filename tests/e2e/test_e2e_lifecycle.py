@@ -29,10 +29,15 @@ def test_sigterm_stops_the_gateway_and_every_backend_with_no_orphans(tmp_path: P
         ports = [up.port, *up.backend_ports().values()]
         assert len(pids) == 3 and all(alive(pid) for pid in pids.values())
         assert not any(port_is_free(port) for port in ports)
+        sock = Path(
+            httpx.get(up.base_url + "/status", timeout=10).json()["backends"]["local-embed"]["unix_socket"]
+        )
+        assert sock.is_socket()
     finally:
         code = up.stop()
     assert code == 0, up.output
     assert "stopped" in up.output.splitlines()[-1]
+    assert not sock.exists(), f"{sock} left behind"  # the embeddings server removes its socket
     for name, pid in pids.items():
         assert not alive(pid), f"{name} (pid {pid}) outlived aifabric up"
     for port in ports:

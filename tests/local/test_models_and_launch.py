@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from aifabric.config.defaults import DEFAULT_CONFIG_PATH, load_default_config
+from aifabric.config.load import load_config_text
 from aifabric.errors import LocalBackendError
 from aifabric.local.launch import find_llama_server, local_backends, process_spec, with_local_ports
 from aifabric.local.models import BUNDLED_MODELS, resolve_model
@@ -152,6 +155,39 @@ def test_local_ports_can_be_moved_and_urls_follow() -> None:
         (20501, "http://127.0.0.1:20501/v1"),
         (20502, "http://127.0.0.1:20502/v1"),
     ]
+
+
+def test_the_embeddings_server_is_reached_on_a_unix_socket_that_follows_its_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    config = load_default_config()
+    embed = config.backends["local-embed"]
+    assert embed.unix_socket == f"{tmp_path}/aifabric/embed-8103.sock"
+    spec = process_spec(embed)
+    assert spec.argv[spec.argv.index("--unix-socket") + 1] == embed.unix_socket
+    assert spec.port == 8103  # and its TCP port, for clients that go to it straight
+    # The llama-servers stay on TCP only (llama-server listens on one or the other).
+    assert [b.unix_socket for b in local_backends(config) if b.kind == "llamacpp"] == [None, None]
+    moved = with_local_ports(config, 20500).backends["local-embed"]
+    assert moved.unix_socket == f"{tmp_path}/aifabric/embed-20502.sock"
+    # Without a runtime directory, a private one under /tmp (a socket's path is at most 107 bytes).
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert load_default_config().backends["local-embed"].unix_socket == (
+        f"{tempfile.gettempdir()}/aifabric-{os.getuid()}/embed-8103.sock"
+    )
+
+
+def test_a_unix_socket_written_in_the_file_is_kept_where_the_ports_move(tmp_path: Path) -> None:
+    text = (
+        "backends:\n"
+        "  emb: {kind: aifabric-embed, unix_socket: /run/emb.sock,\n"
+        "        local: {engine: aifabric-embed, model: all-minilm-l6-v2-int8, port: 8103}}\n"
+        "roles:\n"
+        "  e: {kind: embeddings, targets: [{backend: emb, model: all-minilm-l6-v2-int8}]}\n"
+    )
+    config = with_local_ports(load_config_text(text, "fabric.yaml", environ={}), 20500)
+    assert config.backends["emb"].unix_socket == "/run/emb.sock"
 
 
 def test_a_missing_engine_is_named_with_the_install_step(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,7 @@ EXPORTS = {
         "closest_model",
         "model_ids",
         "origin_of",
+        "unix_routes",
     },
 }
 

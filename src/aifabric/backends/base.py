@@ -30,6 +30,7 @@ from aifabric.config.schema import BACKEND_KINDS, BackendConfig, ClientApi
 from aifabric.config.show import redact_url
 from aifabric.core import BackendState, FailureClass, ProbeResult
 from aifabric.errors import UpstreamFailure
+from aifabric.http.client import Origin, split_url
 
 __all__ = [
     "BackendAdapter",
@@ -42,6 +43,7 @@ __all__ = [
     "closest_model",
     "model_ids",
     "origin_of",
+    "unix_routes",
 ]
 
 _MAX_PROBE_BODY = 4 * 1024 * 1024
@@ -82,6 +84,13 @@ class ProbeFailed(Exception):
         self.state = state
         self.reason = reason
         self.failure = failure
+
+
+def unix_routes(backends: Iterable[BackendConfig]) -> dict[Origin, str]:
+    """Origin -> socket, for every backend with `unix_socket:`. The client keeps its pools by origin
+    (scheme, host, port); `UpstreamClient.route_unix` sends such an origin's requests and probes through
+    the socket, while the url still gives the path and the Host header."""
+    return {split_url(b.url)[0]: b.unix_socket for b in backends if b.unix_socket}
 
 
 def origin_of(url: str) -> str:

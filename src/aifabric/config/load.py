@@ -53,6 +53,7 @@ from aifabric.config.schema import (
     WakeConfig,
     default_balance,
 )
+from aifabric.core.paths import local_socket
 from aifabric.errors import ConfigError, ConfigProblem
 
 __all__ = ["load_config", "load_config_text"]
@@ -368,6 +369,7 @@ _BACKEND = {
     "host": Field(n.text),
     "kind": Field(n.choice(BACKEND_KINDS), required=True, example=" | ".join(BACKEND_KINDS)),
     "url": Field(n.url),
+    "unix_socket": Field(n.text),
     "api_key": Field(n.secret),
     "timeout": Field(n.duration(positive=True)),
     "max_concurrency": Field(n.integer(1)),
@@ -515,6 +517,8 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
             "remove requantize, or use engine: llama-server",
         )
         return INVALID
+    if not _unix_socket(r, path, values):
+        return INVALID
     if values.get("sleep_when_idle") is not None and values["kind"] != "vllm":
         r.problem(
             r.lines.get(f"{path}.sleep_when_idle"),
@@ -523,6 +527,52 @@ def _backend(r: Reader, node: yaml.Node, path: str) -> Any:
         )
         return INVALID
     return BackendConfig(name=path.split(".", 1)[1], **values)
+
+
+_SUN_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path holds 108 with the final NUL)
+
+
+def _unix_socket(r: Reader, path: str, values: dict[str, Any]) -> bool:
+    """Check `unix_socket`; a local embeddings server gets one by default (core.paths.local_socket),
+    which the gateway then uses: cheaper than TCP over loopback for both ends."""
+    local = values.get("local")
+    socket_path = values.get("unix_socket")
+    line = r.lines.get(f"{path}.unix_socket")
+    if socket_path is None:
+        if local is not None and local.engine == "aifabric-embed":
+            values["unix_socket"] = local_socket(local.port)
+        return True
+    if local is not None and local.engine != "aifabric-embed":
+        r.problem(
+            line,
+            f"{path}.unix_socket: `aifabric up` serves only its embeddings server (engine aifabric-embed) "
+            f"on a Unix socket, and this backend runs {local.engine}",
+            "remove unix_socket (the gateway reaches it over TCP on its port)",
+        )
+        return False
+    if not socket_path.startswith("/"):
+        r.problem(
+            line,
+            f"{path}.unix_socket is {socket_path!r}: a Unix socket is given by its absolute path",
+            "write the full path, e.g. unix_socket: /run/vllm/vllm.sock",
+        )
+        return False
+    size = len(os.fsencode(socket_path))
+    if size > _SUN_PATH_MAX:
+        r.problem(
+            line,
+            f"{path}.unix_socket is {size} bytes long: the path of a Unix socket is at most {_SUN_PATH_MAX}",
+            "choose a shorter path, e.g. under /run or /tmp",
+        )
+        return False
+    if urlsplit(values.get("url", "")).scheme == "https":
+        r.problem(
+            line,
+            f"{path}.unix_socket is set with an https url: the gateway speaks plain HTTP on a Unix socket",
+            "write url: http://... (the socket is on this machine), or remove unix_socket",
+        )
+        return False
+    return True
 
 
 def _role(r: Reader, node: yaml.Node, path: str) -> Any:

@@ -257,6 +257,9 @@ class BackendConfig:
     kind: BackendKind
     url: str  # base URL including /v1 (as written in the fabric file)
     host: str | None = None
+    # Connections go to this Unix socket instead of the url's host and port (the url still gives the
+    # path and the Host header): a server on this machine, cheaper than TCP over loopback for both.
+    unix_socket: str | None = None
     api_key: Secret | None = None
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     local: LocalLaunch | None = None

@@ -18,6 +18,7 @@ from aifabric.alerts.budget import BudgetFact, budget_alerts
 from aifabric.alerts.monitor import Monitor
 from aifabric.alerts.rules import Alert, wake_alert
 from aifabric.alerts.sinks import Notifier, build_sinks
+from aifabric.backends.base import unix_routes
 from aifabric.config.extras import Extra, install_hint
 from aifabric.config.schema import FabricConfig, HostConfig, Secret
 from aifabric.config.show import config_secrets, redact_values
@@ -102,6 +103,7 @@ class Gateway:
         self.config = config
         self.clock = clock
         self.client = client or UpstreamClient(connect_timeout=config.gateway.connect_timeout)
+        self.client.route_unix(unix_routes(config.backends.values()))
         self.metrics = GatewayMetrics()
         self.metrics.expect_wakes(n for n, h in config.hosts.items() if h.wake is not None)
         self.checker = HealthChecker(config, self.client, clock=clock, on_transition=self._on_transition)
@@ -273,6 +275,7 @@ class Gateway:
     def reload(self, config: FabricConfig) -> None:
         """Swap the routing table atomically; health and per-target state carry over by name."""
         register_config_secrets(config)
+        self.client.route_unix(unix_routes(config.backends.values()))
         self.checker.update_config(config)
         self.table = RoutingTable.build(
             config, healths=self.checker.healths, previous=self.table, clock=self.clock

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from aifabric.backends.base import ProbeHttp, adapter_for
+from aifabric.backends.base import ProbeHttp, adapter_for, unix_routes
 from aifabric.config.schema import BackendConfig, FabricConfig
 from aifabric.core import BackendHealth, BackendState, FailureClass, ProbeResult, Transition
 from aifabric.errors import OutOfResources
@@ -193,6 +193,7 @@ async def probe_backends(
         config.gateway.connect_timeout if timeout is None else min(timeout, config.gateway.connect_timeout)
     )
     client = UpstreamClient(connect_timeout=connect)
+    client.route_unix(unix_routes(config.backends.values()))
     try:
         if timeout is not None:
             config = _with_timeout(config, timeout)

@@ -110,6 +110,8 @@ def health_view(
                 kind=backend.kind,
                 url=redact_url(backend.url),
             )
+            if backend.unix_socket:  # where its connections really go (backends.base.unix_routes)
+                entry["unix_socket"] = backend.unix_socket
             adapter = adapter_for(backend.kind)
             entry["models"] = [
                 {"configured": model, "served": adapter.serves(model, health.served_models)}

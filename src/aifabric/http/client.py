@@ -20,7 +20,7 @@ import errno
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httptools
@@ -316,9 +316,11 @@ class _Body:
 
 
 class _Pool:
-    def __init__(self, client: UpstreamClient, origin: Origin) -> None:
+    def __init__(self, client: UpstreamClient, origin: Origin, unix_socket: str | None = None) -> None:
         self.client = client
         self.origin = origin
+        self.unix_socket = unix_socket  # connect here instead of the origin's host and port
+        self.retired = False  # its origin's route changed: connections close instead of idling here
         self.idle: list[_UpstreamConnection] = []
         self.all: set[_UpstreamConnection] = set()
 
@@ -326,43 +328,43 @@ class _Pool:
         scheme, host, port = self.origin
         loop = asyncio.get_running_loop()
         ssl_ctx = self.client.ssl_context if scheme == "https" else None
+        path = self.unix_socket
+        where = f"unix socket {path}" if path else f"{host}:{port}"
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _UpstreamConnection(self),
-                    host,
-                    port,
-                    ssl=ssl_ctx,
-                    server_hostname=host if ssl_ctx else None,
-                )
+                if path:
+                    _, conn = await loop.create_unix_connection(lambda: _UpstreamConnection(self), path)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _UpstreamConnection(self),
+                        host,
+                        port,
+                        ssl=ssl_ctx,
+                        server_hostname=host if ssl_ctx else None,
+                    )
         except TimeoutError:
             raise UpstreamFailure(
-                FailureClass.TIMEOUT, f"connect to {host}:{port} timed out after {timeout:g}s"
+                FailureClass.TIMEOUT, f"connect to {where} timed out after {timeout:g}s"
             ) from None
         except ssl.SSLError as exc:
-            raise UpstreamFailure(
-                FailureClass.CONNECT, f"TLS handshake with {host}:{port} failed: {exc}"
-            ) from None
+            raise UpstreamFailure(FailureClass.CONNECT, f"TLS handshake with {where} failed: {exc}") from None
         except OSError as exc:
             if exc.errno in _OWN_RESOURCES:
                 # Our process is out of descriptors or memory: the backend has nothing to do with it.
                 log.error(
-                    "cannot open a connection to %s:%s: %s (the gateway's own limit: raise the open "
+                    "cannot open a connection to %s: %s (the gateway's own limit: raise the open "
                     "files limit, e.g. LimitNOFILE, or lower gateway.max_connections)",
-                    host,
-                    port,
+                    where,
                     exc.strerror,
                 )
                 raise OutOfResources(
                     "The gateway is out of resources (open files or memory) right now; retry shortly."
                 ) from None
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise UpstreamFailure(
-                FailureClass.CONNECT, f"cannot connect to {host}:{port}: {reason}"
-            ) from None
+            raise UpstreamFailure(FailureClass.CONNECT, f"cannot connect to {where}: {reason}") from None
         except UnicodeError:  # a name the resolver cannot even encode (a label over 63 characters)
             raise UpstreamFailure(
-                FailureClass.CONNECT, f"cannot connect to {host}:{port}: not a valid host name"
+                FailureClass.CONNECT, f"cannot connect to {where}: not a valid host name"
             ) from None
         self.all.add(conn)
         return conn
@@ -386,7 +388,7 @@ class _Pool:
         return None
 
     def release(self, conn: _UpstreamConnection) -> None:
-        if len(self.idle) < self.client.max_idle_per_origin:
+        if not self.retired and len(self.idle) < self.client.max_idle_per_origin:
             conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
@@ -415,6 +417,7 @@ class UpstreamClient:
         self.user_agent = user_agent
         self._pools: dict[Origin, _Pool] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._unix_sockets: dict[Origin, str] = {}
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -422,10 +425,29 @@ class UpstreamClient:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
+    @property
+    def unix_sockets(self) -> dict[Origin, str]:
+        return dict(self._unix_sockets)
+
+    def route_unix(self, routes: Mapping[Origin, str]) -> None:
+        """Connect to these origins through these Unix sockets (backends' `unix_socket`), the rest
+        over TCP. A changed route takes effect for new connections at once: the origin's pool is
+        retired (its idle connections closed, the busy ones closed when their request ends)."""
+        new = dict(routes)
+        for origin in set(self._unix_sockets) | set(new):
+            if self._unix_sockets.get(origin) != new.get(origin):
+                pool = self._pools.pop(origin, None)
+                if pool is not None:
+                    pool.retired = True
+                    for conn in pool.idle:
+                        conn.abort()
+                    pool.idle.clear()
+        self._unix_sockets = new
+
     def _pool(self, origin: Origin) -> _Pool:
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _Pool(self, origin)
+            pool = self._pools[origin] = _Pool(self, origin, self._unix_sockets.get(origin))
         return pool
 
     async def request(

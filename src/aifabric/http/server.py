@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -684,6 +685,9 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.refusing: set[_Connection] = set()  # answered 503 at the cap, closing (lingering)
         self._server: asyncio.base_events.Server | None = None
+        # Not `_unix`: mypyc names the C field `__unix`, a macro of C compilers on Unix.
+        self._unix_listener: asyncio.base_events.Server | None = None
+        self._unix_path = ""
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(
@@ -710,6 +714,29 @@ class HttpServer:
             )
         self._reaper = self.loop.create_task(self._reap_idle())
         return self
+
+    async def listen_unix(self, path: str) -> None:
+        """Serve the same handler on a Unix socket too (after `start()`), for clients on this machine:
+        cheaper than TCP over loopback at both ends. A socket file left by a process that died is
+        replaced; the file is private to this user, and removed by `close()`."""
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # A directory another user can write to without the sticky bit (or owns) would let them swap
+        # the socket for their own, and receive what clients send here: refuse it.
+        info = os.stat(directory)
+        shared = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
+        if shared or info.st_uid not in (os.getuid(), 0):
+            raise PermissionError(
+                f"{directory} is writable by other users or belongs to another: not a safe place for "
+                f"the socket {path} (use a directory of your own, e.g. under $XDG_RUNTIME_DIR)"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._unix_listener = await self.loop.create_unix_server(
+            lambda: _Connection(self), path, backlog=2048
+        )
+        self._unix_path = path
+        os.chmod(path, 0o600)
 
     @property
     def port(self) -> int:
@@ -756,6 +783,10 @@ class HttpServer:
         """Stop listening, let in-flight requests finish for up to `grace` seconds, then close all."""
         if self._server is not None:
             self._server.close()
+        if self._unix_listener is not None:
+            self._unix_listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._unix_path)
         if self._reaper is not None:
             self._reaper.cancel()
         loop = asyncio.get_running_loop()  # also for a server whose start() failed
@@ -764,6 +795,7 @@ class HttpServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()  # not close(): that would wait to flush answers a client never reads
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        for server in (self._server, self._unix_listener):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 1.0)

@@ -101,11 +101,13 @@ class EmbedServer:
             }
         )
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; the port (useful with 0)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, unix_socket: str | None = None) -> int:
+        """Listen, on `unix_socket` too when given (the gateway's way in); the port (useful with 0)."""
         self._loop = asyncio.get_running_loop()
         self._http = HttpServer(self.handle, max_body_bytes=MAX_BODY, error_factory=_error_response)
         await self._http.start(host, port)
+        if unix_socket:
+            await self._http.listen_unix(unix_socket)
         return self._http.port
 
     def load(self) -> bool:
@@ -252,8 +254,14 @@ async def _serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, max_queue=args.max_queue
     )
     server = EmbedServer(model=args.model, tokenizer=args.tokenizer, threads=args.threads, policy=policy)
-    await server.start(args.host, args.port)
-    print(f"listening on http://{args.host}:{args.port} (loading {args.model})", file=sys.stderr, flush=True)
+    try:
+        await server.start(args.host, args.port, args.unix_socket)
+    except OSError as exc:  # its port taken, its socket's directory unusable: said, not a traceback
+        print(f"cannot listen: {exc}", file=sys.stderr, flush=True)
+        await server.close()
+        return 1
+    where = f"http://{args.host}:{args.port}" + (f" and unix:{args.unix_socket}" if args.unix_socket else "")
+    print(f"listening on {where} (loading {args.model})", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -274,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aifabric.local.embed_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--unix-socket", metavar="PATH", help="also listen on this Unix socket (what the gateway uses)"
+    )
     parser.add_argument("--model", required=True, help="a bundled model name or a path to a model.onnx")
     parser.add_argument("--tokenizer", help="tokenizer.json for a --model given as a path")
     parser.add_argument("--threads", type=int, help="ONNX intra-op threads (default: onnxruntime's choice)")

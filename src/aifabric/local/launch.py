@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
-from aifabric.core.paths import state_dir
+from aifabric.core.paths import local_socket, state_dir
 from aifabric.errors import LocalBackendError
 from aifabric.local.models import resolve_model
 from aifabric.local.requantize import find_quantizer, requantized
@@ -248,6 +248,8 @@ def process_spec(backend: BackendConfig, say: Callable[[str], None] | None = Non
             "--host", host,
             "--port", str(local.port),
         ]  # fmt: skip
+        if backend.unix_socket:  # the gateway's way in (config.load gives one by default)
+            argv += ["--unix-socket", backend.unix_socket]
         ready_path = "/health"
         unset = frozenset()
     else:  # pragma: no cover - the schema's Literal keeps other engines out
@@ -277,7 +279,14 @@ def with_local_ports(config: FabricConfig, base: int) -> FabricConfig:
         parts = urlsplit(backend.url)
         netloc = f"{parts.hostname or '127.0.0.1'}:{port}"
         local: LocalLaunch = replace(backend.local, port=port)
-        backends[backend.name] = replace(backend, local=local, url=urlunsplit(parts._replace(netloc=netloc)))
+        # The default socket of an embeddings server is named after its port: it moves with it.
+        moved = backend.unix_socket == local_socket(backend.local.port)
+        backends[backend.name] = replace(
+            backend,
+            local=local,
+            url=urlunsplit(parts._replace(netloc=netloc)),
+            unix_socket=local_socket(port) if moved else backend.unix_socket,
+        )
     return replace(config, backends=backends)
 
 

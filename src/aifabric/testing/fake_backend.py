@@ -19,8 +19,10 @@ Every switch is documented in docs/fake-backend.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -48,12 +50,16 @@ class FakeBackend:
         port: int = 0,
         *,
         host: str = "127.0.0.1",
+        unix_socket: str | None = None,
         **switches: Any,
     ) -> None:
         self._state = FakeState(updated(Switches(), {"kind": kind, "models": models, **switches}))
         self._responder = Responder(self._state, self._wait_until)
         self._host = host
         self._port = port
+        # Listen on this Unix socket instead of the port (which is still chosen: it names the url that
+        # a fabric file's backend keeps beside its `unix_socket`).
+        self.unix_socket = unix_socket
         # Event-loop state, valid between start and stop.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -231,7 +237,13 @@ class FakeBackend:
     async def _sync_listener(self) -> None:
         """Open or close the listening socket to match the state: running and not refusing."""
         want_open = self._running and not self._state.switches.refuse
-        if want_open and self._server is None:
+        if want_open and self._server is None and self.unix_socket:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unix_socket)
+            self._server = await asyncio.start_unix_server(
+                self._on_connection, self.unix_socket, limit=1 << 20
+            )
+        elif want_open and self._server is None:
             self._server = await asyncio.start_server(
                 self._on_connection, self._host, self._port, reuse_address=True, limit=1 << 20
             )
@@ -245,6 +257,9 @@ class FakeBackend:
                 loop.remove_reader(sock.fileno())
             await asyncio.sleep(0)
             server.close()  # the listening socket is closed now: connects are refused
+            if self.unix_socket:  # and a socket file is gone, as when its server stops
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.unix_socket)
             await self._drop_connections()
 
     async def _drop_connections(self) -> None:

@@ -425,10 +425,6 @@ class UpstreamClient:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    @property
-    def unix_sockets(self) -> dict[Origin, str]:
-        return dict(self._unix_sockets)
-
     def route_unix(self, routes: Mapping[Origin, str]) -> None:
         """Connect to these origins through these Unix sockets (backends' `unix_socket`), the rest
         over TCP. A changed route takes effect for new connections at once: the origin's pool is

@@ -716,9 +716,9 @@ class HttpServer:
         return self
 
     async def listen_unix(self, path: str) -> None:
-        """Serve the same handler on a Unix socket too (after `start()`), for clients on this machine:
-        cheaper than TCP over loopback at both ends. A socket file left by a process that died is
-        replaced; the file is private to this user, and removed by `close()`."""
+        """Serve the same handler on a Unix socket too (after `start()`), for clients on this machine
+        (no TCP stack on the hop). A socket file left by a process that died is replaced; the file is
+        private to this user, and removed by `close()`."""
         directory = os.path.dirname(path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # A directory another user can write to without the sticky bit (or owns) would let them swap

@@ -9,9 +9,10 @@ straight to each engine, beside the physical limits measured in the same run.
                  sentences timed in this process on the same model. The 128-concurrent pair is
                  run four times, in alternating order (straight first, then the gateway first):
                  one pair swings by a few percent, as the server's batches form differently from
-                 run to run, and on a shared machine a pair can land on a quiet or a busy second. Beside each rate, figures that do not
-                 depend on that timing noise: the CPU each process spent per request (the
-                 gateway's own cost is its CPU, on a machine where the model wants every core),
+                 run to run, and on a shared machine a pair can land on a quiet or a busy second.
+                 Beside each rate, figures that do not depend on that timing noise: the CPU each
+                 process spent per request (the gateway's own cost is its CPU, on a machine where
+                 the model wants every core),
                  and the mean batch the embeddings server formed (its /health counts runs and
                  inputs): smaller batches through the gateway would mean it staggers requests.
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from aifabric.core.paths import runtime_dir
 from aifabric.errors import StateStoreError
 from aifabric.state.base import Ejection, HealthSnapshot, StateStore
 
@@ -43,11 +44,9 @@ _FileKey = tuple[int, int, int]  # inode, mtime_ns, size: a renamed-in file alwa
 
 
 def default_state_dir(port: int) -> Path:
-    """Where the workers listening on `port` keep their shared state."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "aifabric" / str(port)
-    return Path(tempfile.gettempdir()) / f"aifabric-{os.getuid()}" / str(port)
+    """Where the workers listening on `port` keep their shared state (in the runtime directory, beside
+    the local embeddings servers' sockets)."""
+    return runtime_dir() / str(port)
 
 
 class LocalStore(StateStore):

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -327,3 +328,18 @@ def test_a_full_queue_answers_503_with_retry_after_which_the_gateway_reads_as_ov
         assert _exchange(running.port, "POST", "/v1/embeddings", small)[0] == 200  # drained: served again
     finally:
         running.stop()
+
+
+def test_a_socket_where_another_user_could_swap_it_is_a_clear_refusal(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may write there, and no sticky bit
+    result = subprocess.run(
+        [sys.executable, "-m", "aifabric.local.embed_server", "--port", str(free_port()), "--model", MODEL,
+         "--unix-socket", str(shared / "embed.sock")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen: {shared} is writable by other users" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (shared / "embed.sock").exists()

@@ -17,6 +17,8 @@ import openai
 import pytest
 from e2e_support import Up
 
+from aifabric.local.ports import tcp_sockets
+
 pytestmark = pytest.mark.e2e
 
 ROLES = {"chat-fast", "chat-deep", "embeddings-general"}
@@ -71,21 +73,14 @@ def test_embeddings_of_paraphrases_are_closer_than_of_unrelated_sentences(
 
 
 def _tcp_peer_ports(pid: int) -> set[int]:
-    """The remote ports of the TCP connections process `pid` holds (its fds' inodes in /proc/net/tcp)."""
+    """The remote ports of the TCP connections process `pid` holds (its fds' socket inodes)."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[9] in inodes:
-                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return ports
+    return {s.remote_port for s in tcp_sockets() if s.inode in inodes}
 
 
 def test_the_gateway_reaches_the_embeddings_server_on_its_unix_socket(

@@ -534,7 +534,7 @@ _SUN_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path holds 108 with th
 
 def _unix_socket(r: Reader, path: str, values: dict[str, Any]) -> bool:
     """Check `unix_socket`; a local embeddings server gets one by default (core.paths.local_socket),
-    which the gateway then uses: cheaper than TCP over loopback for both ends."""
+    which the gateway then uses instead of TCP over loopback."""
     local = values.get("local")
     socket_path = values.get("unix_socket")
     line = r.lines.get(f"{path}.unix_socket")

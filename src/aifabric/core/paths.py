@@ -3,9 +3,10 @@
     state_dir()   $XDG_STATE_HOME/aifabric  (~/.local/state/aifabric): the usage ledger, `up`'s logs,
                   the outside check's memory, the record of a running `aifabric up`
     data_dir()    $XDG_DATA_HOME/aifabric   (~/.local/share/aifabric): the key store
-    runtime_dir() $XDG_RUNTIME_DIR/aifabric (/run/user/UID/aifabric), else /tmp/aifabric-UID: the Unix
-                  sockets of the local backends `aifabric up` runs (short paths: a socket's is at most
-                  107 bytes, which a state directory under a long home or test path can exceed)
+    runtime_dir() $XDG_RUNTIME_DIR/aifabric (/run/user/UID/aifabric), else /tmp/aifabric-UID: the shared
+                  state of `serve --workers N` (state.local) and the Unix sockets of the local embeddings
+                  servers (short paths: a socket's is at most 107 bytes, which a state directory under a
+                  long home or test path can exceed)
 
 Read at each call, not at import: the tests (and `aifabric up` for the bench) point them elsewhere.
 """

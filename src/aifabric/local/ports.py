@@ -11,10 +11,20 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["PortHolder", "describe_port_holder", "find_port_holder", "port_in_use", "port_in_use_message"]
+__all__ = [
+    "PortHolder",
+    "TcpSocket",
+    "describe_port_holder",
+    "find_port_holder",
+    "port_in_use",
+    "port_in_use_message",
+    "tcp_sockets",
+]
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 
@@ -40,8 +50,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _listening_inodes(port: int, proc: Path) -> set[str]:
-    inodes: set[str] = set()
+class TcpSocket(NamedTuple):
+    local_port: int
+    remote_port: int
+    state: str  # /proc/net/tcp's `st` column, hex: "0A" is listening
+    inode: str
+
+
+def tcp_sockets(proc: Path = Path("/proc")) -> Iterator[TcpSocket]:
+    """Every TCP socket of this network namespace, IPv4 and IPv6, from /proc/net/tcp{,6}."""
     for table in ("net/tcp", "net/tcp6"):
         try:
             lines = (proc / table).read_text().splitlines()[1:]
@@ -49,12 +66,13 @@ def _listening_inodes(port: int, proc: Path) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 10 or fields[3] != _LISTEN:
-                continue
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port:
-                inodes.add(fields[9])
-    return inodes
+            if len(fields) >= 10:
+                local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+                yield TcpSocket(local, remote, fields[3], fields[9])
+
+
+def _listening_inodes(port: int, proc: Path) -> set[str]:
+    return {s.inode for s in tcp_sockets(proc) if s.state == _LISTEN and s.local_port == port}
 
 
 def find_port_holder(port: int, *, proc: Path = Path("/proc")) -> PortHolder | None:

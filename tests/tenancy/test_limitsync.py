@@ -206,3 +206,56 @@ def test_two_processes_keep_the_tpm_within_one_request_of_the_limit() -> None:
             assert a.used(scope, clock[0]) + b.used(scope, clock[0]) <= 1000 + 101 + 1e-9
         clock[0] = (clock[0] // 0.25 + 1) * 0.25 + 0.001
         run_rounds(board, [a, b])
+
+
+class Slow(LimitExchange):
+    """One other process, whose exchange lets the test admit requests while it runs (after this
+    process published: as a worker does while its file exchange runs in a thread)."""
+
+    kind = "test"
+
+    def __init__(self, during: list[bool]) -> None:
+        self.others: Counts = {}
+        self.rank = 0
+        self.during = during
+        self.admit: object = None
+
+    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+        if callable(self.admit):
+            self.during.append(self.admit())
+        return 2, self.rank, self.others
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_turn_ends_when_its_process_publishes_so_two_turns_never_overlap() -> None:
+    # A limit of 5 over two processes, 4 used: each has half a request of headroom, and the turn's
+    # holder may let in one. If it has not by its next round, what it lets in after publishing would
+    # be in no count the next holder reads: that one would see room for another (6 of 5).
+    now = [T0 + 10.0]
+    admission = Admission(wall=lambda: now[0])
+    during: list[bool] = []
+    peer = Slow(during)
+    sync = LimitSync(admission, peer, wall=lambda: now[0], processes=2)
+    key = Principal("app", rpm=5)
+    index = int(T0 // 60)
+    for _ in range(2):
+        assert admission.admit(key, "r", RoleLimits(), {}) is not None
+    peer.others = {KEY: {index: 2.0}}
+    tick = round(now[0] / 0.25)
+    peer.rank = turn_of(tick, 2)  # this process holds the turn of this round
+    asyncio.run(sync.round())
+    now[0] = (tick + 1) * 0.25 + 0.001  # the next round, the turn not used
+
+    def admitted() -> bool:
+        try:
+            admission.admit(key, "r", RoleLimits(), {})
+        except RateLimited:
+            return False
+        return True
+
+    peer.admit = admitted
+    asyncio.run(sync.round())
+    assert during == [False], "a turn used after its process published its counts"
+    assert admission.windows[KEY].used(now[0]) == 4.0

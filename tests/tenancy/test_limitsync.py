@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -20,21 +21,27 @@ KEY = ("key", "app", "requests")
 
 
 class Peers(LimitExchange):
-    """Two other processes whose counts the test sets; `down` makes the exchange fail."""
+    """Other processes (two, or `processes` less this one) whose counts the test sets; `down` makes
+    the exchange fail; `meanwhile` runs while it is under way, after this process published (as a
+    worker goes on admitting while its file exchange runs in a thread)."""
 
     kind = "test"
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int = 3) -> None:
         self.others: Counts = {}
         self.published: list[Counts] = []
         self.down = False
         self.rank = 0
+        self.processes = processes
+        self.meanwhile: Callable[[], None] | None = None
 
     async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
         if self.down:
             raise StateStoreError("the store is away")
         self.published.append(mine)
-        return 3, self.rank, self.others
+        if self.meanwhile is not None:
+            self.meanwhile()
+        return self.processes, self.rank, self.others
 
     async def close(self) -> None:
         pass
@@ -208,27 +215,6 @@ def test_two_processes_keep_the_tpm_within_one_request_of_the_limit() -> None:
         run_rounds(board, [a, b])
 
 
-class Slow(LimitExchange):
-    """One other process, whose exchange lets the test admit requests while it runs (after this
-    process published: as a worker does while its file exchange runs in a thread)."""
-
-    kind = "test"
-
-    def __init__(self, during: list[bool]) -> None:
-        self.others: Counts = {}
-        self.rank = 0
-        self.during = during
-        self.admit: object = None
-
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
-        if callable(self.admit):
-            self.during.append(self.admit())
-        return 2, self.rank, self.others
-
-    async def close(self) -> None:
-        pass
-
-
 def test_a_turn_ends_when_its_process_publishes_so_two_turns_never_overlap() -> None:
     # A limit of 5 over two processes, 4 used: each has half a request of headroom, and the turn's
     # holder may let in one. If it has not by its next round, what it lets in after publishing would
@@ -236,7 +222,7 @@ def test_a_turn_ends_when_its_process_publishes_so_two_turns_never_overlap() -> 
     now = [T0 + 10.0]
     admission = Admission(wall=lambda: now[0])
     during: list[bool] = []
-    peer = Slow(during)
+    peer = Peers(processes=2)
     sync = LimitSync(admission, peer, wall=lambda: now[0], processes=2)
     key = Principal("app", rpm=5)
     index = int(T0 // 60)
@@ -248,14 +234,15 @@ def test_a_turn_ends_when_its_process_publishes_so_two_turns_never_overlap() -> 
     asyncio.run(sync.round())
     now[0] = (tick + 1) * 0.25 + 0.001  # the next round, the turn not used
 
-    def admitted() -> bool:
+    def admit_one() -> None:
         try:
             admission.admit(key, "r", RoleLimits(), {})
         except RateLimited:
-            return False
-        return True
+            during.append(False)
+        else:
+            during.append(True)
 
-    peer.admit = admitted
+    peer.meanwhile = admit_one
     asyncio.run(sync.round())
     assert during == [False], "a turn used after its process published its counts"
     assert admission.windows[KEY].used(now[0]) == 4.0

@@ -244,12 +244,7 @@ class LimitSync:
         for scope, window in windows.items():
             window.used(now)  # roll to the current minute first
             spent[scope] = window.since
-            # A turn lasts until this process publishes: a request it let in beyond its part after
-            # that would be in no count the next turn's holder reads (seen in a 2-worker burst: the
-            # holder of the last turn admitted during its exchange, the next holder saw room for one
-            # more, 6 of a limit of 5). While the exchange runs, its part bounds it; `resplit` below
-            # hands out the next turn.
-            window.turn = False
+            window.end_turn()  # what it publishes now is what the next turn's holder reads
             if window.limit or window.mine_cur or window.mine_prev:  # not a placeholder of others' counts
                 mine[scope] = {window.index: window.mine_cur, window.index - 1: window.mine_prev}
         try:

@@ -134,6 +134,14 @@ class SlidingWindow:
             return
         self.allowance = max(0.0, self.limit - self.used(now)) / processes
 
+    def end_turn(self) -> None:
+        """This process is publishing its counts: its turn, unused, ends here. A request it let in
+        beyond its part after that would be in no count the next turn's holder reads (seen in a
+        2-worker burst: the holder of the last turn admitted during its exchange, the next holder saw
+        room for one more, 6 of a limit of 5). Until `resplit` hands out the next turn, its part
+        bounds it."""
+        self.turn = False
+
     def unsplit(self) -> None:
         """Counts are no longer exchanged: the admission enforces a share of the limit instead."""
         self.since = 0.0

@@ -1,19 +1,24 @@
-"""The exchange round of shared rate-limit counts, over an in-test exchange (the Redis and file ones are
-driven by real processes in test_shared_limits): what a process publishes, what it applies, and its
-share when the exchange fails."""
+"""The exchange round of shared rate-limit counts, over an in-test exchange and the file one (Redis
+and many workers are driven by real processes in test_shared_limits): what a process publishes, what
+it applies, its share when the exchange fails, and what a round does when someone's counts are late."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import pytest
 
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited, StateStoreError
 from aifabric.tenancy.admission import Admission
-from aifabric.tenancy.limitsync import Counts, LimitExchange, LimitSync, turn_of
+from aifabric.tenancy.limitsync import Counts, FileExchange, LimitExchange, LimitSync, View, turn_of
 from aifabric.tenancy.principal import Principal
 
 T0 = 1_800_000_000.0 - (1_800_000_000.0 % 60)
@@ -34,14 +39,15 @@ class Peers(LimitExchange):
         self.rank = 0
         self.processes = processes
         self.meanwhile: Callable[[], None] | None = None
+        self.fresh = self.aligned = True  # every other published this round (and on its tick)
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> View:
         if self.down:
             raise StateStoreError("the store is away")
         self.published.append(mine)
         if self.meanwhile is not None:
             self.meanwhile()
-        return self.processes, self.rank, self.others
+        return View(self.processes, self.rank, self.others, fresh=self.fresh, aligned=self.aligned)
 
     async def close(self) -> None:
         pass
@@ -100,7 +106,7 @@ class Board:
         class Member(LimitExchange):
             kind = "test"
 
-            async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+            async def exchange(self, mine: Counts, now: float) -> View:
                 board.published[name] = mine
                 assert board.barrier is not None
                 await board.barrier.wait()
@@ -112,7 +118,7 @@ class Board:
                             for index, count in by_index.items():
                                 into[index] = into.get(index, 0.0) + count
                 await board.barrier.wait()  # everyone read this round before anyone publishes again
-                return len(board.names), board.names.index(name), others
+                return View(len(board.names), board.names.index(name), others)
 
             async def close(self) -> None:
                 pass
@@ -246,3 +252,103 @@ def test_a_turn_ends_when_its_process_publishes_so_two_turns_never_overlap() -> 
     asyncio.run(sync.round())
     assert during == [False], "a turn used after its process published its counts"
     assert admission.windows[KEY].used(now[0]) == 4.0
+
+
+def _admits(admission: Admission, key: Principal) -> bool:
+    try:
+        admission.admit(key, "r", RoleLimits(), {})
+    except RateLimited:
+        return False
+    return True
+
+
+def test_a_round_that_lacks_someone_s_counts_of_its_tick_splits_nothing() -> None:
+    # rpm 10 over two processes, nothing used: this one's part is 5. It admits 4; the next round's
+    # exchange lacks the other's counts of that tick (stalled): a split from its older counts would
+    # hand out what it may have admitted since, so this process keeps its part (1 more), until a
+    # round reads everyone's counts again.
+    now = [T0 + 10.0]
+    admission = Admission(wall=lambda: now[0])
+    peer = Peers(processes=2)
+    peer.rank = 1 - turn_of(round(now[0] / 0.25), 2)  # not this process's turn
+    sync = LimitSync(admission, peer, wall=lambda: now[0], processes=2)
+    key = Principal("app", rpm=10)
+    index = int(T0 // 60)
+    assert _admits(admission, key)  # the first use sets the limit: its part is half the headroom
+    asyncio.run(sync.round())
+    assert [_admits(admission, key) for _ in range(5)] == [True] * 4 + [False]  # 5 of its 5
+
+    peer.fresh = peer.aligned = False
+    now[0] += 0.25
+    peer.rank = 0
+    asyncio.run(sync.round())
+    assert not _admits(admission, key), "a split from a round-old view of the other's counts"
+    assert admission.windows[KEY].shared_cur == 0.0
+
+    peer.fresh = peer.aligned = True
+    peer.others = {KEY: {index: 1.0}}
+    now[0] += 0.25
+    peer.rank = 1 - turn_of(round(now[0] / 0.25), 2)
+    asyncio.run(sync.round())
+    # 10 - 5 - 1 = 4 left, a part of 2.
+    assert [_admits(admission, key) for _ in range(3)] == [True, True, False]
+
+
+def test_the_turn_goes_only_to_a_round_in_which_all_published_on_its_tick() -> None:
+    # rpm 5 over two processes, 4 used: the part is half a request; the turn lets one in. Rounds of
+    # two processes that fell on different ticks could each hold a turn: none is given then.
+    now = [T0 + 10.0]
+    admission = Admission(wall=lambda: now[0])
+    peer = Peers(processes=2)
+    sync = LimitSync(admission, peer, wall=lambda: now[0], processes=2)
+    key = Principal("app", rpm=5)
+    index = int(T0 // 60)
+    assert [_admits(admission, key) for _ in range(2)] == [True, True]
+    peer.others = {KEY: {index: 2.0}}
+    peer.rank = turn_of(round(now[0] / 0.25), 2)
+    peer.aligned = False  # the other's counts are of a later tick
+    asyncio.run(sync.round())
+    assert not _admits(admission, key)
+    now[0] += 0.25
+    peer.rank = turn_of(round(now[0] / 0.25), 2)
+    peer.aligned = True
+    asyncio.run(sync.round())
+    assert _admits(admission, key) and not _admits(admission, key)
+
+
+def _publish_as_another_worker(directory: Path, at: float, count: float) -> None:
+    index = int(at // 60)
+    text = orjson.dumps({"at": at, "counts": {"key:app:requests": {str(index): count}}})
+    (directory / "rl-1.json").write_bytes(text)  # pid 1: never a test's own
+
+
+def test_the_file_exchange_waits_for_the_other_worker_s_counts_of_the_tick(tmp_path: Path) -> None:
+    now = T0 + 10.0
+    mine = FileExchange(tmp_path)
+    _publish_as_another_worker(tmp_path, now - 0.25, 1.0)  # its last round's
+
+    def later() -> None:  # it is busy: its round of this tick publishes 50 ms late
+        time.sleep(0.05)
+        _publish_as_another_worker(tmp_path, now, 3.0)
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    view = asyncio.run(mine.exchange({KEY: {int(now // 60): 2.0}}, now))
+    writer.join()
+    assert view.fresh and view.aligned and view.processes == 2
+    assert view.others[KEY][int(now // 60)] == 3.0
+    assert orjson.loads((tmp_path / f"rl-{os.getpid()}.json").read_bytes())["at"] == now
+
+
+def test_the_file_exchange_says_when_a_worker_did_not_publish_this_round(tmp_path: Path) -> None:
+    now = T0 + 10.0
+    _publish_as_another_worker(tmp_path, now - 0.25, 1.0)  # stalled after its last round
+    started = time.monotonic()
+    view = asyncio.run(FileExchange(tmp_path).exchange({}, now))
+    assert time.monotonic() - started >= 0.8 * 0.25  # it waited for it
+    assert not view.fresh and not view.aligned
+    assert view.processes == 2 and view.others[KEY][int(now // 60)] == 1.0  # read as it is
+    # A worker a round ahead (its round fell on the next tick): fresh, but not aligned.
+    _publish_as_another_worker(tmp_path, now + 0.25, 1.0)
+    view = asyncio.run(FileExchange(tmp_path).exchange({}, now))
+    assert view.fresh and not view.aligned

@@ -14,8 +14,13 @@ the exchange saw; `SlidingWindow.resplit`): a burst spread over the processes st
                                for a key before its own first request with it)
     state: memory, --workers N    the workers of one port: FileExchange
         <state dir>/rl-<pid>.json   each worker's counts, replaced atomically every round; a round
-                                    waits (a few ms, at most 40% of the interval) for the others'
+                                    waits (a few ms, at most 80% of the interval) for the others'
                                     files of the same tick, so that every worker splits one view
+
+Both exchanges wait for the others' counts of the round's tick. A round that still lacks some (a
+process stalled, stopped or starting) splits nothing: the process goes on with its last part until a
+round reads everyone's counts (a split from counts a round old would hand out what the late process
+admitted since). Only a round in which all published on the same tick hands out the turn.
 
 When the exchange fails (Redis away), each process enforces its share of every limit (1/N, N the
 processes seen in the last rounds), says so once in the log and in `/status`, and shares counts again
@@ -34,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -42,24 +47,40 @@ from aifabric.errors import StateStoreError
 from aifabric.tenancy.admission import Admission, Scope
 from aifabric.tenancy.ratelimit import WINDOW, SlidingWindow
 
-__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange", "turn_of"]
+__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange", "View", "turn_of"]
 
 log = logging.getLogger("aifabric.tenancy")
 
 SYNC_INTERVAL = 0.25
 _MEMBER_TTL = 10.0  # seconds: a process not heard of for this long no longer takes a share
+# How long a round waits for the others' counts of the same tick, as a fraction of the interval.
+# Waiting is safe (until its next split a process spends only its part of the last one); a split
+# made from counts a round old is not: it hands out headroom the late process may have spent since.
+_WAIT = 0.8
 
 Counts = dict[Scope, dict[int, float]]  # scope -> minute index -> count
+
+
+class View(NamedTuple):
+    """What one exchange learned."""
+
+    processes: int  # the live processes, this one included
+    rank: int  # this process's place among them (0..N-1), an order every process sees alike
+    others: Counts  # what the others counted
+    # Every other's counts are of this round or a later one (not: one of them did not publish this
+    # round in time; its counts are a round old or more, and a split made from them would be too big).
+    fresh: bool = True
+    # Every other's counts are of this very round: the processes agree on whose turn it is.
+    aligned: bool = True
 
 
 class LimitExchange(abc.ABC):
     kind = "abstract"
 
     @abc.abstractmethod
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
-        """Publish this process's counts; the number of live processes, this process's rank among
-        them (0..N-1, an order every process sees alike) and the others' counts. StateStoreError (or
-        the store's own errors) when it cannot."""
+    async def exchange(self, mine: Counts, now: float) -> View:
+        """Publish this process's counts (`now`: the round's time, aligned to the interval) and read
+        the others'. StateStoreError (or the store's own errors) when it cannot."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -69,7 +90,7 @@ class LimitExchange(abc.ABC):
 class RedisExchange(LimitExchange):
     kind = "redis"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, interval: float = SYNC_INTERVAL) -> None:
         from aifabric.state.redis import DEFAULT_PREFIX, require_redis, split_state_url
 
         redis = require_redis()
@@ -82,14 +103,15 @@ class RedisExchange(LimitExchange):
         self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._member = f"{socket.gethostname()}/{os.getpid()}/{os.urandom(3).hex()}"
         self._pushed: dict[tuple[Scope, int], float] = {}
+        self._interval = interval
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> View:
         # Round trip 1: this process's news (deltas since the last round), and every live scope.
         pipe = self._redis.pipeline(transaction=False)
         members, scopes = self._prefix + "members", self._prefix + "scopes"
         pipe.zadd(members, {self._member: now})
         pipe.zremrangebyscore(members, "-inf", now - _MEMBER_TTL)
-        pipe.zrange(members, 0, -1)
+        pipe.zrange(members, 0, -1, withscores=True)
         pushing: dict[tuple[Scope, int], float] = {}
         for scope, by_index in mine.items():
             base = self._prefix + ":".join(scope) + ":"
@@ -106,6 +128,14 @@ class RedisExchange(LimitExchange):
         # Only now: a round that failed pushes the same counts again (over-counting, never under).
         self._pushed.update(pushing)
         live = {_scope(raw.decode()) for raw in results[-1]} | set(mine)
+        # As the file exchange does: wait a little for the replicas whose round of this tick has not
+        # published yet (the score of each is its last round's time).
+        tick = round(now / self._interval)
+        rounds: list[tuple[bytes, float]] = results[2]
+        deadline = time.monotonic() + _WAIT * self._interval
+        while any(round(at / self._interval) < tick for _, at in rounds) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            rounds = await self._redis.zrangebyscore(members, now - _MEMBER_TTL, "+inf", withscores=True)
         index = int(now // WINDOW)
         # Round trip 2: the totals of every live scope's current and previous minute.
         ordered = list(live)
@@ -125,9 +155,16 @@ class RedisExchange(LimitExchange):
         current = {(s, i) for s in mine for i in (index, index - 1)}
         for stale in [k for k in self._pushed if k not in current]:
             del self._pushed[stale]
-        live_members = sorted(m.decode() for m in results[2])
+        live_members = sorted(m.decode() for m, _ in rounds)
         rank = live_members.index(self._member) if self._member in live_members else 0
-        return max(1, len(live_members)), rank, others
+        ticks = [round(at / self._interval) for _, at in rounds]
+        return View(
+            max(1, len(live_members)),
+            rank,
+            others,
+            fresh=all(t >= tick for t in ticks),
+            aligned=all(t == tick for t in ticks),
+        )
 
     async def close(self) -> None:
         with contextlib.suppress(*self.errors):
@@ -148,10 +185,10 @@ class FileExchange(LimitExchange):
         self._mine = directory / f"rl-{os.getpid()}.json"
         self._interval = interval
 
-    async def exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+    async def exchange(self, mine: Counts, now: float) -> View:
         return await asyncio.to_thread(self._exchange, mine, now)
 
-    def _exchange(self, mine: Counts, now: float) -> tuple[int, int, Counts]:
+    def _exchange(self, mine: Counts, now: float) -> View:
         data = {":".join(s): {str(i): c for i, c in by.items()} for s, by in mine.items()}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".rl-")
         with os.fdopen(fd, "wb") as f:
@@ -160,19 +197,22 @@ class FileExchange(LimitExchange):
         # The rounds fall on the same ticks: a worker busy with requests may publish this tick's
         # counts a few milliseconds after this one. Read its counts of this tick, not of the one
         # before (what it admitted in between would be missing from the headroom split now), waiting
-        # a little for them; a worker that does not come (stopped, stuck) is read as it is.
+        # for them; a worker that does not come (stopped, stuck) is read as it is, and the view says
+        # so (LimitSync then keeps the last split).
         tick = round(now / self._interval)
-        deadline = time.monotonic() + 0.4 * self._interval
+        deadline = time.monotonic() + _WAIT * self._interval
         while True:
-            processes, rank, others, late = self._read(now, tick)
-            if not late or time.monotonic() >= deadline:
-                return processes, rank, others
+            # Read after the clock: a file that came before the deadline is in the last read.
+            past = time.monotonic() >= deadline
+            view = self._read(now, tick)
+            if view.fresh or past:
+                return view
             time.sleep(0.005)
 
-    def _read(self, now: float, tick: int) -> tuple[int, int, Counts, bool]:
+    def _read(self, now: float, tick: int) -> View:
         processes = 1
         rank = 0  # by file name: the workers with a name before this one's
-        late = False
+        fresh = aligned = True
         others: Counts = {}
         for path in self.directory.glob("rl-*.json"):
             if path == self._mine:
@@ -188,12 +228,14 @@ class FileExchange(LimitExchange):
                 continue
             processes += 1
             rank += path.name < self._mine.name
-            late = late or round(float(other["at"]) / self._interval) < tick
+            theirs = round(float(other["at"]) / self._interval)
+            fresh = fresh and theirs >= tick
+            aligned = aligned and theirs == tick
             for raw, by_index in other.get("counts", {}).items():
                 counts = others.setdefault(_scope(raw), {})
                 for index, count in by_index.items():
                     counts[int(index)] = counts.get(int(index), 0.0) + float(count)
-        return processes, rank, others, late
+        return View(processes, rank, others, fresh=fresh, aligned=aligned)
 
     async def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -249,7 +291,7 @@ class LimitSync:
                 mine[scope] = {window.index: window.mine_cur, window.index - 1: window.mine_prev}
         try:
             async with asyncio.timeout(2.0):
-                processes, rank, others = await self._exchange.exchange(mine, now)
+                view = await self._exchange.exchange(mine, now)
         except self._failures as exc:
             if self.reachable:
                 log.warning(
@@ -270,23 +312,28 @@ class LimitSync:
         self.reachable = True
         self.error = ""
         self.synced_at = now
-        self.processes = processes
-        for scope in others:
+        self.processes = view.processes
+        for scope in view.others:
             if scope not in windows:
                 # Its limit is set by the first request that uses it; until then it only counts.
                 windows[scope] = SlidingWindow(0)
-        # One process a round, in turn, may admit a first request beyond its part (ratelimit).
-        turn = rank == turn_of(round(now / self._interval), processes)
-        self._admission.processes = processes
+        # One process a round, in turn, may admit a first request beyond its part (ratelimit), when
+        # all published in this very round: processes whose rounds fell on different ticks could
+        # each hold a turn at once (seen in a 2-worker burst: 6 admitted of 5).
+        turn = view.aligned and view.rank == turn_of(round(now / self._interval), view.processes)
+        self._admission.processes = view.processes
         for scope, window in windows.items():
             window.used(now)
-            counts = others.get(scope, {})
+            counts = view.others.get(scope, {})
             window.shared_cur = counts.get(window.index, 0.0)
             window.shared_prev = counts.get(window.index - 1, 0.0)
-            if window.limit:
+            if window.limit and view.fresh:
                 # What it admitted while the exchange ran is not in the others' counts: it is spent
                 # from the new part.
-                window.resplit(now, processes, window.since - spent.get(scope, 0.0), turn=turn)
+                window.resplit(now, view.processes, window.since - spent.get(scope, 0.0), turn=turn)
+            # Not fresh: another process's counts are older than this round. A split now would
+            # count without what it admitted since, so this process goes on with its last part
+            # (`since` still counts from that split) until a round reads everyone's counts.
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

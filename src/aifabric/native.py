@@ -33,6 +33,7 @@ COMPILED = (
     "aifabric.gateway.forward",
     "aifabric.gateway.openai_routes",
     "aifabric.gateway.request_ids",
+    "aifabric.gateway.stream_usage",
     "aifabric.observability.metrics",
     "aifabric.routing.outlier",
     "aifabric.routing.retry",

@@ -13,7 +13,7 @@ from aifabric.tenancy.budget import BudgetTracker
 from aifabric.tenancy.ledger import Pending, UsageRow
 from aifabric.tenancy.ledger.sqlite import SqliteLedger
 from aifabric.tenancy.pricing import Pricing
-from aifabric.tenancy.tokens import parse_usage, total_tokens
+from aifabric.tenancy.tokens import parse_usage, reported_usage, total_tokens
 
 FABRIC = """
 backends:
@@ -97,6 +97,9 @@ def test_rows_take_the_backends_figures_else_count_and_say_so() -> None:
     body = b'{"choices":[{"message":{"role":"assistant","content":"' + b"y" * 40 + b'"}}]}'
     answered = pricing.row(base._replace(payload=payload, output=body))
     assert (answered.tokens_in, answered.tokens_out, answered.estimated) == (30, 10, True)
+    # Counts the forwarder already read are the backend's own: taken as they are, not estimated.
+    read = pricing.row(base._replace(reported=(30, 5)))
+    assert (read.tokens_in, read.tokens_out, read.estimated, read.cost) == (30, 5, False, given.cost)
 
 
 def test_usage_objects_of_both_dialects_parse() -> None:
@@ -131,3 +134,28 @@ def test_nested_usage_objects_and_total_tokens_read_from_the_tail() -> None:
     assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":true}}') == -1
     assert total_tokens(b'{"choices":[]}') == -1
     assert total_tokens(b'{"usage":{"prompt_tokens":1,"total_tokens":3') == -1  # cut off: no figure
+
+
+def reported(body: bytes) -> tuple[int, int, int] | None:
+    return reported_usage(body, body.rfind(b'"usage"'))
+
+
+def test_a_whole_answers_flat_usage_is_read_once_with_its_total() -> None:
+    # What the forwarder reads on the request path, for the ledger's row and a tokens-per-minute limit.
+    vllm = b'{"choices":[],"usage":{"prompt_tokens":24,"completion_tokens":8,"total_tokens":32}}'
+    assert reported(vllm) == (24, 8, 32)
+    spaced = b'{"choices": [], "usage": {"prompt_tokens": 7, "total_tokens": 7, "prompt_tokens_details": null'
+    spaced += b"}}"
+    assert reported(spaced) == (7, 0, 7)
+    # Anthropic's flat usage has no total: input plus output, as total_tokens counts it.
+    assert reported(b'{"content":[],"usage":{"input_tokens":3,"output_tokens":4}}') == (3, 4, 7)
+    assert reported(b'{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":true}}') == (1, 2, 3)
+    # Not one flat object of counts: None, and the ledger's thread parses the tail (nested details).
+    nested = b'{"usage":{"prompt_tokens":11,"prompt_tokens_details":{"cached_tokens":2},"total_tokens":16}}'
+    assert reported(nested) is None
+    assert parse_usage(nested[nested.rfind(b'"usage"') :]) == (11, 0)
+    assert reported(b'{"usage":{"completion_tokens":4}}') is None  # no prompt count
+    assert reported(b'{"usage":{"prompt_tokens":-3}}') is None
+    assert reported(b'{"usage": null, "x": {"prompt_tokens": 4}}') is None  # not the usage's own
+    assert reported(b'{"usage":{"prompt_tokens":1,"total_tokens":3') is None  # cut off
+    assert reported(b'{"usage":"none","prompt_tokens":4}') is None

@@ -73,7 +73,7 @@ async def _forward_with_ticket(req: ForwardRequest, send: Send, ticket: Ticket) 
     except BaseException:
         ticket.release()
         raise
-    return _with_ticket(response, ticket)
+    return _with_ticket(response, ticket, req.reported)
 
 
 def principal_of(request: Request) -> Principal:
@@ -132,15 +132,18 @@ def check_role(principal: Principal, role: str) -> None:
         )
 
 
-def _with_ticket(response: Response | StreamingResponse, ticket: Ticket) -> Response | StreamingResponse:
+def _with_ticket(
+    response: Response | StreamingResponse, ticket: Ticket, reported: tuple[int, int, int] | None
+) -> Response | StreamingResponse:
     """The rate-limit headers on the answer; the ticket given back when the answer is over (for a
-    stream: when its last byte is sent or its client goes away)."""
+    stream: when its last byte is sent or its client goes away). `reported`: the answer's tokens as
+    the forwarder read them for the ledger, when it did."""
     response.headers.extend(ticket.headers)
     if isinstance(response, StreamingResponse):
         response.chunks = _Released(response.chunks, ticket)
         return response
     if ticket.counts_tokens and response.status < 300:
-        ticket.settle(total_tokens(response.body))
+        ticket.settle(reported[2] if reported is not None else total_tokens(response.body))
     ticket.release()
     return response
 

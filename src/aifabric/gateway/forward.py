@@ -35,7 +35,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -58,6 +58,7 @@ from aifabric.routing.target import AttemptGuard, TargetState
 from aifabric.tenancy.ledger.record import Pending
 from aifabric.tenancy.principal import ANONYMOUS, Principal, Priority
 from aifabric.tenancy.priority import BackendGate, QueueFull
+from aifabric.tenancy.tokens import reported_usage
 
 __all__ = ["Attempt", "ForwardRequest", "Forwarder"]
 
@@ -66,47 +67,101 @@ _STREAM_HEADERS = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 _DONE = b"data: [DONE]\n\n"
 
 
-@dataclass(slots=True)
+# `init=False` and an `__init__` of their own: see http.server's Request (compiled, not exec'd).
+@dataclass(slots=True, init=False)
 class Attempt:
     target: str  # "backend/model"
     failure: FailureClass | None
     detail: str
-    status: int | None = None
+    status: int | None
     # How it ended when `failure` is None: answered, or a route the target lacks (gateway.missing_routes).
-    outcome: Outcome = Outcome.OK
+    outcome: Outcome
+
+    def __init__(
+        self,
+        target: str,
+        failure: FailureClass | None,
+        detail: str,
+        status: int | None = None,
+        outcome: Outcome = Outcome.OK,
+    ) -> None:
+        self.target = target
+        self.failure = failure
+        self.detail = detail
+        self.status = status
+        self.outcome = outcome
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ForwardRequest:
     route: Route
     path: str  # "/chat/completions", "/completions", "/embeddings"
     body: RequestBody | BodyLike
     stream: bool
     request_id: str
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[Attempt]
     # Its place in the queue of a backend at its max_concurrency (the key's, or lowered by a header).
-    priority: Priority = Priority.INTERACTIVE
+    priority: Priority
     # Who asked (the usage ledger records its name).
-    principal: Principal = ANONYMOUS
+    principal: Principal
     # What the probes know about why a target refused the model id ("config says X, B serves Y: ..."),
     # so a client that gets the 404 also gets the fix (the runbook's "Embeddings Return 404").
-    drift: list[str] = field(default_factory=list)
+    drift: list[str]
     # Another client API than `path`'s (None for the OpenAI routes, whose bodies pass through as sent).
-    dialect: Dialect | None = None
-    skipped: list[str] | None = None  # targets that cannot serve the dialect at all (None: no list to build)
-    _chat: dict[str, Any] | None = None  # the translated chat request, built once at the first need
+    dialect: Dialect | None
+    skipped: list[str] | None  # targets that cannot serve the dialect at all (None: no list to build)
+    _chat: dict[str, Any] | None  # the translated chat request, built once at the first need
     # The role's own targets were all saturated when it was planned: its fallbacks served it on purpose.
-    overflowed: bool = False
+    overflowed: bool
     # The conversation's affinity key (routing.affinity.session_key), when the role has several targets.
-    session: bytes | None = None
+    session: bytes | None
     # Seconds spent waiting on others: each attempt at a backend (to its whole body, or to a stream's
     # first byte), a backend's max_concurrency queue, the waits between rounds. The rest of the
     # request's time is the gateway's own (aifabric_gateway_overhead_seconds); summed from clock
     # reads the forwarder takes anyway.
-    waited: float = 0.0
+    waited: float
     # Told a stream's usage when it ends (its usage objects, else its counted content events): set
     # when a tokens-per-minute limit must replace its admission estimate (gateway.admit).
-    on_tokens: Callable[[bytes | None, int], None] | None = None
+    on_tokens: Callable[[bytes | None, int], None] | None
+    # The answer's (in, out, total) tokens as the forwarder read them for the ledger (None: not read,
+    # or not one flat usage object): a tokens-per-minute limit settles with them, not parsing again.
+    reported: tuple[int, int, int] | None
+
+    def __init__(
+        self,
+        route: Route,
+        path: str,
+        body: RequestBody | BodyLike,
+        stream: bool,
+        request_id: str,
+        attempts: list[Attempt] | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        principal: Principal = ANONYMOUS,
+        drift: list[str] | None = None,
+        dialect: Dialect | None = None,
+        skipped: list[str] | None = None,
+        overflowed: bool = False,
+        session: bytes | None = None,
+        waited: float = 0.0,
+        on_tokens: Callable[[bytes | None, int], None] | None = None,
+    ) -> None:
+        self.route = route
+        self.path = path
+        self.body = body
+        self.stream = stream
+        self.request_id = request_id
+        self.attempts = [] if attempts is None else attempts
+        self.priority = priority
+        self.principal = principal
+        self.drift = [] if drift is None else drift
+        self.dialect = dialect
+        self.skipped = skipped
+        self._chat = None
+        self.overflowed = overflowed
+        self.session = session
+        self.waited = waited
+        self.on_tokens = on_tokens
+        self.reported = None
 
 
 # Hooks the observability layer attaches; routing logic does not know about metrics or logs.
@@ -516,9 +571,16 @@ class Forwarder:
                 result = Response(resp.status, data, served, content_type=content_type)
                 guard.success(ended - started, ended)
                 if self._on_usage is not None:
+                    # Read once here, for the ledger's row and a tokens-per-minute limit (admit);
+                    # what is not one flat object is parsed by the ledger's thread, from the tail.
                     at = data.rfind(b'"usage"')
-                    usage = data[at : at + 1024] if at >= 0 else None
-                    self._on_usage(self._pending(req, target, resp.status, started, usage, None, data))
+                    counts = reported_usage(data, at) if at >= 0 else None
+                    req.reported = counts
+                    usage = data[at : at + 1024] if at >= 0 and counts is None else None
+                    reported = None if counts is None else (counts[0], counts[1])
+                    self._on_usage(
+                        self._pending(req, target, resp.status, started, usage, None, data, reported)
+                    )
         except UpstreamFailure as failure:
             if resp is not None:
                 resp.close()
@@ -575,8 +637,10 @@ class Forwarder:
         usage: bytes | None,
         counted: tuple[int, int] | None,
         output: bytes | None = None,
+        reported: tuple[int, int] | None = None,
     ) -> Pending:
         # Without the backend's usage, the request (and answer) are kept to count from, off the path.
+        bare = usage is None and reported is None
         # tuple.__new__: a NamedTuple's own constructor is Python code (collections builds it with
         # exec), an interpreted call per request even in the compiled forwarder; this is a tuple's cost.
         return tuple.__new__(
@@ -593,8 +657,9 @@ class Forwarder:
                 req.request_id,
                 usage,
                 counted,
-                req.body.payload if usage is None else None,
-                output if usage is None else None,
+                req.body.payload if bare else None,
+                output if bare else None,
+                reported,
             ),
         )
 

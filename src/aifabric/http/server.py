@@ -33,7 +33,7 @@ import socket
 import ssl as ssl_module
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
@@ -80,7 +80,12 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-@dataclass(slots=True)
+# The request path's records are dataclasses for their repr and eq, with `init=False` and an
+# `__init__` of their own: the one `dataclass` writes is interpreted Python (built with exec) even in
+# a module mypyc compiles, a few of them on every request; written out, mypyc compiles it.
+
+
+@dataclass(slots=True, init=False)
 class Request:
     method: str
     path: str
@@ -96,21 +101,65 @@ class Request:
     # from the request's time); None when nothing was.
     forwarded: Any = None
 
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        client: str = "",
+        auth: Any = None,
+        forwarded: Any = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.client = client
+        self.auth = auth
+        self.forwarded = forwarded
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Response:
-    status: int = 200
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    content_type: str = "application/json"
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    content_type: str
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = [] if headers is None else headers
+        self.content_type = content_type
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class StreamingResponse:
     status: int
     chunks: AsyncIterator[bytes]
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    content_type: str = "text/event-stream"
+    headers: list[tuple[str, str]]
+    content_type: str
+
+    def __init__(
+        self,
+        status: int,
+        chunks: AsyncIterator[bytes],
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = "text/event-stream",
+    ) -> None:
+        self.status = status
+        self.chunks = chunks
+        self.headers = [] if headers is None else headers
+        self.content_type = content_type
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
@@ -561,8 +610,11 @@ class _Connection(asyncio.Protocol):
         # mypyc/mypyc#1114). tests/test_native.py keeps such awaits out of every compiled module.
         aclose = getattr(response.chunks, "aclose", None)
         if aclose is not None:
-            with contextlib.suppress(Exception):  # a stream that failed already: its error is the one
+            # Not contextlib.suppress: its three methods are interpreted calls, on every stream.
+            try:  # noqa: SIM105
                 await aclose()
+            except Exception:  # a stream that failed already: its error is the one
+                pass
         if error is not None:
             raise error
 

@@ -50,12 +50,18 @@ def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> flo
     return rng.uniform(0.0, ceiling)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Deadline:
-    """One overall time budget for a request, all attempts and waits included."""
+    """One overall time budget for a request, all attempts and waits included. Not changed once made
+    (not `frozen`: a frozen dataclass's `__init__` is interpreted Python even where mypyc compiles the
+    module, and one is made per request; this one is compiled)."""
 
     start: float
     budget: float
+
+    def __init__(self, start: float, budget: float) -> None:
+        self.start = start
+        self.budget = budget
 
     @property
     def at(self) -> float:

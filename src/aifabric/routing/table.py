@@ -114,14 +114,20 @@ class Route:
     balance: BalancePolicy = "p2c"  # the role's `balance:`, or its default (see default_balance)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Plan:
     """The candidates of one request in the order to try them, and whether the role overflowed
-    (its own targets saturated: the fallbacks lead)."""
+    (its own targets saturated: the fallbacks lead). Not changed once made (not `frozen`, for a
+    compiled `__init__`: see routing.retry.Deadline)."""
 
     candidates: list[TargetState]
-    overflowed: bool = False
-    pinned: bool = False  # the session's target leads (routing.affinity)
+    overflowed: bool
+    pinned: bool  # the session's target leads (routing.affinity)
+
+    def __init__(self, candidates: list[TargetState], overflowed: bool = False, pinned: bool = False) -> None:
+        self.candidates = candidates
+        self.overflowed = overflowed
+        self.pinned = pinned
 
 
 @dataclass

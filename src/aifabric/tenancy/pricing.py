@@ -44,7 +44,9 @@ class Pricing:
 
     def row(self, p: Pending) -> UsageRow:
         """The ledger row of a recorded request: the backend's token figures, else counted (estimated)."""
-        counts = parse_usage(p.usage) if p.usage is not None else None
+        counts = p.reported
+        if counts is None and p.usage is not None:
+            counts = parse_usage(p.usage)
         estimated = counts is None and bool(p.backend)
         if counts is not None:
             tokens_in, tokens_out = counts

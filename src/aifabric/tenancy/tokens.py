@@ -28,6 +28,7 @@ __all__ = [
     "estimate_prompt",
     "parse_usage",
     "prompt_text",
+    "reported_usage",
     "stream_tokens",
     "total_tokens",
 ]
@@ -66,6 +67,28 @@ def parse_usage(tail: bytes) -> tuple[int, int] | None:
     if tokens_in < 0:
         return None
     return tokens_in, max(0, tokens_out)
+
+
+def reported_usage(body: bytes, at: int) -> tuple[int, int, int] | None:
+    """(tokens in, tokens out, total) of a non-streamed answer whose last `"usage"` is at offset `at`,
+    read once on the request path for both the ledger's row and a tokens-per-minute limit; None when
+    it is not one flat object of OpenAI's or Anthropic's counts (nested details, a Responses usage:
+    then the ledger parses the tail, `parse_usage`, and the limit reads `total_tokens`). The total is
+    `total_tokens` where the backend gave one, else input plus output."""
+    end = body.find(b"}", at)
+    if end < 0:
+        return None
+    # `"usage": {...}` braced is an object of one key; a nested `{` ends it early: not JSON, None.
+    wrapped = _loads(b"{" + body[at : end + 1] + b"}")
+    usage = wrapped.get("usage") if type(wrapped) is dict else None
+    counts = _counts(usage)
+    if counts is None:
+        return None
+    assert type(usage) is dict  # _counts said so
+    total = usage.get("total_tokens")
+    if type(total) is not int or total < 0:
+        total = counts[0] + counts[1]
+    return counts[0], counts[1], total
 
 
 def _counts(usage: object) -> tuple[int, int] | None:

@@ -1,9 +1,11 @@
 """What the request path hands the ledger (a small tuple), and the row it becomes off the path.
 
-The request path builds one `Pending` per answered request: names, status, latency and, instead of
-parsed token counts, the raw tail of the answer from its `"usage"` on (or the request and answer to
-count from when the backend gave none). The writer thread turns it into a `UsageRow` (tokens, whether
-they were estimated, cost) before the batch insert, so parsing costs nothing while the client waits.
+The request path builds one `Pending` per answered request: names, status, latency and the tokens:
+a non-streamed answer's flat usage object as the forwarder read it (once, for a tokens-per-minute
+limit too), else the raw tail of the answer from its `"usage"` on (a stream's, or nested details), or
+the request and answer to count from when the backend gave none. The writer thread turns it into a
+`UsageRow` (tokens, whether they were estimated, cost) before the batch insert: what is left to
+parse, it parses off the request path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Pending(NamedTuple):
     counted: tuple[int, int] | None = None  # (in, out) counted by the gateway: estimated
     payload: dict[str, Any] | None = None  # the request, to estimate prompt tokens (only without usage)
     output: bytes | None = None  # the answer, to estimate completion tokens (only without usage)
+    reported: tuple[int, int] | None = None  # the backend's (in, out), already read (then no `usage`)
 
 
 class UsageRow(NamedTuple):

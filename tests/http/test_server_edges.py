@@ -301,3 +301,53 @@ def test_a_server_is_built_without_an_event_loop_and_closed_without_starting() -
     server = built[0]
     assert isinstance(server, HttpServer), server
     run_on_loop(server.close(grace=0.0))
+
+
+def test_a_keep_alive_connection_is_served_by_one_task_that_ends_with_it() -> None:
+    """Requests of one connection run in its one task (made when the first arrives), which waits for
+    the next between them and ends when the client closes: no task left behind."""
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def record(request: Request) -> Response:
+        tasks.append(asyncio.current_task())
+        return Response(200, b"%d" % len(tasks))
+
+    async def main() -> None:
+        server = await HttpServer(record).start("127.0.0.1", 0)
+        try:
+            before = len(asyncio.all_tasks())
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for n in range(1, 21):
+                writer.write(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                assert await reader.readexactly(length) == b"%d" % n
+            assert len({id(t) for t in tasks}) == 1 and tasks[0] is not None
+            assert not tasks[0].done()  # waiting for the next request
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.wait_for(asyncio.shield(tasks[0]), 5)
+            assert len(asyncio.all_tasks()) == before
+        finally:
+            await server.close(grace=0.5)
+
+    run_on_loop(main())
+
+
+def test_closing_the_server_does_not_wait_for_idle_keep_alive_connections() -> None:
+    async def main() -> None:
+        server = await HttpServer(handler).start("127.0.0.1", 0)
+        streams = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+        for reader, writer in streams:
+            writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readuntil(b'{"path":"/x"}'), 5)).startswith(b"HTTP/1.1 200")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.close(grace=5.0)  # nothing in flight: no reason to wait out the grace
+        assert loop.time() - started < 2.5
+        for reader, writer in streams:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            writer.close()
+
+    run_on_loop(main())

@@ -187,6 +187,7 @@ class _Connection(asyncio.Protocol):
         "_body_held",
         "_body_size",
         "_body_started",
+        "_busy",
         "_client",
         "_closing",
         "_completed",
@@ -211,6 +212,7 @@ class _Connection(asyncio.Protocol):
         "_task",
         "_transport",
         "_url",
+        "_wake",
         "last_active",
     )
 
@@ -239,7 +241,11 @@ class _Connection(asyncio.Protocol):
         # (request or ready answer, keep-alive, HTTP/1.0) of pipelined requests waiting their turn
         self._pending: collections.deque[tuple[Request | Response, bool, bool]] = collections.deque()
         self._reading_paused = False
+        # One task per connection, not per request (a task's creation and end cost more than the
+        # rest of a small request's dispatch): between requests it waits on `_wake` for the next.
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a request or an answer is in hand (the task is not waiting on `_wake`)
+        self._wake: asyncio.Future[tuple[Request | Response, bool, bool]] | None = None
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
         self._closing = False
@@ -277,7 +283,8 @@ class _Connection(asyncio.Protocol):
         self._server.refusing.discard(self)
         self._unhold(self._held)
         if self._task is not None and not self._task.done():
-            # The client went away: cancelling the handler closes the upstream request with it.
+            # The client went away: cancelling the handler closes the upstream request with it (or
+            # ends the task waiting for the next request).
             self._task.cancel()
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("client disconnected"))
@@ -439,7 +446,7 @@ class _Connection(asyncio.Protocol):
         if (
             headers.get("expect", "").lower() == "100-continue"
             and self._transport is not None
-            and self._task is None  # behind a response in progress it would land inside that one
+            and not self._busy  # behind a response in progress it would land inside that one
         ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -494,8 +501,13 @@ class _Connection(asyncio.Protocol):
 
     # -- dispatch ---------------------------------------------------------------------------------
     def _queue(self, item: Request | Response, keep_alive: bool, legacy: bool = False) -> None:
-        if self._task is None:
-            self._task = self._server.loop.create_task(self._run(item, keep_alive, legacy))
+        if not self._busy:
+            self._busy = True
+            wake, self._wake = self._wake, None
+            if wake is not None and not wake.done():
+                wake.set_result((item, keep_alive, legacy))  # the connection's task takes it
+            else:
+                self._task = self._server.loop.create_task(self._run(item, keep_alive, legacy))
         else:
             # Pipelined: answered in order once the current one is done. A client that pipelines
             # without reading stops being read from: the queue cannot grow without bound.
@@ -534,7 +546,11 @@ class _Connection(asyncio.Protocol):
                         self.close()
                     return
                 if not self._pending:
-                    return
+                    self._busy = False
+                    self._wake = wake = self._server.loop.create_future()
+                    request = None
+                    item, keep_alive, legacy = await wake
+                    continue
                 if self._paused:
                     # The client is not reading its answers: wait until it does before answering
                     # the next one (the queue stays full, so its requests are not read meanwhile).
@@ -559,7 +575,8 @@ class _Connection(asyncio.Protocol):
                 self._write(self._server.error_factory(500, "internal error in the gateway", path), False)
             self.close()
         finally:
-            self._task = None
+            self._task = self._wake = None
+            self._busy = False
 
     async def _handle(self, request: Request) -> Response | StreamingResponse:
         try:
@@ -691,7 +708,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def idle(self) -> bool:
-        return self._task is None and not self._pending
+        return not self._busy and not self._pending
 
     def reading(self) -> bool:
         """Within a request's head or body (its timeouts apply, not the idle one)."""

@@ -352,3 +352,46 @@ def test_the_file_exchange_says_when_a_worker_did_not_publish_this_round(tmp_pat
     _publish_as_another_worker(tmp_path, now + 0.25, 1.0)
     view = asyncio.run(FileExchange(tmp_path).exchange({}, now))
     assert view.fresh and not view.aligned
+
+
+def test_a_process_late_for_rounds_on_end_does_not_freeze_the_others_part(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A worker stopped uncleanly is counted until it has not published for 10 s, and replicas whose
+    # clocks differ by more than the wait never publish on one tick: after 4 such rounds in a row a
+    # process splits from the counts it has, and says so once.
+    now = [T0 + 10.0]
+    admission = Admission(wall=lambda: now[0])
+    peer = Peers(processes=2)
+    peer.rank = 1 - turn_of(round(now[0] / 0.25), 2)
+    sync = LimitSync(admission, peer, wall=lambda: now[0], processes=2)
+    key = Principal("app", rpm=20)
+    assert _admits(admission, key)
+    asyncio.run(sync.round())
+    assert sum(_admits(admission, key) for _ in range(12)) == 9  # its part: half of 19, 1 used
+    peer.fresh = peer.aligned = False
+    with caplog.at_level("WARNING", logger="aifabric.tenancy"):
+        for late in range(1, 5):
+            now[0] += 0.25
+            peer.rank = 1 - turn_of(round(now[0] / 0.25), 2)
+            asyncio.run(sync.round())
+            assert sync.status()["late_rounds"] == late
+            admitted = _admits(admission, key)
+            assert admitted == (late == 4), f"round {late} late: admitted {admitted}"
+    warned = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert len(warned) == 1 and "4 rounds" in warned[0], warned
+    peer.fresh = peer.aligned = True
+    now[0] += 0.25
+    asyncio.run(sync.round())
+    assert sync.status()["late_rounds"] == 0
+
+
+def test_a_worker_silent_for_rounds_is_read_as_it_is_and_not_waited_for(tmp_path: Path) -> None:
+    # Stopped uncleanly 2 s ago: its file stays (and counts) until 10 s, but no round waits for it.
+    now = T0 + 10.0
+    _publish_as_another_worker(tmp_path, now - 2.0, 1.0)
+    started = time.monotonic()
+    view = asyncio.run(FileExchange(tmp_path).exchange({}, now))
+    assert time.monotonic() - started < 0.8 * 0.25
+    assert view.fresh and view.aligned and view.processes == 2
+    assert view.others[KEY][int(now // 60)] == 1.0

@@ -20,7 +20,8 @@ the exchange saw; `SlidingWindow.resplit`): a burst spread over the processes st
 Both exchanges wait for the others' counts of the round's tick. A round that still lacks some (a
 process stalled, stopped or starting) splits nothing: the process goes on with its last part until a
 round reads everyone's counts (a split from counts a round old would hand out what the late process
-admitted since). Only a round in which all published on the same tick hands out the turn.
+admitted since), or for _LATE_ROUNDS rounds. Only a round in which all published on the same tick
+hands out the turn.
 
 When the exchange fails (Redis away), each process enforces its share of every limit (1/N, N the
 processes seen in the last rounds), says so once in the log and in `/status`, and shares counts again
@@ -57,6 +58,10 @@ _MEMBER_TTL = 10.0  # seconds: a process not heard of for this long no longer ta
 # Waiting is safe (until its next split a process spends only its part of the last one); a split
 # made from counts a round old is not: it hands out headroom the late process may have spent since.
 _WAIT = 0.8
+# Rounds in a row without everyone's counts of the tick after which a process splits from what it has
+# (and says so): a process stopped uncleanly is counted until _MEMBER_TTL, and replicas whose clocks
+# differ by more than the wait never publish on the same tick; neither may freeze the limits.
+_LATE_ROUNDS = 4
 
 Counts = dict[Scope, dict[int, float]]  # scope -> minute index -> count
 
@@ -133,7 +138,10 @@ class RedisExchange(LimitExchange):
         tick = round(now / self._interval)
         rounds: list[tuple[bytes, float]] = results[2]
         deadline = time.monotonic() + _WAIT * self._interval
-        while any(round(at / self._interval) < tick for _, at in rounds) and time.monotonic() < deadline:
+        while True:
+            fresh, aligned = _timely([round(at / self._interval) for _, at in rounds], tick)
+            if fresh or time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.01)
             rounds = await self._redis.zrangebyscore(members, now - _MEMBER_TTL, "+inf", withscores=True)
         index = int(now // WINDOW)
@@ -157,14 +165,7 @@ class RedisExchange(LimitExchange):
             del self._pushed[stale]
         live_members = sorted(m.decode() for m, _ in rounds)
         rank = live_members.index(self._member) if self._member in live_members else 0
-        ticks = [round(at / self._interval) for _, at in rounds]
-        return View(
-            max(1, len(live_members)),
-            rank,
-            others,
-            fresh=all(t >= tick for t in ticks),
-            aligned=all(t == tick for t in ticks),
-        )
+        return View(max(1, len(live_members)), rank, others, fresh=fresh, aligned=aligned)
 
     async def close(self) -> None:
         with contextlib.suppress(*self.errors):
@@ -212,7 +213,7 @@ class FileExchange(LimitExchange):
     def _read(self, now: float, tick: int) -> View:
         processes = 1
         rank = 0  # by file name: the workers with a name before this one's
-        fresh = aligned = True
+        ticks: list[int] = []
         others: Counts = {}
         for path in self.directory.glob("rl-*.json"):
             if path == self._mine:
@@ -228,13 +229,12 @@ class FileExchange(LimitExchange):
                 continue
             processes += 1
             rank += path.name < self._mine.name
-            theirs = round(float(other["at"]) / self._interval)
-            fresh = fresh and theirs >= tick
-            aligned = aligned and theirs == tick
+            ticks.append(round(float(other["at"]) / self._interval))
             for raw, by_index in other.get("counts", {}).items():
                 counts = others.setdefault(_scope(raw), {})
                 for index, count in by_index.items():
                     counts[int(index)] = counts.get(int(index), 0.0) + float(count)
+        fresh, aligned = _timely(ticks, tick)
         return View(processes, rank, others, fresh=fresh, aligned=aligned)
 
     async def close(self) -> None:
@@ -261,6 +261,7 @@ class LimitSync:
         self.synced_at = 0.0
         self.reachable = True
         self.error = ""
+        self.late_rounds = 0  # rounds in a row whose exchange lacked someone's counts of the tick
 
     def share(self) -> float:
         """1 while the shared counts are fresh; this process's share of each limit otherwise."""
@@ -275,6 +276,7 @@ class LimitSync:
             "processes": self.processes,
             "share": round(self.share(), 3),
             "error": self.error,
+            "late_rounds": self.late_rounds,
         }
 
     async def round(self) -> None:
@@ -317,23 +319,42 @@ class LimitSync:
             if scope not in windows:
                 # Its limit is set by the first request that uses it; until then it only counts.
                 windows[scope] = SlidingWindow(0)
+        if view.fresh:
+            if self.late_rounds >= _LATE_ROUNDS:
+                log.info("rate-limit counts: every process publishes on the same ticks again")
+            self.late_rounds = 0
+        else:
+            self.late_rounds += 1
+            if self.late_rounds == _LATE_ROUNDS:
+                log.warning(
+                    "rate-limit counts: another gateway process has not published on this one's "
+                    "ticks for %d rounds (stalled, stopped, or its clock is %s ms or more apart): "
+                    "splitting from its last counts, which may let a request or two past a limit",
+                    _LATE_ROUNDS,
+                    round(_WAIT * self._interval * 1000),
+                )
+        degraded = self.late_rounds >= _LATE_ROUNDS
+        split = view.fresh or degraded
         # One process a round, in turn, may admit a first request beyond its part (ratelimit), when
         # all published in this very round: processes whose rounds fell on different ticks could
-        # each hold a turn at once (seen in a 2-worker burst: 6 admitted of 5).
-        turn = view.aligned and view.rank == turn_of(round(now / self._interval), view.processes)
+        # each hold a turn at once (seen in a 2-worker burst: 6 admitted of 5). Degraded, by this
+        # process's tick alone: else a small limit could never be reached.
+        tick = round(now / self._interval)
+        turn = (view.aligned or degraded) and view.rank == turn_of(tick, view.processes)
         self._admission.processes = view.processes
         for scope, window in windows.items():
             window.used(now)
             counts = view.others.get(scope, {})
             window.shared_cur = counts.get(window.index, 0.0)
             window.shared_prev = counts.get(window.index - 1, 0.0)
-            if window.limit and view.fresh:
+            if window.limit and split:
                 # What it admitted while the exchange ran is not in the others' counts: it is spent
                 # from the new part.
                 window.resplit(now, view.processes, window.since - spent.get(scope, 0.0), turn=turn)
             # Not fresh: another process's counts are older than this round. A split now would
             # count without what it admitted since, so this process goes on with its last part
-            # (`since` still counts from that split) until a round reads everyone's counts.
+            # (`since` still counts from that split) until a round reads everyone's counts, or
+            # for _LATE_ROUNDS rounds.
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -346,6 +367,14 @@ class LimitSync:
 
     async def close(self) -> None:
         await self._exchange.close()
+
+
+def _timely(ticks: list[int], tick: int) -> tuple[bool, bool]:
+    """(fresh, aligned) of a round on `tick` that read counts the others published on `ticks`. One
+    silent for more than _LATE_ROUNDS rounds has stopped (uncleanly: it is counted until _MEMBER_TTL)
+    or hangs; its counts are read as they are, and nobody waits for it."""
+    recent = [t for t in ticks if tick - t <= _LATE_ROUNDS]
+    return all(t >= tick for t in recent), all(t == tick for t in recent)
 
 
 _M64 = (1 << 64) - 1

@@ -200,3 +200,20 @@ def test_a_server_that_is_not_a_healthy_gateway_is_critical(stub: Callable[[Rout
     assert code == 3 and "answered HTTP 500 to GET /status" in text
     code, text = run_cli("status", "--url", stub({"/status": lambda: (200, b"<html>nginx</html>")}))
     assert code == 3 and "not aifabric's health view" in text
+
+
+def test_limit_counts_late_for_rounds_are_shown_to_the_operator(stub: Callable[[Routes], str]) -> None:
+    def view(late: int) -> dict[str, Any]:
+        limits = {"shared": "redis", "reachable": True, "processes": 2, "share": 1.0, "error": ""}
+        return {**_view("up", 0), "tenancy": {"limits": {**limits, "late_rounds": late}}}
+
+    code, text = run_cli(
+        "status", "--url", stub({"/status": lambda: (200, view(9)), "/alerts": lambda: (200, [])})
+    )
+    line = next(x for x in text.splitlines() if x.startswith("limits:"))
+    assert "not published its counts on this one's rounds for 9 rounds" in line and "NTP" in line
+    assert code == 0  # said, not a failure: every request is still answered
+    code, text = run_cli(
+        "status", "--url", stub({"/status": lambda: (200, view(2)), "/alerts": lambda: (200, [])})
+    )
+    assert code == 0 and "limits:" not in text  # a round or two late: waited for, nothing to say

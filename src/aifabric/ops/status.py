@@ -24,6 +24,7 @@ from aifabric.core.exit_codes import ATTENTION, BROKEN, OK, UNREACHABLE
 from aifabric.errors import UpstreamFailure
 from aifabric.health.report import render_table
 from aifabric.http.client import UpstreamClient
+from aifabric.tenancy.limitsync import LATE_ROUNDS
 
 __all__ = ["GatewayStatus", "fetch_status", "gateway_status", "render_status"]
 
@@ -228,6 +229,13 @@ def _tenancy(view: object) -> list[str]:
         out.append(
             f"limits: not shared ({limits.get('shared')} unreachable), this process enforces "
             f"{limits.get('share')} of every limit: {limits.get('error')}"
+        )
+    late = limits.get("late_rounds", 0) if isinstance(limits, dict) else 0
+    if isinstance(late, int) and late >= LATE_ROUNDS:
+        out.append(
+            f"limits: another gateway process has not published its counts on this one's rounds for "
+            f"{late} rounds (stalled, stopped, or clocks apart: keep them in step with NTP); limits "
+            "are split from its last counts and may be passed by a request or two"
         )
     concurrency = view.get("concurrency")
     if isinstance(concurrency, dict) and not concurrency.get("reachable", True):

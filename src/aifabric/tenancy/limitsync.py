@@ -20,7 +20,7 @@ the exchange saw; `SlidingWindow.resplit`): a burst spread over the processes st
 Both exchanges wait for the others' counts of the round's tick. A round that still lacks some (a
 process stalled, stopped or starting) splits nothing: the process goes on with its last part until a
 round reads everyone's counts (a split from counts a round old would hand out what the late process
-admitted since), or for _LATE_ROUNDS rounds. Only a round in which all published on the same tick
+admitted since), or for LATE_ROUNDS rounds. Only a round in which all published on the same tick
 hands out the turn.
 
 When the exchange fails (Redis away), each process enforces its share of every limit (1/N, N the
@@ -48,7 +48,7 @@ from aifabric.errors import StateStoreError
 from aifabric.tenancy.admission import Admission, Scope
 from aifabric.tenancy.ratelimit import WINDOW, SlidingWindow
 
-__all__ = ["FileExchange", "LimitExchange", "LimitSync", "RedisExchange", "View", "turn_of"]
+__all__ = ["LATE_ROUNDS", "FileExchange", "LimitExchange", "LimitSync", "RedisExchange", "View", "turn_of"]
 
 log = logging.getLogger("aifabric.tenancy")
 
@@ -61,7 +61,7 @@ _WAIT = 0.8
 # Rounds in a row without everyone's counts of the tick after which a process splits from what it has
 # (and says so): a process stopped uncleanly is counted until _MEMBER_TTL, and replicas whose clocks
 # differ by more than the wait never publish on the same tick; neither may freeze the limits.
-_LATE_ROUNDS = 4
+LATE_ROUNDS = 4
 
 Counts = dict[Scope, dict[int, float]]  # scope -> minute index -> count
 
@@ -320,20 +320,20 @@ class LimitSync:
                 # Its limit is set by the first request that uses it; until then it only counts.
                 windows[scope] = SlidingWindow(0)
         if view.fresh:
-            if self.late_rounds >= _LATE_ROUNDS:
+            if self.late_rounds >= LATE_ROUNDS:
                 log.info("rate-limit counts: every process publishes on the same ticks again")
             self.late_rounds = 0
         else:
             self.late_rounds += 1
-            if self.late_rounds == _LATE_ROUNDS:
+            if self.late_rounds == LATE_ROUNDS:
                 log.warning(
                     "rate-limit counts: another gateway process has not published on this one's "
                     "ticks for %d rounds (stalled, stopped, or its clock is %s ms or more apart): "
                     "splitting from its last counts, which may let a request or two past a limit",
-                    _LATE_ROUNDS,
+                    LATE_ROUNDS,
                     round(_WAIT * self._interval * 1000),
                 )
-        degraded = self.late_rounds >= _LATE_ROUNDS
+        degraded = self.late_rounds >= LATE_ROUNDS
         split = view.fresh or degraded
         # One process a round, in turn, may admit a first request beyond its part (ratelimit), when
         # all published in this very round: processes whose rounds fell on different ticks could
@@ -354,7 +354,7 @@ class LimitSync:
             # Not fresh: another process's counts are older than this round. A split now would
             # count without what it admitted since, so this process goes on with its last part
             # (`since` still counts from that split) until a round reads everyone's counts, or
-            # for _LATE_ROUNDS rounds.
+            # for LATE_ROUNDS rounds.
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -371,9 +371,9 @@ class LimitSync:
 
 def _timely(ticks: list[int], tick: int) -> tuple[bool, bool]:
     """(fresh, aligned) of a round on `tick` that read counts the others published on `ticks`. One
-    silent for more than _LATE_ROUNDS rounds has stopped (uncleanly: it is counted until _MEMBER_TTL)
+    silent for more than LATE_ROUNDS rounds has stopped (uncleanly: it is counted until _MEMBER_TTL)
     or hangs; its counts are read as they are, and nobody waits for it."""
-    recent = [t for t in ticks if tick - t <= _LATE_ROUNDS]
+    recent = [t for t in ticks if tick - t <= LATE_ROUNDS]
     return all(t >= tick for t in recent), all(t == tick for t in recent)
 
 

@@ -199,7 +199,7 @@ class FileExchange(LimitExchange):
         # counts a few milliseconds after this one. Read its counts of this tick, not of the one
         # before (what it admitted in between would be missing from the headroom split now), waiting
         # for them; a worker that does not come (stopped, stuck) is read as it is, and the view says
-        # so (LimitSync then keeps the last split).
+        # so (LimitSync then keeps the last split, for up to LATE_ROUNDS rounds).
         tick = round(now / self._interval)
         deadline = time.monotonic() + _WAIT * self._interval
         while True:

@@ -29,6 +29,7 @@ from aifabric.config.extras import Extra, install_hint
 from aifabric.config.schema import FabricConfig
 from aifabric.config.show import redact_url
 from aifabric.core.paths import data_dir
+from aifabric.core.sqlite_setup import with_setup_retries
 from aifabric.errors import StateStoreError
 from aifabric.tenancy.keys import KeyRecord
 
@@ -94,17 +95,26 @@ class SqliteKeyStore(KeyStore):
             return None
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # check_same_thread off: the gateway polls from worker threads, one call at a time.
-            db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
+            # Replicas, workers and `aifabric keys` may open the same new file at once (core.sqlite_setup).
+            db = with_setup_retries(self._setup)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateStoreError(f"cannot open the key store {self.path}: {exc}") from exc
+        self._db = db
+        return db
+
+    def _setup(self) -> sqlite3.Connection:
+        # check_same_thread off: the gateway polls from worker threads, one call at a time.
+        db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
+        try:
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, data TEXT NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY, version INTEGER)")
             db.execute("INSERT OR IGNORE INTO meta (id, version) VALUES (1, 0)")
-        except (OSError, sqlite3.Error) as exc:
-            raise StateStoreError(f"cannot open the key store {self.path}: {exc}") from exc
-        self._db = db
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def version(self) -> str:

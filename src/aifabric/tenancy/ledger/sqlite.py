@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aifabric.config.money import BudgetPeriod
+from aifabric.core.sqlite_setup import with_setup_retries
 from aifabric.errors import StateStoreError
 from aifabric.tenancy.ledger.base import (
     GROUPINGS,
@@ -66,6 +67,17 @@ _CHUNK_MAX = 256  # rows per INSERT statement, at most
 _GROUP_SQL = {g: g for g in GROUPINGS} | {"day": "strftime('%Y-%m-%d', ts, 'unixepoch')"}
 
 
+def _adopt_old_rows(db: sqlite3.Connection) -> None:
+    """A ledger from before spans: one span covers its rows, and its `ts` index goes (two workers
+    opening it at once may both add the span: a duplicate bound changes nothing)."""
+    found = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+    if db.execute(found, (_OLD_INDEX,)).fetchone() is None:
+        return
+    with db:
+        db.execute(f"INSERT INTO {SPANS} SELECT MIN(rowid), MAX(ts) FROM {TABLE} HAVING COUNT(*) > 0")
+        db.execute(f"DROP INDEX IF EXISTS {_OLD_INDEX}")
+
+
 class SqliteLedger(LedgerStore):
     kind = "sqlite"
 
@@ -74,12 +86,8 @@ class SqliteLedger(LedgerStore):
         self.where = str(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # check_same_thread off: opened by the gateway, then used only by the writer thread.
-            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a crash of the process
-            self._db.executescript(_SCHEMA + SPEND_SCHEMA)
-            self._adopt_old_rows()
+            # Replicas and workers starting together open the same new file (core.sqlite_setup).
+            self._db = with_setup_retries(self._connect)
         except (OSError, sqlite3.Error) as exc:
             raise StateStoreError(f"cannot open the usage ledger {self.path}: {exc}") from exc
         self._values = f"({', '.join('?' * len(COLUMNS))})"
@@ -88,17 +96,18 @@ class SqliteLedger(LedgerStore):
         self._chunk = 1 << (min(_CHUNK_MAX, most).bit_length() - 1)
         self._inserts: dict[int, str] = {}
 
-    def _adopt_old_rows(self) -> None:
-        """A ledger from before spans: one span covers its rows, and its `ts` index goes (two workers
-        opening it at once may both add the span: a duplicate bound changes nothing)."""
-        found = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
-        if self._db.execute(found, (_OLD_INDEX,)).fetchone() is None:
-            return
-        with self._db:
-            self._db.execute(
-                f"INSERT INTO {SPANS} SELECT MIN(rowid), MAX(ts) FROM {TABLE} HAVING COUNT(*) > 0"
-            )
-            self._db.execute(f"DROP INDEX IF EXISTS {_OLD_INDEX}")
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread off: opened by the gateway, then used only by the writer thread.
+        db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable across a crash of the process
+            db.executescript(_SCHEMA + SPEND_SCHEMA)
+            _adopt_old_rows(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def write(self, rows: Sequence[UsageRow], deltas: SpendDelta | None = None) -> None:
         if deltas is None:

@@ -334,6 +334,9 @@ class LimitSync:
                     round(_WAIT * self._interval * 1000),
                 )
         degraded = self.late_rounds >= LATE_ROUNDS
+        # Not fresh: another process's counts are older than this round. A split now would count
+        # without what it admitted since, so this process goes on with its last part (`since` still
+        # counts from that split) until a round reads everyone's counts, or for LATE_ROUNDS rounds.
         split = view.fresh or degraded
         # One process a round, in turn, may admit a first request beyond its part (ratelimit), when
         # all published in this very round: processes whose rounds fell on different ticks could
@@ -351,10 +354,6 @@ class LimitSync:
                 # What it admitted while the exchange ran is not in the others' counts: it is spent
                 # from the new part.
                 window.resplit(now, view.processes, window.since - spent.get(scope, 0.0), turn=turn)
-            # Not fresh: another process's counts are older than this round. A split now would
-            # count without what it admitted since, so this process goes on with its last part
-            # (`since` still counts from that split) until a round reads everyone's counts, or
-            # for LATE_ROUNDS rounds.
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -55,15 +55,10 @@ class Peers(LimitExchange):
 
 def test_a_round_publishes_this_process_counts_and_applies_the_others() -> None:
     now = [T0 + 10]
-    syncs: list[LimitSync] = []
-
-    def share() -> float:  # as the gateway wires it: the sync, made after the admission, decides
-        return syncs[0].share()
-
-    admission = Admission(wall=lambda: now[0], share=share)
+    # As the gateway wires it: the sync, made after the admission, tells it its share.
+    admission = Admission(wall=lambda: now[0])
     peers = Peers()
     sync = LimitSync(admission, peers, wall=lambda: now[0], processes=3)
-    syncs.append(sync)
     key = Principal("app", rpm=6)
     index = int(T0 // 60)
 
@@ -130,10 +125,7 @@ class Process:
     """One simulated gateway process: its admission and its limit sync, on the test's clock."""
 
     def __init__(self, board: Board, name: str, clock: list[float]) -> None:
-        def share() -> float:  # as the gateway wires it: the sync, made after the admission, decides
-            return self.sync.share()
-
-        self.admission = Admission(wall=lambda: clock[0], share=share)
+        self.admission = Admission(wall=lambda: clock[0])  # its share: told by the sync
         self.sync = LimitSync(self.admission, board.exchange(name), wall=lambda: clock[0], processes=2)
 
     def request(self, key: Principal, payload: dict[str, object]) -> bool:

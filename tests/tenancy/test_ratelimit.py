@@ -77,6 +77,8 @@ def test_reset_reads_like_openais() -> None:
         "2m59s",
     ]
     assert format_reset(179.6) == "3m0s" and format_reset(59.96) == "60s"
+    # A half second rounds up, from the table and beyond it alike (not to the even second).
+    assert [format_reset(s) for s in (60.5, 61.5, 180.5, 181.5)] == ["1m1s", "1m2s", "3m1s", "3m2s"]
 
 
 def test_a_reset_read_back_is_the_duration_written_to_the_millisecond() -> None:

@@ -145,7 +145,11 @@ class Gateway:
             engine_ready=self.engine_sleep.ready,
             concurrency_share=self._concurrency_share,
         )
-        self.admission = Admission(share=self._limit_share, concurrency_share=self._concurrency_share)
+        # The fraction of each per-minute limit a worker may use while the counts are not exchanged
+        # (tenancy.limitsync, started by start(), tells the admission when they are).
+        self.admission = Admission(
+            share=1.0 / max(1, config.gateway.workers), concurrency_share=self._concurrency_share
+        )
         self.api = OpenAIRoutes(lambda: self.table, self.forwarder, self.admission)
         # The POST routes with routing, retries, metrics and access log (path without /v1 -> handler).
         self.api_routes: dict[str, tuple[ApiHandler, ErrorRenderer]] = {
@@ -197,18 +201,11 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
-    def _limit_share(self) -> float:
-        """The fraction of each per-minute limit this process may use: all of it while the counts
-        are exchanged with the other processes (tenancy.limitsync), its share when they cannot be."""
-        if self.limit_sync is not None:
-            return self.limit_sync.share()
-        return 1.0 / max(1, self.config.gateway.workers)
-
     def _concurrency_share(self) -> float:
         """This process's part of a backend's max_concurrency, and of a key's concurrent requests
         while they cannot be counted together (on Redis: tenancy.redis_leases; the workers of one
         machine: tenancy.leases): 1/N
-        of the processes sharing them. (Not `_limit_share`: a minute's counts are exchanged, so a
+        of the processes sharing them. (Not the admission's `share_at`: a minute's counts are exchanged, so a
         fresh exchange lets each process spend the whole limit; requests in flight are not, so they
         are always split.) Never more than 1/workers: this gateway's own workers share
         them from the start, before the limit sync has seen each other's counts (a worker alone in
@@ -222,7 +219,7 @@ class Gateway:
         limits: dict[str, object] = (
             self.limit_sync.status()
             if self.limit_sync is not None
-            else {"shared": "no", "share": round(self._limit_share(), 3)}
+            else {"shared": "no", "share": round(self.admission.share_at(time.time()), 3)}
         )
         concurrency: dict[str, object]
         if self.shared_leases is not None:

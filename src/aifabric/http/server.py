@@ -591,7 +591,8 @@ class _Connection(asyncio.Protocol):
         self, status: int, content_type: str, headers: list[tuple[str, str]], keep_alive: bool
     ) -> list[str]:
         lines = [f"content-type: {content_type}\r\n"] if content_type else []
-        lines.extend(f"{k}: {v}\r\n" for k, v in headers)
+        for k, v in headers:  # a loop, not extend(generator): no generator object per answer
+            lines.append(f"{k}: {v}\r\n")
         if not keep_alive:
             lines.append("connection: close\r\n")
         return lines

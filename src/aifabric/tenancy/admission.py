@@ -8,7 +8,7 @@ Requests count 1; tokens are estimated at admission (prompt characters / 4, plus
 request sets one) and corrected with the backend's `usage.total_tokens` when a non-streamed answer
 reports it. Nothing is counted unless every limit allows the request.
 
-The counters live in this process. Shared across workers and replicas, `share()` says which fraction
+The counters live in this process. Shared across workers and replicas, `share_at()` says which fraction
 of each per-minute limit this process may use: 1 while tenancy.limitsync keeps the other processes'
 counts current (each window then also bounds what this process admits between two exchanges to its
 part of the headroom: tenancy.ratelimit), 1/N (N workers or replicas) while it cannot. Requests in
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, NoReturn, Protocol
+from typing import Any, Final, NamedTuple, NoReturn, Protocol
 
 from aifabric.config.schema import RoleLimits
 from aifabric.errors import RateLimited, StateStoreError
@@ -37,12 +37,17 @@ Scope = tuple[str, str, str]  # ("key" | "role", name, "requests" | "tokens")
 
 
 _PLANS_MAX = 4096  # (key, role, limits) plans kept; past it the cache starts over
-_REQUESTS_HEADERS = OPENAI_HEADERS["requests"]
-_TOKENS_HEADERS = OPENAI_HEADERS["tokens"]
+# Final: mypyc reads these as constants, not from the module's dict on every request.
+_REQUESTS_LIMIT: Final = OPENAI_HEADERS["requests"][0]
+_REQUESTS_REMAINING: Final = OPENAI_HEADERS["requests"][1]
+_REQUESTS_RESET: Final = OPENAI_HEADERS["requests"][2]
+_TOKENS_LIMIT: Final = OPENAI_HEADERS["tokens"][0]
+_TOKENS_REMAINING: Final = OPENAI_HEADERS["tokens"][1]
+_TOKENS_RESET: Final = OPENAI_HEADERS["tokens"][2]
 
 
 class _Plan(NamedTuple):
-    checks: tuple[tuple[SlidingWindow, bool, int], ...]  # (window, counts tokens, limit)
+    checks: tuple[tuple[SlidingWindow, bool, int, str], ...]  # (window, counts tokens, limit, str(limit))
     scopes: tuple[Scope, ...]  # the scope of each check
     token_windows: tuple[SlidingWindow, ...]  # the windows that count tokens (settled at the end)
 
@@ -158,11 +163,16 @@ class Admission:
         self,
         *,
         wall: Callable[[], float] = time.time,
-        share: Callable[[], float] = lambda: 1.0,
+        share: float = 1.0,
         concurrency_share: Callable[[], float] = lambda: 1.0,
     ) -> None:
         self.wall = wall
-        self._share = share
+        # Which fraction of each per-minute limit this process may use (`share_at`): the whole limit
+        # until `fresh_until` (wall clock: the shared counts are current until then), `share` after.
+        # Data, not a callback: read on every admitted request. tenancy.limitsync sets both after
+        # each exchange; alone, the whole limit always.
+        self.fresh_until = math.inf if share >= 1.0 else -math.inf
+        self.stale_share = share
         # Requests in flight are not exchanged between processes: each allows its share, always.
         self._concurrency_share = concurrency_share
         self.windows: dict[Scope, SlidingWindow] = {}
@@ -175,6 +185,10 @@ class Admission:
         self.leases: Leases | None = None
         # Set when state is shared (Redis): counted by every replica and worker together.
         self.shared_leases: SharedLeases | None = None
+
+    def share_at(self, now: float) -> float:
+        """The fraction of each per-minute limit this process may use at `now`."""
+        return 1.0 if now <= self.fresh_until else self.stale_share
 
     def _window(self, scope: Scope, limit: int, now: float) -> SlidingWindow:
         window = self.windows.get(scope)
@@ -203,37 +217,43 @@ class Admission:
         ):
             return None
         now = self.wall()
-        share = self._share()
+        share = self.share_at(now)
         plan = self._plan(principal, role, limits, now)
         tokens = estimate_tokens(payload) if plan.token_windows else 0
         # The fast path: every window has room. It counts nothing until all said yes, and builds no
         # Decision; a refusal is worked out again below by `peek`, which also counts nothing. Of each
         # kind (requests, tokens), the tightest window gives the headers; of equals, the first (key's).
-        requests: tuple[int, SlidingWindow, float] | None = None
-        tokens_tight: tuple[int, SlidingWindow, float] | None = None
-        for window, is_tokens, limit in plan.checks:
+        # Plain locals, not tuples: this runs on every request of a limited key or role.
+        requests_left = tokens_left = -1
+        requests_window: SlidingWindow | None = None
+        tokens_window: SlidingWindow | None = None
+        requests_limit = tokens_limit = ""
+        requests_amount = tokens_amount = 0.0
+        for window, is_tokens, limit, limit_text in plan.checks:
             if window.limit != limit:  # a plan made before the key's or role's limit changed back
                 window.limit = limit
             cap = limit * share
-            amount = min(float(tokens if is_tokens else 1), cap)
+            amount = min(float(tokens) if is_tokens else 1.0, cap)
             left = window.room(now, cap) - amount
             if left < -1e-9:
                 return self._refuse(principal, plan, now, share, tokens)
-            remaining = max(0, math.floor(left + 1e-9))
+            remaining = int(left + 1e-9) if left > 0 else 0  # floor, never below 0
             if is_tokens:
-                if tokens_tight is None or remaining < tokens_tight[0]:
-                    tokens_tight = (remaining, window, amount)
-            elif requests is None or remaining < requests[0]:
-                requests = (remaining, window, amount)
+                if tokens_window is None or remaining < tokens_left:
+                    tokens_window, tokens_left, tokens_amount = window, remaining, amount
+                    tokens_limit = limit_text
+            elif requests_window is None or remaining < requests_left:
+                requests_window, requests_left, requests_amount = window, remaining, amount
+                requests_limit = limit_text
         headers: list[tuple[str, str]] = []
-        for tight, names in ((requests, _REQUESTS_HEADERS), (tokens_tight, _TOKENS_HEADERS)):
-            if tight is not None:
-                remaining, window, amount = tight
-                headers += (
-                    (names[0], str(window.limit)),
-                    (names[1], str(remaining)),
-                    (names[2], format_reset(window.reset(now, amount))),
-                )
+        if requests_window is not None:
+            headers.append((_REQUESTS_LIMIT, requests_limit))
+            headers.append((_REQUESTS_REMAINING, str(requests_left)))
+            headers.append((_REQUESTS_RESET, format_reset(requests_window.reset(now, requests_amount))))
+        if tokens_window is not None:
+            headers.append((_TOKENS_LIMIT, tokens_limit))
+            headers.append((_TOKENS_REMAINING, str(tokens_left)))
+            headers.append((_TOKENS_RESET, format_reset(tokens_window.reset(now, tokens_amount))))
         lease = None
         in_flight = None
         concurrency = principal.concurrency
@@ -241,14 +261,14 @@ class Admission:
         if concurrency is not None and not shared:
             lease = self.enter(principal.name, concurrency)
             in_flight = principal.name
-        for window, is_tokens, limit in plan.checks:  # room() rolled each window to `now` above
-            window.add(min(float(tokens if is_tokens else 1), limit * share))
+        for window, is_tokens, limit, _ in plan.checks:  # room() rolled each window to `now` above
+            window.add(min(float(tokens) if is_tokens else 1.0, limit * share))
         ticket = Ticket(self, in_flight, plan.token_windows, tokens, headers, lease)
         if shared:
             assert concurrency is not None
             counted = tuple(
-                (window, min(float(tokens if is_tokens else 1), limit * share))
-                for window, is_tokens, limit in plan.checks
+                (window, min(float(tokens) if is_tokens else 1.0, limit * share))
+                for window, is_tokens, limit, _ in plan.checks
             )
             ticket.pending = (principal.name, concurrency, counted)
         return ticket
@@ -282,7 +302,7 @@ class Admission:
         plan = self._plans.get(ident)
         if plan is not None:
             return plan
-        checks: list[tuple[SlidingWindow, bool, int]] = []
+        checks: list[tuple[SlidingWindow, bool, int, str]] = []
         scopes: list[Scope] = []
         token_windows: list[SlidingWindow] = []
         for kind, name, rpm, tpm in (
@@ -291,12 +311,12 @@ class Admission:
         ):
             if rpm is not None:
                 scope = (kind, name, "requests")
-                checks.append((self._window(scope, rpm, now), False, rpm))
+                checks.append((self._window(scope, rpm, now), False, rpm, str(rpm)))
                 scopes.append(scope)
             if tpm is not None:
                 scope = (kind, name, "tokens")
                 window = self._window(scope, tpm, now)
-                checks.append((window, True, tpm))
+                checks.append((window, True, tpm, str(tpm)))
                 scopes.append(scope)
                 token_windows.append(window)
         if len(self._plans) >= _PLANS_MAX:
@@ -307,7 +327,7 @@ class Admission:
     def _refuse(self, principal: Principal, plan: _Plan, now: float, share: float, tokens: int) -> NoReturn:
         """The RateLimited of a request some window has no room for: the one that frees up last."""
         checks: list[tuple[SlidingWindow, Decision, float, Scope]] = []
-        for (window, is_tokens, limit), scope in zip(plan.checks, plan.scopes, strict=True):
+        for (window, is_tokens, limit, _), scope in zip(plan.checks, plan.scopes, strict=True):
             amount = tokens if is_tokens else 1
             checks.append((window, window.peek(now, amount, limit=limit * share), amount, scope))
         headers = _headers(checks)

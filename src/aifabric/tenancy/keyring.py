@@ -39,7 +39,7 @@ def presented_key(headers: Mapping[str, str]) -> str:
     """The key a request carries: `Authorization: Bearer K` (OpenAI), `x-api-key: K` (Anthropic) or
     `api-key: K` (Azure OpenAI clients); "" when none."""
     value = headers.get("authorization", "")
-    if value[:7].lower() == "bearer ":
+    if value.startswith("Bearer ") or value[:7].lower() == "bearer ":  # the usual spelling: no copies
         return value[7:].strip()
     return headers.get("x-api-key", "") or headers.get("api-key", "")
 

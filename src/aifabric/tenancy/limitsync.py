@@ -34,6 +34,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -260,14 +261,20 @@ class LimitSync:
         self.processes = processes  # how many share the limits, as last seen (the share when alone)
         self.synced_at = 0.0
         self.reachable = True
+        self._publish_share()
         self.error = ""
         self.late_rounds = 0  # rounds in a row whose exchange lacked someone's counts of the tick
 
     def share(self) -> float:
         """1 while the shared counts are fresh; this process's share of each limit otherwise."""
-        if self.reachable and self._wall() - self.synced_at <= max(2.0, 4 * self._interval):
-            return 1.0
-        return 1.0 / max(1, self.processes)
+        return self._admission.share_at(self._wall())
+
+    def _publish_share(self) -> None:
+        """Tell the admission until when the shared counts are fresh (the whole limit then, a share of
+        it after): data it reads per request, where calling back here would cost a Python call."""
+        fresh_for = max(2.0, 4 * self._interval)
+        self._admission.fresh_until = self.synced_at + fresh_for if self.reachable else -math.inf
+        self._admission.stale_share = 1.0 / max(1, self.processes)
 
     def status(self) -> dict[str, object]:
         return {
@@ -306,6 +313,7 @@ class LimitSync:
             self.reachable = False
             self.error = str(exc) or type(exc).__name__
             self._admission.processes = 1
+            self._publish_share()
             for window in windows.values():
                 window.unsplit()  # the admission's share (1/N of each limit) bounds this process now
             return
@@ -315,6 +323,7 @@ class LimitSync:
         self.error = ""
         self.synced_at = now
         self.processes = view.processes
+        self._publish_share()
         for scope in view.others:
             if scope not in windows:
                 # Its limit is set by the first request that uses it; until then it only counts.

@@ -231,7 +231,7 @@ def _floor(value: float) -> int:
 def format_reset(seconds: float) -> str:
     """OpenAI's form of a duration in `x-ratelimit-reset-*`: `20ms`, `1.5s`, `6m0s`."""
     if 60 <= seconds < 179.5:  # an admitted request's reset, on every answer: made once, not per request
-        return _MINUTES[round(seconds) - 60]
+        return _MINUTES[int(seconds + 0.5) - 60]  # not round(): a call to the builtin, per request
     return _format_reset(seconds)
 
 
@@ -240,7 +240,7 @@ def _format_reset(seconds: float) -> str:
         return f"{max(0, round(seconds * 1000))}ms"
     if seconds < 60:
         return f"{seconds:.3g}s"
-    minutes, rest = divmod(round(seconds), 60)
+    minutes, rest = divmod(int(seconds + 0.5), 60)  # half up, as format_reset's table
     return f"{minutes}m{rest}s"
 
 

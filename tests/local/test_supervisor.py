@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -177,3 +179,41 @@ def test_two_backends_given_the_same_port_are_refused_before_starting(tmp_path: 
         LocalBackendError, match=rf"local backends 'one' and 'two' are both given port {port}"
     ):
         sup.check_ports()
+
+
+_SUPERVISE = """
+import sys, io, time
+from pathlib import Path
+from local_support import fake_spec
+from aifabric.local.supervisor import Supervisor
+spec = fake_spec("stubborn", int(sys.argv[1]), "--ignore-term")
+sup = Supervisor([spec], log_dir=Path(sys.argv[2]), out=io.StringIO())
+sup.start()
+assert sup.wait_ready(timeout=60)
+print(sup.pids()["stubborn"], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_supervisor_takes_even_a_backend_that_ignores_sigterm_with_it(tmp_path: Path) -> None:
+    """The kernel's parent-death signal is the only one a backend gets when its supervisor is SIGKILLed:
+    it must be one the backend cannot catch (llama-server once stayed in its SIGTERM cleanup > 30 s)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    backend = 0
+    with subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISE, str(free_port()), str(tmp_path / "logs")],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            backend = int(parent.stdout.readline())
+            assert alive(backend)
+            parent.kill()
+            parent.wait()
+            wait_until(lambda: not alive(backend), timeout=10, what="the backend to die with its supervisor")
+        finally:
+            parent.kill()
+            if backend and alive(backend):
+                os.kill(backend, signal.SIGKILL)

@@ -12,7 +12,7 @@
 One monitor thread does every spawn, probe and kill. That keeps the state machine single-threaded, and
 it matters for PR_SET_PDEATHSIG: the kernel signals a child when the *thread* that forked it exits, so
 the children are tied to this thread, which only ends after it has stopped them itself. If `up` itself
-is SIGKILLed, the kernel still sends its children SIGTERM: no orphans even then.
+is SIGKILLed, the kernel still kills its children: no orphans even then.
 
 Each process gets its own process group (so a signal reaches whatever it forked too) and its output goes
 to `<log_dir>/<name>.log`.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import http.client
 import logging
 import os
@@ -64,9 +65,16 @@ def _libc_prctl() -> Callable[..., int] | None:
 _PRCTL = _libc_prctl()  # looked up before any fork: the child only calls it
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    """The child dies with the thread that forked it. SIGKILL, not SIGTERM: a parent that is gone
+    cannot follow a TERM with a KILL after a grace period, as `stop` does, and llama-server was seen
+    to stay in "cleaning up before exit..." for more than 30 s after a TERM (while its sibling
+    exited at once). A backend keeps no state that a kill would lose. `parent`: the pid that forked
+    it; if it is gone already (it died between the fork and the prctl), the signal will never come."""
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 @dataclass
@@ -303,7 +311,8 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=_child_env(spec),
                 start_new_session=True,  # its own process group: signals reach its children too
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, looked up before the fork
+                # In the child: only a prctl (looked up before the fork) and a getppid.
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
             )
         except OSError as exc:
             log.close()

@@ -223,3 +223,69 @@ def test_once_requests_arrive_together_a_run_waits_for_company_until_full() -> N
             batcher.close()
 
     asyncio.run(go())
+
+
+class HeldModel(FakeModel):
+    """A FakeModel whose runs holding input `held` wait on the gate; the others go at once."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held = held
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def __call__(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.held in texts:
+                return super().__call__(texts)
+            with self.lock:
+                self.runs.append(list(texts))
+            vectors = np.array([[float(t.lstrip("t") or 0), 0.0] for t in texts], dtype=np.float32)
+            return vectors, np.array([len(t) for t in texts], dtype=np.int64)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_with_two_runners_runs_overlap_and_a_request_split_over_them_keeps_its_order() -> None:
+    async def go() -> None:
+        model = HeldModel(held="t1")
+        model.gate.clear()
+        batcher = await start(model, max_batch=2, max_wait=0.0, runners=2)
+        try:
+            big = batcher.submit(texts(*range(1, 7)))  # 6 inputs: runs of [1, 2], [3, 4], [5, 6]
+            await eventually(model.started.is_set, "the run of t1, t2 to start (held)")
+            # The other runner goes on while the first is held: the request's later slices are done
+            # before its first one.
+            await eventually(lambda: len(model.runs) == 3, "the other runner to run t3..t6")
+            assert not big.done()
+            assert model.most_in_flight == 2
+            model.gate.set()
+            vectors, tokens = await asyncio.wait_for(big, 60)
+            assert ids(vectors) == [1, 2, 3, 4, 5, 6] and tokens == 12
+            assert sorted(model.runs) == [texts(1, 2), texts(3, 4), texts(5, 6)]
+            assert (batcher.runs, batcher.inputs) == (3, 6)
+        finally:
+            model.gate.set()
+            batcher.close()
+
+    asyncio.run(go())
+
+
+def test_with_two_runners_a_bad_request_still_fails_alone() -> None:
+    async def go() -> None:
+        model = FakeModel()
+        batcher = await start(model, max_batch=2, max_wait=0.0, runners=2)
+        try:
+            futures = [batcher.submit(texts(n)) for n in range(1, 5)] + [batcher.submit(["BAD"])]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            assert [ids(r[0]) for r in results[:4] if isinstance(r, tuple)] == [[1], [2], [3], [4]]
+            assert isinstance(results[4], ValueError)
+        finally:
+            batcher.close()
+
+    asyncio.run(go())

@@ -40,8 +40,10 @@ class Embeddings:
 
 
 class Embedder:
-    """Load once, embed from many threads (one ONNX run at a time: the work is CPU-bound; the
-    embeddings server batches concurrent requests into one call before they get here)."""
+    """Load once, embed from many threads. The embeddings server batches concurrent requests into
+    one call before they get here, and may make calls from several threads at once (its batcher's
+    runners): onnxruntime runs a session's calls concurrently, each on the calling thread plus the
+    session's pool (`threads` - 1 more), so with runners x threads = cores no thread waits on another."""
 
     def __init__(self, model: Path, tokenizer: Path, *, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -79,7 +81,8 @@ class Embedder:
         padding not)."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+        with self._lock:  # the tokenizer's Python object is not to be shared by threads at once
+            ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         counts = np.array([len(i) for i in ids], dtype=np.int64)
         order = np.argsort(counts, kind="stable")
         vectors = np.empty((len(ids), self.dimensions), dtype=np.float32)
@@ -101,8 +104,7 @@ class Embedder:
             ids[r, : len(row)] = row
             mask[r, : len(row)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        with self._lock:
-            hidden = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        hidden = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aifabric.config.schema import BackendConfig, FabricConfig, LocalLaunch
 from aifabric.core.paths import local_socket, state_dir
 from aifabric.errors import LocalBackendError
+from aifabric.local.cores import default_threads
 from aifabric.local.models import resolve_model
 from aifabric.local.requantize import find_quantizer, requantized
 
@@ -149,10 +150,6 @@ def find_llama_server() -> Path | None:
 def local_backends(config: FabricConfig) -> list[BackendConfig]:
     """The backends of `config` that `aifabric up` launches, in the file's order."""
     return [b for b in config.backends.values() if b.local is not None]
-
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 # What each engine imports, and how to get it: said before a process is started, not as a crash loop.

@@ -265,6 +265,16 @@ def test_a_model_that_cannot_load_makes_the_server_exit_non_zero() -> None:
     assert "cannot load nope.onnx: local model 'nope.onnx' is neither a bundled model" in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--runners", "--threads", "--max-batch"])
+def test_a_count_below_one_is_refused_with_the_flag_named(flag: str) -> None:
+    argv = [sys.executable, "-m", "aifabric.local.embed_server", "--port", str(free_port())]
+    result = subprocess.run(
+        [*argv, "--model", MODEL, flag, "0"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2 and f"{flag} must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def _burst(port: int, bodies: list[bytes]) -> list[tuple[int, bytes]]:
     """Open one connection per body, all at once, then send every request: (status, body) each."""
     conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in bodies))

@@ -258,8 +258,8 @@ async def _serve(args: argparse.Namespace) -> int:
     threads = args.threads or default_threads()
     runners = args.runners or (2 if threads >= 2 else 1)
     policy = replace(policy, runners=runners)
-    # Each run on its share of the cores: 2 runners of 1 thread each on 2 cores did 584/s where one
-    # run of 2 threads at a time did 520/s (a lone sentence: 6.5 ms instead of 5, still one run).
+    # Each run on its share of the cores: on 2 cores, 2 runners of 1 thread each did 596-628/s where
+    # one run of 2 threads at a time did 512-528/s (a lone sentence: 6.3 ms, not 5.0-5.7; docs/local.md).
     per_run = max(1, threads // runners)
     server = EmbedServer(model=args.model, tokenizer=args.tokenizer, threads=per_run, policy=policy)
     try:

@@ -81,7 +81,9 @@ class Embedder:
         padding not)."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        with self._lock:  # the tokenizer's Python object is not to be shared by threads at once
+        # One call at a time: a `tokenizers` object borrows its Rust state for each call, and two
+        # threads at once can get "Already borrowed". Tokenizing is a small part of a run.
+        with self._lock:
             ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         counts = np.array([len(i) for i in ids], dtype=np.int64)
         order = np.argsort(counts, kind="stable")

@@ -34,8 +34,13 @@ class FakeModel:
         assert self.gate.wait(30), "test never opened the gate"
         if any("BAD" in t for t in texts):
             raise ValueError("the model choked on BAD")
-        vectors = np.array([[float(t.lstrip("t") or 0), 0.0] for t in texts], dtype=np.float32)
-        return vectors, np.array([len(t) for t in texts], dtype=np.int64)
+        return answer(texts)
+
+
+def answer(texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The fake model's output: [n, 0] for "t<n>", and len(text) tokens."""
+    vectors = np.array([[float(t.lstrip("t") or 0), 0.0] for t in texts], dtype=np.float32)
+    return vectors, np.array([len(t) for t in texts], dtype=np.int64)
 
 
 def texts(*numbers: int) -> list[str]:
@@ -244,8 +249,7 @@ class HeldModel(FakeModel):
                 return super().__call__(texts)
             with self.lock:
                 self.runs.append(list(texts))
-            vectors = np.array([[float(t.lstrip("t") or 0), 0.0] for t in texts], dtype=np.float32)
-            return vectors, np.array([len(t) for t in texts], dtype=np.int64)
+            return answer(texts)
         finally:
             with self.lock:
                 self.in_flight -= 1

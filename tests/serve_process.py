@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ class Serve:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: stop() finds any process it left behind
         )
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -71,6 +73,7 @@ class Serve:
         self.proc.send_signal(sig)
 
     def stop(self) -> None:
+        """SIGTERM, as an operator stops it; then no process of its (workers included) may be left."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -78,6 +81,25 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # A worker left running would keep the output pipe open (and the reader blocked in it).
+        left = group_members(self.proc.pid)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._reader.join(5)
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
+        assert not left, f"processes of aifabric serve outlived it: {left}\n" + "".join(self.output[-30:])
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (zombies are already gone: nothing to stop)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # exited while we looked
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(stat.parent.name))
+    return found

@@ -4,14 +4,17 @@ tests/conftest.py)."""
 
 from __future__ import annotations
 
+import http.client
 import os
 from pathlib import Path
+
+import orjson
 
 from aifabric.config.load import load_config_text
 from aifabric.config.schema import FabricConfig
 from serve_process import Serve
 
-__all__ = ["Serve", "config", "connection_owner", "fabric", "serve_workers"]
+__all__ = ["Serve", "config", "connection_owner", "fabric", "models_on_each_connection", "serve_workers"]
 
 
 def fabric(
@@ -69,3 +72,19 @@ def connection_owner(server_port: int, client_port: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def models_on_each_connection(port: int, n: int = 16) -> dict[int | None, set[str]]:
+    """Model ids seen per worker process, over `n` connections the kernel spreads over the workers."""
+    seen: dict[int | None, set[str]] = {}
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(n)]
+    try:
+        for conn in conns:
+            conn.request("GET", "/v1/models")
+            body = orjson.loads(conn.getresponse().read())
+            owner = connection_owner(port, conn.sock.getsockname()[1])
+            seen.setdefault(owner, set()).update(m["id"] for m in body["data"])
+    finally:
+        for conn in conns:
+            conn.close()
+    return seen

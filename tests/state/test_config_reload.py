@@ -5,7 +5,6 @@ is an admin route; `gateway.watch` reloads on a change of the file itself."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import io
 import logging
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from state_support import Serve, connection_owner, fabric, serve_workers
+from state_support import Serve, fabric, models_on_each_connection, serve_workers
 
 from aifabric.cli.console import Console
 from aifabric.cli.main import main
@@ -36,22 +35,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 def with_alias(text: str, alias: str = "local/chat") -> str:
     return text + f"aliases: {{{alias}: r}}\n"
-
-
-def models_on_each_connection(port: int, n: int = 16) -> dict[int | None, set[str]]:
-    """Model ids seen per worker process, over `n` connections the kernel spreads over the workers."""
-    seen: dict[int | None, set[str]] = {}
-    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(n)]
-    try:
-        for conn in conns:
-            conn.request("GET", "/v1/models")
-            body = orjson.loads(conn.getresponse().read())
-            owner = connection_owner(port, conn.sock.getsockname()[1])
-            seen.setdefault(owner, set()).update(m["id"] for m in body["data"])
-    finally:
-        for conn in conns:
-            conn.close()
-    return seen
 
 
 def test_every_worker_reloads_and_the_diff_is_printed(tmp_path: Path) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 from pathlib import Path
 
 import orjson
-from state_support import Serve, connection_owner, fabric, serve_workers
+from state_support import Serve, connection_owner, fabric, models_on_each_connection, serve_workers
 
 from aifabric.testing.fake_backend import FakeBackend
 from aifabric.testing.processes import alive
 from aifabric.testing.wait import wait_until
 from redis_support import RedisServer
+from serve_process import group_members
 
 CHAT = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -63,6 +65,59 @@ def test_workers_share_one_prober_both_serve_and_sigterm_stops_all(tmp_path: Pat
             serve.signal(signal.SIGTERM)
             assert serve.proc.wait(15) == 0
             assert not any(alive(pid) for pid in workers), "no worker outlives the supervisor"
+        finally:
+            serve.stop()
+
+
+def test_a_stop_while_a_dead_worker_waits_to_be_replaced_stops_everything(tmp_path: Path) -> None:
+    """SIGTERM in the pause before a killed worker is replaced: no worker is started after it, and the
+    supervisor exits with no process of its left (it used to start the replacement, which nobody
+    stopped, and wait for it forever)."""
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        fabric_file = tmp_path / "fabric.yaml"
+        fabric_file.write_text(fabric(backend.url))
+        serve = serve_workers(fabric_file, tmp_path / "run")
+        try:
+            serve.wait_ready()
+            victim = serve.workers()[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: any(f"(pid {victim}) exited" in line for line in serve.output), "noticed")
+            serve.signal(signal.SIGTERM)  # the supervisor now pauses 0.5 s before replacing it
+            assert serve.proc.wait(15) == 0, "".join(serve.output)
+            assert group_members(serve.proc.pid) == [], "no worker outlives the supervisor"
+        finally:
+            serve.stop()
+
+
+def test_a_replacement_worker_serves_the_fabric_file_as_reloaded(tmp_path: Path) -> None:
+    """A worker that dies after a reload is replaced by one on the reloaded file, like its sibling,
+    not on the file the supervisor read when it started."""
+    with FakeBackend(kind="vllm", models=("m",)) as backend:
+        fabric_file = tmp_path / "fabric.yaml"
+        fabric_file.write_text(fabric(backend.url))
+        serve = serve_workers(fabric_file, tmp_path / "run")
+        try:
+            serve.wait_ready()
+            fabric_file.write_text(fabric(backend.url) + "aliases: {local/chat: r}\n")
+            serve.signal(signal.SIGHUP)
+            wait_until(
+                lambda: all(
+                    ids == {"r", "local/chat"} for ids in models_on_each_connection(serve.port).values()
+                ),
+                "both workers serve the reloaded alias",
+            )
+            victim = serve.workers()[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: len(serve.workers()) == 2 and victim not in serve.workers(), "a new worker")
+            workers = set(serve.workers())
+            seen: dict[int | None, set[str]] = {}
+
+            def both_answer() -> bool:
+                seen.update(models_on_each_connection(serve.port))
+                return workers <= seen.keys()
+
+            wait_until(both_answer, "both workers, the new one too, answer")
+            assert all(seen[pid] == {"r", "local/chat"} for pid in workers), seen
         finally:
             serve.stop()
 

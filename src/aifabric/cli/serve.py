@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from typing import NoReturn
 
 from aifabric.cli.console import Console
 from aifabric.cli.gateway_args import port_number
@@ -16,9 +17,12 @@ from aifabric.cli.overrides import Overrides
 from aifabric.config.defaults import load_config_or_default
 from aifabric.config.schema import FabricConfig
 from aifabric.core import exit_codes
-from aifabric.errors import CommandError
+from aifabric.errors import CommandError, ConfigError
 
 NAME = "serve"
+# What the master of `--workers N` handles; held while it forks (see spawn).
+MASTER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
 HELP = "Run the gateway for a fabric file (no local backends are started; see `aifabric up`)."
 
 
@@ -123,24 +127,41 @@ def _run_workers(
     children: dict[int, int] = {}
     stopping = False
 
-    def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # child
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            try:
-                run_gateway(
-                    config,
-                    host,
-                    port,
-                    reuse_port=True,
-                    config_path=config_path,
-                    adapt=overrides.apply,
-                    worker=index,
-                )
-            finally:
-                os._exit(exit_codes.OK)
-        children[pid] = index
+    def spawn(index: int, *, replacing: bool = False) -> None:
+        # The master's signals are held from before the fork until the new pid is recorded: a stop
+        # handled in between would signal every worker but this one, which would then serve on with
+        # the master waiting for it (seen in CI: SIGTERM as a killed worker was being replaced). The
+        # child starts with them held too, so it cannot run the master's handlers it inherited; it
+        # takes the default ones first, and a stop already sent to it then ends it at once.
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            if stopping:  # a stop came while this worker waited to be replaced
+                return
+            pid = os.fork()
+            if pid == 0:  # child
+                child(index, replacing)
+            children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+
+    def child(index: int, replacing: bool) -> NoReturn:
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        # A stop ends it at once until the gateway has its own handlers; a reload stays held until
+        # it is ready (run_gateway lets it through then), so one sent while it starts is not lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS - {signal.SIGHUP})
+        try:
+            run_gateway(
+                _replacement_config(config_path, overrides, config, index) if replacing else config,
+                host,
+                port,
+                reuse_port=True,
+                config_path=config_path,
+                adapt=overrides.apply,
+                worker=index,
+            )
+        finally:
+            os._exit(exit_codes.OK)
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -172,8 +193,25 @@ def _run_workers(
         if index is not None and not stopping:
             log.warning("worker %d (pid %d) exited with status %d; starting a new one", index, pid, status)
             time.sleep(0.5)
-            spawn(index)
+            spawn(index, replacing=True)  # not if a stop came during the pause: spawn checks
     return exit_codes.OK
+
+
+def _replacement_config(
+    config_path: str | None, overrides: Overrides, started: FabricConfig, index: int
+) -> FabricConfig:
+    """What a worker replacing a dead one serves: the fabric file as it is now, the one its siblings
+    read at their last reload (SIGHUP, `config reload`, `gateway.watch`), not the one the master read
+    at its start; the master's, if the file no longer loads (the siblings kept theirs too)."""
+    if config_path is None:
+        return started
+    try:
+        return overrides.apply(load_config_or_default(config_path))
+    except ConfigError as exc:
+        logging.getLogger("aifabric.serve").error(
+            "worker %d starts on the fabric file as it was when the gateway started: %s", index, exc
+        )
+        return started
 
 
 def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:

@@ -870,6 +870,9 @@ def run_gateway(
 
             path = config_path
             gateway.reloader = settled(lambda: reload_from_file(gateway, path, adapt=adapt))
+        # A worker of `serve --workers N` starts with SIGHUP held (cli/serve.py): a reload sent while
+        # it was starting is handled now that it can be.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         if ready is not None:
             ready(gateway)
 
